@@ -1,0 +1,157 @@
+/* elk runtime public API: open an image in place, run the decoder, tokenize, sample.
+ * The core is freestanding C11: no malloc after init, no stdio; the caller owns every buffer
+ * (one arena sized by elk_model_arena_size). Platform code (files, threads, UART) lives in
+ * firmware/platform/. Every function returning int returns ELK_OK (0) or a negative ELK_E_* code. */
+#ifndef ELK_H
+#define ELK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "elk/spec.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Short text for an ELK_* status code (never NULL). */
+const char *elk_strerror(int status);
+
+/* =============================================================================================
+ * Image: a parsed view of an image that stays in the caller's memory (flash, mmap). */
+
+typedef struct elk_config {
+    uint32_t arch, dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
+    float rope_theta, norm_eps;
+    uint32_t head_dim, model_flags;
+} elk_config;
+
+typedef struct elk_tensor {
+    const void *data;   /* in place in the image */
+    uint64_t size;      /* bytes */
+    uint32_t type;      /* enum elk_type */
+    uint32_t rows, cols;
+    uint16_t role, layer;
+    const char *name;   /* NUL-terminated, in place */
+} elk_tensor;
+
+typedef struct elk_image {
+    const uint8_t *base; /* first byte of the image */
+    uint64_t size;       /* image_size (header + payload) */
+    uint64_t file_size;  /* bytes available at base (may include a trailer) */
+    uint32_t version, flags, alignment, security_counter;
+    elk_config config;
+    char name[ELK_MODEL_NAME_MAX];
+    struct { const uint8_t *data; uint64_t size; } section[8]; /* indexed by ELK_SECTION_* kind */
+    uint32_t n_tensors;
+    const uint8_t *payload_sha256;
+    char error[128];     /* on failure: which part is wrong, e.g. "tensor 12 (blk.1.attn_q.weight): offset outside TENSOR_DATA" */
+} elk_image;
+
+/* Parse and bounds-check the header, section table, tensor table and tokenizer table of the image
+ * at data[0..size). Checks the header CRC but not the payload hash (see elk_image_verify).
+ * Returns ELK_OK, ELK_E_FORMAT, ELK_E_VERSION, ELK_E_CRC, ELK_E_BOUNDS, ELK_E_UNSUPPORTED,
+ * ELK_E_MISSING or ELK_E_RANGE; img->error says what failed. */
+int elk_image_open(elk_image *img, const void *data, uint64_t size);
+
+/* Hash the payload and compare with the header. ELK_OK or ELK_E_HASH. */
+int elk_image_verify(elk_image *img);
+
+/* Tensor i of the table (0 <= i < n_tensors), or the tensor with (role, layer). ELK_E_MISSING if absent. */
+int elk_image_tensor(const elk_image *img, uint32_t i, elk_tensor *out);
+int elk_image_find(const elk_image *img, int role, int layer, elk_tensor *out);
+
+/* Metadata value for key (not NUL-terminated; *len set), or NULL. */
+const char *elk_image_meta(const elk_image *img, const char *key, uint32_t *len);
+
+/* =============================================================================================
+ * Execution hooks supplied by the platform: a thread pool the model splits work over. */
+
+typedef void (*elk_task_fn)(void *ctx, int index, int count);
+typedef struct elk_exec {
+    /* Run fn(ctx, i, n) for i in [0, n) and return when all are done. (optional) NULL: serial. */
+    void (*parallel_for)(void *pool, elk_task_fn fn, void *ctx, int n);
+    void *pool;
+    int n_threads; /* how many tasks to split work into; <= 1 means serial */
+} elk_exec;
+
+struct elk_kernels;
+struct elk_npu_backend;
+
+/* =============================================================================================
+ * Model: decoder state (KV cache, activations) in one caller-provided arena. */
+
+typedef struct elk_model elk_model;
+
+typedef struct elk_model_opts {
+    uint32_t n_ctx;                       /* context length; 0 = config.seq_len */
+    uint32_t max_batch;                   /* most tokens per forward call; 0 = 64 */
+    const struct elk_kernels *kernels;    /* NULL = elk_kernels_select(elk_cpu_features(), NULL) */
+    elk_exec exec;                        /* zeroed = serial */
+    const struct elk_npu_backend *npu;    /* (optional) NULL = CPU only */
+    void *npu_ctx;
+} elk_model_opts;
+
+/* Bytes of arena elk_model_init needs for these options (including the elk_model itself). */
+uint64_t elk_model_arena_size(const elk_image *img, const elk_model_opts *opts);
+
+/* Build a model over an opened image. The image memory and the arena must outlive the model.
+ * ELK_E_NOMEM if the arena is too small, ELK_E_MISSING / ELK_E_UNSUPPORTED for bad tensors. */
+int elk_model_init(elk_model **out, const elk_image *img, const elk_model_opts *opts,
+                   void *arena, uint64_t arena_size);
+
+/* Run tokens[0..n) at positions pos..pos+n-1 (the cache must hold pos tokens already).
+ * logits: if all_logits, n × vocab floats (one row per position), else vocab floats for the last.
+ * ELK_E_RANGE if pos + n exceeds n_ctx. */
+int elk_model_forward(elk_model *m, const int32_t *tokens, int n, int pos, float *logits, int all_logits);
+
+const elk_config *elk_model_config(const elk_model *m);
+uint32_t elk_model_n_ctx(const elk_model *m);
+const char *elk_model_kernels_name(const elk_model *m);
+
+/* =============================================================================================
+ * Tokenizer: SentencePiece-compatible BPE with byte fallback, over the image's TOKENIZER section. */
+
+typedef struct elk_tokenizer elk_tokenizer;
+
+/* Scratch bytes elk_tokenizer_init needs (merge lookup table). */
+uint64_t elk_tokenizer_arena_size(const elk_image *img);
+int elk_tokenizer_init(elk_tokenizer **out, const elk_image *img, void *arena, uint64_t arena_size);
+
+/* Encode text[0..len) (UTF-8; invalid bytes use byte fallback) into ids; add BOS/EOS on request.
+ * Writes at most cap ids and sets *n_out to the number the full encoding needs;
+ * ELK_E_RANGE when cap is too small (ids[0..cap) are still filled). */
+int elk_tokenize(const elk_tokenizer *t, const char *text, uint64_t len, int bos, int eos,
+                 int32_t *ids, int cap, int *n_out);
+
+/* Text of token `id` as it appears after token `prev` (drops the leading space after BOS,
+ * turns byte tokens into raw bytes). Writes at most cap bytes, sets *len. Control tokens give "". */
+int elk_token_piece(const elk_tokenizer *t, int prev, int id, char *buf, int cap, int *len);
+
+int elk_tokenizer_bos(const elk_tokenizer *t);
+int elk_tokenizer_eos(const elk_tokenizer *t);
+
+/* =============================================================================================
+ * Sampler: greedy, temperature, top-k, top-p, repetition penalty; xorshift RNG from a seed. */
+
+typedef struct elk_sampling {
+    float temperature;        /* 0 = greedy */
+    int top_k;                /* 0 = off */
+    float top_p;              /* 1 = off */
+    float repeat_penalty;     /* 1 = off; applied to the last repeat_last_n tokens */
+    int repeat_last_n;
+    uint64_t seed;
+} elk_sampling;
+
+typedef struct elk_sampler elk_sampler;
+
+uint64_t elk_sampler_arena_size(uint32_t vocab_size);
+int elk_sampler_init(elk_sampler **out, uint32_t vocab_size, const elk_sampling *params,
+                     void *arena, uint64_t arena_size);
+/* Pick the next token from logits (modified in place). history: the recent tokens (for the penalty). */
+int elk_sampler_sample(elk_sampler *s, float *logits, const int32_t *history, int n_history);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ELK_H */

@@ -1,0 +1,1 @@
+from elk.cli import main; import sys; sys.exit(main())

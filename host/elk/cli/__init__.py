@@ -1,0 +1,46 @@
+"""The `elk` command: argument parsing and error reporting only; every command calls a library function.
+
+Each area registers its subcommands from its own module (elk/cli/<area>.py) via `register(sub)`.
+"""
+
+import argparse
+import sys
+
+from elk.errors import ElkError
+
+# Areas in the order their commands appear in `elk --help`.
+AREAS = ("core", "boards", "link", "npu", "bench", "trust")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="elk", description="edge-LLM deployment kit")
+    parser.add_argument("--version", action="version", version=f"elk {__import__('elk').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for area in AREAS:
+        importlib.import_module(f"elk.cli.{area}").register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except ElkError as e:
+        print(f"elk: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("elk: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return rc or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

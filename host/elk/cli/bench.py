@@ -1,0 +1,5 @@
+"""`elk` subcommands of the bench area."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`elk` subcommands of the boards area."""
+
+
+def register(sub) -> None:
+    pass

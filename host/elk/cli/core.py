@@ -1,0 +1,5 @@
+"""`elk` subcommands of the core area."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`elk` subcommands of the link area."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`elk` subcommands of the npu area."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`elk` subcommands of the trust area."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,251 @@
+"""The one source of every constant shared by the C runtime and the Python tool.
+
+`python -m elk.spec` regenerates firmware/include/elk/spec.h from this file; a test
+(tests/test_spec.py) fails when the committed header differs from what this file produces.
+Byte layouts are specified in docs/image-format.md and docs/protocol.md; this file only names numbers.
+"""
+
+# ---------------------------------------------------------------------------------------------
+# Image format v1 (docs/image-format.md)
+
+IMAGE_MAGIC = 0x314B4C45  # bytes "ELK1" little-endian; changes with every incompatible version
+IMAGE_VERSION = 1
+IMAGE_HEADER_SIZE = 256  # bytes; header_size in the header lets newer writers append fields
+IMAGE_ALIGN = 64  # minimum alignment of every section and tensor, in bytes (cache line, NEON/AVX loads)
+SECTION_ENTRY_SIZE = 32
+TENSOR_ENTRY_SIZE = 96
+TENSOR_NAME_MAX = 48  # including the NUL terminator
+TOKEN_ENTRY_SIZE = 16
+MODEL_NAME_MAX = 64
+TRAILER_MAGIC = 0x544B4C45  # bytes "ELKT": optional trailer (signatures) after the payload
+
+# Header field offsets (little-endian). Every field is listed; gaps are reserved (zero).
+HEADER_FIELDS = [
+    # (name, offset, C type)
+    ("magic", 0, "u32"),
+    ("version", 4, "u16"),
+    ("header_size", 6, "u16"),
+    ("flags", 8, "u32"),
+    ("alignment", 12, "u32"),
+    ("image_size", 16, "u64"),  # header + payload, excluding any trailer
+    ("section_table_offset", 24, "u64"),
+    ("section_count", 32, "u32"),
+    ("section_entry_size", 36, "u32"),
+    ("payload_offset", 40, "u64"),
+    ("payload_size", 48, "u64"),
+    ("payload_sha256", 56, "u8[32]"),
+    ("security_counter", 88, "u32"),
+    ("arch", 96, "u32"),
+    ("dim", 100, "u32"),
+    ("hidden_dim", 104, "u32"),
+    ("n_layers", 108, "u32"),
+    ("n_heads", 112, "u32"),
+    ("n_kv_heads", 116, "u32"),
+    ("vocab_size", 120, "u32"),
+    ("seq_len", 124, "u32"),
+    ("rope_theta", 128, "f32"),
+    ("norm_eps", 132, "f32"),
+    ("head_dim", 136, "u32"),
+    ("model_flags", 140, "u32"),
+    ("name", 160, "char[64]"),
+    ("header_crc32", 252, "u32"),  # CRC-32 (ISO-HDLC, zlib's) over bytes [0, header_size - 4)
+]
+
+ARCH_LLAMA = 1
+
+# model_flags bits
+MODEL_FLAG_TIED_OUTPUT = 1 << 0  # no OUTPUT tensor: logits use TOK_EMBD
+
+# header flags bits
+IMAGE_FLAG_HAS_TRAILER = 1 << 0
+
+# Section kinds; each kind appears at most once in an image.
+SECTION_KINDS = {
+    "TENSOR_TABLE": 1,
+    "TENSOR_DATA": 2,
+    "TOKENIZER": 3,
+    "METADATA": 4,
+    "NPU": 5,
+}
+
+# Tensor types: the numbers are ggml's, so GGUF type ids map one to one. Removed or
+# unsupported ggml types are simply absent; a reader rejects any id not listed here.
+TENSOR_TYPES = {
+    # name: (id, block_elems, block_bytes)
+    "F32": (0, 1, 4),
+    "F16": (1, 1, 2),
+    "Q4_0": (2, 32, 18),  # fp16 scale d, 16 bytes of nibbles: x[i] = d*(lo_i - 8), x[i+16] = d*(hi_i - 8)
+    "Q8_0": (8, 32, 34),  # fp16 scale d, 32 x int8: x[i] = d*q[i]
+    "BF16": (30, 1, 2),   # import only; the packer converts it to F32/F16/quantized types
+}
+QK = 32  # elements per quantization block
+
+# Tensor roles; `layer` is the block index for per-layer roles, 0 otherwise.
+# Shapes are (rows, cols) row-major; a linear layer y = W x has W of shape (out, in).
+TENSOR_ROLES = {
+    "TOK_EMBD": 1,     # (vocab, dim)
+    "ATTN_NORM": 2,    # (dim,)
+    "WQ": 3,           # (n_heads * head_dim, dim), RoPE pairs interleaved (x[2i], x[2i+1])
+    "WK": 4,           # (n_kv_heads * head_dim, dim), same RoPE convention
+    "WV": 5,           # (n_kv_heads * head_dim, dim)
+    "WO": 6,           # (dim, n_heads * head_dim)
+    "FFN_NORM": 7,     # (dim,)
+    "W1": 8,           # gate (hidden_dim, dim)
+    "W2": 9,           # down (dim, hidden_dim)
+    "W3": 10,          # up   (hidden_dim, dim)
+    "OUTPUT_NORM": 11, # (dim,)
+    "OUTPUT": 12,      # (vocab, dim); absent when MODEL_FLAG_TIED_OUTPUT
+}
+PER_LAYER_ROLES = ("ATTN_NORM", "WQ", "WK", "WV", "WO", "FFN_NORM", "W1", "W2", "W3")
+
+# Tensor names in images follow GGUF's llama naming; {L} is the layer index.
+TENSOR_NAMES = {
+    "TOK_EMBD": "token_embd.weight",
+    "ATTN_NORM": "blk.{L}.attn_norm.weight",
+    "WQ": "blk.{L}.attn_q.weight",
+    "WK": "blk.{L}.attn_k.weight",
+    "WV": "blk.{L}.attn_v.weight",
+    "WO": "blk.{L}.attn_output.weight",
+    "FFN_NORM": "blk.{L}.ffn_norm.weight",
+    "W1": "blk.{L}.ffn_gate.weight",
+    "W2": "blk.{L}.ffn_down.weight",
+    "W3": "blk.{L}.ffn_up.weight",
+    "OUTPUT_NORM": "output_norm.weight",
+    "OUTPUT": "output.weight",
+}
+
+# Tokenizer section
+TOKENIZER_KIND_SPM_BPE = 1  # SentencePiece BPE (Llama 1/2, TinyLlama), scores = merge priority
+TOKEN_TYPES = {  # SentencePiece's piece types
+    "NORMAL": 1,
+    "UNKNOWN": 2,
+    "CONTROL": 3,
+    "USER_DEFINED": 4,
+    "UNUSED": 5,
+    "BYTE": 6,
+}
+TOKENIZER_FLAG_BYTE_FALLBACK = 1 << 0
+TOKENIZER_FLAG_ADD_DUMMY_PREFIX = 1 << 1
+TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE = 1 << 2
+
+# ---------------------------------------------------------------------------------------------
+# Error codes: C returns 0 or one of these (negative); Python maps each to an ElkError subclass.
+
+ERRORS = {
+    # name: (code, message)
+    "OK": (0, "ok"),
+    "E_INVAL": (-1, "invalid argument"),
+    "E_FORMAT": (-2, "not an elk image (bad magic or malformed structure)"),
+    "E_VERSION": (-3, "unsupported image version"),
+    "E_BOUNDS": (-4, "offset or size outside the image"),
+    "E_CRC": (-5, "header CRC mismatch"),
+    "E_HASH": (-6, "payload SHA-256 mismatch"),
+    "E_NOMEM": (-7, "arena too small"),
+    "E_UNSUPPORTED": (-8, "unsupported feature or tensor type"),
+    "E_RANGE": (-9, "value out of range (context full, dimension too large)"),
+    "E_IO": (-10, "input/output error"),
+    "E_ABORTED": (-11, "aborted"),
+    "E_AUTH": (-12, "signature or key check failed"),
+    "E_ROLLBACK": (-13, "image security counter is lower than the running one"),
+    "E_TIMEOUT": (-14, "timed out"),
+    "E_STATE": (-15, "command not valid in the current state"),
+    "E_MISSING": (-16, "required section or tensor missing"),
+}
+
+# ---------------------------------------------------------------------------------------------
+# Header generation
+
+
+def _c_header() -> str:
+    out = [
+        "/* elk shared constants. GENERATED by `python -m elk.spec` from host/elk/spec.py: do not edit.",
+        " * tests/test_spec.py fails when this file and host/elk/spec.py disagree. */",
+        "#ifndef ELK_SPEC_H",
+        "#define ELK_SPEC_H",
+        "",
+    ]
+
+    def define(name, value, comment=None):
+        line = f"#define {name} {value}"
+        if comment:
+            line = f"{line:<56} /* {comment} */"
+        out.append(line)
+
+    define("ELK_IMAGE_MAGIC", f"0x{IMAGE_MAGIC:08X}u", '"ELK1" little-endian')
+    define("ELK_IMAGE_VERSION", IMAGE_VERSION)
+    define("ELK_IMAGE_HEADER_SIZE", IMAGE_HEADER_SIZE)
+    define("ELK_IMAGE_ALIGN", IMAGE_ALIGN)
+    define("ELK_SECTION_ENTRY_SIZE", SECTION_ENTRY_SIZE)
+    define("ELK_TENSOR_ENTRY_SIZE", TENSOR_ENTRY_SIZE)
+    define("ELK_TENSOR_NAME_MAX", TENSOR_NAME_MAX)
+    define("ELK_TOKEN_ENTRY_SIZE", TOKEN_ENTRY_SIZE)
+    define("ELK_MODEL_NAME_MAX", MODEL_NAME_MAX)
+    define("ELK_TRAILER_MAGIC", f"0x{TRAILER_MAGIC:08X}u", '"ELKT" little-endian')
+    define("ELK_QK", QK, "elements per quantization block")
+    out.append("")
+    out.append("/* header field offsets */")
+    for name, off, ctype in HEADER_FIELDS:
+        define(f"ELK_HDR_{name.upper()}", off, ctype)
+    out.append("")
+    define("ELK_ARCH_LLAMA", ARCH_LLAMA)
+    define("ELK_MODEL_FLAG_TIED_OUTPUT", f"(1u << {MODEL_FLAG_TIED_OUTPUT.bit_length() - 1})")
+    define("ELK_IMAGE_FLAG_HAS_TRAILER", f"(1u << {IMAGE_FLAG_HAS_TRAILER.bit_length() - 1})")
+    out.append("")
+    for name, value in SECTION_KINDS.items():
+        define(f"ELK_SECTION_{name}", value)
+    out.append("")
+    out.append("enum elk_type {")
+    for name, (tid, _, _) in TENSOR_TYPES.items():
+        out.append(f"    ELK_TYPE_{name} = {tid},")
+    out.append(f"    ELK_TYPE_COUNT = {max(v[0] for v in TENSOR_TYPES.values()) + 1}")
+    out.append("};")
+    for name, (_, be, bb) in TENSOR_TYPES.items():
+        define(f"ELK_TYPE_{name}_BLOCK_ELEMS", be)
+        define(f"ELK_TYPE_{name}_BLOCK_BYTES", bb)
+    out.append("")
+    out.append("enum elk_role {")
+    for name, value in TENSOR_ROLES.items():
+        out.append(f"    ELK_ROLE_{name} = {value},")
+    out.append(f"    ELK_ROLE_COUNT = {max(TENSOR_ROLES.values()) + 1}")
+    out.append("};")
+    out.append("")
+    define("ELK_TOKENIZER_KIND_SPM_BPE", TOKENIZER_KIND_SPM_BPE)
+    for name, value in TOKEN_TYPES.items():
+        define(f"ELK_TOKEN_{name}", value)
+    define("ELK_TOKENIZER_FLAG_BYTE_FALLBACK", "(1u << 0)")
+    define("ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX", "(1u << 1)")
+    define("ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE", "(1u << 2)")
+    out.append("")
+    out.append("enum elk_status {")
+    for name, (code, msg) in ERRORS.items():
+        out.append(f"    ELK_{name} = {code}, /* {msg} */")
+    out.append("};")
+    out.append("")
+    # Protocol constants live in elk/proto_spec.py when the serial link exists; appended here.
+    try:
+        from elk import proto_spec  # noqa: WPS433 (optional until the serial link lands)
+    except ImportError:
+        proto_spec = None
+    if proto_spec is not None:
+        out.extend(proto_spec.c_lines())
+        out.append("")
+    out.append("#endif /* ELK_SPEC_H */")
+    return "\n".join(out) + "\n"
+
+
+def c_header() -> str:
+    """The text of firmware/include/elk/spec.h as this file defines it."""
+    return _c_header()
+
+
+def main() -> None:
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    path = root / "firmware" / "include" / "elk" / "spec.h"
+    path.write_text(c_header())
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
