@@ -114,9 +114,12 @@ const char *elk_model_kernels_name(const elk_model *m);
 
 typedef struct elk_tokenizer elk_tokenizer;
 
-/* Scratch bytes elk_tokenizer_init needs (merge lookup table). */
-uint64_t elk_tokenizer_arena_size(const elk_image *img);
-int elk_tokenizer_init(elk_tokenizer **out, const elk_image *img, void *arena, uint64_t arena_size);
+/* The tokenizer reads the TOKENIZER section bytes in place (img->section[ELK_SECTION_TOKENIZER]),
+ * so it can be tested without a whole image. Arena: lookup tables built at init.
+ * elk_tokenizer_arena_size returns 0 when the section is malformed. */
+uint64_t elk_tokenizer_arena_size(const void *section, uint64_t size);
+int elk_tokenizer_init(elk_tokenizer **out, const void *section, uint64_t size, void *arena,
+                       uint64_t arena_size);
 
 /* Encode text[0..len) (UTF-8; invalid bytes use byte fallback) into ids; add BOS/EOS on request.
  * Writes at most cap ids and sets *n_out to the number the full encoding needs;

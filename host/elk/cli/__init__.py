@@ -9,7 +9,7 @@ import sys
 from elk.errors import ElkError
 
 # Areas in the order their commands appear in `elk --help`.
-AREAS = ("core", "boards", "link", "npu", "bench", "trust")
+AREAS = ("pack", "run", "boards", "link", "npu", "bench", "trust")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,0 @@
-"""`elk` subcommands of the core area."""
-
-
-def register(sub) -> None:
-    pass

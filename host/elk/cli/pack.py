@@ -1,0 +1,5 @@
+"""`elk` subcommands of the pack area (pack, info, verify, eval)."""
+
+
+def register(sub) -> None:
+    pass

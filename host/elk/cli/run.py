@@ -1,0 +1,5 @@
+"""`elk` subcommands of the run area (run, tokenize, detokenize)."""
+
+
+def register(sub) -> None:
+    pass
