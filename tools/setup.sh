@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
 # Install everything elk needs on a Debian machine (run as root), then build the host runtime.
-# Idempotent: installs only what is missing.
+# Idempotent: installs only what is missing, so it is cheap to run before every test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 need=()
-for pkg in gcc gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user-static libsodium-dev clang; do
+for pkg in gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf \
+           libc6-dev-armhf-cross qemu-user-static libsodium-dev clang libclang-rt-14-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+command -v python3 >/dev/null || need+=(python3 python3-dev)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "setup: installing Debian packages: ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    apt_install "${need[@]}"
 fi
 
-if ! python3 -c "import elk, serial, cffi, gguf, safetensors, sentencepiece, SCons" >/dev/null 2>&1; then
+if ! python3 -c "import elk, serial, cffi, gguf, safetensors, sentencepiece, SCons, pytest, ai_edge_litert" >/dev/null 2>&1; then
     echo "setup: installing Python packages"
-    python3 -m pip install -q -e ".[test]"
+    # Debian's own python3 refuses system-wide pip installs (PEP 668); this is a dedicated machine.
+    python3 -m pip install -q -e ".[test]" 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages -e ".[test]"
 fi
 python3 -m SCons -Q -j"$(nproc)" >/dev/null
