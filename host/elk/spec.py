@@ -129,6 +129,36 @@ TOKENIZER_FLAG_ADD_DUMMY_PREFIX = 1 << 1
 TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE = 1 << 2
 
 # ---------------------------------------------------------------------------------------------
+# Trust (docs/trust.md): image trailer TLVs, signature message prefixes, the provisioning record.
+
+TRAILER_HEAD_SIZE = 8  # u32 magic "ELKT", u32 total trailer bytes (head included)
+TRAILER_TLV_HEAD_SIZE = 8  # u16 type, u16 reserved (0), u32 value length
+TRAILER_MAX_SIZE = 4096  # bytes; readers reject longer trailers before parsing them
+TRAILER_TLV = {
+    "KEY_ID": 1,        # u8[8]: first 8 bytes of SHA-256(Ed25519 public key)
+    "IMAGE_SHA256": 2,  # u8[32]: SHA-256 of image bytes [0, image_size) (header + payload)
+    "ED25519": 3,       # u8[64]: Ed25519 signature over SIGN_CONTEXT_IMAGE || IMAGE_SHA256
+}
+TRUST_KEY_ID_SIZE = 8
+SIGN_CONTEXT_IMAGE = b"elk image sig v1"  # 16 bytes: keeps an image signature from passing as anything else
+SIGN_CONTEXT_PROVISION = b"elk provision v1"  # 16 bytes: re-provisioning requests signed by the old key
+PROV_MAGIC = 0x504B4C45  # bytes "ELKP" little-endian
+PROV_VERSION = 1
+PROV_RECORD_SIZE = 128  # one slot; the boot area holds two slots (A/B), the higher valid sequence wins
+PROV_FIELDS = [
+    # (name, offset, C type)
+    ("magic", 0, "u32"),
+    ("version", 4, "u16"),
+    ("size", 6, "u16"),
+    ("sequence", 8, "u32"),  # +1 on every write; 0 never valid
+    ("flags", 12, "u32"),  # bit 0: an owner key is set (board refuses unsigned images)
+    ("owner_key", 16, "u8[32]"),  # Ed25519 public key
+    ("security_floor", 48, "u32"),  # highest security_counter ever committed (anti-rollback)
+    ("crc32", 124, "u32"),  # CRC-32 (zlib's) over bytes [0, 124)
+]
+PROV_FLAG_OWNER_KEY = 1 << 0
+
+# ---------------------------------------------------------------------------------------------
 # Error codes: C returns 0 or one of these (negative); Python maps each to an ElkError subclass.
 
 ERRORS = {
@@ -216,10 +246,30 @@ def _c_header() -> str:
     define("ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX", "(1u << 1)")
     define("ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE", "(1u << 2)")
     out.append("")
+    define("ELK_TRAILER_HEAD_SIZE", TRAILER_HEAD_SIZE)
+    define("ELK_TRAILER_TLV_HEAD_SIZE", TRAILER_TLV_HEAD_SIZE)
+    define("ELK_TRAILER_MAX_SIZE", TRAILER_MAX_SIZE)
+    for name, value in TRAILER_TLV.items():
+        define(f"ELK_TLV_{name}", value)
+    define("ELK_TRUST_KEY_ID_SIZE", TRUST_KEY_ID_SIZE)
+    define("ELK_SIGN_CONTEXT_IMAGE", '"' + SIGN_CONTEXT_IMAGE.decode() + '"', "16 bytes, no NUL")
+    define("ELK_SIGN_CONTEXT_PROVISION", '"' + SIGN_CONTEXT_PROVISION.decode() + '"', "16 bytes, no NUL")
+    define("ELK_PROV_MAGIC", f"0x{PROV_MAGIC:08X}u", '"ELKP" little-endian')
+    define("ELK_PROV_VERSION", PROV_VERSION)
+    define("ELK_PROV_RECORD_SIZE", PROV_RECORD_SIZE)
+    for name, off, ctype in PROV_FIELDS:
+        define(f"ELK_PROVOFF_{name.upper()}", off, ctype)
+    define("ELK_PROV_FLAG_OWNER_KEY", "(1u << 0)")
+    out.append("")
     out.append("enum elk_status {")
     for name, (code, msg) in ERRORS.items():
         out.append(f"    ELK_{name} = {code}, /* {msg} */")
     out.append("};")
+    out.append("/* X(code, message) for every status: elk_strerror's table, so C text matches ERRORS here. */")
+    out.append("#define ELK_STATUS_LIST(X) \\")
+    for name, (code, msg) in ERRORS.items():
+        out.append(f'    X(ELK_{name}, "{msg}") \\')
+    out.append("")
     out.append("")
     # Protocol constants live in elk/proto_spec.py when the serial link exists; appended here.
     try:

@@ -100,6 +100,28 @@ enum elk_role {
 #define ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX (1u << 1)
 #define ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE (1u << 2)
 
+#define ELK_TRAILER_HEAD_SIZE 8
+#define ELK_TRAILER_TLV_HEAD_SIZE 8
+#define ELK_TRAILER_MAX_SIZE 4096
+#define ELK_TLV_KEY_ID 1
+#define ELK_TLV_IMAGE_SHA256 2
+#define ELK_TLV_ED25519 3
+#define ELK_TRUST_KEY_ID_SIZE 8
+#define ELK_SIGN_CONTEXT_IMAGE "elk image sig v1"        /* 16 bytes, no NUL */
+#define ELK_SIGN_CONTEXT_PROVISION "elk provision v1"    /* 16 bytes, no NUL */
+#define ELK_PROV_MAGIC 0x504B4C45u                       /* "ELKP" little-endian */
+#define ELK_PROV_VERSION 1
+#define ELK_PROV_RECORD_SIZE 128
+#define ELK_PROVOFF_MAGIC 0                              /* u32 */
+#define ELK_PROVOFF_VERSION 4                            /* u16 */
+#define ELK_PROVOFF_SIZE 6                               /* u16 */
+#define ELK_PROVOFF_SEQUENCE 8                           /* u32 */
+#define ELK_PROVOFF_FLAGS 12                             /* u32 */
+#define ELK_PROVOFF_OWNER_KEY 16                         /* u8[32] */
+#define ELK_PROVOFF_SECURITY_FLOOR 48                    /* u32 */
+#define ELK_PROVOFF_CRC32 124                            /* u32 */
+#define ELK_PROV_FLAG_OWNER_KEY (1u << 0)
+
 enum elk_status {
     ELK_OK = 0, /* ok */
     ELK_E_INVAL = -1, /* invalid argument */
@@ -119,5 +141,25 @@ enum elk_status {
     ELK_E_STATE = -15, /* command not valid in the current state */
     ELK_E_MISSING = -16, /* required section or tensor missing */
 };
+/* X(code, message) for every status: elk_strerror's table, so C text matches ERRORS here. */
+#define ELK_STATUS_LIST(X) \
+    X(ELK_OK, "ok") \
+    X(ELK_E_INVAL, "invalid argument") \
+    X(ELK_E_FORMAT, "not an elk image (bad magic or malformed structure)") \
+    X(ELK_E_VERSION, "unsupported image version") \
+    X(ELK_E_BOUNDS, "offset or size outside the image") \
+    X(ELK_E_CRC, "header CRC mismatch") \
+    X(ELK_E_HASH, "payload SHA-256 mismatch") \
+    X(ELK_E_NOMEM, "arena too small") \
+    X(ELK_E_UNSUPPORTED, "unsupported feature or tensor type") \
+    X(ELK_E_RANGE, "value out of range (context full, dimension too large)") \
+    X(ELK_E_IO, "input/output error") \
+    X(ELK_E_ABORTED, "aborted") \
+    X(ELK_E_AUTH, "signature or key check failed") \
+    X(ELK_E_ROLLBACK, "image security counter is lower than the running one") \
+    X(ELK_E_TIMEOUT, "timed out") \
+    X(ELK_E_STATE, "command not valid in the current state") \
+    X(ELK_E_MISSING, "required section or tensor missing") \
+
 
 #endif /* ELK_SPEC_H */
