@@ -162,4 +162,73 @@ enum elk_status {
     X(ELK_E_MISSING, "required section or tensor missing") \
 
 
+/* serial protocol v1 (docs/protocol.md), from host/elk/proto_spec.py */
+#define ELK_PROTO_VERSION 1
+#define ELK_PROTO_FRAME_DELIM 0x00
+#define ELK_PROTO_FRAME_HEADER_SIZE 4                    /* u8 kind, u8 code, u16 seq */
+#define ELK_PROTO_FRAME_CRC_SIZE 4
+#define ELK_PROTO_PAYLOAD_MAX_DEFAULT 256                /* before HELLO */
+#define ELK_PROTO_PAYLOAD_MAX_BOARD 8208
+#define ELK_PROTO_RETRY_BASE_MS 200
+#define ELK_PROTO_RETRY_COUNT 8
+#define ELK_PROTO_CONSOLE_HOLDOFF_MS 1500
+#define ELK_PROTO_BAUD_CONFIRM_MS 2000
+#define ELK_PROTO_INFO_NAME_MAX 32
+#define ELK_PROTO_SLOT_NAME_MAX 64
+#define ELK_PROTO_BLOCK_HASH_SIZE 8
+#define ELK_PROTO_SLOT_NONE 0xFF
+#define ELK_BOOT_MAGIC 0x424B4C45u                       /* "ELKB" little-endian */
+#define ELK_BOOT_VERSION 1
+#define ELK_BOOT_RECORD_SIZE 256
+enum {
+    ELK_FRAME_REQ = 0x01,
+    ELK_FRAME_RESP = 0x02,
+    ELK_FRAME_NAK = 0x03,
+    ELK_FRAME_EVENT = 0x04,
+    ELK_FRAME_EACK = 0x05,
+};
+enum {
+    ELK_CMD_HELLO = 0x01,
+    ELK_CMD_INFO = 0x02,
+    ELK_CMD_FLASH_BEGIN = 0x10,
+    ELK_CMD_FLASH_DATA = 0x11,
+    ELK_CMD_FLASH_COPY = 0x12,
+    ELK_CMD_FLASH_END = 0x13,
+    ELK_CMD_BLOCK_HASHES = 0x14,
+    ELK_CMD_SET_BAUD = 0x20,
+    ELK_CMD_BOOT = 0x30,
+    ELK_CMD_COMMIT = 0x31,
+    ELK_CMD_ROLLBACK = 0x32,
+    ELK_CMD_RESET = 0x33,
+    ELK_CMD_GENERATE = 0x40,
+    ELK_CMD_ABORT = 0x41,
+};
+enum {
+    ELK_EVENT_PIECE = 0x01,
+    ELK_EVENT_STATS = 0x02,
+};
+enum {
+    ELK_NAK_CRC = 0x01,
+    ELK_NAK_TOO_LONG = 0x02,
+    ELK_NAK_MALFORMED = 0x03,
+};
+enum {
+    ELK_STOP_EOS = 0x00,
+    ELK_STOP_MAX_TOKENS = 0x01,
+    ELK_STOP_CONTEXT_FULL = 0x02,
+    ELK_STOP_ABORTED = 0x03,
+    ELK_STOP_ERROR = 0x04,
+};
+#define ELK_CAP_FLASH (1u << 0)
+#define ELK_CAP_GENERATE (1u << 1)
+#define ELK_CAP_SET_BAUD (1u << 2)
+#define ELK_CAP_BLOCK_HASHES (1u << 3)
+#define ELK_CAP_FLASH_COPY (1u << 4)
+#define ELK_CAP_CONSOLE (1u << 5)
+#define ELK_GEN_RESET_CONTEXT (1u << 0)
+#define ELK_GEN_RAW (1u << 1)
+#define ELK_SLOT_VALID (1u << 0)
+#define ELK_SLOT_ACTIVE (1u << 1)
+#define ELK_SLOT_RUNNING (1u << 2)
+
 #endif /* ELK_SPEC_H */
