@@ -159,6 +159,17 @@ PROV_FIELDS = [
 PROV_FLAG_OWNER_KEY = 1 << 0
 
 # ---------------------------------------------------------------------------------------------
+# NPU section (docs/npu.md): per linear layer an int8 FULLY_CONNECTED .tflite + calibration data.
+
+NPU_MAGIC = 0x4E4B4C45  # bytes "ELKN" little-endian
+NPU_VERSION = 1
+NPU_HEAD_SIZE = 64  # bytes; head_size in the head lets newer writers append fields
+NPU_ENTRY_SIZE = 80  # bytes per exported linear layer
+NPU_DEFAULT_CHUNK = 32  # prefill tokens per NPU call when the board file names none
+NPU_FLAG_SHADOW_OUTLIERS = 1 << 0  # outlier channels recorded: the CPU computes them in float
+NPU_ROLES = ("WQ", "WK", "WV", "WO", "W1", "W2", "W3")  # exported roles, in entry order per block
+
+# ---------------------------------------------------------------------------------------------
 # Error codes: C returns 0 or one of these (negative); Python maps each to an ElkError subclass.
 
 ERRORS = {
@@ -260,6 +271,13 @@ def _c_header() -> str:
     for name, off, ctype in PROV_FIELDS:
         define(f"ELK_PROVOFF_{name.upper()}", off, ctype)
     define("ELK_PROV_FLAG_OWNER_KEY", "(1u << 0)")
+    out.append("")
+    define("ELK_NPU_MAGIC", f"0x{NPU_MAGIC:08X}u", '"ELKN" little-endian')
+    define("ELK_NPU_VERSION", NPU_VERSION)
+    define("ELK_NPU_HEAD_SIZE", NPU_HEAD_SIZE)
+    define("ELK_NPU_ENTRY_SIZE", NPU_ENTRY_SIZE)
+    define("ELK_NPU_DEFAULT_CHUNK", NPU_DEFAULT_CHUNK)
+    define("ELK_NPU_FLAG_SHADOW_OUTLIERS", "(1u << 0)")
     out.append("")
     out.append("enum elk_status {")
     for name, (code, msg) in ERRORS.items():

@@ -122,6 +122,13 @@ enum elk_role {
 #define ELK_PROVOFF_CRC32 124                            /* u32 */
 #define ELK_PROV_FLAG_OWNER_KEY (1u << 0)
 
+#define ELK_NPU_MAGIC 0x4E4B4C45u                        /* "ELKN" little-endian */
+#define ELK_NPU_VERSION 1
+#define ELK_NPU_HEAD_SIZE 64
+#define ELK_NPU_ENTRY_SIZE 80
+#define ELK_NPU_DEFAULT_CHUNK 32
+#define ELK_NPU_FLAG_SHADOW_OUTLIERS (1u << 0)
+
 enum elk_status {
     ELK_OK = 0, /* ok */
     ELK_E_INVAL = -1, /* invalid argument */
