@@ -1,0 +1,521 @@
+"""Vocabularies for the image's TOKENIZER section: import (llama2.c, SentencePiece, HF tokenizer.json,
+GGUF), the section's byte layout (docs/image-format.md), and a pure-Python reference of the C encoder
+(SentencePiece BPE as Llama uses it). It is the oracle for the C tokenizer, not a fast tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import json
+import math
+import pathlib
+import re
+import struct
+
+from elk import spec
+from elk.errors import FormatError
+
+SPACE = "\u2581"  # "▁": SentencePiece's spelling of a space inside pieces
+NORMAL = spec.TOKEN_TYPES["NORMAL"]
+UNKNOWN = spec.TOKEN_TYPES["UNKNOWN"]
+CONTROL = spec.TOKEN_TYPES["CONTROL"]
+USER_DEFINED = spec.TOKEN_TYPES["USER_DEFINED"]
+UNUSED = spec.TOKEN_TYPES["UNUSED"]
+BYTE = spec.TOKEN_TYPES["BYTE"]
+FLAG_BYTE_FALLBACK = spec.TOKENIZER_FLAG_BYTE_FALLBACK
+FLAG_ADD_DUMMY_PREFIX = spec.TOKENIZER_FLAG_ADD_DUMMY_PREFIX
+FLAG_REMOVE_EXTRA_WHITESPACE = spec.TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE
+KNOWN_FLAGS = FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX | FLAG_REMOVE_EXTRA_WHITESPACE
+LLAMA_FLAGS = FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX
+
+HEAD = struct.Struct("<IIIiiiiI")  # n_tokens, kind, flags, bos, eos, unk, pad, max_token_len
+ENTRY = struct.Struct("<IIfI")  # offset into blob, length, score, type
+assert HEAD.size == 32 and ENTRY.size == spec.TOKEN_ENTRY_SIZE
+MAX_TOKENS = 1 << 20  # more than any Llama-class vocabulary; bounds what a reader allocates
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+class TokenizerFormatError(FormatError):
+    """A vocabulary file or a TOKENIZER section is malformed or of a kind elk does not support."""
+
+
+@dataclasses.dataclass
+class Vocab:
+    """A SentencePiece-BPE vocabulary as the image stores it."""
+
+    pieces: list[str]  # SentencePiece spelling: "▁" for space, "<0x0A>" for byte pieces
+    scores: list[float]  # merge priority: higher merges first
+    types: list[int]  # spec.TOKEN_TYPES values
+    bos_id: int = 1
+    eos_id: int = 2
+    unk_id: int = 0
+    pad_id: int = -1  # -1: none
+    flags: int = LLAMA_FLAGS  # spec.TOKENIZER_FLAG_* bits
+    chat_template: str | None = None  # goes to the image's METADATA, not the TOKENIZER section
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    @property
+    def byte_fallback(self) -> bool:
+        return bool(self.flags & FLAG_BYTE_FALLBACK)
+
+    @property
+    def add_dummy_prefix(self) -> bool:
+        return bool(self.flags & FLAG_ADD_DUMMY_PREFIX)
+
+    def piece_id(self, piece: str) -> int:
+        """Id of a piece (SentencePiece spelling), or -1."""
+        if not hasattr(self, "_index"):
+            self._index = {p: i for i, p in reversed(list(enumerate(self.pieces)))}
+        return self._index.get(piece, -1)
+
+
+def _infer_type(piece: str) -> int:
+    if _BYTE_PIECE.fullmatch(piece):
+        return BYTE
+    return NORMAL
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders
+
+
+def from_llama2c(path) -> Vocab:
+    """llama2.c tokenizer.bin / tok512.bin: i32 max_token_length, then per token f32 score, i32 len, bytes.
+    The file has no vocabulary size: it ends when the bytes do. Pieces spell a space as " "."""
+    data = pathlib.Path(path).read_bytes()
+    if len(data) < 4:
+        raise TokenizerFormatError(f"{path}: too short for a llama2.c tokenizer")
+    (max_len,) = struct.unpack_from("<i", data, 0)
+    if not 0 < max_len <= 1024:
+        raise TokenizerFormatError(f"{path}: max_token_length {max_len} is not a llama2.c tokenizer")
+    pieces, scores, types = [], [], []
+    off = 4
+    while off < len(data):
+        if off + 8 > len(data):
+            raise TokenizerFormatError(f"{path}: token {len(pieces)} truncated")
+        score, n = struct.unpack_from("<fi", data, off)
+        if not 0 <= n <= max_len or off + 8 + n > len(data) or math.isnan(score):
+            raise TokenizerFormatError(f"{path}: token {len(pieces)} has a bad length or score")
+        try:
+            text = data[off + 8 : off + 8 + n].decode("utf-8")
+        except UnicodeDecodeError:
+            raise TokenizerFormatError(f"{path}: token {len(pieces)} is not UTF-8") from None
+        off += 8 + n
+        i = len(pieces)
+        if i == 0:
+            piece, kind = "<unk>", UNKNOWN
+        elif i in (1, 2):
+            piece, kind = text.strip(), CONTROL  # llama2.c spells them "\n<s>\n", "\n</s>\n"
+        else:
+            piece = text.replace(" ", SPACE)
+            kind = _infer_type(piece)
+        pieces.append(piece)
+        scores.append(score)
+        types.append(kind)
+    if len(pieces) < 3:
+        raise TokenizerFormatError(f"{path}: only {len(pieces)} tokens")
+    return Vocab(pieces, scores, types, bos_id=1, eos_id=2, unk_id=0, pad_id=-1, flags=LLAMA_FLAGS)
+
+
+def from_sentencepiece(path) -> Vocab:
+    """A SentencePiece .model (protobuf) of model_type BPE with identity normalization."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    m = pb.ModelProto()
+    try:
+        m.ParseFromString(pathlib.Path(path).read_bytes())
+    except Exception as e:  # protobuf raises its own DecodeError family
+        raise TokenizerFormatError(f"{path}: not a SentencePiece model ({e})") from None
+    if not m.pieces:
+        raise TokenizerFormatError(f"{path}: not a SentencePiece model (no pieces)")
+    if m.trainer_spec.model_type != pb.TrainerSpec.BPE:
+        raise TokenizerFormatError(f"{path}: SentencePiece model type is not BPE (elk supports BPE only)")
+    norm = m.normalizer_spec
+    if norm.precompiled_charsmap or norm.name not in ("", "identity"):
+        raise TokenizerFormatError(
+            f"{path}: normalization '{norm.name}' is not supported (elk supports identity, as Llama uses)")
+    if m.trainer_spec.treat_whitespace_as_suffix:
+        raise TokenizerFormatError(f"{path}: treat_whitespace_as_suffix is not supported")
+    flags = 0
+    flags |= FLAG_BYTE_FALLBACK if m.trainer_spec.byte_fallback else 0
+    flags |= FLAG_ADD_DUMMY_PREFIX if norm.add_dummy_prefix else 0
+    flags |= FLAG_REMOVE_EXTRA_WHITESPACE if norm.remove_extra_whitespaces else 0
+    pieces = [p.piece for p in m.pieces]
+    scores = [float(p.score) for p in m.pieces]
+    types = [int(p.type) for p in m.pieces]
+    if any(t not in spec.TOKEN_TYPES.values() for t in types):
+        raise TokenizerFormatError(f"{path}: unknown piece type")
+    ts = m.trainer_spec
+
+    def special(i):
+        return i if 0 <= i < len(pieces) else -1
+
+    return Vocab(pieces, scores, types, bos_id=special(ts.bos_id), eos_id=special(ts.eos_id),
+                 unk_id=special(ts.unk_id), pad_id=special(ts.pad_id), flags=flags)
+
+
+def from_hf_tokenizer_json(path) -> Vocab:
+    """Hugging Face tokenizer.json of a Llama-style SentencePiece BPE (byte fallback, "▁" spaces).
+    Scores come from the merge order: the piece made by merge rank r scores -r, so the higher-priority
+    merge wins as in HF. bos/eos/chat template come from tokenizer_config.json beside it when present."""
+    path = pathlib.Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        model = doc["model"]
+        vocab_map = model["vocab"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TokenizerFormatError(f"{path}: not a tokenizers JSON file ({e})") from None
+    if model.get("type") != "BPE" or not isinstance(vocab_map, dict):
+        raise TokenizerFormatError(f"{path}: tokenizer model is {model.get('type')!r}, elk needs SentencePiece BPE")
+    added = {t["id"]: t for t in doc.get("added_tokens") or []}
+    n = max(list(vocab_map.values()) + list(added)) + 1
+    if n > MAX_TOKENS:
+        raise TokenizerFormatError(f"{path}: {n} tokens is too many")
+    pieces: list[str | None] = [None] * n
+    for piece, i in vocab_map.items():
+        pieces[i] = piece
+    for i, t in added.items():
+        pieces[i] = t["content"]
+    if any(p is None for p in pieces):
+        raise TokenizerFormatError(f"{path}: token ids are not contiguous")
+    n_merges = len(model.get("merges") or [])
+    scores = [-float(n_merges + i) for i in range(n)]  # pieces no merge makes: below every merge
+    for rank, merge in enumerate(model.get("merges") or []):
+        a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
+        i = vocab_map.get(a + b)
+        if i is not None and scores[i] < -rank:
+            scores[i] = -float(rank)
+    types = [_infer_type(p) for p in pieces]
+    unk = model.get("unk_token")
+    for i, t in added.items():
+        types[i] = CONTROL if t.get("special") else USER_DEFINED
+    unk_id = vocab_map.get(unk, -1) if unk else -1
+    if unk_id >= 0:
+        types[unk_id] = UNKNOWN
+    flags = FLAG_BYTE_FALLBACK if model.get("byte_fallback") else 0
+    if _hf_prepends_space(doc):
+        flags |= FLAG_ADD_DUMMY_PREFIX
+    cfg = _hf_config(path.parent / "tokenizer_config.json")
+    index = {p: i for i, p in enumerate(pieces)}
+    bos = index.get(cfg.get("bos_token") or "<s>", -1)
+    eos = index.get(cfg.get("eos_token") or "</s>", -1)
+    pad = index.get(cfg.get("pad_token"), -1) if cfg.get("pad_token") else -1
+    return Vocab(pieces, scores, types, bos_id=bos, eos_id=eos, unk_id=unk_id, pad_id=pad, flags=flags,
+                 chat_template=cfg.get("chat_template"))
+
+
+def _hf_prepends_space(doc) -> bool:
+    """Llama's legacy normalizer (Prepend "▁" + Replace " "→"▁") or a Metaspace pre-tokenizer."""
+    text = json.dumps(doc.get("normalizer")) + json.dumps(doc.get("pre_tokenizer"))
+    if '"Prepend"' in text:
+        return True
+    pre = doc.get("pre_tokenizer") or {}
+    pres = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    for p in pres:
+        if p and p.get("type") == "Metaspace":
+            return p.get("add_prefix_space", False) or p.get("prepend_scheme", "never") != "never"
+    return False
+
+
+def _hf_config(path: pathlib.Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise TokenizerFormatError(f"{path}: not JSON ({e})") from None
+    out = {}
+    for key in ("bos_token", "eos_token", "pad_token", "chat_template"):
+        value = cfg.get(key)
+        out[key] = value.get("content") if isinstance(value, dict) else value
+    return out
+
+
+def from_gguf(reader) -> Vocab:
+    """The tokenizer.ggml.* metadata of a gguf.GGUFReader (tokenizer.ggml.model must be "llama")."""
+    fields = reader.fields
+
+    def get(key, default=None):
+        f = fields.get(key)
+        return default if f is None else f.contents()
+
+    model = get("tokenizer.ggml.model")
+    if model != "llama":
+        raise TokenizerFormatError(f"GGUF tokenizer model is {model!r}; elk supports 'llama' (SentencePiece BPE)")
+    pieces = get("tokenizer.ggml.tokens")
+    if not pieces:
+        raise TokenizerFormatError("GGUF file has no tokenizer.ggml.tokens")
+    n = len(pieces)
+    scores = [float(s) for s in get("tokenizer.ggml.scores", [0.0] * n)]
+    types = [int(t) for t in get("tokenizer.ggml.token_type", [_infer_type(p) for p in pieces])]
+    if len(scores) != n or len(types) != n:
+        raise TokenizerFormatError("GGUF tokenizer arrays differ in length")
+
+    def special(key, default):
+        v = get(key, default)
+        return int(v) if v is not None and 0 <= int(v) < n else -1
+
+    flags = FLAG_BYTE_FALLBACK
+    if get("tokenizer.ggml.add_space_prefix", True):
+        flags |= FLAG_ADD_DUMMY_PREFIX
+    return Vocab(list(pieces), scores, types, bos_id=special("tokenizer.ggml.bos_token_id", 1),
+                 eos_id=special("tokenizer.ggml.eos_token_id", 2),
+                 unk_id=special("tokenizer.ggml.unknown_token_id", 0),
+                 pad_id=special("tokenizer.ggml.padding_token_id", None), flags=flags,
+                 chat_template=get("tokenizer.chat_template"))
+
+
+def load(path) -> Vocab:
+    """Read a vocabulary from any supported file, recognised by content (then extension)."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        for name in ("tokenizer.model", "tokenizer.json"):
+            if (path / name).is_file():
+                return load(path / name)
+        raise TokenizerFormatError(f"{path}: no tokenizer.model or tokenizer.json in this directory")
+    try:
+        head = path.open("rb").read(16)
+    except OSError as e:
+        raise TokenizerFormatError(f"{path}: cannot read ({e.strerror})") from None
+    if head[:4] == b"GGUF":
+        import gguf
+
+        try:
+            reader = gguf.GGUFReader(str(path))
+        except Exception as e:  # the gguf reader raises ValueError/struct errors on damaged files
+            raise TokenizerFormatError(f"{path}: damaged GGUF file ({e})") from None
+        return from_gguf(reader)
+    if head.lstrip()[:1] == b"{":
+        return from_hf_tokenizer_json(path)
+    if path.suffix == ".model" or head[:1] == b"\x0a":  # protobuf field 1 (pieces), length-delimited
+        return from_sentencepiece(path)
+    if path.suffix == ".bin" or len(head) >= 4 and 0 < struct.unpack_from("<i", head)[0] <= 1024:
+        return from_llama2c(path)
+    raise TokenizerFormatError(f"{path}: not a tokenizer elk reads (SentencePiece .model, tokenizer.json, "
+                               "GGUF, llama2.c tokenizer.bin)")
+
+
+# ---------------------------------------------------------------------------------------------
+# TOKENIZER section (docs/image-format.md)
+
+
+def encode_section(v: Vocab) -> bytes:
+    n = len(v.pieces)
+    if not 0 < n <= MAX_TOKENS or len(v.scores) != n or len(v.types) != n:
+        raise TokenizerFormatError(f"vocabulary has {n} pieces, {len(v.scores)} scores, {len(v.types)} types")
+    blob = bytearray()
+    entries = bytearray()
+    max_len = 0
+    for piece, score, kind in zip(v.pieces, v.scores, v.types):
+        raw = piece.encode("utf-8")
+        entries += ENTRY.pack(len(blob), len(raw), score, kind)
+        blob += raw
+        max_len = max(max_len, len(raw))
+    head = HEAD.pack(n, spec.TOKENIZER_KIND_SPM_BPE, v.flags, v.bos_id, v.eos_id, v.unk_id, v.pad_id, max_len)
+    out = bytes(head + entries + blob)
+    decode_section(out)  # the writer checks what every reader will check
+    return out
+
+
+def decode_section(b: bytes) -> Vocab:
+    b = bytes(b)
+    if len(b) < HEAD.size:
+        raise TokenizerFormatError(f"TOKENIZER section is {len(b)} bytes, shorter than its 32-byte head")
+    n, kind, flags, bos, eos, unk, pad, max_len = HEAD.unpack_from(b, 0)
+    if kind != spec.TOKENIZER_KIND_SPM_BPE:
+        raise TokenizerFormatError(f"TOKENIZER kind {kind} is not supported (1 = SentencePiece BPE)")
+    if not 0 < n <= MAX_TOKENS or HEAD.size + n * ENTRY.size > len(b):
+        raise TokenizerFormatError(f"TOKENIZER n_tokens {n} does not fit the {len(b)}-byte section")
+    if flags & ~KNOWN_FLAGS:
+        raise TokenizerFormatError(f"TOKENIZER flags 0x{flags:x} has unknown bits")
+    for name, i in (("bos", bos), ("eos", eos), ("unk", unk), ("pad", pad)):
+        if not -1 <= i < n:
+            raise TokenizerFormatError(f"TOKENIZER {name}_id {i} outside 0..{n - 1}")
+    blob_off = HEAD.size + n * ENTRY.size
+    blob = memoryview(b)[blob_off:]
+    pieces, scores, types = [], [], []
+    for i in range(n):
+        off, length, score, kind_i = ENTRY.unpack_from(b, HEAD.size + i * ENTRY.size)
+        if off + length > len(blob) or length > max_len:
+            raise TokenizerFormatError(f"TOKENIZER token {i}: bytes outside the string blob or above max_token_len")
+        if kind_i not in spec.TOKEN_TYPES.values() or math.isnan(score):
+            raise TokenizerFormatError(f"TOKENIZER token {i}: bad type {kind_i} or NaN score")
+        try:
+            pieces.append(bytes(blob[off : off + length]).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise TokenizerFormatError(f"TOKENIZER token {i}: piece is not UTF-8") from None
+        scores.append(score)
+        types.append(kind_i)
+    return Vocab(pieces, scores, types, bos_id=bos, eos_id=eos, unk_id=unk, pad_id=pad, flags=flags)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference encoder / decoder (the algorithm firmware/src/tokenizer/tokenizer.c implements)
+
+
+def _char_len(data: bytes, i: int) -> int:
+    """Length of the valid UTF-8 character at data[i], or 0 when the byte there starts none."""
+    c = data[i]
+    if c < 0x80:
+        return 1
+    if 0xC2 <= c <= 0xDF:
+        n, lo, hi = 2, 0x80, 0xBF
+    elif 0xE0 <= c <= 0xEF:
+        n = 3
+        lo, hi = (0xA0, 0xBF) if c == 0xE0 else (0x80, 0x9F) if c == 0xED else (0x80, 0xBF)
+    elif 0xF0 <= c <= 0xF4:
+        n = 4
+        lo, hi = (0x90, 0xBF) if c == 0xF0 else (0x80, 0x8F) if c == 0xF4 else (0x80, 0xBF)
+    else:
+        return 0
+    if i + n > len(data) or not lo <= data[i + 1] <= hi:
+        return 0
+    if any(not 0x80 <= data[j] <= 0xBF for j in range(i + 2, i + n)):
+        return 0
+    return n
+
+
+def normalize(v: Vocab, data: bytes) -> bytes:
+    """Identity normalization: optional whitespace cleanup, dummy prefix, " " → "▁"."""
+    if v.flags & FLAG_REMOVE_EXTRA_WHITESPACE:
+        data = re.sub(b" +", b" ", data).strip(b" ")
+    if not data:
+        return b""
+    if v.flags & FLAG_ADD_DUMMY_PREFIX:
+        data = b" " + data
+    return data.replace(b" ", SPACE.encode())
+
+
+class _Tables:
+    """Lookups the encoder needs, built once per vocabulary (the C side builds them in its arena)."""
+
+    def __init__(self, v: Vocab):
+        self.mergeable = {}  # piece bytes -> id for NORMAL / USER_DEFINED / UNUSED (first id wins)
+        for i in range(len(v.pieces) - 1, -1, -1):
+            if v.types[i] in (NORMAL, USER_DEFINED, UNUSED):
+                self.mergeable[v.pieces[i].encode()] = i
+        self.user = sorted({v.pieces[i].encode() for i in range(len(v)) if v.types[i] == USER_DEFINED},
+                           key=len, reverse=True)
+        self.byte_ids = {}
+        for i in range(len(v.pieces) - 1, -1, -1):
+            m = _BYTE_PIECE.fullmatch(v.pieces[i])
+            if v.types[i] == BYTE and m:
+                self.byte_ids[int(m.group(1), 16)] = i
+
+
+def _tables(v: Vocab) -> _Tables:
+    if getattr(v, "_tables_for", None) is not len(v.pieces) or not hasattr(v, "_tables"):
+        v._tables = _Tables(v)
+        v._tables_for = len(v.pieces)
+    return v._tables
+
+
+def _split(t: _Tables, s: bytes) -> list[tuple[bytes, bool]]:
+    """Initial symbols: whole user-defined pieces (frozen), else one UTF-8 character, else one byte."""
+    out, i = [], 0
+    while i < len(s):
+        user = next((u for u in t.user if s.startswith(u, i)), None)
+        if user:
+            out.append((user, True))
+            i += len(user)
+            continue
+        n = _char_len(s, i) or 1
+        out.append((s[i : i + n], False))
+        i += n
+    return out
+
+
+def encode(v: Vocab, text: str | bytes, bos: bool = False, eos: bool = False) -> list[int]:
+    """Token ids of text, as SentencePiece's BPE encodes it (invalid UTF-8 bytes: byte pieces)."""
+    t = _tables(v)
+    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    syms = _split(t, normalize(v, data))
+    piece = [s for s, _ in syms]
+    frozen = [f for _, f in syms]
+    tree: list = [s for s in piece]  # leaf bytes, or (id, left tree, right tree) for merged symbols
+    prev = list(range(-1, len(syms) - 1))
+    nxt = list(range(1, len(syms))) + [-1]
+    heap: list = []
+
+    def push(left):
+        right = nxt[left]
+        if left < 0 or right < 0 or frozen[left] or frozen[right]:
+            return
+        i = t.mergeable.get(piece[left] + piece[right])
+        if i is not None:
+            heapq.heappush(heap, (-v.scores[i], left, right, len(piece[left]) + len(piece[right]), i))
+
+    for k in range(len(syms) - 1):
+        push(k)
+    while heap:
+        _, left, right, size, i = heapq.heappop(heap)
+        if not piece[left] or not piece[right] or len(piece[left]) + len(piece[right]) != size:
+            continue  # stale: one side merged since this pair was queued
+        tree[left] = (i, tree[left], tree[right])
+        piece[left] += piece[right]
+        piece[right] = b""
+        nxt[left] = nxt[right]
+        if nxt[right] >= 0:
+            prev[nxt[right]] = left
+        if prev[left] >= 0:
+            push(prev[left])
+        push(left)
+    ids = [v.bos_id] if bos and v.bos_id >= 0 else []
+    k = 0 if syms else -1
+    while k >= 0:
+        _emit(v, t, tree[k], ids)
+        k = nxt[k]
+    if eos and v.eos_id >= 0:
+        ids.append(v.eos_id)
+    return ids
+
+
+def _emit(v: Vocab, t: _Tables, node, ids: list[int]) -> None:
+    if isinstance(node, tuple):
+        i, left, right = node
+        if v.types[i] == UNUSED:  # SentencePiece resegments unused pieces into what merged them
+            _emit(v, t, left, ids)
+            _emit(v, t, right, ids)
+        else:
+            ids.append(i)
+        return
+    i = t.mergeable.get(node)
+    if i is not None:
+        ids.append(i)
+    elif v.byte_fallback and all(b in t.byte_ids for b in node):
+        ids.extend(t.byte_ids[b] for b in node)
+    elif not ids or ids[-1] != v.unk_id or v.unk_id < 0:  # a run of unknown characters is one <unk>
+        ids.append(v.unk_id)
+
+
+def token_bytes(v: Vocab, prev: int, i: int) -> bytes:
+    """Bytes of token i as it appears after token prev (what elk_token_piece returns)."""
+    if not 0 <= i < len(v.pieces):
+        return b""
+    kind = v.types[i]
+    if kind == CONTROL:
+        return b""
+    if kind == UNKNOWN:
+        return " \u2047 ".encode()  # SentencePiece's default unknown surface
+    if kind == BYTE:
+        m = _BYTE_PIECE.fullmatch(v.pieces[i])
+        return bytes([int(m.group(1), 16)]) if m else b""
+    text = v.pieces[i]
+    if (prev < 0 or prev == v.bos_id) and v.add_dummy_prefix and text.startswith(SPACE):
+        text = text[1:]
+    return text.replace(SPACE, " ").encode()
+
+
+def decode(v: Vocab, ids: list[int]) -> str:
+    """Text of ids (invalid UTF-8 from byte tokens becomes U+FFFD); drops the dummy prefix space."""
+    out = bytearray()
+    start = True  # until the first token with text, a leading "▁" is the dummy prefix
+    for i in ids:
+        b = token_bytes(v, -1 if start else len(v), i)  # len(v): a "previous" that is not BOS
+        if b:
+            start = False
+        out += b
+    return out.decode("utf-8", errors="replace")
