@@ -1,5 +1,69 @@
-"""`elk` subcommands of the pack area (pack, info, verify, eval)."""
+"""`elk` subcommands of the pack area (pack, info, verify, eval). No logic here: each command calls
+a library function (elk.convert.pack, elk.image, elk.evaluate) and prints what it returns."""
+
+import sys
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("pack", help="convert a checkpoint (llama2.c .bin, GGUF, HF folder or hub id) to an image")
+    p.add_argument("src", help="checkpoint file, Hugging Face folder, or hub id (org/name)")
+    p.add_argument("-o", "--output", required=True, help="image to write (model.elk)")
+    p.add_argument("--quant", default="f32", help="default tensor type: f32, f16, q8_0, q4_0 (default f32)")
+    p.add_argument("--recipe", help="per-tensor types: inline 'token_embd=q8_0,output=q8_0,*=q4_0' or a file")
+    p.add_argument("--tokenizer", help="tokenizer file (llama2.c .bin, tokenizer.model, tokenizer.json); "
+                                       "required for llama2.c checkpoints")
+    p.add_argument("--name", help="model name stored in the header (default: from the source)")
+    p.add_argument("--security-counter", type=int, default=0, help="anti-rollback counter (default 0)")
+    p.add_argument("--quiet", action="store_true", help="do not print the per-tensor report")
+    p.set_defaults(func=_pack)
+
+    p = sub.add_parser("info", help="show an image's header, config, tokenizer and tensor table")
+    p.add_argument("image")
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("verify", help="check an image's header CRC, payload SHA-256 and structure")
+    p.add_argument("image")
+    p.set_defaults(func=_verify)
+
+    p = sub.add_parser("eval", help="compare a (quantized) image with a float32 reference image")
+    p.add_argument("image")
+    p.add_argument("--ref", required=True, help="float32 image of the same model")
+    p.add_argument("--text", default="builtin", help="text FILE to teacher-force, or 'builtin' (default)")
+    p.add_argument("--max-tokens", type=int, default=256, help="tokens of the text to score (default 256)")
+    p.add_argument("--engine", choices=("auto", "runtime", "reference"), default="auto",
+                   help="logits from the C runtime or the numpy reference (default: runtime if built)")
+    p.set_defaults(func=_eval)
+
+
+def _pack(args) -> int:
+    from elk.convert.pack import pack, report_lines
+
+    result = pack(args.src, args.output, quant=args.quant, recipe=args.recipe, tokenizer=args.tokenizer,
+                  name=args.name, security_counter=args.security_counter, progress=sys.stderr.isatty())
+    lines = report_lines(result)
+    print("\n".join(lines[-1:] if args.quiet else lines))
+    return 0
+
+
+def _info(args) -> int:
+    from elk.convert.pack import info_lines
+
+    print("\n".join(info_lines(args.image)))
+    return 0
+
+
+def _verify(args) -> int:
+    from elk.image import verify_image
+
+    report = verify_image(args.image)
+    print("\n".join(report.lines()))
+    print(f"{args.image}: {'OK' if report.ok else 'FAILED'}")
+    return 0 if report.ok else 2
+
+
+def _eval(args) -> int:
+    from elk.evaluate import evaluate
+
+    result = evaluate(args.image, args.ref, text=args.text, max_tokens=args.max_tokens, engine=args.engine)
+    print("\n".join(result.lines()))
+    return 0

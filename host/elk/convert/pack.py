@@ -1,0 +1,104 @@
+"""What `elk pack` and `elk info` do, as library functions: read a checkpoint, pack it with a recipe,
+and render the per-tensor quality report and an image summary as text lines.
+
+Not here: the byte layout (elk.image) or quantization numerics (elk.quant).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from elk import image as im
+from elk.convert import load_model
+
+
+def pack(src, out, *, quant="f32", recipe=None, tokenizer=None, name=None, security_counter=0,
+         npu=None, progress=False, **options) -> im.PackResult:
+    """Read `src` (llama2.c .bin, GGUF, HF folder or hub id) and write the image `out`."""
+    model = load_model(src, tokenizer=tokenizer, **options)
+    bar = ProgressBar() if progress else None
+    result = im.write_image(out, model, quant=quant, recipe=recipe, security_counter=security_counter,
+                            name=name, npu=npu, progress=bar)
+    if bar:
+        bar.close()
+    return result
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, redrawn at most 10 times a second."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.last, self.drawn = stream, 0.0, False
+
+    def __call__(self, done, total, name):
+        now = time.monotonic()
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        frac = done / total if total else 1.0
+        bar = "#" * int(30 * frac)
+        self.stream.write(f"\r[{bar:<30}] {100 * frac:5.1f}% {done / 2**20:8.1f} MiB  {name[:32]:<32}")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self):
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def fmt_bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
+def report_lines(result: im.PackResult) -> list:
+    """The per-tensor table `elk pack` prints: name, type, shape, bytes, RMSE, max |error|."""
+    rows = [f"{'tensor':<28} {'type':<5} {'shape':>12} {'bytes':>11} {'rmse':>10} {'max_err':>10}"]
+    by_type = {}
+    for t in result.tensors:
+        shape = f"{t.shape[0]}x{t.shape[1]}"
+        line = f"{t.name:<28} {t.type:<5} {shape:>12} {t.nbytes:>11} {t.rmse:>10.3g} {t.max_err:>10.3g}"
+        rows.append(line + (f"  ({t.note})" if t.note else ""))
+        by_type[t.type] = by_type.get(t.type, 0) + t.nbytes
+    summary = ", ".join(f"{k} {fmt_bytes(v)}" for k, v in sorted(by_type.items()))
+    fallbacks = sum(1 for t in result.tensors if t.note)
+    rows.append(f"recipe {result.recipe}; {len(result.tensors)} tensors ({summary})"
+                + (f"; {fallbacks} tensors fell back (see notes)" if fallbacks else ""))
+    rows.append(f"wrote {result.path} ({fmt_bytes(result.image_size)}, {result.image_size} bytes)")
+    return rows
+
+
+def info_lines(path) -> list:
+    """A readable summary of an image: header, config, tokenizer, metadata, tensor table, totals."""
+    img = im.read_image(path)
+    h, c = img.header, img.config
+    out = [f"{img.path}: elk image v{h['version']}, {h['image_size']} bytes "
+           f"({fmt_bytes(h['image_size'])}), alignment {h['alignment']}, security counter {h['security_counter']}"
+           + (", trailer present" if img.trailer else "")]
+    out.append(f"name: {h['name']}")
+    out.append(f"config: dim {c.dim}, hidden {c.hidden_dim}, layers {c.n_layers}, heads {c.n_heads}, "
+               f"kv heads {c.n_kv_heads}, head_dim {c.head_dim}, vocab {c.vocab_size}, seq_len {c.seq_len}, "
+               f"rope_theta {c.rope_theta:g}, norm_eps {c.norm_eps:g}, output {'tied' if c.tied_output else 'separate'}")
+    try:
+        v = img.vocab()
+        out.append(f"tokenizer: {len(v.pieces)} tokens, bos {v.bos_id}, eos {v.eos_id}, unk {v.unk_id}, "
+                   f"pad {v.pad_id}, flags 0x{v.flags:x}")
+    except Exception as e:  # noqa: BLE001 - the summary still shows the rest
+        out.append(f"tokenizer: unreadable ({e})")
+    out.append("sections: " + ", ".join(f"{k} @{off} {size} B" for k, (_, off, size) in img.sections.items()))
+    for k, v in img.metadata.items():
+        out.append(f"meta {k} = {v}")
+    out.append(f"{'tensor':<28} {'type':<5} {'shape':>12} {'offset':>11} {'bytes':>11}")
+    by_type, params = {}, 0
+    for t in img.tensors.values():
+        out.append(f"{t.name:<28} {t.type:<5} {f'{t.rows}x{t.cols}':>12} {t.offset:>11} {t.size:>11}")
+        by_type[t.type] = by_type.get(t.type, 0) + t.size
+        params += t.rows * t.cols
+    total = sum(by_type.values())
+    out.append(f"total: {len(img.tensors)} tensors, {params} parameters, {fmt_bytes(total)} of weights ("
+               + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in sorted(by_type.items())) + ")")
+    return out

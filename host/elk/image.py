@@ -1,0 +1,609 @@
+"""Image format v1 (docs/image-format.md) in Python: the writer (`write_image`), the checking reader
+(`read_image`) and `verify_image` (header CRC + payload SHA-256). Constants come only from elk.spec.
+
+Not here: quantization numerics (elk.quant), checkpoint readers (elk.convert), signatures (elk.trust).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import mmap
+import os
+import pathlib
+import struct
+import zlib
+
+import numpy as np
+
+from elk import spec
+from elk.convert import Config, Model, detect_chat_template, tensor_name
+from elk.errors import FormatError
+
+HDR = {name: (off, ctype) for name, off, ctype in spec.HEADER_FIELDS}
+KIND_NAMES = {v: k for k, v in spec.SECTION_KINDS.items()}
+ROLE_NAMES = {v: k for k, v in spec.TENSOR_ROLES.items()}
+TYPES = {tid: (name, be, bb) for name, (tid, be, bb) in spec.TENSOR_TYPES.items()}
+TYPE_IDS = {name: tid for name, (tid, _, _) in spec.TENSOR_TYPES.items()}
+CONFIG_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len",
+                 "rope_theta", "norm_eps", "head_dim")
+SECTION_VERSION = 1
+TENSOR_TABLE_HEAD = 16
+TOKENIZER_HEAD = 32
+MAX_SECTIONS = 16
+_FMT = {"u8": "B", "u16": "<H", "u32": "<I", "u64": "<Q", "f32": "<f"}
+
+
+class ImageError(FormatError):
+    """A malformed image; the message names the file and the part that is wrong."""
+
+
+def align_up(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def row_bytes(type_id: int, cols: int) -> int:
+    if type_id not in TYPES or cols <= 0:
+        return 0
+    _, be, bb = TYPES[type_id]
+    return 0 if cols % be else cols // be * bb
+
+
+# ---------------------------------------------------------------------------------------------
+# Header
+
+
+def pack_header(fields: dict, header_size: int = spec.IMAGE_HEADER_SIZE) -> bytes:
+    """256 header bytes from a dict of field values; the CRC is computed last."""
+    buf = bytearray(header_size)
+    for name, (off, ctype) in HDR.items():
+        if name == "header_crc32" or name not in fields:
+            continue
+        value = fields[name]
+        if ctype == "u8[32]":
+            buf[off:off + 32] = bytes(value).ljust(32, b"\0")[:32]
+        elif ctype.startswith("char["):
+            n = int(ctype[5:-1])
+            raw = value.encode("utf-8")[: n - 1] if isinstance(value, str) else bytes(value)[: n - 1]
+            buf[off:off + n] = raw.ljust(n, b"\0")
+        else:
+            struct.pack_into(_FMT[ctype], buf, off, value)
+    struct.pack_into("<I", buf, header_size - 4, zlib.crc32(bytes(buf[: header_size - 4])))
+    return bytes(buf)
+
+
+def unpack_header(buf: bytes) -> dict:
+    out = {}
+    for name, (off, ctype) in HDR.items():
+        if ctype == "u8[32]":
+            out[name] = bytes(buf[off:off + 32])
+        elif ctype.startswith("char["):
+            n = int(ctype[5:-1])
+            out[name] = bytes(buf[off:off + n]).split(b"\0", 1)[0].decode("utf-8", "replace")
+        else:
+            out[name] = struct.unpack_from(_FMT[ctype], buf, off)[0]
+    return out
+
+
+def config_fields(cfg: Config) -> dict:
+    f = {k: getattr(cfg, k) for k in CONFIG_FIELDS}
+    f["arch"] = spec.ARCH_LLAMA
+    f["model_flags"] = spec.MODEL_FLAG_TIED_OUTPUT if cfg.tied_output else 0
+    return f
+
+
+# ---------------------------------------------------------------------------------------------
+# Small sections
+
+
+def encode_metadata(meta: dict) -> bytes:
+    out = [struct.pack("<I", len(meta))]
+    for k, v in meta.items():
+        kb, vb = str(k).encode("utf-8"), str(v).encode("utf-8")
+        out += [struct.pack("<I", len(kb)), kb, struct.pack("<I", len(vb)), vb]
+    return b"".join(out)
+
+
+def decode_metadata(buf: bytes, where: str = "METADATA") -> dict:
+    def take(pos, n):
+        if pos + n > len(buf):
+            raise ImageError(f"{where}: entry runs past the end of the section")
+        return buf[pos:pos + n], pos + n
+
+    raw, pos = take(0, 4)
+    count = struct.unpack("<I", raw)[0]
+    if count > len(buf) // 8:
+        raise ImageError(f"{where}: count {count} does not fit in {len(buf)} bytes")
+    meta = {}
+    for _ in range(count):
+        raw, pos = take(pos, 4)
+        k, pos = take(pos, struct.unpack("<I", raw)[0])
+        raw, pos = take(pos, 4)
+        v, pos = take(pos, struct.unpack("<I", raw)[0])
+        try:
+            meta[k.decode("utf-8")] = v.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ImageError(f"{where}: key or value is not UTF-8") from None
+    return meta
+
+
+def tensor_entry(name, type_id, role, layer, rows, cols, offset, size) -> bytes:
+    nb = name.encode("utf-8")
+    if len(nb) >= spec.TENSOR_NAME_MAX:
+        raise FormatError(f"tensor name '{name}' is longer than {spec.TENSOR_NAME_MAX - 1} bytes")
+    e = nb.ljust(spec.TENSOR_NAME_MAX, b"\0") + struct.pack("<IHHIIQQ", type_id, role, layer, rows, cols, offset, size)
+    return e.ljust(spec.TENSOR_ENTRY_SIZE, b"\0")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writer
+
+
+@dataclasses.dataclass
+class TensorReport:
+    name: str
+    type: str
+    shape: tuple
+    nbytes: int
+    rmse: float
+    max_err: float
+    note: str = ""
+
+
+@dataclasses.dataclass
+class PackResult:
+    path: pathlib.Path
+    image_size: int
+    tensors: list  # TensorReport
+    recipe: str
+
+
+def _tokenizer_bytes(model: Model, tokenizer) -> bytes:
+    if tokenizer is not None:
+        return bytes(tokenizer)
+    if model.vocab is None:
+        raise FormatError(f"{model.source or 'model'}: no tokenizer (pass --tokenizer FILE)")
+    from elk import tokenizer as tok
+
+    return tok.encode_section(model.vocab)
+
+
+def write_image(path, model: Model, *, quant="f32", recipe=None, security_counter: int = 0, name=None,
+                tokenizer: bytes = None, npu: bytes = None, metadata: dict = None,
+                alignment: int = spec.IMAGE_ALIGN, progress=None) -> PackResult:
+    """Pack `model` into an image at `path`; tensors are quantized one at a time and streamed to
+    the file. `quant` is the default type, `recipe` per-tensor rules (see elk.quant.parse_recipe).
+    `progress(done_bytes, total_bytes, name)` is called after each tensor."""
+    from elk import quant as q
+
+    model.validate()
+    if alignment < spec.IMAGE_ALIGN or alignment & (alignment - 1):
+        raise FormatError(f"alignment {alignment} must be a power of two >= {spec.IMAGE_ALIGN}")
+    if not 0 <= int(security_counter) < 2 ** 32:
+        raise FormatError(f"security counter {security_counter} is outside 0..4294967295")
+    cfg = model.config
+    rec = q.parse_recipe(quant, recipe)
+    tok = _tokenizer_bytes(model, tokenizer)
+    if len(tok) >= 4 and struct.unpack_from("<I", tok)[0] != cfg.vocab_size:
+        raise FormatError(f"tokenizer has {struct.unpack_from('<I', tok)[0]} tokens, model vocab_size is {cfg.vocab_size}")
+    meta = {"general.name": name or model.name or "model", "general.source": model.source,
+            "quant.recipe": rec.text()}
+    chat = model.chat_template or detect_chat_template(getattr(model.vocab, "chat_template", None))
+    if chat:
+        meta["chat.template"] = chat
+    meta.update(model.metadata or {})
+    meta.update(metadata or {})
+    meta_bytes = encode_metadata(meta)
+
+    # Layout: every size is known from shapes and chosen types before any tensor is quantized.
+    plan = []
+    for role, layer in cfg.tensor_keys():
+        tname = tensor_name(role, layer)
+        rows, cols = model.tensors[(role, layer)].shape
+        ttype, note = rec.choose(tname, role, cols)
+        plan.append([tname, role, layer, rows, cols, ttype, note, rows * q.row_bytes(ttype, cols)])
+    kinds = ["TENSOR_TABLE", "TENSOR_DATA", "TOKENIZER", "METADATA"] + (["NPU"] if npu else [])
+    hs = spec.IMAGE_HEADER_SIZE
+    pos = align_up(hs + len(kinds) * spec.SECTION_ENTRY_SIZE, alignment)
+    sections = {"TENSOR_TABLE": (pos, TENSOR_TABLE_HEAD + len(plan) * spec.TENSOR_ENTRY_SIZE)}
+    pos = data_start = align_up(pos + sections["TENSOR_TABLE"][1], alignment)
+    for p in plan:
+        pos = align_up(pos, alignment)
+        p.append(pos)
+        pos += p[7]
+    sections["TENSOR_DATA"] = (data_start, pos - data_start)
+    for kind, blob in (("TOKENIZER", tok), ("METADATA", meta_bytes), ("NPU", npu)):
+        if kind in kinds:
+            pos = align_up(pos, alignment)
+            sections[kind] = (pos, len(blob))
+            pos += len(blob)
+    image_size = pos
+
+    path = pathlib.Path(path)
+    table = struct.pack("<IIQ", len(plan), spec.TENSOR_ENTRY_SIZE, 0) + b"".join(
+        tensor_entry(p[0], TYPE_IDS[p[5]], spec.TENSOR_ROLES[p[1]], p[2], p[3], p[4], p[8], p[7]) for p in plan)
+    sect_table = b"".join(struct.pack("<IIQQQ", spec.SECTION_KINDS[k], SECTION_VERSION, *sections[k], 0) for k in kinds)
+    reports, total, done = [], sum(p[7] for p in plan), 0
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with open(tmp, "wb") as f:
+            f.truncate(image_size)
+            f.seek(hs)
+            f.write(sect_table)
+            f.seek(sections["TENSOR_TABLE"][0])
+            f.write(table)
+            for tname, role, layer, rows, cols, ttype, note, size, off in plan:
+                raw, rmse, mx = _encode_tensor(model.tensors[(role, layer)], ttype, tname, q)
+                assert raw.size == size, (tname, raw.size, size)
+                f.seek(off)
+                f.write(raw.tobytes())
+                reports.append(TensorReport(tname, ttype, (rows, cols), size, rmse, mx, note))
+                done += size
+                if progress:
+                    progress(done, total, tname)
+            for kind, blob in (("TOKENIZER", tok), ("METADATA", meta_bytes), ("NPU", npu)):
+                if kind in kinds:
+                    f.seek(sections[kind][0])
+                    f.write(blob)
+        digest = _sha256_range(tmp, hs, image_size - hs)
+        fields = dict(config_fields(cfg), magic=spec.IMAGE_MAGIC, version=spec.IMAGE_VERSION, header_size=hs,
+                      flags=0, alignment=alignment, image_size=image_size, section_table_offset=hs,
+                      section_count=len(kinds), section_entry_size=spec.SECTION_ENTRY_SIZE,
+                      payload_offset=hs, payload_size=image_size - hs, payload_sha256=digest,
+                      security_counter=int(security_counter), name=meta["general.name"])
+        with open(tmp, "r+b") as f:
+            f.write(pack_header(fields))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise FormatError(f"{path}: cannot write ({e.strerror})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return PackResult(path, image_size, reports, rec.text())
+
+
+def _encode_tensor(t, ttype, tname, q):
+    """(uint8 bytes, rmse, max_abs_err) for one tensor; source bytes are kept when already `ttype`."""
+    if t.native is not None and t.native[0] == ttype:
+        raw = np.frombuffer(t.native[1], dtype=np.uint8)
+        return raw, 0.0, 0.0
+    x = t.load()
+    if not np.all(np.isfinite(x)):
+        raise FormatError(f"tensor {tname} contains NaN or infinite values")
+    raw = q.quantize(x, ttype).reshape(-1)
+    rmse, mx = q.error_stats(x, raw, ttype) if ttype != "F32" else (0.0, 0.0)
+    return raw, rmse, mx
+
+
+def _sha256_range(path, offset: int, size: int) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        left = size
+        while left > 0:
+            chunk = f.read(min(left, 1 << 22))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.digest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reader: every check in docs/image-format.md "What a reader checks", each failure one line
+
+
+@dataclasses.dataclass
+class TensorInfo:
+    name: str
+    type: str  # "F32", "Q4_0", ...
+    type_id: int
+    role: str
+    layer: int
+    rows: int
+    cols: int
+    offset: int
+    size: int
+    data: np.ndarray  # uint8 view of the stored bytes (read-only)
+
+    def array(self) -> np.ndarray:
+        """Dequantized float32 (rows, cols)."""
+        from elk import quant
+
+        return quant.dequantize(self.data, self.type, (self.rows, self.cols))
+
+
+@dataclasses.dataclass
+class Image:
+    path: pathlib.Path
+    header: dict
+    config: Config
+    sections: dict  # kind name -> (version, offset, size)
+    tensors: dict  # name -> TensorInfo, in table order
+    tokenizer: bytes  # the TOKENIZER section bytes (elk.tokenizer.decode_section reads them)
+    metadata: dict
+    npu: bytes = None
+    trailer: bytes = None
+
+    def tensor(self, role: str, layer: int = 0) -> TensorInfo:
+        return self.tensors[tensor_name(role, layer)]
+
+    def vocab(self):
+        from elk import tokenizer as tok
+
+        return tok.decode_section(self.tokenizer)
+
+
+def read_image(path) -> Image:
+    """Open and check an image (everything but the payload hash); raises ImageError."""
+    path = pathlib.Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < spec.IMAGE_HEADER_SIZE:
+                raise ImageError(f"{path}: file is {size} bytes, shorter than the {spec.IMAGE_HEADER_SIZE}-byte header")
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror})") from None
+    return _Reader(path, buf).read()
+
+
+class _Reader:
+    def __init__(self, path, buf):
+        self.path, self.buf, self.size = path, buf, len(buf)
+
+    def fail(self, msg):
+        raise ImageError(f"{self.path}: {msg}")
+
+    def read(self) -> Image:
+        h = self.check_header()
+        cfg = self.check_config(h)
+        sections = self.check_sections(h)
+        tensors = self.check_tensors(h, cfg, sections)
+        tok = self.section_bytes(sections["TOKENIZER"])
+        self.check_tokenizer(tok, cfg)
+        meta = decode_metadata(self.section_bytes(sections["METADATA"]), f"{self.path}: METADATA") \
+            if "METADATA" in sections else {}
+        npu = self.section_bytes(sections["NPU"]) if "NPU" in sections else None
+        return Image(self.path, h, cfg, sections, tensors, tok, meta, npu, self.check_trailer(h))
+
+    def section_bytes(self, sec) -> bytes:
+        _, off, size = sec
+        return bytes(self.buf[off:off + size])
+
+    def check_header(self) -> dict:
+        h = unpack_header(self.buf[: spec.IMAGE_HEADER_SIZE])
+        if h["magic"] != spec.IMAGE_MAGIC:
+            self.fail(f"bad magic 0x{h['magic']:08X} (not an elk image; expected 0x{spec.IMAGE_MAGIC:08X} 'ELK1')")
+        if h["version"] != spec.IMAGE_VERSION:
+            self.fail(f"unsupported image version {h['version']} (this reader knows {spec.IMAGE_VERSION})")
+        hs = h["header_size"]
+        if hs < spec.IMAGE_HEADER_SIZE or hs % 4 or hs > self.size:
+            self.fail(f"header_size {hs} is invalid (>= {spec.IMAGE_HEADER_SIZE}, within the file)")
+        stored = struct.unpack_from("<I", self.buf, hs - 4)[0]
+        crc = zlib.crc32(self.buf[: hs - 4])
+        if stored != crc:
+            self.fail(f"header CRC mismatch (stored 0x{stored:08X}, computed 0x{crc:08X})")
+        a = h["alignment"]
+        if a < spec.IMAGE_ALIGN or a & (a - 1) or a > 1 << 20:
+            self.fail(f"header alignment {a} is not a power of two >= {spec.IMAGE_ALIGN}")
+        if not hs <= h["image_size"] <= self.size:
+            self.fail(f"image_size {h['image_size']} is outside the file ({self.size} bytes; truncated?)")
+        if h["payload_offset"] != hs or h["payload_size"] != h["image_size"] - hs:
+            self.fail(f"payload [{h['payload_offset']}, +{h['payload_size']}) does not span header end to image_size")
+        if h["section_table_offset"] != hs or h["section_entry_size"] != spec.SECTION_ENTRY_SIZE:
+            self.fail("section table offset or entry size is not what v1 requires")
+        if not 1 <= h["section_count"] <= MAX_SECTIONS:
+            self.fail(f"section_count {h['section_count']} is outside 1..{MAX_SECTIONS}")
+        if h["arch"] != spec.ARCH_LLAMA:
+            self.fail(f"unknown arch {h['arch']}")
+        if h["model_flags"] & ~spec.MODEL_FLAG_TIED_OUTPUT:
+            self.fail(f"unknown model_flags bits 0x{h['model_flags']:X}")
+        return h
+
+    def check_config(self, h) -> Config:
+        cfg = Config(**{k: h[k] for k in CONFIG_FIELDS},
+                     tied_output=bool(h["model_flags"] & spec.MODEL_FLAG_TIED_OUTPUT))
+        if h["head_dim"] == 0:
+            self.fail("header config: head_dim is 0")
+        try:
+            cfg.validate("header config")
+        except FormatError as e:
+            self.fail(str(e))
+        return cfg
+
+    def check_sections(self, h) -> dict:
+        hs, a, end = h["header_size"], h["alignment"], h["image_size"]
+        table_end = hs + h["section_count"] * spec.SECTION_ENTRY_SIZE
+        if table_end > end:
+            self.fail("section table runs past image_size")
+        sections, spans = {}, []
+        for i in range(h["section_count"]):
+            kind, ver, off, size, _ = struct.unpack_from("<IIQQQ", self.buf, hs + i * spec.SECTION_ENTRY_SIZE)
+            name = KIND_NAMES.get(kind)
+            if name is None:
+                self.fail(f"section {i}: unknown kind {kind}")
+            if name in sections:
+                self.fail(f"section {name} appears twice")
+            if ver != SECTION_VERSION:
+                self.fail(f"section {name}: unsupported version {ver}")
+            if off % a:
+                self.fail(f"section {name}: offset {off} is not a multiple of the alignment {a}")
+            if off < table_end or off + size > end:
+                self.fail(f"section {name} [{off}, +{size}) lies outside the payload [{table_end}, {end})")
+            sections[name] = (ver, off, size)
+            spans.append((off, off + size, name))
+        spans.sort()
+        for (s0, e0, n0), (s1, _, n1) in zip(spans, spans[1:]):
+            if s1 < e0:
+                self.fail(f"sections {n0} and {n1} overlap")
+        for need in ("TENSOR_TABLE", "TENSOR_DATA", "TOKENIZER"):
+            if need not in sections:
+                self.fail(f"required section {need} is missing")
+        return sections
+
+    def check_tensors(self, h, cfg, sections) -> dict:
+        _, toff, tsize = sections["TENSOR_TABLE"]
+        _, doff, dsize = sections["TENSOR_DATA"]
+        if tsize < TENSOR_TABLE_HEAD:
+            self.fail(f"TENSOR_TABLE is {tsize} bytes, shorter than its {TENSOR_TABLE_HEAD}-byte head")
+        count, esize, _ = struct.unpack_from("<IIQ", self.buf, toff)
+        if esize != spec.TENSOR_ENTRY_SIZE:
+            self.fail(f"TENSOR_TABLE entry size {esize} (expected {spec.TENSOR_ENTRY_SIZE})")
+        if TENSOR_TABLE_HEAD + count * esize > tsize:
+            self.fail(f"TENSOR_TABLE: {count} entries do not fit in {tsize} bytes (truncated tensor table)")
+        tensors, keys, spans = {}, set(), []
+        for i in range(count):
+            tensors_entry = self.tensor_entry(toff + TENSOR_TABLE_HEAD + i * esize, i, cfg, h["alignment"], doff, dsize)
+            t = tensors_entry
+            if t.name in tensors or (t.role, t.layer) in keys:
+                self.fail(f"tensor '{t.name}' appears twice")
+            tensors[t.name] = t
+            keys.add((t.role, t.layer))
+            spans.append((t.offset, t.offset + t.size, t.name))
+        spans.sort()
+        for (s0, e0, n0), (s1, _, n1) in zip(spans, spans[1:]):
+            if s1 < e0:
+                self.fail(f"tensors '{n0}' and '{n1}' overlap")
+        for role, layer in cfg.tensor_keys():
+            name = tensor_name(role, layer)
+            t = tensors.get(name)
+            if t is None or (t.role, t.layer) != (role, layer):
+                self.fail(f"required tensor {name} is missing")
+            want = cfg.tensor_shape(role)
+            if (t.rows, t.cols) != want:
+                self.fail(f"tensor '{name}' is {t.rows}x{t.cols}, the config needs {want[0]}x{want[1]}")
+            if role in ("ATTN_NORM", "FFN_NORM", "OUTPUT_NORM") and t.type != "F32":
+                self.fail(f"norm tensor '{name}' is {t.type}; norms must be F32")
+        if cfg.tied_output and ("OUTPUT", 0) in keys:
+            self.fail("output.weight is present but model_flags says the output is tied")
+        return tensors
+
+    def tensor_entry(self, pos, i, cfg, a, doff, dsize) -> TensorInfo:
+        raw = bytes(self.buf[pos:pos + spec.TENSOR_NAME_MAX])
+        if b"\0" not in raw:
+            self.fail(f"tensor {i}: name is not NUL-terminated")
+        try:
+            name = raw.split(b"\0", 1)[0].decode("utf-8")
+        except UnicodeDecodeError:
+            self.fail(f"tensor {i}: name is not UTF-8")
+        tid, role_id, layer, rows, cols, off, size = struct.unpack_from("<IHHIIQQ", self.buf, pos + spec.TENSOR_NAME_MAX)
+        if tid not in TYPES:
+            self.fail(f"tensor '{name}': unknown type {tid}")
+        role = ROLE_NAMES.get(role_id)
+        if role is None:
+            self.fail(f"tensor '{name}': unknown role {role_id}")
+        per_layer = role in spec.PER_LAYER_ROLES
+        if (per_layer and layer >= cfg.n_layers) or (not per_layer and layer):
+            self.fail(f"tensor '{name}': layer {layer} out of range for {role}")
+        rb = row_bytes(tid, cols)
+        if rows == 0 or rb == 0:
+            self.fail(f"tensor '{name}': {rows}x{cols} does not fit type {TYPES[tid][0]}")
+        if size != rows * rb:
+            self.fail(f"tensor '{name}': size {size} != rows x row_bytes = {rows * rb}")
+        if off % a:
+            self.fail(f"tensor '{name}': offset {off} is not a multiple of the alignment {a}")
+        if off < doff or off + size > doff + dsize:
+            self.fail(f"tensor '{name}' [{off}, +{size}) lies outside TENSOR_DATA [{doff}, +{dsize})")
+        data = np.frombuffer(self.buf, dtype=np.uint8, count=size, offset=off)
+        return TensorInfo(name, TYPES[tid][0], tid, role, layer, rows, cols, off, size, data)
+
+    def check_tokenizer(self, tok: bytes, cfg) -> None:
+        if len(tok) < TOKENIZER_HEAD:
+            self.fail(f"TOKENIZER is {len(tok)} bytes, shorter than its {TOKENIZER_HEAD}-byte head")
+        n, kind = struct.unpack_from("<II", tok)
+        if kind != spec.TOKENIZER_KIND_SPM_BPE:
+            self.fail(f"TOKENIZER: unknown kind {kind}")
+        if n != cfg.vocab_size:
+            self.fail(f"TOKENIZER has {n} tokens, header vocab_size is {cfg.vocab_size}")
+        blob = TOKENIZER_HEAD + n * spec.TOKEN_ENTRY_SIZE
+        if blob > len(tok):
+            self.fail(f"TOKENIZER: {n} entries do not fit in {len(tok)} bytes")
+        ent = np.frombuffer(tok, dtype="<u4", count=n * 4, offset=TOKENIZER_HEAD).reshape(n, 4)
+        ends = ent[:, 0].astype(np.uint64) + ent[:, 1].astype(np.uint64)
+        bad = np.nonzero(ends > len(tok) - blob)[0]
+        if bad.size:
+            self.fail(f"TOKENIZER: token {int(bad[0])} lies outside the string blob")
+        types = ent[:, 3]
+        bad = np.nonzero((types < 1) | (types > max(spec.TOKEN_TYPES.values())))[0]
+        if bad.size:
+            self.fail(f"TOKENIZER: token {int(bad[0])} has unknown type {int(types[bad[0]])}")
+        from elk import tokenizer as tk
+
+        try:
+            tk.decode_section(tok)
+        except FormatError as e:
+            self.fail(str(e))
+
+    def check_trailer(self, h):
+        if not h["flags"] & spec.IMAGE_FLAG_HAS_TRAILER:
+            return None
+        end = h["image_size"]
+        if end + 8 > self.size:
+            self.fail("header says a trailer follows, but the file ends at image_size")
+        magic, total = struct.unpack_from("<II", self.buf, end)
+        if magic != spec.TRAILER_MAGIC:
+            self.fail(f"trailer: bad magic 0x{magic:08X}")
+        if total < 8 or end + total > self.size:
+            self.fail(f"trailer: length {total} runs past the end of the file")
+        return bytes(self.buf[end:end + total])
+
+
+# ---------------------------------------------------------------------------------------------
+# verify
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    path: pathlib.Path
+    checks: list = dataclasses.field(default_factory=list)  # (part, ok, detail)
+    image: Image = None
+
+    def add(self, part: str, ok: bool, detail: str) -> None:
+        self.checks.append((part, bool(ok), detail))
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(ok for _, ok, _ in self.checks)
+
+    def lines(self) -> list:
+        return [f"{'ok  ' if ok else 'FAIL'} {part}: {detail}" for part, ok, detail in self.checks]
+
+
+def verify_image(path) -> VerifyReport:
+    """Check header CRC, payload SHA-256 and structure, each reported separately. Never raises
+    for a malformed image; ImageError only when the file cannot be read at all."""
+    path = pathlib.Path(path)
+    rep = VerifyReport(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(spec.IMAGE_HEADER_SIZE)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror})") from None
+    if len(head) < spec.IMAGE_HEADER_SIZE:
+        rep.add("header", False, f"file is {size} bytes, shorter than the {spec.IMAGE_HEADER_SIZE}-byte header")
+        return rep
+    h = unpack_header(head)
+    if h["magic"] != spec.IMAGE_MAGIC:
+        rep.add("header", False, f"bad magic 0x{h['magic']:08X} (not an elk image)")
+        return rep
+    crc = zlib.crc32(head[: spec.IMAGE_HEADER_SIZE - 4])
+    rep.add("header CRC-32", crc == h["header_crc32"],
+            f"0x{h['header_crc32']:08X}" + ("" if crc == h["header_crc32"] else f" stored, computed 0x{crc:08X}"))
+    po, ps = h["payload_offset"], h["payload_size"]
+    if po < spec.IMAGE_HEADER_SIZE or po + ps > size:
+        rep.add("payload SHA-256", False, f"payload [{po}, +{ps}) lies outside the {size}-byte file (truncated?)")
+    else:
+        digest = _sha256_range(path, po, ps)
+        good = digest == h["payload_sha256"]
+        rep.add("payload SHA-256", good, digest.hex() if good else
+                f"stored {h['payload_sha256'].hex()[:16]}…, computed {digest.hex()[:16]}… over {ps} bytes")
+    try:
+        rep.image = read_image(path)
+        img = rep.image
+        rep.add("structure", True, f"{len(img.sections)} sections, {len(img.tensors)} tensors, "
+                                   f"{img.config.vocab_size} tokens")
+    except ImageError as e:
+        rep.add("structure", False, str(e).split(": ", 1)[-1])
+    return rep
