@@ -1,5 +1,49 @@
-"""`elk` subcommands of the trust area."""
+"""`elk` subcommands of the trust area: keygen, sign, provision (logic in elk.trust, elk.provision)."""
+
+import sys
+
+
+def cmd_keygen(args) -> int:
+    from elk import trust
+
+    key, pub = trust.keygen(args.output, force=args.force)
+    kid = trust.key_id(trust.load_public_key(pub)).hex()
+    print(f"wrote {key} (private, mode 0600) and {pub} (public); key id {kid}")
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from elk import trust
+
+    out = trust.sign_file(args.image, args.key, security_counter=args.security_counter, out_path=args.output)
+    hdr = trust.read_header(out.read_bytes())
+    kid = trust.key_id(trust.public_bytes(trust.load_private_key(args.key))).hex()
+    print(f"signed {out}: key {kid}, security counter {hdr.security_counter}")
+    return 0
+
+
+def cmd_provision(args) -> int:
+    from elk import provision
+
+    msg, warning = provision.provision_port(args.port, args.key, old_key=args.old_key,
+                                            clear=args.clear, baud=args.baud)
+    if warning:
+        print(f"elk: warning: {warning}", file=sys.stderr)
+    print(msg)
+    return 0
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("keygen", help="make an Ed25519 owner key pair (PREFIX.key, PREFIX.pub)")
+    p.add_argument("-o", "--output", required=True, metavar="PREFIX", help="path prefix, e.g. owner")
+    p.add_argument("--force", action="store_true", help="overwrite existing key files")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("sign", help="sign an image with an owner key (appends/replaces the trailer)")
+    p.add_argument("image")
+    p.add_argument("--key", required=True, help="private key (from elk keygen)")
+    p.add_argument("--security-counter", type=int, default=None, metavar="N",
+                   help="set the anti-rollback counter before signing (boards refuse lower counters)")
+    p.add_argument("-o", "--output", default=None, help="write the signed image here instead of in place")
+    p.set_defaults(func=cmd_sign)
+
