@@ -154,6 +154,48 @@ int elk_sampler_init(elk_sampler **out, uint32_t vocab_size, const elk_sampling 
 /* Pick the next token from logits (modified in place). history: the recent tokens (for the penalty). */
 int elk_sampler_sample(elk_sampler *s, float *logits, const int32_t *history, int n_history);
 
+/* =============================================================================================
+ * Generation loop shared by the host runtime and the firmware: prefill a prompt in batches, then
+ * forward one token, sample, and turn it into text. The context persists across elk_gen_begin
+ * calls (a chat appends each turn) until elk_gen_reset. Caller storage; arena for ids + logits. */
+
+typedef uint64_t (*elk_clock_fn)(void *ctx); /* monotonic time in microseconds (optional) */
+
+enum elk_gen_stop {
+    ELK_GEN_RUNNING = 0,
+    ELK_GEN_EOS = 1,          /* the model produced EOS (or BOS: a new sequence) */
+    ELK_GEN_MAX_TOKENS = 2,   /* max_new tokens produced */
+    ELK_GEN_CONTEXT_FULL = 3, /* n_ctx tokens in the context */
+};
+
+typedef struct elk_gen {
+    elk_model *model;
+    const elk_tokenizer *tok;  /* (optional) NULL: ids only, no text pieces */
+    elk_sampler *sampler;      /* may be replaced between turns */
+    elk_clock_fn clock;        /* (optional) NULL: no timing */
+    void *clock_ctx;
+    int32_t *tokens;           /* (n_ctx) the context so far */
+    float *logits;             /* (vocab) logits after the last forward */
+    int n_tokens;              /* ids in tokens[] */
+    int n_cached;              /* of those, how many are in the KV cache */
+    int max_new, n_new, stop;  /* this turn: limit, produced, enum elk_gen_stop */
+    /* Timing of this turn (microseconds of `clock`): prefill, first and last sampled token. */
+    int n_prompt;
+    uint64_t t_begin, t_prefilled, t_first, t_last;
+} elk_gen;
+
+uint64_t elk_gen_arena_size(const elk_model *m);
+int elk_gen_init(elk_gen *g, elk_model *m, const elk_tokenizer *tok, elk_sampler *s,
+                 elk_clock_fn clock, void *clock_ctx, void *arena, uint64_t arena_size);
+/* Forget the context: the next begin starts at position 0. */
+void elk_gen_reset(elk_gen *g);
+/* Append ids[0..n) to the context and prefill them (in max_batch chunks); at most max_new tokens
+ * will follow. ELK_E_RANGE when the context cannot hold them (nothing is changed then). */
+int elk_gen_begin(elk_gen *g, const int32_t *ids, int n, int max_new);
+/* Produce the next token: 1 with *id set and its text in piece[0..*len) (cap bytes at most;
+ * piece/len may be NULL), 0 when the turn has stopped (g->stop says why), or a negative code. */
+int elk_gen_next(elk_gen *g, int32_t *id, char *piece, int cap, int *len);
+
 #ifdef __cplusplus
 }
 #endif

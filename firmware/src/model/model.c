@@ -1,0 +1,369 @@
+/* The Llama decoder: arena layout, weight binding and the batched forward pass (RMSNorm, RoPE on
+ * interleaved pairs, grouped-query attention over a float32 KV cache, SwiGLU FFN, tied or separate
+ * output). Numerics follow host/elk/reference.py. Matrix products go through elk_linear (linear.c);
+ * sampling and the decode loop live in sampler/ and generate.c. */
+#include <math.h>
+#include <string.h>
+
+#include "model.h"
+#include "util/util.h"
+
+#define DEFAULT_BATCH 64u
+#define ARENA_ALIGN 64u
+
+/* ---------------------------------------------------------------------------------------------
+ * Arena layout: one pass that either measures (base == NULL) or carves. */
+
+typedef struct carver {
+    char *base;
+    uint64_t used;
+    int overflow;
+} carver;
+
+static void *carve(carver *c, uint64_t n, uint64_t elem)
+{
+    uint64_t bytes, start, end;
+    if (elk_mul_overflow(n, elem, &bytes) || elk_add_overflow(c->used, ARENA_ALIGN - 1, &start)) {
+        c->overflow = 1;
+        return NULL;
+    }
+    start &= ~(uint64_t)(ARENA_ALIGN - 1);
+    if (elk_add_overflow(start, bytes, &end)) {
+        c->overflow = 1;
+        return NULL;
+    }
+    c->used = end;
+    return c->base ? c->base + start : NULL;
+}
+
+static uint32_t opt_n_ctx(const elk_image *img, const elk_model_opts *o)
+{
+    uint32_t n = o && o->n_ctx ? o->n_ctx : img->config.seq_len;
+    return n < img->config.seq_len ? n : img->config.seq_len;
+}
+
+static uint32_t opt_batch(const elk_model_opts *o)
+{
+    return o && o->max_batch ? o->max_batch : DEFAULT_BATCH;
+}
+
+/* Lay out the model in the arena; with c->base == NULL only measures. */
+static elk_model *layout(carver *c, const elk_image *img, const elk_model_opts *o)
+{
+    const elk_config *cfg = &img->config;
+    uint64_t n_ctx = opt_n_ctx(img, o), B = opt_batch(o);
+    uint64_t q_dim = (uint64_t)cfg->n_heads * cfg->head_dim;
+    uint64_t kv_dim = (uint64_t)cfg->n_kv_heads * cfg->head_dim;
+    uint64_t widest = cfg->dim > q_dim ? cfg->dim : q_dim, cache = 0;
+    widest = widest > cfg->hidden_dim ? widest : cfg->hidden_dim;
+    if (elk_mul_overflow((uint64_t)cfg->n_layers * n_ctx, kv_dim, &cache))
+        c->overflow = 1;
+
+    elk_model *m = carve(c, 1, sizeof(elk_model));
+    elk_layer *layers = carve(c, cfg->n_layers, sizeof(elk_layer));
+    float *kc = carve(c, cache, sizeof(float)), *vc = carve(c, cache, sizeof(float));
+    float *x = carve(c, B * cfg->dim, 4), *xb = carve(c, B * cfg->dim, 4);
+    float *q = carve(c, B * q_dim, 4), *k = carve(c, B * kv_dim, 4), *v = carve(c, B * kv_dim, 4);
+    float *att = carve(c, B * q_dim, 4);
+    float *hb = carve(c, B * cfg->hidden_dim, 4), *hb2 = carve(c, B * cfg->hidden_dim, 4);
+    float *scores = carve(c, (uint64_t)cfg->n_heads * n_ctx, 4);
+    float *rope = carve(c, cfg->head_dim, 4);
+    size_t xq_row = elk_row_bytes(ELK_TYPE_Q8_0, (int64_t)((widest + ELK_QK - 1) / ELK_QK * ELK_QK));
+    void *xq = carve(c, B, xq_row);
+    if (!c->base || c->overflow)
+        return NULL;
+    memset(m, 0, sizeof *m);
+    m->layers = layers;
+    m->key_cache = kc;
+    m->value_cache = vc;
+    m->x = x, m->xb = xb, m->q = q, m->k = k, m->v = v, m->att = att;
+    m->hb = hb, m->hb2 = hb2, m->scores = scores, m->rope = rope;
+    m->xq = xq;
+    m->xq_row_bytes = xq_row;
+    m->n_ctx = (uint32_t)n_ctx;
+    m->max_batch = (uint32_t)B;
+    m->q_dim = (uint32_t)q_dim;
+    m->kv_dim = (uint32_t)kv_dim;
+    return m;
+}
+
+uint64_t elk_model_arena_size(const elk_image *img, const elk_model_opts *opts)
+{
+    if (!img || img->n_tensors == 0)
+        return 0;
+    carver c = { 0 };
+    layout(&c, img, opts);
+    return c.overflow ? 0 : c.used + ARENA_ALIGN; /* + slack to align an unaligned arena */
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Weight binding */
+
+static int bind(const elk_image *img, int role, int layer, elk_tensor *out)
+{
+    return elk_image_find(img, role, layer, out);
+}
+
+static int bind_weights(elk_model *m)
+{
+    const elk_image *img = m->img;
+    int rc = bind(img, ELK_ROLE_TOK_EMBD, 0, &m->tok_embd);
+    rc = rc ? rc : bind(img, ELK_ROLE_OUTPUT_NORM, 0, &m->output_norm);
+    if (!rc && (m->cfg.model_flags & ELK_MODEL_FLAG_TIED_OUTPUT))
+        m->output = m->tok_embd;
+    else if (!rc)
+        rc = bind(img, ELK_ROLE_OUTPUT, 0, &m->output);
+    for (uint32_t l = 0; !rc && l < m->cfg.n_layers; l++) {
+        elk_layer *L = &m->layers[l];
+        const struct { int role; elk_tensor *t; } want[] = {
+            { ELK_ROLE_ATTN_NORM, &L->attn_norm }, { ELK_ROLE_WQ, &L->wq }, { ELK_ROLE_WK, &L->wk },
+            { ELK_ROLE_WV, &L->wv }, { ELK_ROLE_WO, &L->wo }, { ELK_ROLE_FFN_NORM, &L->ffn_norm },
+            { ELK_ROLE_W1, &L->w1 }, { ELK_ROLE_W2, &L->w2 }, { ELK_ROLE_W3, &L->w3 },
+        };
+        for (unsigned i = 0; !rc && i < sizeof want / sizeof want[0]; i++)
+            rc = bind(img, want[i].role, (int)l, want[i].t);
+    }
+    return rc;
+}
+
+/* Every linear weight type must have a dot kernel (in the table or the reference one). */
+static int check_kernels(const elk_model *m)
+{
+    const elk_tensor *ts[] = { &m->output };
+    if (!elk_kernels_ref.dot[ts[0]->type])
+        return ELK_E_UNSUPPORTED;
+    for (uint32_t l = 0; l < m->cfg.n_layers; l++) {
+        const elk_layer *L = &m->layers[l];
+        const elk_tensor *w[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3 };
+        for (unsigned i = 0; i < sizeof w / sizeof w[0]; i++)
+            if (w[i]->type >= ELK_TYPE_COUNT || !elk_kernels_ref.dot[w[i]->type])
+                return ELK_E_UNSUPPORTED;
+    }
+    return ELK_OK;
+}
+
+int elk_model_init(elk_model **out, const elk_image *img, const elk_model_opts *opts, void *arena,
+                   uint64_t arena_size)
+{
+    if (!out || !img || !arena || img->n_tensors == 0)
+        return ELK_E_INVAL;
+    *out = NULL;
+    uint64_t need = elk_model_arena_size(img, opts);
+    if (need == 0)
+        return ELK_E_RANGE;
+    if (arena_size < need)
+        return ELK_E_NOMEM;
+    uintptr_t a = ((uintptr_t)arena + ARENA_ALIGN - 1) & ~(uintptr_t)(ARENA_ALIGN - 1);
+    carver c = { (char *)a, 0, 0 };
+    elk_model *m = layout(&c, img, opts);
+    m->img = img;
+    m->cfg = img->config;
+    m->kernels = opts && opts->kernels ? opts->kernels : elk_kernels_select(elk_cpu_features(), NULL);
+    if (!m->kernels)
+        m->kernels = &elk_kernels_ref;
+    if (opts) {
+        m->exec = opts->exec;
+        m->npu = opts->npu;
+        m->npu_ctx = opts->npu_ctx;
+    }
+    int rc = bind_weights(m);
+    rc = rc ? rc : check_kernels(m);
+    if (rc)
+        return rc;
+    *out = m;
+    return ELK_OK;
+}
+
+const elk_config *elk_model_config(const elk_model *m)
+{
+    return &m->cfg;
+}
+
+uint32_t elk_model_n_ctx(const elk_model *m)
+{
+    return m->n_ctx;
+}
+
+const char *elk_model_kernels_name(const elk_model *m)
+{
+    return m->kernels->name;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Forward pass building blocks. Shapes: n rows of `dim` floats, one per token. */
+
+/* o = w * x / sqrt(mean(x^2) + eps), per row; the sum of squares in double for accuracy. */
+static void rmsnorm(float *o, const float *x, const float *w, int n, int dim, float eps)
+{
+    for (int t = 0; t < n; t++, o += dim, x += dim) {
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++)
+            ss += (double)x[i] * x[i];
+        float scale = (float)(1.0 / sqrt(ss / dim + eps));
+        for (int i = 0; i < dim; i++)
+            o[i] = w[i] * (scale * x[i]);
+    }
+}
+
+/* cos/sin of pos * theta^(-2i/head_dim) for each pair i, into rope[2i], rope[2i+1]. */
+static void rope_angles(float *rope, int head_dim, int pos, float theta)
+{
+    for (int i = 0; i < head_dim / 2; i++) {
+        double freq = pow((double)theta, -2.0 * i / head_dim);
+        double a = pos * freq;
+        rope[2 * i] = (float)cos(a);
+        rope[2 * i + 1] = (float)sin(a);
+    }
+}
+
+/* Rotate consecutive pairs (x[2i], x[2i+1]) of each of n_heads heads. */
+static void rope_apply(float *x, const float *rope, int n_heads, int head_dim)
+{
+    for (int h = 0; h < n_heads; h++, x += head_dim) {
+        for (int i = 0; i < head_dim; i += 2) {
+            float c = rope[i], s = rope[i + 1], x0 = x[i], x1 = x[i + 1];
+            x[i] = x0 * c - x1 * s;
+            x[i + 1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+static void softmax(float *x, int n)
+{
+    float max = x[0];
+    for (int i = 1; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    for (int i = 0; i < n; i++)
+        x[i] /= sum;
+}
+
+/* Causal GQA attention of token t (at position p) over cache positions [0, p]:
+ * out[h] = sum_s softmax_s(q[h] . k_s[h / group] / sqrt(head_dim)) * v_s[h / group]. */
+static void attend(elk_model *m, int layer, const float *q, int p, float *out)
+{
+    const int hd = (int)m->cfg.head_dim, kv_dim = (int)m->kv_dim;
+    const int group = (int)(m->cfg.n_heads / m->cfg.n_kv_heads);
+    const float *kc = m->key_cache + (size_t)layer * m->n_ctx * kv_dim;
+    const float *vc = m->value_cache + (size_t)layer * m->n_ctx * kv_dim;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < (int)m->cfg.n_heads; h++) {
+        const float *qh = q + h * hd;
+        const int kvo = (h / group) * hd;
+        float *sc = m->scores + (size_t)h * m->n_ctx;
+        for (int s = 0; s <= p; s++) {
+            const float *ks = kc + (size_t)s * kv_dim + kvo;
+            float dot = 0.0f;
+            for (int i = 0; i < hd; i++)
+                dot += qh[i] * ks[i];
+            sc[s] = dot * scale;
+        }
+        softmax(sc, p + 1);
+        float *oh = out + h * hd;
+        memset(oh, 0, (size_t)hd * sizeof(float));
+        for (int s = 0; s <= p; s++) {
+            const float *vs = vc + (size_t)s * kv_dim + kvo;
+            for (int i = 0; i < hd; i++)
+                oh[i] += sc[s] * vs[i];
+        }
+    }
+}
+
+/* Attention block for n tokens at positions pos..pos+n-1: x += Wo attn(norm(x)). */
+static int attention_block(elk_model *m, int l, int n, int pos)
+{
+    const elk_layer *L = &m->layers[l];
+    const int dim = (int)m->cfg.dim, hd = (int)m->cfg.head_dim;
+    const int q_dim = (int)m->q_dim, kv_dim = (int)m->kv_dim;
+    int rc;
+    rmsnorm(m->xb, m->x, L->attn_norm.data, n, dim, m->cfg.norm_eps);
+    if ((rc = elk_linear(m, &L->wq, m->xb, n, m->q)) || (rc = elk_linear(m, &L->wk, m->xb, n, m->k)) ||
+        (rc = elk_linear(m, &L->wv, m->xb, n, m->v)))
+        return rc;
+    for (int t = 0; t < n; t++) {
+        size_t slot = ((size_t)l * m->n_ctx + (size_t)(pos + t)) * kv_dim;
+        rope_angles(m->rope, hd, pos + t, m->cfg.rope_theta);
+        rope_apply(m->q + (size_t)t * q_dim, m->rope, (int)m->cfg.n_heads, hd);
+        rope_apply(m->k + (size_t)t * kv_dim, m->rope, (int)m->cfg.n_kv_heads, hd);
+        memcpy(m->key_cache + slot, m->k + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
+        memcpy(m->value_cache + slot, m->v + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
+    }
+    for (int t = 0; t < n; t++)
+        attend(m, l, m->q + (size_t)t * q_dim, pos + t, m->att + (size_t)t * q_dim);
+    if ((rc = elk_linear(m, &L->wo, m->att, n, m->xb)))
+        return rc;
+    for (size_t i = 0; i < (size_t)n * dim; i++)
+        m->x[i] += m->xb[i];
+    return ELK_OK;
+}
+
+/* FFN block: x += W2 (silu(W1 norm(x)) * W3 norm(x)). */
+static int ffn_block(elk_model *m, int l, int n)
+{
+    const elk_layer *L = &m->layers[l];
+    const int dim = (int)m->cfg.dim;
+    const size_t hidden = (size_t)n * m->cfg.hidden_dim;
+    int rc;
+    rmsnorm(m->xb, m->x, L->ffn_norm.data, n, dim, m->cfg.norm_eps);
+    if ((rc = elk_linear(m, &L->w1, m->xb, n, m->hb)) || (rc = elk_linear(m, &L->w3, m->xb, n, m->hb2)))
+        return rc;
+    for (size_t i = 0; i < hidden; i++) {
+        float g = m->hb[i];
+        m->hb[i] = g / (1.0f + expf(-g)) * m->hb2[i];
+    }
+    if ((rc = elk_linear(m, &L->w2, m->hb, n, m->xb)))
+        return rc;
+    for (size_t i = 0; i < (size_t)n * dim; i++)
+        m->x[i] += m->xb[i];
+    return ELK_OK;
+}
+
+/* One batch of at most max_batch tokens. */
+static int forward_batch(elk_model *m, const int32_t *tokens, int n, int pos, float *logits, int all)
+{
+    const int dim = (int)m->cfg.dim;
+    const elk_tensor *e = &m->tok_embd;
+    const size_t erow = elk_row_bytes((int)e->type, e->cols);
+    for (int t = 0; t < n; t++)
+        elk_dequantize_row((int)e->type, (const char *)e->data + (size_t)tokens[t] * erow,
+                           m->x + (size_t)t * dim, dim);
+    for (int l = 0; l < (int)m->cfg.n_layers; l++) {
+        int rc = attention_block(m, l, n, pos);
+        rc = rc ? rc : ffn_block(m, l, n);
+        if (rc)
+            return rc;
+    }
+    if (!logits)
+        return ELK_OK;
+    /* Final norm and logits: every row, or only the last token's. */
+    const float *xin = all ? m->x : m->x + (size_t)(n - 1) * dim;
+    const int rows = all ? n : 1;
+    rmsnorm(m->xb, xin, m->output_norm.data, rows, dim, m->cfg.norm_eps);
+    return elk_linear(m, &m->output, m->xb, rows, logits);
+}
+
+int elk_model_forward(elk_model *m, const int32_t *tokens, int n, int pos, float *logits, int all_logits)
+{
+    if (!m || !tokens || !logits || n <= 0 || pos < 0)
+        return ELK_E_INVAL;
+    if ((int64_t)pos + n > (int64_t)m->n_ctx)
+        return ELK_E_RANGE;
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || (uint32_t)tokens[t] >= m->cfg.vocab_size)
+            return ELK_E_RANGE;
+    const size_t vocab = m->cfg.vocab_size;
+    for (int done = 0; done < n;) {
+        int chunk = n - done < (int)m->max_batch ? n - done : (int)m->max_batch;
+        /* Without all_logits only the final chunk computes logits (of its last row). */
+        float *out = all_logits ? logits + (size_t)done * vocab : done + chunk == n ? logits : NULL;
+        int rc = forward_batch(m, tokens + done, chunk, pos + done, out, all_logits);
+        if (rc)
+            return rc;
+        done += chunk;
+    }
+    return ELK_OK;
+}

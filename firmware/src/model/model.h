@@ -1,0 +1,56 @@
+/* Internal view of the decoder state shared by model.c (forward pass), linear.c (every matrix
+ * product) and generate.c (the decode loop). Public callers use elk/elk.h only; this struct is
+ * not part of the API and may change. */
+#ifndef ELK_MODEL_INTERNAL_H
+#define ELK_MODEL_INTERNAL_H
+
+#include "elk/elk.h"
+#include "kernels/kernels.h"
+
+/* Read-only views of one block's weights, in place in the image. */
+typedef struct elk_layer {
+    elk_tensor attn_norm; /* (1, dim) f32 */
+    elk_tensor wq;        /* (n_heads * head_dim, dim) */
+    elk_tensor wk, wv;    /* (n_kv_heads * head_dim, dim) */
+    elk_tensor wo;        /* (dim, n_heads * head_dim) */
+    elk_tensor ffn_norm;  /* (1, dim) f32 */
+    elk_tensor w1, w3;    /* gate, up: (hidden_dim, dim) */
+    elk_tensor w2;        /* down: (dim, hidden_dim) */
+} elk_layer;
+
+struct elk_model {
+    const elk_image *img;
+    elk_config cfg;
+    uint32_t n_ctx, max_batch;
+    uint32_t q_dim, kv_dim;       /* n_heads * head_dim, n_kv_heads * head_dim */
+    const elk_kernels *kernels;   /* the selected table; NULL dot/gemm slots fall back to ref */
+    elk_exec exec;
+    const struct elk_npu_backend *npu; /* (optional) offload hook, see linear.c */
+    void *npu_ctx;
+
+    elk_tensor tok_embd;          /* (vocab, dim) any type: one row dequantized per token */
+    elk_tensor output_norm;       /* (1, dim) f32 */
+    elk_tensor output;            /* (vocab, dim): tok_embd when the output is tied */
+    elk_layer *layers;            /* n_layers */
+
+    /* KV cache, float32: (n_layers, n_ctx, kv_dim) each. */
+    float *key_cache, *value_cache;
+
+    /* Activations for up to max_batch tokens, one row per token. */
+    float *x;        /* (B, dim) residual stream */
+    float *xb;       /* (B, dim) normed input / branch output */
+    float *q;        /* (B, q_dim) */
+    float *k, *v;    /* (B, kv_dim) */
+    float *att;      /* (B, q_dim) attention output */
+    float *hb, *hb2; /* (B, hidden_dim) */
+    float *scores;   /* (n_heads, n_ctx) attention weights, one row per head */
+    float *rope;     /* (head_dim) cos/sin pairs for one position */
+    void *xq;        /* activations quantized for linear layers: B rows of xq_row_bytes */
+    size_t xq_row_bytes;
+};
+
+/* y[t * w->rows + r] = sum_c W[r][c] * x[t * w->cols + c] for t < n_tok, r < w->rows.
+ * The only entry point for matrix products (see linear.c for the hooks it offers). */
+int elk_linear(elk_model *m, const elk_tensor *w, const float *x, int n_tok, float *y);
+
+#endif /* ELK_MODEL_INTERNAL_H */
