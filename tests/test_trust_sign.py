@@ -161,3 +161,19 @@ def test_cli_keygen_sign_and_errors_are_one_line(plain_image, keys, tmp_path):
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert r.stderr.startswith("elk: error:") and msg in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_cli_verify_with_key_prints_one_line_per_failing_check(plain_image, keys, tmp_path):
+    img = tmp_path / "v.elk"
+    img.write_bytes(trust.sign_bytes(plain_image, trust.load_private_key(keys["owner"][0])))
+    r = run_elk("verify", img, "--key", keys["owner"][1])
+    assert r.returncode == 0 and "ok   signature: valid Ed25519" in r.stdout, r.stdout
+    r = run_elk("verify", img, "--key", keys["other"][1])
+    fails = [ln for ln in r.stdout.splitlines() if ln.startswith("FAIL")]
+    assert r.returncode == 2 and [ln.split(":")[0] for ln in fails] == ["FAIL signing key", "FAIL signature"]
+    data = bytearray(img.read_bytes())
+    data[100000] ^= 0x55
+    img.write_bytes(bytes(data))
+    r = run_elk("verify", img, "--key", keys["owner"][1])
+    fails = [ln.split(":")[0] for ln in r.stdout.splitlines() if ln.startswith("FAIL")]
+    assert r.returncode == 2 and fails == ["FAIL payload SHA-256", "FAIL signed digest", "FAIL signature"], r.stdout

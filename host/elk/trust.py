@@ -310,9 +310,40 @@ def verify_bytes(data: bytes, owner_key: bytes | None = None, security_floor: in
     return found + check_signature(data, hdr, owner_key, security_floor)
 
 
+def _map(path):
+    """The file mapped read-only (a 600 MB image is hashed without copying it into memory)."""
+    import mmap
+
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return b""
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as e:
+        raise TrustError(f"cannot read image {path}: {e.strerror or e}") from None
+
+
 def verify_file(path, key_path=None) -> list[Finding]:
     owner = load_public_key(key_path) if key_path else None
-    return verify_bytes(_read(path, "image"), owner)
+    return verify_bytes(_map(path), owner)
+
+
+SIGNATURE_PARTS = {"trailer": "trailer", "digest": "signed digest", "key": "signing key",
+                   "signature": "signature", "rollback": "security counter"}
+
+
+def extend_report(report, path, key_path=None) -> None:
+    """Add the trailer/signature checks to an elk.image.VerifyReport (`elk verify [--key owner.pub]`).
+
+    The header and payload checks are the report's own; a header that fails them adds nothing here."""
+    owner = load_public_key(key_path) if key_path else None
+    data = _map(path)
+    try:
+        hdr = read_header(data)
+    except TrustError:
+        return
+    for f in check_signature(data, hdr, owner):
+        report.add(SIGNATURE_PARTS[f.check], f.ok, f.detail)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("verify", help="check an image's header CRC, payload SHA-256 and structure")
     p.add_argument("image")
+    p.add_argument("--key", default=None, help="owner public key: also require a valid signature by it (elk.trust)")
     p.set_defaults(func=_verify)
 
     p = sub.add_parser("eval", help="compare a (quantized) image with a float32 reference image")
@@ -56,6 +57,9 @@ def _verify(args) -> int:
     from elk.image import verify_image
 
     report = verify_image(args.image)
+    from elk.trust import extend_report  # trailer + signature checks (trust area)
+
+    extend_report(report, args.image, getattr(args, "key", None))
     print("\n".join(report.lines()))
     print(f"{args.image}: {'OK' if report.ok else 'FAILED'}")
     return 0 if report.ok else 2
