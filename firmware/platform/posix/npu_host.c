@@ -1,0 +1,143 @@
+/* Host NPU session (see npu_host.h): allocation, backend contexts and a log buffer around the core
+ * runner. Platform code: malloc and stdio allowed. Not here: the offload arithmetic (src/npu/). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "npu/litert.h"
+#include "npu_host.h"
+
+const elk_litert_api *elk_host_litert_api(void);
+
+struct elk_host_npu {
+    elk_npu_runner runner;
+    elk_npu_sim_ctx sim;
+    elk_npu_litert_ctx litert;
+    void *ctx;
+    void *arena;
+    int runner_ok;
+    char log[4096];
+    size_t log_len;
+};
+
+static void host_log(void *user, const char *line)
+{
+    elk_host_npu *h = user;
+    size_t n = strlen(line);
+    if (h->log_len + n + 2 > sizeof h->log)
+        return; /* keep the first notices: they name the cause */
+    memcpy(h->log + h->log_len, line, n);
+    h->log_len += n;
+    h->log[h->log_len++] = '\n';
+    h->log[h->log_len] = 0;
+}
+
+static elk_host_npu *open_fail(elk_host_npu *h, int *status, int code, char *err, int errcap, const char *msg)
+{
+    if (status)
+        *status = code;
+    if (err && errcap > 0)
+        snprintf(err, errcap, "%s", msg);
+    elk_host_npu_close(h);
+    return NULL;
+}
+
+elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *backend, double tops,
+                                double dma_gbs, int accelerators, uint32_t decline_mask,
+                                uint32_t fail_after, int *status, char *err, int errcap)
+{
+    char why[128];
+    elk_npu_section sec;
+    int rc = elk_npu_section_open(&sec, section, size, why);
+    if (rc != ELK_OK)
+        return open_fail(NULL, status, rc, err, errcap, why);
+    const elk_npu_backend *b = elk_npu_find(backend);
+    if (!b)
+        return open_fail(NULL, status, ELK_E_MISSING, err, errcap,
+                         "unknown NPU backend (litert needs its library loaded first)");
+    elk_host_npu *h = calloc(1, sizeof *h);
+    uint64_t need = elk_npu_runner_arena_size(section, size);
+    if (!h || !(h->arena = malloc(need)))
+        return open_fail(h, status, ELK_E_NOMEM, err, errcap, "out of memory");
+    if (strcmp(b->name, "sim") == 0) {
+        h->sim.tops = tops;
+        h->sim.dma_gbs = dma_gbs;
+        h->sim.decline_mask = decline_mask;
+        h->sim.fail_after = fail_after;
+        h->ctx = &h->sim;
+    } else if (strcmp(b->name, "litert") == 0) {
+        h->litert.api = elk_host_litert_api();
+        h->litert.accelerators = accelerators;
+        h->litert.n_slots = sec.n_entries;
+        h->litert.slots = calloc(sec.n_entries, sizeof *h->litert.slots);
+        if (!h->litert.slots)
+            return open_fail(h, status, ELK_E_NOMEM, err, errcap, "out of memory");
+        h->ctx = &h->litert;
+    }
+    rc = elk_npu_runner_init(&h->runner, section, size, b, h->ctx, host_log, h, h->arena, need);
+    h->runner_ok = rc == ELK_OK;
+    if (status)
+        *status = rc;
+    if (err && errcap > 0)
+        snprintf(err, errcap, "%s", rc == ELK_OK ? "" : h->log);
+    return h;
+}
+
+void elk_host_npu_close(elk_host_npu *h)
+{
+    if (!h)
+        return;
+    if (h->runner_ok)
+        elk_npu_runner_deinit(&h->runner);
+    free(h->litert.slots);
+    free(h->arena);
+    free(h);
+}
+
+int elk_host_npu_run_chunk(elk_host_npu *h, uint32_t entry, const int8_t *x, int8_t *y)
+{
+    elk_npu_layer L;
+    if (!h->runner_ok || elk_npu_section_layer(&h->runner.sec, entry, &L) != ELK_OK)
+        return ELK_E_RANGE;
+    if (h->runner.state[entry] != 1)
+        return ELK_E_UNSUPPORTED;
+    return h->runner.backend->run_linear_chunk(h->ctx, &L, x, y);
+}
+
+int elk_host_npu_linear(elk_host_npu *h, int role, int layer, const float *x, float *y, int n_tok)
+{
+    return h->runner_ok ? elk_npu_linear(&h->runner, role, layer, x, y, n_tok) : ELK_E_UNSUPPORTED;
+}
+
+void elk_host_npu_configure(elk_host_npu *h, int shadow_outliers, int min_tokens)
+{
+    h->runner.shadow_outliers = shadow_outliers ? 1 : 0;
+    h->runner.min_tokens = min_tokens > 0 ? (uint32_t)min_tokens : 1;
+}
+
+int elk_host_npu_entry_state(const elk_host_npu *h, uint32_t entry)
+{
+    return entry < h->runner.sec.n_entries ? h->runner.state[entry] : -1;
+}
+
+void elk_host_npu_stats(const elk_host_npu *h, uint64_t *chunks, uint64_t *cpu_fallbacks, double *npu_seconds)
+{
+    *chunks = h->runner.stats.chunks;
+    *cpu_fallbacks = h->runner.stats.cpu_fallbacks;
+    *npu_seconds = h->runner.stats.npu_seconds;
+}
+
+const char *elk_host_npu_log(const elk_host_npu *h)
+{
+    return h->log;
+}
+
+const elk_npu_backend *elk_host_npu_backend(elk_host_npu *h)
+{
+    return h->runner_ok ? h->runner.backend : NULL;
+}
+
+elk_npu_runner *elk_host_npu_runner(elk_host_npu *h)
+{
+    return h->runner_ok ? &h->runner : NULL;
+}
