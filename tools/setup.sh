@@ -13,7 +13,8 @@ apt_install() {
 need=()
 for pkg in gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf \
            libc6-dev-armhf-cross qemu-user-static libsodium-dev clang libclang-rt-14-dev; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+    # "$pkg:<native arch>" too: with arm64/armhf libraries installed (below) a bare name is ambiguous.
+    dpkg -s "$pkg" >/dev/null 2>&1 || dpkg -s "$pkg:$(dpkg --print-architecture)" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v python3 >/dev/null || need+=(python3 python3-dev)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
@@ -22,10 +23,26 @@ if [ "${#need[@]}" -gt 0 ]; then
     apt_install "${need[@]}"
 fi
 
+# Cross builds link the trust module against the target's libsodium: Debian multiarch packages.
+cross=()
+for arch in arm64 armhf; do
+    dpkg --print-foreign-architectures | grep -qx "$arch" || dpkg --add-architecture "$arch"
+    dpkg -s "libsodium-dev:$arch" >/dev/null 2>&1 || cross+=("libsodium-dev:$arch")
+done
+if [ "${#cross[@]}" -gt 0 ]; then
+    echo "setup: installing cross libraries: ${cross[*]}"
+    apt-get update -qq || apt-get update -qq || true  # a mirror caught mid-sync fails one index; retry once
+    apt_updated=1
+    apt_install "${cross[@]}"
+fi
+
 if ! python3 -c "import elk, serial, cffi, gguf, safetensors, sentencepiece, SCons, pytest, ai_edge_litert" >/dev/null 2>&1; then
     echo "setup: installing Python packages"
     # Debian's own python3 refuses system-wide pip installs (PEP 668); this is a dedicated machine.
     python3 -m pip install -q -e ".[test]" 2>/dev/null \
         || python3 -m pip install -q --break-system-packages -e ".[test]"
 fi
+# Fuzzing the Python board-file loader (fuzz/run.py); optional: the runner falls back to a mutation loop.
+python3 -c "import atheris" >/dev/null 2>&1 || python3 -m pip install -q atheris 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages atheris 2>/dev/null || echo "setup: atheris not installed"
 python3 -m SCons -Q -j"$(nproc)" >/dev/null
