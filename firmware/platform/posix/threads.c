@@ -1,0 +1,241 @@
+/* POSIX thread pool (see threads.h) and a STREAM-style memory bandwidth probe that runs on it.
+ * Workers spin briefly after each job (decode issues ~150 parallel_for calls per token a few
+ * microseconds apart) and then sleep on a futex, so an idle model costs no CPU.
+ * Not here: NUMA placement or CPU pinning (the host is a shared VM; pinning would fight the OS). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "threads.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__) || defined(__arm__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+#define ELK_POOL_MAX 64
+/* Spin iterations before a worker sleeps: ~30-100 us with pause, longer than the gap between two
+ * matmuls of one token, much shorter than a user's think time. */
+#define ELK_POOL_SPIN 20000
+
+struct elk_pool {
+    int n_threads;
+    pthread_t workers[ELK_POOL_MAX];
+    /* Job ticket: generation in the high 32 bits, next unclaimed index in the low 32. Claiming
+     * with a CAS on the whole word means a worker that is late for one job can never take an
+     * index of the next one. */
+    _Atomic uint64_t ticket;
+    _Atomic uint32_t gen;      /* futex word: bumped once per job */
+    _Atomic int done;          /* indices finished in the current job */
+    _Atomic int sleepers;      /* workers blocked in futex_wait */
+    _Atomic int stop;
+    elk_task_fn fn;            /* current job; written before gen is published */
+    void *ctx;
+    int n;
+};
+
+static void futex_wait(_Atomic uint32_t *addr, uint32_t val)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake_all(_Atomic uint32_t *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Claim and run indices of job `gen` until none are left (or the job is no longer current). */
+static void run_job(elk_pool *p, uint32_t gen)
+{
+    for (;;) {
+        uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
+        if ((uint32_t)(t >> 32) != gen)
+            return;
+        int n = p->n; /* stable: job `gen` cannot finish while it has unclaimed indices */
+        int i = (int)(uint32_t)t;
+        if (i >= n)
+            return;
+        if (!atomic_compare_exchange_weak_explicit(&p->ticket, &t, t + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        p->fn(p->ctx, i, n);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    elk_pool *p = arg;
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+            if (++spins < ELK_POOL_SPIN) {
+                cpu_relax();
+                continue;
+            }
+            /* Announce the sleep before re-checking gen; the publisher reads sleepers after
+             * bumping gen (both seq_cst), so one of the two always sees the other. */
+            atomic_fetch_add(&p->sleepers, 1);
+            if (atomic_load(&p->gen) == seen)
+                futex_wait(&p->gen, seen);
+            atomic_fetch_sub(&p->sleepers, 1);
+            spins = 0;
+        }
+        seen = g;
+        if (atomic_load_explicit(&p->stop, memory_order_acquire))
+            return NULL;
+        run_job(p, g);
+    }
+}
+
+int elk_pool_create(elk_pool **out, int n_threads)
+{
+    *out = NULL;
+    if (n_threads < 1)
+        n_threads = 1;
+    if (n_threads > ELK_POOL_MAX)
+        return ELK_E_RANGE;
+    elk_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return ELK_E_NOMEM;
+    p->n_threads = 1;
+    for (int i = 0; i < n_threads - 1; i++) {
+        if (pthread_create(&p->workers[i], NULL, worker_main, p) != 0) {
+            elk_pool_destroy(p);
+            return ELK_E_NOMEM;
+        }
+        p->n_threads++;
+    }
+    *out = p;
+    return ELK_OK;
+}
+
+void elk_pool_destroy(elk_pool *p)
+{
+    if (!p)
+        return;
+    atomic_store(&p->stop, 1);
+    atomic_fetch_add(&p->gen, 1);
+    futex_wake_all(&p->gen);
+    for (int i = 0; i < p->n_threads - 1; i++)
+        pthread_join(p->workers[i], NULL);
+    free(p);
+}
+
+void elk_pool_parallel_for(void *pool, elk_task_fn fn, void *ctx, int n)
+{
+    elk_pool *p = pool;
+    if (n <= 0)
+        return;
+    if (!p || p->n_threads <= 1 || n == 1) {
+        for (int i = 0; i < n; i++)
+            fn(ctx, i, n);
+        return;
+    }
+    uint32_t gen = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n = n;
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->ticket, (uint64_t)gen << 32, memory_order_release);
+    atomic_store(&p->gen, gen); /* seq_cst: pairs with the sleepers check in worker_main */
+    if (atomic_load(&p->sleepers) > 0)
+        futex_wake_all(&p->gen);
+    run_job(p, gen);
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < n)
+        cpu_relax();
+}
+
+elk_exec elk_pool_exec(elk_pool *pool)
+{
+    elk_exec e = {0};
+    if (pool && pool->n_threads > 1) {
+        e.parallel_for = elk_pool_parallel_for;
+        e.pool = pool;
+        e.n_threads = pool->n_threads;
+    } else {
+        e.n_threads = 1;
+    }
+    return e;
+}
+
+int elk_pool_size(const elk_pool *pool)
+{
+    return pool ? pool->n_threads : 1;
+}
+
+/* =============================================================================================
+ * Bandwidth probe: the rate at which all pool threads can read a buffer much larger than the
+ * last-level cache. Decode streams every weight once per token, so read bandwidth (not copy or
+ * triad) is the ceiling `elk bench` compares against. */
+
+typedef struct {
+    const uint64_t *buf;
+    size_t words;
+    uint64_t sink[ELK_POOL_MAX];
+} probe_job;
+
+static void probe_task(void *ctx, int index, int count)
+{
+    probe_job *j = ctx;
+    size_t lo = j->words * (size_t)index / (size_t)count, hi = j->words * (size_t)(index + 1) / (size_t)count;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (size_t i = lo; i + 4 <= hi; i += 4) {
+        a += j->buf[i];
+        b ^= j->buf[i + 1];
+        c += j->buf[i + 2];
+        d ^= j->buf[i + 3];
+    }
+    j->sink[index] = a + b + c + d; /* keeps the loads alive */
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Best of `reps` full reads of a `bytes` buffer split over the pool's threads, in GB/s (1e9 B/s).
+ * Returns a negative ELK_E_* code (as double) on allocation failure or bad arguments. */
+double elk_pool_probe_bandwidth(elk_pool *pool, uint64_t bytes, int reps)
+{
+    if (bytes < (1u << 20) || reps < 1)
+        return ELK_E_RANGE;
+    probe_job *j = calloc(1, sizeof *j);
+    uint64_t *buf = NULL;
+    if (!j || posix_memalign((void **)&buf, 64, bytes) != 0) {
+        free(j);
+        return ELK_E_NOMEM;
+    }
+    memset(buf, 1, bytes); /* fault every page in before timing */
+    j->buf = buf;
+    j->words = bytes / sizeof(uint64_t);
+    int tasks = elk_pool_size(pool);
+    double best = 0.0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        elk_pool_parallel_for(pool, probe_task, j, tasks);
+        double dt = now_s() - t0;
+        if (dt > 0 && (double)bytes / dt > best)
+            best = (double)bytes / dt;
+    }
+    free(buf);
+    free(j);
+    return best * 1e-9;
+}

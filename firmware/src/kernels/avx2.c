@@ -1,0 +1,312 @@
+/* AVX2 + FMA + F16C kernels: the same table as ref.c, tuned for x86-64 decode (memory-bound GEMV)
+ * and batched prefill (register-tiled int8 GEMM). Integer block sums equal ref.c exactly; float
+ * accumulation order differs (8 lanes, then a horizontal sum), so float results match within rounding.
+ * When the board's flags enable AVX-VNNI (-march=native on such a CPU) the int8 dot uses vpdpbusd.
+ * Not here: threading (the caller splits rows, see model/linear.c) or OS code. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define ELK_INLINE static inline __attribute__((always_inline))
+
+/* ---------------------------------------------------------------------------------------------
+ * Small helpers */
+
+ELK_INLINE float hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ELK_INLINE int32_t hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+ELK_INLINE float fp16(elk_fp16 h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* 32 signed int8 weights of a Q4_0 block in activation order: nibbles lo -> [0,16), hi -> [16,32). */
+ELK_INLINE __m256i unpack_q4_0(const elk_block_q4_0 *b)
+{
+    const __m128i raw = _mm_loadu_si128((const __m128i *)b->qs);
+    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+    const __m256i nib = _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+    return _mm256_sub_epi8(nib, _mm256_set1_epi8(8));
+}
+
+ELK_INLINE __m256i load_q8_0(const elk_block_q8_0 *b)
+{
+    return _mm256_loadu_si256((const __m256i *)b->qs);
+}
+
+/* Eight int32 partial sums of w[i] * x[i] over 32 int8 pairs. Both must lie in [-127, 127] for
+ * the maddubs path (|w| as unsigned times sign-adjusted x; pairs stay below int16 saturation):
+ * quantizers here and in ggml never produce -128. */
+ELK_INLINE __m256i dot_i8x32(__m256i w, __m256i x)
+{
+    const __m256i aw = _mm256_sign_epi8(w, w);
+    const __m256i sx = _mm256_sign_epi8(x, w);
+#if defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), aw, sx);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
+#endif
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Q8_0 activation quantizer: bytes identical to quantize_q8_0_ref (d = amax / 127 computed in
+ * scalar float, q = roundf(x * id) with halves rounded away from zero). */
+
+ELK_INLINE __m256 round_half_away(__m256 v)
+{
+    /* trunc(v) + sign(v) * (|v - trunc(v)| >= 0.5); v - trunc(v) is exact for |v| < 2^23. */
+    const __m256 sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0f));
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(v, t));
+    const __m256 up = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ),
+                                    _mm256_or_ps(_mm256_set1_ps(1.0f), sign));
+    return _mm256_add_ps(t, up);
+}
+
+static void quantize_q8_0_avx2(const float *x, elk_block_q8_0 *y, int n)
+{
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int i = 0; i < n / ELK_QK; i++) {
+        const float *xb = x + i * ELK_QK;
+        __m256 v[4];
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(xb + 8 * k);
+            m = _mm256_max_ps(m, _mm256_and_ps(v[k], abs_mask));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = elk_fp32_to_fp16(d);
+        const __m256 vid = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++)
+            q[k] = _mm256_cvtps_epi32(round_half_away(_mm256_mul_ps(v[k], vid)));
+        /* packs interleave 128-bit lanes; the permute restores element order. */
+        const __m256i q01 = _mm256_packs_epi32(q[0], q[1]);
+        const __m256i q23 = _mm256_packs_epi32(q[2], q[3]);
+        const __m256i q8 = _mm256_packs_epi16(q01, q23);
+        const __m256i ord = _mm256_permutevar8x32_epi32(q8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y[i].qs, ord);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Dot products (one weight row x one activation row): the decode GEMV. Memory-bound, so two
+ * blocks per step keep enough loads in flight; the tail block is handled by the same body. */
+
+static float dot_f32_avx2(int n, const void *w, const void *x)
+{
+    const float *a = w, *b = x;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++)
+            acc[k] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8 * k), _mm256_loadu_ps(b + i + 8 * k), acc[k]);
+    for (; i + 8 <= n; i += 8)
+        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc[0]);
+    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < n; i++)
+        sum += a[i] * b[i];
+    return sum;
+}
+
+static float dot_f16_avx2(int n, const void *w, const void *x)
+{
+    const elk_fp16 *a = w;
+    const float *b = x;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++) {
+            const __m256 wa = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8 * k)));
+            acc[k] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(b + i + 8 * k), acc[k]);
+        }
+    for (; i + 8 <= n; i += 8)
+        acc[0] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))),
+                                 _mm256_loadu_ps(b + i), acc[0]);
+    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < n; i++)
+        sum += fp16(a[i]) * b[i];
+    return sum;
+}
+
+static float dot_bf16_avx2(int n, const void *w, const void *x)
+{
+    const uint16_t *a = w;
+    const float *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(a + i)));
+        acc = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h, 16)), _mm256_loadu_ps(b + i), acc);
+    }
+    float sum = hsum_ps(acc);
+    for (; i < n; i++) {
+        uint32_t bits = (uint32_t)a[i] << 16;
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        sum += f * b[i];
+    }
+    return sum;
+}
+
+static float dot_q8_0_avx2(int n, const void *w, const void *x)
+{
+    const elk_block_q8_0 *a = w, *b = x;
+    const int nb = n / ELK_QK;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const __m256i p0 = dot_i8x32(load_q8_0(a + i), load_q8_0(b + i));
+        const __m256i p1 = dot_i8x32(load_q8_0(a + i + 1), load_q8_0(b + i + 1));
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(fp16(a[i].d) * fp16(b[i].d)), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(fp16(a[i + 1].d) * fp16(b[i + 1].d)), acc1);
+    }
+    for (; i < nb; i++) {
+        const __m256i p = dot_i8x32(load_q8_0(a + i), load_q8_0(b + i));
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(fp16(a[i].d) * fp16(b[i].d)), acc0);
+    }
+    return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+static float dot_q4_0_avx2(int n, const void *w, const void *x)
+{
+    const elk_block_q4_0 *a = w;
+    const elk_block_q8_0 *b = x;
+    const int nb = n / ELK_QK;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const __m256i p0 = dot_i8x32(unpack_q4_0(a + i), load_q8_0(b + i));
+        const __m256i p1 = dot_i8x32(unpack_q4_0(a + i + 1), load_q8_0(b + i + 1));
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(fp16(a[i].d) * fp16(b[i].d)), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(fp16(a[i + 1].d) * fp16(b[i + 1].d)), acc1);
+    }
+    for (; i < nb; i++) {
+        const __m256i p = dot_i8x32(unpack_q4_0(a + i), load_q8_0(b + i));
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(fp16(a[i].d) * fp16(b[i].d)), acc0);
+    }
+    return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Batched prefill GEMM: Y[t * rows + r] = dot(W row r, X row t). A tile of R weight rows x T tokens
+ * loads each weight block once and each activation block once and does R*T block products from
+ * registers (R*T float accumulators + R weight vectors must fit the 16 ymm registers: 4x2 or 2x4
+ * or 3x3). Weight bytes are streamed from memory once per T tokens instead of once per token. */
+
+ELK_INLINE __m256i load_w(int wtype, const void *row, int i)
+{
+    return wtype == ELK_TYPE_Q4_0 ? unpack_q4_0((const elk_block_q4_0 *)row + i)
+                                  : load_q8_0((const elk_block_q8_0 *)row + i);
+}
+
+ELK_INLINE float w_scale(int wtype, const void *row, int i)
+{
+    return wtype == ELK_TYPE_Q4_0 ? fp16(((const elk_block_q4_0 *)row)[i].d)
+                                  : fp16(((const elk_block_q8_0 *)row)[i].d);
+}
+
+/* One R x T tile at weight rows r.., tokens t..; R, T are compile-time constants at each call. */
+ELK_INLINE void gemm_tile(int wtype, int R, int T, int nb, const uint8_t *w, size_t row_bytes,
+                          const uint8_t *x, size_t x_stride, float *y, int rows)
+{
+    __m256 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        __m256i wv[4];
+        float dw[4];
+        for (int r = 0; r < R; r++) {
+            wv[r] = load_w(wtype, w + r * row_bytes, i);
+            dw[r] = w_scale(wtype, w + r * row_bytes, i);
+        }
+        for (int t = 0; t < T; t++) {
+            const elk_block_q8_0 *xb = (const elk_block_q8_0 *)(x + t * x_stride) + i;
+            const __m256i xv = load_q8_0(xb);
+            const float dx = fp16(xb->d);
+            for (int r = 0; r < R; r++) {
+                const __m256 p = _mm256_cvtepi32_ps(dot_i8x32(wv[r], xv));
+                acc[r][t] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw[r] * dx), acc[r][t]);
+            }
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++)
+            y[t * rows + r] = hsum_ps(acc[r][t]);
+}
+
+/* Tiles of 4 rows x 2 tokens over the bulk, smaller tiles at the edges. The call sites pass
+ * constants so each tile shape compiles to its own fully unrolled loop. */
+ELK_INLINE void gemm_q_avx2(int wtype, int n, const void *w, size_t row_bytes, int r0, int r1,
+                            const void *x, size_t x_stride, int n_tok, float *y, int rows)
+{
+    const int nb = n / ELK_QK;
+    const uint8_t *wb = w, *xb = x;
+    for (int t = 0; t < n_tok; t += 2) {
+        const int tn = n_tok - t >= 2 ? 2 : 1;
+        const uint8_t *xt = xb + (size_t)t * x_stride;
+        float *yt = y + (size_t)t * rows;
+        int r = r0;
+        if (tn == 2) {
+            for (; r + 4 <= r1; r += 4)
+                gemm_tile(wtype, 4, 2, nb, wb + r * row_bytes, row_bytes, xt, x_stride, yt + r, rows);
+            for (; r < r1; r++)
+                gemm_tile(wtype, 1, 2, nb, wb + r * row_bytes, row_bytes, xt, x_stride, yt + r, rows);
+        } else {
+            for (; r + 4 <= r1; r += 4)
+                gemm_tile(wtype, 4, 1, nb, wb + r * row_bytes, row_bytes, xt, x_stride, yt + r, rows);
+            for (; r < r1; r++)
+                gemm_tile(wtype, 1, 1, nb, wb + r * row_bytes, row_bytes, xt, x_stride, yt + r, rows);
+        }
+    }
+}
+
+static void gemm_q8_0_avx2(int n, const void *w, size_t row_bytes, int r0, int r1, const void *x,
+                           size_t x_stride, int n_tok, float *y, int rows)
+{
+    gemm_q_avx2(ELK_TYPE_Q8_0, n, w, row_bytes, r0, r1, x, x_stride, n_tok, y, rows);
+}
+
+static void gemm_q4_0_avx2(int n, const void *w, size_t row_bytes, int r0, int r1, const void *x,
+                           size_t x_stride, int n_tok, float *y, int rows)
+{
+    gemm_q_avx2(ELK_TYPE_Q4_0, n, w, row_bytes, r0, r1, x, x_stride, n_tok, y, rows);
+}
+
+const elk_kernels elk_kernels_avx2 = {
+    .name = "avx2",
+    .requires = ELK_CPU_AVX2 | ELK_CPU_FMA | ELK_CPU_F16C,
+    .quantize_q8_0 = quantize_q8_0_avx2,
+    .dot = {
+        [ELK_TYPE_F32] = dot_f32_avx2,
+        [ELK_TYPE_F16] = dot_f16_avx2,
+        [ELK_TYPE_BF16] = dot_bf16_avx2,
+        [ELK_TYPE_Q8_0] = dot_q8_0_avx2,
+        [ELK_TYPE_Q4_0] = dot_q4_0_avx2,
+    },
+    .gemm = {
+        [ELK_TYPE_Q8_0] = gemm_q8_0_avx2,
+        [ELK_TYPE_Q4_0] = gemm_q4_0_avx2,
+    },
+};

@@ -1,0 +1,202 @@
+"""AVX2 kernel table against the reference table, through cffi on the built libelk.so.
+
+Contract (firmware/src/kernels/kernels.h): Q8_0 activation bytes are identical to ref; integer
+block sums are identical (checked with unit scales, where the float result is an exact integer);
+float results agree within a relative 1e-5 of the sum of |terms| (the order of additions differs).
+"""
+
+import os
+
+import cffi
+import numpy as np
+import pytest
+
+TYPE_COUNT = 31
+F32, F16, Q4_0, Q8_0, BF16 = 0, 1, 2, 8, 30
+CDEF = f"""
+typedef struct elk_kernels {{
+    const char *name;
+    uint32_t requires;
+    void (*quantize_q8_0)(const float *x, void *y, int n);
+    float (*dot[{TYPE_COUNT}])(int n, const void *w, const void *x);
+    void (*gemm[{TYPE_COUNT}])(int n, const void *w, size_t row_bytes, int r0, int r1,
+                               const void *x, size_t x_stride, int n_tok, float *y, int rows);
+}} elk_kernels;
+extern elk_kernels elk_kernels_ref;   /* const in C; cffi reads globals only when declared non-const */
+extern elk_kernels elk_kernels_avx2;
+uint32_t elk_cpu_features(void);
+const elk_kernels *elk_kernels_select(uint32_t features, const char *name);
+"""
+Q8_BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", 32)])
+Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
+REQUIRED = 0b111  # AVX2 | FMA | F16C
+
+
+@pytest.fixture(scope="module")
+def k(host_build):
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    lib = ffi.dlopen(os.fspath(host_build / "libelk.so"))
+    if lib.elk_cpu_features() & REQUIRED != REQUIRED:
+        pytest.fail("this test machine is expected to have AVX2, FMA and F16C")
+    return ffi, lib
+
+
+def table_of(k, name):
+    ffi, lib = k
+    return ffi.addressof(lib, name)
+
+
+def quantize(k, table, x):
+    ffi, lib = k
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.zeros(x.size // 32, dtype=Q8_BLOCK)
+    table_of(k, table).quantize_q8_0(ffi.from_buffer("float[]", x), ffi.from_buffer(out), x.size)
+    return out
+
+
+def dot(k, table, wtype, n, w, x):
+    ffi, lib = k
+    return table_of(k, table).dot[wtype](n, ffi.from_buffer(w), ffi.from_buffer(x))
+
+
+def random_q8(rng, blocks, unit_scale=False):
+    b = np.zeros(blocks, dtype=Q8_BLOCK)
+    b["qs"] = rng.integers(-127, 128, size=(blocks, 32))
+    b["d"] = 1.0 if unit_scale else rng.uniform(0.001, 0.05, size=blocks)
+    return b
+
+
+def random_q4(rng, blocks, unit_scale=False):
+    b = np.zeros(blocks, dtype=Q4_BLOCK)
+    b["qs"] = rng.integers(0, 256, size=(blocks, 16))
+    b["d"] = 1.0 if unit_scale else rng.uniform(0.001, 0.05, size=blocks)
+    return b
+
+
+def test_avx2_table_is_selected_on_this_machine(k):
+    ffi, lib = k
+    chosen = lib.elk_kernels_select(lib.elk_cpu_features(), ffi.NULL)
+    assert ffi.string(chosen.name) == b"avx2"
+    assert ffi.addressof(lib, "elk_kernels_avx2").requires == REQUIRED
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 37.0])
+def test_avx2_quantize_q8_0_bytes_equal_ref_on_random_rows(k, scale):
+    rng = np.random.default_rng(int(scale * 1000))
+    x = (rng.standard_normal(4096) * scale).astype(np.float32)
+    x[:32] = 0.0  # an all-zero block: d = 0, every q = 0
+    assert quantize(k, "elk_kernels_avx2", x).tobytes() == quantize(k, "elk_kernels_ref", x).tobytes()
+
+
+def test_avx2_quantize_q8_0_rounds_halves_away_from_zero_like_ref(k):
+    # amax 127 gives d = 1 and id = 1, so these values are exact ties; round-half-even would
+    # give 2, -2, 0, 0 where roundf gives 3, -3, 1, -1.
+    x = np.zeros(64, dtype=np.float32)
+    x[0], x[1:9] = 127.0, [2.5, -2.5, 0.5, -0.5, 1.5, -1.5, 126.5, -126.5]
+    x[9] = np.nextafter(np.float32(0.5), np.float32(0))  # just below a half: must round down
+    x[32:] = np.random.default_rng(3).uniform(-1, 1, 32).astype(np.float32)
+    x[40] = 1.0  # amax of the second block
+    avx = quantize(k, "elk_kernels_avx2", x)
+    assert avx.tobytes() == quantize(k, "elk_kernels_ref", x).tobytes()
+    assert list(avx["qs"][0][1:10]) == [3, -3, 1, -1, 2, -2, 127, -127, 0]
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 64])
+def test_avx2_q8_0_dot_integer_sums_equal_ref(k, blocks):
+    rng = np.random.default_rng(blocks)
+    w, x = random_q8(rng, blocks, unit_scale=True), random_q8(rng, blocks, unit_scale=True)
+    want = int(np.sum(w["qs"].astype(np.int64) * x["qs"]))
+    n = blocks * 32
+    assert dot(k, "elk_kernels_avx2", Q8_0, n, w, x) == want
+    assert dot(k, "elk_kernels_ref", Q8_0, n, w, x) == want
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 64])
+def test_avx2_q4_0_dot_integer_sums_equal_ref(k, blocks):
+    rng = np.random.default_rng(100 + blocks)
+    w, x = random_q4(rng, blocks, unit_scale=True), random_q8(rng, blocks, unit_scale=True)
+    lo = (w["qs"] & 15).astype(np.int64) - 8
+    hi = (w["qs"] >> 4).astype(np.int64) - 8
+    want = int(np.sum(lo * x["qs"][:, :16]) + np.sum(hi * x["qs"][:, 16:]))
+    n = blocks * 32
+    assert dot(k, "elk_kernels_avx2", Q4_0, n, w, x) == want
+    assert dot(k, "elk_kernels_ref", Q4_0, n, w, x) == want
+
+
+def close(a, b, scale):
+    return abs(a - b) <= 1e-5 * scale + 1e-30
+
+
+@pytest.mark.parametrize("wtype", [Q8_0, Q4_0])
+def test_avx2_quantized_dot_with_scales_matches_ref_within_tolerance(k, wtype):
+    rng = np.random.default_rng(7)
+    blocks = 70
+    w = random_q8(rng, blocks) if wtype == Q8_0 else random_q4(rng, blocks)
+    x = random_q8(rng, blocks)
+    ref = dot(k, "elk_kernels_ref", wtype, blocks * 32, w, x)
+    avx = dot(k, "elk_kernels_avx2", wtype, blocks * 32, w, x)
+    bound = float(np.sum(np.abs(w["d"].astype(np.float32) * x["d"].astype(np.float32))) * 127 * 127 * 32)
+    assert close(avx, ref, bound)
+
+
+@pytest.mark.parametrize("wtype", [F32, F16, BF16])
+@pytest.mark.parametrize("n", [64, 172, 2048])  # 172: stories260K's hidden_dim, not a multiple of 8
+def test_avx2_float_dot_matches_ref_within_tolerance(k, wtype, n):
+    rng = np.random.default_rng(n + wtype)
+    wf = rng.standard_normal(n).astype(np.float32)
+    if wtype == F16:
+        w = wf.astype(np.float16)
+        wf = w.astype(np.float32)
+    elif wtype == BF16:
+        w = (wf.view(np.uint32) >> 16).astype(np.uint16)
+        wf = (w.astype(np.uint32) << 16).view(np.float32)
+    else:
+        w = wf
+    x = rng.standard_normal(n).astype(np.float32)
+    ref = dot(k, "elk_kernels_ref", wtype, n, w, x)
+    avx = dot(k, "elk_kernels_avx2", wtype, n, w, x)
+    assert close(avx, ref, float(np.sum(np.abs(wf * x))))
+    assert abs(avx - float(np.dot(wf.astype(np.float64), x))) < 1e-3  # and it is the right dot
+
+
+def gemm(k, wtype, n, w, row_bytes, r0, r1, x, n_tok, rows):
+    ffi, lib = k
+    y = np.full(n_tok * rows, np.nan, dtype=np.float32)
+    ffi.addressof(lib, "elk_kernels_avx2").gemm[wtype](n, ffi.from_buffer(w), row_bytes, r0, r1, ffi.from_buffer(x),
+                                     (n // 32) * 34, n_tok, ffi.from_buffer("float[]", y), rows)
+    return y.reshape(n_tok, rows)
+
+
+@pytest.mark.parametrize("wtype", [Q8_0, Q4_0])
+@pytest.mark.parametrize("n_tok", [1, 2, 5])
+def test_avx2_gemm_equals_dot_loop_over_its_row_range_only(k, wtype, n_tok):
+    rng = np.random.default_rng(wtype * 10 + n_tok)
+    rows, n, r0, r1 = 13, 96, 2, 11  # 9 rows: two 4-row tiles and one edge row
+    blocks = n // 32
+    make = random_q8 if wtype == Q8_0 else random_q4
+    w = np.concatenate([make(rng, blocks, unit_scale=True) for _ in range(rows)])
+    x = np.concatenate([random_q8(rng, blocks, unit_scale=True) for _ in range(n_tok)])
+    row_bytes = w.itemsize * blocks
+    y = gemm(k, wtype, n, w, row_bytes, r0, r1, x, n_tok, rows)
+    for t in range(n_tok):
+        for r in range(rows):
+            if r0 <= r < r1:  # unit scales: exact integers, so equality with ref's dot
+                want = dot(k, "elk_kernels_ref", wtype, n, w[r * blocks:(r + 1) * blocks],
+                           x[t * blocks:(t + 1) * blocks])
+                assert y[t, r] == want, (t, r)
+            else:
+                assert np.isnan(y[t, r]), f"gemm wrote row {r} outside [{r0}, {r1})"
+
+
+def test_avx2_gemm_with_scales_matches_ref_dots(k):
+    rng = np.random.default_rng(11)
+    rows, n, n_tok = 8, 256, 3
+    blocks = n // 32
+    w = np.concatenate([random_q4(rng, blocks) for _ in range(rows)])
+    x = np.concatenate([random_q8(rng, blocks) for _ in range(n_tok)])
+    y = gemm(k, Q4_0, n, w, w.itemsize * blocks, 0, rows, x, n_tok, rows)
+    for t in range(n_tok):
+        for r in range(rows):
+            want = dot(k, "elk_kernels_ref", Q4_0, n, w[r * blocks:(r + 1) * blocks], x[t * blocks:(t + 1) * blocks])
+            assert abs(y[t, r] - want) <= 1e-5 * (abs(want) + 1.0)
