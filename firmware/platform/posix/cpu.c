@@ -11,7 +11,7 @@ uint32_t elk_cpu_features(void)
         f |= ELK_CPU_AVX2;
     if (__builtin_cpu_supports("fma"))
         f |= ELK_CPU_FMA;
-    return f | ELK_CPU_F16C * (uint32_t)__builtin_cpu_supports("avx"); /* F16C ships with AVX2 parts */
+    return f | (__builtin_cpu_supports("avx") ? ELK_CPU_F16C : 0u); /* F16C ships with AVX2 parts */
 }
 #elif defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
