@@ -82,11 +82,13 @@ def quantize_q4_0(x: np.ndarray) -> np.ndarray:
     imax = np.abs(b).argmax(axis=1)[:, None]
     m = np.take_along_axis(b, imax, axis=1)
     d = m / np.float32(-8)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
     q = np.minimum(np.trunc(b * inv + np.float32(8.5)), 15).astype(np.uint8)
     packed = q[:, : QK // 2] | (q[:, QK // 2:] << np.uint8(4))
-    out = np.concatenate([d.astype(np.float16).view(np.uint8), packed], axis=1)
+    with np.errstate(over="ignore"):  # a scale beyond fp16 becomes inf, as in ggml
+        d16 = d.astype(np.float16)
+    out = np.concatenate([d16.view(np.uint8), packed], axis=1)
     return out.reshape(x.shape[0] if x.ndim == 2 else 1, -1)
 
 
@@ -100,7 +102,8 @@ def quantize(x: np.ndarray, type_) -> np.ndarray:
     if t == "F32":
         return np.ascontiguousarray(x).view(np.uint8).reshape(rows, -1)
     if t == "F16":
-        return np.ascontiguousarray(x.astype(np.float16)).view(np.uint8).reshape(rows, -1)
+        with np.errstate(over="ignore"):  # |x| > 65504 becomes inf, as in ggml; the report shows it
+            return np.ascontiguousarray(x.astype(np.float16)).view(np.uint8).reshape(rows, -1)
     if t == "BF16":
         raise QuantError("BF16 is an import-only type; pack to f32, f16, q8_0 or q4_0")
     fn = quantize_q8_0 if t == "Q8_0" else quantize_q4_0
