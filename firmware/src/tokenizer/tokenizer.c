@@ -1,0 +1,592 @@
+/* SentencePiece-compatible BPE tokenizer over the image's TOKENIZER section (docs/image-format.md),
+ * read in place; lookup tables and encode scratch live in the caller's arena. host/elk/tokenizer.py
+ * holds the same algorithm in Python (the test oracle). Not here: Unigram models, NFKC normalization. */
+#include <string.h>
+
+#include "elk/elk.h"
+#include "util/util.h"
+
+#define HEAD_SIZE 32u
+#define MAX_TOKENS (1u << 22)  /* bounds the hash table; Llama-class vocabularies have ~32k-128k */
+#define SEG_BYTES 4096u        /* normalized bytes held at once while encoding */
+#define SEG_SYMS 1024u         /* initial symbols (characters) BPE-merged at once */
+#define MAX_USER_LEN 256u      /* longest user-defined piece matched whole (bytes) */
+#define UNK_SURFACE " \xE2\x81\x87 " /* " ⁇ ": SentencePiece's default text for <unk> */
+
+/* One initial symbol of the normalized text: a character, an invalid byte or a user-defined piece. */
+typedef struct { uint32_t start, len; int32_t id; uint32_t frozen; } tok_sym; /* id: -1 = not a piece */
+/* A live symbol during merging (index = initial symbol it started as; merged-away symbols have len 0). */
+typedef struct { int32_t prev, next; uint32_t len; int32_t node; } tok_link;
+/* A candidate merge of link[left] and link[right] whose bytes form piece `id`. */
+typedef struct { float score; int32_t left, right; uint32_t size; int32_t id; } tok_pair;
+/* A merge: piece id made of nodes a and b (node < n_syms: an initial symbol). */
+typedef struct { int32_t id, a, b; } tok_node;
+
+struct elk_tokenizer {
+    const uint8_t *entries, *blob;   /* in the section */
+    uint64_t blob_size;
+    uint32_t n_tokens, flags, max_len, max_user_len;
+    int32_t bos, eos, unk, pad;
+    int chunk_safe;                  /* no piece crosses "x▁" (x not ▁): words encode independently */
+    int32_t *slots;                  /* hash of NORMAL/USER_DEFINED/UNUSED pieces -> id, -1 empty */
+    uint32_t slot_mask;
+    int32_t byte_id[256];            /* <0xXX> piece per byte, -1 if absent */
+    /* encode scratch (not thread-safe: one elk_tokenize at a time per tokenizer) */
+    uint8_t *norm;                   /* SEG_BYTES */
+    tok_sym *syms;                   /* SEG_SYMS */
+    tok_link *links;                 /* SEG_SYMS */
+    tok_pair *heap;                  /* 3 * SEG_SYMS: n - 1 initial pairs + 2 per merge */
+    tok_node *nodes;                 /* SEG_SYMS merges */
+    int32_t *stack;                  /* 2 * SEG_SYMS node indices while expanding unused pieces */
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Section access and validation */
+
+static uint32_t entry_off(const elk_tokenizer *t, uint32_t i) { return elk_le32(t->entries + 16u * i); }
+static uint32_t entry_len(const elk_tokenizer *t, uint32_t i) { return elk_le32(t->entries + 16u * i + 4); }
+static float entry_score(const elk_tokenizer *t, uint32_t i) { return elk_lef32(t->entries + 16u * i + 8); }
+static uint32_t entry_type(const elk_tokenizer *t, uint32_t i) { return elk_le32(t->entries + 16u * i + 12); }
+static const uint8_t *entry_str(const elk_tokenizer *t, uint32_t i) { return t->blob + entry_off(t, i); }
+
+static int mergeable(uint32_t type)
+{
+    return type == ELK_TOKEN_NORMAL || type == ELK_TOKEN_USER_DEFINED || type == ELK_TOKEN_UNUSED;
+}
+
+/* Length of the valid UTF-8 character at p[0..n), or 0 if p[0] starts none (RFC 3629 ranges). */
+static uint32_t utf8_len(const uint8_t *p, uint64_t n)
+{
+    uint8_t c = p[0], lo = 0x80, hi = 0xBF;
+    uint32_t len;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else
+        return 0;
+    if (n < len || p[1] < lo || p[1] > hi)
+        return 0;
+    for (uint32_t k = 2; k < len; k++)
+        if (p[k] < 0x80 || p[k] > 0xBF)
+            return 0;
+    return len;
+}
+
+static int is_space_sym(const uint8_t *p, uint64_t n) /* U+2581 "▁" */
+{
+    return n >= 3 && p[0] == 0xE2 && p[1] == 0x96 && p[2] == 0x81;
+}
+
+static int hex_digit(uint8_t c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* The byte b of a piece spelled "<0xXX>", or -1. */
+static int byte_piece_value(const uint8_t *s, uint32_t len)
+{
+    if (len != 6 || s[0] != '<' || s[1] != '0' || s[2] != 'x' || s[5] != '>')
+        return -1;
+    int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+/* Reads and checks the head and every entry; fills the section fields of t. Returns ELK_OK or an error. */
+static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, uint32_t *n_mergeable)
+{
+    const uint8_t *s = section;
+    if (!s || size < HEAD_SIZE)
+        return ELK_E_BOUNDS;
+    uint32_t n = elk_le32(s), kind = elk_le32(s + 4);
+    t->flags = elk_le32(s + 8);
+    t->bos = (int32_t)elk_le32(s + 12);
+    t->eos = (int32_t)elk_le32(s + 16);
+    t->unk = (int32_t)elk_le32(s + 20);
+    t->pad = (int32_t)elk_le32(s + 24);
+    t->max_len = elk_le32(s + 28);
+    if (kind != ELK_TOKENIZER_KIND_SPM_BPE)
+        return ELK_E_UNSUPPORTED;
+    if (n == 0 || n > MAX_TOKENS)
+        return ELK_E_RANGE;
+    if ((uint64_t)n * ELK_TOKEN_ENTRY_SIZE > size - HEAD_SIZE)
+        return ELK_E_BOUNDS;
+    uint32_t known = ELK_TOKENIZER_FLAG_BYTE_FALLBACK | ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX |
+                     ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE;
+    if (t->flags & ~known)
+        return ELK_E_FORMAT;
+    int32_t ids[4] = { t->bos, t->eos, t->unk, t->pad };
+    for (int k = 0; k < 4; k++)
+        if (ids[k] < -1 || ids[k] >= (int64_t)n)
+            return ELK_E_FORMAT;
+    t->n_tokens = n;
+    t->entries = s + HEAD_SIZE;
+    t->blob = t->entries + (uint64_t)n * ELK_TOKEN_ENTRY_SIZE;
+    t->blob_size = size - HEAD_SIZE - (uint64_t)n * ELK_TOKEN_ENTRY_SIZE;
+    *n_mergeable = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t off = entry_off(t, i), len = entry_len(t, i), type = entry_type(t, i);
+        float score = entry_score(t, i);
+        if (!elk_range_inside(off, len, 0, t->blob_size))
+            return ELK_E_BOUNDS;
+        if (len > t->max_len || type < ELK_TOKEN_NORMAL || type > ELK_TOKEN_BYTE || score != score)
+            return ELK_E_FORMAT;
+        for (uint32_t k = 0; k < len;) { /* pieces are UTF-8 text */
+            uint32_t c = utf8_len(t->blob + off + k, len - k);
+            if (!c)
+                return ELK_E_FORMAT;
+            k += c;
+        }
+        *n_mergeable += mergeable(type) && len > 0;
+    }
+    return ELK_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Arena layout and lookup tables */
+
+static uint64_t align8(uint64_t x) { return (x + 7u) & ~(uint64_t)7u; }
+
+static uint32_t slot_count(uint32_t n_mergeable)
+{
+    uint32_t cap = 16;
+    while (cap < 2u * n_mergeable)
+        cap <<= 1;
+    return cap;
+}
+
+static uint64_t layout_size(uint32_t slots)
+{
+    return align8(sizeof(elk_tokenizer)) + align8((uint64_t)slots * 4) + align8(SEG_BYTES) +
+           align8(SEG_SYMS * sizeof(tok_sym)) + align8(SEG_SYMS * sizeof(tok_link)) +
+           align8(3u * SEG_SYMS * sizeof(tok_pair)) + align8(SEG_SYMS * sizeof(tok_node)) +
+           align8(2u * SEG_SYMS * sizeof(int32_t)) + 8u /* to align the arena start */;
+}
+
+static uint32_t hash_bytes(const uint8_t *p, uint32_t n) /* FNV-1a */
+{
+    uint32_t h = 2166136261u;
+    for (uint32_t k = 0; k < n; k++)
+        h = (h ^ p[k]) * 16777619u;
+    return h;
+}
+
+/* Id of the mergeable piece spelled p[0..n), or -1. */
+static int32_t lookup(const elk_tokenizer *t, const uint8_t *p, uint32_t n)
+{
+    if (n == 0 || n > t->max_len)
+        return -1;
+    for (uint32_t h = hash_bytes(p, n) & t->slot_mask;; h = (h + 1) & t->slot_mask) {
+        int32_t id = t->slots[h];
+        if (id < 0)
+            return -1;
+        if (entry_len(t, (uint32_t)id) == n && memcmp(entry_str(t, (uint32_t)id), p, n) == 0)
+            return id;
+    }
+}
+
+/* 1 if piece i has "x▁" with x a character other than ▁: then a word boundary can be inside a piece. */
+static int crosses_word(const elk_tokenizer *t, uint32_t i)
+{
+    const uint8_t *s = entry_str(t, i);
+    uint32_t len = entry_len(t, i), prev_space = 1;
+    for (uint32_t k = 0; k < len;) {
+        uint32_t c = utf8_len(s + k, len - k); /* > 0: checked by parse_section */
+        int space = is_space_sym(s + k, len - k);
+        if (space && !prev_space)
+            return 1;
+        prev_space = (uint32_t)space;
+        k += c;
+    }
+    return 0;
+}
+
+static void build_tables(elk_tokenizer *t)
+{
+    for (int b = 0; b < 256; b++)
+        t->byte_id[b] = -1;
+    for (uint32_t i = 0; i <= t->slot_mask; i++)
+        t->slots[i] = -1;
+    t->chunk_safe = 1;
+    t->max_user_len = 0;
+    for (uint32_t i = 0; i < t->n_tokens; i++) {
+        uint32_t type = entry_type(t, i), len = entry_len(t, i);
+        const uint8_t *s = entry_str(t, i);
+        if (type == ELK_TOKEN_BYTE) {
+            int b = byte_piece_value(s, len);
+            if (b >= 0 && t->byte_id[b] < 0)
+                t->byte_id[b] = (int32_t)i;
+            continue;
+        }
+        if (!mergeable(type) || len == 0 || lookup(t, s, len) >= 0)
+            continue; /* the first of duplicate spellings wins, as in the Python reference */
+        uint32_t h = hash_bytes(s, len) & t->slot_mask;
+        while (t->slots[h] >= 0)
+            h = (h + 1) & t->slot_mask;
+        t->slots[h] = (int32_t)i;
+        if (crosses_word(t, i))
+            t->chunk_safe = 0;
+        if (type == ELK_TOKEN_USER_DEFINED && len > t->max_user_len)
+            t->max_user_len = len < MAX_USER_LEN ? len : MAX_USER_LEN;
+    }
+}
+
+uint64_t elk_tokenizer_arena_size(const void *section, uint64_t size)
+{
+    elk_tokenizer t;
+    uint32_t n_mergeable;
+    if (parse_section(&t, section, size, &n_mergeable) != ELK_OK)
+        return 0;
+    return layout_size(slot_count(n_mergeable));
+}
+
+int elk_tokenizer_init(elk_tokenizer **out, const void *section, uint64_t size, void *arena,
+                       uint64_t arena_size)
+{
+    if (!out || !arena)
+        return ELK_E_INVAL;
+    *out = NULL;
+    elk_tokenizer tmp;
+    uint32_t n_mergeable;
+    int rc = parse_section(&tmp, section, size, &n_mergeable);
+    if (rc != ELK_OK)
+        return rc;
+    uint32_t slots = slot_count(n_mergeable);
+    if (arena_size < layout_size(slots))
+        return ELK_E_NOMEM;
+    uint8_t *p = (uint8_t *)align8((uintptr_t)arena);
+    elk_tokenizer *t = (elk_tokenizer *)p;
+    *t = tmp;
+    p += align8(sizeof(elk_tokenizer));
+    t->slots = (int32_t *)p, p += align8((uint64_t)slots * 4);
+    t->slot_mask = slots - 1;
+    t->norm = p, p += align8(SEG_BYTES);
+    t->syms = (tok_sym *)p, p += align8(SEG_SYMS * sizeof(tok_sym));
+    t->links = (tok_link *)p, p += align8(SEG_SYMS * sizeof(tok_link));
+    t->heap = (tok_pair *)p, p += align8(3u * SEG_SYMS * sizeof(tok_pair));
+    t->nodes = (tok_node *)p, p += align8(SEG_SYMS * sizeof(tok_node));
+    t->stack = (int32_t *)p;
+    build_tables(t);
+    *out = t;
+    return ELK_OK;
+}
+
+int elk_tokenizer_bos(const elk_tokenizer *t) { return t ? t->bos : -1; }
+int elk_tokenizer_eos(const elk_tokenizer *t) { return t ? t->eos : -1; }
+
+/* ---------------------------------------------------------------------------------------------
+ * Encoding: output, BPE merge of one segment, expansion of merged nodes */
+
+typedef struct {
+    int32_t *ids;
+    int cap, n;
+    int32_t last;  /* last id emitted (runs of <unk> collapse into one, as SentencePiece does) */
+    int overflow;  /* more than INT_MAX ids */
+} tok_out;
+
+static void emit(tok_out *o, int32_t id)
+{
+    if (o->n == 0x7FFFFFFF) {
+        o->overflow = 1;
+        return;
+    }
+    if (o->n < o->cap)
+        o->ids[o->n] = id;
+    o->n++;
+    o->last = id;
+}
+
+/* An initial symbol with no piece: its bytes as byte pieces, or <unk>. */
+static void emit_unknown(const elk_tokenizer *t, tok_out *o, const uint8_t *p, uint32_t len)
+{
+    if (t->flags & ELK_TOKENIZER_FLAG_BYTE_FALLBACK) {
+        for (uint32_t k = 0; k < len; k++) {
+            int32_t id = t->byte_id[p[k]] >= 0 ? t->byte_id[p[k]] : t->unk;
+            if (id >= 0)
+                emit(o, id);
+        }
+    } else if (t->unk >= 0 && !(o->n > 0 && o->last == t->unk)) {
+        emit(o, t->unk);
+    }
+}
+
+/* Emit node `root`; a merge that made an UNUSED piece is replaced by its two halves. */
+static void emit_node(const elk_tokenizer *t, tok_out *o, const tok_sym *syms, int32_t n_syms, int32_t root)
+{
+    int32_t sp = 0;
+    t->stack[sp++] = root;
+    while (sp > 0) {
+        int32_t x = t->stack[--sp];
+        if (x < n_syms) {
+            if (syms[x].id >= 0)
+                emit(o, syms[x].id);
+            else
+                emit_unknown(t, o, t->norm + syms[x].start, syms[x].len);
+            continue;
+        }
+        const tok_node *nd = &t->nodes[x - n_syms];
+        if (entry_type(t, (uint32_t)nd->id) == ELK_TOKEN_UNUSED) {
+            t->stack[sp++] = nd->b; /* stack holds at most one pending right half per tree level */
+            t->stack[sp++] = nd->a;
+        } else {
+            emit(o, nd->id);
+        }
+    }
+}
+
+/* Max-heap of candidate merges: higher score first, then the leftmost pair. */
+static int pair_before(const tok_pair *a, const tok_pair *b)
+{
+    return a->score > b->score || (a->score == b->score && a->left < b->left);
+}
+
+static void heap_push(tok_pair *h, uint32_t *n, tok_pair v)
+{
+    uint32_t i = (*n)++;
+    while (i > 0 && pair_before(&v, &h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = v;
+}
+
+static tok_pair heap_pop(tok_pair *h, uint32_t *n)
+{
+    tok_pair top = h[0], last = h[--(*n)];
+    uint32_t i = 0;
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && pair_before(&h[c + 1], &h[c]))
+            c++;
+        if (!pair_before(&h[c], &last))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n > 0)
+        h[i] = last;
+    return top;
+}
+
+/* Queue the merge of link[left] with its right neighbour if their bytes spell a mergeable piece. */
+static void try_pair(const elk_tokenizer *t, const tok_sym *syms, uint32_t *n_heap, int32_t left)
+{
+    int32_t right = t->links[left].next;
+    if (left < 0 || right < 0 || syms[left].frozen || syms[right].frozen)
+        return;
+    uint32_t size = t->links[left].len + t->links[right].len;
+    int32_t id = lookup(t, t->norm + syms[left].start, size);
+    if (id < 0)
+        return;
+    tok_pair p = { entry_score(t, (uint32_t)id), left, right, size, id };
+    heap_push(t->heap, n_heap, p);
+}
+
+/* BPE over syms[0..n) (one segment), then emit the merged symbols that start before `limit`.
+ * Returns how many initial symbols the emitted ones cover. */
+static uint32_t encode_segment(const elk_tokenizer *t, tok_out *o, const tok_sym *syms, int32_t n,
+                               int32_t limit)
+{
+    tok_link *L = t->links;
+    uint32_t n_heap = 0;
+    int32_t n_nodes = 0;
+    for (int32_t i = 0; i < n; i++)
+        L[i] = (tok_link){ i - 1, i + 1 < n ? i + 1 : -1, syms[i].len, i };
+    for (int32_t i = 0; i + 1 < n; i++)
+        try_pair(t, syms, &n_heap, i);
+    while (n_heap > 0) {
+        tok_pair p = heap_pop(t->heap, &n_heap);
+        if (L[p.left].len == 0 || L[p.right].len == 0 || L[p.left].next != p.right ||
+            L[p.left].len + L[p.right].len != p.size)
+            continue; /* stale: a side merged with something else since this pair was queued */
+        t->nodes[n_nodes] = (tok_node){ p.id, L[p.left].node, L[p.right].node };
+        L[p.left].node = n + n_nodes++;
+        L[p.left].len = p.size;
+        L[p.right].len = 0;
+        L[p.left].next = L[p.right].next;
+        if (L[p.left].next >= 0)
+            L[L[p.left].next].prev = p.left;
+        if (L[p.left].prev >= 0)
+            try_pair(t, syms, &n_heap, L[p.left].prev);
+        try_pair(t, syms, &n_heap, p.left);
+    }
+    int32_t i = n > 0 ? 0 : -1;
+    for (; i >= 0 && i < limit; i = L[i].next)
+        emit_node(t, o, syms, n, L[i].node);
+    return i < 0 ? (uint32_t)n : (uint32_t)i;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Normalization (identity + " " -> "▁"), splitting into initial symbols, segmenting */
+
+typedef struct {
+    const uint8_t *p;
+    uint64_t pos, end;  /* raw text still to normalize */
+    int prefix;         /* the dummy-prefix "▁" is still to be written */
+    int prev_space;     /* the last raw byte written was a space */
+} tok_src;
+
+/* Append normalized bytes to t->norm[filled..SEG_BYTES); returns the new fill. */
+static uint32_t fill(const elk_tokenizer *t, tok_src *s, uint32_t filled)
+{
+    int collapse = (t->flags & ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE) != 0;
+    while (filled + 3 <= SEG_BYTES && (s->prefix || s->pos < s->end)) {
+        uint8_t c = ' ';
+        if (s->prefix)
+            s->prefix = 0;
+        else
+            c = s->p[s->pos++];
+        if (c != ' ') {
+            t->norm[filled++] = c;
+            s->prev_space = 0;
+        } else if (!(collapse && s->prev_space)) {
+            t->norm[filled++] = 0xE2, t->norm[filled++] = 0x96, t->norm[filled++] = 0x81;
+            s->prev_space = 1;
+        }
+    }
+    return filled;
+}
+
+/* The initial symbol at norm[at..filled): the longest user-defined piece there (kept whole), else one
+ * UTF-8 character, else one invalid byte. Returns its length in bytes. */
+static uint32_t split_one(const elk_tokenizer *t, uint32_t at, uint32_t filled, tok_sym *out)
+{
+    const uint8_t *p = t->norm + at;
+    uint32_t avail = filled - at;
+    for (uint32_t n = t->max_user_len < avail ? t->max_user_len : avail; n > 0; n--) {
+        int32_t id = lookup(t, p, n);
+        if (id >= 0 && entry_type(t, (uint32_t)id) == ELK_TOKEN_USER_DEFINED) {
+            *out = (tok_sym){ at, n, id, 1 };
+            return n;
+        }
+    }
+    uint32_t c = utf8_len(p, avail);
+    *out = (tok_sym){ at, c ? c : 1, c ? lookup(t, p, c) : -1, 0 };
+    return out->len;
+}
+
+static int ends_with_space(const elk_tokenizer *t, const tok_sym *s)
+{
+    return s->len >= 3 && is_space_sym(t->norm + s->start + s->len - 3, 3);
+}
+
+/* Encode every complete word in syms[0..n) (a word starts at "▁" after a non-"▁" character; no piece
+ * crosses that point when t->chunk_safe, so words merge independently). Returns the symbols consumed. */
+static uint32_t encode_words(const elk_tokenizer *t, tok_out *o, uint32_t n)
+{
+    uint32_t seg = 0;
+    if (!t->chunk_safe)
+        return 0;
+    for (uint32_t k = 1; k < n; k++) {
+        const tok_sym *s = &t->syms[k];
+        if (is_space_sym(t->norm + s->start, s->len) && !ends_with_space(t, s - 1)) {
+            encode_segment(t, o, t->syms + seg, (int32_t)(k - seg), (int32_t)(k - seg));
+            seg = k;
+        }
+    }
+    return seg;
+}
+
+int elk_tokenize(const elk_tokenizer *t, const char *text, uint64_t len, int bos, int eos,
+                 int32_t *ids, int cap, int *n_out)
+{
+    if (!t || !n_out || cap < 0 || (!text && len > 0) || (!ids && cap > 0))
+        return ELK_E_INVAL;
+    tok_out o = { ids, cap, 0, -1, 0 };
+    if (bos && t->bos >= 0)
+        emit(&o, t->bos);
+    tok_src s = { (const uint8_t *)text, 0, len, 0, 0 };
+    if (t->flags & ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE) {
+        while (s.pos < s.end && s.p[s.pos] == ' ')
+            s.pos++;
+        while (s.end > s.pos && s.p[s.end - 1] == ' ')
+            s.end--;
+    }
+    s.prefix = s.pos < s.end && (t->flags & ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX);
+    uint32_t margin = t->max_user_len > 4 ? t->max_user_len : 4; /* a whole character or user piece */
+    uint32_t filled = 0, split = 0, n_syms = 0;
+    for (;;) {
+        filled = fill(t, &s, filled);
+        int at_end = !s.prefix && s.pos >= s.end;
+        while (n_syms < SEG_SYMS && split < filled && (at_end || split + margin <= filled))
+            split += split_one(t, split, filled, &t->syms[n_syms++]);
+        uint32_t seg = encode_words(t, &o, n_syms);
+        if (at_end && split >= filled) {
+            encode_segment(t, &o, t->syms + seg, (int32_t)(n_syms - seg), (int32_t)(n_syms - seg));
+            break;
+        }
+        if (seg == 0 && (n_syms == SEG_SYMS || filled + 3 > SEG_BYTES)) {
+            /* A word longer than the scratch: merge all of it, keep only the tokens of its first half
+             * and merge the rest again with what follows. BPE decisions are local, so the kept
+             * tokens are those of the whole word unless a merge chain spans half the scratch. */
+            seg = encode_segment(t, &o, t->syms, (int32_t)n_syms, (int32_t)(n_syms + 1) / 2);
+        }
+        uint32_t base = seg < n_syms ? t->syms[seg].start : split; /* keep the unfinished word */
+        memmove(t->norm, t->norm + base, filled - base);
+        filled -= base;
+        split -= base;
+        for (uint32_t k = seg; k < n_syms; k++) {
+            t->syms[k - seg] = t->syms[k];
+            t->syms[k - seg].start -= base;
+        }
+        n_syms -= seg;
+    }
+    if (eos && t->eos >= 0)
+        emit(&o, t->eos);
+    *n_out = o.n;
+    return o.overflow || o.n > cap ? ELK_E_RANGE : ELK_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Decoding one token */
+
+int elk_token_piece(const elk_tokenizer *t, int prev, int id, char *buf, int cap, int *len)
+{
+    if (!t || !len || cap < 0 || (!buf && cap > 0))
+        return ELK_E_INVAL;
+    *len = 0;
+    if (id < 0 || (uint32_t)id >= t->n_tokens)
+        return ELK_E_RANGE;
+    uint32_t type = entry_type(t, (uint32_t)id), n = entry_len(t, (uint32_t)id);
+    const uint8_t *s = entry_str(t, (uint32_t)id);
+    uint8_t byte;
+    if (type == ELK_TOKEN_CONTROL)
+        return ELK_OK;
+    if (type == ELK_TOKEN_UNKNOWN) {
+        s = (const uint8_t *)UNK_SURFACE;
+        n = sizeof(UNK_SURFACE) - 1;
+    } else if (type == ELK_TOKEN_BYTE) {
+        int b = byte_piece_value(s, n);
+        if (b < 0)
+            return ELK_OK;
+        byte = (uint8_t)b;
+        s = &byte;
+        n = 1;
+    } else if ((prev < 0 || prev == t->bos) && (t->flags & ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX) &&
+               is_space_sym(s, n)) {
+        s += 3, n -= 3; /* the dummy prefix SentencePiece added at the start of the text */
+    }
+    int out = 0;
+    for (uint32_t k = 0; k < n;) {
+        int space = type != ELK_TOKEN_BYTE && type != ELK_TOKEN_UNKNOWN && is_space_sym(s + k, n - k);
+        if (out < cap)
+            buf[out] = space ? ' ' : (char)s[k];
+        out++;
+        k += space ? 3 : 1;
+    }
+    *len = out;
+    return out > cap ? ELK_E_RANGE : ELK_OK;
+}
