@@ -205,14 +205,15 @@ static void rmsnorm(float *o, const float *x, const float *w, int n, int dim, fl
     }
 }
 
-/* cos/sin of pos * theta^(-2i/head_dim) for each pair i, into rope[2i], rope[2i+1]. */
+/* cos/sin of pos * theta^(-2i/head_dim) for each pair i, into rope[2i], rope[2i+1]. The angle is
+ * rounded to float32 as the reference computes it (it matters at long positions). */
 static void rope_angles(float *rope, int head_dim, int pos, float theta)
 {
     for (int i = 0; i < head_dim / 2; i++) {
-        double freq = pow((double)theta, -2.0 * i / head_dim);
-        double a = pos * freq;
-        rope[2 * i] = (float)cos(a);
-        rope[2 * i + 1] = (float)sin(a);
+        float freq = (float)pow((double)theta, -2.0 * i / head_dim);
+        float a = (float)pos * freq;
+        rope[2 * i] = (float)cos((double)a);
+        rope[2 * i + 1] = (float)sin((double)a);
     }
 }
 

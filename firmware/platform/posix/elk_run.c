@@ -1,0 +1,173 @@
+/* elk-run: generate text from an image with the host API, no Python. Used by the cross-build
+ * tests under qemu and for speed work:
+ *   elk-run IMAGE [-p PROMPT] [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+ *           [--repeat-penalty R] [--threads N] [--ctx N] [--kernels NAME] [--ids]
+ * Text goes to stdout as it is produced; timing to stderr. --ids: PROMPT is a list of token ids
+ * and the output is ids too. Exit 0 on success, 2 with one line on stderr on any error. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "elk/elk.h"
+#include "host_api.h"
+
+typedef struct args {
+    const char *image, *prompt, *kernels;
+    int n, top_k, threads, ids;
+    unsigned ctx;
+    float temperature, top_p, repeat_penalty;
+    unsigned long long seed;
+} args;
+
+static int usage(const char *msg)
+{
+    fprintf(stderr, "elk-run: error: %s\nusage: elk-run IMAGE [-p PROMPT] [-n N] [--temperature T] "
+                    "[--top-k K] [--top-p P] [--seed S] [--repeat-penalty R] [--threads N] [--ctx N] "
+                    "[--kernels NAME] [--ids]\n", msg);
+    return 2;
+}
+
+static int number(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse(int argc, char **argv, args *a)
+{
+    *a = (args){ .prompt = "", .n = 256, .top_k = 40, .threads = 1, .temperature = 0.8f,
+                 .top_p = 0.95f, .repeat_penalty = 1.0f, .seed = 0 };
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        double v;
+        if (!strcmp(o, "--ids")) {
+            a->ids = 1;
+            continue;
+        }
+        if (o[0] != '-') {
+            if (a->image)
+                return usage("more than one IMAGE");
+            a->image = o;
+            continue;
+        }
+        if (i + 1 >= argc)
+            return usage("option needs a value");
+        const char *val = argv[++i];
+        if (!strcmp(o, "-p") || !strcmp(o, "--prompt"))
+            a->prompt = val;
+        else if (!strcmp(o, "--kernels"))
+            a->kernels = val;
+        else if (number(val, -1e18, 1e18, &v))
+            return usage("option value is not a number");
+        else if (!strcmp(o, "-n"))
+            a->n = (int)v;
+        else if (!strcmp(o, "--temperature"))
+            a->temperature = (float)v;
+        else if (!strcmp(o, "--top-k"))
+            a->top_k = (int)v;
+        else if (!strcmp(o, "--top-p"))
+            a->top_p = (float)v;
+        else if (!strcmp(o, "--repeat-penalty"))
+            a->repeat_penalty = (float)v;
+        else if (!strcmp(o, "--seed"))
+            a->seed = (unsigned long long)v;
+        else if (!strcmp(o, "--threads"))
+            a->threads = (int)v;
+        else if (!strcmp(o, "--ctx"))
+            a->ctx = (unsigned)v;
+        else
+            return usage("unknown option");
+    }
+    if (!a->image)
+        return usage("missing IMAGE");
+    if (a->n < 0)
+        return usage("-n must be >= 0");
+    return 0;
+}
+
+/* Prompt ids: parsed from the text with --ids, else BOS + the tokenizer's encoding. */
+static int prompt_ids(elk_host *h, const args *a, int32_t **ids, int *n)
+{
+    size_t len = strlen(a->prompt);
+    *ids = malloc((len + 2) * sizeof(int32_t));
+    if (!*ids)
+        return ELK_E_NOMEM;
+    if (a->ids) {
+        const char *s = a->prompt;
+        char *end;
+        *n = 0;
+        for (;;) {
+            while (*s == ' ' || *s == ',')
+                s++;
+            if (!*s)
+                break;
+            long v = strtol(s, &end, 10);
+            if (end == s)
+                return ELK_E_INVAL;
+            (*ids)[(*n)++] = (int32_t)v;
+            s = end;
+        }
+        return ELK_OK;
+    }
+    return elk_host_tokenize(h, a->prompt, len, 1, 0, *ids, (int)len + 2, n);
+}
+
+static int run(elk_host *h, const args *a)
+{
+    int32_t *ids = NULL, id;
+    int n = 0, rc = prompt_ids(h, a, &ids, &n), len;
+    char piece[256];
+    if (rc) {
+        free(ids);
+        fprintf(stderr, "elk-run: error: %s\n", rc == ELK_E_INVAL ? "--ids: prompt is not a list of ids"
+                                                                  : elk_host_error(h));
+        return 2;
+    }
+    if (!a->ids) { /* echo the prompt: stdout then reads as the whole text */
+        fputs(a->prompt, stdout);
+        fflush(stdout);
+    }
+    rc = elk_host_gen_begin(h, ids, n, a->n, a->temperature, a->top_k, a->top_p, a->repeat_penalty,
+                            64, a->seed, 0);
+    free(ids);
+    while (rc == ELK_OK && (rc = elk_host_gen_next(h, &id, piece, sizeof piece, &len)) == 1) {
+        if (a->ids)
+            printf("%d ", (int)id);
+        else
+            fwrite(piece, 1, (size_t)len, stdout);
+        fflush(stdout);
+        rc = ELK_OK;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "\nelk-run: error: %s\n", elk_host_error(h));
+        return 2;
+    }
+    double st[7];
+    elk_host_gen_stats(h, st, 7);
+    fprintf(stderr, "\nelk-run: %s, kernels %s: prompt %.0f tokens in %.3f s, first token after %.3f s, "
+                    "%.0f tokens, %.2f tokens/s\n",
+            elk_host_name(h), elk_host_kernels(h), st[0], st[1], st[2], st[3], st[5]);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    args a;
+    if (parse(argc, argv, &a))
+        return 2;
+    char err[512];
+    elk_host *h;
+    if (elk_host_open(a.image, a.ctx, a.threads, a.kernels, &h, err, sizeof err)) {
+        fprintf(stderr, "elk-run: error: %s\n", err);
+        return 2;
+    }
+    int rc = run(h, &a);
+    elk_host_close(h);
+    return rc;
+}
