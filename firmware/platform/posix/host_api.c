@@ -17,6 +17,7 @@
 
 #include "elk/elk.h"
 #include "kernels/kernels.h"
+#include "threads.h"
 
 struct elk_host {
     void *map;
@@ -29,6 +30,7 @@ struct elk_host {
     uint64_t sampler_bytes;
     elk_sampler *sampler;
     elk_gen gen;
+    elk_pool *pool;           /* NULL when serial */
     int n_threads;
     char error[512];
 };
@@ -140,8 +142,18 @@ int elk_host_open(const char *path, uint32_t n_ctx, int n_threads, const char *k
             rc = set_error(h, ELK_E_UNSUPPORTED, "kernels '%s' are not built in or not supported by this CPU",
                            kernels);
     }
-    /* Threads: serial until the platform pool (threads.c) is wired in; n_threads is recorded. */
-    h->n_threads = n_threads > 0 ? n_threads : 1;
+    if (n_threads <= 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = cpus > 0 ? (int)(cpus < 64 ? cpus : 64) : 1;
+    }
+    h->n_threads = n_threads;
+    if (!rc && n_threads > 1) {
+        rc = elk_pool_create(&h->pool, n_threads);
+        if (rc)
+            set_error(h, rc, "cannot start %d threads: %s", n_threads, elk_strerror(rc));
+        else
+            opts.exec = elk_pool_exec(h->pool);
+    }
     if (!rc)
         rc = build(h, path, &opts);
     if (rc) {
@@ -158,6 +170,7 @@ void elk_host_close(elk_host *h)
 {
     if (!h)
         return;
+    elk_pool_destroy(h->pool);
     free(h->arena);
     if (h->map)
         munmap(h->map, h->map_size);
