@@ -1,0 +1,130 @@
+"""The C runtime's NPU session (firmware/platform/posix/npu_host.h) through cffi: open an NPU
+section with the sim or LiteRT backend, run raw chunks or whole linear layers, read stats and the
+fallback notices. The Python side of `elk run --npu` and of the NPU tests."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+
+from elk import spec
+from elk.errors import ElkError, RuntimeFailure
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+CDEF = """
+typedef struct elk_host_npu elk_host_npu;
+int elk_host_litert_load(const char *path, char *err, int errcap);
+elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *backend, double tops,
+                                double dma_gbs, int accelerators, uint32_t decline_mask,
+                                uint32_t fail_after, int *status, char *err, int errcap);
+void elk_host_npu_close(elk_host_npu *h);
+int elk_host_npu_run_chunk(elk_host_npu *h, uint32_t entry, const int8_t *x, int8_t *y);
+int elk_host_npu_linear(elk_host_npu *h, int role, int layer, const float *x, float *y, int n_tok);
+void elk_host_npu_configure(elk_host_npu *h, int shadow_outliers, int min_tokens);
+int elk_host_npu_entry_state(const elk_host_npu *h, uint32_t entry);
+void elk_host_npu_stats(const elk_host_npu *h, uint64_t *chunks, uint64_t *cpu_fallbacks, double *npu_seconds);
+const char *elk_host_npu_log(const elk_host_npu *h);
+const void *elk_host_npu_backend(elk_host_npu *h);
+void *elk_host_npu_runner(elk_host_npu *h);
+"""
+
+BACKENDS = ("sim", "litert")
+STATES = {0: "not exported", 1: "npu", 2: "declined", 3: "failed"}
+
+_ffi = None
+_lib = None
+
+
+class NpuError(ElkError):
+    pass
+
+
+def library_path() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("ELK_LIB", ROOT / "build" / "host" / "libelk.so"))
+
+
+def _load():
+    global _ffi, _lib
+    if _lib is None:
+        import cffi
+
+        path = library_path()
+        if not path.is_file():
+            raise NpuError(f"{path}: runtime library not built (run scons)")
+        ffi = cffi.FFI()
+        ffi.cdef(CDEF)
+        _lib = ffi.dlopen(str(path))
+        _ffi = ffi
+    return _ffi, _lib
+
+
+def load_litert(path=None) -> None:
+    """dlopen LiteRT's C library into the runtime and register the "litert" backend."""
+    from elk.npu import litert
+
+    ffi, lib = _load()
+    err = ffi.new("char[256]")
+    rc = lib.elk_host_litert_load(str(path or litert.library_path()).encode(), err, 256)
+    if rc != 0:
+        raise NpuError(ffi.string(err).decode(errors="replace") or f"LiteRT load failed ({rc})")
+
+
+class Session:
+    """One NPU runner over an NPU section's bytes (kept alive here)."""
+
+    def __init__(self, section: bytes, backend: str = "sim", *, tops: float = 0.0, dma_gbs: float = 0.0,
+                 accelerators: int = 0, decline_odd: bool = False, fail_after: int = 0):
+        if backend not in BACKENDS:
+            raise NpuError(f"unknown NPU backend '{backend}' (choose {', '.join(BACKENDS)})")
+        ffi, lib = _load()
+        if backend == "litert":
+            load_litert()
+        self._buf = ffi.from_buffer(bytes(section))
+        status = ffi.new("int *")
+        err = ffi.new("char[512]")
+        h = lib.elk_host_npu_open(self._buf, len(self._buf), backend.encode(), tops, dma_gbs, accelerators,
+                                  1 if decline_odd else 0, fail_after, status, err, 512)
+        if h == ffi.NULL:
+            raise RuntimeFailure(status[0], ffi.string(err).decode(errors="replace"))
+        self._h = ffi.gc(h, lib.elk_host_npu_close)
+        self.status = status[0]
+        self.ffi, self.lib, self.backend = ffi, lib, backend
+
+    @property
+    def log(self) -> str:
+        return self.ffi.string(self.lib.elk_host_npu_log(self._h)).decode(errors="replace")
+
+    def configure(self, shadow_outliers: bool = True, min_tokens: int = 2) -> None:
+        self.lib.elk_host_npu_configure(self._h, int(shadow_outliers), int(min_tokens))
+
+    def state(self, entry: int) -> str:
+        return STATES.get(self.lib.elk_host_npu_entry_state(self._h, entry), "?")
+
+    def run_chunk(self, entry: int, x_q: np.ndarray, rows: int) -> np.ndarray:
+        x_q = np.ascontiguousarray(x_q, dtype=np.int8)
+        y = np.zeros((x_q.shape[0], rows), np.int8)
+        rc = self.lib.elk_host_npu_run_chunk(self._h, entry, self.ffi.from_buffer(x_q),
+                                             self.ffi.from_buffer(y, require_writable=True))
+        if rc != 0:
+            raise RuntimeFailure(rc, f"npu chunk (entry {entry})")
+        return y
+
+    def linear(self, role: str, layer: int, x: np.ndarray, rows: int):
+        """y (n_tok, rows) through the NPU, or None when the runner hands the call back to the CPU."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.zeros((x.shape[0], rows), np.float32)
+        rc = self.lib.elk_host_npu_linear(self._h, spec.TENSOR_ROLES[role], layer, self.ffi.from_buffer(x),
+                                          self.ffi.from_buffer(y, require_writable=True), x.shape[0])
+        if rc == spec.ERRORS["E_UNSUPPORTED"][0]:
+            return None
+        if rc != 0:
+            raise RuntimeFailure(rc, "npu linear")
+        return y
+
+    def stats(self) -> dict:
+        c, f, s = self.ffi.new("uint64_t *"), self.ffi.new("uint64_t *"), self.ffi.new("double *")
+        self.lib.elk_host_npu_stats(self._h, c, f, s)
+        return {"chunks": int(c[0]), "cpu_fallbacks": int(f[0]), "npu_seconds": float(s[0])}
