@@ -112,6 +112,8 @@ class Board:
             elif k in ("neon_dotprod", "neon_i8mm"):
                 ext = "+dotprod" if k == "neon_dotprod" else "+dotprod+i8mm"
                 flags = [f"-mcpu={self.cpu}{ext}"] if self.cpu != "native" else [f"-march=armv8.6-a{ext}"]
+            elif self.arch == "armv7":
+                flags = ["-mfp16-format=ieee"]  # the __fp16 type and vcvt_f32_f16 on 32-bit ARM
             else:
                 flags = []
             out.append((k, flags))
