@@ -220,6 +220,11 @@ const char *elk_host_meta(const elk_host *h, const char *key, uint32_t *len)
     return elk_image_meta(&h->img, key, len);
 }
 
+struct elk_model *elk_host_model(elk_host *h)
+{
+    return h ? h->model : NULL;
+}
+
 int elk_host_verify(elk_host *h)
 {
     int rc = elk_image_verify(&h->img);

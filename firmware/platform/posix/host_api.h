@@ -57,4 +57,7 @@ int elk_host_gen_next(elk_host *h, int32_t *id, char *buf, int cap, int *len);
  * (enum elk_gen_stop). */
 int elk_host_gen_stats(const elk_host *h, double *out, int n);
 
+/* The model behind the handle, for platform code that attaches hooks to it (npu_host.c). */
+struct elk_model *elk_host_model(elk_host *h);
+
 #endif /* ELK_HOST_API_H */

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host_api.h"
+#include "model/model.h"
 #include "npu/litert.h"
 #include "npu_host.h"
 
@@ -140,4 +142,14 @@ const elk_npu_backend *elk_host_npu_backend(elk_host_npu *h)
 elk_npu_runner *elk_host_npu_runner(elk_host_npu *h)
 {
     return h->runner_ok ? &h->runner : NULL;
+}
+
+int elk_host_npu_attach(struct elk_host *host, elk_host_npu *s)
+{
+    elk_model *m = elk_host_model(host);
+    if (!m)
+        return ELK_E_INVAL;
+    m->npu = s ? elk_host_npu_backend(s) : NULL;
+    m->npu_ctx = s ? elk_host_npu_runner(s) : NULL;
+    return ELK_OK;
 }

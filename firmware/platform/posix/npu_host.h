@@ -36,4 +36,10 @@ const char *elk_host_npu_log(const elk_host_npu *h);
 const elk_npu_backend *elk_host_npu_backend(elk_host_npu *h);
 elk_npu_runner *elk_host_npu_runner(elk_host_npu *h);
 
+/* Route the prefill linears of the model behind a libelk host handle (host_api.h) through this
+ * session's runner (sets the model's npu/npu_ctx); s = NULL detaches. The image's NPU section must be
+ * the one the session was opened on. ELK_E_INVAL for a NULL handle. */
+struct elk_host;
+int elk_host_npu_attach(struct elk_host *host, elk_host_npu *s);
+
 #endif /* ELK_NPU_HOST_H */

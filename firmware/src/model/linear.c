@@ -4,6 +4,8 @@
  * platform's parallel_for. Not here: the kernels themselves (kernels/) or threads (platform/). */
 #include "model.h"
 
+#include "elk/npu.h"
+
 typedef float (*dot_fn)(int n, const void *w, const void *x);
 typedef void (*gemm_fn)(int n, const void *w, size_t row_bytes, int r0, int r1, const void *x,
                         size_t x_stride, int n_tok, float *y, int rows);
@@ -61,6 +63,13 @@ int elk_linear(elk_model *m, const elk_tensor *w, const float *x, int n_tok, flo
     if (!j.dot || n_tok > (int)m->max_batch)
         return ELK_E_UNSUPPORTED;
 
+    /* NPU offload hook: m->npu_ctx is an elk_npu_runner over the image's NPU section (elk/npu.h).
+     * Prefill batches of the block linears go through it in fixed-size int8 chunks; whatever it
+     * hands back (decode, declined or failed layers) runs on the CPU path below. */
+    if (m->npu && m->npu_ctx && n_tok > 1 &&
+        elk_npu_linear((elk_npu_runner *)m->npu_ctx, w->role, w->layer, x, y, n_tok) == ELK_OK)
+        return ELK_OK;
+
     /* Quantize each activation row once, not once per weight row. */
     if (elk_vec_type(type) == ELK_TYPE_Q8_0) {
         void (*quantize)(const float *, elk_block_q8_0 *, int) =
@@ -70,9 +79,6 @@ int elk_linear(elk_model *m, const elk_tensor *w, const float *x, int n_tok, flo
             quantize(x + (size_t)t * cols, (elk_block_q8_0 *)((char *)m->xq + t * j.x_stride), cols);
         j.x = m->xq;
     }
-
-    /* NPU offload hook (m->npu): a backend may take rows of this product here and leave the
-     * rest (or all of it, on decline) to the CPU path below. */
 
     if (m->exec.parallel_for && m->exec.n_threads > 1 && w->rows >= (uint32_t)m->exec.n_threads)
         m->exec.parallel_for(m->exec.pool, linear_task, &j, m->exec.n_threads);
