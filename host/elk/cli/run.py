@@ -1,5 +1,66 @@
-"""`elk` subcommands of the run area (run, tokenize, detokenize)."""
+"""`elk` subcommands of the run area: run (generate text), tokenize, detokenize. Argument parsing
+and printing only; the work is elk.runtime.Model (the C runtime through cffi)."""
+
+import sys
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("run", help="generate text from an image with the C runtime")
+    p.add_argument("image", help="model image (.elk)")
+    p.add_argument("-p", "--prompt", default="", help="prompt text (default: empty, generation starts at BOS)")
+    p.add_argument("-n", "--max-tokens", type=int, default=256, help="most tokens to generate (default 256)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40, help="keep the k most likely tokens, 0 = off (default 40)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus mass, 1 = off (default 0.95)")
+    p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty for recent tokens, 1 = off")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all CPUs)")
+    p.add_argument("--ctx", type=int, default=None, help="context length (default: the model's)")
+    p.add_argument("--kernels", default=None, help="force a kernel table (ref, avx2, neon, ...)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("tokenize", help="print the token ids of a text")
+    p.add_argument("image")
+    p.add_argument("text")
+    p.add_argument("--no-bos", action="store_true", help="do not prepend BOS")
+    p.set_defaults(func=_tokenize)
+
+    p = sub.add_parser("detokenize", help="print the text of token ids")
+    p.add_argument("image")
+    p.add_argument("ids", nargs="+", type=int)
+    p.set_defaults(func=_detokenize)
+
+
+def _open(args, **kw):
+    from elk.runtime import Model
+
+    return Model(args.image, **kw)
+
+
+def _run(args) -> int:
+    with _open(args, n_ctx=args.ctx, threads=args.threads, kernels=args.kernels) as m:
+        pieces = m.generate(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p, repeat_penalty=args.repeat_penalty,
+                            seed=args.seed)
+        out = sys.stdout
+        out.write(args.prompt)
+        out.flush()
+        for piece in pieces:
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        out.flush()
+        print(m.stats.summary(), file=sys.stderr)
+    return 0
+
+
+def _tokenize(args) -> int:
+    with _open(args, threads=1) as m:
+        print(" ".join(str(i) for i in m.tokenize(args.text, bos=not args.no_bos)))
+    return 0
+
+
+def _detokenize(args) -> int:
+    with _open(args, threads=1) as m:
+        print(m.detokenize(args.ids))
+    return 0

@@ -1,0 +1,346 @@
+"""The C runtime (libelk) from Python, through cffi in ABI mode: no compiler needed at import, only
+build/host/libelk.so (built with SCons on first use when missing).
+
+    with elk.load("model.elk") as m:
+        ids = m.tokenize("Once upon a time")
+        rows = m.logits(ids)                      # float32 (len(ids), vocab)
+        for piece in m.generate("Once upon a time", max_tokens=50, temperature=0):
+            print(piece, end="", flush=True)
+        print(m.stats.tokens_per_s)
+
+Only plain ints, floats, strings and arrays cross into C (firmware/platform/posix/host_api.h).
+Not here: numerics (firmware/src) or the numpy oracle (elk.reference).
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+
+import numpy as np
+
+from elk.errors import ElkError, RuntimeFailure
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+CDEF = """
+typedef struct elk_host elk_host;
+const char *elk_strerror(int status);
+int elk_host_open(const char *path, uint32_t n_ctx, int n_threads, const char *kernels,
+                  elk_host **out, char *err, int err_cap);
+void elk_host_close(elk_host *h);
+const char *elk_host_error(const elk_host *h);
+int elk_host_config(const elk_host *h, int64_t *out, int n);
+int elk_host_config_f(const elk_host *h, double *out, int n);
+const char *elk_host_name(const elk_host *h);
+const char *elk_host_kernels(const elk_host *h);
+const char *elk_host_meta(const elk_host *h, const char *key, uint32_t *len);
+int elk_host_verify(elk_host *h);
+int elk_host_tokenize(elk_host *h, const char *text, uint64_t len, int bos, int eos, int32_t *ids,
+                      int cap, int *n_out);
+int elk_host_piece(elk_host *h, int prev, int id, char *buf, int cap, int *len);
+int elk_host_forward(elk_host *h, const int32_t *ids, int n, int pos, float *logits, int all);
+int elk_host_gen_begin(elk_host *h, const int32_t *ids, int n, int max_new, float temperature,
+                       int top_k, float top_p, float repeat_penalty, int repeat_last_n, uint64_t seed,
+                       int keep_context);
+int elk_host_gen_next(elk_host *h, int32_t *id, char *buf, int cap, int *len);
+int elk_host_gen_stats(const elk_host *h, double *out, int n);
+"""
+
+STOP_REASONS = {0: "running", 1: "eos", 2: "max_tokens", 3: "context_full"}
+ELK_E_RANGE = -9
+
+_lock = threading.Lock()
+_loaded = None
+
+
+class LibraryError(ElkError):
+    """libelk.so is missing and could not be built."""
+
+
+def library_path() -> pathlib.Path:
+    """build/host/libelk.so, or $ELK_LIB (e.g. build/host-asan/libelk.so)."""
+    env = os.environ.get("ELK_LIB")
+    return pathlib.Path(env) if env else ROOT / "build" / "host" / "libelk.so"
+
+
+def build_library() -> None:
+    """Run SCons in the repository root (a no-op when up to date)."""
+    cmd = [sys.executable, "-m", "SCons", "-Q", "-j2"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+        raise LibraryError("building libelk failed (python -m SCons -Q):\n" + "\n".join(tail))
+
+
+def library():
+    """(ffi, lib) for libelk, building it first when the file is missing."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            import cffi
+
+            path = library_path()
+            if not path.is_file():
+                if os.environ.get("ELK_LIB"):
+                    raise LibraryError(f"ELK_LIB={path}: no such file")
+                build_library()
+                if not path.is_file():
+                    raise LibraryError(f"{path}: not produced by the build")
+            ffi = cffi.FFI()
+            ffi.cdef(CDEF)
+            try:
+                lib = ffi.dlopen(str(path))
+            except OSError as e:
+                raise LibraryError(f"cannot load {path}: {e}") from None
+            _loaded = (ffi, lib)
+        return _loaded
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """What the runtime reports about an open image (dimensions from its header)."""
+
+    name: str
+    dim: int
+    hidden_dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    vocab_size: int
+    seq_len: int
+    head_dim: int
+    tied_output: bool
+    n_ctx: int
+    bos_id: int
+    eos_id: int
+    max_batch: int
+    n_threads: int
+    security_counter: int
+    rope_theta: float
+    norm_eps: float
+    kernels: str
+
+
+@dataclasses.dataclass
+class GenStats:
+    """Timing of the last generate() call. tokens_per_s counts decode steps after the first token."""
+
+    n_prompt: int = 0
+    prefill_s: float = 0.0
+    ttft_s: float = 0.0
+    n_generated: int = 0
+    decode_s: float = 0.0
+    tokens_per_s: float = 0.0
+    stop_reason: str = "running"
+
+    def summary(self) -> str:
+        return (f"prompt {self.n_prompt} tokens, time to first token {self.ttft_s * 1000:.1f} ms, "
+                f"{self.n_generated} tokens at {self.tokens_per_s:.1f} tokens/s (stop: {self.stop_reason})")
+
+
+class Model:
+    """An image opened by the C runtime.
+
+    n_ctx: context length (default: the image's seq_len); threads: worker threads for the linear
+    layers (default: all CPUs; 1 = serial); kernels: force a kernel table by name ("ref", "avx2").
+    One generation runs at a time per Model; logits() ends a running generation.
+    """
+
+    def __init__(self, path, n_ctx=None, threads=None, kernels=None):
+        self._ffi, self._lib = library()
+        self.path = pathlib.Path(path)
+        ffi = self._ffi
+        err = ffi.new("char[512]")
+        out = ffi.new("elk_host **")
+        kern = kernels.encode() if kernels else ffi.NULL
+        if n_ctx is not None and not 0 < int(n_ctx) < 2**32:
+            raise ElkError(f"context length {n_ctx} must be positive")
+        rc = self._lib.elk_host_open(os.fsencode(self.path), int(n_ctx or 0), int(threads or 0), kern, out, err, 512)
+        if rc:
+            raise RuntimeFailure(rc, ffi.string(err).decode("utf-8", "replace"))
+        self._h = out[0]
+        self.config = self._read_config()
+        self.stats = GenStats()
+
+    def _read_config(self) -> RuntimeConfig:
+        ffi, lib = self._ffi, self._lib
+        ints = ffi.new("int64_t[15]")
+        floats = ffi.new("double[2]")
+        lib.elk_host_config(self._h, ints, 15)
+        lib.elk_host_config_f(self._h, floats, 2)
+        v = list(ints)
+        return RuntimeConfig(
+            name=ffi.string(lib.elk_host_name(self._h)).decode("utf-8", "replace"),
+            dim=v[0], hidden_dim=v[1], n_layers=v[2], n_heads=v[3], n_kv_heads=v[4], vocab_size=v[5],
+            seq_len=v[6], head_dim=v[7], tied_output=bool(v[8] & 1), n_ctx=v[9], bos_id=v[10], eos_id=v[11],
+            max_batch=v[12], n_threads=v[13], security_counter=v[14], rope_theta=floats[0], norm_eps=floats[1],
+            kernels=ffi.string(lib.elk_host_kernels(self._h)).decode())
+
+    # -----------------------------------------------------------------------------------------
+    # Lifetime
+
+    def close(self) -> None:
+        h, self._h = getattr(self, "_h", None), None
+        if h is not None:
+            self._lib.elk_host_close(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def _handle(self):
+        if self._h is None:
+            raise ElkError(f"{self.path}: model is closed")
+        return self._h
+
+    def _fail(self, rc: int):
+        detail = self._ffi.string(self._lib.elk_host_error(self._handle())).decode("utf-8", "replace")
+        raise RuntimeFailure(rc, detail)
+
+    # -----------------------------------------------------------------------------------------
+    # Image
+
+    @property
+    def kernels(self) -> str:
+        return self.config.kernels
+
+    def meta(self, key: str):
+        """Metadata value as str, or None."""
+        n = self._ffi.new("uint32_t *")
+        p = self._lib.elk_host_meta(self._handle(), key.encode(), n)
+        return None if p == self._ffi.NULL else self._ffi.unpack(p, n[0]).decode("utf-8", "replace")
+
+    def verify(self) -> None:
+        """Hash the payload; raises RuntimeFailure (ELK_E_HASH) when it does not match the header."""
+        rc = self._lib.elk_host_verify(self._handle())
+        if rc:
+            self._fail(rc)
+
+    # -----------------------------------------------------------------------------------------
+    # Tokenizer
+
+    def tokenize(self, text: str, bos: bool = True, eos: bool = False) -> list:
+        data = text.encode("utf-8")
+        ffi, cap = self._ffi, len(data) + 3
+        n = ffi.new("int *")
+        for _ in range(2):
+            ids = ffi.new("int32_t[]", cap)
+            rc = self._lib.elk_host_tokenize(self._handle(), data, len(data), int(bos), int(eos), ids, cap, n)
+            if rc == ELK_E_RANGE and n[0] > cap:
+                cap = n[0]
+                continue
+            if rc:
+                self._fail(rc)
+            return list(ids[0:n[0]])
+        self._fail(ELK_E_RANGE)
+
+    def piece(self, token: int, prev: int = -1) -> bytes:
+        """Bytes of `token` as it appears after `prev`."""
+        buf = self._ffi.new("char[512]")
+        n = self._ffi.new("int *")
+        rc = self._lib.elk_host_piece(self._handle(), int(prev), int(token), buf, 512, n)
+        if rc:
+            self._fail(rc)
+        return self._ffi.unpack(buf, n[0])
+
+    def detokenize(self, ids) -> str:
+        """Text of ids; the first piece is read as following BOS (its leading space dropped, as
+        SentencePiece decodes)."""
+        out, prev = [], self.config.bos_id
+        for t in ids:
+            out.append(self.piece(int(t), prev))
+            prev = int(t)
+        return b"".join(out).decode("utf-8", "replace")
+
+    # -----------------------------------------------------------------------------------------
+    # Decoder
+
+    def _ids_array(self, ids) -> np.ndarray:
+        arr = np.ascontiguousarray(np.asarray(list(ids), dtype=np.int64))
+        if arr.size and (arr.min() < 0 or arr.max() >= self.config.vocab_size):
+            bad = int(arr[(arr < 0) | (arr >= self.config.vocab_size)][0])
+            raise ElkError(f"token id {bad} outside the vocabulary [0, {self.config.vocab_size})")
+        return arr.astype(np.int32)
+
+    def logits(self, ids) -> np.ndarray:
+        """Logits for every position of ids from an empty context: float32 (len(ids), vocab)."""
+        arr = self._ids_array(ids)
+        if arr.size == 0:
+            return np.zeros((0, self.config.vocab_size), dtype=np.float32)
+        out = np.empty((arr.size, self.config.vocab_size), dtype=np.float32)
+        ffi = self._ffi
+        rc = self._lib.elk_host_forward(self._handle(), ffi.from_buffer("int32_t[]", arr), arr.size, 0,
+                                        ffi.from_buffer("float[]", out), 1)
+        if rc:
+            self._fail(rc)
+        return out
+
+    def generate_tokens(self, prompt, max_tokens: int = 256, temperature: float = 0.8, top_k: int = 40,
+                        top_p: float = 0.95, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
+                        seed=None, keep_context: bool = False):
+        """Start generating; returns an iterator of (token id, piece bytes). prompt: text (BOS is
+        added) or a list of ids. Raises at once (not on iteration) when the prompt does not fit."""
+        ids = self.tokenize(prompt, bos=True) if isinstance(prompt, str) else list(prompt)
+        arr = self._ids_array(ids)
+        if max_tokens < 0:
+            raise ElkError(f"max_tokens {max_tokens} must be >= 0")
+        seed = int.from_bytes(os.urandom(8), "little") if seed is None else int(seed) % 2**64
+        ffi = self._ffi
+        rc = self._lib.elk_host_gen_begin(self._handle(), ffi.from_buffer("int32_t[]", arr), arr.size,
+                                          int(max_tokens), float(temperature), int(top_k), float(top_p),
+                                          float(repeat_penalty), int(repeat_last_n), seed, int(keep_context))
+        if rc:
+            self._fail(rc)
+        self._update_stats()
+        return self._steps()
+
+    def _steps(self):
+        ffi, lib, h = self._ffi, self._lib, self._handle()
+        tok, buf, n = ffi.new("int32_t *"), ffi.new("char[512]"), ffi.new("int *")
+        try:
+            while True:
+                rc = lib.elk_host_gen_next(h, tok, buf, 512, n)
+                if rc < 0:
+                    self._fail(rc)
+                if rc == 0:
+                    return
+                yield tok[0], ffi.unpack(buf, n[0])
+        finally:
+            self._update_stats()
+
+    def generate(self, prompt, max_tokens: int = 256, temperature: float = 0.8, top_k: int = 40,
+                 top_p: float = 0.95, repeat_penalty: float = 1.0, seed=None, **kw):
+        """Generate text after prompt; returns an iterator of str pieces as they are produced
+        (multi-byte characters split across tokens come out whole). Greedy when temperature is 0."""
+        steps = self.generate_tokens(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
+                                     top_p=top_p, repeat_penalty=repeat_penalty, seed=seed, **kw)
+        return self._texts(steps)
+
+    @staticmethod
+    def _texts(steps):
+        dec = codecs.getincrementaldecoder("utf-8")("replace")
+        for _, piece in steps:
+            text = dec.decode(piece)
+            if text:
+                yield text
+        tail = dec.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def _update_stats(self) -> None:
+        if self._h is None:
+            return
+        v = self._ffi.new("double[7]")
+        self._lib.elk_host_gen_stats(self._h, v, 7)
+        self.stats = GenStats(int(v[0]), v[1], v[2], int(v[3]), v[4], v[5], STOP_REASONS.get(int(v[6]), "?"))
