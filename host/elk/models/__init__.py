@@ -1,0 +1,2 @@
+"""Models elk makes itself: synthetic checkpoints of real model shapes for tests and benchmarks
+(`python -m elk.models.synth`). Never downloaded weights."""

@@ -1,0 +1,265 @@
+"""Synthetic Llama checkpoints with seeded random weights in the shape of real models, so speed and
+memory can be measured (and compared with llama.cpp on the very same weights) without downloading
+anything. Output: a Hugging Face-style folder, a GGUF file, or an elk image, written tensor by tensor.
+
+    python -m elk.models.synth tinyllama-1.1b --vocab tokenizer.model -o tl/          # HF folder
+    python -m elk.models.synth tinyllama-1.1b --vocab vocab.gguf -o tl.gguf            # for llama.cpp
+    python -m elk.models.synth tinyllama-1.1b --vocab tokenizer.model -o tl.elk --quant q4_0
+
+Weights are N(0, std) rounded to float16 (norm weights 1 + N(0, std)), drawn per tensor from
+(seed, tensor index), so every output format holds exactly the same values. Not here: training,
+or any claim that the text these models produce means anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import shutil
+import struct
+import sys
+
+import numpy as np
+
+from elk.convert import NORM_ROLES, Config, Model, Tensor, tensor_name
+from elk.errors import ElkError
+
+# Shapes of real models (and small ones for tests). vocab_size follows the vocabulary when given.
+PRESETS = {
+    "tinyllama-1.1b": Config(dim=2048, hidden_dim=5632, n_layers=22, n_heads=32, n_kv_heads=4,
+                             vocab_size=32000, seq_len=2048, rope_theta=10000.0, norm_eps=1e-5),
+    "stories15m": Config(dim=288, hidden_dim=768, n_layers=6, n_heads=6, n_kv_heads=6,
+                         vocab_size=32000, seq_len=256),
+    "stories260k": Config(dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4,
+                          vocab_size=512, seq_len=512),
+    "tiny": Config(dim=64, hidden_dim=160, n_layers=2, n_heads=4, n_kv_heads=2,
+                   vocab_size=512, seq_len=128),
+}
+
+# Hugging Face LlamaForCausalLM tensor names for each elk role.
+HF_NAMES = {
+    "TOK_EMBD": "model.embed_tokens.weight",
+    "ATTN_NORM": "model.layers.{L}.input_layernorm.weight",
+    "WQ": "model.layers.{L}.self_attn.q_proj.weight",
+    "WK": "model.layers.{L}.self_attn.k_proj.weight",
+    "WV": "model.layers.{L}.self_attn.v_proj.weight",
+    "WO": "model.layers.{L}.self_attn.o_proj.weight",
+    "FFN_NORM": "model.layers.{L}.post_attention_layernorm.weight",
+    "W1": "model.layers.{L}.mlp.gate_proj.weight",
+    "W2": "model.layers.{L}.mlp.down_proj.weight",
+    "W3": "model.layers.{L}.mlp.up_proj.weight",
+    "OUTPUT_NORM": "model.norm.weight",
+    "OUTPUT": "lm_head.weight",
+}
+
+
+class SynthError(ElkError):
+    pass
+
+
+def preset_config(name: str, vocab=None) -> Config:
+    if name not in PRESETS:
+        raise SynthError(f"unknown preset '{name}'; presets: {', '.join(PRESETS)}")
+    cfg = dataclasses.replace(PRESETS[name])
+    if vocab is not None:
+        cfg.vocab_size = len(vocab)
+    cfg.validate(name)
+    return cfg
+
+
+def synth_tensor(cfg: Config, index: int, role: str, seed: int, std: float) -> np.ndarray:
+    """Weight `index` of the model (image order): float16 values, (rows, cols) or (n,) for norms."""
+    rng = np.random.default_rng([seed, index])
+    rows, cols = cfg.tensor_shape(role)
+    if role in NORM_ROLES:
+        return (1.0 + std * rng.standard_normal(cols, dtype=np.float32)).astype(np.float16)
+    out = np.empty((rows, cols), dtype=np.float16)
+    step = max(1, (1 << 22) // cols)  # ~16 MB of float32 at a time
+    for r in range(0, rows, step):
+        out[r:r + step] = (std * rng.standard_normal((min(step, rows - r), cols), dtype=np.float32))
+    return out
+
+
+def synth_model(preset: str, *, vocab=None, seed: int = 0, std: float = 0.02) -> Model:
+    """An elk Model whose tensors are generated lazily (one at a time while packing)."""
+    cfg = preset_config(preset, vocab)
+    tensors = {}
+    for index, (role, layer) in enumerate(cfg.tensor_keys()):
+        shape = cfg.tensor_shape(role)
+        tensors[(role, layer)] = Tensor(
+            shape=shape, loader=lambda i=index, r=role: synth_tensor(cfg, i, r, seed, std).astype(np.float32))
+    return Model(config=cfg, tensors=tensors, vocab=vocab, name=f"synth-{preset}",
+                 source=f"elk.models.synth {preset} seed={seed} std={std}",
+                 metadata={"synth.preset": preset, "synth.seed": str(seed), "synth.std": str(std)})
+
+
+def hf_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Interleaved RoPE pairs (elk, GGUF, Meta) -> Hugging Face's half-split q/k row order."""
+    rows, cols = w.shape
+    return w.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def iter_tensors(cfg: Config, seed: int, std: float):
+    """(role, layer, float16 array) in image order, one tensor alive at a time."""
+    for index, (role, layer) in enumerate(cfg.tensor_keys()):
+        yield role, layer, synth_tensor(cfg, index, role, seed, std)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face folder: config.json + model.safetensors (+ the tokenizer file, copied)
+
+
+def hf_config(cfg: Config) -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": cfg.dim,
+        "intermediate_size": cfg.hidden_dim, "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads,
+        "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.seq_len,
+        "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta, "hidden_act": "silu",
+        "tie_word_embeddings": cfg.tied_output, "torch_dtype": "float16", "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+
+
+def write_safetensors(path: pathlib.Path, cfg: Config, seed: int, std: float) -> None:
+    """Stream a safetensors file (8-byte LE header length, JSON header, raw little-endian data)."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for role, layer in cfg.tensor_keys():
+        rows, cols = cfg.tensor_shape(role)
+        shape = [cols] if role in NORM_ROLES else [rows, cols]
+        nbytes = rows * cols * 2
+        header[HF_NAMES[role].replace("{L}", str(layer))] = {
+            "dtype": "F16", "shape": shape, "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for role, layer, w in iter_tensors(cfg, seed, std):
+            if role == "WQ":
+                w = hf_permute(w, cfg.n_heads)
+            elif role == "WK":
+                w = hf_permute(w, cfg.n_kv_heads)
+            f.write(np.ascontiguousarray(w, dtype="<f2").tobytes())
+
+
+def write_hf(folder: pathlib.Path, cfg: Config, seed: int, std: float, vocab_path=None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(hf_config(cfg), indent=2) + "\n")
+    write_safetensors(folder / "model.safetensors", cfg, seed, std)
+    if vocab_path is not None and vocab_path.name in ("tokenizer.model", "tokenizer.json") or (
+            vocab_path is not None and vocab_path.suffix in (".model", ".json")):
+        shutil.copyfile(vocab_path, folder / ("tokenizer.json" if vocab_path.suffix == ".json" else "tokenizer.model"))
+
+
+# ---------------------------------------------------------------------------------------------
+# GGUF (llama.cpp's llama architecture, f16 weights, tokenizer from the given vocabulary)
+
+
+def write_gguf(path: pathlib.Path, cfg: Config, vocab, seed: int, std: float, name: str) -> None:
+    import gguf
+
+    from elk import spec
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(name)
+    w.add_context_length(cfg.seq_len)
+    w.add_embedding_length(cfg.dim)
+    w.add_block_count(cfg.n_layers)
+    w.add_feed_forward_length(cfg.hidden_dim)
+    w.add_head_count(cfg.n_heads)
+    w.add_head_count_kv(cfg.n_kv_heads)
+    w.add_rope_dimension_count(cfg.head_dim)
+    w.add_rope_freq_base(cfg.rope_theta)
+    w.add_layer_norm_rms_eps(cfg.norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    type_names = {v: k for k, v in spec.TOKEN_TYPES.items()}
+    w.add_token_list(list(vocab.pieces))
+    w.add_token_scores([float(s) for s in vocab.scores])
+    w.add_token_types([int(getattr(gguf.TokenType, type_names.get(t, "NORMAL"))) for t in vocab.types])
+    w.add_bos_token_id(vocab.bos_id)
+    w.add_eos_token_id(vocab.eos_id)
+    w.add_unk_token_id(vocab.unk_id)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    for role, layer in cfg.tensor_keys():
+        rows, cols = cfg.tensor_shape(role)
+        shape = (cols,) if role in NORM_ROLES else (rows, cols)
+        # norms stay float32 in GGUF (llama.cpp's converter does the same)
+        dtype = np.float32 if role in NORM_ROLES else np.float16
+        w.add_tensor_info(tensor_name(role, layer), shape, np.dtype(dtype), rows * cols * np.dtype(dtype).itemsize)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for role, _layer, t in iter_tensors(cfg, seed, std):
+        w.write_tensor_data(t.astype(np.float32) if role in NORM_ROLES else t)
+    w.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def load_vocab(path):
+    if path is None:
+        return None
+    from elk import tokenizer
+
+    return tokenizer.load(path)
+
+
+def synthesize(preset: str, out, *, vocab_path=None, seed: int = 0, std: float = 0.02, fmt=None,
+               quant: str = "f16", recipe=None) -> pathlib.Path:
+    """Write the synthetic model `preset` to `out` as fmt 'hf' | 'gguf' | 'elk' (default: from
+    the suffix of out: .gguf, .elk, otherwise a Hugging Face folder)."""
+    out = pathlib.Path(out)
+    vocab_path = pathlib.Path(vocab_path) if vocab_path else None
+    fmt = fmt or {".gguf": "gguf", ".elk": "elk"}.get(out.suffix, "hf")
+    preset_config(preset)  # unknown preset: say so before reading anything
+    vocab = load_vocab(vocab_path)
+    if vocab is None and fmt != "hf":
+        raise SynthError(f"the {fmt} output needs --vocab (tokenizer.model, tokenizer.json, a GGUF or tokenizer.bin)")
+    cfg = preset_config(preset, vocab)
+    if fmt == "hf":
+        if out.suffix == ".safetensors":
+            raise SynthError(f"{out}: give a folder (config.json + model.safetensors are written into it)")
+        write_hf(out, cfg, seed, std, vocab_path)
+    elif fmt == "gguf":
+        write_gguf(out, cfg, vocab, seed, std, f"synth-{preset}")
+    elif fmt == "elk":
+        from elk import image
+
+        image.write_image(out, synth_model(preset, vocab=vocab, seed=seed, std=std), quant=quant, recipe=recipe)
+    else:
+        raise SynthError(f"unknown output format '{fmt}' (hf, gguf, elk)")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m elk.models.synth", description=__doc__.split("\n\n")[0])
+    p.add_argument("preset", help=f"model shape: {', '.join(PRESETS)}")
+    p.add_argument("-o", "--out", required=True, help="folder (HF), .gguf or .elk")
+    p.add_argument("--vocab", help="tokenizer.model / tokenizer.json / vocab GGUF / tokenizer.bin")
+    p.add_argument("--gguf", action="store_true", help="write GGUF whatever the suffix")
+    p.add_argument("--quant", default="f16", help="image type for .elk output (f32, f16, q8_0, q4_0)")
+    p.add_argument("--recipe", help="per-tensor recipe for .elk output")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--std", type=float, default=0.02, help="weight standard deviation")
+    a = p.parse_args(argv)
+    try:
+        out = synthesize(a.preset, a.out, vocab_path=a.vocab, seed=a.seed, std=a.std,
+                         fmt="gguf" if a.gguf else None, quant=a.quant, recipe=a.recipe)
+    except ElkError as e:
+        print(f"elk: error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
