@@ -10,7 +10,7 @@ PROTO_VERSION = 1
 FRAME_DELIM = 0x00
 FRAME_HEADER_SIZE = 4  # u8 kind, u8 code, u16 seq (little-endian)
 FRAME_CRC_SIZE = 4  # CRC-32 (ISO-HDLC, zlib's) over header + payload, little-endian
-PAYLOAD_MAX_DEFAULT = 256  # bytes of payload every side accepts before HELLO negotiates more
+PAYLOAD_MAX_DEFAULT = 512  # bytes of payload every side accepts before HELLO negotiates more (INFO fits)
 PAYLOAD_MAX_BOARD = 8208  # the firmware's receive limit (8 KiB of flash data + FLASH_DATA header room)
 
 # Retransmission: timeout = RETRY_BASE_MS + 2 x wire time of the frame; then resend, RETRY_COUNT times.

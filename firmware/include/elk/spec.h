@@ -174,7 +174,7 @@ enum elk_status {
 #define ELK_PROTO_FRAME_DELIM 0x00
 #define ELK_PROTO_FRAME_HEADER_SIZE 4                    /* u8 kind, u8 code, u16 seq */
 #define ELK_PROTO_FRAME_CRC_SIZE 4
-#define ELK_PROTO_PAYLOAD_MAX_DEFAULT 256                /* before HELLO */
+#define ELK_PROTO_PAYLOAD_MAX_DEFAULT 512                /* before HELLO */
 #define ELK_PROTO_PAYLOAD_MAX_BOARD 8208
 #define ELK_PROTO_RETRY_BASE_MS 200
 #define ELK_PROTO_RETRY_COUNT 8

@@ -1,0 +1,143 @@
+/* elk-fw for POSIX boards: parse the command line, open the UART, the flash file and board RAM,
+ * then hand everything to the freestanding firmware (elk_fw_run). Used by `elk emulate` (UART = a
+ * pty master fd) and on Linux boards (UART = a serial device). */
+#define _DEFAULT_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "board_posix.h"
+#include "main/fw.h"
+#include "threads.h"
+
+#ifndef ELK_BOARD_NAME
+#define ELK_BOARD_NAME "posix"
+#endif
+
+static const char usage[] =
+    "usage: elk-fw (--uart-fd N | --uart DEVICE) --flash FILE [options]\n"
+    "  --board NAME        name reported in INFO (default " ELK_BOARD_NAME ")\n"
+    "  --flash-mb N        flash size in MiB (default 64)\n"
+    "  --erase-kb N        erase block in KiB (default 4)\n"
+    "  --ram-mb N          working RAM in MiB (default 512)\n"
+    "  --baud N            line rate; 0 = unthrottled emulated line (default 115200)\n"
+    "  --max-baud N        highest rate SET_BAUD accepts (default 3000000)\n"
+    "  --broken-above N    emulate a cable that corrupts everything above N baud\n"
+    "  --threads N         model threads (default 1)\n"
+    "  --quiet             no diagnostics on stderr\n";
+
+typedef struct fw_args {
+    int uart_fd;
+    const char *uart_path, *flash_path, *board;
+    unsigned long long flash_mb, erase_kb, ram_mb, baud, max_baud, broken_above, threads;
+    int quiet;
+} fw_args;
+
+static int parse_num(const char *s, unsigned long long *out)
+{
+    char *end;
+    if (!s || !*s)
+        return -1;
+    *out = strtoull(s, &end, 10);
+    return *end ? -1 : 0;
+}
+
+static int parse_args(int argc, char **argv, fw_args *a)
+{
+    struct { const char *flag; unsigned long long *v; } nums[] = {
+        { "--flash-mb", &a->flash_mb }, { "--erase-kb", &a->erase_kb }, { "--ram-mb", &a->ram_mb },
+        { "--baud", &a->baud }, { "--max-baud", &a->max_baud }, { "--broken-above", &a->broken_above },
+        { "--threads", &a->threads },
+    };
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        unsigned long long fd;
+        int done = 0;
+        for (size_t k = 0; k < sizeof nums / sizeof nums[0] && !done; k++)
+            if (strcmp(f, nums[k].flag) == 0) {
+                if (parse_num(v, nums[k].v) != 0)
+                    return fprintf(stderr, "elk-fw: %s needs a number\n", f), -1;
+                i++, done = 1;
+            }
+        if (done)
+            continue;
+        if (strcmp(f, "--quiet") == 0)
+            a->quiet = 1;
+        else if (strcmp(f, "--uart-fd") == 0 && parse_num(v, &fd) == 0)
+            a->uart_fd = (int)fd, i++;
+        else if (strcmp(f, "--uart") == 0 && v)
+            a->uart_path = v, i++;
+        else if (strcmp(f, "--flash") == 0 && v)
+            a->flash_path = v, i++;
+        else if (strcmp(f, "--board") == 0 && v)
+            a->board = v, i++;
+        else
+            return fprintf(stderr, "elk-fw: bad argument '%s'\n%s", f, usage), -1;
+    }
+    if ((a->uart_fd < 0 && !a->uart_path) || !a->flash_path)
+        return fprintf(stderr, "%s", usage), -1;
+    if (!a->erase_kb || !a->flash_mb || a->flash_mb * 1024 < 4 * a->erase_kb)
+        return fprintf(stderr, "elk-fw: flash must hold at least 4 erase blocks\n"), -1;
+    return 0;
+}
+
+static void log_stderr(void *ctx, const char *line)
+{
+    fprintf(stderr, "elk-fw: %s\n", line);
+}
+
+int main(int argc, char **argv)
+{
+    fw_args a = { .uart_fd = -1, .board = ELK_BOARD_NAME, .flash_mb = 64, .erase_kb = 4, .ram_mb = 512,
+                  .baud = 115200, .max_baud = 3000000, .threads = 1 };
+    if (parse_args(argc, argv, &a) != 0)
+        return 2;
+    signal(SIGPIPE, SIG_IGN);
+    static posix_uart uart;
+    static posix_flash flash;
+    char err[256];
+    if (posix_uart_open(&uart, a.uart_fd, a.uart_path, (uint32_t)a.baud) != ELK_OK) {
+        fprintf(stderr, "elk-fw: cannot open the UART %s\n", a.uart_path ? a.uart_path : "fd");
+        return 1;
+    }
+    uart.broken_above = (uint32_t)a.broken_above;
+    if (posix_flash_open(&flash, a.flash_path, a.flash_mb << 20, err, sizeof err) != ELK_OK) {
+        fprintf(stderr, "elk-fw: %s\n", err);
+        return 1;
+    }
+    /* Board RAM: reserved, not committed; pages appear as the model touches them. */
+    uint64_t ram_size = a.ram_mb << 20;
+    void *ram = mmap(NULL, (size_t)ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+    if (ram == MAP_FAILED) {
+        fprintf(stderr, "elk-fw: cannot reserve %llu MiB of RAM\n", a.ram_mb);
+        return 1;
+    }
+    elk_pool *pool = NULL;
+    if (a.threads > 1 && elk_pool_create(&pool, (int)a.threads) != ELK_OK)
+        pool = NULL;
+    elk_board b = {
+        .name = a.board,
+        .uart = { posix_uart_read, posix_uart_write, &uart },
+        .uart_set_baud = posix_uart_set_baud,
+        .baud = (uint32_t)a.baud,
+        .max_baud = (uint32_t)a.max_baud,
+        .flash = flash.map,
+        .flash_size = flash.size,
+        .erase_block = (uint32_t)(a.erase_kb << 10),
+        .flash_erase = posix_flash_erase,
+        .flash_write = posix_flash_write,
+        .flash_sync = posix_flash_sync,
+        .flash_ctx = &flash,
+        .now_us = posix_now_us,
+        .log = a.quiet ? NULL : log_stderr,
+        .ram = ram,
+        .ram_size = ram_size,
+        .exec = elk_pool_exec(pool),
+    };
+    int rc = elk_fw_run(&b);
+    fprintf(stderr, "elk-fw: UART failed (%d), stopping\n", rc);
+    return 1;
+}

@@ -1,0 +1,155 @@
+/* Board firmware core (freestanding): boot record and A/B slots, the protocol server, generation
+ * and the text console, over a board interface the platform fills in (UART, flash, clock, RAM).
+ * Not here: any OS call; firmware/platform/<name>/board_*.c implement elk_board. */
+#ifndef ELK_FW_H
+#define ELK_FW_H
+
+#include <stdint.h>
+
+#include "elk/elk.h"
+#include "proto/proto.h"
+#include "util/util.h"
+
+#define ELK_FW_VERSION "elk-fw 0.1.0"
+
+/* What the platform gives the firmware. Every function returns 0 or a negative ELK_E_* code. */
+typedef struct elk_board {
+    const char *name;
+    /* UART: read/write as in elk_proto_io; set_baud changes the line rate (optional, NULL = fixed). */
+    elk_proto_io uart;
+    int (*uart_set_baud)(void *ctx, uint32_t baud);
+    uint32_t baud, max_baud;           /* bits/s; baud 0 = an unthrottled emulated line */
+    /* Flash, memory-mapped for reading; erase sets bytes to 0xFF, write programs them, sync makes
+     * everything written so far durable (power-loss safe). */
+    const uint8_t *flash;
+    uint64_t flash_size;
+    uint32_t erase_block;              /* bytes; offsets passed to erase are multiples of it */
+    int (*flash_erase)(void *ctx, uint64_t off, uint64_t len);
+    int (*flash_write)(void *ctx, uint64_t off, const void *data, uint64_t len);
+    int (*flash_sync)(void *ctx);
+    void *flash_ctx;
+    uint64_t (*now_us)(void *ctx);     /* monotonic microseconds */
+    void *clock_ctx;
+    void (*log)(void *ctx, const char *line); /* (optional) diagnostics off the serial line */
+    void *log_ctx;
+    uint8_t *ram;                      /* working memory for the model, tokenizer and sampler */
+    uint64_t ram_size;
+    elk_exec exec;                     /* (optional) threads for the model */
+} elk_board;
+
+/* Serve forever: boot the committed slot, answer frames and the console. Returns only when the
+ * UART fails (a negative ELK_E_* code). */
+int elk_fw_run(const elk_board *board);
+
+/* ---- internals shared by the files of firmware/src/main ------------------------------------ */
+
+/* Boot record slot descriptor and record (docs/protocol.md "Flash layout"). */
+typedef struct fw_slot_desc {
+    uint32_t flags;          /* ELK_SLOT_VALID */
+    uint64_t image_size;
+    uint8_t sha256[32];
+    char name[ELK_PROTO_SLOT_NAME_MAX];
+} fw_slot_desc;
+
+typedef struct fw_record {
+    uint32_t seq;
+    uint8_t active, prev;    /* slot index or ELK_PROTO_SLOT_NONE */
+    fw_slot_desc slot[2];
+} fw_record;
+
+typedef struct fw_flash_session {
+    int open;
+    uint8_t slot;
+    uint64_t size;
+    uint8_t sha256[32];
+    uint64_t cont;           /* a write may continue at this offset without starting a block */
+} fw_flash_session;
+
+typedef struct fw_gen_params {
+    uint32_t flags, max_tokens;         /* ELK_GEN_* */
+    elk_sampling sampling;
+} fw_gen_params;
+
+enum { FW_AFTER_NONE, FW_AFTER_BAUD, FW_AFTER_RESET, FW_AFTER_GENERATE };
+
+#define FW_LINE_MAX 512
+#define FW_TEXT_MAX (ELK_PROTO_PAYLOAD_MAX_BOARD + 128)
+
+typedef struct elk_fw {
+    const elk_board *b;
+    elk_proto_rx rx;
+    uint32_t tx_payload_max;            /* negotiated in HELLO */
+    uint32_t baud;
+    /* link session */
+    int have_last;
+    uint16_t last_seq;
+    uint32_t last_resp_len;
+    uint8_t last_resp[ELK_PROTO_WIRE_SIZE(ELK_PROTO_PAYLOAD_MAX_BOARD)];
+    uint8_t tx[ELK_PROTO_PAYLOAD_MAX_BOARD];
+    uint16_t event_seq;
+    int event_pending;                  /* an EVENT waits for its EACK */
+    uint32_t event_len;
+    uint8_t event_wire[ELK_PROTO_WIRE_SIZE(1024)];
+    uint64_t last_frame_us;
+    uint64_t baud_confirm_by_us;        /* 0 or the deadline for a frame after SET_BAUD */
+    uint32_t baud_fallback;
+    /* flash */
+    fw_record rec;
+    uint64_t slot_base[2], slot_size;
+    fw_flash_session fs;
+    /* model */
+    uint8_t running;
+    elk_image img;
+    elk_model *model;
+    elk_tokenizer *tok;
+    elk_sampler *sampler;
+    uint8_t *sampler_arena;
+    uint64_t sampler_arena_size;
+    elk_gen gen_loop;                   /* the runtime's decode loop; holds the conversation */
+    int32_t *tokens;                    /* n_ctx: scratch for one turn's prompt ids */
+    uint32_t n_ctx;
+    char chat_template[16];
+    char boot_error[128];
+    /* generation */
+    int generating, abort;
+    int console_gen;                    /* the generation streams to the console, not as events */
+    /* console */
+    char line[FW_LINE_MAX];
+    uint32_t line_len;
+    uint8_t console_last;               /* previous console byte (CR LF counts once) */
+    char prompt[ELK_PROTO_PAYLOAD_MAX_BOARD]; /* GENERATE's prompt, copied out of the receive buffer */
+    char text[FW_TEXT_MAX];             /* one turn wrapped in the chat template */
+    int after;                          /* FW_AFTER_*: what to do once the response is on the wire */
+    uint32_t after_arg;
+    fw_gen_params gen;
+} elk_fw;
+
+/* bootrec.c */
+void fw_layout(elk_fw *fw);
+void fw_record_load(elk_fw *fw);
+int fw_record_store(elk_fw *fw);
+
+/* flashing.c: handlers return the response payload length or a negative status */
+int fw_cmd_flash_begin(elk_fw *fw, const uint8_t *p, uint32_t n);
+int fw_cmd_flash_data(elk_fw *fw, const uint8_t *p, uint32_t n);
+int fw_cmd_flash_copy(elk_fw *fw, const uint8_t *p, uint32_t n);
+int fw_cmd_flash_end(elk_fw *fw, const uint8_t *p, uint32_t n);
+int fw_cmd_block_hashes(elk_fw *fw, const uint8_t *p, uint32_t n);
+
+/* gen.c */
+int fw_boot_slot(elk_fw *fw, uint8_t slot);
+void fw_unload(elk_fw *fw);
+int fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const fw_gen_params *gp);
+
+/* serve.c */
+int fw_poll(elk_fw *fw, int timeout_ms);
+int fw_send_event(elk_fw *fw, uint8_t code, const void *payload, uint32_t len);
+void fw_write_text(elk_fw *fw, const char *s, uint32_t n);
+void fw_log(elk_fw *fw, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+uint64_t fw_now(elk_fw *fw);
+
+/* console.c */
+void fw_console_byte(elk_fw *fw, uint8_t c);
+void fw_console_banner(elk_fw *fw);
+
+#endif /* ELK_FW_H */

@@ -1,0 +1,276 @@
+/* Boot a slot (open the image in place, set up tokenizer, model and sampler in board RAM) and run
+ * one generation turn: chat template, prompt, sampling loop, streamed pieces and a STATS event.
+ * Not here: the decoder numerics (firmware/src/model) or the protocol (serve.c). */
+#include "main/fw.h"
+
+/* Bump allocation from board RAM: set up once per boot, never freed piecemeal. */
+typedef struct ram_cursor {
+    uint8_t *p, *end;
+} ram_cursor;
+
+static void *ram_take(ram_cursor *c, uint64_t n)
+{
+    uintptr_t a = ((uintptr_t)c->p + 63) & ~(uintptr_t)63;
+    if (a > (uintptr_t)c->end || n > (uint64_t)((uintptr_t)c->end - a))
+        return NULL;
+    c->p = (uint8_t *)(a + n);
+    return (void *)a;
+}
+
+void fw_unload(elk_fw *fw)
+{
+    fw->model = NULL;
+    fw->tok = NULL;
+    fw->sampler = NULL;
+    fw->running = ELK_PROTO_SLOT_NONE;
+    fw->chat_template[0] = 0;
+}
+
+static int boot_fail(elk_fw *fw, int rc, const char *what)
+{
+    elk_fmt(fw->boot_error, sizeof fw->boot_error, "%s: %s", what, elk_strerror(rc));
+    fw_unload(fw);
+    return rc;
+}
+
+static uint64_t fw_clock(void *ctx)
+{
+    return fw_now(ctx);
+}
+
+/* Model, sampler and the decode loop in the RAM after the tokenizer. */
+static int boot_model(elk_fw *fw, ram_cursor *c)
+{
+    const elk_image *img = &fw->img;
+    elk_model_opts opts = { 0 };
+    opts.exec = fw->b->exec;
+    uint64_t model_bytes = elk_model_arena_size(img, &opts);
+    void *model_arena = ram_take(c, model_bytes);
+    if (!model_arena)
+        return boot_fail(fw, ELK_E_NOMEM, "model arena");
+    int rc = elk_model_init(&fw->model, img, &opts, model_arena, model_bytes);
+    if (rc)
+        return boot_fail(fw, rc, "model");
+    uint32_t vocab = img->config.vocab_size;
+    fw->n_ctx = elk_model_n_ctx(fw->model);
+    fw->sampler_arena_size = elk_sampler_arena_size(vocab);
+    fw->sampler_arena = ram_take(c, fw->sampler_arena_size);
+    fw->tokens = ram_take(c, (uint64_t)fw->n_ctx * sizeof(int32_t));
+    uint64_t gen_bytes = elk_gen_arena_size(fw->model);
+    void *gen_arena = ram_take(c, gen_bytes);
+    if (!fw->sampler_arena || !fw->tokens || !gen_arena)
+        return boot_fail(fw, ELK_E_NOMEM, "sampler and buffers");
+    elk_sampling greedy = { .temperature = 0, .top_k = 0, .top_p = 1, .repeat_penalty = 1 };
+    rc = elk_sampler_init(&fw->sampler, vocab, &greedy, fw->sampler_arena, fw->sampler_arena_size);
+    if (rc)
+        return boot_fail(fw, rc, "sampler");
+    rc = elk_gen_init(&fw->gen_loop, fw->model, fw->tok, fw->sampler, fw_clock, fw, gen_arena, gen_bytes);
+    return rc ? boot_fail(fw, rc, "decode loop") : ELK_OK;
+}
+
+int fw_boot_slot(elk_fw *fw, uint8_t slot)
+{
+    fw_unload(fw);
+    fw->boot_error[0] = 0;
+    if (slot > 1 || !(fw->rec.slot[slot].flags & ELK_SLOT_VALID))
+        return boot_fail(fw, ELK_E_STATE, "slot holds no verified image");
+    int rc = elk_image_open(&fw->img, fw->b->flash + fw->slot_base[slot], fw->rec.slot[slot].image_size);
+    if (rc) {
+        elk_fmt(fw->boot_error, sizeof fw->boot_error, "%s", fw->img.error);
+        return rc;
+    }
+    ram_cursor c = { fw->b->ram, fw->b->ram + fw->b->ram_size };
+    const elk_image *img = &fw->img;
+    const uint8_t *ts = img->section[ELK_SECTION_TOKENIZER].data;
+    uint64_t tn = img->section[ELK_SECTION_TOKENIZER].size;
+    uint64_t tok_bytes = elk_tokenizer_arena_size(ts, tn);
+    void *tok_arena = tok_bytes ? ram_take(&c, tok_bytes) : NULL;
+    if (!tok_arena)
+        return boot_fail(fw, tok_bytes ? ELK_E_NOMEM : ELK_E_FORMAT, "tokenizer");
+    rc = elk_tokenizer_init(&fw->tok, ts, tn, tok_arena, tok_bytes);
+    if (rc)
+        return boot_fail(fw, rc, "tokenizer");
+    if ((rc = boot_model(fw, &c)) != ELK_OK)
+        return rc;
+    uint32_t tl = 0;
+    const char *tpl = elk_image_meta(img, "chat.template", &tl);
+    for (uint32_t i = 0; i < sizeof fw->chat_template; i++)
+        fw->chat_template[i] = (tpl && i < tl && i + 1 < sizeof fw->chat_template) ? tpl[i] : 0;
+    fw->running = slot;
+    fw_log(fw, "boot: slot %c, %s, n_ctx %u, kernels %s", 'A' + slot, img->name, (unsigned)fw->n_ctx,
+           elk_model_kernels_name(fw->model));
+    return ELK_OK;
+}
+
+/* ---- prompt ----------------------------------------------------------------------------------- */
+
+static int streq(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
+static uint32_t cat(char *dst, uint32_t off, uint32_t cap, const char *s, uint32_t n)
+{
+    for (uint32_t i = 0; i < n && off + 1 < cap; i++)
+        dst[off++] = s[i];
+    return off;
+}
+
+static uint32_t cats(char *dst, uint32_t off, uint32_t cap, const char *s)
+{
+    uint32_t n = 0;
+    while (s[n])
+        n++;
+    return cat(dst, off, cap, s, n);
+}
+
+/* Append the ids of text[0..n) (plus BOS / a trailing special id when asked) to the turn's
+ * scratch fw->tokens[*count..n_ctx). */
+static int append_text(elk_fw *fw, const char *text, uint32_t n, int bos, int special, uint32_t *count)
+{
+    uint32_t at = *count;
+    if (at >= fw->n_ctx)
+        return ELK_E_RANGE;
+    int got = 0;
+    int rc = elk_tokenize(fw->tok, text, n, bos, 0, fw->tokens + at, (int)(fw->n_ctx - at), &got);
+    if (rc)
+        return rc;
+    *count += (uint32_t)got;
+    if (special >= 0) {
+        if (*count >= fw->n_ctx)
+            return ELK_E_RANGE;
+        fw->tokens[(*count)++] = special;
+    }
+    return ELK_OK;
+}
+
+/* Tokens of one user turn, wrapped in the image's chat template unless raw. */
+static int encode_turn(elk_fw *fw, const char *prompt, uint32_t len, int raw, uint32_t *count)
+{
+    const char *t = fw->chat_template;
+    int first = fw->gen_loop.n_tokens == 0;
+    char *x = fw->text;
+    uint32_t cap = sizeof fw->text, k = 0;
+    *count = 0;
+    if (raw || !t[0])
+        return append_text(fw, prompt, len, first, -1, count);
+    if (streq(t, "zephyr")) {  /* <|user|>\n{prompt}</s>\n<|assistant|>\n, </s> as the EOS id */
+        k = cats(x, 0, cap, "<|user|>\n");
+        k = cat(x, k, cap, prompt, len);
+        int rc = append_text(fw, x, k, first, elk_tokenizer_eos(fw->tok), count);
+        return rc ? rc : append_text(fw, "\n<|assistant|>\n", 15, 0, -1, count);
+    }
+    if (streq(t, "llama2")) {  /* <s>[INST] {prompt} [/INST] for every turn */
+        k = cats(x, 0, cap, "[INST] ");
+        k = cat(x, k, cap, prompt, len);
+        k = cats(x, k, cap, " [/INST]");
+        return append_text(fw, x, k, 1, -1, count);
+    }
+    if (streq(t, "chatml")) {
+        k = cats(x, 0, cap, "<|im_start|>user\n");
+        k = cat(x, k, cap, prompt, len);
+        k = cats(x, k, cap, "<|im_end|>\n<|im_start|>assistant\n");
+        return append_text(fw, x, k, first, -1, count);
+    }
+    return append_text(fw, prompt, len, first, -1, count);  /* unknown template: plain text */
+}
+
+/* ---- the generation loop ---------------------------------------------------------------------- */
+
+static int emit_piece(elk_fw *fw, const char *piece, int len)
+{
+    if (len <= 0)
+        return ELK_OK;
+    if (fw->console_gen) {
+        fw_write_text(fw, piece, (uint32_t)len);
+        return fw_poll(fw, 0) < 0 ? ELK_E_IO : ELK_OK;  /* Ctrl-C reaches the console here */
+    }
+    return fw_send_event(fw, ELK_EVENT_PIECE, piece, (uint32_t)len);
+}
+
+typedef struct gen_stats {
+    uint32_t stop, prompt_tokens, gen_tokens, ttft_us, total_us;
+    int status;
+} gen_stats;
+
+static void send_stats(elk_fw *fw, const gen_stats *s)
+{
+    uint8_t p[32];
+    uint32_t off = 0;
+    off = elk_put8(p, off, sizeof p, s->stop);
+    off = elk_put_bytes(p, off, sizeof p, "\0\0\0", 3);
+    off = elk_put32(p, off, sizeof p, s->prompt_tokens);
+    off = elk_put32(p, off, sizeof p, s->gen_tokens);
+    off = elk_put32(p, off, sizeof p, s->ttft_us);
+    off = elk_put32(p, off, sizeof p, s->total_us);
+    off = elk_put32(p, off, sizeof p, (uint32_t)fw->gen_loop.n_tokens);
+    off = elk_put32(p, off, sizeof p, fw->n_ctx);
+    off = elk_put32(p, off, sizeof p, (uint32_t)s->status);
+    if (!fw->console_gen)
+        fw_send_event(fw, ELK_EVENT_STATS, p, off);
+}
+
+static uint32_t stop_reason(int gen_stop)
+{
+    switch (gen_stop) {
+    case ELK_GEN_EOS: return ELK_STOP_EOS;
+    case ELK_GEN_CONTEXT_FULL: return ELK_STOP_CONTEXT_FULL;
+    default: return ELK_STOP_MAX_TOKENS;
+    }
+}
+
+/* Sample until the runtime's loop stops, the host aborts or the link dies. */
+static int sample_loop(elk_fw *fw, uint64_t t0, gen_stats *st)
+{
+    for (;;) {
+        int32_t id;
+        char piece[64];
+        int plen = 0;
+        int r = elk_gen_next(&fw->gen_loop, &id, piece, sizeof piece, &plen);
+        if (r < 0)
+            return r;
+        if (r == 0) {
+            st->stop = stop_reason(fw->gen_loop.stop);
+            return ELK_OK;
+        }
+        if (st->gen_tokens++ == 0)
+            st->ttft_us = (uint32_t)(fw_now(fw) - t0);
+        int rc = emit_piece(fw, piece, plen);
+        if (rc == ELK_E_TIMEOUT || rc == ELK_E_IO || fw->abort) {
+            st->stop = ELK_STOP_ABORTED;
+            return ELK_OK;
+        }
+    }
+}
+
+int fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const fw_gen_params *gp)
+{
+    gen_stats st = { .stop = ELK_STOP_ERROR };
+    uint64_t t0 = fw_now(fw);
+    fw->generating = 1;
+    fw->abort = 0;
+    if (gp->flags & ELK_GEN_RESET_CONTEXT)
+        elk_gen_reset(&fw->gen_loop);
+    uint32_t n = 0;
+    int rc = elk_sampler_init(&fw->sampler, fw->img.config.vocab_size, &gp->sampling, fw->sampler_arena,
+                              fw->sampler_arena_size);
+    fw->gen_loop.sampler = fw->sampler;
+    if (rc == ELK_OK)
+        rc = encode_turn(fw, prompt, len, (gp->flags & ELK_GEN_RAW) != 0, &n);
+    st.prompt_tokens = n;
+    if (rc == ELK_OK)
+        rc = elk_gen_begin(&fw->gen_loop, fw->tokens, (int)n, (int)gp->max_tokens);
+    if (rc == ELK_OK)
+        rc = sample_loop(fw, t0, &st);
+    st.status = rc;
+    if (rc == ELK_E_RANGE)
+        st.stop = ELK_STOP_CONTEXT_FULL;
+    else if (rc)
+        st.stop = ELK_STOP_ERROR;
+    st.total_us = (uint32_t)(fw_now(fw) - t0);
+    send_stats(fw, &st);
+    fw->generating = 0;
+    return rc;
+}
