@@ -1,0 +1,130 @@
+"""Reader for GGUF llama files (via the gguf package): F32, F16, BF16, Q8_0 and Q4_0 tensors, the config
+from `llama.*` metadata and the vocabulary via elk.tokenizer.from_gguf.
+
+GGUF stores dims as ne[0] = cols (fastest), so a (rows, cols) matrix has shape [cols, rows] in GGUF.
+llama.cpp's converters already put Wq/Wk in the interleaved RoPE convention: tensors pass unchanged,
+and Q8_0/Q4_0 blocks are kept bit for bit when the target type is the same.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from elk import quant
+from elk.convert import Config, Model, Tensor, detect_chat_template
+from elk.errors import FormatError
+
+ROLE_OF = {  # GGUF tensor name (without blk.N.) -> role
+    "token_embd.weight": "TOK_EMBD", "attn_norm.weight": "ATTN_NORM", "attn_q.weight": "WQ",
+    "attn_k.weight": "WK", "attn_v.weight": "WV", "attn_output.weight": "WO", "ffn_norm.weight": "FFN_NORM",
+    "ffn_gate.weight": "W1", "ffn_down.weight": "W2", "ffn_up.weight": "W3",
+    "output_norm.weight": "OUTPUT_NORM", "output.weight": "OUTPUT",
+}
+READ_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")
+IGNORED = ("rope_freqs.weight",)  # llama 3 rope scaling factors: not used by the Llama-2 class models
+
+
+def _field(reader, key, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    try:
+        return f.contents()
+    except Exception:  # noqa: BLE001 - a damaged field reads as absent; required ones are checked
+        return default
+
+
+def read(path, tokenizer=None) -> Model:
+    import gguf
+
+    path = pathlib.Path(path)
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:  # the gguf package raises ValueError/struct.error/IndexError on damage
+        raise FormatError(f"{path}: damaged or unsupported GGUF file ({type(e).__name__}: {e})") from None
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise FormatError(f"{path}: GGUF architecture '{arch}' is not supported (llama only)")
+    tensors, shapes = _tensors(path, reader)
+    cfg = _config(path, reader, shapes)
+    from elk import tokenizer as tk
+
+    if tokenizer is not None:
+        vocab = tk.load(tokenizer) if isinstance(tokenizer, (str, pathlib.Path)) else tokenizer
+    else:
+        vocab = tk.from_gguf(reader)
+    name = _field(reader, "general.name") or path.stem
+    if name == arch:
+        name = path.stem
+    model = Model(cfg, tensors, vocab=vocab, name=name, source=f"gguf: {path.name}",
+                  chat_template=detect_chat_template(_field(reader, "tokenizer.chat_template")))
+    tie_if_identical(model)
+    model.validate()
+    return model
+
+
+def _tensors(path, reader):
+    tensors, shapes = {}, {}
+    for t in reader.tensors:
+        if t.name in IGNORED:
+            continue
+        parts = t.name.split(".")
+        if parts[0] == "blk" and len(parts) > 2 and parts[1].isdigit():
+            layer, key = int(parts[1]), ".".join(parts[2:])
+        else:
+            layer, key = 0, t.name
+        role = ROLE_OF.get(key)
+        if role is None:
+            raise FormatError(f"{path}: tensor '{t.name}' is not part of a llama model elk knows")
+        tname = t.tensor_type.name
+        if tname not in READ_TYPES:
+            raise FormatError(f"{path}: tensor '{t.name}' has type {tname}; elk reads "
+                              f"{', '.join(READ_TYPES)} (requantize the source or start from F16/F32)")
+        ne = [int(n) for n in t.shape]
+        if len(ne) > 2 or any(n <= 0 for n in ne):
+            raise FormatError(f"{path}: tensor '{t.name}' has dims {ne}")
+        cols, rows = ne[0], (ne[1] if len(ne) == 2 else 1)
+        raw = np.asarray(t.data).reshape(-1).view(np.uint8)
+        if raw.size != rows * quant.row_bytes(tname, cols):
+            raise FormatError(f"{path}: tensor '{t.name}' holds {raw.size} bytes, {tname} {rows}x{cols} needs "
+                              f"{rows * quant.row_bytes(tname, cols)}")
+        native = (tname, raw) if tname != "BF16" else None
+        tensors[(role, layer)] = Tensor(shape=(rows, cols), native=native,
+                                        loader=lambda raw=raw, tname=tname, s=(rows, cols): quant.dequantize(raw, tname, s))
+        shapes[role] = (rows, cols)
+    return tensors, shapes
+
+
+def _config(path, reader, shapes) -> Config:
+    def need(key):
+        v = _field(reader, f"llama.{key}")
+        if v is None:
+            raise FormatError(f"{path}: GGUF metadata llama.{key} is missing")
+        return int(v)
+
+    dim, n_heads = need("embedding_length"), need("attention.head_count")
+    n_kv = int(_field(reader, "llama.attention.head_count_kv", n_heads))
+    vocab = _field(reader, "llama.vocab_size")
+    if vocab is None:
+        vocab = shapes.get("TOK_EMBD", (0, 0))[0]
+    head_dim = int(_field(reader, "llama.attention.key_length", 0) or (dim // n_heads if n_heads else 0))
+    cfg = Config(dim=dim, hidden_dim=need("feed_forward_length"), n_layers=need("block_count"),
+                 n_heads=n_heads, n_kv_heads=n_kv, vocab_size=int(vocab), seq_len=need("context_length"),
+                 rope_theta=float(_field(reader, "llama.rope.freq_base", 10000.0)),
+                 norm_eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
+                 head_dim=head_dim, tied_output="OUTPUT" not in shapes)
+    cfg.validate(str(path))
+    return cfg
+
+
+def tie_if_identical(model: Model) -> Model:
+    """Drop output.weight when it holds exactly the embedding's bytes (saves flash; same logits)."""
+    out, emb = model.tensors.get(("OUTPUT", 0)), model.tensors.get(("TOK_EMBD", 0))
+    if out is None or emb is None or out.native is None or emb.native is None:
+        return model
+    if out.native[0] == emb.native[0] and np.array_equal(out.native[1], emb.native[1]):
+        del model.tensors[("OUTPUT", 0)]
+        model.config.tied_output = True
+    return model
