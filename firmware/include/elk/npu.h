@@ -123,7 +123,6 @@ typedef struct elk_npu_runner {
     elk_log_fn log;
     void *log_user;
     uint32_t min_tokens;        /* calls with fewer tokens run on the CPU (decode); default 2 */
-    uint32_t shadow_outliers;   /* 1: add the CPU float outlier term (default); 0: outliers go int8 */
     uint8_t state[ELK_NPU_MAX_LAYERS]; /* per entry: 0 not exported, 1 offloaded, 2 declined, 3 failed */
     int8_t *xq, *yq;            /* scratch: chunk x max(cols), chunk x max(rows) */
     uint32_t max_rows, max_cols;

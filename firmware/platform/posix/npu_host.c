@@ -111,9 +111,8 @@ int elk_host_npu_linear(elk_host_npu *h, int role, int layer, const float *x, fl
     return h->runner_ok ? elk_npu_linear(&h->runner, role, layer, x, y, n_tok) : ELK_E_UNSUPPORTED;
 }
 
-void elk_host_npu_configure(elk_host_npu *h, int shadow_outliers, int min_tokens)
+void elk_host_npu_configure(elk_host_npu *h, int min_tokens)
 {
-    h->runner.shadow_outliers = shadow_outliers ? 1 : 0;
     h->runner.min_tokens = min_tokens > 0 ? (uint32_t)min_tokens : 1;
 }
 

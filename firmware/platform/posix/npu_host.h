@@ -26,7 +26,8 @@ void elk_host_npu_close(elk_host_npu *h);
 int elk_host_npu_run_chunk(elk_host_npu *h, uint32_t entry, const int8_t *x, int8_t *y);
 /* elk_npu_linear through the session's runner. */
 int elk_host_npu_linear(elk_host_npu *h, int role, int layer, const float *x, float *y, int n_tok);
-void elk_host_npu_configure(elk_host_npu *h, int shadow_outliers, int min_tokens);
+/* Calls with fewer than min_tokens tokens go to the CPU (default 2: decode stays on the CPU). */
+void elk_host_npu_configure(elk_host_npu *h, int min_tokens);
 /* Per entry: 0 not exported, 1 offloaded, 2 declined, 3 failed. -1 for a bad index. */
 int elk_host_npu_entry_state(const elk_host_npu *h, uint32_t entry);
 void elk_host_npu_stats(const elk_host_npu *h, uint64_t *chunks, uint64_t *cpu_fallbacks, double *npu_seconds);

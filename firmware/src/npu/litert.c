@@ -91,15 +91,13 @@ static int litert_accepts(void *vctx, int op, const elk_npu_layer *L)
     return 1;
 }
 
-static int copy_through(const elk_litert_api *api, void *buffer, void *dst, const void *src, size_t n)
+/* Copy n bytes into (to_device) or out of a LiteRT tensor buffer through its host mapping. */
+static int copy_buffer(const elk_litert_api *api, void *buffer, void *mem, size_t n, int to_device)
 {
     void *host = NULL;
-    if (api->lock_tensor_buffer(buffer, &host, src ? 1 : 0) != 0 || !host)
+    if (api->lock_tensor_buffer(buffer, &host, to_device ? 1 : 0) != 0 || !host)
         return ELK_E_IO;
-    if (src)
-        memcpy(host, src, n);
-    else
-        memcpy(dst, host, n);
+    memcpy(to_device ? host : mem, to_device ? mem : host, n);
     return api->unlock_tensor_buffer(buffer) == 0 ? ELK_OK : ELK_E_IO;
 }
 
@@ -110,13 +108,13 @@ static int litert_run(void *vctx, const elk_npu_layer *L, const int8_t *x_q, int
         return ELK_E_STATE;
     elk_npu_litert_slot *s = &c->slots[L->id];
     const elk_litert_api *api = c->api;
-    if (copy_through(api, s->in, NULL, x_q, (size_t)L->chunk * L->cols) != ELK_OK)
+    if (copy_buffer(api, s->in, (void *)x_q, (size_t)L->chunk * L->cols, 1) != ELK_OK)
         return ELK_E_IO;
     void *in[1] = { s->in }, *out[1] = { s->out };
     c->last_status = api->run_compiled_model(s->compiled, 0, 1, in, 1, out);
     if (c->last_status != 0)
         return ELK_E_IO;
-    return copy_through(api, s->out, y_q, NULL, (size_t)L->chunk * L->rows);
+    return copy_buffer(api, s->out, y_q, (size_t)L->chunk * L->rows, 0);
 }
 
 static void litert_deinit(void *vctx)

@@ -94,7 +94,6 @@ int elk_npu_runner_init(elk_npu_runner *r, const void *section, uint64_t size,
     r->log = log;
     r->log_user = log_user;
     r->min_tokens = 2;
-    r->shadow_outliers = 1;
     int rc = elk_npu_section_open(&r->sec, section, size, err);
     if (rc != ELK_OK) {
         if (log)
@@ -178,9 +177,9 @@ static void load_chunk(elk_npu_runner *r, const elk_npu_layer *L, const float *x
         const float *xr = x + (uint64_t)(t0 + (int)t) * L->cols;
         for (uint32_t k = 0; k < L->cols; k++)
             q[k] = quantize(xr[k], inv, L->in_zp);
-        if (r->shadow_outliers) /* the CPU adds these channels in float: the NPU sees 0 */
-            for (uint32_t j = 0; j < L->n_outliers; j++)
-                q[elk_le32(L->outlier_idx + 4ull * j)] = (int8_t)L->in_zp;
+        /* shadow outliers: the CPU adds these channels in float, so the NPU sees 0 there */
+        for (uint32_t j = 0; j < L->n_outliers; j++)
+            q[elk_le32(L->outlier_idx + 4ull * j)] = (int8_t)L->in_zp;
     }
 }
 
@@ -192,8 +191,6 @@ static void store_chunk(elk_npu_runner *r, const elk_npu_layer *L, const float *
         float *yr = y + (uint64_t)(t0 + t) * L->rows;
         for (uint32_t o = 0; o < L->rows; o++)
             yr[o] = L->out_scale * (float)((int32_t)q[o] - L->out_zp);
-        if (!r->shadow_outliers)
-            continue;
         const float *xr = x + (uint64_t)(t0 + t) * L->cols;
         for (uint32_t j = 0; j < L->n_outliers; j++) {
             float xv = xr[elk_le32(L->outlier_idx + 4ull * j)];

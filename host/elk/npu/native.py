@@ -23,7 +23,7 @@ elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *
 void elk_host_npu_close(elk_host_npu *h);
 int elk_host_npu_run_chunk(elk_host_npu *h, uint32_t entry, const int8_t *x, int8_t *y);
 int elk_host_npu_linear(elk_host_npu *h, int role, int layer, const float *x, float *y, int n_tok);
-void elk_host_npu_configure(elk_host_npu *h, int shadow_outliers, int min_tokens);
+void elk_host_npu_configure(elk_host_npu *h, int min_tokens);
 int elk_host_npu_entry_state(const elk_host_npu *h, uint32_t entry);
 void elk_host_npu_stats(const elk_host_npu *h, uint64_t *chunks, uint64_t *cpu_fallbacks, double *npu_seconds);
 const char *elk_host_npu_log(const elk_host_npu *h);
@@ -97,8 +97,9 @@ class Session:
     def log(self) -> str:
         return self.ffi.string(self.lib.elk_host_npu_log(self._h)).decode(errors="replace")
 
-    def configure(self, shadow_outliers: bool = True, min_tokens: int = 2) -> None:
-        self.lib.elk_host_npu_configure(self._h, int(shadow_outliers), int(min_tokens))
+    def configure(self, min_tokens: int = 2) -> None:
+        """Calls with fewer tokens than min_tokens go to the CPU (decode)."""
+        self.lib.elk_host_npu_configure(self._h, int(min_tokens))
 
     def state(self, entry: int) -> str:
         return STATES.get(self.lib.elk_host_npu_entry_state(self._h, entry), "?")
@@ -106,8 +107,8 @@ class Session:
     def run_chunk(self, entry: int, x_q: np.ndarray, rows: int) -> np.ndarray:
         x_q = np.ascontiguousarray(x_q, dtype=np.int8)
         y = np.zeros((x_q.shape[0], rows), np.int8)
-        rc = self.lib.elk_host_npu_run_chunk(self._h, entry, self.ffi.from_buffer(x_q),
-                                             self.ffi.from_buffer(y, require_writable=True))
+        rc = self.lib.elk_host_npu_run_chunk(self._h, entry, self.ffi.from_buffer("int8_t[]", x_q),
+                                             self.ffi.from_buffer("int8_t[]", y, require_writable=True))
         if rc != 0:
             raise RuntimeFailure(rc, f"npu chunk (entry {entry})")
         return y
@@ -116,8 +117,9 @@ class Session:
         """y (n_tok, rows) through the NPU, or None when the runner hands the call back to the CPU."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         y = np.zeros((x.shape[0], rows), np.float32)
-        rc = self.lib.elk_host_npu_linear(self._h, spec.TENSOR_ROLES[role], layer, self.ffi.from_buffer(x),
-                                          self.ffi.from_buffer(y, require_writable=True), x.shape[0])
+        rc = self.lib.elk_host_npu_linear(self._h, spec.TENSOR_ROLES[role], layer,
+                                          self.ffi.from_buffer("float[]", x),
+                                          self.ffi.from_buffer("float[]", y, require_writable=True), x.shape[0])
         if rc == spec.ERRORS["E_UNSUPPORTED"][0]:
             return None
         if rc != 0:
