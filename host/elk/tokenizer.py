@@ -485,9 +485,9 @@ def _emit(v: Vocab, t: _Tables, node, ids: list[int]) -> None:
     i = t.mergeable.get(node)
     if i is not None:
         ids.append(i)
-    elif v.byte_fallback and all(b in t.byte_ids for b in node):
-        ids.extend(t.byte_ids[b] for b in node)
-    elif not ids or ids[-1] != v.unk_id or v.unk_id < 0:  # a run of unknown characters is one <unk>
+    elif v.byte_fallback:  # a byte without a <0xXX> piece is <unk>
+        ids.extend(i for i in (t.byte_ids.get(b, v.unk_id) for b in node) if i >= 0)
+    elif v.unk_id >= 0 and (not ids or ids[-1] != v.unk_id):  # a run of unknown characters is one <unk>
         ids.append(v.unk_id)
 
 
