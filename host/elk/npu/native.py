@@ -29,6 +29,7 @@ void elk_host_npu_stats(const elk_host_npu *h, uint64_t *chunks, uint64_t *cpu_f
 const char *elk_host_npu_log(const elk_host_npu *h);
 const void *elk_host_npu_backend(elk_host_npu *h);
 void *elk_host_npu_runner(elk_host_npu *h);
+int elk_host_npu_attach(void *host, elk_host_npu *s);
 """
 
 BACKENDS = ("sim", "litert")
@@ -130,3 +131,14 @@ class Session:
         c, f, s = self.ffi.new("uint64_t *"), self.ffi.new("uint64_t *"), self.ffi.new("double *")
         self.lib.elk_host_npu_stats(self._h, c, f, s)
         return {"chunks": int(c[0]), "cpu_fallbacks": int(f[0]), "npu_seconds": float(s[0])}
+
+
+def attach_host(model, session: Session | None) -> None:
+    """Point an elk.runtime.Model's C model at `session`'s runner (None detaches). Both bindings load
+    the same libelk, so the handle crosses between the two cffi instances as an address."""
+    ffi, lib = _load()
+    rffi = model._ffi
+    host = ffi.cast("void *", int(rffi.cast("uintptr_t", model._handle())))
+    rc = lib.elk_host_npu_attach(host, session._h if session is not None else ffi.NULL)
+    if rc != 0:
+        raise RuntimeFailure(rc, "npu attach")

@@ -1,0 +1,121 @@
+"""What the `--npu` options of `elk pack`, `elk run` and the `elk npu` commands do, as library
+functions: read a board's NPU facts, pack an image with an NPU section, attach an NPU session to a
+runtime model, and describe a section. Not here: arithmetic (intmath), bytes (section, tflite).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from elk import spec
+from elk.errors import ElkError
+from elk.npu.section import NpuSectionError, parse_section
+
+BACKEND_CHOICES = ("sim", "litert", "off")
+
+
+class NpuOptionError(ElkError):
+    pass
+
+
+@dataclasses.dataclass
+class BoardNpu:
+    board: str
+    kind: str
+    tops: float  # int8 TOPS x efficiency: what the sim's cost model charges compute at
+    dma_gbs: float
+    chunk: int
+
+
+def board_npu(name: str | None) -> BoardNpu | None:
+    """The NPU of board `name` (None when it has none or no board is named)."""
+    if not name:
+        return None
+    from elk import boards
+
+    b = boards.load(name)
+    npu = b.npu
+    if npu.get("kind", "none") == "none":
+        return None
+    tops = npu.get("tops", {})
+    int8 = tops.get("int8", max(tops.values()) if tops else 1.0)
+    return BoardNpu(b.name, npu["kind"], float(int8) * float(npu.get("efficiency", 1.0)),
+                    float(npu.get("dma_gbs", 4.0)), int(npu.get("prefill_chunk_tokens", spec.NPU_DEFAULT_CHUNK)))
+
+
+def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_k: float = 6.0,
+                  max_outliers=None, quant="f32", recipe=None, tokenizer=None, name=None, security_counter=0,
+                  progress=False, **options):
+    """Read a checkpoint, calibrate it, and write an image with an NPU section (elk pack --npu)."""
+    from elk import image as im
+    from elk.convert import load_model
+    from elk.convert.pack import ProgressBar
+    from elk.npu.calibrate import build_section
+    from elk.npu.section import pack_section
+
+    bn = board_npu(board)
+    n = int(chunk or (bn.chunk if bn else spec.NPU_DEFAULT_CHUNK))
+    model = load_model(src, tokenizer=tokenizer, **options)
+    sec = build_section(model, chunk=n, text_file=calib_text, outlier_k=outlier_k, max_outliers=max_outliers)
+    blob = pack_section(sec)
+    bar = ProgressBar() if progress else None
+    result = im.write_image(out, model, quant=quant, recipe=recipe, security_counter=security_counter,
+                            name=name, npu=blob, progress=bar)
+    if bar:
+        bar.close()
+    return result, sec
+
+
+def section_of(image_path) -> bytes:
+    """The NPU section bytes of an image, checked; NpuSectionError when absent or malformed."""
+    from elk import image as im
+
+    img = im.read_image(image_path)
+    if img.npu is None:
+        raise NpuSectionError(f"{image_path}: no NPU section (pack it with `elk pack ... --npu`)")
+    try:
+        parse_section(img.npu)
+    except NpuSectionError as e:
+        raise NpuSectionError(f"{image_path}: {e}") from None
+    return img.npu
+
+
+def resolve_backend(choice: str | None, board: str | None) -> str:
+    """--npu value -> backend name or "off": default off unless the board has an NPU (then sim)."""
+    if choice is None:
+        return "sim" if board_npu(board) else "off"
+    if choice not in BACKEND_CHOICES:
+        raise NpuOptionError(f"--npu must be one of {', '.join(BACKEND_CHOICES)}")
+    return choice
+
+
+def attach(model, backend: str, board: str | None = None, fail_after: int = 0, decline_odd: bool = False):
+    """Route the prefill linears of an elk.runtime.Model through an NPU session; returns the session
+    (kept on the model so it outlives every forward call), or None for "off"."""
+    from elk.npu.native import Session, attach_host
+
+    if backend == "off":
+        return None
+    blob = section_of(model.path)
+    bn = board_npu(board)
+    sess = Session(blob, backend, tops=bn.tops if bn else 0.0, dma_gbs=bn.dma_gbs if bn else 0.0,
+                   decline_odd=decline_odd, fail_after=fail_after)
+    attach_host(model, sess)
+    model._npu_session = sess
+    return sess
+
+
+def describe(blob: bytes) -> list:
+    """Readable lines about an NPU section: chunk, layers, quantization, outlier channels."""
+    sec = parse_section(blob)
+    n_out = sum(len(L.outliers) for L in sec.layers)
+    macs = sum(L.rows * L.cols for L in sec.layers)
+    lines = [f"NPU section v{spec.NPU_VERSION}: {len(sec.layers)} layers, chunk {sec.chunk} tokens, "
+             f"{macs / 1e6:.3f} M int8 weights, {n_out} outlier channels (k = {sec.outlier_k:g}), "
+             f"calibrated on {sec.calib_tokens} tokens",
+             f"{'layer':<22} {'shape':>11} {'in scale/zp':>16} {'out scale/zp':>16} {'outliers':>8} {'tflite':>9}"]
+    for L in sec.layers:
+        lines.append(f"blk.{L.layer}.{L.role.lower():<16} {f'{L.rows}x{L.cols}':>11} "
+                     f"{f'{L.in_scale:.4g}/{L.in_zp}':>16} {f'{L.out_scale:.4g}/{L.out_zp}':>16} "
+                     f"{len(L.outliers):>8} {len(L.tflite):>9}")
+    return lines
