@@ -1,0 +1,188 @@
+"""Reader for Hugging Face Llama checkpoints: a folder with config.json, one or several *.safetensors
+(with model.safetensors.index.json) and tokenizer.model or tokenizer.json; or a hub id fetched with
+huggingface_hub.snapshot_download.
+
+Tensors are opened lazily (memory-mapped, one at a time while packing), so a 1.1B model never sits in
+RAM as float32. HF stores Wq/Wk permuted for the rotate-half RoPE; they are permuted back here to the
+interleaved-pairs convention of the image. Not here: non-Llama architectures or RoPE scaling.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from elk.convert import Config, Model, Tensor, detect_chat_template
+from elk.errors import ElkError, FormatError
+
+HF_NAMES = {
+    "TOK_EMBD": "model.embed_tokens.weight",
+    "ATTN_NORM": "model.layers.{L}.input_layernorm.weight",
+    "WQ": "model.layers.{L}.self_attn.q_proj.weight",
+    "WK": "model.layers.{L}.self_attn.k_proj.weight",
+    "WV": "model.layers.{L}.self_attn.v_proj.weight",
+    "WO": "model.layers.{L}.self_attn.o_proj.weight",
+    "FFN_NORM": "model.layers.{L}.post_attention_layernorm.weight",
+    "W1": "model.layers.{L}.mlp.gate_proj.weight",
+    "W2": "model.layers.{L}.mlp.down_proj.weight",
+    "W3": "model.layers.{L}.mlp.up_proj.weight",
+    "OUTPUT_NORM": "model.norm.weight",
+    "OUTPUT": "lm_head.weight",
+}
+HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.model",
+                "tokenizer.json", "tokenizer_config.json", "generation_config.json"]
+DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
+
+
+def unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """HF rotate-half layout -> interleaved pairs: per head, rows (2, hd/2) become (hd/2, 2)."""
+    rows, cols = w.shape
+    return w.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def read_hub(repo_id: str, tokenizer=None, revision=None, **_) -> Model:
+    """Download (or find in the local cache) the files a Llama checkpoint needs, then read them."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS)
+    except Exception as e:  # offline, unknown repo, gated repo, ...: all become one line
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ElkError(f"{repo_id}: cannot fetch from the Hugging Face hub ({type(e).__name__}: {reason[:160]})") \
+            from None
+    return read(pathlib.Path(folder), tokenizer=tokenizer, source=f"hf: {repo_id}", name=repo_id.split("/")[-1])
+
+
+def _load_json(path: pathlib.Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise FormatError(f"{path}: cannot read ({e.strerror})") from None
+    except ValueError as e:
+        raise FormatError(f"{path}: not valid JSON ({e})") from None
+
+
+def _config(folder: pathlib.Path, c: dict) -> Config:
+    where = folder / "config.json"
+    if c.get("model_type") not in ("llama", None) and "LlamaForCausalLM" not in c.get("architectures", []):
+        raise FormatError(f"{where}: model_type '{c.get('model_type')}' is not a Llama model")
+    if c.get("rope_scaling"):
+        raise FormatError(f"{where}: rope_scaling {c['rope_scaling']} is not supported")
+    try:
+        n_heads = int(c["num_attention_heads"])
+        dim = int(c["hidden_size"])
+        cfg = Config(dim=dim, hidden_dim=int(c["intermediate_size"]), n_layers=int(c["num_hidden_layers"]),
+                     n_heads=n_heads, n_kv_heads=int(c.get("num_key_value_heads") or n_heads),
+                     vocab_size=int(c["vocab_size"]), seq_len=int(c.get("max_position_embeddings", 2048)),
+                     rope_theta=float(c.get("rope_theta", 10000.0)), norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+                     head_dim=int(c.get("head_dim") or dim // max(n_heads, 1)),
+                     tied_output=bool(c.get("tie_word_embeddings", False)))
+    except KeyError as e:
+        raise FormatError(f"{where}: missing {e.args[0]}") from None
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"{where}: bad value ({e})") from None
+    cfg.validate(str(where))
+    return cfg
+
+
+class _SafetensorsFile:
+    """Tensors of one .safetensors file: names and shapes via the safetensors package, data as a
+    memory map of the file (also for BF16, which numpy cannot name)."""
+
+    def __init__(self, path: pathlib.Path):
+        from safetensors import safe_open
+
+        self.path = path
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                self.info = {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+            raw = path.open("rb").read(8)
+            n = int.from_bytes(raw, "little")
+            header = json.loads(path.open("rb").read(8 + n)[8:])
+        except Exception as e:  # safetensors raises its own SafetensorError on damage
+            raise FormatError(f"{path}: damaged safetensors file ({type(e).__name__}: {str(e)[:120]})") from None
+        self.offsets = {k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
+                        for k, v in header.items() if k != "__metadata__"}
+        self.map = np.memmap(path, dtype=np.uint8, mode="r")
+
+    def load(self, name: str) -> np.ndarray:
+        dtype, shape = self.info[name]
+        start, end = self.offsets[name]
+        raw = self.map[start:end].view(DTYPES[dtype])
+        if dtype == "BF16":
+            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+        return raw.astype(np.float32).reshape(shape)
+
+
+def _open_weights(folder: pathlib.Path) -> dict:
+    """name -> _SafetensorsFile holding it."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        wmap = _load_json(index).get("weight_map", {})
+        files = {f: None for f in sorted(set(wmap.values()))}
+    else:
+        files = {p.name: None for p in sorted(folder.glob("*.safetensors"))}
+        wmap = None
+    if not files:
+        raise FormatError(f"{folder}: no *.safetensors weights (other formats like .bin are not read)")
+    where = {}
+    for fname in files:
+        st = _SafetensorsFile(folder / fname)
+        for name in st.info:
+            if wmap is None or wmap.get(name) == fname:
+                where[name] = st
+    return where
+
+
+def read(folder, tokenizer=None, source=None, name=None, **_) -> Model:
+    folder = pathlib.Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FormatError(f"{folder}: no config.json (not a Hugging Face model folder)")
+    cfg = _config(folder, _load_json(folder / "config.json"))
+    where = _open_weights(folder)
+    if not cfg.tied_output and HF_NAMES["OUTPUT"] not in where:
+        cfg.tied_output = True  # some exports leave lm_head out when it equals the embedding
+    tensors = {}
+    for role, layer in cfg.tensor_keys():
+        hname = HF_NAMES[role].replace("{L}", str(layer))
+        st = where.get(hname)
+        if st is None:
+            raise FormatError(f"{folder}: missing tensor {hname}")
+        shape = cfg.tensor_shape(role)
+        got = st.info[hname][1]
+        if st.info[hname][0] not in DTYPES:
+            raise FormatError(f"{st.path}: tensor {hname} has dtype {st.info[hname][0]} (F32, F16, BF16 are read)")
+        if tuple(got) != (shape if len(got) == 2 else (shape[1],)):
+            raise FormatError(f"{st.path}: tensor {hname} has shape {list(got)}, config.json needs {list(shape)}")
+        heads = {"WQ": cfg.n_heads, "WK": cfg.n_kv_heads}.get(role)
+        tensors[(role, layer)] = Tensor(shape=shape, loader=_loader(st, hname, shape, heads))
+    vocab = _vocab(folder, tokenizer)
+    chat = None
+    if (folder / "tokenizer_config.json").is_file():
+        chat = detect_chat_template(_load_json(folder / "tokenizer_config.json").get("chat_template"))
+    chat = chat or detect_chat_template(getattr(vocab, "chat_template", None))
+    model = Model(cfg, tensors, vocab=vocab, name=name or folder.name, source=source or f"hf: {folder.name}",
+                  chat_template=chat)
+    model.validate()
+    return model
+
+
+def _loader(st, hname, shape, heads):
+    def load():
+        w = st.load(hname).reshape(shape)
+        return unpermute_rope(w, heads) if heads else w
+
+    return load
+
+
+def _vocab(folder, tokenizer):
+    from elk import tokenizer as tk
+
+    if tokenizer is not None:
+        return tk.load(tokenizer) if isinstance(tokenizer, (str, pathlib.Path)) else tokenizer
+    for fname in ("tokenizer.model", "tokenizer.json"):
+        if (folder / fname).is_file():
+            return tk.load(folder / fname)
+    raise FormatError(f"{folder}: no tokenizer.model or tokenizer.json (pass --tokenizer FILE)")
