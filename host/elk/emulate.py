@@ -1,0 +1,205 @@
+"""Emulated boards behind real pseudo-terminals: build elk-fw for a board, open a pty pair, run the
+firmware natively or under qemu-user (the board file's `emulation` table) with the pty master as
+its UART, and record the running board in a runtime directory so `elk ports` can list it.
+
+Not here: the protocol (elk.link) or the firmware itself (firmware/src/main).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tty
+
+from elk import boards
+from elk.errors import ElkError
+
+RUNTIME_DIR = pathlib.Path(os.environ.get("ELK_RUNTIME_DIR", "/tmp/elk-emulators"))
+RAM_CAP_MB = 2048  # reserve at most this much board RAM per emulated board (NORESERVE, but be kind)
+FAST_MAX_BAUD = 3000000
+
+
+class EmulatorError(ElkError):
+    pass
+
+
+def build(board: boards.Board, mode: str = "release") -> pathlib.Path:
+    """Run SCons for the board (a no-op when up to date) and return elk-fw's path."""
+    cmd = [sys.executable, "-m", "SCons", "-Q", "-j2", f"board={board.name}"]
+    if mode != "release":
+        cmd.append(f"mode={mode}")
+    fw = board.build_dir(mode) / "elk-fw"
+    cmd.append(str(fw.relative_to(boards.ROOT)))
+    proc = subprocess.run(cmd, cwd=boards.ROOT, capture_output=True, text=True)
+    if proc.returncode != 0 or not fw.exists():
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+        raise EmulatorError(f"building elk-fw for {board.name} failed: {' | '.join(tail)}")
+    return fw
+
+
+def firmware_path(board: boards.Board, mode: str = "release", build_if_missing: bool = True) -> pathlib.Path:
+    fw = board.build_dir(mode) / "elk-fw"
+    if not fw.exists():
+        if not build_if_missing:
+            raise EmulatorError(f"{fw} not built (run `scons board={board.name}`)")
+        return build(board, mode)
+    return fw
+
+
+class Emulator:
+    """One emulated board. `with Emulator("host", flash=path) as emu: Link(emu.port)`.
+
+    baud: the line rate the firmware paces to (0 = unthrottled; default the board file's console baud).
+    """
+
+    def __init__(self, board: str = "host", *, flash=None, baud=None, max_baud=FAST_MAX_BAUD,
+                 broken_above=0, build_first=False, mode="release", log=None, flash_mb=None, threads=1):
+        self.board = boards.load(board)
+        if self.board.emulation.get("kind") == "none":
+            raise EmulatorError(f"{board}: this board is not emulated (emulation kind 'none')")
+        self.prefix = self.board.run_prefix()
+        self.fw = build(self.board, mode) if build_first else firmware_path(self.board, mode)
+        self.baud = self.board.console.get("baud", 115200) if baud is None else int(baud)
+        self.max_baud = max_baud
+        self.broken_above = broken_above
+        self.flash_mb = flash_mb or self.board.flash_mb
+        self.threads = threads
+        self._tmp = None
+        if flash is None:
+            self._tmp = tempfile.NamedTemporaryFile(prefix=f"elk-flash-{board}-", suffix=".bin", delete=False)
+            self._tmp.close()
+            flash = self._tmp.name
+        self.flash = str(flash)
+        self.log = log  # file object for firmware diagnostics (None: inherit stderr)
+        self.proc = None
+        self.port = None
+        self._master = self._slave = None
+        self.record = None
+
+    def command(self) -> list:
+        b = self.board
+        return self.prefix + [
+            str(self.fw), "--uart-fd", str(self._master), "--flash", self.flash, "--board", b.name,
+            "--flash-mb", str(self.flash_mb), "--erase-kb", str(b.erase_block_kb),
+            "--ram-mb", str(min(b.ram_mb, RAM_CAP_MB)), "--baud", str(self.baud),
+            "--max-baud", str(self.max_baud), "--broken-above", str(self.broken_above),
+            "--threads", str(self.threads)]
+
+    def start(self) -> "Emulator":
+        self._master, self._slave = os.openpty()
+        # Raw mode on the slave: no echo, no CR/LF translation, ^C is a byte. The emulator keeps the
+        # slave open so the firmware's UART never sees a hang-up between clients.
+        tty.setraw(self._slave)
+        self.port = os.ttyname(self._slave)
+        self.proc = subprocess.Popen(self.command(), pass_fds=(self._master,), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self.log or None,
+                                     start_new_session=True)
+        os.close(self._master)
+        self._master = None
+        self.record = RUNTIME_DIR / f"{os.getpid()}-{self.proc.pid}.json"
+        try:
+            RUNTIME_DIR.mkdir(parents=True, exist_ok=True)
+            self.record.write_text(json.dumps({
+                "port": self.port, "board": self.board.name, "pid": os.getpid(), "fw_pid": self.proc.pid,
+                "flash": self.flash, "baud": self.baud, "started": time.time()}))
+        except OSError:
+            self.record = None
+        time.sleep(0.05)
+        if self.proc.poll() is not None:
+            raise EmulatorError(f"elk-fw for {self.board.name} exited at start (code {self.proc.returncode})")
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """Stop the firmware at once, as a power cut would (the flash file keeps what was written)."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._master = self._slave = None
+        if self.record is not None:
+            try:
+                self.record.unlink()
+            except OSError:
+                pass
+            self.record = None
+        if self._tmp is not None:
+            try:
+                os.unlink(self._tmp.name)
+            except OSError:
+                pass
+            self._tmp = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def running() -> list:
+    """Emulated boards recorded in the runtime directory whose firmware is still alive."""
+    out = []
+    if not RUNTIME_DIR.is_dir():
+        return out
+    for path in sorted(RUNTIME_DIR.glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+            os.kill(int(rec["fw_pid"]), 0)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            try:
+                path.unlink()  # stale: the emulator died without cleaning up
+            except OSError:
+                pass
+            continue
+        if os.path.exists(rec.get("port", "")):
+            out.append(rec)
+    return out
+
+
+def serve(board: str, flash=None, baud=None, out=sys.stdout, **kw) -> int:
+    """`elk emulate`: start a board, print its port first (flushed), run until Ctrl-C or SIGTERM."""
+    emu = Emulator(board, flash=flash, baud=baud, build_first=True, **kw)
+    stop = {"now": False}
+
+    def on_signal(signum, frame):
+        stop["now"] = True
+
+    old = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        emu.start()
+        print(f"port: {emu.port}", file=out, flush=True)
+        rate = "unthrottled" if emu.baud == 0 else f"{emu.baud} baud"
+        print(f"board: {emu.board.name} ({rate}), flash: {emu.flash}; Ctrl-C stops", file=out, flush=True)
+        while not stop["now"]:
+            if not emu.alive():
+                raise EmulatorError(f"elk-fw exited (code {emu.proc.returncode})")
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        emu.stop()
+    return 0

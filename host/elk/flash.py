@@ -1,0 +1,255 @@
+"""`elk flash`: write an image into a board's inactive slot over the serial link, sending only the
+blocks the board does not already hold (block hashes: unchanged blocks are skipped or copied from the
+other slot, an interrupted transfer resumes), verify the SHA-256 on the board, boot it and commit.
+Several ports flash in parallel, one progress line each; one failing board does not stop the others.
+
+Not here: framing and retransmission (elk.link).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+import struct
+import sys
+import threading
+import time
+
+from elk import proto_spec as P
+from elk.errors import ElkError
+from elk.link import CMD, BoardReplyError, LinkError, connect
+
+COPY_RUN_MAX = 64  # blocks per FLASH_COPY request: bounds the board's time per reply
+
+
+class ImageTooLargeError(ElkError):
+    pass
+
+
+@dataclasses.dataclass
+class FlashResult:
+    port: str
+    ok: bool = False
+    error: str = ""
+    image_size: int = 0
+    slot: str = ""
+    block_size: int = 0
+    blocks_sent: int = 0
+    blocks_copied: int = 0
+    blocks_skipped: int = 0
+    data_bytes_sent: int = 0      # image bytes carried in FLASH_DATA frames
+    wire_bytes_out: int = 0
+    wire_bytes_in: int = 0
+    retransmits: int = 0
+    baud: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"{self.port}: FAILED: {self.error}"
+        rate = self.data_bytes_sent / self.seconds if self.seconds > 0 else 0
+        line = "unthrottled" if self.baud == 0 else f"{self.baud} baud"
+        return (f"{self.port}: OK slot {self.slot}, {_size(self.image_size)} image: sent {self.blocks_sent} "
+                f"blocks ({_size(self.data_bytes_sent)}), copied {self.blocks_copied}, skipped "
+                f"{self.blocks_skipped} in {self.seconds:.1f} s ({_size(rate)}/s at {line}), "
+                f"{self.retransmits} retransmits")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def block_hashes(data: bytes, block: int) -> list:
+    """First 8 bytes of SHA-256 of each block (the last one may be short), as the board computes them."""
+    return [hashlib.sha256(data[i:i + block]).digest()[:P.BLOCK_HASH_SIZE] for i in range(0, len(data), block)]
+
+
+def _plan(local, target, other) -> list:
+    """Per block: 'skip' (target slot already right), 'copy' (the other slot has it), or 'send'."""
+    plan = []
+    for i, h in enumerate(local):
+        if i < len(target) and target[i] == h:
+            plan.append("skip")
+        elif i < len(other) and other[i] == h:
+            plan.append("copy")
+        else:
+            plan.append("send")
+    return plan
+
+
+def _runs(plan, action):
+    """(first, count) of consecutive blocks with this action."""
+    i = 0
+    while i < len(plan):
+        if plan[i] != action:
+            i += 1
+            continue
+        j = i
+        while j < len(plan) and plan[j] == action:
+            j += 1
+        yield i, j - i
+        i = j
+
+
+class _Transfer:
+    """One board's flash: the link, the image and the counters the progress line shows."""
+
+    def __init__(self, port, data, sha, connect_baud, baud, progress):
+        self.res = FlashResult(port, image_size=len(data))
+        self.data, self.sha = data, sha
+        self.connect_baud, self.baud = connect_baud, baud
+        self.progress = progress
+        self.done = 0
+        self.t0 = time.monotonic()
+
+    def tick(self, n):
+        self.done += n
+        if self.progress:
+            self.progress.update(self.res.port, self.done, len(self.data), time.monotonic() - self.t0)
+
+    def run(self):
+        link = connect(self.res.port, self.connect_baud)
+        try:
+            self._run(link)
+        finally:
+            c = link.counters
+            self.res.wire_bytes_out, self.res.wire_bytes_in, self.res.retransmits = c.wire_out, c.wire_in, c.retransmits
+            self.res.baud = link.baud
+            link.close()
+
+    def _switch_baud(self, link, info):
+        want = self.baud if self.baud else info.max_baud
+        if link.baud == 0 or not want or want == link.baud or not info.capabilities & P.CAPABILITIES["SET_BAUD"]:
+            return
+        if not link.set_baud(min(want, info.max_baud)) and self.progress:
+            self.progress.note(self.res.port, f"link failed at {want} baud, staying at {link.baud}")
+
+    def _run(self, link):
+        info = link.info()
+        size = len(self.data)
+        if size > info.slot_size:
+            raise ImageTooLargeError(f"{self.res.port}: image too large for the board's flash: {_size(size)} "
+                                     f"> slot size {_size(info.slot_size)} ({info.board})")
+        self._switch_baud(link, info)
+        r = link.request(CMD["FLASH_BEGIN"], struct.pack("<Q", size) + self.sha)
+        slot, block, _slot_size = struct.unpack_from("<B3xIQ", r)
+        self.res.slot, self.res.block_size = "AB"[slot], block
+        local = block_hashes(self.data, block)
+        for attempt in range(2):
+            target = link.block_hashes(slot, size, block, len(local))
+            other_slot = info.slots[1 - slot]
+            other = link.block_hashes(1 - slot, size, block, len(local)) if other_slot.image_size else []
+            plan = _plan(local, target, other)
+            self._apply(link, plan, block)
+            try:
+                link.request(CMD["FLASH_END"], extra_time=2.0 + size / 5e6)
+                break
+            except BoardReplyError as e:
+                if e.status != -6 or attempt:  # ELK_E_HASH: resend what differs once more
+                    raise
+        link.request(CMD["BOOT"], bytes([slot]), extra_time=5.0 + size / 50e6)
+        link.request(CMD["COMMIT"], bytes([slot]))
+        self.res.ok = True
+
+    def _apply(self, link, plan, block):
+        size = len(self.data)
+        skipped = plan.count("skip")
+        self.res.blocks_skipped += skipped
+        self.tick(min(size, skipped * block))
+        for first, count in _runs(plan, "copy"):
+            for f in range(first, first + count, COPY_RUN_MAX):
+                n = min(COPY_RUN_MAX, first + count - f)
+                link.request(CMD["FLASH_COPY"], struct.pack("<II", f, n), extra_time=n * block / 20e6)
+                self.res.blocks_copied += n
+                self.tick(min(size, (f + n) * block) - f * block)
+        chunk = max(1024, (link.payload_max - 8) // 1024 * 1024)
+        for first, count in _runs(plan, "send"):
+            start, end = first * block, min(size, (first + count) * block)
+            for off in range(start, end, chunk):
+                piece = self.data[off:min(end, off + chunk)]
+                link.request(CMD["FLASH_DATA"], struct.pack("<Q", off) + piece, extra_time=len(piece) / 20e6)
+                self.res.data_bytes_sent += len(piece)
+                self.tick(len(piece))
+            self.res.blocks_sent += count
+
+
+class Progress:
+    """One line per board: bytes, rate, time left. Redrawn in place on a terminal, else every second."""
+
+    def __init__(self, ports, out=sys.stderr):
+        self.ports = list(ports)
+        self.out = out
+        self.tty = hasattr(out, "isatty") and out.isatty()
+        self.lines = {p: f"{p}: connecting" for p in self.ports}
+        self.lock = threading.Lock()
+        self.last = 0.0
+        self.drawn = False
+
+    def update(self, port, done, total, elapsed):
+        rate = done / elapsed if elapsed > 0 else 0
+        left = (total - done) / rate if rate > 0 else 0
+        width = 24
+        filled = int(width * done / total) if total else width
+        bar = "#" * filled + "." * (width - filled)
+        self.lines[port] = (f"{port}: [{bar}] {100 * done // max(total, 1):3d}% {_size(done)}/{_size(total)} "
+                            f"{_size(rate)}/s {int(left) // 60:02d}:{int(left) % 60:02d} left")
+        self._draw(done >= total)
+
+    def note(self, port, text):
+        with self.lock:
+            print(f"{port}: {text}", file=self.out, flush=True)
+
+    def _draw(self, force=False):
+        with self.lock:
+            now = time.monotonic()
+            if not self.tty:
+                if force or now - self.last > 1.0:
+                    self.last = now
+                    print("\n".join(self.lines[p] for p in self.ports), file=self.out, flush=True)
+                return
+            if not force and now - self.last < 0.1:
+                return
+            self.last = now
+            if self.drawn:
+                self.out.write(f"\x1b[{len(self.ports)}F")
+            self.out.write("".join(f"\x1b[2K{self.lines[p]}\n" for p in self.ports))
+            self.out.flush()
+            self.drawn = True
+
+
+def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=sys.stderr) -> list:
+    """Flash `image` to every port (in parallel). Returns one FlashResult per port, in order."""
+    path = pathlib.Path(image)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ElkError(f"{image}: {e.strerror}") from None
+    if len(data) < 256 or data[:4] != b"ELK1":
+        raise ElkError(f"{image}: not an elk image (pack one with `elk pack`)")
+    sha = hashlib.sha256(data).digest()
+    prog = Progress(ports, out) if progress else None
+    transfers = [_Transfer(p, data, sha, connect_baud, baud, prog) for p in ports]
+
+    def work(t):
+        try:
+            t.run()
+        except ElkError as e:
+            t.res.error = str(e).removeprefix(f"{t.res.port}: ")
+        except Exception as e:  # noqa: BLE001 (one board's surprise must not stop the others)
+            t.res.error = f"{type(e).__name__}: {e}"
+        t.res.seconds = time.monotonic() - t.t0
+
+    threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in transfers]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return [t.res for t in transfers]
+
+
+__all__ = ["flash", "FlashResult", "ImageTooLargeError", "block_hashes", "LinkError"]

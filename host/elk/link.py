@@ -1,0 +1,536 @@
+"""Serial protocol v1 client (docs/protocol.md) over pyserial: COBS/CRC-32 framing, sequence numbers,
+retransmission on timeout or NAK, HELLO negotiation, event acknowledgement, and typed commands
+(INFO, flash, boot/commit/rollback, SET_BAUD, GENERATE/ABORT).
+
+Works on any pyserial port or URL (a /dev/pts/N of `elk emulate`, /dev/ttyUSB0, loop://).
+Not here: the flashing policy (elk.flash) or the chat console (elk.chat).
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import dataclasses
+import errno
+import os
+import random
+import struct
+import time
+import zlib
+
+from elk import proto_spec as P
+from elk.errors import ElkError, code_name
+
+KIND = P.FRAME_KINDS
+CMD = P.COMMANDS
+EVT = P.EVENTS
+CMD_NAMES = {v: k for k, v in CMD.items()}
+HOST_PAYLOAD_MAX = 16384  # what this client accepts from a board
+READ_SLICE = 0.01  # seconds one serial read may block
+STOP_NAMES = {v: k.lower() for k, v in P.STOP_REASONS.items()}
+
+
+class LinkError(ElkError):
+    """The serial link failed: the port, the board's answers, or the protocol."""
+
+
+class NoAnswerError(LinkError):
+    pass
+
+
+class ProtocolVersionError(LinkError):
+    pass
+
+
+class BoardReplyError(LinkError):
+    """The board answered a command with an error status."""
+
+    def __init__(self, command: str, status: int, detail: str = ""):
+        self.command = command
+        self.status = status
+        name, message = code_name(status)
+        super().__init__(f"board refused {command}: {message} ({name}){': ' + detail if detail else ''}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Framing
+
+
+def cobs_encode(data: bytes) -> bytes:
+    """COBS: no 0x00 in the output; one code byte per run of up to 254 non-zero bytes."""
+    out = bytearray(b"\x00")
+    code_pos, code = 0, 1
+    for b in data:
+        if b == 0:
+            out[code_pos] = code
+            code_pos, code = len(out), 1
+            out.append(0)
+            continue
+        out.append(b)
+        code += 1
+        if code == 0xFF:
+            out[code_pos] = code
+            code_pos, code = len(out), 1
+            out.append(0)
+    out[code_pos] = code
+    return bytes(out)
+
+
+def cobs_decode(data: bytes) -> bytes:
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        code = data[i]
+        i += 1
+        if code == 0 or i + code - 1 > n:
+            raise ValueError("bad COBS code")
+        out += data[i:i + code - 1]
+        i += code - 1
+        if code != 0xFF and i < n:
+            out.append(0)
+    return bytes(out)
+
+
+def encode_frame(kind: int, code: int, seq: int, payload: bytes = b"") -> bytes:
+    body = struct.pack("<BBH", kind, code, seq & 0xFFFF) + payload
+    body += struct.pack("<I", zlib.crc32(body))
+    return b"\x00" + cobs_encode(body) + b"\x00"
+
+
+@dataclasses.dataclass
+class Frame:
+    kind: int
+    code: int
+    seq: int
+    payload: bytes
+
+
+class BadFrame:
+    def __init__(self, reason: int):
+        self.reason = reason
+
+
+class FrameDecoder:
+    """Byte stream -> Frame / BadFrame objects; bytes outside frames (console text) go to .text."""
+
+    def __init__(self, limit: int = HOST_PAYLOAD_MAX):
+        self.limit = limit
+        self.buf = bytearray()
+        self.in_frame = False
+        self.text = bytearray()
+
+    def feed(self, data: bytes) -> list:
+        out = []
+        for b in data:
+            if not self.in_frame:
+                if b == 0:
+                    self.in_frame, self.buf = True, bytearray()
+                else:
+                    self.text.append(b)
+                continue
+            if b != 0:
+                self.buf.append(b)
+                continue
+            if not self.buf:
+                continue  # closing delimiter of one frame followed by the opening of the next
+            self.in_frame = False
+            out.append(self._finish(bytes(self.buf)))
+        if len(self.text) > 65536:
+            del self.text[:-4096]
+        return out
+
+    def _finish(self, wire: bytes):
+        if len(wire) > self.limit + 64:
+            return BadFrame(P.NAK_REASONS["TOO_LONG"])
+        try:
+            raw = cobs_decode(wire)
+        except ValueError:
+            return BadFrame(P.NAK_REASONS["MALFORMED"])
+        if len(raw) < P.FRAME_HEADER_SIZE + P.FRAME_CRC_SIZE:
+            return BadFrame(P.NAK_REASONS["MALFORMED"])
+        body, crc = raw[:-4], struct.unpack("<I", raw[-4:])[0]
+        if zlib.crc32(body) != crc:
+            return BadFrame(P.NAK_REASONS["CRC"])
+        kind, code, seq = struct.unpack("<BBH", body[:4])
+        return Frame(kind, code, seq, body[4:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Replies
+
+
+@dataclasses.dataclass
+class SlotInfo:
+    index: int
+    valid: bool
+    active: bool
+    running: bool
+    image_size: int
+    sha256: str
+    name: str
+
+    @property
+    def letter(self) -> str:
+        return "AB"[self.index]
+
+
+@dataclasses.dataclass
+class BoardInfo:
+    protocol: int
+    capabilities: int
+    max_payload: int
+    baud: int
+    max_baud: int
+    ram_bytes: int
+    flash_bytes: int
+    block_size: int
+    slot_size: int
+    active: int
+    running: int
+    previous: int
+    board: str
+    firmware: str
+    slots: list
+    n_ctx: int
+    ctx_used: int
+    kernels: str
+    chat_template: str
+    boot_error: str
+
+    def caps(self) -> list:
+        return [name.lower() for name, bit in P.CAPABILITIES.items() if self.capabilities & bit]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["capabilities"] = self.caps()
+        for key in ("active", "running", "previous"):
+            d[key] = "AB"[d[key]] if d[key] < 2 else None
+        return d
+
+
+def _cstr(b: bytes) -> str:
+    return b.split(b"\x00", 1)[0].decode("utf-8", "replace")
+
+
+def parse_info(p: bytes) -> BoardInfo:
+    head = struct.Struct("<HIIIIQQIQBBBB32s32s")
+    if len(p) < head.size + 2 * 112 + 8 + 32 + 16:
+        raise LinkError(f"INFO reply too short ({len(p)} bytes)")
+    (proto, caps, max_payload, baud, max_baud, ram, flash, block, slot_size, active, running, prev, _n,
+     board, fw) = head.unpack_from(p, 0)
+    off = head.size
+    slots = []
+    for i in range(2):
+        flags, _, size, sha, name = struct.unpack_from("<IIQ32s64s", p, off)
+        off += 112
+        slots.append(SlotInfo(i, bool(flags & P.SLOT_FLAGS["VALID"]), bool(flags & P.SLOT_FLAGS["ACTIVE"]),
+                              bool(flags & P.SLOT_FLAGS["RUNNING"]), size, sha.hex(), _cstr(name)))
+    n_ctx, used = struct.unpack_from("<II", p, off)
+    kernels, template = struct.unpack_from("<32s16s", p, off + 8)
+    boot_error = _cstr(p[off + 56:off + 120]) if len(p) >= off + 120 else ""
+    return BoardInfo(proto, caps, max_payload, baud, max_baud, ram, flash, block, slot_size, active, running,
+                     prev, _cstr(board), _cstr(fw), slots, n_ctx, used, _cstr(kernels), _cstr(template),
+                     boot_error)
+
+
+@dataclasses.dataclass
+class GenStats:
+    stop: str
+    prompt_tokens: int
+    gen_tokens: int
+    ttft_s: float
+    total_s: float
+    ctx_used: int
+    n_ctx: int
+    status: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        gen_time = self.total_s - self.ttft_s
+        return (self.gen_tokens - 1) / gen_time if self.gen_tokens > 1 and gen_time > 0 else 0.0
+
+
+def parse_stats(p: bytes) -> GenStats:
+    stop, prompt, gen, ttft, total, used, n_ctx, status = struct.unpack_from("<B3xIIIIIIi", p)
+    return GenStats(STOP_NAMES.get(stop, str(stop)), prompt, gen, ttft / 1e6, total / 1e6, used, n_ctx, status)
+
+
+# ---------------------------------------------------------------------------------------------
+# The link
+
+
+@dataclasses.dataclass
+class Counters:
+    wire_out: int = 0       # bytes written to the line
+    wire_in: int = 0        # bytes read from the line
+    payload_out: int = 0    # payload bytes of requests (first transmissions only)
+    frames_out: int = 0
+    retransmits: int = 0
+    naks_in: int = 0
+    bad_in: int = 0         # damaged frames received
+
+
+def open_serial(port: str, baud: int):
+    import serial
+
+    try:
+        return serial.serial_for_url(port, baudrate=baud, timeout=READ_SLICE, write_timeout=10, exclusive=True)
+    except serial.SerialException as e:
+        err = getattr(e, "errno", None)
+        text = str(e)
+        if err == errno.ENOENT or "No such file" in text or "could not open port" in text and "No such" in text:
+            raise LinkError(f"{port}: port not found (is `elk emulate` running? `elk ports` lists ports)") from None
+        if err == errno.EACCES or "Permission denied" in text:
+            raise LinkError(f"{port}: permission denied (add yourself to the 'dialout' group)") from None
+        if "busy" in text.lower() or "lock" in text.lower():
+            raise LinkError(f"{port}: port is in use by another program") from None
+        raise LinkError(f"{port}: cannot open: {text}") from None
+    except (OSError, ValueError) as e:
+        raise LinkError(f"{port}: cannot open: {e}") from None
+
+
+class Link:
+    """One connection to a board. `with Link(port) as link: link.info()`."""
+
+    def __init__(self, port: str, baud: int = 115200, *, retries: int = P.RETRY_COUNT, ser=None):
+        self.port = port
+        self.baud = baud           # the board's line rate (0 = unthrottled emulated line)
+        self.retries = retries
+        self.ser = ser if ser is not None else open_serial(port, baud or 115200)
+        self.dec = FrameDecoder()
+        self.seq = random.randrange(0x10000)
+        self.payload_max = P.PAYLOAD_MAX_DEFAULT
+        self.counters = Counters()
+        self.events = collections.deque()
+        self.last_event_seq = None
+        self.hello_reply = None
+        self._pending = None       # (seq, wire) of the request awaiting its RESP
+        self._resp = None
+        try:
+            self.ser.reset_input_buffer()
+        except Exception:  # noqa: BLE001 (URL handlers without buffers)
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            self.ser.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # -- wire -----------------------------------------------------------------------------------
+
+    def _write(self, wire: bytes) -> None:
+        try:
+            self.ser.write(wire)
+        except Exception as e:  # noqa: BLE001 (SerialTimeoutException, OSError)
+            raise LinkError(f"{self.port}: write failed: {e}") from None
+        self.counters.wire_out += len(wire)
+
+    def wire_time(self, nbytes: int) -> float:
+        return nbytes * 10 / self.baud if self.baud else 0.0
+
+    def pump(self, timeout: float) -> None:
+        """Read what arrives within about `timeout` seconds and handle every complete frame."""
+        end = time.monotonic() + timeout
+        data = b""
+        try:
+            while True:
+                # the port's own timeout (READ_SLICE) bounds each read; changing it would re-apply termios
+                data = self.ser.read(max(1, self.ser.in_waiting))
+                if data or time.monotonic() >= end:
+                    break
+        except Exception as e:  # noqa: BLE001 (port vanished: the emulator stopped)
+            raise LinkError(f"{self.port}: read failed: {e}") from None
+        self.counters.wire_in += len(data)
+        for f in self.dec.feed(data):
+            self._handle(f)
+
+    def _handle(self, f) -> None:
+        if isinstance(f, BadFrame):
+            self.counters.bad_in += 1
+            self._write(encode_frame(KIND["NAK"], 0, 0xFFFF, bytes([f.reason])))
+            return
+        if f.kind == KIND["RESP"]:
+            if self._pending and f.seq == self._pending[0]:
+                self._resp = f
+        elif f.kind == KIND["EVENT"]:
+            self._write(encode_frame(KIND["EACK"], f.code, f.seq))
+            if f.seq != self.last_event_seq:
+                self.last_event_seq = f.seq
+                self.events.append(f)
+        elif f.kind == KIND["NAK"]:
+            self.counters.naks_in += 1
+            if self._pending:
+                self.counters.retransmits += 1
+                self._write(self._pending[1])
+
+    def request(self, code: int, payload: bytes = b"", *, extra_time: float = 0.0, check: bool = True) -> bytes:
+        """Send one command and return the reply payload after the status. Retransmits on timeout."""
+        self.seq = (self.seq + 1) & 0xFFFF
+        wire = encode_frame(KIND["REQ"], code, self.seq, payload)
+        self._pending, self._resp = (self.seq, wire), None
+        self.counters.frames_out += 1
+        self.counters.payload_out += len(payload)
+        # the reply may be as large as our limit: allow for its wire time too
+        rto = P.RETRY_BASE_MS / 1000 + 2 * self.wire_time(len(wire) + 64) + extra_time
+        try:
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    self.counters.retransmits += 1
+                self._write(wire)
+                deadline = time.monotonic() + rto
+                while self._resp is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.pump(min(left, 0.05))
+                if self._resp is not None:
+                    break
+                rto = min(rto * 1.5, rto + 2.0)
+            else:
+                name = CMD_NAMES.get(code, hex(code))
+                raise NoAnswerError(f"{self.port}: no answer from the board to {name} "
+                                    f"(is `elk emulate` running? right --baud?)")
+        finally:
+            resp, self._pending = self._resp, None
+        if len(resp.payload) < 2:
+            raise LinkError(f"{self.port}: reply to {CMD_NAMES.get(code)} too short")
+        status = struct.unpack_from("<h", resp.payload)[0]
+        if status and check:
+            raise BoardReplyError(CMD_NAMES.get(code, hex(code)), status)
+        return resp.payload[2:] if check else resp.payload
+
+    # -- session --------------------------------------------------------------------------------
+
+    def hello(self, retries: int | None = None) -> dict:
+        saved = self.retries
+        if retries is not None:
+            self.retries = retries
+        try:
+            raw = self.request(CMD["HELLO"], struct.pack("<HHI", P.PROTO_VERSION, 0, HOST_PAYLOAD_MAX),
+                               check=False)
+        finally:
+            self.retries = saved
+        status = struct.unpack_from("<h", raw)[0]
+        if len(raw) < 20:
+            raise LinkError(f"{self.port}: HELLO reply too short")
+        version, board_max, caps, baud, max_baud = struct.unpack_from("<HIIII", raw, 2)
+        if version != P.PROTO_VERSION:
+            raise ProtocolVersionError(f"{self.port}: protocol version mismatch: the board speaks v{version}, "
+                                       f"this elk speaks v{P.PROTO_VERSION} (update the firmware or elk)")
+        if status:
+            raise BoardReplyError("HELLO", status)
+        self.payload_max = min(board_max, HOST_PAYLOAD_MAX)
+        self.baud = baud
+        self.hello_reply = {"version": version, "max_payload": board_max, "capabilities": caps,
+                            "baud": baud, "max_baud": max_baud}
+        return self.hello_reply
+
+    def info(self) -> BoardInfo:
+        return parse_info(self.request(CMD["INFO"]))
+
+    def set_baud(self, baud: int) -> bool:
+        """Switch both ends to `baud`; on no answer at the new rate, return to the old one (False)."""
+        old = self.baud
+        self.request(CMD["SET_BAUD"], struct.pack("<I", baud))
+        if old == 0:
+            return True  # an unthrottled emulated line only records the rate
+        try:
+            self.ser.baudrate = baud
+        except Exception:  # noqa: BLE001
+            pass
+        self.baud = baud
+        try:
+            self.hello(retries=2)
+            return True
+        except NoAnswerError:
+            pass
+        self.baud = old
+        try:
+            self.ser.baudrate = old
+        except Exception:  # noqa: BLE001
+            pass
+        # the board returns to the old rate once BAUD_CONFIRM_MS pass without a frame
+        time.sleep(P.BAUD_CONFIRM_MS / 1000)
+        self.dec = FrameDecoder()
+        self.hello()
+        return False
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def block_hashes(self, slot: int, limit: int, block: int, count_total: int) -> list:
+        hashes = []
+        per_block_s = block / 20e6  # board hashing rate; qemu is slower than native
+        while len(hashes) < count_total:
+            want = count_total - len(hashes)
+            r = self.request(CMD["BLOCK_HASHES"], struct.pack("<B3xIIQ", slot, len(hashes), want, limit),
+                             extra_time=2.0 + per_block_s * min(want, 1024) * 10)
+            _bs, got = struct.unpack_from("<II", r)
+            if got == 0:
+                break
+            hashes += [r[8 + i * 8:16 + i * 8] for i in range(got)]
+        return hashes
+
+    def generate(self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 top_k: int = 0, repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 0,
+                 raw: bool = False, reset: bool = False, idle_timeout: float = 120.0):
+        """Yield text pieces as the board produces them; self.last_stats holds the STATS afterwards."""
+        flags = (P.GEN_FLAGS["RAW"] if raw else 0) | (P.GEN_FLAGS["RESET_CONTEXT"] if reset else 0)
+        head = struct.pack("<IIffIfIQ", flags, max_tokens, temperature, top_p, top_k, repeat_penalty,
+                           repeat_last_n, seed)
+        self.last_stats = None
+        self.events.clear()
+        self.request(CMD["GENERATE"], head + prompt.encode("utf-8"))
+        utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        last = time.monotonic()
+        while True:
+            while self.events:
+                ev = self.events.popleft()
+                last = time.monotonic()
+                if ev.code == EVT["PIECE"]:
+                    text = utf8.decode(ev.payload)
+                    if text:
+                        yield text
+                elif ev.code == EVT["STATS"]:
+                    tail = utf8.decode(b"", final=True)
+                    if tail:
+                        yield tail
+                    self.last_stats = parse_stats(ev.payload)
+                    return
+            if time.monotonic() - last > idle_timeout:
+                raise NoAnswerError(f"{self.port}: the board stopped sending text")
+            self.pump(0.05)
+
+    def abort(self) -> None:
+        self.request(CMD["ABORT"])
+
+    def drain_generation(self, timeout: float = 10.0) -> GenStats | None:
+        """After abort(): consume pieces until STATS."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            while self.events:
+                ev = self.events.popleft()
+                if ev.code == EVT["STATS"]:
+                    self.last_stats = parse_stats(ev.payload)
+                    return self.last_stats
+            self.pump(0.05)
+        return None
+
+
+def connect(port: str, baud: int = 115200) -> Link:
+    """Open the port and say HELLO; raise a one-line LinkError if nothing answers."""
+    if "://" not in port and not os.path.exists(port):
+        raise LinkError(f"{port}: port not found (is `elk emulate` running? `elk ports` lists ports)")
+    link = Link(port, baud)
+    try:
+        link.hello()
+    except Exception:
+        link.close()
+        raise
+    return link
