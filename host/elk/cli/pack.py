@@ -15,6 +15,13 @@ def register(sub) -> None:
     p.add_argument("--name", help="model name stored in the header (default: from the source)")
     p.add_argument("--security-counter", type=int, default=0, help="anti-rollback counter (default 0)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-tensor report")
+    # NPU export (elk.npu): on request, or when --board names a board with an NPU.
+    p.add_argument("--npu", action="store_true", help="add an NPU section (int8 .tflite per linear layer)")
+    p.add_argument("--board", help="target board; a board with an NPU implies --npu and sets the chunk")
+    p.add_argument("--npu-chunk", type=int, help="prefill tokens per NPU call (default: board's, else 32)")
+    p.add_argument("--npu-calib", help="calibration text file (paragraphs; default: built-in stories)")
+    p.add_argument("--npu-outliers", type=int, default=None,
+                   help="most outlier channels per layer kept on the CPU (default cols/64; 0 = none)")
     p.set_defaults(func=_pack)
 
     p = sub.add_parser("info", help="show an image's header, config, tokenizer and tensor table")
@@ -38,7 +45,19 @@ def register(sub) -> None:
 
 def _pack(args) -> int:
     from elk.convert.pack import pack, report_lines
+    from elk.npu.offload import board_npu, describe, pack_with_npu
 
+    if args.npu or board_npu(args.board):
+        result, _ = pack_with_npu(args.src, args.output, board=args.board, chunk=args.npu_chunk,
+                                  calib_text=args.npu_calib, max_outliers=args.npu_outliers, quant=args.quant,
+                                  recipe=args.recipe, tokenizer=args.tokenizer, name=args.name,
+                                  security_counter=args.security_counter, progress=sys.stderr.isatty())
+        lines = report_lines(result)
+        from elk.image import read_image
+
+        print("\n".join(lines[-1:] if args.quiet else lines))
+        print(describe(read_image(result.path).npu)[0])
+        return 0
     result = pack(args.src, args.output, quant=args.quant, recipe=args.recipe, tokenizer=args.tokenizer,
                   name=args.name, security_counter=args.security_counter, progress=sys.stderr.isatty())
     lines = report_lines(result)

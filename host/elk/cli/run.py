@@ -17,6 +17,10 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all CPUs)")
     p.add_argument("--ctx", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--kernels", default=None, help="force a kernel table (ref, avx2, neon, ...)")
+    p.add_argument("--npu", choices=("sim", "litert", "off"), default=None,
+                   help="prefill through the image's NPU section: simulated NPU, LiteRT, or off "
+                        "(default: off, sim when --npu-board has an NPU)")
+    p.add_argument("--npu-board", default=None, help="board whose NPU the sim's cost model uses (boards/)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("tokenize", help="print the token ids of a text")
@@ -38,7 +42,10 @@ def _open(args, **kw):
 
 
 def _run(args) -> int:
+    from elk.npu.offload import attach, resolve_backend, stats_line
+
     with _open(args, n_ctx=args.ctx, threads=args.threads, kernels=args.kernels) as m:
+        npu = attach(m, resolve_backend(args.npu, args.npu_board), args.npu_board)
         pieces = m.generate(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, repeat_penalty=args.repeat_penalty,
                             seed=args.seed)
@@ -51,6 +58,8 @@ def _run(args) -> int:
         out.write("\n")
         out.flush()
         print(m.stats.summary(), file=sys.stderr)
+        if npu is not None:
+            print(stats_line(npu, m.stats), file=sys.stderr)
     return 0
 
 

@@ -54,7 +54,7 @@ def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_
     from elk.npu.section import pack_section
 
     bn = board_npu(board)
-    n = int(chunk or (bn.chunk if bn else spec.NPU_DEFAULT_CHUNK))
+    n = int(chunk) if chunk is not None else (bn.chunk if bn else spec.NPU_DEFAULT_CHUNK)
     model = load_model(src, tokenizer=tokenizer, **options)
     sec = build_section(model, chunk=n, text_file=calib_text, outlier_k=outlier_k, max_outliers=max_outliers)
     blob = pack_section(sec)
@@ -119,3 +119,16 @@ def describe(blob: bytes) -> list:
                      f"{f'{L.in_scale:.4g}/{L.in_zp}':>16} {f'{L.out_scale:.4g}/{L.out_zp}':>16} "
                      f"{len(L.outliers):>8} {len(L.tflite):>9}")
     return lines
+
+
+def stats_line(session, gen_stats=None) -> str:
+    """One line for `elk run --npu`: chunks offloaded, CPU fallbacks, simulated NPU time next to the
+    measured prefill time (which, with the sim backend, includes the sim's own CPU work)."""
+    s = session.stats()
+    line = (f"npu {session.backend}: {s['chunks']} chunks offloaded, {s['cpu_fallbacks']} linear calls on the CPU")
+    if session.backend == "sim":
+        line += f", simulated NPU time {1e3 * s['npu_seconds']:.3f} ms"
+    if gen_stats is not None:
+        line += f", measured prefill {1e3 * gen_stats.prefill_s:.1f} ms"
+    notices = session.log.strip()
+    return line + ("\n" + notices if notices else "")
