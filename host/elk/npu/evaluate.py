@@ -63,14 +63,62 @@ def compare(source, section: bytes, prompts, backend: str = "sim", *,
     parse_section(section)  # a clear error for a bad section before the C side sees it
     sess = Session(section, backend, decline_odd=decline_odd, fail_after=fail_after, tops=tops, dma_gbs=dma_gbs)
     cpu, npu = Reference(source), npu_reference(source, sess)
+    return _agreement([(cpu.logits(ids), npu.logits(ids)) for ids in prompts], sess.stats())
+
+
+def _agreement(pairs, stats) -> Agreement:
     n = agree = 0
     kl, max_abs, first = 0.0, 0.0, []
-    for ids in prompts:
-        a, b = cpu.logits(ids), npu.logits(ids)
+    for a, b in pairs:
         la, lb = _log_softmax(a), _log_softmax(b)
         kl += float((np.exp(la) * (la - lb)).sum())
         agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-        n += len(ids)
+        n += a.shape[0]
         max_abs = max(max_abs, float(np.abs(a - b).max()))
         first.append((int(a[-1].argmax()), int(b[-1].argmax())))
-    return Agreement(n, agree / n, kl / n, max_abs, first, sess.stats())
+    return Agreement(n, agree / max(n, 1), kl / max(n, 1), max_abs, first, stats)
+
+
+def compare_runtime(image_path, prompts, backend: str = "sim", board=None, threads: int = 1) -> Agreement:
+    """The C runtime's logits for each prompt, CPU only vs NPU prefill through the image's section.
+    prompts: token id lists or strings (tokenized with BOS by the runtime)."""
+    from elk import runtime
+    from elk.npu.offload import attach
+
+    with runtime.Model(image_path, threads=threads) as m:
+        ids = [m.tokenize(p) if isinstance(p, str) else list(p) for p in prompts]
+        cpu = [m.logits(i) for i in ids]
+        sess = attach(m, backend, board)
+        npu = [m.logits(i) for i in ids]
+        return _agreement(list(zip(cpu, npu)), sess.stats())
+
+
+@dataclasses.dataclass
+class LayerCheck:
+    name: str
+    sim_vs_numpy: int  # max |int8 difference|: C sim vs elk.npu.intmath (must be 0)
+    sim_vs_litert_c: int  # C sim vs the C LiteRT backend (libLiteRt.so through the runtime)
+    sim_vs_litert_py: int  # C sim vs LiteRT's Python Interpreter on the same .tflite bytes
+
+
+def check_backends(blob: bytes, seed: int = 0, litert: bool = True) -> list:
+    """Every exported layer on one random int8 chunk through the sim backend, the numpy reference
+    arithmetic, the LiteRT backend and LiteRT's Python interpreter; max int8 differences per layer."""
+    from elk.npu import intmath
+    from elk.npu.litert import run_tflite
+
+    sec = parse_section(blob)
+    sim = Session(blob, "sim")
+    lrt = Session(blob, "litert") if litert else None
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, L in enumerate(sec.layers):
+        x = rng.integers(-128, 128, (sec.chunk, L.cols)).astype(np.int8)
+        ys = sim.run_chunk(i, x, L.rows).astype(np.int32)
+        yn = intmath.fully_connected_int8(x, L.weights, L.bias, L.in_zp, L.multiplier, L.shift, L.out_zp)
+        d_lc = d_lp = -1
+        if litert:
+            d_lc = int(np.abs(ys - lrt.run_chunk(i, x, L.rows)).max())
+            d_lp = int(np.abs(ys - run_tflite(L.tflite, x)).max())
+        out.append(LayerCheck(f"blk.{L.layer}.{L.role.lower()}", int(np.abs(ys - yn).max()), d_lc, d_lp))
+    return out

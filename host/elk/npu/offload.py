@@ -132,3 +132,20 @@ def stats_line(session, gen_stats=None) -> str:
         line += f", measured prefill {1e3 * gen_stats.prefill_s:.1f} ms"
     notices = session.log.strip()
     return line + ("\n" + notices if notices else "")
+
+
+def export_tflite(blob: bytes, folder) -> list:
+    """Write each layer's .tflite as <folder>/blk.<L>.<role>.tflite; returns the paths."""
+    import pathlib
+
+    out = pathlib.Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for L in parse_section(blob).layers:
+            path = out / f"blk.{L.layer}.{L.role.lower()}.tflite"
+            path.write_bytes(L.tflite)
+            paths.append(path)
+    except OSError as e:
+        raise NpuOptionError(f"{folder}: cannot write ({e.strerror})") from None
+    return paths
