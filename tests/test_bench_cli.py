@@ -1,0 +1,76 @@
+"""`elk bench`: the report has every field with sane values (no timing thresholds: speed is
+measured with `elk bench`, never asserted), bad input gives one line and exit 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, fixture_path
+from elk import bench, image
+from elk.models import synth
+
+
+@pytest.fixture(scope="module")
+def stories(host_build, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "stories260K.elk"
+    subprocess.run([sys.executable, "-m", "elk", "pack", str(fixture_path("stories260K.bin")), "--tokenizer",
+                    str(fixture_path("tok512.bin")), "-o", str(out)], check=True, capture_output=True, cwd=ROOT)
+    return out
+
+
+def elk_cli(*args):
+    return subprocess.run([sys.executable, "-m", "elk", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_bench_json_has_every_field_with_sane_values(stories):
+    p = elk_cli("bench", str(stories), "--threads", "2", "--prompt", "16", "--gen", "8", "--reps", "2", "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    for key in ("decode_tok_s", "prefill_tok_s", "ttft_ms", "decode_gb_s", "bandwidth_pct", "peak_rss_mb", "open_ms"):
+        assert isinstance(r[key], float) and r[key] > 0, key
+    assert r["kernels"] == "avx2" and r["threads"] == 2 and r["n_prompt"] == 16 and r["n_gen"] == 8
+    assert len(r["decode_runs"]) == 2 and len(r["prefill_runs"]) == 2
+    # decode GB/s is exactly bytes/token x tokens/s; the figure the percentage is taken from is the probe's
+    assert r["decode_gb_s"] == pytest.approx(r["weight_bytes_per_token"] * r["decode_tok_s"] / 1e9)
+    assert r["bandwidth_pct"] == pytest.approx(100 * r["decode_gb_s"] / r["machine_gb_s"])
+    assert 0.5 < r["machine_gb_s"] < 1000 and r["probe_gb_s"] <= r["machine_gb_s"]
+    # the time to first token cannot be shorter than the prefill of the prompt
+    assert r["ttft_ms"] >= 1000 * 16 / r["prefill_tok_s"] * 0.999
+    # RSS: Python's baseline plus a 1 MB model and its arena, not hundreds of MB
+    assert r["baseline_rss_mb"] <= r["peak_rss_mb"] < r["baseline_rss_mb"] + 64
+
+
+def test_bench_counts_the_whole_embedding_only_when_it_is_also_the_output(stories, tmp_path):
+    tied = image.read_image(stories)  # stories260K shares token_embd as the output matrix
+    assert "output.weight" not in tied.tensors
+    assert bench.weight_bytes_per_token(stories) == sum(t.size for t in tied.tensors.values())
+    untied_path = synth.synthesize("tiny", tmp_path / "tiny.elk", vocab_path=fixture_path("tok512.bin"), quant="q8_0")
+    untied = image.read_image(untied_path)
+    embd = untied.tensor("TOK_EMBD")
+    others = sum(t.size for t in untied.tensors.values() if t.name != embd.name)
+    assert bench.weight_bytes_per_token(untied_path) == others + embd.size // embd.rows
+
+
+def test_bench_text_report_names_the_figures(stories):
+    p = elk_cli("bench", str(stories), "-t", "1", "-p", "8", "-n", "4", "-r", "1", "--no-probe")
+    assert p.returncode == 0, p.stderr
+    for word in ("prefill", "decode", "first token", "peak RSS", "open", "1 thread"):
+        assert word in p.stdout
+
+
+def test_bandwidth_probe_reads_faster_than_a_megabyte_per_second(host_build):
+    gbs = bench.probe_bandwidth(1, nbytes=64 << 20, reps=2)
+    assert 0.001 < gbs < 1000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "/nonexistent.elk"], "no such file"),
+    (["bench", "STORIES", "--gen", "0"], "must be at least 1"),
+    (["bench", "STORIES", "--prompt", "500", "--gen", "100", "--no-probe"], "exceeds the context"),
+])
+def test_bench_rejects_bad_input_with_one_line(stories, args, message):
+    p = elk_cli(*[str(stories) if a == "STORIES" else a for a in args])
+    assert p.returncode == 2
+    assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1
