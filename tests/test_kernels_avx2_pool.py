@@ -1,0 +1,108 @@
+"""The POSIX thread pool (firmware/platform/posix/threads.c) and threaded decoding.
+
+Decision: a linear layer is split by weight rows and every output element is computed by the same
+kernel on the same bytes whatever the thread count, so logits with N threads equal 1 thread
+bit for bit. The AVX2 table against the ref table is a float tolerance (different summation order).
+"""
+
+import os
+
+import cffi
+import numpy as np
+import pytest
+
+from conftest import fixture_path
+from elk import runtime
+from elk.models import synth
+
+POOL_CDEF = """
+typedef struct elk_pool elk_pool;
+typedef void (*elk_task_fn)(void *ctx, int index, int count);
+int elk_pool_create(elk_pool **out, int n_threads);
+void elk_pool_destroy(elk_pool *pool);
+void elk_pool_parallel_for(void *pool, elk_task_fn fn, void *ctx, int n);
+int elk_pool_size(const elk_pool *pool);
+"""
+
+
+@pytest.fixture(scope="module")
+def pool_lib(host_build):
+    ffi = cffi.FFI()
+    ffi.cdef(POOL_CDEF)
+    return ffi, ffi.dlopen(os.fspath(host_build / "libelk.so"))
+
+
+def test_pool_runs_every_index_exactly_once_across_many_jobs(pool_lib):
+    ffi, lib = pool_lib
+    pool = ffi.new("elk_pool **")
+    assert lib.elk_pool_create(pool, 3) == 0
+    assert lib.elk_pool_size(pool[0]) == 3
+    hits = np.zeros((200, 16), dtype=np.int64)
+    job = [0]
+    counts = []
+
+    @ffi.callback("void(void *, int, int)")
+    def task(ctx, index, count):
+        counts.append(count)
+        hits[job[0], index] += 1
+
+    try:
+        for j in range(200):
+            job[0] = j
+            n = 1 + j % 16  # varying sizes: a late worker must never take an index of the next job
+            lib.elk_pool_parallel_for(pool[0], task, ffi.NULL, n)
+            assert hits[j, :n].tolist() == [1] * n and hits[j, n:].sum() == 0, j
+    finally:
+        lib.elk_pool_destroy(pool[0])
+    assert set(counts) == set(range(1, 17))
+
+
+def test_pool_with_one_thread_runs_on_the_caller_in_order(pool_lib):
+    ffi, lib = pool_lib
+    pool = ffi.new("elk_pool **")
+    assert lib.elk_pool_create(pool, 1) == 0
+    seen = []
+
+    @ffi.callback("void(void *, int, int)")
+    def task(ctx, index, count):
+        seen.append(index)
+
+    lib.elk_pool_parallel_for(pool[0], task, ffi.NULL, 5)
+    lib.elk_pool_destroy(pool[0])
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_pool_rejects_more_than_64_threads(pool_lib):
+    ffi, lib = pool_lib
+    pool = ffi.new("elk_pool **")
+    assert lib.elk_pool_create(pool, 65) < 0 and pool[0] == ffi.NULL
+
+
+@pytest.fixture(scope="module")
+def images(host_build, tmp_path_factory):
+    d = tmp_path_factory.mktemp("pool")
+    vocab = fixture_path("tok512.bin")
+    return {q: synth.synthesize("stories260k", d / f"s-{q}.elk", vocab_path=vocab, quant=q, seed=3)
+            for q in ("f32", "f16", "q8_0", "q4_0")}
+
+
+IDS = [1, 400, 35, 7, 289, 101, 56, 3, 77, 190, 2, 44]
+
+
+@pytest.mark.parametrize("quant", ["f32", "f16", "q8_0", "q4_0"])
+def test_logits_with_two_threads_equal_one_thread_bit_for_bit(images, quant):
+    with runtime.Model(images[quant], threads=1) as m1, runtime.Model(images[quant], threads=2) as m2:
+        assert m1.config.kernels == "avx2" and m2.config.n_threads == 2
+        a, b = m1.logits(IDS), m2.logits(IDS)  # batched prefill: the gemm path for q8_0/q4_0
+    assert np.array_equal(a, b)
+    assert np.isfinite(a).all() and a.std() > 0
+
+
+@pytest.mark.parametrize("quant", ["f32", "q8_0", "q4_0"])
+def test_avx2_logits_match_ref_kernels_within_tolerance(images, quant):
+    with runtime.Model(images[quant], threads=2) as fast, runtime.Model(images[quant], threads=1, kernels="ref") as ref:
+        a, b = fast.logits(IDS), ref.logits(IDS)
+    assert ref.config.kernels == "ref"
+    scale = float(np.abs(b).max())
+    assert float(np.abs(a - b).max()) <= 1e-3 * scale, (float(np.abs(a - b).max()), scale)
+    assert (a.argmax(axis=1) == b.argmax(axis=1)).mean() >= 0.9
