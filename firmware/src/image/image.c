@@ -225,7 +225,8 @@ static void read_tensor(const elk_image *img, uint32_t i, elk_tensor *t, uint64_
     t->cols = elk_le32(e + 60);
     *offset = elk_le64(e + 64);
     t->size = elk_le64(e + 72);
-    t->data = img->base + *offset;
+    /* Pointer arithmetic only inside the image (an unchecked offset could overflow it). */
+    t->data = *offset <= img->file_size ? img->base + *offset : NULL;
 }
 
 static int type_known(uint32_t type)
