@@ -278,6 +278,9 @@ def names() -> list[str]:
 
 
 def load(name: str) -> Board:
+    """A board by name (boards/<name>.toml), or by the path of a .toml file outside boards/."""
+    if name.endswith(".toml") and pathlib.Path(name).is_file():
+        return load_file(pathlib.Path(name))
     path = BOARDS_DIR / f"{name}.toml"
     if not name or "/" in name or not path.is_file():
         raise BoardError(f"unknown board '{name}'; boards: {', '.join(names())}")
@@ -286,3 +289,21 @@ def load(name: str) -> Board:
 
 def load_all() -> list[Board]:
     return [load(n) for n in names()]
+
+
+def build(name: str, mode: str = "release", jobs: int = 2, quiet: bool = False) -> pathlib.Path:
+    """Build libelk and the programs for board `name` with SCons (cross-compiling for ARM boards);
+    returns the build directory. Raises BoardError for an unknown board or a failed build."""
+    import subprocess
+    import sys
+
+    board = load(name)
+    if mode not in ("release", "debug", "asan"):
+        raise BoardError(f"unknown build mode '{mode}' (release, debug, asan)")
+    cmd = [sys.executable, "-m", "SCons", "-Q", f"-j{max(1, jobs)}", f"board={board.name}", f"mode={mode}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=quiet, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] if quiet else []
+        raise BoardError(f"scons board={board.name} mode={mode} failed (exit {proc.returncode})"
+                         + (f": {tail[0]}" if tail else ""))
+    return board.build_dir(mode)
