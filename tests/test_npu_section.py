@@ -1,0 +1,118 @@
+"""The NPU image section: what pack writes parses back, and a corrupt section is refused at load by the
+Python reader, by the C parser (elk_npu_section_open through the host session) and by `elk run --npu`,
+each with one clear line, never a crash."""
+
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, fixture_path
+
+from elk import spec
+from elk.errors import ElkError
+from elk.npu.native import Session
+from elk.npu.section import HEAD, NpuSectionError, pack_section, parse_section
+
+
+@pytest.fixture(scope="module")
+def model():
+    from elk.convert import load_model
+
+    return load_model(fixture_path("stories260K.bin"), tokenizer=fixture_path("tok512.bin"))
+
+
+@pytest.fixture(scope="module")
+def built(model):
+    from elk.npu.calibrate import build_section
+
+    sec = build_section(model, chunk=16, outlier_k=3.0)
+    return sec, pack_section(sec)
+
+
+def test_npu_section_round_trips_every_field(built):
+    sec, blob = built
+    back = parse_section(blob)
+    assert back.chunk == 16 and len(back.layers) == 5 * 7
+    assert [(L.role, L.layer) for L in back.layers] == [(r, i) for i in range(5) for r in spec.NPU_ROLES]
+    for a, b in zip(sec.layers, back.layers):
+        assert (a.rows, a.cols, a.in_zp, a.out_zp) == (b.rows, b.cols, b.in_zp, b.out_zp)
+        assert np.float32(a.in_scale) == b.in_scale and np.float32(a.out_scale) == b.out_scale
+        assert a.tflite == b.tflite
+        assert np.array_equal(a.multiplier, b.multiplier) and np.array_equal(a.shift, b.shift)
+        assert np.array_equal(a.outliers, b.outliers) and np.array_equal(a.outlier_w, b.outlier_w)
+    assert any(len(L.outliers) for L in back.layers), "k = 3 should flag some channels of stories260K"
+    # every blob is 64-byte aligned inside the section
+    for i in range(len(back.layers)):
+        e = spec.NPU_HEAD_SIZE + i * spec.NPU_ENTRY_SIZE
+        assert struct.unpack_from("<Q", blob, e + 32)[0] % 64 == 0
+
+
+def test_npu_section_outlier_weights_are_the_float_columns(model, built):
+    sec, _ = built
+    L = next(L for L in sec.layers if len(L.outliers))
+    w = model.get(L.role, L.layer)
+    assert np.array_equal(L.outlier_w, w[:, L.outliers].T)
+    # the NPU weights carry zeros where the CPU takes over
+    assert not L.weights[:, L.outliers].any()
+
+
+def _corruptions(blob):
+    head_n = spec.NPU_HEAD_SIZE
+    e0 = head_n  # first entry
+    tfl0 = struct.unpack_from("<Q", blob, e0 + 32)[0]
+
+    def patch(off, raw, fix_crc=True):
+        b = bytearray(blob)
+        b[off:off + len(raw)] = raw
+        if fix_crc:
+            import zlib
+
+            n = struct.unpack_from("<I", b, 12)[0]
+            crc = zlib.crc32(bytes(b[head_n:head_n + n * spec.NPU_ENTRY_SIZE]), zlib.crc32(bytes(b[:60])))
+            struct.pack_into("<I", b, 60, crc)
+        return bytes(b)
+
+    return {
+        "magic": (patch(0, b"XXXX"), "bad magic"),
+        "entry byte flipped": (patch(e0 + 5, b"\x7f", fix_crc=False), "CRC"),
+        "tflite outside": (patch(e0 + 32, struct.pack("<Q", len(blob) - 8)), "tflite blob outside"),
+        "tflite identifier": (patch(tfl0 + 4, b"NOPE"), "TFL3"),
+        "weights outside": (patch(e0 + 44, struct.pack("<I", 1 << 30)), "weights or bias outside"),
+        "zero chunk": (patch(8, struct.pack("<I", 0)), "chunk"),
+        "truncated": (blob[:100], "entry table outside"),
+        "bad role": (patch(e0, struct.pack("<H", 1)), "unknown role"),
+    }
+
+
+@pytest.mark.parametrize("case", ["magic", "entry byte flipped", "tflite outside", "tflite identifier",
+                                  "weights outside", "zero chunk", "truncated", "bad role"])
+def test_corrupt_npu_section_rejected_by_python_and_c(built, host_build, case):
+    bad, words = _corruptions(built[1])[case]
+    with pytest.raises(NpuSectionError, match=words):
+        parse_section(bad)
+    with pytest.raises(ElkError) as e:
+        Session(bad, "sim")
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_elk_run_refuses_image_with_corrupt_npu_section(model, built, tmp_path, host_build):
+    from elk import image as im
+
+    blob = bytearray(built[1])
+    blob[spec.NPU_HEAD_SIZE + 5] ^= 0x55  # entry table no longer matches its CRC
+    path = tmp_path / "bad.elk"
+    im.write_image(path, model, npu=bytes(blob))
+    proc = subprocess.run([sys.executable, "-m", "elk", "run", str(path), "--npu", "sim", "-n", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("elk: error:")
+    assert "CRC" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_head_layout_matches_spec():
+    assert HEAD.size == spec.NPU_HEAD_SIZE
+    blob = bytearray(spec.NPU_HEAD_SIZE)
+    struct.pack_into("<I", blob, 0, spec.NPU_MAGIC)
+    assert bytes(blob[:4]) == b"ELKN"
