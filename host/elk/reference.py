@@ -43,18 +43,16 @@ class Linear:
         if not hasattr(self, "q"):
             return _float_dots(self.w, x)
         rows, nb = self.d.shape
-        out = np.empty((x.shape[0], rows), dtype=np.float32)
-        for t in range(x.shape[0]):
-            xb = quant.quantize_q8_0(x[t:t + 1]).reshape(nb, QK + 2)
-            dx = xb[:, :2].copy().view(np.float16).astype(np.float32).reshape(nb)
-            qx = xb[:, 2:].view(np.int8).astype(np.int32)  # (nb, 32)
-            isum = np.einsum("rbj,bj->rb", self.q, qx).astype(np.float32)  # exact int32 block sums
-            scale = self.d * dx[None, :]  # float32 fp16(d_w) * fp16(d_x)
-            acc = np.zeros(rows, dtype=np.float32)
-            for b in range(nb):  # block by block, as the C reference accumulates
-                acc += isum[:, b] * scale[:, b]
-            out[t] = acc
-        return out
+        T = x.shape[0]
+        xb = quant.quantize_q8_0(x).reshape(T, nb, QK + 2)  # each activation row -> Q8_0
+        dx = xb[:, :, :2].copy().view(np.float16).astype(np.float32).reshape(T, nb)
+        qx = xb[:, :, 2:].view(np.int8).astype(np.int32)  # (T, nb, 32)
+        isum = np.einsum("rbj,tbj->trb", self.q, qx).astype(np.float32)  # exact int32 block sums
+        scale = self.d[None, :, :] * dx[:, None, :]  # float32 fp16(d_w) * fp16(d_x), (T, rows, nb)
+        acc = np.zeros((T, rows), dtype=np.float32)
+        for b in range(nb):  # block by block, as the C reference accumulates
+            acc += isum[:, :, b] * scale[:, :, b]
+        return acc
 
     def row(self, i: int) -> np.ndarray:
         """Dequantized row i (embedding lookup)."""
