@@ -192,16 +192,18 @@ const char *elk_model_kernels_name(const elk_model *m)
 /* ---------------------------------------------------------------------------------------------
  * Forward pass building blocks. Shapes: n rows of `dim` floats, one per token. */
 
-/* o = w * x / sqrt(mean(x^2) + eps), per row; the sum of squares in double for accuracy. */
+/* o = (x / sqrt(mean(x^2) + eps)) * w per row, rounded step by step in float32 as the reference
+ * does (a different rounding here can flip a Q8_0 activation downstream); the sum of squares is
+ * accumulated in double, close to numpy's pairwise float32 sum. */
 static void rmsnorm(float *o, const float *x, const float *w, int n, int dim, float eps)
 {
     for (int t = 0; t < n; t++, o += dim, x += dim) {
         double ss = 0.0;
         for (int i = 0; i < dim; i++)
-            ss += (double)x[i] * x[i];
-        float scale = (float)(1.0 / sqrt(ss / dim + eps));
+            ss += (double)(x[i] * x[i]);
+        float rms = sqrtf((float)ss / (float)dim + eps);
         for (int i = 0; i < dim; i++)
-            o[i] = w[i] * (scale * x[i]);
+            o[i] = (x[i] / rms) * w[i];
     }
 }
 
