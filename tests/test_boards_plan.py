@@ -1,0 +1,121 @@
+"""`elk plan`: fit (flash slot, RAM) and speed predictions for real stories260K images on board files.
+Expected numbers are computed here from the model's documented shape (fixtures README), not read back
+from the planner."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, fixture_path
+from elk import plan
+
+# stories260K: dim 64, hidden 172, 5 layers, 8 heads, 4 kv heads, vocab 512, seq_len 512, tied output
+DIM, HIDDEN, LAYERS, HEADS, KV_HEADS, VOCAB, SEQ = 64, 172, 5, 8, 4, 512, 512
+HEAD_DIM = DIM // HEADS
+PARAMS = LAYERS * (2 * DIM * DIM + 2 * DIM * KV_HEADS * HEAD_DIM + 3 * DIM * HIDDEN) + VOCAB * DIM
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plan-images")
+    paths = {}
+    for q in ("f32", "q8_0", "q4_0"):
+        paths[q] = out / f"s-{q}.elk"
+        proc = subprocess.run(
+            [sys.executable, "-m", "elk", "pack", str(fixture_path("stories260K.bin")), "--tokenizer",
+             str(fixture_path("tok512.bin")), "--quant", q, "-o", str(paths[q]), "--quiet"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    return paths
+
+
+def tiny_board(tmp_path, flash_mb=1, ram_mb=4096, erase_kb=4):
+    """An armv7 board file with little flash: a 1 MiB chip has (1 MiB - 2 x 4 KiB) / 2 = 508 KiB slots."""
+    text = (ROOT / "boards" / "qemu-a7.toml").read_text()
+    text = text.replace('name = "qemu-a7"', 'name = "tiny"')
+    text = re.sub(r"^flash_mb = .*$", f"flash_mb = {flash_mb}", text, flags=re.M)
+    text = re.sub(r"^ram_mb = .*$", f"ram_mb = {ram_mb}", text, flags=re.M)
+    text = re.sub(r"^erase_block_kb = .*$", f"erase_block_kb = {erase_kb}", text, flags=re.M)
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def elk_plan(*args):
+    return subprocess.run([sys.executable, "-m", "elk", "plan", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_plan_counts_params_kv_cache_and_weight_bytes_from_the_image(images):
+    p = plan.plan(images["f32"], "rpi5", ctx=100)
+    assert p.params == PARAMS
+    assert p.ram_parts["kv_cache"] == 2 * LAYERS * 100 * KV_HEADS * HEAD_DIM * 4
+    norms = (2 * LAYERS + 1) * DIM * 4
+    assert p.weight_bytes_per_token == PARAMS * 4 + norms  # tied output reads the whole embedding
+    assert p.decode_tps == pytest.approx(17.1e9 / (PARAMS * 4 + norms))
+
+
+def test_plan_quantized_images_decode_faster_by_their_size(images):
+    tps = {q: plan.plan(images[q], "rpi5").decode_tps for q in images}
+    assert tps["q4_0"] > tps["q8_0"] > tps["f32"]
+    # q8_0: 34 bytes per 32 weights; ffn_down rows (172 columns, not a multiple of 32) stay F16;
+    # norms stay F32. The roofline ratio is the ratio of bytes read per token.
+    q8_row = lambda cols: cols // 32 * 34  # noqa: E731
+    layer = (DIM * q8_row(DIM) * 2 + KV_HEADS * HEAD_DIM * q8_row(DIM) * 2 + 2 * HIDDEN * q8_row(DIM)
+             + DIM * HIDDEN * 2)
+    norms = (2 * LAYERS + 1) * DIM * 4
+    q8_bytes = LAYERS * layer + VOCAB * q8_row(DIM) + norms
+    assert plan.plan(images["q8_0"], "rpi5").weight_bytes_per_token == q8_bytes
+    assert tps["q8_0"] / tps["f32"] == pytest.approx((PARAMS * 4 + norms) / q8_bytes)
+
+
+def test_plan_clamps_context_to_the_models_seq_len(images):
+    p = plan.plan(images["q8_0"], "rpi5", ctx=100000)
+    assert p.n_ctx == SEQ and p.ctx_clamped
+    assert p.ram_parts["kv_cache"] == 2 * LAYERS * SEQ * KV_HEADS * HEAD_DIM * 4
+
+
+def test_plan_npu_board_predicts_prefill_speedup(images):
+    rk = plan.plan(images["q8_0"], "rk3588")
+    assert rk.npu["kind"] == "rknpu2" and rk.npu["dtype"] == "int8" and rk.npu["speedup"] > 1
+    ax = plan.plan(images["q4_0"], "ax650n")
+    assert ax.npu["dtype"] == "int4"  # q4_0 weights use the 72 TOPS int4 rate
+    assert plan.plan(images["q8_0"], "rpi5").npu == {}
+
+
+def test_plan_cli_prints_fit_and_speed(images):
+    proc = elk_plan(images["q4_0"], "--board", "rk3588", "--ctx", "256")
+    assert proc.returncode == 0, proc.stderr
+    assert "flash: image" in proc.stdout and ": fits" in proc.stdout
+    assert re.search(r"decode\s+~[\d.]+ tokens/s", proc.stdout)
+    assert re.search(r"on the NPU \(rknpu2, int8 6 TOPS", proc.stdout)
+
+
+def test_plan_refuses_image_larger_than_the_flash_slot(images, tmp_path):
+    board = tiny_board(tmp_path)
+    proc = elk_plan(images["f32"], "--board", board)  # 1.01 MiB image, 508 KiB slot
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert err.startswith("elk: error: model does not fit tiny: image 1.01 MiB exceeds the 0.50 MiB flash slot by")
+    assert "\n" not in err and "Traceback" not in proc.stderr
+    assert elk_plan(images["q4_0"], "--board", board).returncode == 0  # 0.23 MiB fits
+
+
+def test_plan_refuses_when_ram_is_short_and_says_by_how_much(images, tmp_path):
+    board = tiny_board(tmp_path, flash_mb=64, ram_mb=2)
+    proc = elk_plan(images["q4_0"], "--board", board)
+    assert proc.returncode == 2
+    m = re.search(r"needs ([\d.]+) MiB of RAM, the board has 2.00 MiB \(short by ([\d.]+) MiB\)", proc.stderr)
+    assert m and float(m[1]) - 2.0 == pytest.approx(float(m[2]), abs=0.011)
+
+
+def test_plan_rejects_bad_inputs_with_one_line(images, tmp_path):
+    junk = tmp_path / "junk.elk"
+    junk.write_bytes(b"not an image" * 40)
+    for args in ((junk, "--board", "rpi5"), (images["q8_0"], "--board", "nope"),
+                 (images["q8_0"], "--board", "rpi5", "--ctx", "0")):
+        proc = elk_plan(*args)
+        assert proc.returncode == 2 and proc.stderr.startswith("elk: error: ")
+        assert proc.stderr.count("\n") == 1, proc.stderr

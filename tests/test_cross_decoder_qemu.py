@@ -1,0 +1,70 @@
+"""The whole decoder cross-built for each emulated ARM board and run under qemu (elk-run) gives the same
+greedy tokens as the host build, for f32, q8_0 and q4_0 images of stories260K. The prompt is several
+ids, so prefill goes through the batched gemm path (i8mm tiles on qemu-max) and decode through dot."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, fixture_path, scons
+from elk import boards
+
+QUANTS = ("f32", "q8_0", "q4_0")
+# BOS then five ids: a multi-token prefill
+PROMPT = "1 403 407 261 378 432"
+N_TOKENS = 12
+ARM_BOARDS = {"qemu-a76": "neon_dotprod", "qemu-max": "neon_i8mm", "qemu-a7": "neon"}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cross-images")
+    paths = {}
+    for q in QUANTS:
+        paths[q] = out / f"stories260K-{q}.elk"
+        proc = subprocess.run(
+            [sys.executable, "-m", "elk", "pack", str(fixture_path("stories260K.bin")), "--tokenizer",
+             str(fixture_path("tok512.bin")), "--quant", q, "-o", str(paths[q]), "--quiet"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    return paths
+
+
+def generate(board: str, image) -> tuple[list, str]:
+    """Greedy ids from build/<board>/elk-run (under the board's emulator) and its stderr."""
+    prefix = boards.load(board).run_prefix()
+    exe = ROOT / "build" / board / "elk-run"
+    proc = subprocess.run(prefix + [str(exe), str(image), "-p", PROMPT, "-n", str(N_TOKENS),
+                                    "--temperature", "0", "--ids"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{board}: {proc.stderr}"
+    return [int(t) for t in proc.stdout.split()], proc.stderr
+
+
+@pytest.fixture(scope="module")
+def host_tokens(images):
+    scons()
+    return {q: generate("host", images[q])[0] for q in QUANTS}
+
+
+@pytest.mark.parametrize("board", sorted(ARM_BOARDS))
+def test_cross_decoder_arm_board_matches_host_greedy_tokens(board, images, host_tokens):
+    scons(f"board={board}")
+    for q in QUANTS:
+        tokens, log = generate(board, images[q])
+        assert len(tokens) == N_TOKENS
+        assert tokens == host_tokens[q], f"{board} {q}"
+        assert f"kernels {ARM_BOARDS[board]}" in log, log
+
+
+@pytest.mark.parametrize("board", sorted(ARM_BOARDS))
+def test_cross_decoder_arm_board_tells_the_known_story(board, images):
+    """Text in, text out on the board (its own tokenizer too): the fixture's documented greedy story."""
+    scons(f"board={board}")
+    exe = ROOT / "build" / board / "elk-run"
+    proc = subprocess.run(boards.load(board).run_prefix() + [str(exe), str(images["f32"]), "-p", "Once upon a time",
+                                                              "-n", "20", "--temperature", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Once upon a time, there was a little girl named Lily. She loved to play")
