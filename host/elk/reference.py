@@ -62,7 +62,17 @@ class Linear:
 
 
 def _float_dots(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return (x @ w.T).astype(np.float32)
+    """x (T, cols) . w (rows, cols)^T summed left to right in float32, as ref.c's dot_f32 does."""
+    acc = np.zeros((x.shape[0], w.shape[0]), dtype=np.float32)
+    wt = np.ascontiguousarray(w.T)
+    for i in range(w.shape[1]):
+        acc += x[:, i:i + 1] * wt[i][None, :]
+    return acc
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    """float32 exp rounded from float64 (like C's expf, not numpy's float32 SIMD approximation)."""
+    return np.exp(x.astype(np.float64)).astype(np.float32)
 
 
 class Reference:
@@ -111,37 +121,46 @@ class Reference:
     # The forward pass, T tokens at a time
 
     def _rmsnorm(self, x, w):
-        ss = np.mean(x * x, axis=-1, keepdims=True, dtype=np.float32) + np.float32(self.config.norm_eps)
-        return (x / np.sqrt(ss)).astype(np.float32) * w
+        """Sum of float32 squares in float64, then float32: x / sqrt(ss / dim + eps) * w."""
+        ss = np.sum((x * x).astype(np.float64), axis=-1, keepdims=True).astype(np.float32)
+        rms = np.sqrt(ss / np.float32(x.shape[-1]) + np.float32(self.config.norm_eps))
+        return (x / rms) * w
 
     def _rope(self, x, positions):
-        """x: (T, n_heads * head_dim); rotates pairs (x[2i], x[2i+1]) within each head."""
+        """x: (T, n_heads * head_dim); rotates pairs (x[2i], x[2i+1]) within each head. The angle
+        pos * freq is a float32; cos/sin are evaluated in float64 and rounded."""
         c = self.config
         T = x.shape[0]
-        ang = positions[:, None].astype(np.float32) * self.inv_freq[None, :]  # (T, half)
-        cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        ang = positions[:, None].astype(np.float32) * self.inv_freq[None, :]  # (T, half) float32
+        cos = np.cos(ang.astype(np.float64)).astype(np.float32)[:, None, :]
+        sin = np.sin(ang.astype(np.float64)).astype(np.float32)[:, None, :]
         v = x.reshape(T, -1, c.head_dim // 2, 2)
         a, b = v[..., 0], v[..., 1]
         out = np.stack([a * cos - b * sin, a * sin + b * cos], axis=-1)
         return out.reshape(T, -1).astype(np.float32)
 
     def _attention(self, layer, q, positions):
+        """Causal GQA; sums run left to right in float32 as the runtime's attention does."""
         c = self.config
         T, hd = q.shape[0], c.head_dim
         end = self.pos + T
-        keys = self.k_cache[layer, :end].reshape(end, c.n_kv_heads, hd)
-        vals = self.v_cache[layer, :end].reshape(end, c.n_kv_heads, hd)
         group = c.n_heads // c.n_kv_heads
+        keys = np.repeat(self.k_cache[layer, :end].reshape(end, c.n_kv_heads, hd), group, axis=1)
+        vals = np.repeat(self.v_cache[layer, :end].reshape(end, c.n_kv_heads, hd), group, axis=1)
         qh = q.reshape(T, c.n_heads, hd)
-        kh = np.repeat(keys, group, axis=1)  # (end, n_heads, hd): head h reads kv head h // group
-        vh = np.repeat(vals, group, axis=1)
-        scores = np.einsum("thd,shd->hts", qh, kh) / np.float32(np.sqrt(hd))
+        scores = np.zeros((c.n_heads, T, end), dtype=np.float32)
+        for i in range(hd):  # q . k, element by element
+            scores += qh[:, :, i].T[:, :, None] * keys[:, :, i].T[:, None, :]
+        scores *= np.float32(1) / np.sqrt(np.float32(hd))
         mask = np.arange(end)[None, :] > positions[:, None]  # (T, end): future positions
-        scores = np.where(mask[None], -np.inf, scores)
-        scores = scores - scores.max(axis=-1, keepdims=True)
-        p = np.exp(scores)
-        p /= p.sum(axis=-1, keepdims=True)
-        return np.einsum("hts,shd->thd", p.astype(np.float32), vh).reshape(T, -1).astype(np.float32)
+        scores = np.where(mask[None], -np.inf, scores).astype(np.float32)
+        p = _exp(scores - scores.max(axis=-1, keepdims=True))
+        total = np.cumsum(p, axis=-1, dtype=np.float32)[..., -1:]  # sequential float32 sum
+        p = p / total
+        out = np.zeros((T, c.n_heads, hd), dtype=np.float32)
+        for s in range(end):  # sum_s p[s] * v[s], in position order
+            out += p[:, :, s].T[:, :, None] * vals[s][None, :, :]
+        return out.reshape(T, -1)
 
     def forward(self, ids) -> np.ndarray:
         """Feed tokens at the current position; returns float32 logits (T, vocab)."""
@@ -165,7 +184,7 @@ class Reference:
             h = self._rmsnorm(x, self.norms[("FFN_NORM", L)])
             g = self.lin[("W1", L)](h)
             u = self.lin[("W3", L)](h)
-            act = (g / (np.float32(1) + np.exp(-g))).astype(np.float32) * u  # SiLU(gate) * up
+            act = g / (np.float32(1) + _exp(-g)) * u  # SiLU(gate) * up
             x = x + self.lin[("W2", L)](act)
         self.pos += T
         return self.out(self._rmsnorm(x, self.norms[("OUTPUT_NORM", 0)]))
