@@ -139,7 +139,7 @@ def collect_stats(ref, token_lists, k: float, max_outliers) -> tuple[dict, dict]
 
 
 def build_layer(role: str, layer: int, w: np.ndarray, s: LayerStats, outl: np.ndarray, chunk: int,
-                margin: float = 1.1) -> NpuLayer:
+                margin: float = 1.0) -> NpuLayer:
     """Quantize one linear layer for the NPU: weights with outlier columns moved to the CPU table."""
     rows, cols = w.shape
     keep = np.ones(cols, bool)
@@ -159,8 +159,8 @@ def build_layer(role: str, layer: int, w: np.ndarray, s: LayerStats, outl: np.nd
                     np.ascontiguousarray(w[:, outl].T, dtype=np.float32))
 
 
-def build_section(source, chunk: int = spec.NPU_DEFAULT_CHUNK, text_file=None, outlier_k: float = 6.0,
-                  max_outliers=None, max_tokens: int = 256, token_lists=None) -> NpuSection:
+def build_section(source, chunk: int = spec.NPU_DEFAULT_CHUNK, text_file=None, outlier_k: float = 4.0,
+                  max_outliers=None, max_tokens: int = 256, token_lists=None, margin: float = 1.0) -> NpuSection:
     """Calibrate `source` (elk.convert.Model or elk.image.Image) and build every layer's NPU export."""
     if not 1 <= int(chunk) <= 4096:
         raise CalibrationError(f"NPU chunk must be 1..4096 tokens, got {chunk}")
@@ -178,6 +178,7 @@ def build_section(source, chunk: int = spec.NPU_DEFAULT_CHUNK, text_file=None, o
     for layer in range(ref.config.n_layers):
         for role in spec.NPU_ROLES:
             key = (role, layer)
-            layers.append(build_layer(role, layer, weight(role, layer), stats[key], outliers[key], int(chunk)))
+            layers.append(build_layer(role, layer, weight(role, layer), stats[key], outliers[key], int(chunk),
+                                      margin))
     flags = spec.NPU_FLAG_SHADOW_OUTLIERS if any(len(L.outliers) for L in layers) else 0
     return NpuSection(int(chunk), flags, float(outlier_k), sum(len(t) for t in token_lists), layers)

@@ -21,13 +21,16 @@ class Agreement:
     kl: float  # mean KL(p_float || p_npu), nats
     max_abs: float  # largest |logit difference|
     first_token: list  # per prompt: (float argmax, npu argmax) at the last prompt position
+    first_gap: list  # per prompt: float logit of the float argmax minus float logit of the npu argmax
     stats: dict
 
     def lines(self) -> list:
         agree = sum(a == b for a, b in self.first_token)
+        ties = [f"{g:.3f}" for (a, b), g in zip(self.first_token, self.first_gap) if a != b]
         return [f"positions {self.positions}: top-1 agreement {100 * self.top1:.1f}%, mean KL {self.kl:.3g} nats, "
                 f"max |dlogit| {self.max_abs:.3g}",
-                f"first generated token agrees on {agree}/{len(self.first_token)} prompts",
+                f"first generated token agrees on {agree}/{len(self.first_token)} prompts"
+                + (f" (float logit gap where not: {', '.join(ties)})" if ties else ""),
                 f"npu chunks {self.stats['chunks']}, cpu fallbacks {self.stats['cpu_fallbacks']}, "
                 f"simulated npu time {1e3 * self.stats['npu_seconds']:.3f} ms"]
 
@@ -68,7 +71,7 @@ def compare(source, section: bytes, prompts, backend: str = "sim", *,
 
 def _agreement(pairs, stats) -> Agreement:
     n = agree = 0
-    kl, max_abs, first = 0.0, 0.0, []
+    kl, max_abs, first, gaps = 0.0, 0.0, [], []
     for a, b in pairs:
         la, lb = _log_softmax(a), _log_softmax(b)
         kl += float((np.exp(la) * (la - lb)).sum())
@@ -76,7 +79,8 @@ def _agreement(pairs, stats) -> Agreement:
         n += a.shape[0]
         max_abs = max(max_abs, float(np.abs(a - b).max()))
         first.append((int(a[-1].argmax()), int(b[-1].argmax())))
-    return Agreement(n, agree / max(n, 1), kl / max(n, 1), max_abs, first, stats)
+        gaps.append(float(a[-1][first[-1][0]] - a[-1][first[-1][1]]))
+    return Agreement(n, agree / max(n, 1), kl / max(n, 1), max_abs, first, gaps, stats)
 
 
 def compare_runtime(image_path, prompts, backend: str = "sim", board=None, threads: int = 1) -> Agreement:

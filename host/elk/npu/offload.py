@@ -43,7 +43,7 @@ def board_npu(name: str | None) -> BoardNpu | None:
                     float(npu.get("dma_gbs", 4.0)), int(npu.get("prefill_chunk_tokens", spec.NPU_DEFAULT_CHUNK)))
 
 
-def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_k: float = 6.0,
+def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_k: float = 4.0,
                   max_outliers=None, quant="f32", recipe=None, tokenizer=None, name=None, security_counter=0,
                   progress=False, **options):
     """Read a checkpoint, calibrate it, and write an image with an NPU section (elk pack --npu)."""
