@@ -11,6 +11,11 @@
 #include "board_posix.h"
 #include "elk/spec.h"
 
+/* Gaps shorter than this do not reset the receive pacing. A pty throttles its writer in bursts (the
+ * kernel refills the buffer only after the reader drained most of it); those gaps are an artifact of the
+ * pty, not idle line time, and counting them would make a paced pty ~20% slower than the wire. */
+#define RX_SLACK_US 20000u
+
 static speed_t tty_speed(uint32_t baud)
 {
     switch (baud) {
@@ -108,14 +113,21 @@ int posix_uart_read(void *ctx, uint8_t *buf, int cap, int timeout_ms)
         posix_sleep_us((uint64_t)(timeout_ms > 0 ? timeout_ms : 1) * 1000u);
         return 0;
     }
-    if (paced(u) && cap > 64)
-        cap = 64;  /* take bytes in small gulps so pacing tracks the line closely */
+    if (paced(u)) {
+        /* take about 5 ms of line time per read: small enough to track the rate, large enough that
+         * syscall and sleep overheads stay a small fraction at high rates */
+        int gulp = (int)(u->baud / 10 / 200);
+        if (gulp < 16)
+            gulp = 16;
+        if (cap > gulp)
+            cap = gulp;
+    }
     ssize_t n = read(u->fd, buf, (size_t)cap);
     if (n < 0)
         return (errno == EAGAIN || errno == EINTR || errno == EIO) ? 0 : ELK_E_IO;
     if (paced(u)) {
         uint64_t now = posix_now_us(NULL);
-        if (u->rx_free_us < now)
+        if (u->rx_free_us + RX_SLACK_US < now)  /* the line was idle: pace from now */
             u->rx_free_us = now;
         u->rx_free_us += wire_us(u, (uint64_t)n);
         if (u->rx_free_us > now)
@@ -151,8 +163,8 @@ int posix_uart_write(void *ctx, const uint8_t *buf, int n)
         return ELK_OK;
     if (!paced(u))
         return write_all(u, buf, (size_t)n);
-    /* chunks of ~2 ms of line time, each released when the line would have sent the previous one */
-    size_t chunk = u->baud / 10 / 500;
+    /* chunks of ~5 ms of line time, each released when the line would have sent the previous one */
+    size_t chunk = u->baud / 10 / 200;
     if (chunk < 1)
         chunk = 1;
     for (size_t off = 0; off < (size_t)n;) {
@@ -160,7 +172,7 @@ int posix_uart_write(void *ctx, const uint8_t *buf, int n)
         uint64_t now = posix_now_us(NULL);
         if (u->tx_free_us > now)
             posix_sleep_us(u->tx_free_us - now);
-        else
+        else if (u->tx_free_us + 2000 < now)
             u->tx_free_us = now;
         int rc = write_all(u, buf + off, k);
         if (rc)

@@ -1,5 +1,116 @@
-"""`elk` subcommands of the link area."""
+"""`elk` subcommands of the link area: emulate, ports, flash, chat, status, demo. No logic here:
+each command calls a library function (elk.emulate, elk.flash, elk.chat, elk.demo)."""
+
+import json
+import sys
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("emulate", help="run an emulated board behind a pseudo-terminal (prints its port)")
+    p.add_argument("--board", default="host", help="board file name (default host); `elk boards` lists them")
+    p.add_argument("--flash", help="flash file to keep between runs (default: a temporary file)")
+    p.add_argument("--baud", type=int, help="line rate the board paces to; 0 = unthrottled "
+                                            "(default: the board file's console baud)")
+    p.add_argument("--threads", type=int, default=1, help="model threads on the board (default 1)")
+    p.set_defaults(func=_emulate)
+
+    p = sub.add_parser("ports", help="list serial ports and running emulated boards")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_ports)
+
+    p = sub.add_parser("flash", help="write an image to a board's inactive slot, verify and commit it")
+    p.add_argument("image")
+    p.add_argument("--port", action="append", required=True, help="serial port; repeat to flash boards in parallel")
+    p.add_argument("--baud", type=int, help="rate to flash at (default: the board's fastest)")
+    p.add_argument("--connect-baud", type=int, default=115200, help="rate the board listens at (default 115200)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_flash)
+
+    p = sub.add_parser("chat", help="chat with the model on a board (interactive, or one prompt with -p)")
+    p.add_argument("--port", required=True)
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("-p", "--prompt", help="one prompt: print the reply and exit")
+    p.add_argument("-n", "--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 0.8; 0 with -p)")
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--repeat-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--raw", action="store_true", help="send the prompt as is (no chat template)")
+    p.add_argument("--stats", action="store_true", help="with -p: print speed figures to stderr")
+    p.set_defaults(func=_chat)
+
+    p = sub.add_parser("status", help="show a board's firmware, slots and running model")
+    p.add_argument("--port", required=True)
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("demo", help="build, pack, emulate a board, flash it and chat, in one go")
+    p.add_argument("--model", help="checkpoint (anything `elk pack` takes; default models/demo/demo.bin)")
+    p.add_argument("--tokenizer", help="tokenizer for llama2.c checkpoints")
+    p.add_argument("--board", default="host")
+    p.add_argument("-n", "--max-tokens", type=int, default=120)
+    p.set_defaults(func=_demo)
+
+
+def _emulate(args) -> int:
+    from elk.emulate import serve
+
+    return serve(args.board, flash=args.flash, baud=args.baud, threads=args.threads)
+
+
+def _ports(args) -> int:
+    from serial.tools import list_ports
+
+    from elk.emulate import running
+
+    emulated = running()
+    real = [{"port": p.device, "description": p.description} for p in list_ports.comports()]
+    if args.json:
+        print(json.dumps({"serial": real, "emulated": emulated}, indent=2))
+        return 0
+    for r in real:
+        print(f"{r['port']:16} {r['description']}")
+    for e in emulated:
+        rate = "unthrottled" if e["baud"] == 0 else f"{e['baud']} baud"
+        print(f"{e['port']:16} emulated {e['board']} board ({rate}, pid {e['fw_pid']}, flash {e['flash']})")
+    if not real and not emulated:
+        print("no serial ports and no emulated boards (start one with `elk emulate`)")
+    return 0
+
+
+def _flash(args) -> int:
+    from elk.flash import flash
+
+    results = flash(args.port, args.image, connect_baud=args.connect_baud, baud=args.baud,
+                    progress=not args.quiet)
+    for r in results:
+        print(r.summary())
+    failed = [r for r in results if not r.ok]
+    if failed and len(results) == 1:
+        print(f"elk: error: {failed[0].port}: {failed[0].error}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _chat(args) -> int:
+    from elk import chat
+
+    temp = args.temperature if args.temperature is not None else (0.0 if args.prompt is not None else 0.8)
+    s = chat.Sampling(max_tokens=args.max_tokens, temperature=temp, top_p=args.top_p, top_k=args.top_k,
+                      repeat_penalty=args.repeat_penalty, seed=args.seed, raw=args.raw)
+    if args.prompt is not None:
+        return chat.one_shot(args.port, args.prompt, s, baud=args.baud, stats=args.stats)
+    return chat.interactive(args.port, s, baud=args.baud)
+
+
+def _status(args) -> int:
+    from elk.chat import status
+
+    return status(args.port, baud=args.baud, as_json=args.json)
+
+
+def _demo(args) -> int:
+    from elk.demo import demo
+
+    return demo(model=args.model, tokenizer=args.tokenizer, board=args.board, max_tokens=args.max_tokens)

@@ -1,0 +1,185 @@
+"""`elk chat`: talk to a board's model over the serial link. Interactive console (replies stream as
+they are generated; Ctrl-C stops the reply, not the session; /reset /temp /stats /info /quit) or a
+one-shot prompt for scripts. Not here: the protocol (elk.link).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+from elk.errors import ElkError
+from elk.link import Link, connect
+
+HELP = """commands:
+  /reset        start a new conversation
+  /temp X       sampling temperature (0 = greedy)
+  /stats        speed and context of the last reply
+  /info         the board, its slots and the model
+  /quit         leave (Ctrl-D too)
+Ctrl-C stops the reply being generated."""
+
+
+@dataclasses.dataclass
+class Sampling:
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.9
+    top_k: int = 0
+    repeat_penalty: float = 1.0
+    seed: int = 0
+    raw: bool = False
+
+
+def _require_model(link: Link) -> None:
+    info = link.info()
+    if info.running > 1:
+        why = f" ({info.boot_error})" if info.boot_error else ""
+        raise ElkError(f"{link.port}: the board runs no model{why}; flash one with `elk flash`")
+
+
+def one_shot(port: str, prompt: str, s: Sampling, *, baud: int = 115200, out=sys.stdout, stats=False) -> int:
+    """Print the reply to one prompt as it streams (a fresh conversation); return 0."""
+    with connect(port, baud) as link:
+        _require_model(link)
+        for piece in link.generate(prompt, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+                                   top_k=s.top_k, repeat_penalty=s.repeat_penalty, seed=s.seed, raw=s.raw,
+                                   reset=True):
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        if stats and link.last_stats:
+            print(stats_line(link.last_stats), file=sys.stderr)
+        if link.last_stats and link.last_stats.stop == "error":
+            raise ElkError(f"{port}: generation failed on the board (status {link.last_stats.status})")
+    return 0
+
+
+def stats_line(st) -> str:
+    return (f"{st.gen_tokens} tokens, {st.tokens_per_s:.1f} tokens/s, time to first token "
+            f"{st.ttft_s * 1000:.1f} ms, prompt {st.prompt_tokens} tokens, context {st.ctx_used}/{st.n_ctx}, "
+            f"stopped: {st.stop}")
+
+
+def info_lines(info) -> list:
+    lines = [f"board {info.board}: {info.firmware}, protocol v{info.protocol}, "
+             f"RAM {info.ram_bytes >> 20} MiB, flash {info.flash_bytes >> 20} MiB "
+             f"(slots of {info.slot_size >> 20} MiB, blocks of {info.block_size >> 10} KiB)",
+             f"line: {'unthrottled' if info.baud == 0 else str(info.baud) + ' baud'} (max {info.max_baud}), "
+             f"frames up to {info.max_payload} bytes, capabilities: {', '.join(info.caps())}"]
+    for s in info.slots:
+        tags = [t for t, on in (("active", s.active), ("running", s.running)) if on]
+        what = f"{s.name} ({s.image_size} bytes, sha256 {s.sha256[:16]}…)" if s.valid else "(empty)"
+        lines.append(f"slot {s.letter}: {what}{' [' + ', '.join(tags) + ']' if tags else ''}")
+    if info.running < 2:
+        lines.append(f"model: context {info.ctx_used}/{info.n_ctx}, kernels {info.kernels}, "
+                     f"chat template {info.chat_template or 'none'}")
+    elif info.boot_error:
+        lines.append(f"no model running: {info.boot_error}")
+    return lines
+
+
+class Console:
+    """The interactive loop, separated from the terminal so tests can drive it with pipes."""
+
+    def __init__(self, link: Link, s: Sampling, inp=sys.stdin, out=sys.stdout):
+        self.link, self.s, self.inp, self.out = link, s, inp, out
+        self.reset_next = True
+        self.last_stats = None
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def command(self, line: str) -> bool:
+        """Handle a /command; False when the session ends."""
+        word, _, arg = line.partition(" ")
+        if word in ("/quit", "/exit", "/q"):
+            return False
+        if word == "/reset":
+            self.reset_next = True
+            self.say("(new conversation)")
+        elif word == "/temp":
+            try:
+                t = float(arg)
+                if not 0 <= t <= 5:
+                    raise ValueError
+                self.s.temperature = t
+                self.say(f"(temperature {t})")
+            except ValueError:
+                self.say("usage: /temp X with 0 <= X <= 5")
+        elif word == "/stats":
+            self.say(stats_line(self.last_stats) if self.last_stats else "(no reply yet)")
+        elif word == "/info":
+            self.say("\n".join(info_lines(self.link.info())))
+        else:
+            self.say(HELP)
+        return True
+
+    def reply(self, prompt: str) -> None:
+        s = self.s
+        try:
+            for piece in self.link.generate(prompt, max_tokens=s.max_tokens, temperature=s.temperature,
+                                            top_p=s.top_p, top_k=s.top_k, repeat_penalty=s.repeat_penalty,
+                                            seed=s.seed, raw=s.raw, reset=self.reset_next):
+                self.out.write(piece)
+                self.out.flush()
+            self.reset_next = False
+        except KeyboardInterrupt:
+            self.link.abort()
+            self.link.drain_generation()
+            self.out.write(" ^C")
+            self.reset_next = False
+        self.last_stats = self.link.last_stats
+        self.out.write("\n")
+        self.out.flush()
+
+    def run(self) -> int:
+        interactive = hasattr(self.inp, "isatty") and self.inp.isatty()
+        while True:
+            try:
+                if interactive:
+                    line = input("> ")
+                else:
+                    self.out.write("> ")
+                    self.out.flush()
+                    line = self.inp.readline()
+                    if not line:
+                        self.out.write("\n")
+                        return 0
+                    line = line.rstrip("\n")
+            except EOFError:
+                self.out.write("\n")
+                return 0
+            except KeyboardInterrupt:
+                self.out.write("\n(Ctrl-C stops a reply; /quit or Ctrl-D leaves)\n")
+                continue
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not self.command(line):
+                    return 0
+                continue
+            self.reply(line)
+
+
+def interactive(port: str, s: Sampling, *, baud: int = 115200, inp=sys.stdin, out=sys.stdout) -> int:
+    with connect(port, baud) as link:
+        info = link.info()
+        model = info.slots[info.running].name if info.running < 2 else None
+        if not model:
+            raise ElkError(f"{port}: the board runs no model; flash one with `elk flash`")
+        print(f"connected to {info.board} ({info.firmware}) running {model}; /help for commands", file=out)
+        return Console(link, s, inp, out).run()
+
+
+def status(port: str, *, baud: int = 115200, as_json: bool = False, out=sys.stdout) -> int:
+    with connect(port, baud) as link:
+        info = link.info()
+    if as_json:
+        print(json.dumps(info.to_dict(), indent=2), file=out)
+    else:
+        print("\n".join(info_lines(info)), file=out)
+    return 0
