@@ -1,0 +1,70 @@
+"""`elk run`, `elk tokenize`, `elk detokenize` as a user runs them (subprocess, real image)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, fixture_path
+
+from elk.convert.pack import pack
+
+KNOWN_GREEDY = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
+                "One day, she saw a big, red ball.")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory, host_build):
+    path = tmp_path_factory.mktemp("cli") / "stories260K.elk"
+    pack(str(fixture_path("stories260K.bin")), str(path), quant="f32", tokenizer=str(fixture_path("tok512.bin")))
+    return path
+
+
+def elk(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "elk", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout)
+
+
+def test_cli_run_greedy_prints_the_known_story_and_timing(image):
+    p = elk("run", image, "-p", "Once upon a time", "-n", "40", "--temperature", "0")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(KNOWN_GREEDY)
+    assert "tokens/s" in p.stderr and "time to first token" in p.stderr
+
+
+def test_cli_run_seed_reproduces_sampled_text(image):
+    a = elk("run", image, "-n", "30", "--seed", "11", "--top-k", "20", "--top-p", "0.9")
+    b = elk("run", image, "-n", "30", "--seed", "11", "--top-k", "20", "--top-p", "0.9")
+    assert a.returncode == 0 and a.stdout == b.stdout and len(a.stdout.strip()) > 20
+
+
+def test_cli_run_single_thread_and_short_context(image):
+    p = elk("run", image, "-p", "Once upon a time", "-n", "100", "--temperature", "0", "--threads", "1",
+            "--ctx", "20")
+    assert p.returncode == 0, p.stderr
+    assert "context_full" in p.stderr and p.stdout.startswith("Once upon a time, there was")
+
+
+def test_cli_tokenize_then_detokenize_roundtrips(image):
+    p = elk("tokenize", image, "Lily saw a big dog.")
+    ids = p.stdout.split()
+    assert p.returncode == 0 and ids[0] == "1" and len(ids) > 4
+    q = elk("detokenize", image, *ids)
+    assert q.returncode == 0 and q.stdout == "Lily saw a big dog.\n"
+    assert elk("tokenize", image, "Lily", "--no-bos").stdout.split()[0] != "1"
+
+
+@pytest.mark.parametrize("args,words", [
+    (("run", "{img}", "-p", "Once upon a time " * 200, "-n", "5"), ("prompt is", "context holds 512")),
+    (("run", "{missing}",), ("cannot open",)),
+    (("run", "{img}", "--temperature", "-1"), ("temperature -1",)),
+    (("detokenize", "{img}", "9999"), ("9999", "outside the vocabulary")),
+    (("run", "{img}", "--ctx", "4096"), ("seq_len 512",)),
+])
+def test_cli_run_errors_are_one_line_exit_2(image, tmp_path, args, words):
+    args = [a.format(img=image, missing=tmp_path / "nope.elk") for a in args]
+    p = elk(*args)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("elk: error: "), p.stderr
+    assert all(w in lines[0] for w in words), lines[0]
