@@ -67,8 +67,10 @@ class Vocab:
 
     def piece_id(self, piece: str) -> int:
         """Id of a piece (SentencePiece spelling), or -1."""
-        if not hasattr(self, "_index"):
+        key = (id(self.pieces), len(self.pieces))
+        if getattr(self, "_index_key", None) != key:
             self._index = {p: i for i, p in reversed(list(enumerate(self.pieces)))}
+            self._index_key = key
         return self._index.get(piece, -1)
 
 
@@ -407,9 +409,10 @@ class _Tables:
 
 
 def _tables(v: Vocab) -> _Tables:
-    if getattr(v, "_tables_for", None) is not len(v.pieces) or not hasattr(v, "_tables"):
+    key = (id(v.pieces), len(v.pieces), hash(tuple(v.types)))  # rebuilt when the vocabulary changes
+    if getattr(v, "_tables_key", None) != key:
         v._tables = _Tables(v)
-        v._tables_for = len(v.pieces)
+        v._tables_key = key
     return v._tables
 
 
