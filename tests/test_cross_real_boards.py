@@ -1,0 +1,45 @@
+"""The real boards' builds (rpi5, rk3588: Cortex-A76; ax650n: Cortex-A55; opi-pc: Cortex-A7 armhf) run
+under the emulation their board file declares: the kernel tables match ref, run-time selection picks
+the board's best table, and the decoder gives the host's greedy tokens on a q4_0 image."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, fixture_path, scons
+from elk import boards
+
+REAL = {"rpi5": "neon_dotprod", "rk3588": "neon_dotprod", "ax650n": "neon_dotprod", "opi-pc": "neon"}
+PROMPT, N = "1 403 407 261", 10
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("real-boards") / "s-q4_0.elk"
+    proc = subprocess.run(
+        [sys.executable, "-m", "elk", "pack", str(fixture_path("stories260K.bin")), "--tokenizer",
+         str(fixture_path("tok512.bin")), "--quant", "q4_0", "-o", str(path), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def run(board, *args):
+    return subprocess.run(boards.load(board).run_prefix() + [str(a) for a in args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("board", sorted(REAL))
+def test_cross_real_board_build_runs_under_its_emulation(board, image):
+    scons()
+    scons(f"board={board}")
+    out = ROOT / "build" / board
+    kt = run(board, out / "elk-kernel-test", "--expect", REAL[board])
+    assert kt.returncode == 0, kt.stdout[-2000:]
+    assert kt.stdout.rstrip().endswith("failures") and ", 0 failures" in kt.stdout
+    host = run("host", ROOT / "build" / "host" / "elk-run", image, "-p", PROMPT, "-n", N, "--temperature", "0", "--ids")
+    arm = run(board, out / "elk-run", image, "-p", PROMPT, "-n", N, "--temperature", "0", "--ids")
+    assert host.returncode == 0 and arm.returncode == 0, arm.stderr
+    assert arm.stdout.split() == host.stdout.split() and len(arm.stdout.split()) == N
+    assert f"kernels {REAL[board]}" in arm.stderr
