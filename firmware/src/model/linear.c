@@ -6,6 +6,9 @@
 
 #include "elk/npu.h"
 
+/* Multiply-adds below which a product runs on the calling thread only. */
+#define MIN_PARALLEL_WORK (64u * 1024u)
+
 typedef float (*dot_fn)(int n, const void *w, const void *x);
 typedef void (*gemm_fn)(int n, const void *w, size_t row_bytes, int r0, int r1, const void *x,
                         size_t x_stride, int n_tok, float *y, int rows);
@@ -67,7 +70,8 @@ int elk_linear(elk_model *m, const elk_tensor *w, const float *x, int n_tok, flo
      * Prefill batches of the block linears go through it in fixed-size int8 chunks; whatever it
      * hands back (decode, declined or failed layers) runs on the CPU path below. */
     if (m->npu && m->npu_ctx && n_tok > 1 &&
-        elk_npu_linear((elk_npu_runner *)m->npu_ctx, w->role, w->layer, x, y, n_tok) == ELK_OK)
+        elk_npu_linear((elk_npu_runner *)m->npu_ctx, w->role, w->layer, w->rows, w->cols, x, y,
+                       n_tok) == ELK_OK)
         return ELK_OK;
 
     /* Quantize each activation row once, not once per weight row. */
@@ -80,7 +84,10 @@ int elk_linear(elk_model *m, const elk_tensor *w, const float *x, int n_tok, flo
         j.x = m->xq;
     }
 
-    if (m->exec.parallel_for && m->exec.n_threads > 1 && w->rows >= (uint32_t)m->exec.n_threads)
+    /* Threads only pay off with enough work per task (a 64 x 64 layer is faster serial). */
+    const uint64_t work = (uint64_t)w->rows * (uint64_t)cols * (uint64_t)n_tok;
+    if (m->exec.parallel_for && m->exec.n_threads > 1 && w->rows >= (uint32_t)m->exec.n_threads &&
+        work >= MIN_PARALLEL_WORK)
         m->exec.parallel_for(m->exec.pool, linear_task, &j, m->exec.n_threads);
     else
         linear_rows(&j, 0, (int)w->rows);
