@@ -141,11 +141,13 @@ int elk_npu_runner_init(elk_npu_runner *r, const void *section, uint64_t size,
 void elk_npu_runner_deinit(elk_npu_runner *r);
 
 /* y[t][rows] = W x[t] for t < n_tok, the linear layer (role, layer), through the NPU in chunks.
- * x: n_tok x cols floats (row stride cols), y: n_tok x rows floats. Returns ELK_OK when y is filled;
+ * x: n_tok x cols floats (row stride cols), y: n_tok x rows floats; rows/cols are the caller's tensor
+ * shape, and an entry of another shape is declined. Returns ELK_OK when y is filled;
  * ELK_E_UNSUPPORTED when the caller must run its CPU path for this call (layer not exported, declined
  * or failed, or n_tok < min_tokens). A chunk that fails mid-call is logged once, the layer goes to the
  * CPU for good, and the call returns ELK_E_UNSUPPORTED: the caller then overwrites all of y. */
-int elk_npu_linear(elk_npu_runner *r, int role, int layer, const float *x, float *y, int n_tok);
+int elk_npu_linear(elk_npu_runner *r, int role, int layer, uint32_t rows, uint32_t cols, const float *x,
+                   float *y, int n_tok);
 
 #ifdef __cplusplus
 }

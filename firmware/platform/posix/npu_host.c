@@ -106,9 +106,10 @@ int elk_host_npu_run_chunk(elk_host_npu *h, uint32_t entry, const int8_t *x, int
     return h->runner.backend->run_linear_chunk(h->ctx, &L, x, y);
 }
 
-int elk_host_npu_linear(elk_host_npu *h, int role, int layer, const float *x, float *y, int n_tok)
+int elk_host_npu_linear(elk_host_npu *h, int role, int layer, uint32_t rows, uint32_t cols, const float *x,
+                        float *y, int n_tok)
 {
-    return h->runner_ok ? elk_npu_linear(&h->runner, role, layer, x, y, n_tok) : ELK_E_UNSUPPORTED;
+    return h->runner_ok ? elk_npu_linear(&h->runner, role, layer, rows, cols, x, y, n_tok) : ELK_E_UNSUPPORTED;
 }
 
 void elk_host_npu_configure(elk_host_npu *h, int min_tokens)

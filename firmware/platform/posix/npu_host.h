@@ -25,7 +25,8 @@ void elk_host_npu_close(elk_host_npu *h);
 /* The backend's raw chunk call on entry `entry` (x: chunk x cols int8, y: chunk x rows int8). */
 int elk_host_npu_run_chunk(elk_host_npu *h, uint32_t entry, const int8_t *x, int8_t *y);
 /* elk_npu_linear through the session's runner. */
-int elk_host_npu_linear(elk_host_npu *h, int role, int layer, const float *x, float *y, int n_tok);
+int elk_host_npu_linear(elk_host_npu *h, int role, int layer, uint32_t rows, uint32_t cols, const float *x,
+                        float *y, int n_tok);
 /* Calls with fewer than min_tokens tokens go to the CPU (default 2: decode stays on the CPU). */
 void elk_host_npu_configure(elk_host_npu *h, int min_tokens);
 /* Per entry: 0 not exported, 1 offloaded, 2 declined, 3 failed. -1 for a bad index. */

@@ -201,7 +201,8 @@ static void store_chunk(elk_npu_runner *r, const elk_npu_layer *L, const float *
     }
 }
 
-int elk_npu_linear(elk_npu_runner *r, int role, int layer, const float *x, float *y, int n_tok)
+int elk_npu_linear(elk_npu_runner *r, int role, int layer, uint32_t rows, uint32_t cols, const float *x,
+                   float *y, int n_tok)
 {
     if (!r || !r->backend || n_tok < (int)r->min_tokens) {
         if (r)
@@ -215,6 +216,12 @@ int elk_npu_linear(elk_npu_runner *r, int role, int layer, const float *x, float
     }
     elk_npu_layer L;
     elk_npu_section_layer(&r->sec, (uint32_t)id, &L);
+    if (L.rows != rows || L.cols != cols) { /* a section made for another model */
+        r->state[id] = ST_DECLINED;
+        r->stats.cpu_fallbacks++;
+        say(r, "has another shape for", &L, ELK_E_RANGE);
+        return ELK_E_UNSUPPORTED;
+    }
     for (int t0 = 0; t0 < n_tok; t0 += (int)L.chunk) {
         int nt = n_tok - t0 < (int)L.chunk ? n_tok - t0 : (int)L.chunk;
         load_chunk(r, &L, x, t0, nt);

@@ -22,7 +22,8 @@ elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *
                                 uint32_t fail_after, int *status, char *err, int errcap);
 void elk_host_npu_close(elk_host_npu *h);
 int elk_host_npu_run_chunk(elk_host_npu *h, uint32_t entry, const int8_t *x, int8_t *y);
-int elk_host_npu_linear(elk_host_npu *h, int role, int layer, const float *x, float *y, int n_tok);
+int elk_host_npu_linear(elk_host_npu *h, int role, int layer, uint32_t rows, uint32_t cols, const float *x,
+                        float *y, int n_tok);
 void elk_host_npu_configure(elk_host_npu *h, int min_tokens);
 int elk_host_npu_entry_state(const elk_host_npu *h, uint32_t entry);
 void elk_host_npu_stats(const elk_host_npu *h, uint64_t *chunks, uint64_t *cpu_fallbacks, double *npu_seconds);
@@ -118,7 +119,7 @@ class Session:
         """y (n_tok, rows) through the NPU, or None when the runner hands the call back to the CPU."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         y = np.zeros((x.shape[0], rows), np.float32)
-        rc = self.lib.elk_host_npu_linear(self._h, spec.TENSOR_ROLES[role], layer,
+        rc = self.lib.elk_host_npu_linear(self._h, spec.TENSOR_ROLES[role], layer, rows, x.shape[1],
                                           self.ffi.from_buffer("float[]", x),
                                           self.ffi.from_buffer("float[]", y, require_writable=True), x.shape[0])
         if rc == spec.ERRORS["E_UNSUPPORTED"][0]:
