@@ -27,6 +27,7 @@ TYPES = {tid: (name, be, bb) for name, (tid, be, bb) in spec.TENSOR_TYPES.items(
 TYPE_IDS = {name: tid for name, (tid, _, _) in spec.TENSOR_TYPES.items()}
 CONFIG_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len",
                  "rope_theta", "norm_eps", "head_dim")
+IMAGE_TYPES = ("F32", "F16", "Q4_0", "Q8_0")  # types an image may hold (BF16 is import-only)
 SECTION_VERSION = 1
 TENSOR_TABLE_HEAD = 16
 TOKENIZER_HEAD = 32
@@ -406,6 +407,8 @@ class _Reader:
                      tied_output=bool(h["model_flags"] & spec.MODEL_FLAG_TIED_OUTPUT))
         if h["head_dim"] == 0:
             self.fail("header config: head_dim is 0")
+        if not 0 < h["norm_eps"] < 1:
+            self.fail(f"header config: norm_eps {h['norm_eps']:g} is not in (0, 1)")
         try:
             cfg.validate("header config")
         except FormatError as e:
@@ -488,7 +491,7 @@ class _Reader:
         except UnicodeDecodeError:
             self.fail(f"tensor {i}: name is not UTF-8")
         tid, role_id, layer, rows, cols, off, size = struct.unpack_from("<IHHIIQQ", self.buf, pos + spec.TENSOR_NAME_MAX)
-        if tid not in TYPES:
+        if tid not in TYPES or TYPES[tid][0] not in IMAGE_TYPES:
             self.fail(f"tensor '{name}': unknown type {tid}")
         role = ROLE_NAMES.get(role_id)
         if role is None:
