@@ -1,0 +1,175 @@
+"""The board survives a hostile line: garbage, oversized and corrupted frames get NAKs, commands out of
+order get error replies, and afterwards the same session still works. Real pty, real elk-fw, raw pyserial."""
+
+import os
+import struct
+import time
+
+import pytest
+import serial
+
+from elk import proto_spec as P
+from elk.emulate import Emulator
+from elk.link import CMD, KIND, BadFrame, FrameDecoder, Link, LinkError, NoAnswerError, ProtocolVersionError, \
+    cobs_decode, cobs_encode, connect, encode_frame
+
+E = {name: code for name, (code, _) in __import__("elk.spec", fromlist=["ERRORS"]).ERRORS.items()}
+
+
+@pytest.fixture(scope="module")
+def board(host_build):
+    with Emulator("host", baud=0, log=open(os.devnull, "w")) as emu:
+        yield emu
+
+
+class Raw:
+    """A bare pyserial port plus a frame decoder: sends exactly the bytes a test wants."""
+
+    def __init__(self, port):
+        self.ser = serial.Serial(port, 115200, timeout=0.05)
+        self.ser.reset_input_buffer()
+        self.dec = FrameDecoder()
+        # a new session starts with HELLO (never answered from the replay cache), as elk.link does
+        self.seq = 100
+        self.req(CMD["HELLO"], struct.pack("<HHI", P.PROTO_VERSION, 0, 16384), seq=int.from_bytes(os.urandom(2), "little"))
+
+    def send(self, data: bytes):
+        self.ser.write(data)
+
+    def frames(self, want=1, timeout=3.0):
+        got, end = [], time.monotonic() + timeout
+        while len(got) < want and time.monotonic() < end:
+            got += self.dec.feed(self.ser.read(4096))
+        return got
+
+    def req(self, code, payload=b"", seq=None):
+        self.seq = (self.seq + 1) & 0xFFFF if seq is None else seq
+        self.send(encode_frame(KIND["REQ"], code, self.seq, payload))
+        frames = [f for f in self.frames() if not isinstance(f, BadFrame)]
+        assert frames, f"no reply to command {code:#x}"
+        f = frames[0]
+        assert f.kind == KIND["RESP"] and f.seq == self.seq and f.code == code
+        return struct.unpack_from("<h", f.payload)[0], f.payload[2:]
+
+    def close(self):
+        self.ser.close()
+
+
+@pytest.fixture
+def raw(board):
+    r = Raw(board.port)
+    yield r
+    r.close()
+    assert board.alive(), "elk-fw died"
+
+
+def test_cobs_roundtrip_and_known_vectors():
+    # vectors from the COBS paper's examples (Cheshire & Baker): zeros and a 254-byte run
+    assert cobs_encode(b"\x00") == b"\x01\x01"
+    assert cobs_encode(b"\x00\x00") == b"\x01\x01\x01"
+    assert cobs_encode(b"\x11\x22\x00\x33") == b"\x03\x11\x22\x02\x33"
+    run = bytes(range(1, 255))
+    assert cobs_encode(run) == b"\xff" + run + b"\x01"
+    for data in (b"", b"\x00" * 600, bytes(range(256)) * 3, b"\x01" * 1000):
+        enc = cobs_encode(data)
+        assert 0 not in enc and cobs_decode(enc) == data
+
+
+def test_link_naks_garbage_between_delimiters(raw):
+    raw.send(b"\x00" + bytes([7, 200, 3, 9, 9, 9]) + b"\x00")
+    frames = raw.frames()
+    assert frames and frames[0].kind == KIND["NAK"]
+    assert frames[0].payload[0] in (P.NAK_REASONS["MALFORMED"], P.NAK_REASONS["CRC"])
+
+
+def test_link_naks_bad_crc(raw):
+    wire = bytearray(encode_frame(KIND["REQ"], CMD["INFO"], 5))
+    body = bytearray(cobs_decode(bytes(wire[1:-1])))
+    body[-1] ^= 0x40  # damage the CRC
+    raw.send(b"\x00" + cobs_encode(bytes(body)) + b"\x00")
+    frames = raw.frames()
+    assert frames[0].kind == KIND["NAK"] and frames[0].payload[0] == P.NAK_REASONS["CRC"]
+
+
+def test_link_naks_oversized_frame(raw):
+    raw.send(b"\x00" + b"\x41" * 30000 + b"\x00")
+    frames = raw.frames()
+    assert frames[0].kind == KIND["NAK"] and frames[0].payload[0] == P.NAK_REASONS["TOO_LONG"]
+    status, _ = raw.req(CMD["HELLO"], struct.pack("<HHI", 1, 0, 4096))
+    assert status == 0
+
+
+def test_link_rejects_commands_out_of_order(raw):
+    assert raw.req(CMD["FLASH_DATA"], struct.pack("<Q", 0) + b"x" * 16)[0] == E["E_STATE"]
+    assert raw.req(CMD["FLASH_END"])[0] == E["E_STATE"]
+    assert raw.req(CMD["FLASH_COPY"], struct.pack("<II", 0, 1))[0] == E["E_STATE"]
+    assert raw.req(CMD["COMMIT"], b"\x00")[0] == E["E_STATE"]  # empty slot
+    assert raw.req(CMD["BOOT"], b"\x01")[0] == E["E_STATE"]
+    assert raw.req(CMD["BOOT"], b"\x07")[0] == E["E_INVAL"]
+    assert raw.req(CMD["ROLLBACK"])[0] == E["E_STATE"]
+    gen = struct.pack("<IIffIfIQ", 0, 10, 0.0, 1.0, 0, 1.0, 64, 0) + b"hi"
+    assert raw.req(CMD["GENERATE"], gen)[0] == E["E_STATE"]  # no model yet
+    assert raw.req(0x7E)[0] == E["E_UNSUPPORTED"]
+    assert raw.req(CMD["FLASH_BEGIN"], b"\x01\x02")[0] == E["E_INVAL"]  # truncated
+    assert raw.req(CMD["SET_BAUD"], b"")[0] == E["E_INVAL"]
+
+
+def test_flash_rejects_unaligned_write_and_wrong_hash(raw):
+    data = os.urandom(10000)
+    import hashlib
+
+    status, r = raw.req(CMD["FLASH_BEGIN"], struct.pack("<Q", len(data)) + hashlib.sha256(b"other").digest())
+    assert status == 0
+    block = struct.unpack_from("<B3xI", r)[1]
+    assert raw.req(CMD["FLASH_DATA"], struct.pack("<Q", 100) + data[100:200])[0] == E["E_STATE"]
+    assert raw.req(CMD["FLASH_DATA"], struct.pack("<Q", len(data) - 8) + data[:64])[0] == E["E_BOUNDS"]
+    for off in range(0, len(data), block):
+        assert raw.req(CMD["FLASH_DATA"], struct.pack("<Q", off) + data[off:off + block])[0] == 0
+    assert raw.req(CMD["FLASH_END"])[0] == E["E_HASH"]
+    big = struct.pack("<Q", 1 << 62) + bytes(32)
+    assert raw.req(CMD["FLASH_BEGIN"], big)[0] == E["E_RANGE"]
+
+
+def test_link_replays_the_cached_reply_for_a_repeated_sequence_number(raw):
+    status, first = raw.req(CMD["INFO"], seq=4242)
+    assert status == 0
+    # the same seq again must not run twice: FLASH_BEGIN under seq 4242 would be answered as INFO
+    raw.send(encode_frame(KIND["REQ"], CMD["INFO"], 4242))
+    frames = raw.frames()
+    assert frames[0].seq == 4242 and frames[0].payload[2:] == first
+
+
+def test_link_session_still_works_after_abuse(board, raw):
+    raw.send(os.urandom(5000))  # noise, including some 0x00 bytes
+    raw.send(b"\x00\x00\x00")
+    time.sleep(0.2)
+    raw.close()
+    with connect(board.port, 0) as link:
+        info = link.info()
+    assert info.board == "host" and info.protocol == P.PROTO_VERSION
+
+
+def test_link_reports_protocol_version_mismatch(board, monkeypatch):
+    import elk.link as link_mod
+
+    monkeypatch.setattr(link_mod.P, "PROTO_VERSION", 2)
+    with pytest.raises(ProtocolVersionError, match="board speaks v1, this elk speaks v2"):
+        connect(board.port, 0)
+
+
+def test_link_reports_missing_port_in_one_line():
+    with pytest.raises(LinkError, match="port not found") as e:
+        connect("/dev/pts/no-such-port")
+    assert "\n" not in str(e.value)
+
+
+def test_link_reports_no_answer_with_a_hint(tmp_path):
+    master, slave = os.openpty()  # a pty with nothing behind it: nobody answers
+    try:
+        link = Link(os.ttyname(slave), 115200, retries=1)
+        with pytest.raises(NoAnswerError, match="no answer from the board.*elk emulate"):
+            link.hello()
+        link.close()
+    finally:
+        os.close(master)
+        os.close(slave)
