@@ -1,0 +1,149 @@
+"""Write the fuzz seed corpora into tests/fuzz-corpus/<harness>/ (committed; rerun after a format change).
+
+Seeds are small real inputs made by elk's own writers: a tiny packed image (1 layer, 16-token vocab,
+random weights; plain and signed), TOKENIZER sections with text, serial frames, provisioning slots
+and the board files. Usage: python fuzz/make_seeds.py
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import struct
+import sys
+import zlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "host"))
+CORPUS = ROOT / "tests" / "fuzz-corpus"
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+import numpy as np  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from elk import image, proto_spec, spec, tokenizer, trust  # noqa: E402
+from elk.convert import Config, Model, Tensor  # noqa: E402
+
+FUZZ_KEY = Ed25519PrivateKey.from_private_bytes(b"\x42" * 32)  # public half is in fuzz/fuzz_trust.c
+
+
+def tiny_vocab() -> tokenizer.Vocab:
+    s = tokenizer.SPACE
+    pieces = ["<unk>", "<s>", "</s>", s, "a", "b", "c", s + "a", "ab", s + "ab", "<0x0A>", "<0xE2>",
+              "<0x96>", "<0x81>", "bc", s + "b"]
+    types = [2, 3, 3] + [1] * 7 + [6] * 4 + [1, 1]
+    scores = [0.0] * 3 + [-float(i) for i in range(len(pieces) - 3)]
+    return tokenizer.Vocab(pieces=pieces, scores=scores, types=types)
+
+
+def tiny_model(tied: bool) -> Model:
+    cfg = Config(dim=32, hidden_dim=64, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=16, seq_len=32,
+                 tied_output=tied)
+    rng = np.random.default_rng(7)
+    tensors = {}
+    for role, layer in cfg.tensor_keys():
+        shape = cfg.tensor_shape(role)
+        a = np.ones(shape, np.float32) if "NORM" in role else rng.standard_normal(shape).astype(np.float32) * 0.1
+        tensors[(role, layer)] = Tensor.of(a)
+    return Model(cfg, tensors, vocab=tiny_vocab(), name="fuzz-tiny", source="fuzz/make_seeds.py",
+                 chat_template="zephyr")
+
+
+def write(kind: str, name: str, data: bytes) -> None:
+    d = CORPUS / kind
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data)
+
+
+def image_seeds(tmp: pathlib.Path) -> dict:
+    out = {}
+    for name, kw in {"tiny-q8": dict(quant="q8_0", tied=False), "tiny-q4-tied": dict(quant="q4_0", tied=True),
+                     "tiny-f16": dict(quant="f16", tied=False)}.items():
+        path = tmp / f"{name}.elk"
+        image.write_image(path, tiny_model(kw["tied"]), quant=kw["quant"])
+        data = path.read_bytes()
+        assert image.verify_image(path).ok, name
+        out[name] = data
+        write("image", name + ".elk", data)
+    signed = trust.sign_bytes(out["tiny-q8"], FUZZ_KEY, security_counter=2)
+    write("image", "tiny-q8-signed.elk", signed)
+    out["signed"] = signed
+    return out
+
+
+def tokenizer_seeds() -> None:
+    texts = [b"", b"a ab abc", b"Once upon a time", "caf\u00e9 \u2581 \u00e9\n".encode(), b"\xff\xfe\x00a",
+             b"a" * 200]
+    sec = tokenizer.encode_section(tiny_vocab())
+    for i, t in enumerate(texts):
+        write("tokenizer", f"tiny-{i}", struct.pack("<I", len(sec)) + sec + t)
+    tok512 = FIXTURES / "tok512.bin"
+    if tok512.is_file():
+        sec = tokenizer.encode_section(tokenizer.load(tok512))
+        write("tokenizer", "tok512-story", struct.pack("<I", len(sec)) + sec + b"Once upon a time, there was")
+
+
+def cobs(raw: bytes) -> bytes:
+    out, block = bytearray(), bytearray()
+    for b in raw:
+        if b == 0:
+            out += bytes([len(block) + 1]) + block
+            block = bytearray()
+        else:
+            block.append(b)
+            if len(block) == 254:
+                out += bytes([255]) + block
+                block = bytearray()
+    out += bytes([len(block) + 1]) + block
+    return bytes(out)
+
+
+def frame(kind: str, code: int, seq: int, payload: bytes) -> bytes:
+    raw = struct.pack("<BBH", proto_spec.FRAME_KINDS[kind], code, seq) + payload
+    raw += struct.pack("<I", zlib.crc32(raw))
+    return b"\x00" + cobs(raw) + b"\x00"
+
+
+def frame_seeds() -> None:
+    c = proto_spec.COMMANDS
+    write("frame", "hello", frame("REQ", c["HELLO"], 1, struct.pack("<HHI", 1, 0, 8192)))
+    write("frame", "info-text", b"hello board\r\n" + frame("REQ", c["INFO"], 2, b""))
+    write("frame", "flash-data", frame("REQ", c["FLASH_DATA"], 3, struct.pack("<Q", 4096) + bytes(range(256)) * 4))
+    write("frame", "two-frames", frame("REQ", c["ABORT"], 4, b"") + frame("EACK", 0, 9, b""))
+    write("frame", "nak", frame("NAK", 0, 0, b"\x01"))
+    write("frame", "long-zeros", frame("REQ", c["FLASH_DATA"], 5, bytes(600)))
+
+
+def trust_seeds(images: dict) -> None:
+    write("trust", "signed-image", images["signed"])
+    size = len(images["tiny-q8"])
+    write("trust", "trailer-only", images["signed"][size:])
+    rec = trust.encode_prov(trust.ProvRecord(3, spec.PROV_FLAG_OWNER_KEY, trust.public_bytes(FUZZ_KEY), 1))
+    newer = trust.encode_prov(trust.ProvRecord(4, spec.PROV_FLAG_OWNER_KEY, bytes(range(32)), 1))
+    req_sig = trust.sign_provision_request(FUZZ_KEY, bytes(range(32)), 4, 1)
+    write("trust", "prov-slots-request", rec + newer + bytes(range(32)) + b"\x01\x00\x00\x00" + req_sig)
+
+
+def board_seeds() -> None:
+    for p in sorted((ROOT / "boards").glob("*.toml")):
+        d = CORPUS / "boards"
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, d / p.name)
+
+
+def main() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        images = image_seeds(pathlib.Path(tmp))
+    tokenizer_seeds()
+    frame_seeds()
+    trust_seeds(images)
+    board_seeds()
+    for d in sorted(CORPUS.iterdir()):
+        if d.is_dir() and d.name != "regressions":
+            print(f"{d.relative_to(ROOT)}: {len(list(d.iterdir()))} seeds")
+
+
+if __name__ == "__main__":
+    main()
