@@ -146,3 +146,21 @@ def test_sim_cost_model_uses_board_tops_and_bandwidth(stories):
     ops, nbytes = 2 * 32 * 64 * 64, 64 * 64 + 4 * 64 + 32 * (64 + 64)
     assert t_slow == pytest.approx(ops / 0.5e12 + nbytes / 1e9, rel=1e-9)
     assert t_fast == pytest.approx(t_slow / 10, rel=1e-9)
+
+
+def test_section_of_another_model_is_declined_and_runtime_answers_like_the_cpu(stories, tiny, tmp_path):
+    from elk import image as im
+    from elk import runtime
+    from elk.npu.offload import attach
+
+    m, _ = stories
+    path = tmp_path / "mismatch.elk"
+    im.write_image(path, m, npu=tiny[1])  # stories260K weights, NPU section of the dim-256 model
+    with runtime.Model(path, threads=1) as rt:
+        ids = rt.tokenize(FIXTURE_PROMPTS[0])
+        cpu = rt.logits(ids)
+        sess = attach(rt, "sim")
+        npu = rt.logits(ids)
+        assert np.array_equal(cpu, npu)
+        assert sess.stats()["chunks"] == 0
+        assert "has another shape for blk.0.attn_q" in sess.log
