@@ -5,6 +5,11 @@ import cffi
 import numpy as np
 import pytest
 
+from conftest import fixture_path
+
+from elk.convert.pack import pack
+from elk.runtime import Model
+
 CDEF = """
 typedef struct elk_sampling { float temperature; int top_k; float top_p; float repeat_penalty;
                               int repeat_last_n; uint64_t seed; } elk_sampling;
@@ -121,3 +126,17 @@ def test_sampler_rejects_out_of_range_settings(lib):
     assert Sampler(lib, 10, top_k=-1).rc == ELK_E_RANGE
     assert Sampler(lib, 10, repeat_penalty=0.0).rc == ELK_E_RANGE
     assert Sampler(lib, 10, temperature=float("nan")).rc == ELK_E_RANGE
+
+
+def test_runtime_repeat_penalty_over_whole_history_prevents_any_repeat(host_build, tmp_path):
+    # Through the host API (sampler arena from malloc, not zeroed by Python): with a huge penalty
+    # over all history, greedy never picks a token already in the context.
+    path = tmp_path / "s.elk"
+    pack(str(fixture_path("stories260K.bin")), str(path), tokenizer=str(fixture_path("tok512.bin")))
+    with Model(path, threads=1) as m:
+        p = m.tokenize("Once upon a time")
+        plain = [t for t, _ in m.generate_tokens(p, max_tokens=40, temperature=0)]
+        pen = [t for t, _ in m.generate_tokens(p, max_tokens=40, temperature=0, repeat_penalty=1e6,
+                                               repeat_last_n=0)]
+    assert len(set(plain)) < len(plain)  # the plain story repeats tokens ...
+    assert len(set(p + pen)) == len(p + pen) == len(p) + 40  # ... the penalized one never does

@@ -9,6 +9,7 @@
 #include "util/util.h"
 
 #define DEFAULT_BATCH 64u
+#define MAX_BATCH 4096u /* tokens per forward call; keeps every index in int range */
 #define ARENA_ALIGN 64u
 
 /* ---------------------------------------------------------------------------------------------
@@ -44,7 +45,8 @@ static uint32_t opt_n_ctx(const elk_image *img, const elk_model_opts *o)
 
 static uint32_t opt_batch(const elk_model_opts *o)
 {
-    return o && o->max_batch ? o->max_batch : DEFAULT_BATCH;
+    uint32_t b = o && o->max_batch ? o->max_batch : DEFAULT_BATCH;
+    return b < MAX_BATCH ? b : MAX_BATCH;
 }
 
 /* Lay out the model in the arena; with c->base == NULL only measures. */

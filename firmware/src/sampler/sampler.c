@@ -42,6 +42,7 @@ int elk_sampler_init(elk_sampler **out, uint32_t vocab_size, const elk_sampling 
     s->cand = (int32_t *)a;
     a += ALIGN_UP((uint64_t)vocab_size * 4);
     s->seen = (uint8_t *)a;
+    memset(s->seen, 0, vocab_size); /* the penalty relies on it; arenas come uninitialized */
     s->vocab = vocab_size;
     s->p = *params;
     /* splitmix-style scramble so nearby seeds start far apart; 0 is not a valid xorshift state */
