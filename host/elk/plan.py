@@ -148,13 +148,18 @@ def plan(image_path, board_name: str, ctx: int | None = None) -> Plan:
     batch = CPU_PREFILL_BATCH
     cpu_batch_s = max(2.0 * params * batch / (board.cpu_gops * 1e9), weight_bytes / bw)
     prefill_cpu = batch / cpu_batch_s
+    npu_plan = _npu_plan(board, params, weight_bytes, _dominant_type(img), prefill_cpu)
+    if npu_plan:  # elk's own offload path (NPU section, block linears in int8): elk.npu.predict
+        from elk.npu.predict import offload_prediction
+
+        npu_plan["elk"] = offload_prediction(img, board, prefill_cpu)
     return Plan(
         board=board.name, image=str(image_path), n_ctx=n_ctx, ctx_clamped=bool(ctx and ctx > cfg.seq_len),
         image_bytes=os.path.getsize(image_path), slot_bytes=slot_bytes(board),
         ram_bytes=board.ram_mb * MIB, ram_parts=ram_parts, params=params,
         weight_bytes_per_token=weight_bytes, decode_tps=bw / weight_bytes,
         decode_tps_full_ctx=bw / (weight_bytes + kv), prefill_tps_cpu=prefill_cpu,
-        npu=_npu_plan(board, params, weight_bytes, _dominant_type(img), prefill_cpu),
+        npu=npu_plan,
     )
 
 
@@ -182,6 +187,8 @@ def report_lines(p: Plan) -> list[str]:
         lines.append(f"  prefill ~{n['prefill_tps']:.1f} tokens/s on the NPU ({n['kind']}, {n['dtype']} "
                      f"{n['tops']:g} TOPS, chunks of {n['chunk_tokens']}, {n['bound']}-bound): "
                      f"{n['speedup']:.1f}x the CPU")
+        if n.get("elk", {}).get("line"):
+            lines.append(n["elk"]["line"])
     else:
         lines.append("  npu: none on this board")
     return lines
