@@ -2,6 +2,7 @@
  * tests under qemu and for speed work:
  *   elk-run IMAGE [-p PROMPT] [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
  *           [--repeat-penalty R] [--threads N] [--ctx N] [--kernels NAME] [--ids]
+ *           [--npu sim|litert] [--litert-lib PATH] [--npu-tops T] [--npu-dma-gbs G]  (docs/npu.md)
  * Text goes to stdout as it is produced; timing to stderr. --ids: PROMPT is a list of token ids
  * and the output is ids too. Exit 0 on success, 2 with one line on stderr on any error. */
 #include <errno.h>
@@ -11,9 +12,12 @@
 
 #include "elk/elk.h"
 #include "host_api.h"
+#include "npu_host.h"
 
 typedef struct args {
     const char *image, *prompt, *kernels;
+    const char *npu, *litert_lib; /* NPU offload of prefill (npu_host.h); NULL = CPU only */
+    double npu_tops, npu_dma_gbs;
     int n, top_k, threads, ids;
     unsigned ctx;
     float temperature, top_p, repeat_penalty;
@@ -63,6 +67,10 @@ static int parse(int argc, char **argv, args *a)
             a->prompt = val;
         else if (!strcmp(o, "--kernels"))
             a->kernels = val;
+        else if (!strcmp(o, "--npu"))
+            a->npu = val;
+        else if (!strcmp(o, "--litert-lib"))
+            a->litert_lib = val;
         else if (number(val, -1e18, 1e18, &v))
             return usage("option value is not a number");
         else if (!strcmp(o, "-n"))
@@ -79,6 +87,10 @@ static int parse(int argc, char **argv, args *a)
             a->seed = (unsigned long long)v;
         else if (!strcmp(o, "--threads"))
             a->threads = (int)v;
+        else if (!strcmp(o, "--npu-tops"))
+            a->npu_tops = v;
+        else if (!strcmp(o, "--npu-dma-gbs"))
+            a->npu_dma_gbs = v;
         else if (!strcmp(o, "--ctx"))
             a->ctx = (unsigned)v;
         else
@@ -167,7 +179,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "elk-run: error: %s\n", err);
         return 2;
     }
+    elk_host_npu *npu = NULL;
+    if (a.npu && strcmp(a.npu, "off") != 0 &&
+        elk_host_npu_open_host(h, a.npu, a.litert_lib, a.npu_tops, a.npu_dma_gbs, &npu, err, sizeof err)) {
+        fprintf(stderr, "elk-run: error: --npu %s: %s\n", a.npu, err);
+        elk_host_close(h);
+        return 2;
+    }
     int rc = run(h, &a);
     elk_host_close(h);
+    if (npu)
+        elk_host_npu_report(npu);
+    elk_host_npu_close(npu);
     return rc;
 }

@@ -153,3 +153,32 @@ int elk_host_npu_attach(struct elk_host *host, elk_host_npu *s)
     m->npu_ctx = s ? elk_host_npu_runner(s) : NULL;
     return ELK_OK;
 }
+
+int elk_host_npu_open_host(struct elk_host *host, const char *backend, const char *litert_lib, double tops,
+                           double dma_gbs, elk_host_npu **out, char *err, int errcap)
+{
+    elk_model *m = elk_host_model(host);
+    *out = NULL;
+    if (!m || !m->img->section[ELK_SECTION_NPU].data) {
+        snprintf(err, errcap, "image has no NPU section (pack it with `elk pack ... --npu`)");
+        return ELK_E_MISSING;
+    }
+    int rc = ELK_OK;
+    if (strcmp(backend, "litert") == 0 && (rc = elk_host_litert_load(litert_lib, err, errcap)) != ELK_OK)
+        return rc;
+    elk_host_npu *s = elk_host_npu_open(m->img->section[ELK_SECTION_NPU].data,
+                                        m->img->section[ELK_SECTION_NPU].size, backend, tops, dma_gbs, 0, 0,
+                                        0, &rc, err, errcap);
+    if (!s)
+        return rc;
+    elk_host_npu_attach(host, s);
+    *out = s;
+    return ELK_OK;
+}
+
+void elk_host_npu_report(const elk_host_npu *s)
+{
+    fprintf(stderr, "npu %s: %llu chunks offloaded, %llu linear calls on the CPU, simulated NPU time %.3f ms\n%s",
+            s->runner.backend ? s->runner.backend->name : "off", (unsigned long long)s->runner.stats.chunks,
+            (unsigned long long)s->runner.stats.cpu_fallbacks, 1e3 * s->runner.stats.npu_seconds, s->log);
+}
