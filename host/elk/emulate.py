@@ -7,6 +7,7 @@ Not here: the protocol (elk.link) or the firmware itself (firmware/src/main).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -97,9 +98,17 @@ class Emulator:
         # slave open so the firmware's UART never sees a hang-up between clients.
         tty.setraw(self._slave)
         self.port = os.ttyname(self._slave)
-        self.proc = subprocess.Popen(self.command(), pass_fds=(self._master,), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self.log or None,
-                                     start_new_session=True)
+        for attempt in range(20):
+            try:
+                self.proc = subprocess.Popen(self.command(), pass_fds=(self._master,), stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=self.log or None,
+                                             start_new_session=True)
+                break
+            except OSError as e:
+                # a concurrent SCons run may be relinking elk-fw right now (EACCES / ETXTBSY / ENOENT)
+                if attempt == 19 or e.errno not in (errno.EACCES, errno.ETXTBSY, errno.ENOENT):
+                    raise EmulatorError(f"cannot start {self.fw}: {e.strerror}") from None
+                time.sleep(0.25)
         os.close(self._master)
         self._master = None
         self.record = RUNTIME_DIR / f"{os.getpid()}-{self.proc.pid}.json"

@@ -44,6 +44,7 @@ class FlashResult:
     retransmits: int = 0
     baud: int = 0
     seconds: float = 0.0
+    warning: str = ""             # from the board at FLASH_END (e.g. unsigned image, no owner key)
 
     def summary(self) -> str:
         if not self.ok:
@@ -53,7 +54,7 @@ class FlashResult:
         return (f"{self.port}: OK slot {self.slot}, {_size(self.image_size)} image: sent {self.blocks_sent} "
                 f"blocks ({_size(self.data_bytes_sent)}), copied {self.blocks_copied}, skipped "
                 f"{self.blocks_skipped} in {self.seconds:.1f} s ({_size(rate)}/s at {line}), "
-                f"{self.retransmits} retransmits")
+                f"{self.retransmits} retransmits" + (f"\n{self.port}: warning: {self.warning}" if self.warning else ""))
 
 
 def _size(n: float) -> str:
@@ -147,7 +148,8 @@ class _Transfer:
             plan = _plan(local, target, other)
             self._apply(link, plan, block)
             try:
-                link.request(CMD["FLASH_END"], extra_time=2.0 + size / 5e6)
+                end = link.request(CMD["FLASH_END"], extra_time=2.0 + size / 5e6)
+                self.res.warning = end[1:].decode("utf-8", "replace")  # trust warning after the slot byte
                 break
             except BoardReplyError as e:
                 if e.status != -6 or attempt:  # ELK_E_HASH: resend what differs once more
@@ -181,9 +183,9 @@ class _Transfer:
 class Progress:
     """One line per board: bytes, rate, time left. Redrawn in place on a terminal, else every second."""
 
-    def __init__(self, ports, out=sys.stderr):
+    def __init__(self, ports, out=None):
         self.ports = list(ports)
-        self.out = out
+        self.out = out or sys.stderr
         self.tty = hasattr(out, "isatty") and out.isatty()
         self.lines = {p: f"{p}: connecting" for p in self.ports}
         self.lock = threading.Lock()
@@ -199,6 +201,10 @@ class Progress:
         self.lines[port] = (f"{port}: [{bar}] {100 * done // max(total, 1):3d}% {_size(done)}/{_size(total)} "
                             f"{_size(rate)}/s {int(left) // 60:02d}:{int(left) % 60:02d} left")
         self._draw(done >= total)
+
+    def finish(self, port, text):
+        self.lines[port] = f"{port}: {text}"
+        self._draw(True)
 
     def note(self, port, text):
         with self.lock:
@@ -222,7 +228,7 @@ class Progress:
             self.drawn = True
 
 
-def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=sys.stderr) -> list:
+def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=None) -> list:
     """Flash `image` to every port (in parallel). Returns one FlashResult per port, in order."""
     path = pathlib.Path(image)
     try:
@@ -243,6 +249,8 @@ def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=sy
         except Exception as e:  # noqa: BLE001 (one board's surprise must not stop the others)
             t.res.error = f"{type(e).__name__}: {e}"
         t.res.seconds = time.monotonic() - t.t0
+        if prog and not t.res.ok:
+            prog.finish(t.res.port, f"FAILED: {t.res.error}")
 
     threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in transfers]
     for th in threads:

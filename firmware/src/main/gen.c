@@ -270,7 +270,8 @@ int fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const fw_gen_param
     else if (rc)
         st.stop = ELK_STOP_ERROR;
     st.total_us = (uint32_t)(fw_now(fw) - t0);
-    send_stats(fw, &st);
+    /* the turn is over before STATS goes out: frames that arrive with its EACK are new commands */
     fw->generating = 0;
+    send_stats(fw, &st);
     return rc;
 }

@@ -2,6 +2,7 @@
  * per sequence number (a retransmitted request gets the cached response), sends events and waits
  * for their acknowledgement. Flash and generation commands live in flashing.c and gen.c. */
 #include "main/fw.h"
+#include "trust/fw_trust.h"
 
 uint64_t fw_now(elk_fw *fw)
 {
@@ -198,6 +199,9 @@ static int cmd_commit(elk_fw *fw, const uint8_t *p, uint32_t n)
     uint8_t s = p[0];
     if (!(fw->rec.slot[s].flags & ELK_SLOT_VALID) || fw->running != s)
         return ELK_E_STATE;  /* only a slot that booted gets committed */
+    int trc = elk_trust_fw_check_slot(fw, s);  /* owner key or floor may have changed since FLASH_END */
+    if (trc)
+        return trc;
     if (fw->rec.active != s) {
         fw->rec.prev = fw->rec.active;
         fw->rec.active = s;
@@ -213,6 +217,9 @@ static int cmd_rollback(elk_fw *fw)
     uint8_t prev = fw->rec.prev;
     if (prev > 1 || !(fw->rec.slot[prev].flags & ELK_SLOT_VALID))
         return ELK_E_STATE;
+    int trc = elk_trust_fw_check_slot(fw, prev);  /* no rollback below the security floor */
+    if (trc)
+        return trc;
     fw->rec.prev = fw->rec.active;
     fw->rec.active = prev;
     int rc = fw_record_store(fw);
@@ -266,6 +273,8 @@ static int dispatch(elk_fw *fw, const elk_frame *f)
     case ELK_CMD_RESET: fw->after = FW_AFTER_RESET; return 2;
     case ELK_CMD_GENERATE: return cmd_generate(fw, f->payload, f->len);
     case ELK_CMD_ABORT: fw->abort = fw->generating; return 2;
+    case ELK_CMD_TRUST_INFO: return elk_trust_fw_cmd_info(fw);
+    case ELK_CMD_PROVISION: return elk_trust_fw_cmd_provision(fw, f->payload, f->len);
     default: return ELK_E_UNSUPPORTED;
     }
 }
@@ -302,9 +311,10 @@ static void handle_request(elk_fw *fw, const elk_frame *f)
         uart_write(fw, fw->last_resp, fw->last_resp_len);  /* our answer was lost: say it again */
         return;
     }
+    fw->reason[0] = 0;
     int r = dispatch(fw, f);
     int status = r < 0 ? r : ELK_OK;
-    uint32_t len = r < 0 ? 2 : (uint32_t)r;
+    uint32_t len = r < 0 ? 2 + elk_trust_fw_note(fw, 2) : (uint32_t)r;  /* error: i16 status, reason text */
     if (r < 0 && f->code == ELK_CMD_HELLO)
         len = 20;  /* a version mismatch still carries the board's version */
     if (r < 0 && f->code != ELK_CMD_HELLO)
@@ -320,8 +330,7 @@ static void handle_request(elk_fw *fw, const elk_frame *f)
     fw->last_seq = f->seq;
     fw->have_last = 1;
     uart_write(fw, fw->last_resp, fw->last_resp_len);
-    if (fw->after != FW_AFTER_NONE && !fw->generating)
-        run_after(fw);
+    /* fw->after runs from the main loop, never nested inside a generation's event wait */
 }
 
 static void handle_frame(elk_fw *fw, const elk_frame *f)
@@ -399,5 +408,7 @@ int elk_fw_run(const elk_board *board)
         int rc = fw_poll(fw, 100);
         if (rc < 0)
             return rc;
+        if (fw->after != FW_AFTER_NONE)
+            run_after(fw);
     }
 }
