@@ -1,6 +1,6 @@
 """`elk npu` subcommands: info (describe an image's NPU section), check (sim vs LiteRT per layer),
-eval (CPU vs NPU-prefill logits), export (write each layer's .tflite). Parsing and printing only;
-the work is in elk.npu."""
+eval (CPU vs NPU-prefill logits), time (CPU prefill vs simulated NPU), export (each layer's .tflite).
+Parsing and printing only; the work is in elk.npu."""
 
 import sys
 
@@ -26,6 +26,13 @@ def register(sub) -> None:
     q.add_argument("--npu", choices=("sim", "litert"), default="sim")
     q.add_argument("--npu-board", default=None, help="board whose NPU the sim's cost model uses")
     q.set_defaults(func=_eval)
+
+    q = s.add_parser("time", help="measured CPU prefill next to the simulated NPU time on a board")
+    q.add_argument("image")
+    q.add_argument("--board", required=True, help="board with an NPU (boards/)")
+    q.add_argument("-p", "--prompt", type=int, default=64, help="prompt tokens (default 64)")
+    q.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    q.set_defaults(func=_time)
 
     q = s.add_parser("export", help="write each layer's .tflite into a folder (for vendor NPU toolchains)")
     q.add_argument("image")
@@ -63,6 +70,13 @@ def _eval(args) -> int:
 
     r = compare_runtime(args.image, args.prompt or list(DEFAULT_PROMPTS), args.npu, args.npu_board)
     print("\n".join(r.lines()))
+    return 0
+
+
+def _time(args) -> int:
+    from elk.npu.evaluate import time_prefill
+
+    print("\n".join(time_prefill(args.image, args.board, args.prompt, threads=args.threads).lines()))
     return 0
 
 

@@ -126,3 +126,51 @@ def check_backends(blob: bytes, seed: int = 0, litert: bool = True) -> list:
             d_lp = int(np.abs(ys - run_tflite(L.tflite, x)).max())
         out.append(LayerCheck(f"blk.{L.layer}.{L.role.lower()}", int(np.abs(ys - yn).max()), d_lc, d_lp))
     return out
+
+
+@dataclasses.dataclass
+class PrefillTiming:
+    n_tokens: int
+    cpu_s: float  # measured: prefill of n_tokens on this machine's CPU path (median)
+    npu_s: float  # simulated: the offloaded linears on the board's NPU (sim cost model)
+    chunks: int
+    offloaded: float  # fraction of the prefill multiply-adds the NPU section covers
+    board: str
+
+    def lines(self) -> list:
+        rest = self.cpu_s * (1 - self.offloaded)
+        total = self.npu_s + rest
+        return [f"prefill {self.n_tokens} tokens, CPU path (measured here): {1e3 * self.cpu_s:.2f} ms",
+                f"NPU (sim, {self.board}): {self.chunks} chunks, {1e3 * self.npu_s:.3f} ms simulated for "
+                f"{100 * self.offloaded:.0f}% of the multiply-adds",
+                f"estimated NPU prefill: {1e3 * total:.2f} ms = simulated NPU + the CPU's remaining share "
+                f"({1e3 * rest:.2f} ms, scaled from the measured CPU run): {self.cpu_s / total:.1f}x"]
+
+
+def time_prefill(image_path, board: str, n_tokens: int = 64, reps: int = 3, threads=None) -> PrefillTiming:
+    """Measured CPU prefill of n_tokens next to the sim's simulated NPU time for the same prefill."""
+    import time
+
+    from elk import runtime
+    from elk.npu.offload import attach, board_npu, section_of
+
+    if board_npu(board) is None:
+        from elk.npu.offload import NpuOptionError
+
+        raise NpuOptionError(f"board '{board}' has no NPU")
+    with runtime.Model(image_path, threads=threads) as m:
+        n = min(int(n_tokens), m.config.n_ctx)
+        ids = [m.config.bos_id] + [int(i) % m.config.vocab_size for i in range(100, 100 + n - 1)]
+        times = []
+        for _ in range(max(1, reps)):
+            t = time.perf_counter()
+            m.logits(ids)
+            times.append(time.perf_counter() - t)
+        sess = attach(m, "sim", board)
+        m.logits(ids)
+        st = sess.stats()
+        cfg = m.config
+    sec = parse_section(section_of(image_path))
+    npu_params = sum(L.rows * L.cols for L in sec.layers)
+    frac = npu_params / (npu_params + cfg.vocab_size * cfg.dim)
+    return PrefillTiming(n, float(np.median(times)), st["npu_seconds"], st["chunks"], frac, board)
