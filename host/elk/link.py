@@ -403,7 +403,9 @@ class Link:
             raise LinkError(f"{self.port}: reply to {CMD_NAMES.get(code)} too short")
         status = struct.unpack_from("<h", resp.payload)[0]
         if status and check:
-            raise BoardReplyError(CMD_NAMES.get(code, hex(code)), status)
+            # the board may say why after the status (trust refusals: docs/trust.md)
+            reason = resp.payload[2:].split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+            raise BoardReplyError(CMD_NAMES.get(code, hex(code)), status, reason)
         return resp.payload[2:] if check else resp.payload
 
     # -- session --------------------------------------------------------------------------------

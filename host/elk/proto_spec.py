@@ -44,6 +44,8 @@ COMMANDS = {
     "RESET": 0x33,
     "GENERATE": 0x40,
     "ABORT": 0x41,
+    "TRUST_INFO": 0x50,  # trust area (docs/trust.md): provisioning state
+    "PROVISION": 0x51,   # store / replace / clear the owner key
 }
 
 EVENTS = {

@@ -209,6 +209,8 @@ enum {
     ELK_CMD_RESET = 0x33,
     ELK_CMD_GENERATE = 0x40,
     ELK_CMD_ABORT = 0x41,
+    ELK_CMD_TRUST_INFO = 0x50,
+    ELK_CMD_PROVISION = 0x51,
 };
 enum {
     ELK_EVENT_PIECE = 0x01,

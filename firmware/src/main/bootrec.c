@@ -2,6 +2,7 @@
  * and CRC-32, so a power loss while one copy is written leaves the other valid.
  * Layout in docs/protocol.md "Flash layout". Not here: slot contents or verification. */
 #include "main/fw.h"
+#include "trust/fw_trust.h"
 
 /* Record field offsets (256 bytes, little-endian). */
 enum {
@@ -90,6 +91,7 @@ void fw_record_load(elk_fw *fw)
     for (int s = 0; s < 2; s++)
         if (fw->rec.slot[s].image_size > fw->slot_size)
             fw->rec.slot[s].flags = 0;
+    elk_trust_fw_load(fw);
 }
 
 /* Write fw->rec with the next sequence number over the older copy, then sync. The copy holding the
@@ -110,6 +112,8 @@ int fw_record_store(elk_fw *fw)
     record_encode(&fw->rec, buf);
     uint64_t off = (uint64_t)target * b->erase_block;
     int rc = b->flash_erase(b->flash_ctx, off, b->erase_block);
+    if (rc == ELK_OK)
+        rc = elk_trust_fw_store(fw, off);  /* provisioning copy first (synced): see trust/fw_trust.h */
     if (rc == ELK_OK)
         rc = b->flash_write(b->flash_ctx, off, buf, sizeof buf);
     if (rc == ELK_OK)

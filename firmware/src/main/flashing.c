@@ -2,6 +2,7 @@
  * the other slot, report block hashes (skip and resume), verify the SHA-256 and record the slot.
  * Each handler fills fw->tx after the i16 status and returns its length or a negative status. */
 #include "main/fw.h"
+#include "trust/fw_trust.h"
 
 static uint8_t target_slot(const elk_fw *fw)
 {
@@ -149,6 +150,8 @@ int fw_cmd_flash_end(elk_fw *fw, const uint8_t *p, uint32_t n)
     int rc = elk_image_open(&im, img, fw->fs.size);
     if (rc == ELK_OK)
         rc = elk_image_verify(&im);
+    if (rc == ELK_OK && (rc = elk_trust_fw_check(fw, img, fw->fs.size)) != ELK_OK)
+        elk_fmt(im.error, sizeof im.error, "%s", fw->reason);  /* signature / rollback refusal */
     if (rc) {
         fw_log(fw, "flash: image rejected: %s", im.error);
         fw->fs.open = 0;
@@ -167,5 +170,5 @@ int fw_cmd_flash_end(elk_fw *fw, const uint8_t *p, uint32_t n)
     fw->fs.open = 0;
     fw->tx[2] = fw->fs.slot;
     fw_log(fw, "flash: slot %c verified (%s)", 'A' + fw->fs.slot, d->name);
-    return 3;
+    return 3 + (int)elk_trust_fw_note(fw, 3);  /* a trust warning (unsigned image, no owner key) follows */
 }

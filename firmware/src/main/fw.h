@@ -9,6 +9,7 @@
 #include "elk/elk.h"
 #include "proto/proto.h"
 #include "util/util.h"
+#include "trust/trust.h"
 
 #define ELK_FW_VERSION "elk-fw 0.1.0"
 
@@ -119,6 +120,9 @@ typedef struct elk_fw {
     uint8_t console_last;               /* previous console byte (CR LF counts once) */
     char prompt[ELK_PROTO_PAYLOAD_MAX_BOARD]; /* GENERATE's prompt, copied out of the receive buffer */
     char text[FW_TEXT_MAX];             /* one turn wrapped in the chat template */
+    /* trust (firmware/src/trust/fw_trust.c) */
+    elk_trust_prov trust;               /* provisioning record in use (sequence 0: none) */
+    char reason[128];                   /* why the current command failed (or a warning); sent after the status */
     int after;                          /* FW_AFTER_*: what to do once the response is on the wire */
     uint32_t after_arg;
     fw_gen_params gen;

@@ -23,8 +23,16 @@ def cmd_sign(args) -> int:
 
 
 def cmd_provision(args) -> int:
-    from elk import provision
+    from elk import boards, provision
 
+    if args.factory_reset:
+        print(provision.factory_reset_flash(args.factory_reset, boards.load(args.board).erase_block_kb))
+        return 0
+    if not args.port:
+        raise provision.ProvisionError("pass --port PORT (or --factory-reset FLASH_FILE for a stopped emulated board)")
+    if args.status:
+        print(provision.status_port(args.port, baud=args.baud))
+        return 0
     msg, warning = provision.provision_port(args.port, args.key, old_key=args.old_key,
                                             clear=args.clear, baud=args.baud)
     if warning:
@@ -46,4 +54,16 @@ def register(sub) -> None:
                    help="set the anti-rollback counter before signing (boards refuse lower counters)")
     p.add_argument("-o", "--output", default=None, help="write the signed image here instead of in place")
     p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser("provision", help="store an owner public key on a board (it then refuses unsigned images)")
+    p.add_argument("--port", help="serial port of the board (e.g. /dev/ttyUSB0 or an emulator pty)")
+    p.add_argument("--key", help="new owner public key (.pub)")
+    p.add_argument("--old-key", default=None, help="current owner private key, to re-provision an owned board")
+    p.add_argument("--clear", action="store_true", help="remove the owner key (needs --old-key)")
+    p.add_argument("--status", action="store_true", help="show the board's owner key and security counter")
+    p.add_argument("--factory-reset", metavar="FLASH_FILE",
+                   help="physical reset of a STOPPED emulated board: erase its provisioning area")
+    p.add_argument("--board", default="host", help="board file for --factory-reset (erase block size)")
+    p.add_argument("--baud", type=int, default=None)
+    p.set_defaults(func=cmd_provision)
 

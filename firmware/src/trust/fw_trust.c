@@ -1,0 +1,145 @@
+/* Trust inside the board firmware: provisioning copies in the boot blocks, the commit-time check,
+ * TRUST_INFO and PROVISION. The rules live in trust.c; this file only wires them to flash and frames.
+ * Linked into elk-fw only (it needs firmware/src/main), never into libelk. */
+#include "trust/fw_trust.h"
+
+#include "trust/trust.h"
+
+/* Key id as 16 hex digits (elk_fmt has no field widths). */
+static void key_hex(const uint8_t key[32], char out[2 * ELK_TRUST_KEY_ID_SIZE + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    uint8_t id[ELK_TRUST_KEY_ID_SIZE];
+    elk_trust_key_id(key, id);
+    for (int i = 0; i < ELK_TRUST_KEY_ID_SIZE; i++) {
+        out[2 * i] = digits[id[i] >> 4];
+        out[2 * i + 1] = digits[id[i] & 15];
+    }
+    out[2 * ELK_TRUST_KEY_ID_SIZE] = 0;
+}
+
+static const uint8_t *prov_copy(const elk_fw *fw, int i)
+{
+    return fw->b->flash + (uint64_t)i * fw->b->erase_block + ELK_BOOT_RECORD_SIZE;
+}
+
+void elk_trust_fw_load(elk_fw *fw)
+{
+    int active;
+    /* fw_layout guarantees erase_block >= boot record + provisioning copy (checked in store). */
+    elk_trust_prov_select(prov_copy(fw, 0), prov_copy(fw, 1), ELK_PROV_RECORD_SIZE, &fw->trust, &active);
+    if (fw->trust.flags & ELK_PROV_FLAG_OWNER_KEY) {
+        char id[2 * ELK_TRUST_KEY_ID_SIZE + 1];
+        key_hex(fw->trust.owner_key, id);
+        fw_log(fw, "trust: owner key %s, record %u (copy %d), security floor %u", id,
+               (unsigned)fw->trust.sequence, active, (unsigned)fw->trust.security_floor);
+    }
+}
+
+/* security_counter of the image in slot s, or 0 when the slot holds no valid image. */
+static uint32_t slot_counter(const elk_fw *fw, int s)
+{
+    if (s > 1 || !(fw->rec.slot[s].flags & ELK_SLOT_VALID) || fw->rec.slot[s].image_size < ELK_IMAGE_HEADER_SIZE)
+        return 0;
+    return elk_le32(fw->b->flash + fw->slot_base[s] + ELK_HDR_SECURITY_COUNTER);
+}
+
+static uint32_t running_counter(const elk_fw *fw)
+{
+    uint32_t c = slot_counter(fw, fw->rec.active);
+    return c > fw->trust.security_floor ? c : fw->trust.security_floor;
+}
+
+int elk_trust_fw_store(elk_fw *fw, uint64_t block_off)
+{
+    const elk_board *b = fw->b;
+    if (b->erase_block < ELK_BOOT_RECORD_SIZE + ELK_PROV_RECORD_SIZE)
+        return ELK_E_RANGE;
+    uint32_t c = slot_counter(fw, fw->rec.active);
+    if (c > fw->trust.security_floor) {
+        fw->trust.security_floor = c;  /* committed: never accept anything older again */
+        if (fw->trust.sequence == 0)
+            fw->trust.sequence = 1;    /* a record without owner key, just to keep the floor */
+    }
+    if (fw->trust.sequence == 0)
+        return ELK_OK;
+    uint8_t buf[ELK_PROV_RECORD_SIZE];
+    elk_trust_prov_encode(&fw->trust, buf);
+    int rc = b->flash_write(b->flash_ctx, block_off + ELK_BOOT_RECORD_SIZE, buf, sizeof buf);
+    return rc ? rc : b->flash_sync(b->flash_ctx);
+}
+
+int elk_trust_fw_check(elk_fw *fw, const uint8_t *img, uint64_t size)
+{
+    int warning = 0;
+    int rc = elk_trust_check_image(img, size, &fw->trust, running_counter(fw), &warning, fw->reason,
+                                   sizeof fw->reason);
+    if (rc)
+        fw_log(fw, "trust: image refused: %s", fw->reason);
+    else if (warning)
+        fw_log(fw, "trust: warning: %s", fw->reason);
+    return rc;
+}
+
+int elk_trust_fw_check_slot(elk_fw *fw, uint8_t s)
+{
+    if (s > 1 || !(fw->rec.slot[s].flags & ELK_SLOT_VALID))
+        return ELK_E_STATE;
+    int rc = elk_trust_fw_check(fw, fw->b->flash + fw->slot_base[s], fw->rec.slot[s].image_size);
+    if (rc == ELK_OK)
+        fw->reason[0] = 0;  /* the warning was given when the image was flashed */
+    return rc;
+}
+
+uint32_t elk_trust_fw_note(elk_fw *fw, uint32_t off)
+{
+    uint32_t n = 0;
+    while (fw->reason[n] && n < sizeof fw->reason - 1)
+        n++;
+    uint32_t end = elk_put_bytes(fw->tx, off, sizeof fw->tx, fw->reason, n);
+    return end <= sizeof fw->tx ? n : 0;
+}
+
+int elk_trust_fw_cmd_info(elk_fw *fw)
+{
+    uint32_t off = 2, cap = sizeof fw->tx;
+    uint8_t id[ELK_TRUST_KEY_ID_SIZE];
+    elk_trust_key_id(fw->trust.owner_key, id);
+    off = elk_put32(fw->tx, off, cap, fw->trust.sequence);
+    off = elk_put32(fw->tx, off, cap, fw->trust.flags);
+    off = elk_put32(fw->tx, off, cap, fw->trust.security_floor);
+    off = elk_put32(fw->tx, off, cap, running_counter(fw));
+    off = elk_put_bytes(fw->tx, off, cap, fw->trust.owner_key, 32);
+    off = elk_put_bytes(fw->tx, off, cap, id, sizeof id);
+    return off <= cap ? (int)off : ELK_E_RANGE;
+}
+
+int elk_trust_fw_cmd_provision(elk_fw *fw, const uint8_t *p, uint32_t n)
+{
+    if (n != 36 && n != 100) {
+        elk_fmt(fw->reason, sizeof fw->reason, "PROVISION payload is %u bytes, expected 36 or 100", (unsigned)n);
+        return ELK_E_INVAL;
+    }
+    elk_trust_prov next, old = fw->trust;
+    int rc = elk_trust_prov_request(&fw->trust, p + 4, elk_le32(p), n == 100 ? p + 36 : NULL, &next,
+                                    fw->reason, sizeof fw->reason);
+    if (rc)
+        return rc;
+    fw->trust = next;
+    rc = fw_record_store(fw);  /* both records in the older boot block: old state survives a power cut */
+    if (rc) {
+        fw->trust = old;
+        elk_fmt(fw->reason, sizeof fw->reason, "flash write of the provisioning record failed");
+        return rc;
+    }
+    uint8_t id[ELK_TRUST_KEY_ID_SIZE];
+    char hex[2 * ELK_TRUST_KEY_ID_SIZE + 1];
+    elk_trust_key_id(fw->trust.owner_key, id);
+    key_hex(fw->trust.owner_key, hex);
+    fw_log(fw, "trust: provisioned record %u, owner key %s%s", (unsigned)fw->trust.sequence, hex,
+           fw->trust.flags & ELK_PROV_FLAG_OWNER_KEY ? "" : " (cleared)");
+    uint32_t off = 2, cap = sizeof fw->tx;
+    off = elk_put32(fw->tx, off, cap, fw->trust.sequence);
+    off = elk_put_bytes(fw->tx, off, cap, id, sizeof id);
+    return off <= cap ? (int)off : ELK_E_RANGE;
+}
