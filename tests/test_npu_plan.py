@@ -29,12 +29,13 @@ def test_plan_predicts_elk_npu_prefill_on_an_npu_board(images):
     assert e["section"] == "present" and e["chunk"] == 64
     b = boards.load("rk3588")
     tops = b.npu["tops"]["int8"] * b.npu["efficiency"]
-    npu_params = 5 * (64 * 64 * 2 + 32 * 64 * 2 + 3 * 64 * 172)
-    out_params = 512 * 64
-    t = (2.0 * npu_params * 64 / (tops * 1e12) + (npu_params + 64 * 4 * 64) / (b.npu["dma_gbs"] * 1e9)
-         + 2.0 * out_params * 64 / (b.cpu_gops * 1e9))
-    assert e["prefill_tps"] == pytest.approx(64 / t, rel=1e-9)
-    assert e["offloaded"] == pytest.approx(npu_params / (npu_params + out_params))
+    shapes = [(64, 64), (32, 64), (32, 64), (64, 64), (172, 64), (64, 172), (172, 64)] * 5
+    per_chunk = sum(2.0 * 64 * r * c / (tops * 1e12) + (r * c + 4 * r + 64 * (r + c)) / (b.npu["dma_gbs"] * 1e9)
+                    for r, c in shapes)
+    t = 2 * per_chunk + 2.0 * 512 * 64 / (b.cpu_gops * 1e9)  # 128 tokens = 2 chunks of 64; output once
+    assert e["prefill_tps"] == pytest.approx(128 / t, rel=1e-9)
+    npu_params = sum(r * c for r, c in shapes)
+    assert e["offloaded"] == pytest.approx(128 * npu_params / (128 * npu_params + 512 * 64))
     assert any(line.startswith("  elk NPU path: section present") for line in plan.report_lines(p))
     q = plan.plan(plain, "rk3588")
     assert q.npu["elk"]["section"] == "absent"
