@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,9 +28,9 @@
 #endif
 
 #define ELK_POOL_MAX 64
-/* Spin iterations before a worker sleeps: ~30-100 us with pause, longer than the gap between two
- * matmuls of one token, much shorter than a user's think time. */
-#define ELK_POOL_SPIN 20000
+/* Wait rounds before a worker sleeps on the futex: 256 pauses then yields, roughly 0.1-2 ms in all;
+ * longer than the gap between two matmuls of one token, much shorter than a user's think time. */
+#define ELK_POOL_SPIN 2000
 
 struct elk_pool {
     int n_threads;
@@ -46,6 +47,17 @@ struct elk_pool {
     void *ctx;
     int n;
 };
+
+/* Busy-wait step: pause for the first few hundred rounds (a job a few microseconds away), then
+ * yield, so on a machine with more runnable threads than cores a waiting thread hands its time
+ * slice to whoever holds the work instead of burning it (sched_yield is ~free when idle). */
+static inline void relax(int spins)
+{
+    if (spins < 256)
+        cpu_relax();
+    else
+        sched_yield();
+}
 
 static void futex_wait(_Atomic uint32_t *addr, uint32_t val)
 {
@@ -85,7 +97,7 @@ static void *worker_main(void *arg)
         int spins = 0;
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
             if (++spins < ELK_POOL_SPIN) {
-                cpu_relax();
+                relax(spins);
                 continue;
             }
             /* Announce the sleep before re-checking gen; the publisher reads sleepers after
@@ -157,8 +169,8 @@ void elk_pool_parallel_for(void *pool, elk_task_fn fn, void *ctx, int n)
     if (atomic_load(&p->sleepers) > 0)
         futex_wake_all(&p->gen);
     run_job(p, gen);
-    while (atomic_load_explicit(&p->done, memory_order_acquire) < n)
-        cpu_relax();
+    for (int spins = 1; atomic_load_explicit(&p->done, memory_order_acquire) < n; spins++)
+        relax(spins);
 }
 
 elk_exec elk_pool_exec(elk_pool *pool)

@@ -41,12 +41,15 @@ static void linear_rows(const linear_job *j, int r0, int r1)
     }
 }
 
-/* parallel_for task: an even share of the rows (the split does not change any result). */
+/* parallel_for task: an even share of the rows, cut at multiples of 4 (the gemm row tile) except
+ * the end (the split does not change any result). */
 static void linear_task(void *ctx, int index, int count)
 {
     const linear_job *j = ctx;
     const int64_t rows = j->w->rows;
-    linear_rows(j, (int)(rows * index / count), (int)(rows * (index + 1) / count));
+    const int r0 = (int)(rows * index / count) & ~3;
+    const int r1 = index + 1 == count ? (int)rows : (int)(rows * (index + 1) / count) & ~3;
+    linear_rows(j, r0, r1);
 }
 
 int elk_linear(elk_model *m, const elk_tensor *w, const float *x, int n_tok, float *y)
@@ -86,9 +89,14 @@ int elk_linear(elk_model *m, const elk_tensor *w, const float *x, int n_tok, flo
 
     /* Threads only pay off with enough work per task (a 64 x 64 layer is faster serial). */
     const uint64_t work = (uint64_t)w->rows * (uint64_t)cols * (uint64_t)n_tok;
+    /* Big layers: 4 tasks per thread, claimed dynamically, so a thread the OS descheduled (busy
+     * host) delays only a quarter of its share; each task still streams >= 64 rows. */
+    int tasks = m->exec.n_threads;
+    if (w->rows >= (uint32_t)tasks * 4 * 64)
+        tasks *= 4;
     if (m->exec.parallel_for && m->exec.n_threads > 1 && w->rows >= (uint32_t)m->exec.n_threads &&
         work >= MIN_PARALLEL_WORK)
-        m->exec.parallel_for(m->exec.pool, linear_task, &j, m->exec.n_threads);
+        m->exec.parallel_for(m->exec.pool, linear_task, &j, tasks);
     else
         linear_rows(&j, 0, (int)w->rows);
     return ELK_OK;
