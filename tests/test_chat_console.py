@@ -1,0 +1,83 @@
+"""`elk chat` against an emulated board with stories260K: one-shot greedy text for scripts, the
+interactive console's commands (/temp, /stats, /reset, /info, /quit) driven through pipes, and ABORT
+stopping a reply without ending the session."""
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, fixture_path
+from elk import chat
+from elk import flash as flashing
+from elk.emulate import Emulator
+from elk.link import connect
+
+GREEDY = ", there was a little girl named Lily. She loved to play outside in the park."
+
+
+@pytest.fixture(scope="module")
+def board(host_build, tmp_path_factory):
+    from elk.convert.pack import pack
+
+    image = tmp_path_factory.mktemp("img") / "s260.elk"
+    pack(str(fixture_path("stories260K.bin")), str(image), tokenizer=str(fixture_path("tok512.bin")))
+    with Emulator("host", baud=0, log=open(os.devnull, "w")) as emu:
+        assert flashing.flash([emu.port], image, progress=False)[0].ok
+        yield emu
+
+
+def test_chat_one_shot_prints_the_greedy_continuation(board):
+    r = subprocess.run([sys.executable, "-m", "elk", "chat", "--port", board.port, "-p", "Once upon a time",
+                        "-n", "40", "--stats"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(GREEDY)
+    assert "tokens/s" in r.stderr and "time to first token" in r.stderr and "context 45/512" in r.stderr
+
+
+def test_chat_console_commands_through_pipes(board):
+    script = "/temp 0\nOnce upon a time\n/stats\n/info\n/temp abc\n/reset\nOnce upon a time\n/quit\nnever read\n"
+    out = io.StringIO()
+    with connect(board.port, 0) as link:
+        s = chat.Sampling(max_tokens=20)
+        rc = chat.Console(link, s, inp=io.StringIO(script), out=out).run()
+    text = out.getvalue()
+    assert rc == 0
+    assert "(temperature 0.0)" in text
+    assert text.count(GREEDY[:40]) == 2  # greedy both times: /reset started a new conversation
+    assert "20 tokens" in text and "context 25/512" in text  # /stats after the first reply
+    assert "slot A: stories260K" in text and "[active, running]" in text  # /info
+    assert "usage: /temp X" in text
+    assert "never read" not in text
+
+
+def test_chat_continues_the_conversation_without_reset(board):
+    with connect(board.port, 0) as link:
+        "".join(link.generate("Once upon a time", max_tokens=10, temperature=0, reset=True))
+        first = link.last_stats
+        "".join(link.generate(" and then", max_tokens=10, temperature=0))
+        second = link.last_stats
+    assert first.ctx_used == 15 and second.ctx_used == first.ctx_used + second.prompt_tokens + 10
+
+
+def test_abort_stops_a_reply_but_not_the_session(board):
+    with connect(board.port, 0) as link:
+        pieces = []
+        for piece in link.generate("Once upon a time", max_tokens=400, temperature=0, raw=True, reset=True):
+            pieces.append(piece)
+            if len(pieces) == 3:
+                link.abort()
+                break
+        stats = link.drain_generation()
+        assert stats is not None and stats.stop == "aborted" and stats.gen_tokens < 400
+        text = "".join(link.generate("Once upon a time", max_tokens=30, temperature=0, raw=True, reset=True))
+        assert text.startswith(GREEDY[:50]) and link.last_stats.stop == "max_tokens"
+
+
+def test_chat_refuses_a_board_without_a_model(host_build):
+    with Emulator("host", baud=0, log=open(os.devnull, "w")) as empty:
+        r = subprocess.run([sys.executable, "-m", "elk", "chat", "--port", empty.port, "-p", "hi"],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "runs no model" in r.stderr and "Traceback" not in r.stderr
