@@ -19,6 +19,7 @@ QK = spec.QK
 TYPE_IDS = {name: tid for name, (tid, _, _) in spec.TENSOR_TYPES.items()}
 TYPE_NAMES = {tid: name for name, tid in TYPE_IDS.items()}
 PACK_TYPES = ("F32", "F16", "Q8_0", "Q4_0")  # types the packer writes (BF16 is import-only)
+CHUNK = 1 << 22  # elements per slice when quantizing or measuring big tensors
 FALLBACK_TYPE = "F16"  # for tensors whose cols are not a multiple of 32 under a quantized recipe
 
 
@@ -107,7 +108,11 @@ def quantize(x: np.ndarray, type_) -> np.ndarray:
     if t == "BF16":
         raise QuantError("BF16 is an import-only type; pack to f32, f16, q8_0 or q4_0")
     fn = quantize_q8_0 if t == "Q8_0" else quantize_q4_0
-    return fn(x).reshape(rows, -1)
+    out = np.empty((rows, row_bytes(t, cols)), dtype=np.uint8)
+    step = max(1, CHUNK // max(cols, 1))  # bounded temporaries for 32000 x 2048 embeddings
+    for r in range(0, rows, step):
+        out[r:r + step] = fn(x[r:r + step]).reshape(-1, out.shape[1])
+    return out
 
 
 def dequantize(raw, type_, shape) -> np.ndarray:
@@ -205,8 +210,13 @@ def _pack_type(t) -> str:
 
 def error_stats(ref: np.ndarray, raw: np.ndarray, type_) -> tuple:
     """(rmse, max_abs_err) of the dequantized tensor against the float32 original."""
-    deq = dequantize(raw, type_, ref.shape)
-    diff = (deq.astype(np.float64) - ref.astype(np.float64)).reshape(-1)
-    if diff.size == 0:
-        return 0.0, 0.0
-    return float(np.sqrt(np.mean(diff * diff))), float(np.max(np.abs(diff)))
+    rows, cols = ref.shape
+    raw = np.asarray(raw, dtype=np.uint8).reshape(rows, -1)
+    step = max(1, CHUNK // max(cols, 1))
+    ss, mx = 0.0, 0.0
+    for r in range(0, rows, step):
+        part = ref[r:r + step]
+        diff = (dequantize(raw[r:r + step], type_, part.shape) - part).astype(np.float64)
+        ss += float(np.sum(diff * diff))
+        mx = max(mx, float(np.max(np.abs(diff))))
+    return (ss / ref.size) ** 0.5 if ref.size else 0.0, mx

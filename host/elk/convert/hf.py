@@ -2,8 +2,7 @@
 (with model.safetensors.index.json) and tokenizer.model or tokenizer.json; or a hub id fetched with
 huggingface_hub.snapshot_download.
 
-Tensors are opened lazily (memory-mapped, one at a time while packing), so a 1.1B model never sits in
-RAM as float32. HF stores Wq/Wk permuted for the rotate-half RoPE; they are permuted back here to the
+Tensors are read lazily, one at a time while packing, so a 1.1B model never sits in RAM as float32. HF stores Wq/Wk permuted for the rotate-half RoPE; they are permuted back here to the
 interleaved-pairs convention of the image. Not here: non-Llama architectures or RoPE scaling.
 """
 
@@ -88,8 +87,8 @@ def _config(folder: pathlib.Path, c: dict) -> Config:
 
 
 class _SafetensorsFile:
-    """Tensors of one .safetensors file: names and shapes via the safetensors package, data as a
-    memory map of the file (also for BF16, which numpy cannot name)."""
+    """Tensors of one .safetensors file: names and shapes via the safetensors package, data read
+    from the offsets in its header (also for BF16, which safetensors' numpy API cannot return)."""
 
     def __init__(self, path: pathlib.Path):
         from safetensors import safe_open
@@ -105,12 +104,17 @@ class _SafetensorsFile:
             raise FormatError(f"{path}: damaged safetensors file ({type(e).__name__}: {str(e)[:120]})") from None
         self.offsets = {k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
                         for k, v in header.items() if k != "__metadata__"}
-        self.map = np.memmap(path, dtype=np.uint8, mode="r")
+        self.size = path.stat().st_size
 
     def load(self, name: str) -> np.ndarray:
+        """Read one tensor from the file (not through a long-lived map, so the pages of tensors
+        already packed do not stay resident)."""
         dtype, shape = self.info[name]
         start, end = self.offsets[name]
-        raw = self.map[start:end].view(DTYPES[dtype])
+        if end > self.size:
+            raise FormatError(f"{self.path}: tensor {name} runs past the end of the file (truncated?)")
+        raw = np.fromfile(self.path, dtype=DTYPES[dtype], count=(end - start) // DTYPES[dtype].itemsize,
+                          offset=start)
         if dtype == "BF16":
             return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
         return raw.astype(np.float32).reshape(shape)
