@@ -160,7 +160,7 @@ def _tensor_field(index, off_in_entry, fmt, value):
     return edit
 
 
-@pytest.mark.parametrize("what, edit, message", [
+DAMAGE = [
     ("wrong magic", lambda b: (b.__setitem__(slice(0, 4), b"GGUF"), fix_crc(b)), "bad magic"),
     ("future version", _set("<H", 4, 2), "unsupported image version 2"),
     ("absurd dim", _set("<I", 100, 1 << 30), "dim = 1073741824 is outside"),
@@ -173,13 +173,18 @@ def _tensor_field(index, off_in_entry, fmt, value):
     ("unaligned section", _section_field(4, "offset", 345601), "not a multiple of the alignment"),
     ("truncated tensor table", _section_field(1, "size", 16 + 96 * 10), "truncated tensor table"),
     ("unknown tensor type", _tensor_field(0, 48, "<I", 13), "unknown type 13"),
+    ("bf16 is import-only", _tensor_field(0, 48, "<I", 30), "unknown type 30"),
+    ("norm_eps above 1", _set("<f", 132, 2.0), "norm_eps 2 is not in (0, 1)"),
     ("unknown role", _tensor_field(0, 52, "<H", 99), "unknown role 99"),
     ("tensor size lies", _tensor_field(0, 72, "<Q", 100), "size 100 != rows x row_bytes"),
     ("tensor outside data", _tensor_field(3, 64, "<Q", 64 * 100000), "outside TENSOR_DATA"),
     ("overlapping tensors", _tensor_field(3, 64, "<Q", 4928), "overlap"),
     ("wrong shape", _tensor_field(2, 56, "<II", (128, 32)), "is 128x32, the config needs 64x64"),
     ("vocab mismatch", _set("<I", 120, 500), "token_embd.weight' is 512x64, the config needs 500x64"),
-])
+]
+
+
+@pytest.mark.parametrize("what, edit, message", DAMAGE)
 def test_image_reader_rejects_damage_with_one_line(q8_image, tmp_path, what, edit, message):
     path = corrupt(q8_image, tmp_path, edit)
     with pytest.raises(im.ImageError) as e:
@@ -187,6 +192,15 @@ def test_image_reader_rejects_damage_with_one_line(q8_image, tmp_path, what, edi
     text = str(e.value)
     assert message in text and "\n" not in text and str(path) in text
     assert not im.verify_image(path).ok
+
+
+@pytest.mark.parametrize("what, edit, message", [d for d in DAMAGE if d[0] != "overlapping tensors"])
+def test_c_runtime_rejects_the_same_damage(q8_image, tmp_path, host_build, what, edit, message):
+    import elk
+
+    path = corrupt(q8_image, tmp_path, edit)
+    with pytest.raises(elk.ElkError):
+        elk.load(path).close()
 
 
 def test_image_reader_rejects_duplicate_section(q8_image, tmp_path):
