@@ -111,6 +111,68 @@ def _tensor_map(b: flatbuffers.Builder, name: str, index: int) -> int:
     return b.EndObject()
 
 
+def _fc_operator(b: flatbuffers.Builder) -> int:
+    """FULLY_CONNECTED(x=0, weight=1, bias=2) -> y=3 with default FullyConnectedOptions."""
+    b.StartObject(6)  # FullyConnectedOptions: no fused activation, DEFAULT weights format
+    b.PrependInt8Slot(0, 0, 0)
+    fc_opts = b.EndObject()
+    op_in = _vector_i32(b, [0, 1, 2])
+    op_out = _vector_i32(b, [3])
+    b.StartObject(14)
+    b.PrependUint32Slot(0, 0, 0)  # opcode_index
+    b.PrependUOffsetTRelativeSlot(1, op_in, 0)
+    b.PrependUOffsetTRelativeSlot(2, op_out, 0)
+    b.PrependUint8Slot(3, OPTIONS_FULLY_CONNECTED, 0)
+    b.PrependUOffsetTRelativeSlot(4, fc_opts, 0)
+    return b.EndObject()
+
+
+def _subgraph(b: flatbuffers.Builder, tensors: list, op: int) -> int:
+    t_vec = _vector_offsets(b, tensors)
+    sg_in = _vector_i32(b, [0])
+    sg_out = _vector_i32(b, [3])
+    ops = _vector_offsets(b, [op])
+    sg_name = b.CreateString("main")
+    b.StartObject(6)
+    b.PrependUOffsetTRelativeSlot(0, t_vec, 0)
+    b.PrependUOffsetTRelativeSlot(1, sg_in, 0)
+    b.PrependUOffsetTRelativeSlot(2, sg_out, 0)
+    b.PrependUOffsetTRelativeSlot(3, ops, 0)
+    b.PrependUOffsetTRelativeSlot(4, sg_name, 0)
+    return b.EndObject()
+
+
+def _model(b: flatbuffers.Builder, subgraph: int, buffers: list) -> int:
+    """Model table: one FULLY_CONNECTED v4 op code, the subgraph, buffers, signature serving_default."""
+    b.StartObject(4)  # OperatorCode
+    b.PrependInt8Slot(0, OP_FULLY_CONNECTED, 0)  # deprecated_builtin_code (< 127 so both agree)
+    b.PrependInt32Slot(2, FC_VERSION, 1)
+    b.PrependInt32Slot(3, OP_FULLY_CONNECTED, 0)
+    opcode = b.EndObject()
+    sig_in = _vector_offsets(b, [_tensor_map(b, "x", 0)])
+    sig_out = _vector_offsets(b, [_tensor_map(b, "y", 3)])
+    sig_key = b.CreateString("serving_default")
+    b.StartObject(5)  # SignatureDef
+    b.PrependUOffsetTRelativeSlot(0, sig_in, 0)
+    b.PrependUOffsetTRelativeSlot(1, sig_out, 0)
+    b.PrependUOffsetTRelativeSlot(2, sig_key, 0)
+    b.PrependUint32Slot(4, 0, 0)
+    sig = b.EndObject()
+    opcodes_vec = _vector_offsets(b, [opcode])
+    subgraphs_vec = _vector_offsets(b, [subgraph])
+    buffers_vec = _vector_offsets(b, buffers)
+    sigs_vec = _vector_offsets(b, [sig])
+    desc = b.CreateString("elk npu fully_connected int8")
+    b.StartObject(10)
+    b.PrependUint32Slot(0, SCHEMA_VERSION, 0)
+    b.PrependUOffsetTRelativeSlot(1, opcodes_vec, 0)
+    b.PrependUOffsetTRelativeSlot(2, subgraphs_vec, 0)
+    b.PrependUOffsetTRelativeSlot(3, desc, 0)
+    b.PrependUOffsetTRelativeSlot(4, buffers_vec, 0)
+    b.PrependUOffsetTRelativeSlot(7, sigs_vec, 0)
+    return b.EndObject()
+
+
 def fully_connected_int8(weights_q: np.ndarray, w_scales: np.ndarray, bias_q: np.ndarray, chunk: int,
                          in_scale: float, in_zp: int, out_scale: float, out_zp: int,
                          name: str = "linear") -> FcModel:
@@ -133,76 +195,16 @@ def fully_connected_int8(weights_q: np.ndarray, w_scales: np.ndarray, bias_q: np
     w_end = b.Offset()
     b_vec = _vector_bytes(b, bias_q.tobytes())
     b_end = b.Offset()
-    buffers = [_buffer(b, None), _buffer(b, w_vec), _buffer(b, b_vec)]
-    buffers += [_buffer(b, None), _buffer(b, None)]  # input, output: no data
+    buffers = [_buffer(b, None), _buffer(b, w_vec), _buffer(b, b_vec), _buffer(b, None), _buffer(b, None)]
 
-    q_in = _quant(b, [in_scale], [in_zp])
-    q_w = _quant(b, w_scales, [0] * rows, dim=0)
     bias_scales = (np.float64(in_scale) * w_scales.astype(np.float64)).astype(np.float32)
-    q_b = _quant(b, bias_scales, [0] * rows, dim=0)
-    q_out = _quant(b, [out_scale], [out_zp])
     tensors = [
-        _tensor(b, "x", [chunk, cols], TENSOR_INT8, 3, q_in),
-        _tensor(b, f"{name}.weight", [rows, cols], TENSOR_INT8, 1, q_w),
-        _tensor(b, f"{name}.bias", [rows], TENSOR_INT32, 2, q_b),
-        _tensor(b, "y", [chunk, rows], TENSOR_INT8, 4, q_out),
+        _tensor(b, "x", [chunk, cols], TENSOR_INT8, 3, _quant(b, [in_scale], [in_zp])),
+        _tensor(b, f"{name}.weight", [rows, cols], TENSOR_INT8, 1, _quant(b, w_scales, [0] * rows, dim=0)),
+        _tensor(b, f"{name}.bias", [rows], TENSOR_INT32, 2, _quant(b, bias_scales, [0] * rows, dim=0)),
+        _tensor(b, "y", [chunk, rows], TENSOR_INT8, 4, _quant(b, [out_scale], [out_zp])),
     ]
-
-    b.StartObject(6)  # FullyConnectedOptions: all defaults (no activation, DEFAULT weights format)
-    b.PrependInt8Slot(0, 0, 0)
-    fc_opts = b.EndObject()
-    op_in = _vector_i32(b, [0, 1, 2])
-    op_out = _vector_i32(b, [3])
-    b.StartObject(14)
-    b.PrependUint32Slot(0, 0, 0)  # opcode_index
-    b.PrependUOffsetTRelativeSlot(1, op_in, 0)
-    b.PrependUOffsetTRelativeSlot(2, op_out, 0)
-    b.PrependUint8Slot(3, OPTIONS_FULLY_CONNECTED, 0)
-    b.PrependUOffsetTRelativeSlot(4, fc_opts, 0)
-    op = b.EndObject()
-
-    t_vec = _vector_offsets(b, tensors)
-    sg_in = _vector_i32(b, [0])
-    sg_out = _vector_i32(b, [3])
-    ops = _vector_offsets(b, [op])
-    sg_name = b.CreateString("main")
-    b.StartObject(6)
-    b.PrependUOffsetTRelativeSlot(0, t_vec, 0)
-    b.PrependUOffsetTRelativeSlot(1, sg_in, 0)
-    b.PrependUOffsetTRelativeSlot(2, sg_out, 0)
-    b.PrependUOffsetTRelativeSlot(3, ops, 0)
-    b.PrependUOffsetTRelativeSlot(4, sg_name, 0)
-    subgraph = b.EndObject()
-
-    b.StartObject(4)  # OperatorCode
-    b.PrependInt8Slot(0, OP_FULLY_CONNECTED, 0)  # deprecated_builtin_code (< 127 so both agree)
-    b.PrependInt32Slot(2, FC_VERSION, 1)
-    b.PrependInt32Slot(3, OP_FULLY_CONNECTED, 0)
-    opcode = b.EndObject()
-
-    sig_in = _vector_offsets(b, [_tensor_map(b, "x", 0)])
-    sig_out = _vector_offsets(b, [_tensor_map(b, "y", 3)])
-    sig_key = b.CreateString("serving_default")
-    b.StartObject(5)
-    b.PrependUOffsetTRelativeSlot(0, sig_in, 0)
-    b.PrependUOffsetTRelativeSlot(1, sig_out, 0)
-    b.PrependUOffsetTRelativeSlot(2, sig_key, 0)
-    b.PrependUint32Slot(4, 0, 0)
-    sig = b.EndObject()
-
-    opcodes_vec = _vector_offsets(b, [opcode])
-    subgraphs_vec = _vector_offsets(b, [subgraph])
-    buffers_vec = _vector_offsets(b, buffers)
-    sigs_vec = _vector_offsets(b, [sig])
-    desc = b.CreateString("elk npu fully_connected int8")
-    b.StartObject(10)
-    b.PrependUint32Slot(0, SCHEMA_VERSION, 0)
-    b.PrependUOffsetTRelativeSlot(1, opcodes_vec, 0)
-    b.PrependUOffsetTRelativeSlot(2, subgraphs_vec, 0)
-    b.PrependUOffsetTRelativeSlot(3, desc, 0)
-    b.PrependUOffsetTRelativeSlot(4, buffers_vec, 0)
-    b.PrependUOffsetTRelativeSlot(7, sigs_vec, 0)
-    model = b.EndObject()
+    model = _model(b, _subgraph(b, tensors, _fc_operator(b)), buffers)
     b.Finish(model, file_identifier=FILE_IDENTIFIER)
     data = bytes(b.Output())
     # Offset() counts from the end of the buffer; vectors start with a u32 length.
