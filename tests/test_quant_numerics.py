@@ -112,3 +112,36 @@ def test_error_stats_measure_quantization_error(real_tensors):
     assert 0 < rmse8 < rmse4 and max8 < max4
     # q8_0 error is at most half a step per block: amax / 127 / 2 (+ fp16 rounding of d)
     assert max8 <= np.abs(w).max() / 127 / 2 * 1.01
+
+
+def test_cli_pack_prints_per_tensor_report_with_recipe_and_fallback(tmp_path):
+    import subprocess
+    import sys
+
+    from elk import image as im
+
+    out = tmp_path / "r.elk"
+    r = subprocess.run([sys.executable, "-m", "elk", "pack", str(fixture_path("stories260K.bin")), "-o", str(out),
+                        "--tokenizer", str(fixture_path("tok512.bin")), "--quant", "q4_0",
+                        "--recipe", "token_embd=q8_0,blk.0.*=f16", "--security-counter", "5"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = {ln.split()[0]: ln.split() for ln in r.stdout.splitlines() if ln.startswith(("token_embd", "blk."))}
+    assert lines["token_embd.weight"][1:4] == ["Q8_0", "512x64", "34816"]
+    assert lines["blk.0.attn_q.weight"][1] == "F16" and lines["blk.1.attn_q.weight"][1] == "Q4_0"
+    assert float(lines["blk.1.attn_q.weight"][4]) > 0  # RMSE reported
+    assert lines["blk.1.attn_norm.weight"][1] == "F32"
+    assert "not a multiple of 32: q4_0 -> f16" in r.stdout  # ffn_down (172 cols) fallback is stated
+    img = im.read_image(out)
+    assert img.metadata["quant.recipe"] == "token_embd=q8_0,blk.0.*=f16,*=q4_0"
+    assert img.header["security_counter"] == 5
+    assert img.tensor("W2", 3).type == "F16"
+
+
+def test_cli_pack_missing_local_file_is_not_a_hub_lookup(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "elk", "pack", "models/nothing.bin", "-o", str(tmp_path / "x.elk")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "no such file" in r.stderr and "hub" not in r.stderr

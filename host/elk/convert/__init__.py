@@ -183,7 +183,8 @@ def load_model(src, tokenizer=None, **options) -> Model:
         from elk.convert import llama2c
 
         return llama2c.read(path, tokenizer=tokenizer)
-    if "/" in text and not text.startswith((".", "/")) and text.count("/") == 1:
+    file_like = path.suffix.lower() in (".bin", ".gguf", ".elk", ".safetensors", ".model", ".json", ".pt")
+    if "/" in text and not text.startswith((".", "/", "~")) and text.count("/") == 1 and not file_like:
         from elk.convert import hf
 
         return hf.read_hub(text, tokenizer=tokenizer, **options)
