@@ -45,6 +45,8 @@ static int set_error(elk_host *h, int rc, const char *fmt, ...)
     return rc;
 }
 
+#define HOST_MAX_BATCH 64 /* tokens per forward call: prefill chunks (activations scale with it) */
+
 static uint64_t clock_us(void *ctx)
 {
     struct timespec ts;
@@ -129,7 +131,7 @@ int elk_host_open(const char *path, uint32_t n_ctx, int n_threads, const char *k
     elk_host *h = calloc(1, sizeof *h);
     if (!h)
         return ELK_E_NOMEM;
-    elk_model_opts opts = { .n_ctx = n_ctx };
+    elk_model_opts opts = { .n_ctx = n_ctx, .max_batch = HOST_MAX_BATCH };
     int rc = map_file(h, path);
     if (!rc && (rc = elk_image_open(&h->img, h->map, h->map_size)))
         set_error(h, rc, "%s: %s", path, h->img.error);
@@ -187,12 +189,10 @@ int elk_host_config(const elk_host *h, int64_t *out, int n)
     const elk_config *c = &h->img.config;
     const int64_t v[] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
                           c->seq_len, c->head_dim, c->model_flags, elk_model_n_ctx(h->model),
-                          elk_tokenizer_bos(h->tok), elk_tokenizer_eos(h->tok), 0, h->n_threads,
+                          elk_tokenizer_bos(h->tok), elk_tokenizer_eos(h->tok), HOST_MAX_BATCH, h->n_threads,
                           h->img.security_counter };
     int k = n < (int)(sizeof v / sizeof v[0]) ? n : (int)(sizeof v / sizeof v[0]);
     memcpy(out, v, (size_t)k * sizeof v[0]);
-    if (k > 12)
-        out[12] = 64; /* max_batch: the model's default */
     return k;
 }
 
