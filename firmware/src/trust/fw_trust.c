@@ -57,9 +57,10 @@ int elk_trust_fw_store(elk_fw *fw, uint64_t block_off)
         return ELK_E_RANGE;
     uint32_t c = slot_counter(fw, fw->rec.active);
     if (c > fw->trust.security_floor) {
-        fw->trust.security_floor = c;  /* committed: never accept anything older again */
-        if (fw->trust.sequence == 0)
-            fw->trust.sequence = 1;    /* a record without owner key, just to keep the floor */
+        /* committed: never accept anything older again. Every content change takes a new sequence
+         * (a record without owner key starts at 1), so two copies with one sequence are identical. */
+        fw->trust.security_floor = c;
+        fw->trust.sequence++;
     }
     if (fw->trust.sequence == 0)
         return ELK_OK;

@@ -12,7 +12,8 @@ void elk_trust_fw_load(elk_fw *fw);
 
 /* Program the provisioning copy into the freshly erased boot block at block_off, then sync, BEFORE
  * the boot record copy is written: a valid boot record copy thus always implies a complete
- * provisioning copy beside it. Also raises the security floor to the active slot's counter.
+ * provisioning copy beside it. Also raises the security floor to the active slot's counter (a new
+ * record sequence then: equal sequences always mean equal records).
  * Nothing is written while the board has no record (erased = unprovisioned). */
 int elk_trust_fw_store(elk_fw *fw, uint64_t block_off);
 
