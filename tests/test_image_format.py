@@ -256,3 +256,27 @@ def test_writer_keeps_security_counter_and_alignment(model, tmp_path):
     assert all(t.offset % 256 == 0 for t in img.tensors.values())
     with pytest.raises(im.FormatError, match="alignment"):
         im.write_image(p, model, alignment=96)
+
+
+def test_writer_pads_a_short_vocabulary_with_control_pieces(model, tmp_path):
+    import dataclasses
+
+    from elk.convert import Model, Tensor
+    from elk.reference import Reference
+
+    emb = np.concatenate([model.get("TOK_EMBD"), np.zeros((8, 64), np.float32)])
+    cfg = dataclasses.replace(model.config, vocab_size=520)
+    tensors = dict(model.tensors)
+    tensors[("TOK_EMBD", 0)] = Tensor.of(emb)
+    padded = Model(cfg, tensors, vocab=model.vocab, name="padded")
+    im.write_image(tmp_path / "p.elk", padded)
+    img = im.read_image(tmp_path / "p.elk")
+    v = img.vocab()
+    assert len(v.pieces) == 520 and v.pieces[519] == "<pad_519>" and v.types[519] == spec.TOKEN_TYPES["CONTROL"]
+    assert v.pieces[:512] == model.vocab.pieces
+    ids = [1, 403, 407]
+    assert np.array_equal(Reference(img).logits(ids)[:, :512], Reference(model).logits(ids))
+    tensors[("TOK_EMBD", 0)] = Tensor.of(emb[:500])
+    too_small = Model(dataclasses.replace(model.config, vocab_size=500), tensors, vocab=model.vocab)
+    with pytest.raises(im.FormatError, match="tokenizer has 512 tokens, model vocab_size is 500"):
+        im.write_image(tmp_path / "s.elk", too_small)

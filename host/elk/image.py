@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from elk import spec
-from elk.convert import Config, Model, detect_chat_template, tensor_name
+from elk.convert import Config, Model, detect_chat_template, padded_vocab, tensor_name
 from elk.errors import FormatError
 
 HDR = {name: (off, ctype) for name, off, ctype in spec.HEADER_FIELDS}
@@ -166,7 +166,10 @@ def _tokenizer_bytes(model: Model, tokenizer) -> bytes:
         raise FormatError(f"{model.source or 'model'}: no tokenizer (pass --tokenizer FILE)")
     from elk import tokenizer as tok
 
-    return tok.encode_section(model.vocab)
+    vocab = model.vocab
+    if len(vocab.pieces) > model.config.vocab_size:
+        raise FormatError(f"tokenizer has {len(vocab.pieces)} tokens, model vocab_size is {model.config.vocab_size}")
+    return tok.encode_section(padded_vocab(vocab, model.config.vocab_size))
 
 
 def write_image(path, model: Model, *, quant="f32", recipe=None, security_counter: int = 0, name=None,

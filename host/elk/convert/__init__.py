@@ -148,6 +148,18 @@ class Model:
                                   f"{tuple(t.shape)}, config needs {want}")
 
 
+def padded_vocab(vocab, n: int):
+    """The vocabulary grown to n entries with CONTROL pieces `<pad_i>` (checkpoints often round
+    vocab_size up past the tokenizer: the extra embedding rows are never produced by encoding)."""
+    have = len(vocab.pieces)
+    if have >= n:
+        return vocab
+    extra = n - have
+    return dataclasses.replace(vocab, pieces=list(vocab.pieces) + [f"<pad_{i}>" for i in range(have, n)],
+                               scores=list(vocab.scores) + [0.0] * extra,
+                               types=list(vocab.types) + [spec.TOKEN_TYPES["CONTROL"]] * extra)
+
+
 def detect_chat_template(text: Optional[str]) -> Optional[str]:
     """Map a Jinja chat template (HF tokenizer_config / GGUF) to the names the runtime knows."""
     if not text:
