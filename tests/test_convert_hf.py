@@ -172,3 +172,18 @@ def test_hub_id_offline_is_one_line_error(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("elk: error: TinyLlama/TinyLlama-1.1B-Chat-v1.0: cannot fetch")
     assert r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("template, name", [
+    (ZEPHYR, "zephyr"),
+    ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}"
+     "{% else %}{{ m['content'] + eos_token }}{% endif %}{% endfor %}", "llama2"),
+    ("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n'}}{% endfor %}",
+     "chatml"),
+    ("{{ messages[0]['content'] }}", None),
+    (None, None),
+])
+def test_chat_template_names(template, name):
+    from elk.convert import detect_chat_template
+
+    assert detect_chat_template(template) == name
