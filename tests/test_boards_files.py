@@ -155,3 +155,9 @@ def test_boards_emulation_command_comes_from_the_file():
         "qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu", "-cpu", "cortex-a76"]
     assert boards.load("qemu-a7").run_prefix()[-2:] == ["-cpu", "cortex-a7"]
     assert boards.load("host").run_prefix() == []
+
+
+def test_boards_rejects_flash_a_32bit_board_cannot_map(tmp_path):
+    path = write_variant(tmp_path, "qemu-a7", "b12", lambda t: t.replace("flash_mb = 512", "flash_mb = 8192"))
+    with pytest.raises(boards.BoardError, match=r"field 'flash_mb': 8192 MB cannot be mapped by a 32-bit process"):
+        boards.load_file(path)

@@ -42,6 +42,7 @@ KERNELS = {
 EMULATION_KINDS = ("native", "qemu-aarch64", "qemu-arm", "none")
 NPU_DTYPES = ("int4", "int8", "int16", "fp16", "bf16")
 PLATFORMS = ("posix",)
+MAX_FLASH_MB_32BIT = 2048  # elk-fw mmaps the whole flash file; a 32-bit address space has ~3 GB
 
 NUMBER = (int, float)
 
@@ -252,6 +253,12 @@ def _check_semantics(path, raw: dict) -> None:
     for field in ("ram_mb", "flash_mb", "erase_block_kb", "mem_bandwidth_gbs", "cpu_cores", "cpu_gops"):
         if raw[field] <= 0:
             raise BoardError(f"{path}: field '{field}' must be positive")
+    if raw["flash_mb"] * 1024 < 4 * raw["erase_block_kb"]:
+        raise BoardError(f"{path}: field 'flash_mb': flash must hold at least 4 erase blocks "
+                         "(boot record copies and two slots)")
+    if arch == "armv7" and raw["flash_mb"] > MAX_FLASH_MB_32BIT:
+        raise BoardError(f"{path}: field 'flash_mb': {raw['flash_mb']} MB cannot be mapped by a 32-bit "
+                         f"process (elk-fw maps the whole flash); at most {MAX_FLASH_MB_32BIT}")
     _check_npu(path, raw["npu"])
     _check_fields(path, raw["console"], CONSOLE_FIELDS, "console.")
     if raw["console"]["baud"] <= 0:
