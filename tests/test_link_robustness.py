@@ -75,6 +75,18 @@ def test_cobs_roundtrip_and_known_vectors():
         assert 0 not in enc and cobs_decode(enc) == data
 
 
+def test_board_frames_are_byte_identical_to_the_python_encoder(raw):
+    raw.send(encode_frame(KIND["REQ"], CMD["INFO"], 777))
+    wire, end = b"", time.monotonic() + 3
+    while wire.count(b"\x00") < 2 and time.monotonic() < end:
+        wire += raw.ser.read(4096)
+    start = wire.index(b"\x00")
+    stop = wire.index(b"\x00", start + 1)
+    frame = raw.dec.feed(wire)[0]
+    assert frame.kind == KIND["RESP"] and frame.seq == 777
+    assert wire[start:stop + 1] == encode_frame(frame.kind, frame.code, frame.seq, frame.payload)
+
+
 def test_link_naks_garbage_between_delimiters(raw):
     raw.send(b"\x00" + bytes([7, 200, 3, 9, 9, 9]) + b"\x00")
     frames = raw.frames()
