@@ -67,3 +67,14 @@ def test_bad_npu_options_give_one_line(image, tmp_path):
     assert rc == 2 and "no NPU section" in se and "Traceback" not in se
     rc, so, se = elk("npu", "info", tmp_path / "missing.elk")
     assert rc == 2 and se.startswith("elk: error:") and "Traceback" not in se
+
+
+def test_litert_backend_with_a_library_that_is_not_litert_gives_one_line(image):
+    import os
+
+    libm = subprocess.run(["gcc", "-print-file-name=libm.so.6"], capture_output=True, text=True).stdout.strip()
+    env = dict(os.environ, ELK_LITERT_LIB=libm)
+    proc = subprocess.run([sys.executable, "-m", "elk", "run", str(image), "--npu", "litert", "-n", "2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"elk: error: {libm}: missing symbol LiteRtCreateEnvironment (not a LiteRT C API library)"
