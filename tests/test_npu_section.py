@@ -116,3 +116,22 @@ def test_head_layout_matches_spec():
     blob = bytearray(spec.NPU_HEAD_SIZE)
     struct.pack_into("<I", blob, 0, spec.NPU_MAGIC)
     assert bytes(blob[:4]) == b"ELKN"
+
+
+def test_calibration_reads_a_user_text_file_and_refuses_an_empty_one(model, tmp_path):
+    from elk.npu.calibrate import CalibrationError, build_section, calibration_tokens
+
+    text = tmp_path / "calib.txt"
+    text.write_text("The cat sat on the mat.\n\nA big red ball rolled down the hill and the dog ran after it.\n")
+    lists = calibration_tokens(model.vocab, text)
+    assert len(lists) == 2 and all(ids[0] == model.vocab.bos_id for ids in lists)
+    sec = build_section(model, chunk=8, text_file=text)
+    assert sec.calib_tokens == sum(len(ids) for ids in lists)
+    # a different text gives different activation ranges
+    assert sec.layers[0].in_scale != build_section(model, chunk=8).layers[0].in_scale
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n  \n")
+    with pytest.raises(CalibrationError, match="no text"):
+        calibration_tokens(model.vocab, empty)
+    with pytest.raises(CalibrationError, match="cannot read"):
+        calibration_tokens(model.vocab, tmp_path / "missing.txt")
