@@ -62,50 +62,72 @@ static float dot_q4_0_neon_dotprod(int n, const void *w, const void *x)
     return sum;
 }
 
-/* y[0..4) = dot(W rows r..r+3, x): one activation block load feeds four rows. Each row keeps its own
- * sequential float sum, so every result equals the single-row dot. */
-#define ELK_DOT4(block_fn, wtype)                                                                   \
-    static void dot4_##wtype(int nb, const uint8_t *w, size_t row_bytes, const elk_block_q8_0 *b,   \
-                             float *y)                                                              \
-    {                                                                                               \
-        float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                                      \
-        for (int i = 0; i < nb; i++) {                                                              \
-            const int8x16_t x0 = vld1q_s8(b[i].qs), x1 = vld1q_s8(b[i].qs + 16);                    \
-            const float dx = elk_neon_h2f(b[i].d);                                                  \
-            for (int k = 0; k < 4; k++) {                                                           \
-                const elk_block_##wtype *a = (const elk_block_##wtype *)(w + k * row_bytes) + i;    \
-                s[k] += (float)block_fn(a, x0, x1) * (elk_neon_h2f(a->d) * dx);                     \
-            }                                                                                       \
-        }                                                                                           \
-        for (int k = 0; k < 4; k++)                                                                 \
-            y[k] = s[k];                                                                            \
-    }
-ELK_DOT4(block_q8_0, q8_0)
-ELK_DOT4(block_q4_0, q4_0)
+/* Bytes of one weight block and its int32 sum against an activation block (x0, x1 = its halves).
+ * `wtype` is a constant at every call, so the branch folds away after inlining. */
+static inline size_t block_bytes(int wtype)
+{
+    return wtype == ELK_TYPE_Q4_0 ? sizeof(elk_block_q4_0) : sizeof(elk_block_q8_0);
+}
 
-/* Y[t * rows + r] for r in [r0, r1), t in [0, n_tok): see kernels.h. */
-#define ELK_GEMM(wtype)                                                                             \
-    static void gemm_##wtype##_neon_dotprod(int n, const void *w, size_t row_bytes, int r0, int r1, \
-                                            const void *x, size_t x_stride, int n_tok, float *y,    \
-                                            int rows)                                               \
-    {                                                                                               \
-        const uint8_t *wb = w;                                                                      \
-        float tmp[4];                                                                               \
-        for (int t = 0; t < n_tok; t++) {                                                           \
-            const void *xt = (const uint8_t *)x + (size_t)t * x_stride;                             \
-            float *yt = y + (size_t)t * rows;                                                       \
-            int r = r0;                                                                             \
-            for (; r + 4 <= r1; r += 4) {                                                           \
-                dot4_##wtype(n / ELK_QK, wb + (size_t)r * row_bytes, row_bytes, xt, tmp);           \
-                for (int k = 0; k < 4; k++)                                                         \
-                    yt[r + k] = tmp[k];                                                             \
-            }                                                                                       \
-            for (; r < r1; r++)                                                                     \
-                yt[r] = dot_##wtype##_neon_dotprod(n, wb + (size_t)r * row_bytes, xt);              \
-        }                                                                                           \
+static inline int32_t block_sum(int wtype, const uint8_t *wblock, int8x16_t x0, int8x16_t x1)
+{
+    return wtype == ELK_TYPE_Q4_0 ? block_q4_0((const elk_block_q4_0 *)wblock, x0, x1)
+                                  : block_q8_0((const elk_block_q8_0 *)wblock, x0, x1);
+}
+
+/* The block's fp16 scale sits first in both block types. */
+static inline float block_scale(const uint8_t *wblock)
+{
+    return elk_neon_h2f(((const elk_block_q8_0 *)wblock)->d);
+}
+
+/* y[0..4) = dot(W rows w, w + row_bytes, ...; x): one activation block load feeds four rows. Each row
+ * keeps its own sequential float sum, so every result equals the single-row dot. */
+static inline void dot4(int wtype, int nb, const uint8_t *w, size_t row_bytes, const elk_block_q8_0 *x,
+                        float *y)
+{
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const size_t bb = block_bytes(wtype);
+    for (int i = 0; i < nb; i++) {
+        const int8x16_t x0 = vld1q_s8(x[i].qs), x1 = vld1q_s8(x[i].qs + 16);
+        const float dx = elk_neon_h2f(x[i].d);
+        for (int k = 0; k < 4; k++) {
+            const uint8_t *a = w + k * row_bytes + i * bb;
+            s[k] += (float)block_sum(wtype, a, x0, x1) * (block_scale(a) * dx);
+        }
     }
-ELK_GEMM(q8_0)
-ELK_GEMM(q4_0)
+    for (int k = 0; k < 4; k++)
+        y[k] = s[k];
+}
+
+/* Y[t * rows + r] for r in [r0, r1), t in [0, n_tok) (kernels.h): rows in fours, then one by one. */
+static inline void gemm_rows(int wtype, int n, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                             const uint8_t *x, size_t x_stride, int n_tok, float *y, int rows)
+{
+    float (*dot)(int, const void *, const void *) =
+        wtype == ELK_TYPE_Q4_0 ? dot_q4_0_neon_dotprod : dot_q8_0_neon_dotprod;
+    for (int t = 0; t < n_tok; t++) {
+        const elk_block_q8_0 *xt = (const elk_block_q8_0 *)(x + (size_t)t * x_stride);
+        float *yt = y + (size_t)t * rows;
+        int r = r0;
+        for (; r + 4 <= r1; r += 4)
+            dot4(wtype, n / ELK_QK, w + (size_t)r * row_bytes, row_bytes, xt, yt + r);
+        for (; r < r1; r++)
+            yt[r] = dot(n, w + (size_t)r * row_bytes, xt);
+    }
+}
+
+static void gemm_q8_0_neon_dotprod(int n, const void *w, size_t row_bytes, int r0, int r1, const void *x,
+                                   size_t x_stride, int n_tok, float *y, int rows)
+{
+    gemm_rows(ELK_TYPE_Q8_0, n, w, row_bytes, r0, r1, x, x_stride, n_tok, y, rows);
+}
+
+static void gemm_q4_0_neon_dotprod(int n, const void *w, size_t row_bytes, int r0, int r1, const void *x,
+                                   size_t x_stride, int n_tok, float *y, int rows)
+{
+    gemm_rows(ELK_TYPE_Q4_0, n, w, row_bytes, r0, r1, x, x_stride, n_tok, y, rows);
+}
 
 const elk_kernels elk_kernels_neon_dotprod = {
     .name = "neon_dotprod",

@@ -124,37 +124,52 @@ static inline void store_tile(float *y, int rows, int r, int t, float32x4_t v)
     y[(size_t)(t + 1) * rows + r + 1] = vgetq_lane_f32(v, 3);
 }
 
+/* One 2x2 tile of `wtype` weights; `wtype` is a constant at every call (the branch folds away). */
+static inline float32x4_t tile(int wtype, int nb, const uint8_t *w0, const uint8_t *w1,
+                               const elk_block_q8_0 *x0, const elk_block_q8_0 *x1)
+{
+    if (wtype == ELK_TYPE_Q4_0)
+        return tile_q4_0(nb, (const elk_block_q4_0 *)w0, (const elk_block_q4_0 *)w1, x0, x1);
+    return tile_q8_0(nb, (const elk_block_q8_0 *)w0, (const elk_block_q8_0 *)w1, x0, x1);
+}
+
 /* Y[t * rows + r] for r in [r0, r1), t in [0, n_tok) (kernels.h): 2x2 tiles, then the odd row and
  * the odd token with the SDOT dot. */
-#define ELK_GEMM_I8MM(wtype)                                                                         \
-    static void gemm_##wtype##_neon_i8mm(int n, const void *w, size_t row_bytes, int r0, int r1,     \
-                                         const void *x, size_t x_stride, int n_tok, float *y,        \
-                                         int rows)                                                   \
-    {                                                                                                \
-        const uint8_t *wb = w, *xb = x;                                                              \
-        const int nb = n / ELK_QK;                                                                   \
-        int t = 0;                                                                                   \
-        for (; t + 2 <= n_tok; t += 2) {                                                             \
-            const elk_block_q8_0 *x0 = (const void *)(xb + (size_t)t * x_stride);                    \
-            const elk_block_q8_0 *x1 = (const void *)(xb + (size_t)(t + 1) * x_stride);              \
-            int r = r0;                                                                              \
-            for (; r + 2 <= r1; r += 2) {                                                            \
-                const void *w0 = wb + (size_t)r * row_bytes, *w1 = wb + (size_t)(r + 1) * row_bytes; \
-                store_tile(y, rows, r, t, tile_##wtype(nb, w0, w1, x0, x1));                         \
-            }                                                                                        \
-            if (r < r1) {                                                                            \
-                y[(size_t)t * rows + r] = dot_##wtype##_neon_i8mm(n, wb + (size_t)r * row_bytes, x0); \
-                y[(size_t)(t + 1) * rows + r] =                                                      \
-                    dot_##wtype##_neon_i8mm(n, wb + (size_t)r * row_bytes, x1);                      \
-            }                                                                                        \
-        }                                                                                            \
-        for (; t < n_tok; t++)                                                                       \
-            for (int r = r0; r < r1; r++)                                                            \
-                y[(size_t)t * rows + r] = dot_##wtype##_neon_i8mm(n, wb + (size_t)r * row_bytes,     \
-                                                                  xb + (size_t)t * x_stride);        \
+static inline void gemm_tiles(int wtype, int n, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                              const uint8_t *x, size_t x_stride, int n_tok, float *y, int rows)
+{
+    float (*dot)(int, const void *, const void *) =
+        wtype == ELK_TYPE_Q4_0 ? dot_q4_0_neon_i8mm : dot_q8_0_neon_i8mm;
+    int t = 0;
+    for (; t + 2 <= n_tok; t += 2) {
+        const elk_block_q8_0 *x0 = (const elk_block_q8_0 *)(x + (size_t)t * x_stride);
+        const elk_block_q8_0 *x1 = (const elk_block_q8_0 *)(x + (size_t)(t + 1) * x_stride);
+        int r = r0;
+        for (; r + 2 <= r1; r += 2) {
+            const uint8_t *w0 = w + (size_t)r * row_bytes;
+            store_tile(y, rows, r, t, tile(wtype, n / ELK_QK, w0, w0 + row_bytes, x0, x1));
+        }
+        if (r < r1) {
+            y[(size_t)t * rows + r] = dot(n, w + (size_t)r * row_bytes, x0);
+            y[(size_t)(t + 1) * rows + r] = dot(n, w + (size_t)r * row_bytes, x1);
+        }
     }
-ELK_GEMM_I8MM(q8_0)
-ELK_GEMM_I8MM(q4_0)
+    for (; t < n_tok; t++)
+        for (int r = r0; r < r1; r++)
+            y[(size_t)t * rows + r] = dot(n, w + (size_t)r * row_bytes, x + (size_t)t * x_stride);
+}
+
+static void gemm_q8_0_neon_i8mm(int n, const void *w, size_t row_bytes, int r0, int r1, const void *x,
+                                size_t x_stride, int n_tok, float *y, int rows)
+{
+    gemm_tiles(ELK_TYPE_Q8_0, n, w, row_bytes, r0, r1, x, x_stride, n_tok, y, rows);
+}
+
+static void gemm_q4_0_neon_i8mm(int n, const void *w, size_t row_bytes, int r0, int r1, const void *x,
+                                size_t x_stride, int n_tok, float *y, int rows)
+{
+    gemm_tiles(ELK_TYPE_Q4_0, n, w, row_bytes, r0, r1, x, x_stride, n_tok, y, rows);
+}
 
 const elk_kernels elk_kernels_neon_i8mm = {
     .name = "neon_i8mm",
