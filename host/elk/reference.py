@@ -34,7 +34,7 @@ class Linear:
             else:
                 qs = blk[:, :, 2:]
                 q = np.concatenate([qs & 15, qs >> 4], axis=2).astype(np.int8) - np.int8(8)
-            self.q = np.ascontiguousarray(q.astype(np.int32))  # (rows, nb, 32)
+            self.q = np.ascontiguousarray(q, dtype=np.int8)  # (rows, nb, 32)
         else:
             self.w = quant.dequantize(raw, type_, shape)  # F32/F16/BF16 -> float32 (rows, cols)
 
@@ -47,7 +47,11 @@ class Linear:
         xb = quant.quantize_q8_0(x).reshape(T, nb, QK + 2)  # each activation row -> Q8_0
         dx = xb[:, :, :2].copy().view(np.float16).astype(np.float32).reshape(T, nb)
         qx = xb[:, :, 2:].view(np.int8).astype(np.int32)  # (T, nb, 32)
-        isum = np.einsum("rbj,tbj->trb", self.q, qx).astype(np.float32)  # exact int32 block sums
+        isum = np.empty((T, rows, nb), dtype=np.float32)
+        step = max(1, (1 << 22) // (nb * QK))  # rows per slice: bounded int32 temporaries
+        for r in range(0, rows, step):  # exact int32 block sums
+            qw = self.q[r:r + step].astype(np.int32)
+            isum[:, r:r + step] = np.einsum("rbj,tbj->trb", qw, qx)
         scale = self.d[None, :, :] * dx[:, None, :]  # float32 fp16(d_w) * fp16(d_x), (T, rows, nb)
         acc = np.zeros((T, rows), dtype=np.float32)
         for b in range(nb):  # block by block, as the C reference accumulates
