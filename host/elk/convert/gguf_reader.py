@@ -116,6 +116,11 @@ def _config(path, reader, shapes) -> Config:
                  norm_eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
                  head_dim=head_dim, tied_output="OUTPUT" not in shapes)
     cfg.validate(str(path))
+    rot = _field(reader, "llama.rope.dimension_count")
+    if rot is not None and int(rot) != cfg.head_dim:
+        raise FormatError(f"{path}: RoPE over {int(rot)} of {cfg.head_dim} head dims is not supported")
+    if _field(reader, "llama.rope.scaling.type") not in (None, "none"):
+        raise FormatError(f"{path}: RoPE scaling '{_field(reader, 'llama.rope.scaling.type')}' is not supported")
     return cfg
 
 
