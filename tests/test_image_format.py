@@ -304,3 +304,20 @@ def test_image_reader_random_damage_never_raises_anything_but_image_error(q8_ima
             assert "\n" not in str(e)
             rejected += 1
     assert rejected > 100  # most damage is caught, not silently accepted
+
+
+def test_writer_reports_progress_per_tensor_up_to_the_total(model, tmp_path):
+    import io
+
+    from elk.convert.pack import ProgressBar
+
+    calls = []
+    res = im.write_image(tmp_path / "p.elk", model, quant="q8_0", progress=lambda d, t, n: calls.append((d, t, n)))
+    assert len(calls) == 47 and calls[-1][0] == calls[-1][1] == sum(t.nbytes for t in res.tensors)
+    assert all(a[0] < b[0] for a, b in zip(calls, calls[1:])) and calls[0][2] == "token_embd.weight"
+    stream = io.StringIO()
+    bar = ProgressBar(stream)
+    for d, t, n in calls:
+        bar(d, t, n)
+    bar.close()
+    assert "100.0%" in stream.getvalue() and stream.getvalue().endswith("\n")
