@@ -124,6 +124,40 @@ def trust_seeds(images: dict) -> None:
     write("trust", "prov-slots-request", rec + newer + bytes(range(32)) + b"\x01\x00\x00\x00" + req_sig)
 
 
+def command_seeds(images: dict) -> None:
+    """UART byte streams for fuzz_commands.c: whole host sessions, as elk.link frames them."""
+    import hashlib
+
+    from elk.link import HOST_PAYLOAD_MAX, encode_frame
+
+    c, req = proto_spec.COMMANDS, proto_spec.FRAME_KINDS["REQ"]
+    seq = iter(range(1, 1 << 16))
+
+    def cmd(name, payload=b""):
+        return encode_frame(req, c[name], next(seq), payload)
+
+    def session(image: bytes, provision: bytes = b"", prompt: bytes = b"") -> bytes:
+        out = cmd("HELLO", struct.pack("<HHI", proto_spec.PROTO_VERSION, 0, HOST_PAYLOAD_MAX))
+        out += cmd("INFO") + cmd("TRUST_INFO") + provision
+        out += cmd("FLASH_BEGIN", struct.pack("<Q", len(image)) + hashlib.sha256(image).digest())
+        for off in range(0, len(image), 4096):
+            out += cmd("FLASH_DATA", struct.pack("<Q", off) + image[off:off + 4096])
+        out += cmd("FLASH_END") + cmd("BOOT", b"\x00") + cmd("COMMIT", b"\x00") + cmd("INFO")
+        if prompt:
+            out += cmd("GENERATE", struct.pack("<IIffIfIQ", 1, 8, 0.0, 1.0, 0, 1.0, 0, 1) + prompt)
+            eack = proto_spec.FRAME_KINDS["EACK"]
+            out += b"".join(encode_frame(eack, 1, s) for s in range(12))
+        return out
+
+    pub = trust.public_bytes(FUZZ_KEY)
+    prov = cmd("PROVISION", struct.pack("<I", spec.PROV_FLAG_OWNER_KEY) + pub)
+    write("commands", "flash-boot-generate", session(images["tiny-q8"], prompt=b"a ab"))
+    write("commands", "provision-flash-signed", session(images["signed"], provision=prov))
+    write("commands", "provision-refuse-unsigned", session(images["tiny-q4-tied"], provision=prov))
+    write("commands", "block-hashes-rollback", session(images["tiny-q8"]) + cmd("BLOCK_HASHES", bytes(20))
+          + cmd("ROLLBACK") + cmd("FLASH_COPY", struct.pack("<II", 0, 2)) + cmd("RESET"))
+
+
 def board_seeds() -> None:
     for p in sorted((ROOT / "boards").glob("*.toml")):
         d = CORPUS / "boards"
@@ -139,6 +173,7 @@ def main() -> None:
     tokenizer_seeds()
     frame_seeds()
     trust_seeds(images)
+    command_seeds(images)
     board_seeds()
     for d in sorted(CORPUS.iterdir()):
         if d.is_dir() and d.name != "regressions":

@@ -394,6 +394,8 @@ int elk_fw_run(const elk_board *board)
 {
     static elk_fw fw_storage;  /* ~40 KB of buffers: static, so nothing is allocated at run time */
     elk_fw *fw = &fw_storage;
+    for (size_t i = 0; i < sizeof *fw; i++)
+        ((uint8_t *)fw)[i] = 0;  /* fresh state on every entry (fuzz/fuzz_commands.c runs it per input) */
     fw->b = board;
     elk_proto_rx_init(&fw->rx, ELK_PROTO_PAYLOAD_MAX_BOARD);
     fw->tx_payload_max = ELK_PROTO_PAYLOAD_MAX_DEFAULT;
