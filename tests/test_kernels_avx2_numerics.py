@@ -3,13 +3,18 @@
 Contract (firmware/src/kernels/kernels.h): Q8_0 activation bytes are identical to ref; integer
 block sums are identical (checked with unit scales, where the float result is an exact integer);
 float results agree within a relative 1e-5 of the sum of |terms| (the order of additions differs).
+Run twice: the native libelk.so (AVX-VNNI paths on this CPU) and the kernels built for plain AVX2.
 """
 
 import os
+import pathlib
+import subprocess
 
 import cffi
 import numpy as np
 import pytest
+
+from conftest import ROOT
 
 TYPE_COUNT = 31
 F32, F16, Q4_0, Q8_0, BF16 = 0, 1, 2, 8, 30
@@ -32,11 +37,29 @@ Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
 REQUIRED = 0b111  # AVX2 | FMA | F16C
 
 
-@pytest.fixture(scope="module")
-def k(host_build):
+def build_plain_avx2(out_dir) -> pathlib.Path:
+    """The kernel files alone, built for plain AVX2+FMA+F16C (no -march=native): the maddubs
+    paths a CPU without AVX-VNNI runs, which the native libelk.so here does not contain."""
+    src = ROOT / "firmware" / "src"
+    out = out_dir / "libkernels_plain_avx2.so"
+    cmd = ["cc", "-O2", "-std=c11", "-shared", "-fPIC", "-mavx2", "-mfma", "-mf16c", "-mno-avxvnni",
+           "-DELK_KERNELS_AVX2", f"-I{ROOT / 'firmware' / 'include'}", f"-I{src}",
+           str(src / "kernels" / "ref.c"), str(src / "kernels" / "tables.c"), str(src / "kernels" / "avx2.c"),
+           str(ROOT / "firmware" / "platform" / "posix" / "cpu.c"), "-o", str(out), "-lm"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode:
+        pytest.fail(f"building the plain AVX2 kernels failed:\n{p.stderr[-2000:]}")
+    return out
+
+
+@pytest.fixture(scope="module", params=["native", "plain-avx2"])
+def k(request, host_build, tmp_path_factory):
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
-    lib = ffi.dlopen(os.fspath(host_build / "libelk.so"))
+    if request.param == "native":
+        lib = ffi.dlopen(os.fspath(host_build / "libelk.so"))
+    else:
+        lib = ffi.dlopen(os.fspath(build_plain_avx2(tmp_path_factory.mktemp("plain"))))
     if lib.elk_cpu_features() & REQUIRED != REQUIRED:
         pytest.fail("this test machine is expected to have AVX2, FMA and F16C")
     return ffi, lib
