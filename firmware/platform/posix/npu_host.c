@@ -45,8 +45,8 @@ static elk_host_npu *open_fail(elk_host_npu *h, int *status, int code, char *err
 }
 
 elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *backend, double tops,
-                                double dma_gbs, int accelerators, uint32_t decline_mask,
-                                uint32_t fail_after, int *status, char *err, int errcap)
+                                double dma_gbs, int accelerators, const char *dispatch_dir, int log_severity,
+                                uint32_t decline_mask, uint32_t fail_after, int *status, char *err, int errcap)
 {
     char why[128];
     elk_npu_section sec;
@@ -70,6 +70,8 @@ elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *
     } else if (strcmp(b->name, "litert") == 0) {
         h->litert.api = elk_host_litert_api();
         h->litert.accelerators = accelerators;
+        h->litert.dispatch_dir = dispatch_dir && dispatch_dir[0] ? dispatch_dir : NULL;
+        h->litert.log_severity = log_severity;
         h->litert.n_slots = sec.n_entries;
         h->litert.slots = calloc(sec.n_entries, sizeof *h->litert.slots);
         if (!h->litert.slots)
@@ -167,8 +169,8 @@ int elk_host_npu_open_host(struct elk_host *host, const char *backend, const cha
     if (strcmp(backend, "litert") == 0 && (rc = elk_host_litert_load(litert_lib, err, errcap)) != ELK_OK)
         return rc;
     elk_host_npu *s = elk_host_npu_open(m->img->section[ELK_SECTION_NPU].data,
-                                        m->img->section[ELK_SECTION_NPU].size, backend, tops, dma_gbs, 0, 0,
-                                        0, &rc, err, errcap);
+                                        m->img->section[ELK_SECTION_NPU].size, backend, tops, dma_gbs, 0, NULL,
+                                        3, 0, 0, &rc, err, errcap);
     if (!s)
         return rc;
     elk_host_npu_attach(host, s);

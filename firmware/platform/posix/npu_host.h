@@ -15,11 +15,13 @@ int elk_host_litert_load(const char *path, char *err, int errcap);
 
 /* A session over an NPU section (kept by the caller while the session lives) with backend "sim" or
  * "litert". tops/dma_gbs: the board's NPU (sim cost model). accelerators: LiteRT ELK_LITERT_ACCEL_*
- * bits (0 = CPU). decline_mask/fail_after: sim test knobs (elk_npu_sim_ctx). NULL on failure with
- * *status and err set; a session whose runner sends everything to the CPU is not a failure. */
+ * bits (0 = CPU); dispatch_dir: LiteRT's vendor dispatch library folder (NULL = default);
+ * log_severity: LiteRT's minimum log level (< 0 = its default, 3 = errors only).
+ * decline_mask/fail_after: sim test knobs (elk_npu_sim_ctx). NULL on failure with *status and err
+ * set; a session whose runner sends everything to the CPU is not a failure. */
 elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *backend, double tops,
-                                double dma_gbs, int accelerators, uint32_t decline_mask,
-                                uint32_t fail_after, int *status, char *err, int errcap);
+                                double dma_gbs, int accelerators, const char *dispatch_dir, int log_severity,
+                                uint32_t decline_mask, uint32_t fail_after, int *status, char *err, int errcap);
 void elk_host_npu_close(elk_host_npu *h);
 
 /* The backend's raw chunk call on entry `entry` (x: chunk x cols int8, y: chunk x rows int8). */

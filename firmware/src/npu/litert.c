@@ -31,7 +31,20 @@ static int litert_init(void *vctx, uint32_t n_layers)
     if (!c || !c->api || !c->slots || c->n_slots < n_layers)
         return ELK_E_INVAL;
     memset(c->slots, 0, sizeof *c->slots * c->n_slots);
-    c->last_status = c->api->create_environment(0, NULL, &c->env);
+    elk_litert_env_option opt[2];
+    int n = 0;
+    memset(opt, 0, sizeof opt);
+    if (c->dispatch_dir) {
+        opt[n].tag = ELK_LITERT_ENV_DISPATCH_LIBRARY_DIR;
+        opt[n].value.type = ELK_LITERT_ANY_STRING;
+        opt[n++].value.v.s = c->dispatch_dir;
+    }
+    if (c->log_severity >= 0) {
+        opt[n].tag = ELK_LITERT_ENV_MIN_LOGGER_SEVERITY;
+        opt[n].value.type = ELK_LITERT_ANY_INT;
+        opt[n++].value.v.i = c->log_severity;
+    }
+    c->last_status = c->api->create_environment(n, n ? opt : NULL, &c->env);
     return c->last_status == 0 ? ELK_OK : ELK_E_IO;
 }
 

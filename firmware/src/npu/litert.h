@@ -13,9 +13,26 @@
 /* LiteRtHwAccelerators bits (litert_common.h): which accelerators a compiled model may use. */
 enum { ELK_LITERT_ACCEL_CPU = 1, ELK_LITERT_ACCEL_GPU = 2, ELK_LITERT_ACCEL_NPU = 4 };
 
+/* LiteRtEnvOption (litert_environment_options.h): a tag and a LiteRtAny (type + 8-byte union).
+ * 24 bytes on LP64 and on 32-bit ARM EABI (the union holds an int64, so it is 8-aligned). */
+typedef struct elk_litert_any {
+    int32_t type; /* kLiteRtAnyType*: 2 int, 8 string */
+    union { int64_t i; double d; const char *s; const void *p; } v;
+} elk_litert_any;
+typedef struct elk_litert_env_option {
+    int32_t tag;
+    elk_litert_any value;
+} elk_litert_env_option;
+enum {
+    ELK_LITERT_ANY_INT = 2,
+    ELK_LITERT_ANY_STRING = 8,
+    ELK_LITERT_ENV_DISPATCH_LIBRARY_DIR = 1, /* where the vendor's libLiteRtDispatch_*.so lives */
+    ELK_LITERT_ENV_MIN_LOGGER_SEVERITY = 25, /* 0 verbose ... 3 error (LiteRT 2.x) */
+};
+
 /* The LiteRT C API functions elk calls, named as exported (LiteRt<Name>). */
 typedef struct elk_litert_api {
-    int (*create_environment)(int n_options, const void *options, void **env);
+    int (*create_environment)(int n_options, const elk_litert_env_option *options, void **env);
     void (*destroy_environment)(void *env);
     int (*create_model_from_buffer)(void *env, const void *data, size_t size, void **model);
     void (*destroy_model)(void *model);
@@ -47,6 +64,8 @@ typedef struct elk_npu_litert_slot {
 typedef struct elk_npu_litert_ctx {
     const elk_litert_api *api;   /* filled by the platform */
     int accelerators;            /* ELK_LITERT_ACCEL_* bits; 0 = CPU */
+    const char *dispatch_dir;    /* (optional) NULL: LiteRT's default; needed for ELK_LITERT_ACCEL_NPU */
+    int log_severity;            /* LiteRT's minimum log severity; < 0: LiteRT's default */
     elk_npu_litert_slot *slots;  /* caller storage, one per NPU section entry */
     uint32_t n_slots;
     void *env;                   /* made by init */

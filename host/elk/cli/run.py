@@ -21,6 +21,9 @@ def register(sub) -> None:
                    help="prefill through the image's NPU section: simulated NPU, LiteRT, or off "
                         "(default: off, sim when --npu-board has an NPU)")
     p.add_argument("--npu-board", default=None, help="board whose NPU the sim's cost model uses (boards/)")
+    p.add_argument("--npu-accel", choices=("cpu", "gpu", "npu"), default="cpu",
+                   help="with --npu litert: LiteRT accelerator (CPU kept as fallback; default cpu)")
+    p.add_argument("--litert-dispatch", default=None, help="with --npu-accel npu: the vendor dispatch library folder")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("tokenize", help="print the token ids of a text")
@@ -45,7 +48,8 @@ def _run(args) -> int:
     from elk.npu.offload import attach, resolve_backend, stats_line
 
     with _open(args, n_ctx=args.ctx, threads=args.threads, kernels=args.kernels) as m:
-        npu = attach(m, resolve_backend(args.npu, args.npu_board), args.npu_board)
+        npu = attach(m, resolve_backend(args.npu, args.npu_board), args.npu_board, accel=args.npu_accel,
+                     dispatch_dir=args.litert_dispatch)
         pieces = m.generate(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, repeat_penalty=args.repeat_penalty,
                             seed=args.seed)

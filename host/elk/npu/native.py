@@ -18,8 +18,8 @@ CDEF = """
 typedef struct elk_host_npu elk_host_npu;
 int elk_host_litert_load(const char *path, char *err, int errcap);
 elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *backend, double tops,
-                                double dma_gbs, int accelerators, uint32_t decline_mask,
-                                uint32_t fail_after, int *status, char *err, int errcap);
+                                double dma_gbs, int accelerators, const char *dispatch_dir, int log_severity,
+                                uint32_t decline_mask, uint32_t fail_after, int *status, char *err, int errcap);
 void elk_host_npu_close(elk_host_npu *h);
 int elk_host_npu_run_chunk(elk_host_npu *h, uint32_t entry, const int8_t *x, int8_t *y);
 int elk_host_npu_linear(elk_host_npu *h, int role, int layer, uint32_t rows, uint32_t cols, const float *x,
@@ -78,7 +78,8 @@ class Session:
     """One NPU runner over an NPU section's bytes (kept alive here)."""
 
     def __init__(self, section: bytes, backend: str = "sim", *, tops: float = 0.0, dma_gbs: float = 0.0,
-                 accelerators: int = 0, decline_odd: bool = False, fail_after: int = 0):
+                 accelerators: int = 0, dispatch_dir: str = None, litert_log_severity: int = 3,
+                 decline_odd: bool = False, fail_after: int = 0):
         if backend not in BACKENDS:
             raise NpuError(f"unknown NPU backend '{backend}' (choose {', '.join(BACKENDS)})")
         ffi, lib = _load()
@@ -87,8 +88,10 @@ class Session:
         self._buf = ffi.from_buffer(bytes(section))
         status = ffi.new("int *")
         err = ffi.new("char[512]")
+        self._dispatch = ffi.new("char[]", dispatch_dir.encode()) if dispatch_dir else ffi.NULL
         h = lib.elk_host_npu_open(self._buf, len(self._buf), backend.encode(), tops, dma_gbs, accelerators,
-                                  1 if decline_odd else 0, fail_after, status, err, 512)
+                                  self._dispatch, litert_log_severity, 1 if decline_odd else 0, fail_after,
+                                  status, err, 512)
         if h == ffi.NULL:
             raise RuntimeFailure(status[0], ffi.string(err).decode(errors="replace"))
         self._h = ffi.gc(h, lib.elk_host_npu_close)

@@ -12,6 +12,8 @@ from elk.errors import ElkError
 from elk.npu.section import NpuSectionError, parse_section
 
 BACKEND_CHOICES = ("sim", "litert", "off")
+# --npu-accel: LiteRtHwAccelerators bits (CPU 1, GPU 2, NPU 4); the CPU stays in as LiteRT's fallback
+ACCELERATORS = {"cpu": 1, "gpu": 2 | 1, "npu": 4 | 1}
 
 
 class NpuOptionError(ElkError):
@@ -89,16 +91,21 @@ def resolve_backend(choice: str | None, board: str | None) -> str:
     return choice
 
 
-def attach(model, backend: str, board: str | None = None, fail_after: int = 0, decline_odd: bool = False):
+def attach(model, backend: str, board: str | None = None, fail_after: int = 0, decline_odd: bool = False,
+           accel: str = "cpu", dispatch_dir: str | None = None):
     """Route the prefill linears of an elk.runtime.Model through an NPU session; returns the session
-    (kept on the model so it outlives every forward call), or None for "off"."""
+    (kept on the model so it outlives every forward call), or None for "off". accel/dispatch_dir:
+    where LiteRT places the subgraphs (docs/npu.md, "Plugging in a real NPU")."""
     from elk.npu.native import Session, attach_host
 
     if backend == "off":
         return None
     blob = section_of(model.path)
     bn = board_npu(board)
+    if accel not in ACCELERATORS:
+        raise NpuOptionError(f"--npu-accel must be one of {', '.join(ACCELERATORS)}")
     sess = Session(blob, backend, tops=bn.tops if bn else 0.0, dma_gbs=bn.dma_gbs if bn else 0.0,
+                   accelerators=ACCELERATORS[accel], dispatch_dir=dispatch_dir,
                    decline_odd=decline_odd, fail_after=fail_after)
     attach_host(model, sess)
     model._npu_session = sess
