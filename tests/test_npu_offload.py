@@ -164,3 +164,21 @@ def test_section_of_another_model_is_declined_and_runtime_answers_like_the_cpu(s
         assert np.array_equal(cpu, npu)
         assert sess.stats()["chunks"] == 0
         assert "has another shape for blk.0.attn_q" in sess.log
+
+
+def test_attach_off_detaches_a_session(stories, tmp_path):
+    from elk import image as im
+    from elk import runtime
+    from elk.npu.offload import attach
+
+    m, blob = stories
+    path = tmp_path / "s.elk"
+    im.write_image(path, m, npu=blob)
+    with runtime.Model(path, threads=1) as rt:
+        ids = rt.tokenize(LONGER_PROMPT)
+        cpu = rt.logits(ids)
+        sess = attach(rt, "sim")
+        assert not np.array_equal(cpu, rt.logits(ids))  # int8 prefill changes the logits a little
+        attach(rt, "off")
+        assert np.array_equal(cpu, rt.logits(ids))
+        assert sess.stats()["chunks"] == 35

@@ -99,6 +99,9 @@ def attach(model, backend: str, board: str | None = None, fail_after: int = 0, d
     from elk.npu.native import Session, attach_host
 
     if backend == "off":
+        if getattr(model, "_npu_session", None) is not None:
+            attach_host(model, None)
+            model._npu_session = None
         return None
     blob = section_of(model.path)
     bn = board_npu(board)
