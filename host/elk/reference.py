@@ -4,7 +4,12 @@ Llama forward pass (RMSNorm, RoPE on interleaved pairs, GQA attention with a KV 
 separate output) over an elk image or an in-memory elk.convert.Model. For Q8_0/Q4_0 weights it follows
 the runtime's numerics (firmware/src/kernels/ref.c): each activation row is quantized to Q8_0 and every
 block contributes float(int32 dot) * (fp16 d_w * fp16 d_x), accumulated block by block in float32.
-F16 weights are widened to float32. Not fast, not a sampler beyond greedy.
+F16 weights are widened to float32. Float sums run in ref.c's order; exp is float64 rounded to float32.
+With the C "ref" kernel table quantized images match the runtime bit for bit. Float32 images differ by
+~1e-5 (measured, stories260K): glibc's expf is not correctly rounded, and GCC 12 -O3 -march=native
+vectorizes model.c's rope_apply into vfmaddsub (x0*c fused, x1*s rounded) despite -std=c11; emulating
+both makes f32 logits equal too, so those two are the whole difference. Not fast, not a sampler beyond
+greedy.
 """
 
 from __future__ import annotations
