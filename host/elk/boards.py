@@ -42,7 +42,7 @@ KERNELS = {
 EMULATION_KINDS = ("native", "qemu-aarch64", "qemu-arm", "none")
 NPU_DTYPES = ("int4", "int8", "int16", "fp16", "bf16")
 PLATFORMS = ("posix",)
-MAX_FLASH_MB_32BIT = 2048  # elk-fw mmaps the whole flash file; a 32-bit address space has ~3 GB
+MAX_FLASH_MB_32BIT = 1536  # elk-fw maps the whole flash file (32-bit off_t, ~3 GB of address space)
 
 NUMBER = (int, float)
 
