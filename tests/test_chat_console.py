@@ -19,11 +19,16 @@ GREEDY = ", there was a little girl named Lily. She loved to play outside in the
 
 
 @pytest.fixture(scope="module")
-def board(host_build, tmp_path_factory):
+def image(tmp_path_factory):
     from elk.convert.pack import pack
 
-    image = tmp_path_factory.mktemp("img") / "s260.elk"
-    pack(str(fixture_path("stories260K.bin")), str(image), tokenizer=str(fixture_path("tok512.bin")))
+    out = tmp_path_factory.mktemp("img") / "s260.elk"
+    pack(str(fixture_path("stories260K.bin")), str(out), tokenizer=str(fixture_path("tok512.bin")))
+    return out
+
+
+@pytest.fixture(scope="module")
+def board(host_build, image):
     with Emulator("host", baud=0, log=open(os.devnull, "w")) as emu:
         assert flashing.flash([emu.port], image, progress=False)[0].ok
         yield emu
@@ -81,3 +86,36 @@ def test_chat_refuses_a_board_without_a_model(host_build):
         r = subprocess.run([sys.executable, "-m", "elk", "chat", "--port", empty.port, "-p", "hi"],
                            capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "runs no model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ctrl_c_stops_the_reply_but_not_the_chat_session(host_build, image, tmp_path):
+    """SIGINT (what Ctrl-C sends) in the middle of a streamed reply: ' ^C', then the session goes on.
+    The board runs at 115200 baud so the 341-token greedy story takes most of a second to stream."""
+    flash = tmp_path / "board.bin"
+    with Emulator("host", baud=0, flash=flash, log=open(os.devnull, "w")) as emu:
+        assert flashing.flash([emu.port], image, progress=False)[0].ok
+    with Emulator("host", baud=115200, flash=flash, log=open(os.devnull, "w")) as slow:
+        _interrupt_a_reply(slow.port)
+
+
+def _interrupt_a_reply(port):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "elk", "chat", "--port", port, "--temperature", "0",
+                             "-n", "500"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        proc.stdin.write("Once upon a time\n")
+        proc.stdin.flush()
+        seen = ""
+        while "Lily" not in seen:  # the reply is streaming
+            seen += proc.stdout.read(1)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        out, err = proc.communicate("/stats\n/quit\n", timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert " ^C" in out and "stopped: aborted" in out and "Traceback" not in err

@@ -46,6 +46,12 @@ class FlashResult:
     seconds: float = 0.0
     warning: str = ""             # from the board at FLASH_END (e.g. unsigned image, no owner key)
 
+    @property
+    def efficiency(self) -> float:
+        """Image bytes sent / all bytes on the wire (both directions, the whole session)."""
+        wire = self.wire_bytes_out + self.wire_bytes_in
+        return self.data_bytes_sent / wire if wire else 0.0
+
     def summary(self) -> str:
         if not self.ok:
             return f"{self.port}: FAILED: {self.error}"
@@ -54,7 +60,8 @@ class FlashResult:
         return (f"{self.port}: OK slot {self.slot}, {_size(self.image_size)} image: sent {self.blocks_sent} "
                 f"blocks ({_size(self.data_bytes_sent)}), copied {self.blocks_copied}, skipped "
                 f"{self.blocks_skipped} in {self.seconds:.1f} s ({_size(rate)}/s at {line}), "
-                f"{self.retransmits} retransmits" + (f"\n{self.port}: warning: {self.warning}" if self.warning else ""))
+                f"{self.retransmits} retransmits, wire efficiency {100 * self.efficiency:.1f}%"
+                + (f"\n{self.port}: warning: {self.warning}" if self.warning else ""))
 
 
 def _size(n: float) -> str:
