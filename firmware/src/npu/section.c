@@ -15,6 +15,7 @@ enum { E_ROLE = 0, E_LAYER = 2, E_ROWS = 4, E_COLS = 8, E_N_OUT = 12, E_IN_SCALE
        E_QUANT_OFF = 56, E_OUTL_OFF = 64 };
 
 #define MAX_DIM (1u << 20)
+#define MAX_COLS 65535u /* int32 accumulator: 255 * 127 * cols must not overflow (as in TFLite) */
 #define MAX_CHUNK 4096u
 
 static int fail(char *err, int code, const char *what, uint32_t i)
@@ -43,7 +44,7 @@ static int check_entry(const elk_npu_section *sec, uint32_t i, char *err)
     int32_t in_zp = (int32_t)elk_le32(e + E_IN_ZP), out_zp = (int32_t)elk_le32(e + E_OUT_ZP);
     if (!role_exported(elk_le16(e + E_ROLE)))
         return fail(err, ELK_E_FORMAT, "unknown role", i);
-    if (rows == 0 || cols == 0 || rows > MAX_DIM || cols > MAX_DIM || n_out > cols)
+    if (rows == 0 || cols == 0 || rows > MAX_DIM || cols > MAX_COLS || n_out > cols)
         return fail(err, ELK_E_FORMAT, "bad shape", i);
     if (!finite_positive(elk_lef32(e + E_IN_SCALE)) || !finite_positive(elk_lef32(e + E_OUT_SCALE)) ||
         in_zp < -128 || in_zp > 127 || out_zp < -128 || out_zp > 127)

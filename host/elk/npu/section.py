@@ -145,7 +145,7 @@ def _parse_entry(data: bytes, i: int, raw: bytes) -> NpuLayer:
 
     if role not in ROLE_NAMES:
         raise bad("unknown role")
-    if not (0 < rows <= 1 << 20 and 0 < cols <= 1 << 20 and n_out <= cols):
+    if not (0 < rows <= 1 << 20 and 0 < cols <= 65535 and n_out <= cols):  # int32 accumulator bound
         raise bad("bad shape")
     if not (s_in > 0 and s_out > 0 and np.isfinite(s_in) and np.isfinite(s_out)) or \
             not (-128 <= z_in <= 127 and -128 <= z_out <= 127):
