@@ -119,3 +119,12 @@ def test_plan_rejects_bad_inputs_with_one_line(images, tmp_path):
         proc = elk_plan(*args)
         assert proc.returncode == 2 and proc.stderr.startswith("elk: error: ")
         assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_plan_notes_when_weights_cannot_stay_in_the_page_cache(images, tmp_path):
+    board = tiny_board(tmp_path, flash_mb=64, ram_mb=5)  # ~4.3 MiB needed, < 1 MiB spare, 1 MiB of f32 weights
+    p = plan.plan(images["f32"], board, ctx=64)
+    assert p.fits_ram
+    assert any("cannot keep them in its page cache" in line for line in plan.report_lines(p))
+    roomy = plan.plan(images["f32"], "rpi5", ctx=64)
+    assert not any("page cache" in line for line in plan.report_lines(roomy))

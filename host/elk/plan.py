@@ -177,6 +177,11 @@ def report_lines(p: Plan) -> list[str]:
         f" (weights stay in flash, used in place)",
     ]
     lines += [f"         {name:15} {_size(n)}" for name, n in p.ram_parts.items()]
+    spare = p.ram_bytes - p.ram_needed
+    if p.fits_ram and p.weight_bytes_per_token > spare:
+        lines.append(f"  note: the {_size(p.weight_bytes_per_token)} of weights read per token exceed the "
+                     f"{_size(spare)} of spare RAM, so a Linux board cannot keep them in its page cache: "
+                     "decode then runs at the flash read speed, not the DRAM roofline below")
     lines += [
         f"  model: {p.params / 1e6:.3f} M params per token, {_size(p.weight_bytes_per_token)} of weights read per token",
         f"  decode  ~{p.decode_tps:.1f} tokens/s (bandwidth roofline; {p.decode_tps_full_ctx:.1f} at a full context)",
