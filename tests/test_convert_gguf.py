@@ -21,7 +21,7 @@ def bin_model():
     return llama2c.read(fixture_path("stories260K.bin"), tokenizer=fixture_path("tok512.bin"))
 
 
-def write_gguf(path, model, qtype, *, tied=True, context=512, drop=None):
+def write_gguf(path, model, qtype, *, tied=True, context=512, drop=None, raw=None):
     """A llama GGUF in llama.cpp's layout, weights quantized by the gguf package itself."""
     c = model.config
     w = gguf.GGUFWriter(str(path), "llama")
@@ -49,6 +49,9 @@ def write_gguf(path, model, qtype, *, tied=True, context=512, drop=None):
     for role, layer in keys:
         name = tensor_name(role, layer)
         if name == drop:
+            continue
+        if raw and name in raw:  # (ggml type, uint8 blocks) written as given
+            w.add_tensor(name, raw[name][1], raw_shape=raw[name][1].shape, raw_dtype=raw[name][0])
             continue
         src = role if role != "OUTPUT" else "TOK_EMBD"
         x = model.tensors[(src, layer)].load()
@@ -124,3 +127,39 @@ def test_gguf_missing_tensor_and_damage_are_format_errors(bin_model, tmp_path):
     with pytest.raises(FormatError) as e:
         load_model(cut)
     assert "\n" not in str(e.value)
+
+
+def q6_k_blocks(rows, cols, seed=0):
+    """Valid Q6_K bytes (ql[128], qh[64], int8 scales[16], fp16 d per 256 weights) with random codes."""
+    rng = np.random.default_rng(seed)
+    nb = rows * cols // 256
+    blk = np.zeros((nb, 210), np.uint8)
+    blk[:, :192] = rng.integers(0, 256, (nb, 192))
+    blk[:, 192:208] = rng.integers(-20, 20, (nb, 16)).astype(np.int8).view(np.uint8)
+    blk[:, 208:210] = np.full((nb, 1), 0.001, np.float16).view(np.uint8)
+    return blk.reshape(rows, -1)
+
+
+def test_gguf_other_ggml_types_are_dequantized_by_the_gguf_package(bin_model, tmp_path):
+    # llama.cpp's q4_0 files carry a Q6_K output.weight (rows of 256-multiples); Q5_0 stands for the
+    # other legacy types. A 256-wide model, since K-quants need cols % 256 == 0.
+    from elk.convert import Config, Model, Tensor
+
+    c = Config(dim=256, hidden_dim=256, n_layers=1, n_heads=4, n_kv_heads=2, vocab_size=512, seq_len=64, tied_output=True)
+    rng = np.random.default_rng(3)
+    m0 = Model(c, {k: Tensor.of(rng.standard_normal(c.tensor_shape(k[0])).astype(np.float32) * 0.05)
+                   for k in c.tensor_keys()}, vocab=bin_model.vocab)
+    q6 = q6_k_blocks(512, 256, 1)
+    src = tmp_path / "mixed.gguf"
+    write_gguf(src, m0, GT.Q5_0, tied=False, raw={"output.weight": (GT.Q6_K, q6)})
+    types = {t.name: t.tensor_type for t in gguf.GGUFReader(str(src)).tensors}
+    assert types["output.weight"] == GT.Q6_K and types["blk.0.attn_q.weight"] == GT.Q5_0
+    m = gguf_reader.read(src)
+    assert not m.config.tied_output
+    assert np.array_equal(m.get("OUTPUT"), gguf.quants.dequantize(q6, GT.Q6_K))
+    want_q = gguf.quants.dequantize(gguf.quants.quantize(m0.get("WQ", 0), GT.Q5_0), GT.Q5_0)
+    assert np.array_equal(m.get("WQ", 0), want_q)
+    im.write_image(tmp_path / "mixed.elk", m, quant="q8_0")
+    img = im.read_image(tmp_path / "mixed.elk")
+    assert img.tensor("OUTPUT").type == "Q8_0"
+    np.testing.assert_allclose(img.tensor("OUTPUT").array(), m.get("OUTPUT"), atol=0.01)

@@ -1,4 +1,5 @@
-"""Reader for GGUF llama files (via the gguf package): F32, F16, BF16, Q8_0 and Q4_0 tensors, the config
+"""Reader for GGUF llama files (via the gguf package): F32, F16, BF16, Q8_0 and Q4_0 tensors (other ggml
+types, e.g. the Q6_K output of llama.cpp's q4_0 files, through gguf.quants.dequantize), the config
 from `llama.*` metadata and the vocabulary via elk.tokenizer.from_gguf.
 
 GGUF stores dims as ne[0] = cols (fastest), so a (rows, cols) matrix has shape [cols, rows] in GGUF.
@@ -22,7 +23,7 @@ ROLE_OF = {  # GGUF tensor name (without blk.N.) -> role
     "ffn_gate.weight": "W1", "ffn_down.weight": "W2", "ffn_up.weight": "W3",
     "output_norm.weight": "OUTPUT_NORM", "output.weight": "OUTPUT",
 }
-READ_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")
+READ_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")  # read directly; other ggml types via gguf.quants
 IGNORED = ("rope_freqs.weight",)  # llama 3 rope scaling factors: not used by the Llama-2 class models
 
 
@@ -78,23 +79,42 @@ def _tensors(path, reader):
         role = ROLE_OF.get(key)
         if role is None:
             raise FormatError(f"{path}: tensor '{t.name}' is not part of a llama model elk knows")
-        tname = t.tensor_type.name
-        if tname not in READ_TYPES:
-            raise FormatError(f"{path}: tensor '{t.name}' has type {tname}; elk reads "
-                              f"{', '.join(READ_TYPES)} (requantize the source or start from F16/F32)")
         ne = [int(n) for n in t.shape]
         if len(ne) > 2 or any(n <= 0 for n in ne):
             raise FormatError(f"{path}: tensor '{t.name}' has dims {ne}")
         cols, rows = ne[0], (ne[1] if len(ne) == 2 else 1)
         raw = np.asarray(t.data).reshape(-1).view(np.uint8)
-        if raw.size != rows * quant.row_bytes(tname, cols):
-            raise FormatError(f"{path}: tensor '{t.name}' holds {raw.size} bytes, {tname} {rows}x{cols} needs "
-                              f"{rows * quant.row_bytes(tname, cols)}")
-        native = (tname, raw) if tname != "BF16" else None
-        tensors[(role, layer)] = Tensor(shape=(rows, cols), native=native,
-                                        loader=lambda raw=raw, tname=tname, s=(rows, cols): quant.dequantize(raw, tname, s))
+        tensors[(role, layer)] = _tensor(path, t, raw, rows, cols)
         shapes[role] = (rows, cols)
     return tensors, shapes
+
+
+def _tensor(path, t, raw, rows, cols) -> Tensor:
+    """Image types keep their bytes (`native`); other ggml types (Q4_K, Q6_K, Q5_0, ... as llama.cpp
+    mixes them into its q4_0 files) are dequantized with the gguf package and re-quantized by the recipe."""
+    import gguf
+
+    tname = t.tensor_type.name
+    if tname in READ_TYPES:
+        need = rows * quant.row_bytes(tname, cols)
+    else:
+        be, bb = gguf.GGML_QUANT_SIZES.get(t.tensor_type, (0, 0))
+        need = rows * (cols // be) * bb if be and cols % be == 0 else -1
+    if raw.size != need:
+        raise FormatError(f"{path}: tensor '{t.name}' holds {raw.size} bytes, {tname} {rows}x{cols} needs {need}")
+    if tname in READ_TYPES:
+        native = (tname, raw) if tname != "BF16" else None
+        return Tensor(shape=(rows, cols), native=native,
+                      loader=lambda: quant.dequantize(raw, tname, (rows, cols)))
+
+    def load():
+        try:
+            return gguf.quants.dequantize(raw.reshape(rows, -1), t.tensor_type).reshape(rows, cols)
+        except NotImplementedError:
+            raise FormatError(f"{path}: tensor '{t.name}' has type {tname}, which the gguf package cannot "
+                              f"dequantize; start from an F16/F32/Q8_0 file") from None
+
+    return Tensor(shape=(rows, cols), loader=load)
 
 
 def _config(path, reader, shapes) -> Config:
