@@ -321,3 +321,12 @@ def test_writer_reports_progress_per_tensor_up_to_the_total(model, tmp_path):
         bar(d, t, n)
     bar.close()
     assert "100.0%" in stream.getvalue() and stream.getvalue().endswith("\n")
+
+
+def test_repacking_an_f32_image_equals_packing_the_checkpoint(model, tmp_path):
+    from elk.convert import load_model
+
+    im.write_image(tmp_path / "f32.elk", model)
+    im.write_image(tmp_path / "direct.elk", model, quant="q4_0", security_counter=2)
+    im.write_image(tmp_path / "re.elk", load_model(tmp_path / "f32.elk"), quant="q4_0", security_counter=2)
+    assert (tmp_path / "re.elk").read_bytes() == (tmp_path / "direct.elk").read_bytes()

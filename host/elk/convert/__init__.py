@@ -188,6 +188,8 @@ def load_model(src, tokenizer=None, **options) -> Model:
     if path.is_file():
         with open(path, "rb") as f:
             head = f.read(4)
+        if head == b"ELK1":
+            return from_image(path, tokenizer=tokenizer)
         if head == b"GGUF":
             from elk.convert import gguf_reader
 
@@ -201,3 +203,25 @@ def load_model(src, tokenizer=None, **options) -> Model:
 
         return hf.read_hub(text, tokenizer=tokenizer, **options)
     raise ElkError(f"{text}: no such file, folder or Hugging Face model id")
+
+
+def from_image(path, tokenizer=None) -> Model:
+    """An elk image as a source (to re-quantize it): tensors of the image's type are kept as bytes."""
+    from elk import image as im
+
+    img = im.read_image(path)
+    tensors = {}
+    for t in img.tensors.values():
+        tensors[(t.role, t.layer)] = Tensor(shape=(t.rows, t.cols), loader=t.array, native=(t.type, t.data))
+    if tokenizer is not None:
+        from elk import tokenizer as tk
+
+        vocab = tk.load(tokenizer)
+    else:
+        vocab = img.vocab()
+    meta = img.metadata
+    model = Model(dataclasses.replace(img.config), tensors, vocab=vocab, name=meta.get("general.name", img.header["name"]),
+                  source=meta.get("general.source", f"elk: {pathlib.Path(path).name}"),
+                  chat_template=meta.get("chat.template"))
+    model.validate()
+    return model
