@@ -68,7 +68,11 @@ static int sim_run(void *ctx, const elk_npu_layer *L, const int8_t *x_q, int8_t 
             int32_t acc = 0; /* |acc| <= 255 * 127 * cols: fits int32 for cols < 66000 */
             for (uint32_t k = 0; k < L->cols; k++)
                 acc += ((int32_t)x[k] - L->in_zp) * (int32_t)w[k];
-            int32_t v = requantize(acc + bias, mult, shift) + L->out_zp;
+            int64_t sum = (int64_t)acc + bias; /* saturate: a hostile bias must not overflow int32 */
+            sum = sum > INT32_MAX ? INT32_MAX : sum < INT32_MIN ? INT32_MIN : sum;
+            int32_t v = requantize((int32_t)sum, mult, shift);
+            v = v > 255 ? 255 : v < -256 ? -256 : v; /* keeps + out_zp in range; the clamp below decides */
+            v += L->out_zp;
             y_q[(uint64_t)t * L->rows + r] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
         }
     }
