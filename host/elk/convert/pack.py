@@ -16,6 +16,9 @@ from elk.convert import load_model
 def pack(src, out, *, quant="f32", recipe=None, tokenizer=None, name=None, security_counter=0,
          npu=None, progress=False, **options) -> im.PackResult:
     """Read `src` (llama2.c .bin, GGUF, HF folder or hub id) and write the image `out`."""
+    from elk import quant as q
+
+    q.parse_recipe(quant, recipe)  # a typo in the recipe fails before a 2 GB checkpoint is read
     model = load_model(src, tokenizer=tokenizer, **options)
     bar = ProgressBar() if progress else None
     result = im.write_image(out, model, quant=quant, recipe=recipe, security_counter=security_counter,
