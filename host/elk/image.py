@@ -66,6 +66,7 @@ def pack_header(fields: dict, header_size: int = spec.IMAGE_HEADER_SIZE) -> byte
         elif ctype.startswith("char["):
             n = int(ctype[5:-1])
             raw = value.encode("utf-8")[: n - 1] if isinstance(value, str) else bytes(value)[: n - 1]
+            raw = raw.decode("utf-8", "ignore").encode("utf-8")  # never cut a character in half
             buf[off:off + n] = raw.ljust(n, b"\0")
         else:
             struct.pack_into(_FMT[ctype], buf, off, value)
