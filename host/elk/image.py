@@ -595,9 +595,16 @@ def verify_image(path) -> VerifyReport:
     if h["magic"] != spec.IMAGE_MAGIC:
         rep.add("header", False, f"bad magic 0x{h['magic']:08X} (not an elk image)")
         return rep
-    crc = zlib.crc32(head[: spec.IMAGE_HEADER_SIZE - 4])
-    rep.add("header CRC-32", crc == h["header_crc32"],
-            f"0x{h['header_crc32']:08X}" + ("" if crc == h["header_crc32"] else f" stored, computed 0x{crc:08X}"))
+    hs = h["header_size"]
+    if hs < spec.IMAGE_HEADER_SIZE or hs % 4 or hs > size:
+        rep.add("header CRC-32", False, f"header_size {hs} is invalid")
+        return rep
+    if hs > len(head):  # a newer writer's longer header: the CRC sits in its last 4 bytes
+        with open(path, "rb") as f:
+            head = f.read(hs)
+    crc, stored = zlib.crc32(head[: hs - 4]), struct.unpack_from("<I", head, hs - 4)[0]
+    rep.add("header CRC-32", crc == stored,
+            f"0x{stored:08X}" + ("" if crc == stored else f" stored, computed 0x{crc:08X}"))
     po, ps = h["payload_offset"], h["payload_size"]
     if po < spec.IMAGE_HEADER_SIZE or po + ps > size:
         rep.add("payload SHA-256", False, f"payload [{po}, +{ps}) lies outside the {size}-byte file (truncated?)")
