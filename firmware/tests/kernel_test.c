@@ -12,7 +12,7 @@
 #include "kernels/kernels.h"
 
 #define MAX_N 320          /* largest row length tested (10 blocks) */
-#define GEMM_ROWS 7        /* odd, so tiles of 2 and 4 leave a remainder */
+#define GEMM_ROWS 14       /* gemm covers rows [1, 14): 13 rows = 6 row pairs (a group of 4 and one of 2) + 1 */
 #define GEMM_TOKENS 5
 
 static uint64_t rng_state;

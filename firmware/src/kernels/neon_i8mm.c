@@ -1,6 +1,7 @@
 /* NEON + i8mm kernel table ("neon_i8mm", ARMv8.6-A SMMLA: Cortex-A510/A710, Neoverse V1/N2 and later).
  * gemm (batched prefill) works in tiles of 2 weight rows x 2 tokens: vmmlaq_s32 multiplies a 2x8 by an
- * 8x2 int8 matrix into 2x2 int32, four per 32-element block. Block sums are exact and each of the four
+ * 8x2 int8 matrix into 2x2 int32, four per 32-element block; up to 4 row pairs share each interleaved
+ * activation block. Block sums are exact and each of the four
  * float sums is accumulated in ref's order, so results equal ref bit for bit. dot (decode, one token)
  * uses SDOT as neon_dotprod.c does. */
 #include "neon_common.h"
@@ -16,56 +17,72 @@ static inline int8x16_t zip_hi(int8x16_t a, int8x16_t b)
     return vreinterpretq_s8_s64(vzip2q_s64(vreinterpretq_s64_s8(a), vreinterpretq_s64_s8(b)));
 }
 
-/* 2x2 block sums of (w0, w1) x (x0, x1) over 32 elements given as two 16-lane halves each.
- * Result lanes: (w0.x0, w0.x1, w1.x0, w1.x1). */
-static inline int32x4_t mmla_block(int8x16_t w0a, int8x16_t w0b, int8x16_t w1a, int8x16_t w1b,
-                                   int8x16_t x0a, int8x16_t x0b, int8x16_t x1a, int8x16_t x1b)
+#define ROW_PAIRS 4 /* weight row pairs that share one pass over a token pair's activation blocks */
+
+/* The activation side of one block for a token pair (t, t+1): the four SMMLA operands and the scales
+ * laid out as the result lanes want them, (dx_t, dx_t+1, dx_t, dx_t+1). Built once per block and
+ * reused by ROW_PAIRS row pairs. */
+typedef struct {
+    int8x16_t b[4];
+    float32x4_t d;
+} x_pair_block;
+
+static inline x_pair_block load_x_pair(const elk_block_q8_0 *x0, const elk_block_q8_0 *x1)
 {
-    int32x4_t s = vmmlaq_s32(vdupq_n_s32(0), zip_lo(w0a, w1a), zip_lo(x0a, x1a));
-    s = vmmlaq_s32(s, zip_hi(w0a, w1a), zip_hi(x0a, x1a));
-    s = vmmlaq_s32(s, zip_lo(w0b, w1b), zip_lo(x0b, x1b));
-    return vmmlaq_s32(s, zip_hi(w0b, w1b), zip_hi(x0b, x1b));
+    const int8x16_t a0 = vld1q_s8(x0->qs), a1 = vld1q_s8(x0->qs + 16);
+    const int8x16_t c0 = vld1q_s8(x1->qs), c1 = vld1q_s8(x1->qs + 16);
+    const float32x2_t d = {elk_neon_h2f(x0->d), elk_neon_h2f(x1->d)};
+    x_pair_block p = {{zip_lo(a0, c0), zip_hi(a0, c0), zip_lo(a1, c1), zip_hi(a1, c1)}, vcombine_f32(d, d)};
+    return p;
 }
 
-/* acc += float(s) * (dw_r * dx_t) per lane, the products formed exactly as ref forms them. */
-static inline float32x4_t scale_add(float32x4_t acc, int32x4_t s, elk_fp16 dw0, elk_fp16 dw1,
-                                    elk_fp16 dx0, elk_fp16 dx1)
+static inline size_t block_bytes(int wtype)
 {
-    const float w0 = elk_neon_h2f(dw0), w1 = elk_neon_h2f(dw1);
-    const float x0 = elk_neon_h2f(dx0), x1 = elk_neon_h2f(dx1);
-    const float wv[4] = {w0, w0, w1, w1}, xv[4] = {x0, x1, x0, x1};
-    const float32x4_t d = vmulq_f32(vld1q_f32(wv), vld1q_f32(xv));
-    return vaddq_f32(acc, vmulq_f32(vcvtq_f32_s32(s), d));
+    return wtype == ELK_TYPE_Q4_0 ? sizeof(elk_block_q4_0) : sizeof(elk_block_q8_0);
 }
 
-static float32x4_t tile_q8_0(int nb, const elk_block_q8_0 *w0, const elk_block_q8_0 *w1,
-                             const elk_block_q8_0 *x0, const elk_block_q8_0 *x1)
+/* 2x2 int32 block sums of weight blocks (b0 of row r, b1 of row r+1) against the token pair.
+ * Result lanes: (r.t, r.t+1, r+1.t, r+1.t+1). `wtype` is constant at every call. */
+static inline int32x4_t pair_sum(int wtype, const uint8_t *b0, const uint8_t *b1, const x_pair_block *p)
 {
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    for (int i = 0; i < nb; i++) {
-        int32x4_t s = mmla_block(vld1q_s8(w0[i].qs), vld1q_s8(w0[i].qs + 16),
-                                 vld1q_s8(w1[i].qs), vld1q_s8(w1[i].qs + 16),
-                                 vld1q_s8(x0[i].qs), vld1q_s8(x0[i].qs + 16),
-                                 vld1q_s8(x1[i].qs), vld1q_s8(x1[i].qs + 16));
-        acc = scale_add(acc, s, w0[i].d, w1[i].d, x0[i].d, x1[i].d);
+    int8x16_t w0a, w0b, w1a, w1b;
+    if (wtype == ELK_TYPE_Q4_0) {
+        elk_neon_unpack_q4_0(((const elk_block_q4_0 *)b0)->qs, &w0a, &w0b);
+        elk_neon_unpack_q4_0(((const elk_block_q4_0 *)b1)->qs, &w1a, &w1b);
+    } else {
+        const int8_t *q0 = ((const elk_block_q8_0 *)b0)->qs, *q1 = ((const elk_block_q8_0 *)b1)->qs;
+        w0a = vld1q_s8(q0), w0b = vld1q_s8(q0 + 16), w1a = vld1q_s8(q1), w1b = vld1q_s8(q1 + 16);
     }
-    return acc;
+    int32x4_t s = vmmlaq_s32(vdupq_n_s32(0), zip_lo(w0a, w1a), p->b[0]);
+    s = vmmlaq_s32(s, zip_hi(w0a, w1a), p->b[1]);
+    s = vmmlaq_s32(s, zip_lo(w0b, w1b), p->b[2]);
+    return vmmlaq_s32(s, zip_hi(w0b, w1b), p->b[3]);
 }
 
-static float32x4_t tile_q4_0(int nb, const elk_block_q4_0 *w0, const elk_block_q4_0 *w1,
-                             const elk_block_q8_0 *x0, const elk_block_q8_0 *x1)
+/* acc += float(s) * (dw_r * dx_t) per lane, each product formed as ref forms it (the fp16 scale is
+ * the first field of both block types). */
+static inline float32x4_t scale_add(float32x4_t acc, int32x4_t s, const uint8_t *b0, const uint8_t *b1,
+                                    float32x4_t dx)
 {
-    float32x4_t acc = vdupq_n_f32(0.0f);
+    const float32x4_t dw = vcombine_f32(vdup_n_f32(elk_neon_h2f(((const elk_block_q8_0 *)b0)->d)),
+                                        vdup_n_f32(elk_neon_h2f(((const elk_block_q8_0 *)b1)->d)));
+    return vaddq_f32(acc, vmulq_f32(vcvtq_f32_s32(s), vmulq_f32(dw, dx)));
+}
+
+/* acc[k] = 2x2 tile of rows (2k, 2k+1) of w against the token pair, for k < pairs <= ROW_PAIRS. */
+static inline void tile_group(int wtype, int nb, const uint8_t *w, size_t row_bytes, int pairs,
+                              const elk_block_q8_0 *x0, const elk_block_q8_0 *x1, float32x4_t *acc)
+{
+    const size_t bb = block_bytes(wtype);
+    for (int k = 0; k < pairs; k++)
+        acc[k] = vdupq_n_f32(0.0f);
     for (int i = 0; i < nb; i++) {
-        int8x16_t w0lo, w0hi, w1lo, w1hi;
-        elk_neon_unpack_q4_0(w0[i].qs, &w0lo, &w0hi);
-        elk_neon_unpack_q4_0(w1[i].qs, &w1lo, &w1hi);
-        int32x4_t s = mmla_block(w0lo, w0hi, w1lo, w1hi,
-                                 vld1q_s8(x0[i].qs), vld1q_s8(x0[i].qs + 16),
-                                 vld1q_s8(x1[i].qs), vld1q_s8(x1[i].qs + 16));
-        acc = scale_add(acc, s, w0[i].d, w1[i].d, x0[i].d, x1[i].d);
+        const x_pair_block p = load_x_pair(&x0[i], &x1[i]);
+        for (int k = 0; k < pairs; k++) {
+            const uint8_t *b0 = w + (size_t)(2 * k) * row_bytes + (size_t)i * bb, *b1 = b0 + row_bytes;
+            acc[k] = scale_add(acc[k], pair_sum(wtype, b0, b1, &p), b0, b1, p.d);
+        }
     }
-    return acc;
 }
 
 static void quantize_q8_0_neon_i8mm(const float *x, elk_block_q8_0 *y, int n)
@@ -124,30 +141,25 @@ static inline void store_tile(float *y, int rows, int r, int t, float32x4_t v)
     y[(size_t)(t + 1) * rows + r + 1] = vgetq_lane_f32(v, 3);
 }
 
-/* One 2x2 tile of `wtype` weights; `wtype` is a constant at every call (the branch folds away). */
-static inline float32x4_t tile(int wtype, int nb, const uint8_t *w0, const uint8_t *w1,
-                               const elk_block_q8_0 *x0, const elk_block_q8_0 *x1)
-{
-    if (wtype == ELK_TYPE_Q4_0)
-        return tile_q4_0(nb, (const elk_block_q4_0 *)w0, (const elk_block_q4_0 *)w1, x0, x1);
-    return tile_q8_0(nb, (const elk_block_q8_0 *)w0, (const elk_block_q8_0 *)w1, x0, x1);
-}
-
-/* Y[t * rows + r] for r in [r0, r1), t in [0, n_tok) (kernels.h): 2x2 tiles, then the odd row and
- * the odd token with the SDOT dot. */
+/* Y[t * rows + r] for r in [r0, r1), t in [0, n_tok) (kernels.h): token pairs x groups of up to
+ * ROW_PAIRS row pairs in 2x2 tiles, then the odd row and the odd token with the SDOT dot. */
 static inline void gemm_tiles(int wtype, int n, const uint8_t *w, size_t row_bytes, int r0, int r1,
                               const uint8_t *x, size_t x_stride, int n_tok, float *y, int rows)
 {
     float (*dot)(int, const void *, const void *) =
         wtype == ELK_TYPE_Q4_0 ? dot_q4_0_neon_i8mm : dot_q8_0_neon_i8mm;
+    float32x4_t acc[ROW_PAIRS];
     int t = 0;
     for (; t + 2 <= n_tok; t += 2) {
         const elk_block_q8_0 *x0 = (const elk_block_q8_0 *)(x + (size_t)t * x_stride);
         const elk_block_q8_0 *x1 = (const elk_block_q8_0 *)(x + (size_t)(t + 1) * x_stride);
         int r = r0;
-        for (; r + 2 <= r1; r += 2) {
-            const uint8_t *w0 = w + (size_t)r * row_bytes;
-            store_tile(y, rows, r, t, tile(wtype, n / ELK_QK, w0, w0 + row_bytes, x0, x1));
+        while (r + 2 <= r1) {
+            const int pairs = (r1 - r) / 2 < ROW_PAIRS ? (r1 - r) / 2 : ROW_PAIRS;
+            tile_group(wtype, n / ELK_QK, w + (size_t)r * row_bytes, row_bytes, pairs, x0, x1, acc);
+            for (int k = 0; k < pairs; k++)
+                store_tile(y, rows, r + 2 * k, t, acc[k]);
+            r += 2 * pairs;
         }
         if (r < r1) {
             y[(size_t)t * rows + r] = dot(n, w + (size_t)r * row_bytes, x0);
