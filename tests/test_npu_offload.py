@@ -182,3 +182,19 @@ def test_attach_off_detaches_a_session(stories, tmp_path):
         attach(rt, "off")
         assert np.array_equal(cpu, rt.logits(ids))
         assert sess.stats()["chunks"] == 35
+
+
+def test_runner_input_quantization_is_tflite_quantize(stories):
+    """The int8 chunk the runner hands the backend equals TFLite QUANTIZE of x (numpy reference)."""
+    from elk.npu import intmath
+
+    _, blob = stories
+    L = parse_section(blob).layers[0]
+    x = np.random.default_rng(4).standard_normal((32, 64)).astype(np.float32) * 3
+    x[0, :4] = [0.5 * L.in_scale, -0.5 * L.in_scale, 1e9, -1e9]  # ties and saturation
+    want = intmath.dequantize(intmath.fully_connected_int8(intmath.quantize(x, L.in_scale, L.in_zp), L.weights,
+                                                           L.bias, L.in_zp, L.multiplier, L.shift, L.out_zp),
+                              L.out_scale, L.out_zp)
+    got = Session(blob, "sim").linear("WQ", 0, x, 64)
+    assert len(L.outliers) == 0  # layer 0 wq has no shadow term: the result is the NPU's alone
+    assert np.array_equal(got, want)

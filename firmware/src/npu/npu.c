@@ -152,10 +152,10 @@ static int find_entry(const elk_npu_runner *r, int role, int layer)
     return -1;
 }
 
-/* TFLite QUANTIZE: round half away from zero, saturate to int8. */
-static int8_t quantize(float x, float inv_scale, int32_t zp)
+/* TFLite QUANTIZE: x / scale, round half away from zero, saturate to int8. */
+static int8_t quantize(float x, float scale, int32_t zp)
 {
-    float v = x * inv_scale;
+    float v = x / scale;
     if (!(v > -1000.0f))
         v = -1000.0f; /* also catches NaN: it saturates instead of invoking UB in the cast */
     if (v > 1000.0f)
@@ -167,7 +167,6 @@ static int8_t quantize(float x, float inv_scale, int32_t zp)
 /* Fill r->xq with tokens [t0, t0 + nt) of x, padding the rest of the chunk with the zero point. */
 static void load_chunk(elk_npu_runner *r, const elk_npu_layer *L, const float *x, int t0, int nt)
 {
-    float inv = 1.0f / L->in_scale;
     for (uint32_t t = 0; t < L->chunk; t++) {
         int8_t *q = r->xq + (uint64_t)t * L->cols;
         if ((int)t >= nt) {
@@ -176,7 +175,7 @@ static void load_chunk(elk_npu_runner *r, const elk_npu_layer *L, const float *x
         }
         const float *xr = x + (uint64_t)(t0 + (int)t) * L->cols;
         for (uint32_t k = 0; k < L->cols; k++)
-            q[k] = quantize(xr[k], inv, L->in_zp);
+            q[k] = quantize(xr[k], L->in_scale, L->in_zp);
         /* shadow outliers: the CPU adds these channels in float, so the NPU sees 0 there */
         for (uint32_t j = 0; j < L->n_outliers; j++)
             q[elk_le32(L->outlier_idx + 4ull * j)] = (int8_t)L->in_zp;
