@@ -90,6 +90,8 @@ int fw_cmd_flash_copy(elk_fw *fw, const uint8_t *p, uint32_t n)
         return ELK_E_INVAL;
     uint64_t e = fw->b->erase_block;
     uint64_t first = elk_le32(p), count = elk_le32(p + 4);
+    if (count * e > FW_WORK_MAX)
+        return ELK_E_RANGE;  /* bounded work per request keeps the reply within the host's timeout */
     const uint8_t *src = fw->b->flash + fw->slot_base[fw->fs.slot ^ 1];
     for (uint64_t blk = first; blk < first + count; blk++) {
         uint64_t off = blk * e;
@@ -116,6 +118,8 @@ int fw_cmd_block_hashes(elk_fw *fw, const uint8_t *p, uint32_t n)
     uint32_t room = (fw->tx_payload_max - 10) / ELK_PROTO_BLOCK_HASH_SIZE;
     if (count > room)
         count = room;
+    if (count > FW_WORK_MAX / e)
+        count = FW_WORK_MAX / e ? FW_WORK_MAX / e : 1;  /* bounded hashing per request */
     if (first * e >= limit)
         count = 0;
     else if (count > (limit - first * e + e - 1) / e)

@@ -74,6 +74,8 @@ typedef struct fw_gen_params {
 enum { FW_AFTER_NONE, FW_AFTER_BAUD, FW_AFTER_RESET, FW_AFTER_GENERATE };
 
 #define FW_LINE_MAX 512
+/* Most flash bytes one FLASH_COPY or BLOCK_HASHES request may touch (bounded reply latency). */
+#define FW_WORK_MAX (64ull << 20)
 #define FW_TEXT_MAX (ELK_PROTO_PAYLOAD_MAX_BOARD + 128)
 
 typedef struct elk_fw {
