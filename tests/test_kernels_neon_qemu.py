@@ -72,3 +72,16 @@ def test_kernels_selection_check_fails_when_the_cpu_lacks_the_table():
     proc = run_kernel_test("qemu-max", "cortex-a76", "--expect", "neon_i8mm")
     assert proc.returncode == 1
     assert re.search(r"check select\s+neon_i8mm .* FAIL", proc.stdout)
+
+
+def test_kernels_neon_tables_are_clean_under_asan_and_ubsan():
+    """AddressSanitizer + UBSan build of the driver (only its target) on -cpu max: all three AArch64
+    tables run every check without an out-of-bounds access or undefined behaviour."""
+    scons("board=qemu-max", "mode=asan", "build/qemu-max-asan/elk-kernel-test")
+    prefix = boards.load("qemu-max").run_prefix()
+    env = {"ASAN_OPTIONS": "detect_leaks=0"}  # LeakSanitizer cannot run under qemu-user (ptrace)
+    proc = subprocess.run(prefix + [str(ROOT / "build" / "qemu-max-asan" / "elk-kernel-test")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+    assert "ERROR: AddressSanitizer" not in proc.stderr and "runtime error" not in proc.stderr
+    assert {t for t, *_ in parse_checks(proc.stdout)} == {"neon_i8mm", "neon_dotprod", "neon"}
