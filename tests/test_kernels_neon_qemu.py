@@ -3,6 +3,7 @@ board, compares every table this CPU supports with ref on seeded random inputs a
 the run-time selection (getauxval) picks. The NEON tables must equal ref exactly on every integer path
 and on the quantized dots/gemm (maxdiff 0); float dots within 1e-5 of sum |w x|."""
 
+import os
 import re
 import subprocess
 
@@ -79,7 +80,7 @@ def test_kernels_neon_tables_are_clean_under_asan_and_ubsan():
     tables run every check without an out-of-bounds access or undefined behaviour."""
     scons("board=qemu-max", "mode=asan", "build/qemu-max-asan/elk-kernel-test")
     prefix = boards.load("qemu-max").run_prefix()
-    env = {"ASAN_OPTIONS": "detect_leaks=0"}  # LeakSanitizer cannot run under qemu-user (ptrace)
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0"}  # LeakSanitizer cannot run under qemu-user (ptrace)
     proc = subprocess.run(prefix + [str(ROOT / "build" / "qemu-max-asan" / "elk-kernel-test")],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
