@@ -24,6 +24,7 @@ from elk.errors import ElkError
 RUNTIME_DIR = pathlib.Path(os.environ.get("ELK_RUNTIME_DIR", "/tmp/elk-emulators"))
 RAM_CAP_MB = 2048  # reserve at most this much board RAM per emulated board (NORESERVE, but be kind)
 FAST_MAX_BAUD = 3000000
+FLASH_CAP_32BIT_MB = 1024  # emulated flash of 32-bit boards (the firmware maps all of it)
 
 
 class EmulatorError(ElkError):
@@ -70,6 +71,9 @@ class Emulator:
         self.max_baud = max_baud
         self.broken_above = broken_above
         self.flash_mb = flash_mb or self.board.flash_mb
+        if self.board.arch == "armv7":
+            # elk-fw maps the whole flash; a 32-bit process cannot map more than ~2 GiB of it
+            self.flash_mb = min(self.flash_mb, FLASH_CAP_32BIT_MB)
         self.threads = threads
         self._tmp = None
         if flash is None:

@@ -2,8 +2,10 @@
  * moment it is written and survives the firmware being killed (the power-loss test). Erased bytes
  * read 0xFF as on NOR/NAND; a new file reads 0x00, which no boot record or image accepts. */
 #define _POSIX_C_SOURCE 200809L
+#define _FILE_OFFSET_BITS 64 /* flash files beyond 2 GiB on 32-bit boards */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -15,6 +17,11 @@
 
 int posix_flash_open(posix_flash *f, const char *path, uint64_t size, char *err, int cap)
 {
+    if (size > (uint64_t)SIZE_MAX / 2) {  /* the whole flash is mapped: it must fit the address space */
+        snprintf(err, (size_t)cap, "%llu MiB of flash cannot be mapped by this 32-bit build (use --flash-mb)",
+                 (unsigned long long)(size >> 20));
+        return ELK_E_RANGE;
+    }
     f->fd = open(path, O_RDWR | O_CREAT, 0644);
     if (f->fd < 0) {
         snprintf(err, (size_t)cap, "%s: %s", path, strerror(errno));
