@@ -133,3 +133,26 @@ def test_flash_rejects_a_file_that_is_not_an_image(host_build, tmp_path):
     junk.write_bytes(b"not an image" * 100)
     with pytest.raises(Exception, match="not an elk image"):
         flashing.flash(["/dev/null"], junk, progress=False)
+
+
+class StopAt(KillAt):
+    """Progress sink that interrupts the host side (as Ctrl-C on `elk flash` would) midway."""
+
+    def update(self, port, done, total, elapsed):
+        if self.killed_at is None and done >= self.fraction * total:
+            self.killed_at = done
+            raise KeyboardInterrupt
+
+
+def test_interrupted_host_transfer_resumes_without_resending(host_build, images):
+    data = images["q8"].read_bytes()
+    with Emulator("host", baud=0, log=_quiet()) as emu:
+        t = flashing._Transfer(emu.port, data, hashlib.sha256(data).digest(), 0, None, None)
+        t.progress = StopAt(emu, 0.6)
+        with pytest.raises(KeyboardInterrupt):
+            t.run()
+        assert emu.alive()
+        res = flashing.flash([emu.port], images["q8"], progress=False)[0]
+        assert res.ok, res.error
+        assert res.blocks_skipped > 0
+        assert res.data_bytes_sent <= len(data) - t.progress.killed_at + 2 * res.block_size
