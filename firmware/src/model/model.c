@@ -69,7 +69,7 @@ static elk_model *layout(carver *c, const elk_image *img, const elk_model_opts *
     float *att = carve(c, B * q_dim, 4);
     float *hb = carve(c, B * cfg->hidden_dim, 4), *hb2 = carve(c, B * cfg->hidden_dim, 4);
     float *scores = carve(c, (uint64_t)cfg->n_heads * n_ctx, 4);
-    float *rope = carve(c, cfg->head_dim, 4);
+    float *rope = carve(c, 2 * (uint64_t)cfg->head_dim, 4); /* cos table then signed-sin table */
     size_t xq_row = elk_row_bytes(ELK_TYPE_Q8_0, (int64_t)((widest + ELK_QK - 1) / ELK_QK * ELK_QK));
     void *xq = carve(c, B, xq_row);
     if (!c->base || c->overflow)
@@ -209,28 +209,48 @@ static void rmsnorm(float *o, const float *x, const float *w, int n, int dim, fl
     }
 }
 
-/* cos/sin of pos * theta^(-2i/head_dim) for each pair i, into rope[2i], rope[2i+1]. The angle is
- * rounded to float32 as the reference computes it (it matters at long positions). */
+/* Rotation tables for one position: rope[j] = cos(a_i) and rope[head_dim + j] = -sin(a_i) for
+ * j = 2i, +sin(a_i) for j = 2i + 1, where a_i = pos * theta^(-2i/head_dim). The angle is rounded to
+ * float32 as the reference computes it (it matters at long positions); cos/sin are evaluated in
+ * double and rounded, so the tables do not depend on the C library's float cosf/sinf. */
 static void rope_angles(float *rope, int head_dim, int pos, float theta)
 {
     for (int i = 0; i < head_dim / 2; i++) {
         float freq = (float)pow((double)theta, -2.0 * i / head_dim);
         float a = (float)pos * freq;
-        rope[2 * i] = (float)cos((double)a);
-        rope[2 * i + 1] = (float)sin((double)a);
+        float c = (float)cos((double)a), s = (float)sin((double)a);
+        rope[2 * i] = rope[2 * i + 1] = c;
+        rope[head_dim + 2 * i] = -s;
+        rope[head_dim + 2 * i + 1] = s;
     }
 }
 
-/* Rotate consecutive pairs (x[2i], x[2i+1]) of each of n_heads heads. */
+/* Rotate consecutive pairs (x[2i], x[2i+1]) of each of n_heads heads:
+ *   x[2i] = x0 c - x1 s,  x[2i+1] = x1 c + x0 s   (two products, each rounded, then one add).
+ * Written as x * cos + swap(x) * signed_sin with the sign taken from the table, every lane is a
+ * plain add of two products. The obvious form (a sub in even lanes, an add in odd ones) is what
+ * GCC 12's vectorizer turns into vfmaddsub (x0 c fused, unrounded) even under -ffp-contract=off;
+ * a lane-uniform add is only fused when contraction is allowed, which the build forbids.
+ * -(x1 s) is exact, so the result is bit-identical to the reference's a*cos - b*sin. */
 static void rope_apply(float *x, const float *rope, int n_heads, int head_dim)
 {
+    const float *cs = rope, *sn = rope + head_dim;
     for (int h = 0; h < n_heads; h++, x += head_dim) {
         for (int i = 0; i < head_dim; i += 2) {
-            float c = rope[i], s = rope[i + 1], x0 = x[i], x1 = x[i + 1];
-            x[i] = x0 * c - x1 * s;
-            x[i + 1] = x0 * s + x1 * c;
+            float x0 = x[i], x1 = x[i + 1];
+            float r0 = x0 * cs[i] + x1 * sn[i];
+            float r1 = x1 * cs[i + 1] + x0 * sn[i + 1];
+            x[i] = r0;
+            x[i + 1] = r1;
         }
     }
+}
+
+/* exp rounded from double: correctly rounded in practice on every C library (glibc's expf is not,
+ * and other libcs differ), so logits are portable across boards and equal the reference's. */
+static float exp_f32(float x)
+{
+    return (float)exp((double)x);
 }
 
 static void softmax(float *x, int n)
@@ -240,7 +260,7 @@ static void softmax(float *x, int n)
         max = x[i] > max ? x[i] : max;
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
+        x[i] = exp_f32(x[i] - max);
         sum += x[i];
     }
     for (int i = 0; i < n; i++)
@@ -318,7 +338,7 @@ static int ffn_block(elk_model *m, int l, int n)
         return rc;
     for (size_t i = 0; i < hidden; i++) {
         float g = m->hb[i];
-        m->hb[i] = g / (1.0f + expf(-g)) * m->hb2[i];
+        m->hb[i] = g / (1.0f + exp_f32(-g)) * m->hb2[i];
     }
     if ((rc = elk_linear(m, &L->w2, m->hb, n, m->xb)))
         return rc;

@@ -44,7 +44,7 @@ struct elk_model {
     float *att;      /* (B, q_dim) attention output */
     float *hb, *hb2; /* (B, hidden_dim) */
     float *scores;   /* (n_heads, n_ctx) attention weights, one row per head */
-    float *rope;     /* (head_dim) cos/sin pairs for one position */
+    float *rope;     /* (2 * head_dim) cos table, signed-sin table for one position (rope_angles) */
     void *xq;        /* activations quantized for linear layers: B rows of xq_row_bytes */
     size_t xq_row_bytes;
 };
