@@ -65,7 +65,7 @@ print("accepted", accepted, "rejected", rejected)
 
 
 def test_c_npu_section_and_runner_clean_under_asan_on_damaged_sections():
-    scons("mode=asan")
+    scons("mode=asan", "build/host-asan/libelk.so")  # only the library this test loads
     lib = ROOT / "build" / "host-asan" / "libelk.so"
     libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
     assert os.path.isfile(libasan), "gcc has no libasan.so"
