@@ -119,3 +119,15 @@ def _interrupt_a_reply(port):
             proc.kill()
     assert proc.returncode == 0, err
     assert " ^C" in out and "stopped: aborted" in out and "Traceback" not in err
+
+
+def test_a_new_session_takes_over_from_one_that_vanished_mid_reply(board):
+    """A chat killed while the board streams leaves the board waiting for acknowledgements; the next
+    client's HELLO ends that reply and the new session works at once."""
+    stale = connect(board.port, 0)
+    gen = stale.generate("Once upon a time", max_tokens=400, temperature=0, raw=True, reset=True)
+    next(gen)
+    stale.close()  # gone without ABORT or acknowledging the rest
+    with connect(board.port, 0) as link:
+        text = "".join(link.generate("Once upon a time", max_tokens=20, temperature=0, raw=True, reset=True))
+    assert text.startswith(GREEDY[:40])
