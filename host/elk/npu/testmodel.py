@@ -35,3 +35,37 @@ def tinyllama_shaped(vocab, n_layers: int = 2, seed: int = 0, outliers=OUTLIER_C
     put("OUTPUT_NORM", 0, np.ones(dim))
     put("OUTPUT", 0, rng.standard_normal((cfg.vocab_size, dim)) * (3.0 / np.sqrt(dim)))
     return Model(cfg, tensors, vocab=vocab, name="tinyllama-shaped-test", source="elk.npu.testmodel")
+
+
+def main(argv=None) -> int:
+    """python -m elk.npu.testmodel --vocab tok512.bin -o tiny.elk [--layers 2] [--seed 1] [--max-outliers N]
+    writes the model as an f32 image with an NPU section (chunk 32)."""
+    import argparse
+    import sys
+
+    from elk import image as im
+    from elk import tokenizer as tok
+    from elk.errors import ElkError
+    from elk.npu.calibrate import build_section
+    from elk.npu.section import pack_section
+
+    p = argparse.ArgumentParser(prog="python -m elk.npu.testmodel", description=main.__doc__)
+    p.add_argument("--vocab", required=True, help="tokenizer file (tok512.bin)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-outliers", type=int, default=None, help="per layer (default cols/64; 0 = none)")
+    args = p.parse_args(argv)
+    try:
+        m = tinyllama_shaped(tok.load(args.vocab), n_layers=args.layers, seed=args.seed)
+        sec = build_section(m, chunk=32, max_outliers=args.max_outliers)
+        im.write_image(args.output, m, npu=pack_section(sec))
+    except ElkError as e:
+        print(f"elk: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
