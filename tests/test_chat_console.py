@@ -131,3 +131,10 @@ def test_a_new_session_takes_over_from_one_that_vanished_mid_reply(board):
     with connect(board.port, 0) as link:
         text = "".join(link.generate("Once upon a time", max_tokens=20, temperature=0, raw=True, reset=True))
     assert text.startswith(GREEDY[:40])
+
+
+def test_a_prompt_longer_than_one_frame_is_refused_in_one_line(board):
+    r = subprocess.run([sys.executable, "-m", "elk", "chat", "--port", board.port, "-p", "word " * 3000],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "GENERATE needs 15036 bytes in one frame" in r.stderr
+    assert r.stderr.count("\n") == 1

@@ -372,6 +372,9 @@ class Link:
 
     def request(self, code: int, payload: bytes = b"", *, extra_time: float = 0.0, check: bool = True) -> bytes:
         """Send one command and return the reply payload after the status. Retransmits on timeout."""
+        if len(payload) > self.payload_max:
+            raise LinkError(f"{self.port}: {CMD_NAMES.get(code, hex(code))} needs {len(payload)} bytes in one "
+                            f"frame; the board takes at most {self.payload_max}")
         self.seq = (self.seq + 1) & 0xFFFF
         wire = encode_frame(KIND["REQ"], code, self.seq, payload)
         self._pending, self._resp = (self.seq, wire), None
