@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ROOT, fixture_path
 
+from elk import image as im
 from elk import spec
 from elk.convert.pack import pack
 from elk.errors import RuntimeFailure
@@ -207,6 +208,90 @@ def test_image_rejects_duplicate_tensor(tmp_path, good):
     e = img.tensor_entry(drop)
     img.put("H", e + 52, spec.TENSOR_ROLES["ATTN_NORM"])  # output_norm relabelled as a second blk.0 attn_norm
     open_fails(tmp_path, img.b, E["E_FORMAT"], "ATTN_NORM layer 0", "appears 2 times")
+
+
+def python_reader_rejects(tmp_path, data, *words):
+    """elk.image.read_image (the Python reader) rejects the same bytes."""
+    path = tmp_path / "bad-py.elk"
+    path.write_bytes(bytes(data))
+    with pytest.raises(im.ImageError) as e:
+        im.read_image(path)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+def tensor_span(img, name):
+    e = img.tensor_entry(img.tensor_index(name))
+    return struct.unpack_from("<QQ", img.b, e + 64)
+
+
+def test_image_rejects_overlapping_tensors_in_offset_order(tmp_path, good):
+    img = Img(good)
+    q_off, q_size = tensor_span(img, "blk.0.attn_q.weight")
+    assert q_size > 64
+    img.put("Q", img.tensor_entry(img.tensor_index("blk.0.attn_k.weight")) + 64, q_off + 64)  # aligned, inside q
+    open_fails(tmp_path, img.b, E["E_FORMAT"], "tensor 3 (blk.0.attn_k.weight) overlaps tensor 2 (blk.0.attn_q.weight)")
+    python_reader_rejects(tmp_path, img.b, "overlap")
+
+
+def test_image_rejects_overlap_in_a_table_out_of_offset_order(tmp_path, good):
+    # blk.0.attn_k/attn_v (same size) swap places: the table is no longer sorted by offset but valid;
+    # then the last tensor is moved onto token_embd, which the table lists first.
+    img = Img(good)
+    k, v = (img.tensor_entry(img.tensor_index(f"blk.0.attn_{x}.weight")) for x in "kv")
+    k_off, v_off = tensor_span(img, "blk.0.attn_k.weight")[0], tensor_span(img, "blk.0.attn_v.weight")[0]
+    img.put("Q", k + 64, v_off)
+    img.put("Q", v + 64, k_off)
+    path = tmp_path / "unsorted.elk"
+    path.write_bytes(bytes(img.b))
+    with Model(path, threads=1) as m:  # unsorted but not overlapping: accepted, as the Python reader does
+        assert m.config.n_layers == 5
+    im.read_image(path)
+    last = img.u32(img.section_off(TT)) - 1
+    img.put("Q", img.tensor_entry(last) + 64, tensor_span(img, "token_embd.weight")[0] + 128)
+    open_fails(tmp_path, img.b, E["E_FORMAT"], f"tensor {last} (output_norm.weight) overlaps tensor 0 (token_embd.weight)")
+    python_reader_rejects(tmp_path, img.b, "overlap")
+
+
+def test_image_rejects_more_tensors_than_the_config_has(tmp_path, good):
+    img = Img(good)
+    tt = img.section_off(TT)
+    count = img.u32(tt)
+    assert count == 9 * 5 + 2  # tied: no output.weight
+    img.put("I", tt, 9 * 5 + 4)
+    open_fails(tmp_path, img.b, E["E_FORMAT"], "49 entries", "at most 48")
+
+
+def test_image_rejects_output_tensor_in_a_tied_image(tmp_path, good):
+    img = Img(good)
+    img.put("H", img.tensor_entry(img.tensor_index("output_norm.weight")) + 52, spec.TENSOR_ROLES["OUTPUT"])
+    open_fails(tmp_path, img.b, E["E_FORMAT"], "OUTPUT (output_norm.weight)", "tied")
+    python_reader_rejects(tmp_path, img.b)
+
+
+def test_image_rejects_unknown_header_flags_and_model_flags(tmp_path, good):
+    for field, bit, word in (("flags", 1 << 5, "unknown flags 0x20"), ("model_flags", 1 << 3, "unknown model_flags 0x9")):
+        img = Img(good)
+        img.put("I", HDR[field], img.u32(HDR[field]) | bit)
+        img.fix_crc()
+        open_fails(tmp_path, img.b, E["E_UNSUPPORTED"], word)
+        python_reader_rejects(tmp_path, img.b, "unknown")
+
+
+def test_image_header_crc_is_read_at_header_size_minus_4(tmp_path, good):
+    # A longer header (260 bytes): the CRC moves to 256 and covers [0, 256); offset 252 is then an
+    # ordinary header byte. Everything after the header shifts by 4, so the layout is rebuilt.
+    img = Img(good)
+    img.put("I", HDR["name"] + 60, 0)
+    img.put("I", 252, 0xDEADBEEF)  # not a CRC any more
+    img.put("H", HDR["header_size"], 260)
+    hdr = bytes(img.b[:252]) + struct.pack("<I", 0xDEADBEEF)
+    bad = hdr + struct.pack("<I", zlib.crc32(hdr) ^ 1) + bytes(img.b[256:])
+    open_fails(tmp_path, bad, E["E_CRC"], "crc32")
+    good_crc = hdr + struct.pack("<I", zlib.crc32(hdr)) + bytes(img.b[256:])
+    # With the CRC right the parser goes on to the next check: the v1 layout wants the section table
+    # at header_size, which this shifted copy does not have, so the failure is past the CRC.
+    open_fails(tmp_path, good_crc, E["E_FORMAT"], "payload offset")
 
 
 def test_image_rejects_tensor_shape_that_disagrees_with_config(tmp_path, good):

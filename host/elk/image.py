@@ -404,6 +404,8 @@ class _Reader:
             self.fail(f"unknown arch {h['arch']}")
         if h["model_flags"] & ~spec.MODEL_FLAG_TIED_OUTPUT:
             self.fail(f"unknown model_flags bits 0x{h['model_flags']:X}")
+        if h["flags"] & ~spec.IMAGE_FLAG_HAS_TRAILER:  # as the C parser: a future flag may change the layout
+            self.fail(f"unknown header flags bits 0x{h['flags']:X}")
         return h
 
     def check_config(self, h) -> Config:

@@ -269,6 +269,42 @@ static int check_tensor(elk_image *img, uint32_t i)
     return ELK_OK;
 }
 
+/* [lo, hi) of tensor j; only after check_tensor passed for it (inside TENSOR_DATA: no overflow). */
+static void tensor_span(const elk_image *img, uint32_t j, uint64_t *lo, uint64_t *hi)
+{
+    const uint8_t *e = img->section[ELK_SECTION_TENSOR_TABLE].data + TENSOR_TABLE_HEAD +
+                       (uint64_t)j * ELK_TENSOR_ENTRY_SIZE;
+    *lo = elk_le64(e + 64);
+    *hi = *lo + elk_le64(e + 72);
+}
+
+/* No two tensors share a byte (sizes are > 0). The table is normally in offset order (elk pack
+ * writes it so): then each entry starts at or after the furthest end seen so far and the check is
+ * one pass. An entry that starts before that end is compared with every earlier entry, so the
+ * verdict does not depend on the order, without scratch memory; count <= 9 n_layers + 3 bounds that
+ * worst case. Reported: the first entry in table order that overlaps an earlier one, and the first
+ * such earlier one. */
+static int check_tensor_overlaps(elk_image *img)
+{
+    uint64_t reach = 0;
+    for (uint32_t i = 0; i < img->n_tensors; i++) {
+        uint64_t lo, hi, lo2, hi2;
+        tensor_span(img, i, &lo, &hi);
+        for (uint32_t j = 0; lo < reach && j < i; j++) {
+            tensor_span(img, j, &lo2, &hi2);
+            if (lo < hi2 && lo2 < hi) {
+                elk_tensor t, u;
+                read_tensor(img, i, &t, &lo);
+                read_tensor(img, j, &u, &lo2);
+                return fail(img, ELK_E_FORMAT, "tensor %u (%s) overlaps tensor %u (%s)", i, t.name, j,
+                            u.name);
+            }
+        }
+        reach = hi > reach ? hi : reach;
+    }
+    return ELK_OK;
+}
+
 static int check_tensor_table(elk_image *img)
 {
     const uint8_t *s = img->section[ELK_SECTION_TENSOR_TABLE].data;
@@ -280,6 +316,12 @@ static int check_tensor_table(elk_image *img)
     if (esize != ELK_TENSOR_ENTRY_SIZE)
         return fail(img, ELK_E_FORMAT, "tensor table: entry size %u, expected %u", esize,
                     ELK_TENSOR_ENTRY_SIZE);
+    /* Every (role, layer) appears once: 9 per layer + token_embd, output_norm, output. */
+    uint32_t per_layer = ELK_ROLE_W3 - ELK_ROLE_ATTN_NORM + 1, most = ELK_ROLE_COUNT - 1 - per_layer;
+    most += per_layer * img->config.n_layers;
+    if (count > most)
+        return fail(img, ELK_E_FORMAT, "tensor table: %u entries, a %u-layer model has at most %u",
+                    count, img->config.n_layers, most);
     need = TENSOR_TABLE_HEAD + (uint64_t)count * esize; /* < 2^40: no overflow */
     if (need > size)
         return fail(img, ELK_E_BOUNDS, "tensor table: %u entries need %llu bytes, section has %llu",
@@ -290,7 +332,7 @@ static int check_tensor_table(elk_image *img)
         if (rc)
             return rc;
     }
-    return ELK_OK;
+    return check_tensor_overlaps(img);
 }
 
 /* The (rows, cols) a role must have under the config; norms are vectors (1, dim). */
@@ -344,6 +386,10 @@ static int check_required(elk_image *img, int role, int layer)
 static int check_model_tensors(elk_image *img)
 {
     int tied = img->config.model_flags & ELK_MODEL_FLAG_TIED_OUTPUT;
+    elk_tensor t;
+    if (tied && elk_image_find(img, ELK_ROLE_OUTPUT, 0, &t) == ELK_OK)
+        return fail(img, ELK_E_FORMAT, "tensor OUTPUT (%s): present, but model_flags says the output is "
+                    "tied to token_embd", t.name);
     for (int role = 1; role < ELK_ROLE_COUNT; role++) {
         if (role == ELK_ROLE_OUTPUT && tied)
             continue;
