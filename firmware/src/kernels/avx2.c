@@ -296,26 +296,106 @@ ELK_INLINE void gemm_tile(int wtype, int R, int T, int nb, const uint8_t *w, siz
             y[t * rows + r] = hsum_ps(acc[r][t]);
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+/* ---------------------------------------------------------------------------------------------
+ * The same tile on 512-bit registers, compiled only when the board's flags target AVX-512 VNNI
+ * (the host board builds with -march=native). One zmm holds two consecutive blocks of a row
+ * (blocks i and i + 1, activation order), so each vpdpbusd covers 64 multiply-adds. Integer block
+ * sums are still exact; only the float accumulation order differs from ref. */
+#define ELK_GEMM_512 1
+
+ELK_INLINE __m512i w_pair(int wtype, const void *row, int i, int two)
+{
+    const __m256i lo = wtype == ELK_TYPE_Q4_0 ? unpack_q4_0_u((const elk_block_q4_0 *)row + i)
+                                              : load_q8_0((const elk_block_q8_0 *)row + i);
+    __m256i hi = _mm256_setzero_si256();
+    if (two)
+        hi = wtype == ELK_TYPE_Q4_0 ? unpack_q4_0_u((const elk_block_q4_0 *)row + i + 1)
+                                    : load_q8_0((const elk_block_q8_0 *)row + i + 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+/* [a x 8 | b x 8] */
+ELK_INLINE __m512 scale_pair(float a, float b)
+{
+    return _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(_mm256_castps_si256(_mm256_set1_ps(a))),
+                                                  _mm256_castps_si256(_mm256_set1_ps(b)), 1));
+}
+
+ELK_INLINE void gemm_tile512(int wtype, int R, int T, int nb, const uint8_t *w, size_t row_bytes,
+                             const uint8_t *x, size_t x_stride, float *y, int rows)
+{
+    __m512 acc[4][8];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm512_setzero_ps();
+    for (int i = 0; i < nb; i += 2) {
+        const int two = i + 1 < nb; /* an odd last block rides alone with a zero upper half */
+        __m512i wv[4], wfix[4];
+        __m512 dw[4];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *row = w + r * row_bytes;
+            wv[r] = w_pair(wtype, row, i, two);
+            dw[r] = scale_pair(w_scale(wtype, row, i), two ? w_scale(wtype, row, i + 1) : 0.0f);
+            if (wtype == ELK_TYPE_Q8_0) /* -128 * sum(w): pairs with x + 128 below */
+                wfix[r] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                           _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), wv[r]));
+        }
+        for (int t = 0; t < T; t++) {
+            const elk_block_q8_0 *xb = (const elk_block_q8_0 *)(x + t * x_stride) + i;
+            const __m512i xv = _mm512_inserti64x4(_mm512_castsi256_si512(load_q8_0(xb)),
+                                                  two ? load_q8_0(xb + 1) : _mm256_setzero_si256(), 1);
+            const __m512 dx = scale_pair(fp16(xb->d), two ? fp16(xb[1].d) : 0.0f);
+            if (wtype == ELK_TYPE_Q4_0) {
+                const __m512i neg8sum = _mm512_sub_epi32(
+                    _mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xv));
+                for (int r = 0; r < R; r++) {
+                    const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(neg8sum, wv[r], xv));
+                    acc[r][t] = _mm512_fmadd_ps(p, _mm512_mul_ps(dw[r], dx), acc[r][t]);
+                }
+            } else {
+                const __m512i xu = _mm512_xor_si512(xv, _mm512_set1_epi8((char)0x80));
+                for (int r = 0; r < R; r++) {
+                    const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(wfix[r], xu, wv[r]));
+                    acc[r][t] = _mm512_fmadd_ps(p, _mm512_mul_ps(dw[r], dx), acc[r][t]);
+                }
+            }
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++)
+            y[t * rows + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+#define GEMM_TILE gemm_tile512
+#define GEMM_TOKENS 8 /* 4 x 8 tiles: 32 zmm registers hold more accumulators (4x4: 79, 4x8: 86 GMAC/s) */
+#else
+#define GEMM_TILE gemm_tile
+#define GEMM_TOKENS 4
+#endif
+
 /* One row tile against every token: the tile's weight blocks (R x ~1 KB) stay in L1 while the
  * activations (n_tok x ~2 KB, in L2) stream past, so each weight byte comes from memory once. */
 ELK_INLINE void gemm_rows(int wtype, int R, int nb, const uint8_t *w, size_t row_bytes, const uint8_t *x,
                           size_t x_stride, int n_tok, float *y, int rows)
 {
     int t = 0;
+    for (; t + GEMM_TOKENS <= n_tok; t += GEMM_TOKENS)
+        GEMM_TILE(wtype, R, GEMM_TOKENS, nb, w, row_bytes, x + (size_t)t * x_stride, x_stride, y + (size_t)t * rows,
+                  rows);
     for (; t + 4 <= n_tok; t += 4)
-        gemm_tile(wtype, R, 4, nb, w, row_bytes, x + (size_t)t * x_stride, x_stride, y + (size_t)t * rows, rows);
+        GEMM_TILE(wtype, R, 4, nb, w, row_bytes, x + (size_t)t * x_stride, x_stride, y + (size_t)t * rows, rows);
     const uint8_t *xt = x + (size_t)t * x_stride;
     float *yt = y + (size_t)t * rows;
     switch (n_tok - t) {
-    case 3: gemm_tile(wtype, R, 3, nb, w, row_bytes, xt, x_stride, yt, rows); break;
-    case 2: gemm_tile(wtype, R, 2, nb, w, row_bytes, xt, x_stride, yt, rows); break;
-    case 1: gemm_tile(wtype, R, 1, nb, w, row_bytes, xt, x_stride, yt, rows); break;
+    case 3: GEMM_TILE(wtype, R, 3, nb, w, row_bytes, xt, x_stride, yt, rows); break;
+    case 2: GEMM_TILE(wtype, R, 2, nb, w, row_bytes, xt, x_stride, yt, rows); break;
+    case 1: GEMM_TILE(wtype, R, 1, nb, w, row_bytes, xt, x_stride, yt, rows); break;
     default: break;
     }
 }
 
-/* Tiles of 4 rows x 4 tokens (measured best of 2..8 x 2..8 here: the 16 accumulators spill a
- * little, to L1), single rows at the edge. One token (decode) takes the dot loop
+/* Tiles of 4 rows x 4 tokens with 256-bit registers (measured best of 2..8 x 2..8 here: the 16
+ * accumulators spill a little, to L1), 4 x 8 with 512-bit ones; single rows at the edge. One token (decode) takes the dot loop
  * instead: interleaving 4 row streams defeats the hardware prefetcher once the matrix is out of
  * L2 (measured 7 GB/s vs 16 GB/s per core for one sequential stream). */
 ELK_INLINE void gemm_q_avx2(int wtype, int n, const void *w, size_t row_bytes, int r0, int r1,
