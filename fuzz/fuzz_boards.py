@@ -7,7 +7,9 @@ atheris is not installed, a seeded mutation loop over the TOML seeds (`--mutate 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import pathlib
 import random
 import sys
@@ -21,6 +23,7 @@ boards = None  # elk.boards, imported in main() (under atheris' instrumentation 
 
 _DIR = tempfile.mkdtemp(prefix="elk-fuzz-boards-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 _PATH = pathlib.Path(_DIR) / "fuzz.toml"
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 
 
 def test_one(data: bytes) -> None:
@@ -92,8 +95,16 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--mutate"]:
         return mutation_loop(float(argv[1]), argv[2:])
     if argv[:1] == ["--replay"]:
+        import signal
+
+        def hang(signum, frame):
+            raise TimeoutError("input took more than 10 s (a hang)")
+
+        signal.signal(signal.SIGALRM, hang)
         for p in argv[1:]:
+            signal.alarm(10)
             test_one(pathlib.Path(p).read_bytes())
+            signal.alarm(0)
         print(f"replayed {len(argv) - 1} inputs")
         return 0
     import atheris

@@ -158,6 +158,63 @@ def command_seeds(images: dict) -> None:
           + cmd("ROLLBACK") + cmd("FLASH_COPY", struct.pack("<II", 0, 2)) + cmd("RESET"))
 
 
+def tiny_tensors(cfg) -> list:
+    """(gguf name, float32 array (rows, cols)) of a random tiny model, in llama2.c file order."""
+    rng = np.random.default_rng(3)
+    out = []
+    for role, layer in cfg.tensor_keys():
+        rows, cols = cfg.tensor_shape(role)
+        a = np.ones((rows, cols), np.float32) if "NORM" in role else rng.standard_normal((rows, cols)).astype(np.float32)
+        out.append((role, layer, a * 0.1 if "NORM" not in role else a))
+    return out
+
+
+def checkpoint_seeds() -> None:
+    """Byte 0 picks the reader in fuzz_checkpoint.py: 0 llama2.c, 1 GGUF, 2 tokenizer file."""
+    import gguf
+
+    from elk.convert import tensor_name
+
+    cfg = Config(dim=8, hidden_dim=16, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=16, seq_len=16,
+                 tied_output=True)
+    ts = {(r, l): a for r, l, a in tiny_tensors(cfg)}
+    # llama2.c v0: 7 int32 header (positive vocab = shared classifier), then float32 tensors by kind
+    order = ["TOK_EMBD", "ATTN_NORM", "WQ", "WK", "WV", "WO", "FFN_NORM", "W1", "W2", "W3", "OUTPUT_NORM"]
+    body = b"".join(ts[(r, 0)].tobytes() for r in order)
+    freq = np.zeros(cfg.seq_len * cfg.head_dim // 2, np.float32).tobytes()
+    head = struct.pack("<7i", cfg.dim, cfg.hidden_dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads,
+                       cfg.vocab_size, cfg.seq_len)
+    write("checkpoint", "llama2c-tiny", b"\x00" + head + body + freq + freq)
+    # GGUF written by the gguf package itself
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "t.gguf"
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_context_length(cfg.seq_len)
+        w.add_embedding_length(cfg.dim)
+        w.add_feed_forward_length(cfg.hidden_dim)
+        w.add_block_count(cfg.n_layers)
+        w.add_head_count(cfg.n_heads)
+        w.add_head_count_kv(cfg.n_kv_heads)
+        w.add_layer_norm_rms_eps(1e-5)
+        v = tiny_vocab()
+        w.add_tokenizer_model("llama")
+        w.add_token_list(v.pieces)
+        w.add_token_scores(v.scores)
+        w.add_token_types(v.types)
+        for (role, layer), a in ts.items():
+            w.add_tensor(tensor_name(role, layer), a)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        write("checkpoint", "gguf-tiny", b"\x01" + path.read_bytes())
+    tok512 = FIXTURES / "tok512.bin"
+    if tok512.is_file():
+        write("checkpoint", "tokenizer-tok512", b"\x02" + tok512.read_bytes())
+
+
 def board_seeds() -> None:
     for p in sorted((ROOT / "boards").glob("*.toml")):
         d = CORPUS / "boards"
@@ -174,6 +231,7 @@ def main() -> None:
     frame_seeds()
     trust_seeds(images)
     command_seeds(images)
+    checkpoint_seeds()
     board_seeds()
     for d in sorted(CORPUS.iterdir()):
         if d.is_dir() and d.name != "regressions":

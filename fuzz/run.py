@@ -64,11 +64,13 @@ HARNESSES = [
             ("tokenizer", "util")),
     Harness("frame", "serial frame decoder (COBS, CRC) + re-encode round trip", "fuzz_frame.c", ("proto", "util")),
     Harness("trust", "signature trailer, commit decision, provisioning record", "fuzz_trust.c",
-            ("trust", "util"), libs=("sodium",)),
+            ("util",), libs=("sodium",), files=("trust/trust.c",)),  # not fw_trust.c: that needs the firmware
     Harness("commands", "firmware command handlers over a RAM board (flash, trust, generation)",
             "fuzz_commands.c", ("util", "image", "model", "tokenizer", "sampler", "proto", "npu", "main", "trust"),
             libs=("sodium",), files=("kernels/ref.c", "kernels/tables.c")),
     Harness("boards", "board-file loader (host/elk/boards.py)", "fuzz_boards.py", python=True),
+    Harness("checkpoint", "checkpoint/tokenizer readers + packer (host/elk/convert, tokenizer)",
+            "fuzz_checkpoint.py", python=True),
 ]
 EXTRA = []  # harnesses other files register (fuzz/fuzz_commands.c when firmware/src/main lands)
 

@@ -52,7 +52,7 @@ def test_fuzz_harness_runs_clean_for_a_few_seconds(name):
     h = next(h for h in fuzz_run.all_harnesses() if h.name == name)
     if h.missing():
         pytest.fail(f"harness {name} cannot build: {h.missing()}")
-    r = run("--only", name, "--seconds", "3")
+    r = run("--only", name, "--seconds", "2")
     assert r.returncode == 0, r.stdout + r.stderr
     runs = int(re.search(rf"^{name}\s+(\d+) runs", r.stdout, re.M).group(1))
     assert runs > 50, r.stdout  # the harness really executed inputs, it did not just start
@@ -97,3 +97,17 @@ def test_fuzz_replay_reports_a_crashing_input(tmp_path):
     (inputs / "bad").write_bytes(b"ELK!")
     r = fuzz_run.replay(h, exe, dirs=[inputs])
     assert r["rc"] != 0 and "heap-buffer-overflow" in r["log"]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("gguf-array-length-hang", "do not fit"),          # was: gguf package looping for hours
+    ("gguf-token-type-out-of-range", "has type -255"),  # was: struct.error traceback while packing
+])
+def test_fuzz_found_checkpoints_give_one_line_errors_quickly(tmp_path, name, message):
+    src = tmp_path / "model.gguf"
+    src.write_bytes((CORPUS / "regressions" / "checkpoint" / name).read_bytes()[1:])  # byte 0 picks the reader
+    proc = subprocess.run([sys.executable, "-m", "elk", "pack", str(src), "-o", str(tmp_path / "o.elk")],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("elk: error:") and message in lines[0], proc.stderr

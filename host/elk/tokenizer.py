@@ -285,6 +285,9 @@ def load(path) -> Vocab:
     if head[:4] == b"GGUF":
         import gguf
 
+        from elk import gguf_guard
+
+        gguf_guard.check(path)  # bounded pre-scan: the gguf package loops on crafted counts (fuzz finding)
         try:
             reader = gguf.GGUFReader(str(path))
         except Exception as e:  # the gguf reader raises ValueError/struct errors on damaged files
@@ -308,6 +311,13 @@ def encode_section(v: Vocab) -> bytes:
     n = len(v.pieces)
     if not 0 < n <= MAX_TOKENS or len(v.scores) != n or len(v.types) != n:
         raise TokenizerFormatError(f"vocabulary has {n} pieces, {len(v.scores)} scores, {len(v.types)} types")
+    # untrusted sources (GGUF, tokenizer.json) can carry any number here; struct.pack would raise
+    known = set(spec.TOKEN_TYPES.values())
+    for i, (score, kind) in enumerate(zip(v.scores, v.types)):
+        if kind not in known:
+            raise TokenizerFormatError(f"token {i} has type {kind}; known types are {min(known)}..{max(known)}")
+        if not abs(score) <= 3.4e38:
+            raise TokenizerFormatError(f"token {i} has score {score}, not a finite float32")
     blob = bytearray()
     entries = bytearray()
     max_len = 0

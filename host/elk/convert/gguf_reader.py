@@ -41,6 +41,9 @@ def read(path, tokenizer=None) -> Model:
     import gguf
 
     path = pathlib.Path(path)
+    from elk import gguf_guard
+
+    gguf_guard.check(path)  # bounded pre-scan: the gguf package loops on crafted counts (fuzz finding)
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as e:  # the gguf package raises ValueError/struct.error/IndexError on damage
