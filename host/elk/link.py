@@ -57,22 +57,16 @@ class BoardReplyError(LinkError):
 
 
 def cobs_encode(data: bytes) -> bytes:
-    """COBS: no 0x00 in the output; one code byte per run of up to 254 non-zero bytes."""
-    out = bytearray(b"\x00")
-    code_pos, code = 0, 1
-    for b in data:
-        if b == 0:
-            out[code_pos] = code
-            code_pos, code = len(out), 1
-            out.append(0)
-            continue
-        out.append(b)
-        code += 1
-        if code == 0xFF:
-            out[code_pos] = code
-            code_pos, code = len(out), 1
-            out.append(0)
-    out[code_pos] = code
+    """COBS: no 0x00 in the output; each run of up to 254 non-zero bytes gets a code byte (run + 1).
+    A full 254-byte run (code 0xFF) implies no zero after it; byte-identical to elk_proto_encode."""
+    out = bytearray()
+    for part in data.split(b"\x00"):
+        while len(part) >= 254:
+            out.append(0xFF)
+            out += part[:254]
+            part = part[254:]
+        out.append(len(part) + 1)
+        out += part
     return bytes(out)
 
 
@@ -120,17 +114,20 @@ class FrameDecoder:
         self.text = bytearray()
 
     def feed(self, data: bytes) -> list:
-        out = []
-        for b in data:
+        out, pos, n = [], 0, len(data)
+        while pos < n:
+            z = data.find(0, pos)
             if not self.in_frame:
-                if b == 0:
-                    self.in_frame, self.buf = True, bytearray()
-                else:
-                    self.text.append(b)
+                self.text += data[pos:] if z < 0 else data[pos:z]
+                if z < 0:
+                    break
+                self.in_frame, self.buf, pos = True, bytearray(), z + 1
                 continue
-            if b != 0:
-                self.buf.append(b)
-                continue
+            if z < 0:
+                self.buf += data[pos:]
+                break
+            self.buf += data[pos:z]
+            pos = z + 1
             if not self.buf:
                 continue  # closing delimiter of one frame followed by the opening of the next
             self.in_frame = False
