@@ -3,8 +3,11 @@
  *   elk-run IMAGE [-p PROMPT] [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
  *           [--repeat-penalty R] [--threads N] [--ctx N] [--kernels NAME] [--ids]
  *           [--npu sim|litert] [--litert-lib PATH] [--npu-tops T] [--npu-dma-gbs G]  (docs/npu.md)
+ *           [--logits FILE]
  * Text goes to stdout as it is produced; timing to stderr. --ids: PROMPT is a list of token ids
- * and the output is ids too. Exit 0 on success, 2 with one line on stderr on any error. */
+ * and the output is ids too. --logits FILE: first write the prompt's logits from an empty context
+ * (one row of vocab_size float32, native byte order, per prompt id) to FILE, then generate as usual
+ * (-n 0: logits only). Exit 0 on success, 2 with one line on stderr on any error. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,7 @@
 typedef struct args {
     const char *image, *prompt, *kernels;
     const char *npu, *litert_lib; /* NPU offload of prefill (npu_host.h); NULL = CPU only */
+    const char *logits;           /* --logits FILE, or NULL */
     double npu_tops, npu_dma_gbs;
     int n, top_k, threads, ids;
     unsigned ctx;
@@ -28,7 +32,7 @@ static int usage(const char *msg)
 {
     fprintf(stderr, "elk-run: error: %s\nusage: elk-run IMAGE [-p PROMPT] [-n N] [--temperature T] "
                     "[--top-k K] [--top-p P] [--seed S] [--repeat-penalty R] [--threads N] [--ctx N] "
-                    "[--kernels NAME] [--ids]\n", msg);
+                    "[--kernels NAME] [--ids] [--logits FILE]\n", msg);
     return 2;
 }
 
@@ -71,6 +75,8 @@ static int parse(int argc, char **argv, args *a)
             a->npu = val;
         else if (!strcmp(o, "--litert-lib"))
             a->litert_lib = val;
+        else if (!strcmp(o, "--logits"))
+            a->logits = val;
         else if (number(val, -1e18, 1e18, &v))
             return usage("option value is not a number");
         else if (!strcmp(o, "-n"))
@@ -130,6 +136,33 @@ static int prompt_ids(elk_host *h, const args *a, int32_t **ids, int *n)
     return elk_host_tokenize(h, a->prompt, len, 1, 0, *ids, (int)len + 2, n);
 }
 
+/* The prompt's logits, n rows of vocab_size float32, into a->logits. */
+static int dump_logits(elk_host *h, const args *a, const int32_t *ids, int n)
+{
+    int64_t cfg[6]; /* dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size */
+    elk_host_config(h, cfg, 6);
+    const int64_t vocab = cfg[5];
+    float *rows = n > 0 ? malloc((size_t)n * (size_t)vocab * sizeof(float)) : NULL;
+    if (!rows) {
+        fprintf(stderr, "elk-run: error: --logits: %s\n", n > 0 ? "out of memory" : "empty prompt");
+        return 2;
+    }
+    if (elk_host_forward(h, ids, n, 0, rows, 1)) {
+        fprintf(stderr, "elk-run: error: %s\n", elk_host_error(h));
+        free(rows);
+        return 2;
+    }
+    FILE *f = fopen(a->logits, "wb");
+    size_t want = (size_t)n * (size_t)vocab, wrote = f ? fwrite(rows, sizeof(float), want, f) : 0;
+    int bad = !f || wrote != want || fclose(f) != 0;
+    free(rows);
+    if (bad) {
+        fprintf(stderr, "elk-run: error: --logits %s: %s\n", a->logits, strerror(errno));
+        return 2;
+    }
+    return 0;
+}
+
 static int run(elk_host *h, const args *a)
 {
     int32_t *ids = NULL, id;
@@ -139,6 +172,10 @@ static int run(elk_host *h, const args *a)
         free(ids);
         fprintf(stderr, "elk-run: error: %s\n", rc == ELK_E_INVAL ? "--ids: prompt is not a list of ids"
                                                                   : elk_host_error(h));
+        return 2;
+    }
+    if (a->logits && dump_logits(h, a, ids, n)) {
+        free(ids);
         return 2;
     }
     if (!a->ids) { /* echo the prompt: stdout then reads as the whole text */
