@@ -11,7 +11,7 @@ from elk import boards
 from elk.errors import ElkError
 
 REQUIRED_BOARDS = {"host", "qemu-a76", "qemu-max", "qemu-a7", "rpi5", "rk3588", "opi-pc", "ax650n"}
-REAL_BOARDS = {"rpi5", "rk3588", "opi-pc", "ax650n"}
+REAL_BOARDS = {"rpi5", "rpi4", "rk3588", "opi-pc", "ax650n"}
 
 
 def write_variant(tmp_path, base: str, name: str, edit) -> pathlib.Path:

@@ -1,4 +1,5 @@
-"""The real boards' builds (rpi5, rk3588: Cortex-A76; ax650n: Cortex-A55; opi-pc: Cortex-A7 armhf) run
+"""The real boards' builds (rpi5, rk3588: Cortex-A76; ax650n: Cortex-A55; rpi4: Cortex-A72, ARMv8.0 with
+plain NEON; opi-pc: Cortex-A7 armhf) run
 under the emulation their board file declares: the kernel tables match ref, run-time selection picks
 the board's best table, and the decoder gives the host's greedy tokens on a q4_0 image."""
 
@@ -10,7 +11,8 @@ import pytest
 from conftest import ROOT, fixture_path, scons
 from elk import boards
 
-REAL = {"rpi5": "neon_dotprod", "rk3588": "neon_dotprod", "ax650n": "neon_dotprod", "opi-pc": "neon"}
+REAL = {"rpi5": "neon_dotprod", "rk3588": "neon_dotprod", "ax650n": "neon_dotprod", "rpi4": "neon",
+        "opi-pc": "neon"}
 PROMPT, N = "1 403 407 261", 10
 
 
