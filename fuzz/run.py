@@ -72,7 +72,10 @@ HARNESSES = [
     Harness("checkpoint", "checkpoint/tokenizer readers + packer (host/elk/convert, tokenizer)",
             "fuzz_checkpoint.py", python=True),
 ]
-EXTRA = []  # harnesses other files register (fuzz/fuzz_commands.c when firmware/src/main lands)
+EXTRA = [  # harnesses other files register (fuzz/fuzz_commands.c when firmware/src/main lands)
+    Harness("npu", "NPU section parser + runner over the sim backend (CRC rewritten)", "fuzz_npu.c",
+            ("npu", "util")),
+]
 
 
 def all_harnesses() -> list[Harness]:
