@@ -275,6 +275,18 @@ def test_invalid_utf8_becomes_byte_pieces_and_decodes_to_the_same_bytes(llama):
     assert 3 + 0xFF in ids and 3 + 0xE9 in ids
 
 
+def test_random_bytes_encode_like_the_reference_and_decode_to_the_same_bytes(llama):
+    rng = random.Random(4242)
+    v = T.load(fixture_path("tokenizer.model"))
+    for _ in range(300):
+        raw = bytes(rng.choice([rng.getrandbits(8), 0x20, 0x61, 0xE2, 0x96, 0x81, 0xC3, 0xA9])
+                    for _ in range(rng.randint(0, 60)))
+        ids = llama.encode(raw)
+        assert ids == T.encode(v, raw), raw
+        # decode drops only the dummy prefix; a typed "\u2581" comes back as a space, as in SentencePiece
+        assert llama.decode([1] + ids) == raw.replace("\u2581".encode(), b" "), raw
+
+
 # ---------------------------------------------------------------------------------------------
 # Other SentencePiece settings: user-defined / control / unused pieces, no byte fallback, whitespace
 
