@@ -193,9 +193,10 @@ def gemm(k, wtype, n, w, row_bytes, r0, r1, x, n_tok, rows):
 
 @pytest.mark.parametrize("wtype", [Q8_0, Q4_0])
 @pytest.mark.parametrize("n_tok", [1, 2, 5, 13])  # 13: an 8-token tile, a 4-token tile and a single
-def test_avx2_gemm_equals_dot_loop_over_its_row_range_only(k, wtype, n_tok):
-    rng = np.random.default_rng(wtype * 10 + n_tok)
-    rows, n, r0, r1 = 13, 96, 2, 11  # 9 rows: two 4-row tiles and one edge row
+@pytest.mark.parametrize("n", [96, 256])  # odd and even block counts (the 512-bit paths pair blocks)
+def test_avx2_gemm_equals_dot_loop_over_its_row_range_only(k, wtype, n_tok, n):
+    rng = np.random.default_rng(wtype * 10 + n_tok + n)
+    rows, r0, r1 = 13, 2, 11  # 9 rows: two 4-row tiles and one edge row
     blocks = n // 32
     make = random_q8 if wtype == Q8_0 else random_q4
     w = np.concatenate([make(rng, blocks, unit_scale=True) for _ in range(rows)])
