@@ -25,3 +25,12 @@ def test_demo_without_a_model_fails_in_one_line(host_build, tmp_path):
     r = subprocess.run([sys.executable, "-m", "elk", "demo", "--model", tmp_path / "missing.bin"],
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 2 and r.stderr.startswith("elk: error:") and "Traceback" not in r.stderr
+
+
+def test_demo_uses_the_shipped_demo_model_by_default(host_build):
+    r = subprocess.run([sys.executable, "-m", "elk", "demo", "-n", "40"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "models/demo/demo.bin" in r.stdout and "OK slot A" in r.stdout
+    story = [line for line in r.stdout.splitlines() if line.startswith("Once upon a time")]
+    assert story and len(story[0]) > 60
