@@ -413,6 +413,39 @@ static void gemv_q4_0_512(int nb, const uint8_t *w, size_t row_bytes, int r0, in
     }
 }
 
+/* Decode GEMV for Q8_0: activations offset to unsigned once per call (x + 128), each block pair
+ * of a row seeded with -128 * sum(w) so vpdpbusd gives sum(w x) exactly. */
+static void gemv_q8_0_512(int nb, const uint8_t *w, size_t row_bytes, int r0, int r1, const elk_block_q8_0 *xb,
+                          float *y)
+{
+    __m512i xu[GEMV_MAX_PAIRS];
+    __m512 dx[GEMV_MAX_PAIRS];
+    const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    for (int j = 0; j < nb / 2; j++) {
+        const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(load_q8_0(xb + 2 * j)), load_q8_0(xb + 2 * j + 1), 1);
+        xu[j] = _mm512_xor_si512(both, _mm512_set1_epi8((char)0x80));
+        dx[j] = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_setr_ps(fp16(xb[2 * j].d), fp16(xb[2 * j + 1].d), 0, 0)));
+    }
+    for (int r = r0; r < r1; r++) {
+        const elk_block_q8_0 *b = (const elk_block_q8_0 *)(w + (size_t)r * row_bytes);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        for (int j = 0; j < nb / 2; j++) {
+            const elk_block_q8_0 *bb = b + 2 * j;
+            const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(load_q8_0(bb)), load_q8_0(bb + 1), 1);
+            const __m512i fix = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), wv));
+            const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(fix, xu[j], wv));
+            const __m128 dw2 = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)bb[0].d | (uint32_t)bb[1].d << 16)));
+            const __m512 sc = _mm512_mul_ps(_mm512_permutexvar_ps(halves, _mm512_castps128_ps512(dw2)), dx[j]);
+            if (j & 1)
+                acc1 = _mm512_fmadd_ps(p, sc, acc1);
+            else
+                acc0 = _mm512_fmadd_ps(p, sc, acc0);
+        }
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    }
+}
+
 #define GEMM_TILE gemm_tile512
 #define GEMM_TOKENS 8 /* 4 x 8 tiles: 32 zmm registers hold more accumulators (4x4: 79, 4x8: 86 GMAC/s) */
 #else
@@ -452,8 +485,8 @@ ELK_INLINE void gemm_q_avx2(int wtype, int n, const void *w, size_t row_bytes, i
     const uint8_t *wb = w, *xb = x;
     if (n_tok == 1) {
 #if defined(ELK_GEMM_512)
-        if (wtype == ELK_TYPE_Q4_0 && nb % 2 == 0 && nb / 2 <= GEMV_MAX_PAIRS) {
-            gemv_q4_0_512(nb, wb, row_bytes, r0, r1, x, y);
+        if (nb % 2 == 0 && nb / 2 <= GEMV_MAX_PAIRS) {
+            (wtype == ELK_TYPE_Q4_0 ? gemv_q4_0_512 : gemv_q8_0_512)(nb, wb, row_bytes, r0, r1, x, y);
             return;
         }
 #endif
