@@ -68,3 +68,17 @@ def test_cross_decoder_arm_board_tells_the_known_story(board, images):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Once upon a time, there was a little girl named Lily. She loved to play")
+
+
+@pytest.mark.parametrize("table", ["neon_i8mm", "neon_dotprod", "neon", "ref"])
+def test_cross_decoder_every_table_forced_on_qemu_max_matches_host(table, images, host_tokens):
+    """elk-run --kernels forces each compiled table on -cpu max: all give the host's tokens."""
+    scons("board=qemu-max")
+    exe = ROOT / "build" / "qemu-max" / "elk-run"
+    for q in ("q8_0", "q4_0"):
+        proc = subprocess.run(boards.load("qemu-max").run_prefix() + [
+            str(exe), str(images[q]), "-p", PROMPT, "-n", str(N_TOKENS), "--temperature", "0", "--ids",
+            "--kernels", table], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert f"kernels {table}" in proc.stderr
+        assert [int(t) for t in proc.stdout.split()] == host_tokens[q], f"{table} {q}"
