@@ -194,6 +194,48 @@ def test_link_reports_no_answer_with_a_hint(tmp_path):
         os.close(slave)
 
 
+def test_board_survives_hostile_generate_requests(board, tmp_path):
+    """With a model flashed: GENERATE with random bytes as prompt (invalid UTF-8 too), absurd sampling
+    values (NaN, negative, huge) and tiny/huge token limits. Each one ends with a STATS event, the
+    ASan firmware stays alive, and a normal greedy request still gives the known text."""
+    import math
+    import random
+
+    from conftest import fixture_path
+    from elk import flash as flashing
+    from elk.convert.pack import pack
+    from elk.link import EVT
+
+    image = tmp_path / "s260.elk"
+    pack(str(fixture_path("stories260K.bin")), str(image), tokenizer=str(fixture_path("tok512.bin")))
+    assert flashing.flash([board.port], image, progress=False)[0].ok, board.log_path.read_text()[-2000:]
+    rng = random.Random(11)
+    odd = [0.0, -1.0, math.nan, math.inf, -math.inf, 1e30, 2.0, 0.5]
+    with connect(board.port, 0) as link:
+        for i in range(60):
+            prompt = bytes(rng.randrange(256) for _ in range(rng.choice((0, 1, 7, 300))))
+            head = struct.pack("<IIffIfIQ", rng.randrange(4), rng.choice((0, 1, 5, 0xFFFFFFFF)),
+                               rng.choice(odd), rng.choice(odd), rng.choice((0, 1, 5, 0xFFFFFFFF)),
+                               rng.choice(odd), rng.choice((0, 1, 64, 0xFFFFFFFF)), rng.randrange(1 << 64))
+            status = struct.unpack_from("<h", link.request(CMD["GENERATE"], head + prompt, check=False))[0]
+            if status == 0:
+                stats = None
+                for _ in range(400):
+                    link.pump(0.05)
+                    done = [e for e in link.events if e.code == EVT["STATS"]]
+                    if done:
+                        stats = done[0]
+                        link.events.clear()
+                        break
+                    if len(link.events) > 20:
+                        link.abort()  # a huge token limit: stop it, STATS still has to come
+                        link.events.clear()
+                assert stats is not None, f"request {i}: no STATS"
+            assert board.alive(), board.log_path.read_text()[-3000:]
+        text = "".join(link.generate("Once upon a time", max_tokens=12, temperature=0, raw=True, reset=True))
+    assert text.startswith(", there was a little girl")
+
+
 def test_board_survives_random_well_formed_requests(board, raw):
     """500 seeded random requests with valid CRCs (every command code, random payloads) reach the
     command handlers: each gets a reply, the ASan firmware stays alive, HELLO works afterwards."""
