@@ -60,8 +60,10 @@ static int check_entry(const elk_npu_section *sec, uint32_t i, char *err)
         return fail(err, ELK_E_BOUNDS, "weights or bias outside the tflite blob", i);
     if (!elk_range_inside(elk_le64(e + E_QUANT_OFF), 8ull * rows, ELK_NPU_HEAD_SIZE, sec->size))
         return fail(err, ELK_E_BOUNDS, "requantization table outside the section", i);
+    if (n_out == 0)
+        return ELK_OK; /* outlier_offset is not looked at (0 by convention) */
     uint64_t osz = 4ull * n_out + 4ull * n_out * rows;
-    if (n_out && !elk_range_inside(elk_le64(e + E_OUTL_OFF), osz, ELK_NPU_HEAD_SIZE, sec->size))
+    if (!elk_range_inside(elk_le64(e + E_OUTL_OFF), osz, ELK_NPU_HEAD_SIZE, sec->size))
         return fail(err, ELK_E_BOUNDS, "outlier table outside the section", i);
     const uint8_t *idx = sec->base + elk_le64(e + E_OUTL_OFF);
     for (uint32_t k = 0; k < n_out; k++) {
