@@ -1,13 +1,14 @@
 /* Flash device backed by a file: mapped shared, so every programmed byte is in the page cache the
  * moment it is written and survives the firmware being killed (the power-loss test). Erased bytes
  * read 0xFF as on NOR/NAND; a new file reads 0x00, which no boot record or image accepts. */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* flock */
 #define _FILE_OFFSET_BITS 64 /* flash files beyond 2 GiB on 32-bit boards */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,6 +26,11 @@ int posix_flash_open(posix_flash *f, const char *path, uint64_t size, char *err,
     f->fd = open(path, O_RDWR | O_CREAT, 0644);
     if (f->fd < 0) {
         snprintf(err, (size_t)cap, "%s: %s", path, strerror(errno));
+        return ELK_E_IO;
+    }
+    if (flock(f->fd, LOCK_EX | LOCK_NB) != 0) {  /* two boards on one flash chip would corrupt it */
+        snprintf(err, (size_t)cap, "%s: flash file in use by another elk-fw", path);
+        close(f->fd);
         return ELK_E_IO;
     }
     struct stat st;
