@@ -57,6 +57,7 @@ class BenchResult:
     probe_gb_s: float         # probe, the same thread count as the bench
     bandwidth_pct: float      # decode_gb_s / machine_gb_s
     bandwidth_pct_same_threads: float
+    prefill_cpu_ms: float     # CPU time (all threads) per prompt token
     decode_cpu_ms: float      # CPU time (all threads, incl. spinning) per decoded token: steadier than
                               # wall time on a loaded machine; ~1000/decode_tok_s x threads when idle
     peak_rss_mb: float
@@ -76,7 +77,8 @@ class BenchResult:
             f"({self.weight_bytes_per_token / 1e6:.1f} MB/token) = {self.bandwidth_pct:.0f}% of the machine's "
             f"{self.machine_gb_s:.1f} GB/s ({self.bandwidth_pct_same_threads:.0f}% of {self.probe_gb_s:.1f} GB/s "
             f"on {self.threads} thread(s))",
-            f"decode CPU  {self.decode_cpu_ms:8.2f} ms/token (all threads)",
+            f"CPU time    {self.prefill_cpu_ms:8.2f} ms/prompt token, {self.decode_cpu_ms:.2f} ms/decoded token "
+            "(all threads; steadier than wall time on a busy machine)",
             f"peak RSS    {self.peak_rss_mb:8.1f} MB ({self.baseline_rss_mb:.1f} MB before opening the image)",
         ]
 
@@ -178,13 +180,14 @@ def run(path, *, threads=None, n_prompt: int = 64, n_gen: int = 32, reps: int = 
         prompt = rng.integers(3, cfg.vocab_size, size=n_prompt).astype(np.int32)  # llama-bench also uses random ids
         prompt[0] = cfg.bos_id
         r = _Runner(model)
-        prefill, decode, ttft, cpu = [], [], [], []
+        prefill, decode, ttft, cpu, pcpu = [], [], [], [], []
         r.forward(prompt, 0)  # warm-up, untimed: faults the mapped weights in, as llama-bench's warm-up run does
         r.forward(prompt[:1], n_prompt)
         for _ in range(reps):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), cpu_s()
             tok = r.forward(prompt, 0)
             dt = time.perf_counter() - t
+            pcpu.append((cpu_s() - c) * 1e3 / n_prompt)
             prefill.append(n_prompt / dt)
             ttft.append(dt * 1e3)
             one = np.empty(1, dtype=np.int32)
@@ -210,5 +213,5 @@ def run(path, *, threads=None, n_prompt: int = 64, n_gen: int = 32, reps: int = 
         prefill_tok_s=statistics.median(prefill), decode_tok_s=dec, ttft_ms=statistics.median(ttft),
         open_ms=open_ms, weight_bytes_per_token=bytes_per_token, decode_gb_s=gbs, machine_gb_s=machine,
         probe_gb_s=same, bandwidth_pct=100.0 * gbs / machine, bandwidth_pct_same_threads=100.0 * gbs / same,
-        decode_cpu_ms=statistics.median(cpu), peak_rss_mb=peak, baseline_rss_mb=base_rss, load_avg=os.getloadavg()[0],
+        prefill_cpu_ms=statistics.median(pcpu), decode_cpu_ms=statistics.median(cpu), peak_rss_mb=peak, baseline_rss_mb=base_rss, load_avg=os.getloadavg()[0],
         prefill_runs=[round(x, 2) for x in prefill], decode_runs=[round(x, 2) for x in decode])
