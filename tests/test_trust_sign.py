@@ -151,7 +151,8 @@ def test_cli_keygen_sign_and_errors_are_one_line(plain_image, keys, tmp_path):
     assert r.returncode == 0, r.stderr
     assert trust.read_header(img.read_bytes()).security_counter == 5
     for args, msg in [
-        (("sign", img, "--key", tmp_path / "me.pub"), "not an unencrypted Ed25519 private key"),
+        (("sign", img, "--key", tmp_path / "me.pub"), "this is a public key"),
+        (("sign", img, "--key", tmp_path / "m.elk"), "not an unencrypted Ed25519 private key"),
         (("sign", img, "--key", tmp_path / "nope.key"), "cannot read private key"),
         (("sign", tmp_path / "me.pub", "--key", tmp_path / "me.key"), "image"),
         (("sign", img, "--key", tmp_path / "me.key", "--security-counter", "-1"), "security counter"),

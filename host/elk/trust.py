@@ -73,6 +73,8 @@ def load_private_key(path) -> Ed25519PrivateKey:
     data = _read(path, "private key")
     if len(data) == 32:
         return Ed25519PrivateKey.from_private_bytes(data)
+    if b"PUBLIC KEY" in data:
+        raise TrustError(f"{path}: this is a public key; signing needs the private key (.key)")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
