@@ -115,6 +115,7 @@ typedef struct elk_fw {
     char boot_error[128];
     /* generation */
     int generating, abort;
+    int drop_stats;                     /* the session that asked is gone: no STATS for this turn */
     int console_gen;                    /* the generation streams to the console, not as events */
     /* console */
     char line[FW_LINE_MAX];

@@ -208,7 +208,7 @@ static void send_stats(elk_fw *fw, const gen_stats *s)
     off = elk_put32(p, off, sizeof p, (uint32_t)fw->gen_loop.n_tokens);
     off = elk_put32(p, off, sizeof p, fw->n_ctx);
     off = elk_put32(p, off, sizeof p, (uint32_t)s->status);
-    if (!fw->console_gen)
+    if (!fw->console_gen && !fw->drop_stats)
         fw_send_event(fw, ELK_EVENT_STATS, p, off);
 }
 
@@ -251,6 +251,7 @@ int fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const fw_gen_param
     uint64_t t0 = fw_now(fw);
     fw->generating = 1;
     fw->abort = 0;
+    fw->drop_stats = 0;
     if (gp->flags & ELK_GEN_RESET_CONTEXT)
         elk_gen_reset(&fw->gen_loop);
     uint32_t n = 0;

@@ -256,9 +256,15 @@ static int cmd_generate(elk_fw *fw, const uint8_t *p, uint32_t n)
 
 static int dispatch(elk_fw *fw, const elk_frame *f)
 {
-    if (fw->generating && f->code == ELK_CMD_HELLO)
-        fw->abort = 1;  /* a new session takes over the line: the old one's reply ends here */
-    else if (fw->generating && f->code != ELK_CMD_ABORT && f->code != ELK_CMD_INFO)
+    if (fw->generating && f->code == ELK_CMD_HELLO) {
+        /* A new session takes over the line: the old one's reply ends here, without waiting for
+         * acknowledgements or a STATS nobody will read. The generation loop returns as soon as this
+         * poll does (it checks abort before polling again), so the new session's next command is safe. */
+        fw->abort = 1;
+        fw->event_pending = 0;
+        fw->drop_stats = 1;
+        fw->generating = 0;
+    } else if (fw->generating && f->code != ELK_CMD_ABORT && f->code != ELK_CMD_INFO)
         return ELK_E_STATE;
     switch (f->code) {
     case ELK_CMD_HELLO: return cmd_hello(fw, f->payload, f->len);
