@@ -13,7 +13,7 @@ static void *ram_take(ram_cursor *c, uint64_t n)
     uintptr_t a = ((uintptr_t)c->p + 63) & ~(uintptr_t)63;
     if (a > (uintptr_t)c->end || n > (uint64_t)((uintptr_t)c->end - a))
         return NULL;
-    c->p = (uint8_t *)(a + n);
+    c->p = (uint8_t *)(uintptr_t)(a + n); /* fits: n <= end - a was checked */
     return (void *)a;
 }
 

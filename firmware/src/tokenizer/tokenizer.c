@@ -265,7 +265,7 @@ int elk_tokenizer_init(elk_tokenizer **out, const void *section, uint64_t size, 
     uint32_t slots = slot_count(n_mergeable);
     if (arena_size < layout_size(slots))
         return ELK_E_NOMEM;
-    uint8_t *p = (uint8_t *)align8((uintptr_t)arena);
+    uint8_t *p = (uint8_t *)(uintptr_t)align8((uintptr_t)arena);
     elk_tokenizer *t = (elk_tokenizer *)p;
     *t = tmp;
     p += align8(sizeof(elk_tokenizer));
