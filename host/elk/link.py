@@ -303,6 +303,7 @@ class Link:
         self.hello_reply = None
         self._pending = None       # (seq, wire) of the request awaiting its RESP
         self._resp = None
+        self._events_before_resp = 0
         try:
             self.ser.reset_input_buffer()
         except Exception:  # noqa: BLE001 (URL handlers without buffers)
@@ -354,8 +355,9 @@ class Link:
             self._write(encode_frame(KIND["NAK"], 0, 0xFFFF, bytes([f.reason])))
             return
         if f.kind == KIND["RESP"]:
-            if self._pending and f.seq == self._pending[0]:
+            if self._pending and f.seq == self._pending[0] and self._resp is None:
                 self._resp = f
+                self._events_before_resp = len(self.events)  # those belong to an earlier command
         elif f.kind == KIND["EVENT"]:
             self._write(encode_frame(KIND["EACK"], f.code, f.seq))
             if f.seq != self.last_event_seq:
@@ -491,6 +493,8 @@ class Link:
         # surrogateescape: bytes a terminal sent that are not UTF-8 (argv, stdin) pass through as they came
         # and the board's tokenizer byte-falls-back on them, instead of a UnicodeEncodeError here
         self.request(CMD["GENERATE"], head + prompt.encode("utf-8", "surrogateescape"))
+        for _ in range(self._events_before_resp):  # a late STATS of a turn before this one
+            self.events.popleft()
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         last = time.monotonic()
         while True:
