@@ -179,6 +179,8 @@ def cases(f: dict, d: pathlib.Path) -> list:
         Case("serial", "port that does not exist", ["status", "--port", "/dev/ttyNOPE"], expect="not found"),
         Case("serial", "3 KB noise, a 20 KB unterminated frame and a bad-CRC frame, then INFO", call="serial",
              board=True, succeeds=True),
+        Case("serial", "flash an image whose payload hash is wrong", ["flash", f["payload-flip.elk"], "--port",
+             "{port2}", "--connect-baud", "0", "--quiet"], board=True),
         Case("serial", "flash an unsigned image to a provisioned board", ["flash", f["good"], "--port", "{port}",
              "--connect-baud", "0", "--quiet"], board=True, expect="not signed"),
         Case("chat", "20 KB prompt (more than a frame)", ["chat", "--port", "{port}", "--baud", "0", "-p", big,

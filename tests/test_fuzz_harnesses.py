@@ -102,6 +102,7 @@ def test_fuzz_replay_reports_a_crashing_input(tmp_path):
 @pytest.mark.parametrize("name, message", [
     ("gguf-array-length-hang", "do not fit"),          # was: gguf package looping for hours
     ("gguf-token-type-out-of-range", "has type -255"),  # was: struct.error traceback while packing
+    ("gguf-tokenizer-model-bad-utf8", "is damaged"),    # was: UnicodeDecodeError traceback
 ])
 def test_fuzz_found_checkpoints_give_one_line_errors_quickly(tmp_path, name, message):
     src = tmp_path / "model.gguf"

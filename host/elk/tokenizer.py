@@ -242,7 +242,12 @@ def from_gguf(reader) -> Vocab:
 
     def get(key, default=None):
         f = fields.get(key)
-        return default if f is None else f.contents()
+        if f is None:
+            return default
+        try:
+            return f.contents()
+        except Exception as e:  # noqa: BLE001 - gguf decodes strings strictly (fuzz finding: bad UTF-8 key)
+            raise TokenizerFormatError(f"GGUF field {key} is damaged ({type(e).__name__}: {e})") from None
 
     model = get("tokenizer.ggml.model")
     if model != "llama":
