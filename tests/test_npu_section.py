@@ -135,3 +135,34 @@ def test_calibration_reads_a_user_text_file_and_refuses_an_empty_one(model, tmp_
         calibration_tokens(model.vocab, empty)
     with pytest.raises(CalibrationError, match="cannot read"):
         calibration_tokens(model.vocab, tmp_path / "missing.txt")
+
+
+def test_python_and_c_parsers_accept_and_reject_the_same_damaged_sections(built, host_build):
+    import random
+    import zlib
+
+    blob = built[1]
+    n = struct.unpack_from("<I", blob, 12)[0]
+    end = spec.NPU_HEAD_SIZE + n * spec.NPU_ENTRY_SIZE
+    rng = random.Random(11)
+    verdicts = {True: 0, False: 0}
+    for k in range(1000):
+        b = bytearray(blob)
+        off = spec.NPU_HEAD_SIZE + rng.randrange(n) * spec.NPU_ENTRY_SIZE + rng.randrange(0, 80, 4) \
+            if k % 3 else rng.randrange(0, 60, 4)
+        b[off:off + 4] = rng.choice([0, 1, 64, 127, 128, 0xFFFFFFFF, 0x7F7FFFFF, len(b), rng.getrandbits(32)]) \
+            .to_bytes(4, "little")
+        struct.pack_into("<I", b, 60, zlib.crc32(bytes(b[spec.NPU_HEAD_SIZE:end]), zlib.crc32(bytes(b[:60]))))
+        try:
+            parse_section(bytes(b))
+            py_ok = True
+        except NpuSectionError:
+            py_ok = False
+        try:
+            Session(bytes(b), "sim")
+            c_ok = True
+        except ElkError:
+            c_ok = False
+        assert py_ok == c_ok, (k, off, py_ok, c_ok)
+        verdicts[py_ok] += 1
+    assert verdicts[True] > 100 and verdicts[False] > 100

@@ -31,9 +31,10 @@ static int role_exported(uint32_t role)
            role == ELK_ROLE_W1 || role == ELK_ROLE_W2 || role == ELK_ROLE_W3;
 }
 
-static int finite_positive(float f)
+/* A usable quantization scale: positive and far from overflow (false for NaN and infinities). */
+static int sane_scale(float f)
 {
-    return f > 0.0f && f < 3.0e38f; /* also false for NaN */
+    return f > 0.0f && f < 1.0e30f;
 }
 
 /* Checks one entry; the head has been checked already. */
@@ -46,7 +47,7 @@ static int check_entry(const elk_npu_section *sec, uint32_t i, char *err)
         return fail(err, ELK_E_FORMAT, "unknown role", i);
     if (rows == 0 || cols == 0 || rows > MAX_DIM || cols > MAX_COLS || n_out > cols)
         return fail(err, ELK_E_FORMAT, "bad shape", i);
-    if (!finite_positive(elk_lef32(e + E_IN_SCALE)) || !finite_positive(elk_lef32(e + E_OUT_SCALE)) ||
+    if (!sane_scale(elk_lef32(e + E_IN_SCALE)) || !sane_scale(elk_lef32(e + E_OUT_SCALE)) ||
         in_zp < -128 || in_zp > 127 || out_zp < -128 || out_zp > 127)
         return fail(err, ELK_E_FORMAT, "bad quantization parameters", i);
     uint64_t tfl = elk_le64(e + E_TFL_OFF), tsz = elk_le32(e + E_TFL_SIZE);

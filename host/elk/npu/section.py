@@ -21,6 +21,7 @@ assert HEAD.size == spec.NPU_HEAD_SIZE and ENTRY.size == spec.NPU_ENTRY_SIZE
 BLOB_ALIGN = 64
 ROLE_IDS = {name: spec.TENSOR_ROLES[name] for name in spec.NPU_ROLES}
 ROLE_NAMES = {v: k for k, v in ROLE_IDS.items()}
+SCALE_MAX = float(np.float32(1e30))  # scales must be in (0, SCALE_MAX), as section.c's sane_scale
 
 
 class NpuSectionError(FormatError):
@@ -147,7 +148,7 @@ def _parse_entry(data: bytes, i: int, raw: bytes) -> NpuLayer:
         raise bad("unknown role")
     if not (0 < rows <= 1 << 20 and 0 < cols <= 65535 and n_out <= cols):  # int32 accumulator bound
         raise bad("bad shape")
-    if not (s_in > 0 and s_out > 0 and np.isfinite(s_in) and np.isfinite(s_out)) or \
+    if not (0 < s_in < SCALE_MAX and 0 < s_out < SCALE_MAX) or \
             not (-128 <= z_in <= 127 and -128 <= z_out <= 127):
         raise bad("bad quantization parameters")
     if not _inside(tfl_off, tfl_size, spec.NPU_HEAD_SIZE, len(data)) or tfl_size < 8:
