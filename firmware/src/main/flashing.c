@@ -158,6 +158,7 @@ int fw_cmd_flash_end(elk_fw *fw, const uint8_t *p, uint32_t n)
         elk_fmt(im.error, sizeof im.error, "%s", fw->reason);  /* signature / rollback refusal */
     if (rc) {
         fw_log(fw, "flash: image rejected: %s", im.error);
+        elk_fmt(fw->reason, sizeof fw->reason, "%s", im.error);  /* to the host, after the status */
         fw->fs.open = 0;
         return rc;
     }
