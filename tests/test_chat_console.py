@@ -90,11 +90,12 @@ def test_chat_refuses_a_board_without_a_model(host_build):
 
 def test_ctrl_c_stops_the_reply_but_not_the_chat_session(host_build, image, tmp_path):
     """SIGINT (what Ctrl-C sends) in the middle of a streamed reply: ' ^C', then the session goes on.
-    The board runs at 115200 baud so the 341-token greedy story takes most of a second to stream."""
+    The board runs at 19200 baud so the 341-token greedy story (~1.5 KB of text) takes about a second
+    to stream."""
     flash = tmp_path / "board.bin"
     with Emulator("host", baud=0, flash=flash, log=open(os.devnull, "w")) as emu:
         assert flashing.flash([emu.port], image, progress=False)[0].ok
-    with Emulator("host", baud=115200, flash=flash, log=open(os.devnull, "w")) as slow:
+    with Emulator("host", baud=19200, flash=flash, log=open(os.devnull, "w")) as slow:
         _interrupt_a_reply(slow.port)
 
 

@@ -49,3 +49,24 @@ def test_set_baud_refuses_a_rate_above_the_board_maximum(host_build):
         with pytest.raises(BoardReplyError, match="SET_BAUD.*out of range"):
             link.set_baud(3000000)
         assert link.info().baud == 115200
+
+
+def test_slow_line_carries_several_tokens_per_piece(host_build, tmp_path):
+    """While one PIECE is in flight the board keeps generating and sends what piled up as one event, so
+    a slow line costs a round trip per event, not per token; the text is the same."""
+    from conftest import fixture_path
+    from elk import flash as flashing
+    from elk.convert.pack import pack
+
+    image = tmp_path / "s260.elk"
+    pack(str(fixture_path("stories260K.bin")), str(image), tokenizer=str(fixture_path("tok512.bin")))
+    flash = tmp_path / "board.bin"
+    with Emulator("host", baud=0, flash=flash, log=_quiet()) as emu:
+        assert flashing.flash([emu.port], image, progress=False)[0].ok
+        with connect(emu.port, 0) as link:
+            fast = "".join(link.generate("Once upon a time", max_tokens=100, temperature=0, raw=True, reset=True))
+    with Emulator("host", baud=19200, flash=flash, log=_quiet()) as emu, connect(emu.port, 19200) as link:
+        pieces = list(link.generate("Once upon a time", max_tokens=100, temperature=0, raw=True, reset=True))
+        assert link.last_stats.gen_tokens == 100
+    assert "".join(pieces) == fast
+    assert len(pieces) < 50

@@ -74,6 +74,9 @@ typedef struct fw_gen_params {
 enum { FW_AFTER_NONE, FW_AFTER_BAUD, FW_AFTER_RESET, FW_AFTER_GENERATE };
 
 #define FW_LINE_MAX 512
+/* Text that may wait while one PIECE is in flight: pieces generated meanwhile leave as one event, so a
+ * slow line costs one round trip per event, not per token. Fits ELK_PROTO_WIRE_SIZE(1024) events. */
+#define FW_PIECES_MAX 512
 /* Most flash bytes one FLASH_COPY or BLOCK_HASHES request may touch (bounded reply latency). */
 #define FW_WORK_MAX (64ull << 20)
 #define FW_TEXT_MAX (ELK_PROTO_PAYLOAD_MAX_BOARD + 128)
@@ -91,6 +94,10 @@ typedef struct elk_fw {
     uint8_t tx[ELK_PROTO_PAYLOAD_MAX_BOARD];
     uint16_t event_seq;
     int event_pending;                  /* an EVENT waits for its EACK */
+    int event_tries;                    /* resends of the pending EVENT */
+    uint64_t event_sent_us;
+    uint32_t pieces_len;                /* generated text not yet sent (while an EVENT is in flight) */
+    char pieces[FW_PIECES_MAX];
     uint32_t event_len;
     uint8_t event_wire[ELK_PROTO_WIRE_SIZE(1024)];
     uint64_t last_frame_us;
@@ -150,6 +157,12 @@ int fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const fw_gen_param
 
 /* serve.c */
 int fw_poll(elk_fw *fw, int timeout_ms);
+/* Events are stop-and-wait: one EVENT in flight until its EACK. start sends one (nothing may be
+ * pending), service resends it on timeout (ELK_E_TIMEOUT after ELK_PROTO_RETRY_COUNT), wait polls
+ * until it is acknowledged, send_event = wait + start + wait. */
+int fw_event_start(elk_fw *fw, uint8_t code, const void *payload, uint32_t len);
+int fw_event_service(elk_fw *fw);
+int fw_event_wait(elk_fw *fw);
 int fw_send_event(elk_fw *fw, uint8_t code, const void *payload, uint32_t len);
 void fw_write_text(elk_fw *fw, const char *s, uint32_t n);
 void fw_log(elk_fw *fw, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

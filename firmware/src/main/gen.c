@@ -179,6 +179,19 @@ static int encode_turn(elk_fw *fw, const char *prompt, uint32_t len, int raw, ui
 
 /* ---- the generation loop ---------------------------------------------------------------------- */
 
+/* Send the text gathered so far as one PIECE (waits for the event in flight first). */
+static int flush_pieces(elk_fw *fw)
+{
+    int rc = fw_event_wait(fw);
+    if (rc == ELK_OK && fw->pieces_len) {
+        rc = fw_event_start(fw, ELK_EVENT_PIECE, fw->pieces, fw->pieces_len);
+        fw->pieces_len = 0;
+    }
+    return rc;
+}
+
+/* Queue a token's text; it leaves at once when no event is in flight, else with the next ones. The
+ * model keeps generating while the line carries the previous piece. */
 static int emit_piece(elk_fw *fw, const char *piece, int len)
 {
     if (len <= 0)
@@ -187,7 +200,18 @@ static int emit_piece(elk_fw *fw, const char *piece, int len)
         fw_write_text(fw, piece, (uint32_t)len);
         return fw_poll(fw, 0) < 0 ? ELK_E_IO : ELK_OK;  /* Ctrl-C reaches the console here */
     }
-    return fw_send_event(fw, ELK_EVENT_PIECE, piece, (uint32_t)len);
+    int rc = ELK_OK;
+    if (fw->pieces_len + (uint32_t)len > sizeof fw->pieces)
+        rc = flush_pieces(fw);
+    if (rc)
+        return rc;
+    for (int i = 0; i < len; i++)
+        fw->pieces[fw->pieces_len++] = piece[i];
+    if (fw_poll(fw, 0) < 0)  /* EACKs, NAKs and ABORT arrive here */
+        return ELK_E_IO;
+    if ((rc = fw_event_service(fw)) != ELK_OK)
+        return rc;
+    return fw->event_pending ? ELK_OK : flush_pieces(fw);
 }
 
 typedef struct gen_stats {
@@ -270,6 +294,11 @@ int fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const fw_gen_param
         st.stop = ELK_STOP_CONTEXT_FULL;
     else if (rc)
         st.stop = ELK_STOP_ERROR;
+    if (!fw->drop_stats && !fw->console_gen) {
+        flush_pieces(fw);  /* text still queued behind the last event */
+        fw_event_wait(fw);
+    }
+    fw->pieces_len = 0;
     st.total_us = (uint32_t)(fw_now(fw) - t0);
     /* the turn is over before STATS goes out: frames that arrive with its EACK are new commands */
     fw->generating = 0;

@@ -63,7 +63,7 @@ static void send_nak(elk_fw *fw, uint8_t reason)
         uart_write(fw, wire, (uint32_t)n);
 }
 
-int fw_send_event(elk_fw *fw, uint8_t code, const void *payload, uint32_t len)
+int fw_event_start(elk_fw *fw, uint8_t code, const void *payload, uint32_t len)
 {
     int n = elk_proto_encode(fw->event_wire, sizeof fw->event_wire, ELK_FRAME_EVENT, code,
                              ++fw->event_seq, payload, len);
@@ -71,23 +71,43 @@ int fw_send_event(elk_fw *fw, uint8_t code, const void *payload, uint32_t len)
         return n;
     fw->event_len = (uint32_t)n;
     fw->event_pending = 1;
+    fw->event_tries = 0;
     uart_write(fw, fw->event_wire, fw->event_len);
-    uint64_t sent = fw_now(fw);
-    for (int tries = 0; fw->event_pending;) {
+    fw->event_sent_us = fw_now(fw);
+    return ELK_OK;
+}
+
+int fw_event_service(elk_fw *fw)
+{
+    if (!fw->event_pending || fw_now(fw) - fw->event_sent_us <= retry_us(fw, fw->event_len))
+        return ELK_OK;
+    if (++fw->event_tries > ELK_PROTO_RETRY_COUNT) {
+        fw->event_pending = 0;  /* the host is gone: the caller stops generating */
+        return ELK_E_TIMEOUT;
+    }
+    uart_write(fw, fw->event_wire, fw->event_len);
+    fw->event_sent_us = fw_now(fw);
+    return ELK_OK;
+}
+
+int fw_event_wait(elk_fw *fw)
+{
+    while (fw->event_pending) {
         if (fw_poll(fw, 2) < 0)
             return ELK_E_IO;
-        if (!fw->event_pending)
-            break;
-        if (fw_now(fw) - sent > retry_us(fw, fw->event_len)) {
-            if (++tries > ELK_PROTO_RETRY_COUNT) {
-                fw->event_pending = 0;  /* the host is gone: the caller stops generating */
-                return ELK_E_TIMEOUT;
-            }
-            uart_write(fw, fw->event_wire, fw->event_len);
-            sent = fw_now(fw);
-        }
+        int rc = fw_event_service(fw);
+        if (rc)
+            return rc;
     }
     return ELK_OK;
+}
+
+int fw_send_event(elk_fw *fw, uint8_t code, const void *payload, uint32_t len)
+{
+    int rc = fw_event_wait(fw);
+    if (rc == ELK_OK)
+        rc = fw_event_start(fw, code, payload, len);
+    return rc ? rc : fw_event_wait(fw);
 }
 
 /* ---- simple commands ------------------------------------------------------------------------ */
