@@ -97,6 +97,13 @@ class Emulator:
             "--threads", str(self.threads)]
 
     def start(self) -> "Emulator":
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # no pty, record or temporary flash file left behind
+            raise
+
+    def _start(self) -> "Emulator":
         self._master, self._slave = os.openpty()
         # Raw mode on the slave: no echo, no CR/LF translation, ^C is a byte. The emulator keeps the
         # slave open so the firmware's UART never sees a hang-up between clients.
