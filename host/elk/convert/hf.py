@@ -67,15 +67,19 @@ def _config(folder: pathlib.Path, c: dict) -> Config:
     where = folder / "config.json"
     if c.get("model_type") not in ("llama", None) and "LlamaForCausalLM" not in c.get("architectures", []):
         raise FormatError(f"{where}: model_type '{c.get('model_type')}' is not a Llama model")
-    if c.get("rope_scaling"):
-        raise FormatError(f"{where}: rope_scaling {c['rope_scaling']} is not supported")
+    rope_theta = _rope_theta(where, c)
+    if c.get("hidden_act", "silu") != "silu":
+        raise FormatError(f"{where}: hidden_act '{c['hidden_act']}' is not supported (Llama uses silu)")
+    for key in ("attention_bias", "mlp_bias"):
+        if c.get(key):
+            raise FormatError(f"{where}: {key} is true; elk's Llama runtime has no bias terms")
     try:
         n_heads = int(c["num_attention_heads"])
         dim = int(c["hidden_size"])
         cfg = Config(dim=dim, hidden_dim=int(c["intermediate_size"]), n_layers=int(c["num_hidden_layers"]),
                      n_heads=n_heads, n_kv_heads=int(c.get("num_key_value_heads") or n_heads),
                      vocab_size=int(c["vocab_size"]), seq_len=int(c.get("max_position_embeddings", 2048)),
-                     rope_theta=float(c.get("rope_theta", 10000.0)), norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+                     rope_theta=rope_theta, norm_eps=float(c.get("rms_norm_eps", 1e-6)),
                      head_dim=int(c.get("head_dim") or dim // max(n_heads, 1)),
                      tied_output=bool(c.get("tie_word_embeddings", False)))
     except KeyError as e:
@@ -84,6 +88,28 @@ def _config(folder: pathlib.Path, c: dict) -> Config:
         raise FormatError(f"{where}: bad value ({e})") from None
     cfg.validate(str(where))
     return cfg
+
+
+def _rope_theta(where, c: dict) -> float:
+    """RoPE base from config.json: transformers < 5 writes `rope_theta` (+ `rope_scaling`), 5.x writes
+    `rope_parameters` {rope_type, rope_theta, ...}. Any scaling type but "default" changes the
+    frequencies, which the runtime does not do: refuse rather than give wrong logits."""
+    params = c.get("rope_parameters")
+    for key in ("rope_scaling", "rope_parameters"):
+        rp = c.get(key)
+        if rp in (None, {}):
+            continue
+        if not isinstance(rp, dict):
+            raise FormatError(f"{where}: {key} {rp!r} is not an object")
+        kind = rp.get("rope_type", rp.get("type", "default"))
+        if kind != "default" or any(isinstance(v, dict) for v in rp.values()):
+            raise FormatError(f"{where}: RoPE scaling ({key} {json.dumps(rp)[:120]}) is not supported; "
+                              f"only plain RoPE (rope_type default)")
+    theta = (params or {}).get("rope_theta", c.get("rope_theta", 10000.0))
+    try:
+        return float(theta)
+    except (TypeError, ValueError):
+        raise FormatError(f"{where}: bad rope_theta {theta!r}") from None
 
 
 class _SafetensorsFile:
@@ -130,7 +156,11 @@ def _open_weights(folder: pathlib.Path) -> dict:
         files = {p.name: None for p in sorted(folder.glob("*.safetensors"))}
         wmap = None
     if not files:
-        raise FormatError(f"{folder}: no *.safetensors weights (other formats like .bin are not read)")
+        pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
+        if pickles:
+            raise FormatError(f"{folder}: weights are PyTorch pickles ({pickles[0]}); elk reads only *.safetensors "
+                              f"(re-save with transformers: save_pretrained(dir, safe_serialization=True))")
+        raise FormatError(f"{folder}: no *.safetensors weights")
     where = {}
     for fname in files:
         st = _SafetensorsFile(folder / fname)
@@ -148,6 +178,7 @@ def read(folder, tokenizer=None, source=None, name=None, **_) -> Model:
     where = _open_weights(folder)
     if not cfg.tied_output and HF_NAMES["OUTPUT"] not in where:
         cfg.tied_output = True  # some exports leave lm_head out when it equals the embedding
+    _check_no_extra_tensors(folder, cfg, where)
     tensors = {}
     for role, layer in cfg.tensor_keys():
         hname = HF_NAMES[role].replace("{L}", str(layer))
@@ -163,14 +194,44 @@ def read(folder, tokenizer=None, source=None, name=None, **_) -> Model:
         heads = {"WQ": cfg.n_heads, "WK": cfg.n_kv_heads}.get(role)
         tensors[(role, layer)] = Tensor(shape=shape, loader=_loader(st, hname, shape, heads))
     vocab = _vocab(folder, tokenizer)
-    chat = None
-    if (folder / "tokenizer_config.json").is_file():
-        chat = detect_chat_template(_load_json(folder / "tokenizer_config.json").get("chat_template"))
+    chat = detect_chat_template(_chat_template_text(folder))
     chat = chat or detect_chat_template(getattr(vocab, "chat_template", None))
     model = Model(cfg, tensors, vocab=vocab, name=name or folder.name, source=source or f"hf: {folder.name}",
                   chat_template=chat)
     model.validate()
     return model
+
+
+def _check_no_extra_tensors(folder, cfg, where) -> None:
+    """A tensor the runtime would not use (biases, extra heads, another architecture's names) means the
+    numbers would silently differ: refuse. RoPE inv_freq buffers (old exports) and a stored lm_head of a
+    tied model (transformers ignores it too) are harmless."""
+    known = {HF_NAMES[role].replace("{L}", str(layer)) for role, layer in cfg.tensor_keys()}
+    known.add(HF_NAMES["OUTPUT"])
+    extra = sorted(n for n in where if n not in known and not n.endswith("rotary_emb.inv_freq"))
+    if extra:
+        more = f" (+{len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise FormatError(f"{folder}: tensor {extra[0]}{more} is not part of a {cfg.n_layers}-layer Llama model "
+                          f"elk knows")
+
+
+def _chat_template_text(folder):
+    """The chat template string: tokenizer_config.json's chat_template (a string, or a list of named
+    templates: "default" is used), else chat_template.jinja (what transformers >= 4.50 saves)."""
+    text = None
+    if (folder / "tokenizer_config.json").is_file():
+        text = _load_json(folder / "tokenizer_config.json").get("chat_template")
+        if isinstance(text, list):
+            named = {t.get("name"): t.get("template") for t in text if isinstance(t, dict)}
+            text = named.get("default")
+        if not isinstance(text, str):
+            text = None
+    if text is None and (folder / "chat_template.jinja").is_file():
+        try:
+            text = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise FormatError(f"{folder / 'chat_template.jinja'}: cannot read ({e})") from None
+    return text
 
 
 def _loader(st, hname, shape, heads):

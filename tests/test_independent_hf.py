@@ -1,0 +1,219 @@
+"""elk against an independent implementation: tiny random Llama folders written by transformers'
+save_pretrained, with transformers' own float32 logits (tests/golden/hf, made by
+tests/golden/make_hf_golden.py). `elk pack --quant f32` then the C runtime must give those logits and
+greedy tokens; config dialects (transformers 4 `rope_theta`/`rope_scaling`, 5 `rope_parameters`),
+chat templates and what the real TinyLlama-1.1B-Chat folder holds are read right; what elk cannot run
+(RoPE scaling, biases, pickled weights) is refused in one line."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from conftest import ROOT
+from elk import tokenizer as tk
+from elk.convert import hf
+from elk.errors import FormatError
+
+GOLDEN = ROOT / "tests" / "golden" / "hf"
+META = json.loads((GOLDEN / "cases.json").read_text())
+IDS = META["ids"]
+CASES = sorted(META["cases"])
+REL_TOL = 1e-4  # max |elk - transformers| over max |transformers logit| (measured ~2e-6)
+
+
+def elk_cli(*args):
+    return subprocess.run([sys.executable, "-m", "elk", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def golden_logits(case):
+    return np.load(GOLDEN / f"{case}.logits.npy")
+
+
+@pytest.fixture(scope="module")
+def images(host_build, tmp_path_factory):
+    """case -> f32 image packed from the golden folder by the `elk pack` command."""
+    out = {}
+    tmp = tmp_path_factory.mktemp("independent_hf")
+    for case in CASES:
+        out[case] = tmp / f"{case}.elk"
+        r = elk_cli("pack", GOLDEN / case, "-o", out[case], "--quant", "f32")
+        assert r.returncode == 0, r.stderr
+    return out
+
+
+def copy_case(case, tmp_path):
+    return shutil.copytree(GOLDEN / case, tmp_path / case)
+
+
+def edit_config(folder, **changes):
+    cfg = json.loads((folder / "config.json").read_text())
+    for k, v in changes.items():
+        if v is KeyError:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_independent_hf_f32_logits_match_transformers(images, case):
+    import elk
+
+    ref = golden_logits(case)
+    with elk.load(images[case]) as m:
+        got = m.logits(IDS)
+    assert got.shape == ref.shape == (len(IDS), 384)
+    err = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
+    assert err < REL_TOL, f"{case}: max |elk - transformers| = {err:.2e} x max|logit|"
+    assert np.array_equal(got.argmax(1), ref.argmax(1))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_independent_hf_greedy_token_after_every_prefix_is_transformers_argmax(images, case):
+    """Teacher forcing: after IDS[:k] the runtime's greedy sampler picks argmax of transformers' row k-1
+    (positions where transformers' top two are closer than 1e-3 x max|logit| would be a coin toss: none
+    may be skipped silently, at most 2 of 33)."""
+    import elk
+
+    ref = golden_logits(case)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 1e-3 * np.max(np.abs(ref))
+    assert clear.sum() >= len(IDS) - 2
+    with elk.load(images[case]) as m:
+        for k in range(1, len(IDS) + 1):
+            if not clear[k - 1]:
+                continue
+            want = int(ref[k - 1].argmax())
+            got = [t for t, _ in m.generate_tokens(IDS[:k], max_tokens=1, temperature=0)]
+            if want in (m.config.bos_id, m.config.eos_id):  # the runtime ends a reply on BOS/EOS
+                assert got == [] and m.stats.stop_reason == "eos", f"{case}: prefix {k}"
+            else:
+                assert got == [want], f"{case}: prefix {k}"
+
+
+def test_independent_hf_config_reaches_the_runtime(images):
+    import elk
+
+    with elk.load(images["gqa_untied_f32"]) as m:
+        c = m.config
+        assert (c.n_heads, c.n_kv_heads, c.head_dim, c.tied_output) == (8, 2, 8, False)
+        assert c.rope_theta == 500000.0 and abs(c.norm_eps - 1e-6) < 1e-12
+    with elk.load(images["mha_tied_bf16_sharded"]) as m:
+        assert (m.config.n_heads, m.config.n_kv_heads, m.config.tied_output) == (4, 4, True)
+        assert m.config.rope_theta == 10000.0
+    with elk.load(images["headdim_f16_sharded"]) as m:
+        assert (m.config.dim, m.config.n_heads, m.config.head_dim) == (64, 4, 32)
+
+
+@pytest.mark.parametrize("case, template", [("gqa_untied_f32", "zephyr"),  # tokenizer_config.json
+                                            ("mha_tied_bf16_sharded", "zephyr"),  # chat_template.jinja
+                                            ("headdim_f16_sharded", None)])
+def test_independent_hf_chat_template_becomes_metadata(images, case, template):
+    import elk
+
+    with elk.load(images[case]) as m:
+        assert m.meta("chat.template") == template
+
+
+def test_independent_hf_tokenizer_model_and_json_encode_like_sentencepiece(images):
+    """IDS are SentencePiece's own encoding of the text (byte fallback for é and 中, split digits);
+    tokenizer.json is transformers' conversion of the same model."""
+    import elk
+
+    text = META["text"]
+    with elk.load(images["gqa_untied_f32"]) as m:
+        assert m.tokenize(text, bos=True) == IDS
+        assert m.detokenize(IDS[1:]) == text
+    vj = tk.load(GOLDEN / "gqa_untied_f32" / "tokenizer.json")
+    assert tk.encode(vj, text, bos=True) == IDS
+
+
+def test_independent_hf_transformers4_config_dialect_gives_the_same_logits(tmp_path):
+    """TinyLlama's config.json style: top-level rope_theta, rope_scaling null, torch_dtype."""
+    from elk.reference import Reference
+
+    folder = copy_case("gqa_untied_f32", tmp_path)
+    edit_config(folder, rope_parameters=KeyError, rope_theta=500000.0, rope_scaling=None, torch_dtype="float32",
+                dtype=KeyError, transformers_version="4.35.0")
+    m = hf.read(folder)
+    assert m.config.rope_theta == 500000.0
+    ref = golden_logits("gqa_untied_f32")
+    assert np.max(np.abs(Reference(m).logits(IDS) - ref)) < REL_TOL * np.max(np.abs(ref))
+
+
+TINYLLAMA_CHAT_CONFIG = {  # TinyLlama/TinyLlama-1.1B-Chat-v1.0 config.json, key for key
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "bos_token_id": 1, "eos_token_id": 2,
+    "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 5632,
+    "max_position_embeddings": 2048, "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 22,
+    "num_key_value_heads": 4, "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None,
+    "rope_theta": 10000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.35.0", "use_cache": True, "vocab_size": 32000,
+}
+
+
+def test_independent_hf_tinyllama_chat_config_is_understood(tmp_path):
+    c = hf._config(tmp_path, dict(TINYLLAMA_CHAT_CONFIG))
+    assert (c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads) == (2048, 5632, 22, 32, 4)
+    assert (c.head_dim, c.vocab_size, c.seq_len, c.tied_output) == (64, 32000, 2048, False)
+    assert (c.rope_theta, c.norm_eps) == (10000.0, 1e-5)
+    assert c.tensor_shape("WK") == (256, 2048)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "RoPE scaling"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 8192}}, "RoPE scaling"),
+    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0}}, "RoPE scaling"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}}, "RoPE scaling"),
+    ({"attention_bias": True}, "attention_bias is true"),
+    ({"mlp_bias": True}, "mlp_bias is true"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": "fast"}}, "bad rope_theta"),
+])
+def test_independent_hf_configs_elk_cannot_run_are_refused(tmp_path, changes, message):
+    folder = copy_case("gqa_untied_f32", tmp_path)
+    edit_config(folder, **changes)
+    with pytest.raises(FormatError, match=message):
+        hf.read(folder)
+
+
+def test_independent_hf_rope_scaling_refused_by_pack_in_one_line(tmp_path):
+    folder = copy_case("mha_tied_bf16_sharded", tmp_path)
+    edit_config(folder, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0})
+    r = elk_cli("pack", folder, "-o", tmp_path / "x.elk")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "RoPE scaling" in r.stderr and "linear" in r.stderr
+    assert not (tmp_path / "x.elk").exists()
+
+
+def test_independent_hf_bias_tensors_are_refused_not_dropped(tmp_path):
+    """A checkpoint with q_proj.bias but a config that does not say so: ignoring the bias would give
+    wrong logits, so the reader names the tensor instead."""
+    folder = copy_case("gqa_untied_f32", tmp_path)
+    save_file({"model.layers.0.self_attn.q_proj.bias": np.zeros(64, np.float32)}, str(folder / "extra.safetensors"))
+    with pytest.raises(FormatError, match=r"q_proj.bias is not part of a 2-layer Llama model"):
+        hf.read(folder)
+
+
+def test_independent_hf_rotary_inv_freq_buffers_are_ignored(tmp_path):
+    """Older exports stored each layer's rotary_emb.inv_freq: a buffer, not a weight."""
+    folder = copy_case("gqa_untied_f32", tmp_path)
+    inv = (1.0 / 500000.0 ** (np.arange(0, 8, 2) / 8)).astype(np.float32)
+    save_file({f"model.layers.{i}.self_attn.rotary_emb.inv_freq": inv for i in range(2)},
+              str(folder / "buffers.safetensors"))
+    assert hf.read(folder).config.n_layers == 2
+
+
+def test_independent_hf_pytorch_bin_only_folder_says_safetensors_are_needed(tmp_path):
+    folder = copy_case("gqa_untied_f32", tmp_path)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not read")
+    r = elk_cli("pack", folder, "-o", tmp_path / "x.elk")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "pytorch_model.bin" in r.stderr and "safetensors" in r.stderr
