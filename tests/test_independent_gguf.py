@@ -1,0 +1,99 @@
+"""elk against GGUF files written by llama.cpp's own converters: the golden HF folders converted by
+convert_hf_to_gguf.py (tests/golden/gguf, made by tests/golden/make_gguf_golden.py) give transformers'
+logits in the C runtime (float types tightly; q8_0 blocks are the bytes elk's own quantizer makes from
+the HF folder), and stories260K.gguf (llama.cpp's llama2.c converter) greedily writes the story
+llama.cpp writes from it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, fixture_path
+from elk import image as im
+from elk.convert import load_model
+
+GOLDEN = ROOT / "tests" / "golden"
+META = json.loads((GOLDEN / "hf" / "cases.json").read_text())
+IDS = META["ids"]
+JOBS = [(j["hf"], j["outtype"]) for j in json.loads((GOLDEN / "gguf" / "made_by.json").read_text())["jobs"]]
+FLOAT_JOBS = [j for j in JOBS if j[1] != "q8_0"]
+Q8_CASES = [c for c, t in JOBS if t == "q8_0"]
+REL_TOL = 1e-4  # float GGUFs: max |elk - transformers| / max |transformers logit| (measured ~2e-6)
+Q8_REL_TOL = 0.1  # q8_0 weights and q8_0 activations (measured 0.041-0.053 on these random models)
+STORY = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
+         "One day, she saw a big, red ball.")
+
+
+def pack(src, out, quant):
+    r = subprocess.run([sys.executable, "-m", "elk", "pack", str(src), "-o", str(out), "--quant", quant],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def rel_err(got, ref):
+    return np.max(np.abs(got - ref)) / np.max(np.abs(ref))
+
+
+@pytest.mark.parametrize("case, outtype", FLOAT_JOBS)
+def test_independent_gguf_float_files_give_transformers_logits(host_build, tmp_path, case, outtype):
+    import elk
+
+    image = pack(GOLDEN / "gguf" / f"{case}.{outtype}.gguf", tmp_path / "g.elk", "f32")
+    ref = np.load(GOLDEN / "hf" / f"{case}.logits.npy")
+    with elk.load(image) as m:
+        got = m.logits(IDS)
+    assert rel_err(got, ref) < REL_TOL
+    assert np.array_equal(got.argmax(1), ref.argmax(1))
+
+
+@pytest.mark.parametrize("case", Q8_CASES)
+def test_independent_gguf_q8_0_blocks_equal_elks_quantizer_and_logits(host_build, tmp_path, case):
+    """llama.cpp's converter and elk both use ggml's reference Q8_0 rounding: same bytes, same logits."""
+    import elk
+
+    from_gguf = pack(GOLDEN / "gguf" / f"{case}.q8_0.gguf", tmp_path / "g.elk", "q8_0")
+    from_hf = pack(GOLDEN / "hf" / case, tmp_path / "h.elk", "q8_0")
+    a, b = im.read_image(from_gguf), im.read_image(from_hf)
+    assert sorted(a.tensors) == sorted(b.tensors)
+    for name, t in b.tensors.items():
+        assert (a.tensors[name].type, bytes(a.tensors[name].data)) == (t.type, bytes(t.data)), name
+    assert sum(t.type == "Q8_0" for t in a.tensors.values()) >= 14
+    with elk.load(from_gguf) as g, elk.load(from_hf) as h:
+        got = g.logits(IDS)
+        assert np.array_equal(got, h.logits(IDS))
+    ref = np.load(GOLDEN / "hf" / f"{case}.logits.npy")
+    assert rel_err(got, ref) < Q8_REL_TOL
+
+
+@pytest.mark.parametrize("case, outtype", JOBS)
+def test_independent_gguf_metadata_reads_as_the_hf_folder(case, outtype):
+    """Config, tying, chat template and vocabulary (pieces, scores, types, specials) from llama.cpp's
+    GGUF keys equal what elk reads from the HF folder's config.json and tokenizer.model."""
+    g = load_model(GOLDEN / "gguf" / f"{case}.{outtype}.gguf")
+    h = load_model(GOLDEN / "hf" / case)
+    gc, hc = g.config, h.config
+    assert gc.seq_len == hc.seq_len == 256
+    for field in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "head_dim",
+                  "tied_output", "rope_theta"):
+        assert getattr(gc, field) == getattr(hc, field), field
+    assert abs(gc.norm_eps - hc.norm_eps) < 1e-12  # GGUF stores the epsilon as float32
+    assert g.chat_template == h.chat_template
+    gv, hv = g.vocab, h.vocab
+    assert gv.pieces == hv.pieces and list(gv.types) == list(hv.types)
+    assert np.array_equal(np.float32(gv.scores), np.float32(hv.scores))
+    assert (gv.bos_id, gv.eos_id, gv.unk_id) == (hv.bos_id, hv.eos_id, hv.unk_id) == (1, 2, 0)
+
+
+def test_independent_gguf_stories260k_greedy_story_in_the_c_runtime(host_build, tmp_path):
+    """The fixture's documented greedy text (llama.cpp reproduces it from this file), through `elk pack`
+    of the GGUF (its own vocabulary) and the C runtime."""
+    import elk
+
+    image = pack(fixture_path("stories260K.gguf"), tmp_path / "s.elk", "f32")
+    with elk.load(image) as m:
+        text = "Once upon a time" + "".join(m.generate("Once upon a time", max_tokens=40, temperature=0))
+    assert text.startswith(STORY)
