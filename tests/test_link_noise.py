@@ -94,9 +94,14 @@ def test_flash_through_line_noise_arrives_bit_exact(host_build, image, tmp_path)
             with open(flash_file, "rb") as f:
                 f.seek(2 * block)
                 assert hashlib.sha256(f.read(len(data))).digest() == hashlib.sha256(data).digest()
+            # generation traffic is small: make the line much worse so events and acks get hit too
+            hits = line.flipped + line.dropped
+            line.flip, line.drop = 3e-3, 1e-3
             with connect(line.port, 0) as link:
-                text = "".join(link.generate("Once upon a time", max_tokens=40, temperature=0, raw=True,
+                text = "".join(link.generate("Once upon a time", max_tokens=120, temperature=0, raw=True,
                                              reset=True))
-            assert text.startswith(GREEDY[:70])
+                assert link.last_stats.gen_tokens == 120
+            assert line.flipped + line.dropped > hits
+            assert text.startswith(GREEDY)
         finally:
             line.close()
