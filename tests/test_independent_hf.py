@@ -217,3 +217,23 @@ def test_independent_hf_pytorch_bin_only_folder_says_safetensors_are_needed(tmp_
     r = elk_cli("pack", folder, "-o", tmp_path / "x.elk")
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert "pytorch_model.bin" in r.stderr and "safetensors" in r.stderr
+
+
+def test_independent_hf_byte_level_bpe_tokenizer_json_is_refused(tmp_path):
+    """A Llama-architecture folder with a GPT-2 style byte-level BPE tokenizer.json (Llama 3, SmolLM):
+    elk's SentencePiece tokenizer would drop the spaces silently, so pack refuses in one line."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    vocab.update({"Ġt": len(vocab), "Ġth": len(vocab) + 1})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[("Ġ", "t"), ("Ġt", "h")]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    assert tok.encode(" th").tokens == ["Ġth"]
+    folder = copy_case("gqa_untied_f32", tmp_path)
+    (folder / "tokenizer.model").unlink()
+    tok.save(str(folder / "tokenizer.json"))
+    r = elk_cli("pack", folder, "-o", tmp_path / "x.elk")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "byte-level BPE" in r.stderr and not (tmp_path / "x.elk").exists()

@@ -172,6 +172,11 @@ def from_hf_tokenizer_json(path) -> Vocab:
         raise TokenizerFormatError(f"{path}: not a tokenizers JSON file ({e})") from None
     if model.get("type") != "BPE" or not isinstance(vocab_map, dict):
         raise TokenizerFormatError(f"{path}: tokenizer model is {model.get('type')!r}, elk needs SentencePiece BPE")
+    if '"ByteLevel"' in json.dumps(doc.get("pre_tokenizer")) + json.dumps(doc.get("decoder")):
+        # GPT-2 style pieces ("Ġthe", bytes mapped to printable chars): read as SentencePiece pieces they
+        # would encode and decode wrong without any error (spaces lost, é as "Ã©").
+        raise TokenizerFormatError(f"{path}: byte-level BPE (GPT-2 / Llama 3 style) is not supported; elk's "
+                                   f"tokenizer is SentencePiece BPE (Llama 2, TinyLlama)")
     added = {t["id"]: t for t in doc.get("added_tokens") or []}
     n = max(list(vocab_map.values()) + list(added)) + 1
     if n > MAX_TOKENS:
