@@ -257,3 +257,17 @@ def _try(fn, *args):
         fn(*args)
     except Exception:  # noqa: BLE001 - the board dies under the request on purpose
         pass
+
+
+def test_trust_checks_on_32bit_arm_firmware_under_qemu(host_build, plain, keys, tmp_path):
+    """The same C and libsodium cross-built for armhf (32-bit size_t, qemu-arm cortex-a7)."""
+    signed = write(tmp_path, "a.elk", trust.sign_bytes(plain, keys["a"]["priv"], security_counter=2))
+    older = write(tmp_path, "a1.elk", trust.sign_bytes(plain, keys["a"]["priv"], security_counter=1))
+    foreign = write(tmp_path, "b.elk", trust.sign_bytes(plain, keys["b"]["priv"], security_counter=3))
+    with Emulator("qemu-a7", baud=0, flash=tmp_path / "arm.bin", flash_mb=FLASH_MB,
+                  log=open(tmp_path / "fw.log", "a")) as emu:
+        provision_key(emu.port, keys["a"]["raw"])
+        assert "ELK_E_AUTH" in flash_one(emu.port, foreign).error
+        assert flash_one(emu.port, signed).ok
+        assert "ELK_E_ROLLBACK" in flash_one(emu.port, older).error
+        assert info(emu.port).running_counter == 2
