@@ -97,3 +97,13 @@ def test_independent_gguf_stories260k_greedy_story_in_the_c_runtime(host_build, 
     with elk.load(image) as m:
         text = "Once upon a time" + "".join(m.generate("Once upon a time", max_tokens=40, temperature=0))
     assert text.startswith(STORY)
+
+
+def test_independent_gguf_llama3_rope_freqs_are_refused_not_ignored(tmp_path):
+    """llama.cpp writes Llama 3.1 RoPE scaling as a rope_freqs.weight tensor with no scaling key: packing
+    it as plain RoPE would give wrong logits, so elk names the tensor and stops."""
+    r = subprocess.run([sys.executable, "-m", "elk", "pack", str(GOLDEN / "gguf" / "llama3_rope.q8_0.gguf"), "-o",
+                        str(tmp_path / "x.elk")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "rope_freqs.weight" in r.stderr and "RoPE" in r.stderr and "[1. 8. 8. 8.]" in r.stderr
+    assert not (tmp_path / "x.elk").exists()

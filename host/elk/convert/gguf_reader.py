@@ -24,7 +24,8 @@ ROLE_OF = {  # GGUF tensor name (without blk.N.) -> role
     "output_norm.weight": "OUTPUT_NORM", "output.weight": "OUTPUT",
 }
 READ_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")  # read directly; other ggml types via gguf.quants
-IGNORED = ("rope_freqs.weight",)  # llama 3 rope scaling factors: not used by the Llama-2 class models
+ROPE_FREQS = "rope_freqs.weight"  # Llama 3.1 RoPE scaling: per-frequency divisors (llama.cpp writes it
+# instead of llama.rope.scaling.type); all ones means plain RoPE, anything else is refused
 
 
 def _field(reader, key, default=None):
@@ -72,7 +73,8 @@ def read(path, tokenizer=None) -> Model:
 def _tensors(path, reader):
     tensors, shapes = {}, {}
     for t in reader.tensors:
-        if t.name in IGNORED:
+        if t.name == ROPE_FREQS:
+            _check_rope_freqs(path, t)
             continue
         parts = t.name.split(".")
         if parts[0] == "blk" and len(parts) > 2 and parts[1].isdigit():
@@ -90,6 +92,14 @@ def _tensors(path, reader):
         tensors[(role, layer)] = _tensor(path, t, raw, rows, cols)
         shapes[role] = (rows, cols)
     return tensors, shapes
+
+
+def _check_rope_freqs(path, t) -> None:
+    factors = np.asarray(t.data).reshape(-1)
+    if t.tensor_type.name not in ("F32", "F16") or not np.all(factors.astype(np.float32) == 1.0):
+        shown = np.array2string(factors[:4].astype(np.float32), precision=3) if factors.size else "[]"
+        raise FormatError(f"{path}: {ROPE_FREQS} holds RoPE frequency factors {shown} (Llama 3.1-style RoPE "
+                          f"scaling), which elk does not apply")
 
 
 def _tensor(path, t, raw, rows, cols) -> Tensor:
