@@ -97,6 +97,29 @@ def test_independent_hf_greedy_token_after_every_prefix_is_transformers_argmax(i
                 assert got == [want], f"{case}: prefix {k}"
 
 
+def test_independent_hf_full_2048_context_matches_transformers(host_build, tmp_path):
+    """TinyLlama's whole context: 2048 positions (RoPE angles up to 2047 rad, theta 10000) in one prompt.
+    Full rows every 128 positions are compared; every position's argmax where transformers' top two
+    differ by more than 1e-3 x max|logit|."""
+    import elk
+
+    long = META["long_context"]
+    gold = np.load(GOLDEN / long["file"])
+    folder = copy_case(long["case"], tmp_path)
+    edit_config(folder, max_position_embeddings=long["max_position_embeddings"])
+    r = elk_cli("pack", folder, "-o", tmp_path / "long.elk", "--quant", "f32")
+    assert r.returncode == 0, r.stderr
+    with elk.load(tmp_path / "long.elk") as m:
+        assert m.config.n_ctx == 2048
+        got = m.logits(gold["ids"].tolist())
+    rows = gold["rows"]
+    assert rows[-1] == 2047
+    assert np.max(np.abs(got[rows] - gold["logits"])) < REL_TOL * gold["max_abs"]
+    clear = gold["margin"] > 1e-3 * gold["max_abs"]
+    assert clear.sum() > 1900
+    assert np.array_equal(got.argmax(1)[clear], gold["argmax"][clear])
+
+
 def test_independent_hf_config_reaches_the_runtime(images):
     import elk
 

@@ -53,6 +53,13 @@ CASES = {
 }
 
 
+# Long context (TinyLlama's 2048 positions): the weights of LONG_CASE with max_position_embeddings 2048
+# (plain RoPE does not depend on it); seeded random ids; hf/long_context.npz keeps the ids, every
+# transformers argmax and top-two margin, and the full logit rows at LONG_ROWS.
+LONG_CASE, LONG_N = "mha_tied_bf16_sharded", 2048
+LONG_ROWS = list(range(0, LONG_N, 128)) + [LONG_N - 1]
+
+
 def corpus(n_lines: int = 3000) -> str:
     rng = random.Random(0)
     words = ("the a little robot cat dog girl boy sun moon tree house ran saw said liked played happy big "
@@ -144,8 +151,25 @@ def make_case(name: str, case: dict, tok_model: pathlib.Path, ids: list) -> dict
         check = again(torch.tensor([ids])).logits[0].numpy()
     assert np.array_equal(check, logits), f"{name}: reloaded folder gives other logits"
     np.save(OUT / f"{name}.logits.npy", logits.astype(np.float32))
+    if name == LONG_CASE:
+        long_context(again)
     return {"doc": case["doc"], "dtype": case["dtype"], "chat_template": case["template"],
             "files": sorted(p.name for p in folder.iterdir())}
+
+
+def long_context(model) -> None:
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(7)
+    ids = np.concatenate([[1], rng.integers(3, VOCAB, LONG_N - 1)]).astype(np.int32)
+    model.config.max_position_embeddings = LONG_N
+    with torch.no_grad():
+        logits = model(torch.tensor(ids[None].astype(np.int64))).logits[0].numpy()
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    np.savez_compressed(OUT / "long_context.npz", ids=ids, argmax=logits.argmax(1).astype(np.int32),
+                        margin=(top2[:, 1] - top2[:, 0]).astype(np.float32), rows=np.array(LONG_ROWS, np.int32),
+                        logits=logits[LONG_ROWS].astype(np.float32), max_abs=np.float32(np.abs(logits).max()))
 
 
 def main() -> int:
@@ -163,7 +187,9 @@ def main() -> int:
         cases = {name: make_case(name, case, tok_model, ids) for name, case in CASES.items()}
     meta = {"made_by": f"tests/golden/make_hf_golden.py with transformers {transformers.__version__}, "
                        f"torch {torch.__version__}, sentencepiece {spm.__version__}",
-            "text": TEXT, "ids": ids, "cases": cases}
+            "text": TEXT, "ids": ids, "cases": cases,
+            "long_context": {"case": LONG_CASE, "n": LONG_N, "max_position_embeddings": LONG_N,
+                             "file": "long_context.npz"}}
     (OUT / "cases.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {len(cases)} cases to {OUT}")
     return 0
