@@ -285,8 +285,9 @@ int fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const fw_gen_param
     if (rc == ELK_OK)
         rc = encode_turn(fw, prompt, len, (gp->flags & ELK_GEN_RAW) != 0, &n);
     st.prompt_tokens = n;
+    uint32_t max_new = gp->max_tokens < fw->n_ctx ? gp->max_tokens : fw->n_ctx;  /* "no limit" = the context */
     if (rc == ELK_OK)
-        rc = elk_gen_begin(&fw->gen_loop, fw->tokens, (int)n, (int)gp->max_tokens);
+        rc = elk_gen_begin(&fw->gen_loop, fw->tokens, (int)n, (int)max_new);
     if (rc == ELK_OK)
         rc = sample_loop(fw, t0, &st);
     st.status = rc;
