@@ -221,3 +221,11 @@ def test_reprovisioning_requires_a_request_signed_by_the_old_key(lib, keys):
     clear = trust.sign_provision_request(owner_priv, bytes(32), 4, 0)
     rc, nxt, _ = request(lib, cur, bytes(32), 0, clear)
     assert rc == E["OK"] and nxt.flags == 0
+
+
+def test_provisioning_refuses_a_key_that_is_no_curve_point(lib, keys):
+    zero = bytes(32)  # also the identity's neighbourhood: small-order points never verify anything
+    rc, _, reason = request(lib, prov(lib[0], seq=0), zero, spec.PROV_FLAG_OWNER_KEY, None)
+    assert rc == E["E_INVAL"] and "not a valid Ed25519 public key" in reason
+    rc, _, _ = request(lib, prov(lib[0], seq=0), b"\xff" * 32, spec.PROV_FLAG_OWNER_KEY, None)
+    assert rc == E["E_INVAL"]

@@ -181,6 +181,12 @@ int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t new_key[32],
         elk_fmt(reason, cap, "unknown provisioning flags 0x%x", new_flags);
         return ELK_E_INVAL;
     }
+    /* A key that is no curve point (or of small order) could never verify a signature: storing it
+     * would lock the board until a physical reset. */
+    if ((new_flags & ELK_PROV_FLAG_OWNER_KEY) && (sodium_init() < 0 || !crypto_core_ed25519_is_valid_point(new_key))) {
+        elk_fmt(reason, cap, "the new owner key is not a valid Ed25519 public key");
+        return ELK_E_INVAL;
+    }
     uint32_t seq = cur->sequence + 1;
     if (cur->flags & ELK_PROV_FLAG_OWNER_KEY) {
         char id[2 * ELK_TRUST_KEY_ID_SIZE + 1];
