@@ -192,7 +192,7 @@ def gemm(k, wtype, n, w, row_bytes, r0, r1, x, n_tok, rows):
 
 
 @pytest.mark.parametrize("wtype", [Q8_0, Q4_0])
-@pytest.mark.parametrize("n_tok", [1, 2, 5, 13])  # 13: an 8-token tile, a 4-token tile and a single
+@pytest.mark.parametrize("n_tok", [1, 2, 5, 13, 31])  # 31 = 16 + 8 + 4 + 3 token tiles
 @pytest.mark.parametrize("n", [96, 256])  # odd and even block counts (the 512-bit paths pair blocks)
 def test_avx2_gemm_equals_dot_loop_over_its_row_range_only(k, wtype, n_tok, n):
     rng = np.random.default_rng(wtype * 10 + n_tok + n)
