@@ -1,8 +1,9 @@
 /* AVX2 + FMA + F16C kernels: the same table as ref.c, tuned for x86-64 decode (memory-bound GEMV)
  * and batched prefill (register-tiled int8 GEMM). Integer block sums equal ref.c exactly; float
  * accumulation order differs (8 lanes, then a horizontal sum), so float results match within rounding.
- * When the board's flags enable AVX-VNNI (-march=native on such a CPU) the int8 dot uses vpdpbusd.
- * Not here: threading (the caller splits rows, see model/linear.c) or OS code. */
+ * When the board's flags target AVX-VNNI / AVX-512 VNNI (the host board builds -march=native), the
+ * int8 products use vpdpbusd and the GEMV/GEMM switch to 512-bit registers; the plain-AVX2 build
+ * keeps maddubs (tests run both). Not here: threading (the caller splits rows, see model/linear.c) or OS code. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
