@@ -156,3 +156,19 @@ def test_interrupted_host_transfer_resumes_without_resending(host_build, images)
         assert res.ok, res.error
         assert res.blocks_skipped > 0
         assert res.data_bytes_sent <= len(data) - t.progress.killed_at + 2 * res.block_size
+
+
+def test_image_that_cannot_boot_is_never_committed(host_build, tmp_path):
+    """FLASH_END accepts a well-formed image, but a board with 1 MiB of RAM cannot hold the KV cache of
+    a stories15M-shaped model (3.5 MiB): BOOT fails, the slot is valid yet not active, and the board
+    keeps serving (INFO says why)."""
+    from elk.models.synth import synthesize
+
+    image = synthesize("stories15m", tmp_path / "s15.elk", vocab_path=fixture_path("tok512.bin"))
+    with Emulator("host", baud=0, ram_mb=1, log=_quiet()) as emu:
+        res = flashing.flash([emu.port], image, progress=False)[0]
+        assert not res.ok and "BOOT" in res.error
+        with connect(emu.port, 0) as link:
+            info = link.info()
+        assert info.slots[0].valid and info.active == 255 and info.running == 255
+        assert "arena" in info.boot_error or "memory" in info.boot_error or "small" in info.boot_error

@@ -61,7 +61,8 @@ class Emulator:
     """
 
     def __init__(self, board: str = "host", *, flash=None, baud=None, max_baud=FAST_MAX_BAUD,
-                 broken_above=0, build_first=False, mode="release", log=None, flash_mb=None, threads=1):
+                 broken_above=0, build_first=False, mode="release", log=None, flash_mb=None, threads=1,
+                 ram_mb=None):
         self.board = boards.load(board)
         if self.board.emulation.get("kind") == "none":
             raise EmulatorError(f"{board}: this board is not emulated (emulation kind 'none')")
@@ -75,6 +76,7 @@ class Emulator:
             # elk-fw maps the whole flash; a 32-bit process cannot map more than ~2 GiB of it
             self.flash_mb = min(self.flash_mb, FLASH_CAP_32BIT_MB)
         self.threads = threads
+        self.ram_mb = ram_mb or min(self.board.ram_mb, RAM_CAP_MB)
         self._tmp = None
         if flash is None:
             self._tmp = tempfile.NamedTemporaryFile(prefix=f"elk-flash-{board}-", suffix=".bin", delete=False)
@@ -92,7 +94,7 @@ class Emulator:
         return self.prefix + [
             str(self.fw), "--uart-fd", str(self._master), "--flash", self.flash, "--board", b.name,
             "--flash-mb", str(self.flash_mb), "--erase-kb", str(b.erase_block_kb),
-            "--ram-mb", str(min(b.ram_mb, RAM_CAP_MB)), "--baud", str(self.baud),
+            "--ram-mb", str(self.ram_mb), "--baud", str(self.baud),
             "--max-baud", str(self.max_baud), "--broken-above", str(self.broken_above),
             "--threads", str(self.threads)]
 
