@@ -97,6 +97,22 @@ def test_independent_hf_greedy_token_after_every_prefix_is_transformers_argmax(i
                 assert got == [want], f"{case}: prefix {k}"
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_independent_hf_greedy_decode_matches_transformers_generate(images, case):
+    """Token-by-token decode with the KV cache (not the batched prompt path): the runtime's greedy reply
+    after IDS is transformers' generate(do_sample=False), up to and including its stop at EOS."""
+    import elk
+
+    want, margins = META["cases"][case]["greedy"], META["cases"][case]["greedy_margins"]
+    with elk.load(images[case]) as m:
+        ends = [i for i, t in enumerate(want) if t in (m.config.bos_id, m.config.eos_id)]
+        stop = ends[0] if ends else len(want)
+        assert min(margins[:stop + 1]) > 1e-4  # every step is a clear choice, no coin toss
+        got = [t for t, _ in m.generate_tokens(IDS, max_tokens=len(want), temperature=0)]
+        assert got == want[:stop]
+        assert m.stats.stop_reason == ("eos" if ends else "max_tokens")
+
+
 def test_independent_hf_full_2048_context_matches_transformers(host_build, tmp_path):
     """TinyLlama's whole context: 2048 positions (RoPE angles up to 2047 rad, theta 10000) in one prompt.
     Full rows every 128 positions are compared; every position's argmax where transformers' top two

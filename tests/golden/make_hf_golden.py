@@ -56,6 +56,7 @@ CASES = {
 # Long context (TinyLlama's 2048 positions): the weights of LONG_CASE with max_position_embeddings 2048
 # (plain RoPE does not depend on it); seeded random ids; hf/long_context.npz keeps the ids, every
 # transformers argmax and top-two margin, and the full logit rows at LONG_ROWS.
+GREEDY_N = 32  # greedy tokens generated after the ids, per case
 LONG_CASE, LONG_N = "mha_tied_bf16_sharded", 2048
 LONG_ROWS = list(range(0, LONG_N, 128)) + [LONG_N - 1]
 
@@ -151,10 +152,28 @@ def make_case(name: str, case: dict, tok_model: pathlib.Path, ids: list) -> dict
         check = again(torch.tensor([ids])).logits[0].numpy()
     assert np.array_equal(check, logits), f"{name}: reloaded folder gives other logits"
     np.save(OUT / f"{name}.logits.npy", logits.astype(np.float32))
+    greedy, margins = greedy_continuation(again, ids)
     if name == LONG_CASE:
         long_context(again)
     return {"doc": case["doc"], "dtype": case["dtype"], "chat_template": case["template"],
-            "files": sorted(p.name for p in folder.iterdir())}
+            "files": sorted(p.name for p in folder.iterdir()), "greedy": greedy,
+            "greedy_margins": margins}
+
+
+def greedy_continuation(model, ids, n_new: int = GREEDY_N):
+    """transformers' greedy decode (generate, KV cache) after ids, and at each step the gap between the
+    top two logits over max |logit| of that step (a tiny gap would make the comparison a coin toss)."""
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=n_new, do_sample=False,
+                             output_logits=True, return_dict_in_generate=True, pad_token_id=0)
+    tokens = out.sequences[0, len(ids):].tolist()
+    margins = []
+    for step in out.logits:
+        top2 = torch.topk(step[0].float(), 2).values
+        margins.append(round(float((top2[0] - top2[1]) / step[0].abs().max()), 6))
+    return tokens, margins
 
 
 def long_context(model) -> None:
