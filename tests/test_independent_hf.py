@@ -213,6 +213,7 @@ def test_independent_hf_tinyllama_chat_config_is_understood(tmp_path):
     ({"attention_bias": True}, "attention_bias is true"),
     ({"mlp_bias": True}, "mlp_bias is true"),
     ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ({"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128}}, r"pre-quantized .*\(gptq\)"),
     ({"rope_parameters": {"rope_type": "default", "rope_theta": "fast"}}, "bad rope_theta"),
 ])
 def test_independent_hf_configs_elk_cannot_run_are_refused(tmp_path, changes, message):

@@ -67,6 +67,11 @@ def _config(folder: pathlib.Path, c: dict) -> Config:
     where = folder / "config.json"
     if c.get("model_type") not in ("llama", None) and "LlamaForCausalLM" not in c.get("architectures", []):
         raise FormatError(f"{where}: model_type '{c.get('model_type')}' is not a Llama model")
+    if c.get("quantization_config"):
+        method = (c["quantization_config"] or {}).get("quant_method", "?") if isinstance(
+            c["quantization_config"], dict) else "?"
+        raise FormatError(f"{where}: a pre-quantized checkpoint ({method}); elk reads float weights "
+                          f"(F32/F16/BF16) and quantizes them itself")
     rope_theta = _rope_theta(where, c)
     if c.get("hidden_act", "silu") != "silu":
         raise FormatError(f"{where}: hidden_act '{c['hidden_act']}' is not supported (Llama uses silu)")
