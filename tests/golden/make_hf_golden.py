@@ -56,6 +56,7 @@ CASES = {
 # Long context (TinyLlama's 2048 positions): the weights of LONG_CASE with max_position_embeddings 2048
 # (plain RoPE does not depend on it); seeded random ids; hf/long_context.npz keeps the ids, every
 # transformers argmax and top-two margin, and the full logit rows at LONG_ROWS.
+QUANT_CASES = ("gqa_untied_f32", "mha_tied_bf16_sharded")  # also get logits with ggml-quantized weights
 GREEDY_N = 32  # greedy tokens generated after the ids, per case
 LONG_CASE, LONG_N = "mha_tied_bf16_sharded", 2048
 LONG_ROWS = list(range(0, LONG_N, 128)) + [LONG_N - 1]
@@ -153,11 +154,35 @@ def make_case(name: str, case: dict, tok_model: pathlib.Path, ids: list) -> dict
     assert np.array_equal(check, logits), f"{name}: reloaded folder gives other logits"
     np.save(OUT / f"{name}.logits.npy", logits.astype(np.float32))
     greedy, margins = greedy_continuation(again, ids)
+    if name in QUANT_CASES:
+        quantized_logits(folder, name, ids)
     if name == LONG_CASE:
         long_context(again)
     return {"doc": case["doc"], "dtype": case["dtype"], "chat_template": case["template"],
             "files": sorted(p.name for p in folder.iterdir()), "greedy": greedy,
             "greedy_margins": margins}
+
+
+def quantized_logits(folder, name, ids) -> None:
+    """transformers' logits with every matrix (embedding and lm_head too) replaced by its Q8_0 / Q4_0
+    round trip through the gguf package's ggml reference quantizer (llama.cpp's numbers, not elk's):
+    what a correct q8_0 / q4_0 image approaches up to its own activation rounding. float16 is plenty."""
+    import gguf
+    import numpy as np
+    import torch
+    from transformers import LlamaForCausalLM
+
+    out = {}
+    for qtype in ("Q8_0", "Q4_0"):
+        t = getattr(gguf.GGMLQuantizationType, qtype)
+        model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim == 2:
+                    w = p.numpy()
+                    p.copy_(torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(w, t), t).reshape(w.shape)))
+            out[qtype.lower()] = model(torch.tensor([ids])).logits[0].numpy().astype(np.float16)
+    np.savez_compressed(OUT / f"{name}.quantized_logits.npz", **out)
 
 
 def greedy_continuation(model, ids, n_new: int = GREEDY_N):
