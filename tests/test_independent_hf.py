@@ -298,3 +298,25 @@ def test_independent_hf_byte_level_bpe_tokenizer_json_is_refused(tmp_path):
     r = elk_cli("pack", folder, "-o", tmp_path / "x.elk")
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert "byte-level BPE" in r.stderr and not (tmp_path / "x.elk").exists()
+
+
+def test_independent_hf_missing_shard_is_named(tmp_path):
+    folder = copy_case("mha_tied_bf16_sharded", tmp_path)
+    (folder / "model-00003-of-00006.safetensors").unlink()
+    with pytest.raises(FormatError, match="shard model-00003-of-00006.safetensors named in "
+                                          "model.safetensors.index.json is missing"):
+        hf.read(folder)
+
+
+def test_independent_hf_folder_of_symlinks_like_the_hub_cache(images, tmp_path):
+    """huggingface_hub snapshots are folders of symlinks into a blob store."""
+    import elk
+
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    for f in (GOLDEN / "mha_tied_bf16_sharded").iterdir():
+        (folder / f.name).symlink_to(f)
+    r = elk_cli("pack", folder, "-o", tmp_path / "s.elk", "--quant", "f32")
+    assert r.returncode == 0, r.stderr
+    with elk.load(tmp_path / "s.elk") as a, elk.load(images["mha_tied_bf16_sharded"]) as b:
+        assert np.array_equal(a.logits(IDS), b.logits(IDS))

@@ -168,6 +168,9 @@ def _open_weights(folder: pathlib.Path) -> dict:
         raise FormatError(f"{folder}: no *.safetensors weights")
     where = {}
     for fname in files:
+        if not (folder / fname).is_file():
+            raise FormatError(f"{folder}: shard {fname} named in model.safetensors.index.json is missing "
+                              f"(incomplete download?)")
         st = _SafetensorsFile(folder / fname)
         for name in st.info:
             if wmap is None or wmap.get(name) == fname:
