@@ -320,3 +320,27 @@ def test_independent_hf_folder_of_symlinks_like_the_hub_cache(images, tmp_path):
     assert r.returncode == 0, r.stderr
     with elk.load(tmp_path / "s.elk") as a, elk.load(images["mha_tied_bf16_sharded"]) as b:
         assert np.array_equal(a.logits(IDS), b.logits(IDS))
+
+
+def test_independent_hf_hub_id_packs_from_the_local_cache_offline(tmp_path):
+    """`elk pack TinyLlama/TinyLlama-1.1B-Chat-v1.0` with the files already in the hub cache and no
+    network: a tiny stand-in under that id, laid out as huggingface_hub caches it (refs/main ->
+    snapshots/<commit>/), packs and gives transformers' logits."""
+    import os
+
+    import elk
+
+    repo = tmp_path / "hf" / "hub" / "models--TinyLlama--TinyLlama-1.1B-Chat-v1.0"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(GOLDEN / "gqa_untied_f32", repo / "snapshots" / commit)
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-m", "elk", "pack", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "-o",
+                        str(tmp_path / "t.elk")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with elk.load(tmp_path / "t.elk") as m:
+        assert m.meta("general.source") == "hf: TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+        assert m.meta("chat.template") == "zephyr"
+        ref = golden_logits("gqa_untied_f32")
+        assert np.max(np.abs(m.logits(IDS) - ref)) < REL_TOL * np.max(np.abs(ref))

@@ -31,7 +31,7 @@ HF_NAMES = {
     "OUTPUT": "lm_head.weight",
 }
 HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.model",
-                "tokenizer.json", "tokenizer_config.json", "generation_config.json"]
+                "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"]
 DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
 
 
