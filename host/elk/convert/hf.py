@@ -73,7 +73,7 @@ def _config(folder: pathlib.Path, c: dict) -> Config:
         raise FormatError(f"{where}: a pre-quantized checkpoint ({method}); elk reads float weights "
                           f"(F32/F16/BF16) and quantizes them itself")
     rope_theta = _rope_theta(where, c)
-    if c.get("hidden_act", "silu") != "silu":
+    if c.get("hidden_act", "silu") not in ("silu", "swish"):  # transformers maps both to SiLU
         raise FormatError(f"{where}: hidden_act '{c['hidden_act']}' is not supported (Llama uses silu)")
     for key in ("attention_bias", "mlp_bias"):
         if c.get(key):
@@ -228,7 +228,8 @@ def _chat_template_text(folder):
     templates: "default" is used), else chat_template.jinja (what transformers >= 4.50 saves)."""
     text = None
     if (folder / "tokenizer_config.json").is_file():
-        text = _load_json(folder / "tokenizer_config.json").get("chat_template")
+        doc = _load_json(folder / "tokenizer_config.json")
+        text = doc.get("chat_template") if isinstance(doc, dict) else None
         if isinstance(text, list):
             named = {t.get("name"): t.get("template") for t in text if isinstance(t, dict)}
             text = named.get("default")
