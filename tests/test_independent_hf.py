@@ -344,3 +344,11 @@ def test_independent_hf_hub_id_packs_from_the_local_cache_offline(tmp_path):
         assert m.meta("chat.template") == "zephyr"
         ref = golden_logits("gqa_untied_f32")
         assert np.max(np.abs(m.logits(IDS) - ref)) < REL_TOL * np.max(np.abs(ref))
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"architectures": null, "model_type": "mistral"}'])
+def test_independent_hf_odd_config_json_is_a_format_error(tmp_path, text):
+    folder = copy_case("gqa_untied_f32", tmp_path)
+    (folder / "config.json").write_text(text)
+    with pytest.raises(FormatError, match="config.json: (not a JSON object|model_type 'mistral' is not a Llama)"):
+        hf.read(folder)

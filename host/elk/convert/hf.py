@@ -65,7 +65,9 @@ def _load_json(path: pathlib.Path) -> dict:
 
 def _config(folder: pathlib.Path, c: dict) -> Config:
     where = folder / "config.json"
-    if c.get("model_type") not in ("llama", None) and "LlamaForCausalLM" not in c.get("architectures", []):
+    if not isinstance(c, dict):
+        raise FormatError(f"{where}: not a JSON object")
+    if c.get("model_type") not in ("llama", None) and "LlamaForCausalLM" not in (c.get("architectures") or []):
         raise FormatError(f"{where}: model_type '{c.get('model_type')}' is not a Llama model")
     if c.get("quantization_config"):
         method = (c["quantization_config"] or {}).get("quant_method", "?") if isinstance(
