@@ -172,3 +172,20 @@ def test_image_that_cannot_boot_is_never_committed(host_build, tmp_path):
             info = link.info()
         assert info.slots[0].valid and info.active == 255 and info.running == 255
         assert "arena" in info.boot_error or "memory" in info.boot_error or "small" in info.boot_error
+
+
+def test_flash_cli_prints_one_summary_per_board_and_fails_if_one_did(host_build, images):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    with Emulator("host", baud=0, log=_quiet()) as good:
+        r = subprocess.run([sys.executable, "-m", "elk", "flash", images["f32"], "--port", good.port,
+                            "--port", "/dev/pts/no-such-board"], capture_output=True, text=True, timeout=120,
+                           cwd=ROOT)
+    assert r.returncode == 2
+    lines = [line for line in r.stdout.splitlines() if "warning" not in line]
+    assert lines[0].startswith(f"{good.port}: OK slot A")
+    assert lines[1] == "/dev/pts/no-such-board: FAILED: port not found (is `elk emulate` running? `elk ports` lists ports)"
+    assert "Traceback" not in r.stderr
