@@ -144,3 +144,22 @@ def test_a_prompt_longer_than_one_frame_is_refused_in_one_line(board):
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "GENERATE needs 15036 bytes in one frame" in r.stderr
     assert r.stderr.count("\n") == 1
+
+
+def test_reset_reboots_the_active_slot_and_forgets_conversation_and_flash_session(board):
+    import hashlib
+    import struct
+
+    from elk.link import CMD
+
+    with connect(board.port, 0) as link:
+        "".join(link.generate("Once upon a time", max_tokens=5, temperature=0, reset=True))
+        assert link.info().ctx_used == 10
+        link.request(CMD["FLASH_BEGIN"], struct.pack("<Q", 4096) + hashlib.sha256(b"x").digest())
+        link.request(CMD["RESET"])
+        info = link.info()
+        assert info.ctx_used == 0 and info.running == info.active == 0
+        with pytest.raises(Exception, match="FLASH_DATA.*ELK_E_STATE"):
+            link.request(CMD["FLASH_DATA"], struct.pack("<Q", 0) + b"y" * 64)
+        text = "".join(link.generate("Once upon a time", max_tokens=12, temperature=0, raw=True))
+    assert text.startswith(GREEDY[:30])
