@@ -181,17 +181,26 @@ def test_independent_hf_chat_template_becomes_metadata(images, case, template):
         assert m.meta("chat.template") == template
 
 
+TEXTS = ["", " ", "  two  spaces", "\n", "line\nbreak\n\n", " leading", "trailing ", "12345 67", "emoji \U0001f642 ok",
+         "tabs\tand\rcr", "<s> not special </s>", "<|user|>\nhi</s>", META["text"]]
+
+
 def test_independent_hf_tokenizer_model_and_json_encode_like_sentencepiece(images):
-    """IDS are SentencePiece's own encoding of the text (byte fallback for é and 中, split digits);
-    tokenizer.json is transformers' conversion of the same model."""
+    """The golden vocabulary (byte fallback for é, 中 and the emoji; split digits) through the C runtime
+    (tokenizer.model) and through transformers' tokenizer.json conversion, against SentencePiece itself."""
+    import sentencepiece as spm
+
     import elk
 
-    text = META["text"]
-    with elk.load(images["gqa_untied_f32"]) as m:
-        assert m.tokenize(text, bos=True) == IDS
-        assert m.detokenize(IDS[1:]) == text
+    sp = spm.SentencePieceProcessor(model_file=str(GOLDEN / "gqa_untied_f32" / "tokenizer.model"))
     vj = tk.load(GOLDEN / "gqa_untied_f32" / "tokenizer.json")
-    assert tk.encode(vj, text, bos=True) == IDS
+    assert [1] + sp.encode(META["text"]) == IDS
+    with elk.load(images["gqa_untied_f32"]) as m:
+        for text in TEXTS:
+            want = [1] + sp.encode(text)
+            assert m.tokenize(text, bos=True) == want, text
+            assert tk.encode(vj, text, bos=True) == want, text
+        assert m.detokenize(IDS[1:]) == META["text"]
 
 
 def test_independent_hf_transformers4_config_dialect_gives_the_same_logits(tmp_path):
