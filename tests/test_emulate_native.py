@@ -99,3 +99,27 @@ def test_flash_and_chat_fail_in_one_line_for_a_missing_port(stories):
 def test_emulate_rejects_an_unknown_board():
     r = elk("emulate", "--board", "no-such-board", timeout=30)
     assert r.returncode == 2 and "unknown board" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_text_console_ctrl_c_stops_a_reply(stories, tmp_path):
+    """On a 2400-baud line a console reply takes seconds; Ctrl-C (0x03) right after it starts cuts it
+    short (" ^C" and a new prompt, no prompt before it), and the console keeps working."""
+    import os
+
+    from elk import flash as flashing
+    from elk.emulate import Emulator
+
+    flash = tmp_path / "board.bin"
+    with Emulator("host", baud=0, flash=flash, log=open(os.devnull, "w")) as emu:
+        assert flashing.flash([emu.port], stories, progress=False)[0].ok
+    with Emulator("host", baud=2400, flash=flash, log=open(os.devnull, "w")) as emu, \
+            serial.Serial(emu.port, 2400, timeout=0.2) as term:
+        _read_until(term, b"> ")  # the banner
+        term.write(b"Once upon a time\r")
+        _read_until(term, b"Once upon a time\r\n")  # echo, then the reply streams
+        time.sleep(0.2)
+        term.write(b"\x03")
+        text = _read_until(term, b" ^C\r\n> ", timeout=10)
+        assert b"\r\n> " not in text[:-4]  # the reply was cut, not finished before the ^C
+        term.write(b"help\r")
+        assert b"reset" in _read_until(term, b"> ")
