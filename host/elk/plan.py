@@ -70,7 +70,7 @@ class Plan:
 
 
 def slot_bytes(board: elk_boards.Board) -> int:
-    """Bytes of one A/B image slot, as the firmware lays out flash (bootrec.c fw_layout)."""
+    """Bytes of one A/B image slot, as the firmware lays out flash (bootrec.c elk_fw_layout)."""
     e = board.erase_block_kb * 1024
     flash = board.flash_mb * MIB
     slot = (flash - 2 * e) // 2 if flash > 2 * e else 0

@@ -28,12 +28,12 @@ static const char usage[] =
     "  --threads N         model threads (default 1)\n"
     "  --quiet             no diagnostics on stderr\n";
 
-typedef struct fw_args {
+typedef struct board_args {
     int uart_fd;
     const char *uart_path, *flash_path, *board;
     unsigned long long flash_mb, erase_kb, ram_mb, baud, max_baud, broken_above, threads;
     int quiet;
-} fw_args;
+} board_args;
 
 static int parse_num(const char *s, unsigned long long *out)
 {
@@ -44,7 +44,7 @@ static int parse_num(const char *s, unsigned long long *out)
     return *end ? -1 : 0;
 }
 
-static int parse_args(int argc, char **argv, fw_args *a)
+static int parse_args(int argc, char **argv, board_args *a)
 {
     struct { const char *flag; unsigned long long *v; } nums[] = {
         { "--flash-mb", &a->flash_mb }, { "--erase-kb", &a->erase_kb }, { "--ram-mb", &a->ram_mb },
@@ -90,7 +90,7 @@ static void log_stderr(void *ctx, const char *line)
 
 int main(int argc, char **argv)
 {
-    fw_args a = { .uart_fd = -1, .board = ELK_BOARD_NAME, .flash_mb = 64, .erase_kb = 4, .ram_mb = 512,
+    board_args a = { .uart_fd = -1, .board = ELK_BOARD_NAME, .flash_mb = 64, .erase_kb = 4, .ram_mb = 512,
                   .baud = 115200, .max_baud = 3000000, .threads = 1 };
     if (parse_args(argc, argv, &a) != 0)
         return 2;

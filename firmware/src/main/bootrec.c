@@ -12,7 +12,7 @@ enum {
 /* Slot descriptor offsets. */
 enum { DESC_FLAGS = 0, DESC_SIZE = 8, DESC_SHA = 16, DESC_NAME = 48 };
 
-void fw_layout(elk_fw *fw)
+void elk_fw_layout(elk_fw *fw)
 {
     const elk_board *b = fw->b;
     uint64_t e = b->erase_block;
@@ -23,7 +23,7 @@ void fw_layout(elk_fw *fw)
     fw->slot_base[1] = first + fw->slot_size;
 }
 
-static int record_parse(const uint8_t *p, fw_record *r)
+static int record_parse(const uint8_t *p, elk_fw_record *r)
 {
     if (elk_le32(p + REC_MAGIC) != ELK_BOOT_MAGIC || elk_le16(p + REC_VERSION) != ELK_BOOT_VERSION ||
         elk_le16(p + REC_SIZE) != ELK_BOOT_RECORD_SIZE || elk_crc32(0, p, REC_CRC) != elk_le32(p + REC_CRC))
@@ -44,7 +44,7 @@ static int record_parse(const uint8_t *p, fw_record *r)
     return ELK_OK;
 }
 
-static void record_encode(const fw_record *r, uint8_t *p)
+static void record_encode(const elk_fw_record *r, uint8_t *p)
 {
     const uint32_t cap = ELK_BOOT_RECORD_SIZE;
     for (uint32_t i = 0; i < cap; i++)
@@ -71,10 +71,10 @@ static int seq_newer(uint32_t a, uint32_t b)
     return (int32_t)(a - b) > 0;
 }
 
-void fw_record_load(elk_fw *fw)
+void elk_fw_record_load(elk_fw *fw)
 {
     const elk_board *b = fw->b;
-    fw_record r[2];
+    elk_fw_record r[2];
     int ok[2];
     for (int i = 0; i < 2; i++)
         ok[i] = record_parse(b->flash + (uint64_t)i * b->erase_block, &r[i]) == ELK_OK;
@@ -84,7 +84,7 @@ void fw_record_load(elk_fw *fw)
         fw->rec = r[1];
     else {
         /* blank flash: no record yet; seq 0 so the first store writes copy 0 with seq 1 */
-        fw_record blank = { .seq = 0, .active = ELK_PROTO_SLOT_NONE, .prev = ELK_PROTO_SLOT_NONE };
+        elk_fw_record blank = { .seq = 0, .active = ELK_PROTO_SLOT_NONE, .prev = ELK_PROTO_SLOT_NONE };
         fw->rec = blank;
     }
     /* A descriptor whose size no longer fits the slot is not trusted. */
@@ -96,13 +96,13 @@ void fw_record_load(elk_fw *fw)
 
 /* Write fw->rec with the next sequence number over the older copy, then sync. The copy holding the
  * current record is never touched, so at every instant one valid record exists. */
-int fw_record_store(elk_fw *fw)
+int elk_fw_record_store(elk_fw *fw)
 {
     const elk_board *b = fw->b;
-    fw_record cur;
+    elk_fw_record cur;
     int target = 0;
     if (record_parse(b->flash, &cur) == ELK_OK) {
-        fw_record other;
+        elk_fw_record other;
         int other_ok = record_parse(b->flash + b->erase_block, &other) == ELK_OK;
         /* copy 0 holds the current record unless copy 1 is valid and newer */
         target = (other_ok && seq_newer(other.seq, cur.seq)) ? 0 : 1;

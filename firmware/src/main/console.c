@@ -8,7 +8,7 @@ static void say(elk_fw *fw, const char *s)
     uint32_t n = 0;
     while (s[n])
         n++;
-    fw_write_text(fw, s, n);
+    elk_fw_write_text(fw, s, n);
 }
 
 static void sayf(elk_fw *fw, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -26,7 +26,7 @@ static void print_info(elk_fw *fw)
 {
     sayf(fw, "%s on %s\n", ELK_FW_VERSION, fw->b->name);
     for (int s = 0; s < 2; s++) {
-        const fw_slot_desc *d = &fw->rec.slot[s];
+        const elk_fw_slot_desc *d = &fw->rec.slot[s];
         sayf(fw, "slot %c: %s%s%s%s\n", 'A' + s, (d->flags & ELK_SLOT_VALID) ? d->name : "(empty)",
              fw->rec.active == s ? " [active]" : "", fw->running == s ? " [running]" : "",
              (d->flags & ELK_SLOT_VALID) ? "" : "");
@@ -38,7 +38,7 @@ static void print_info(elk_fw *fw)
         sayf(fw, "no model running%s%s\n", fw->boot_error[0] ? ": " : "", fw->boot_error);
 }
 
-void fw_console_banner(elk_fw *fw)
+void elk_fw_console_banner(elk_fw *fw)
 {
     sayf(fw, "\n%s on %s: %s. Type a prompt and press Enter; 'help' lists commands.\n> ", ELK_FW_VERSION,
          fw->b->name, fw->model ? fw->img.name : "no model flashed yet");
@@ -72,12 +72,12 @@ static void run_line(elk_fw *fw)
     } else if (!fw->model) {
         say(fw, "no model: flash one with `elk flash`\n");
     } else {
-        fw_gen_params gp = { .flags = 0, .max_tokens = 256,
+        elk_fw_gen_params gp = { .flags = 0, .max_tokens = 256,
                              .sampling = { .temperature = 0.8f, .top_k = 0, .top_p = 0.9f,
                                            .repeat_penalty = 1.0f, .repeat_last_n = 64,
-                                           .seed = fw_now(fw) } };
+                                           .seed = elk_fw_now(fw) } };
         fw->console_gen = 1;
-        int rc = fw_generate(fw, l, n, &gp);
+        int rc = elk_fw_generate(fw, l, n, &gp);
         fw->console_gen = 0;
         if (fw->abort)
             say(fw, " ^C");
@@ -88,7 +88,7 @@ static void run_line(elk_fw *fw)
     say(fw, "> ");
 }
 
-void fw_console_byte(elk_fw *fw, uint8_t c)
+void elk_fw_console_byte(elk_fw *fw, uint8_t c)
 {
     if (fw->console_gen) {  /* only Ctrl-C means something while a reply streams */
         if (c == 0x03)
@@ -106,7 +106,7 @@ void fw_console_byte(elk_fw *fw, uint8_t c)
     } else if (c == 0x7F || c == 0x08) {
         if (fw->line_len) {
             fw->line_len--;
-            fw_write_text(fw, "\b \b", 3);
+            elk_fw_write_text(fw, "\b \b", 3);
         }
     } else if (c == 0x03) {
         fw->line_len = 0;
@@ -114,7 +114,7 @@ void fw_console_byte(elk_fw *fw, uint8_t c)
     } else if (c >= 0x20 || c == '\t') {
         if (fw->line_len < FW_LINE_MAX) {
             fw->line[fw->line_len++] = (char)c;
-            fw_write_text(fw, (const char *)&c, 1);
+            elk_fw_write_text(fw, (const char *)&c, 1);
         }
     }
 }

@@ -10,7 +10,7 @@ static uint8_t target_slot(const elk_fw *fw)
 }
 
 /* FLASH_BEGIN: u64 image_size, u8 sha256[32] -> u8 slot, u8 pad[3], u32 block_size, u64 slot_size */
-int fw_cmd_flash_begin(elk_fw *fw, const uint8_t *p, uint32_t n)
+int elk_fw_cmd_flash_begin(elk_fw *fw, const uint8_t *p, uint32_t n)
 {
     if (n < 40)
         return ELK_E_INVAL;
@@ -24,15 +24,15 @@ int fw_cmd_flash_begin(elk_fw *fw, const uint8_t *p, uint32_t n)
     if (size == 0 || size > fw->slot_size)
         return ELK_E_RANGE;
     if (fw->running == slot)  /* never rewrite flash a running model reads in place */
-        fw_unload(fw);
-    fw_slot_desc *d = &fw->rec.slot[slot];
+        elk_fw_unload(fw);
+    elk_fw_slot_desc *d = &fw->rec.slot[slot];
     if (d->flags || fw->rec.prev == slot) {
         /* the slot's old contents stop being trustworthy before the first byte changes */
         d->flags = 0;
         d->image_size = 0;
         if (fw->rec.prev == slot)
             fw->rec.prev = ELK_PROTO_SLOT_NONE;
-        int rc = fw_record_store(fw);
+        int rc = elk_fw_record_store(fw);
         if (rc)
             return rc;
     }
@@ -42,7 +42,7 @@ int fw_cmd_flash_begin(elk_fw *fw, const uint8_t *p, uint32_t n)
     for (int i = 0; i < 32; i++)
         fw->fs.sha256[i] = p[8 + i];
     fw->fs.cont = UINT64_MAX;
-    fw_log(fw, "flash: begin slot %c, %llu bytes", 'A' + slot, (unsigned long long)size);
+    elk_fw_log(fw, "flash: begin slot %c, %llu bytes", 'A' + slot, (unsigned long long)size);
     return (int)off;
 }
 
@@ -70,7 +70,7 @@ static int session_write(elk_fw *fw, uint64_t off, const uint8_t *data, uint64_t
 }
 
 /* FLASH_DATA: u64 offset, data -> (nothing) */
-int fw_cmd_flash_data(elk_fw *fw, const uint8_t *p, uint32_t n)
+int elk_fw_cmd_flash_data(elk_fw *fw, const uint8_t *p, uint32_t n)
 {
     if (!fw->fs.open)
         return ELK_E_STATE;
@@ -82,7 +82,7 @@ int fw_cmd_flash_data(elk_fw *fw, const uint8_t *p, uint32_t n)
 
 /* FLASH_COPY: u32 first_block, u32 count -> (nothing). Copies those blocks from the other slot to the
  * same offsets of the target slot (the host saw equal block hashes). */
-int fw_cmd_flash_copy(elk_fw *fw, const uint8_t *p, uint32_t n)
+int elk_fw_cmd_flash_copy(elk_fw *fw, const uint8_t *p, uint32_t n)
 {
     if (!fw->fs.open)
         return ELK_E_STATE;
@@ -107,7 +107,7 @@ int fw_cmd_flash_copy(elk_fw *fw, const uint8_t *p, uint32_t n)
 
 /* BLOCK_HASHES: u8 slot, u8 pad[3], u32 first_block, u32 count, u64 limit
  *   -> u32 block_size, u32 count, count x first 8 bytes of SHA-256(block bytes below limit) */
-int fw_cmd_block_hashes(elk_fw *fw, const uint8_t *p, uint32_t n)
+int elk_fw_cmd_block_hashes(elk_fw *fw, const uint8_t *p, uint32_t n)
 {
     if (n < 20 || p[0] > 1)
         return ELK_E_INVAL;
@@ -140,7 +140,7 @@ int fw_cmd_block_hashes(elk_fw *fw, const uint8_t *p, uint32_t n)
 
 /* FLASH_END: () -> u8 slot. Verifies the whole-image SHA-256 against FLASH_BEGIN's, opens the image
  * and checks its payload hash, then records the slot as valid (not yet active: BOOT + COMMIT). */
-int fw_cmd_flash_end(elk_fw *fw, const uint8_t *p, uint32_t n)
+int elk_fw_cmd_flash_end(elk_fw *fw, const uint8_t *p, uint32_t n)
 {
     if (!fw->fs.open)
         return ELK_E_STATE;
@@ -157,23 +157,23 @@ int fw_cmd_flash_end(elk_fw *fw, const uint8_t *p, uint32_t n)
     if (rc == ELK_OK && (rc = elk_trust_fw_check(fw, img, fw->fs.size)) != ELK_OK)
         elk_fmt(im.error, sizeof im.error, "%s", fw->reason);  /* signature / rollback refusal */
     if (rc) {
-        fw_log(fw, "flash: image rejected: %s", im.error);
+        elk_fw_log(fw, "flash: image rejected: %s", im.error);
         elk_fmt(fw->reason, sizeof fw->reason, "%s", im.error);  /* to the host, after the status */
         fw->fs.open = 0;
         return rc;
     }
-    fw_slot_desc *d = &fw->rec.slot[fw->fs.slot];
+    elk_fw_slot_desc *d = &fw->rec.slot[fw->fs.slot];
     d->flags = ELK_SLOT_VALID;
     d->image_size = fw->fs.size;
     for (int i = 0; i < 32; i++)
         d->sha256[i] = h[i];
     elk_put_str((uint8_t *)d->name, 0, sizeof d->name, im.name, sizeof d->name);
     d->name[sizeof d->name - 1] = 0;
-    rc = fw_record_store(fw);
+    rc = elk_fw_record_store(fw);
     if (rc)
         return rc;
     fw->fs.open = 0;
     fw->tx[2] = fw->fs.slot;
-    fw_log(fw, "flash: slot %c verified (%s)", 'A' + fw->fs.slot, d->name);
+    elk_fw_log(fw, "flash: slot %c verified (%s)", 'A' + fw->fs.slot, d->name);
     return 3 + (int)elk_trust_fw_note(fw, 3);  /* a trust warning (unsigned image, no owner key) follows */
 }

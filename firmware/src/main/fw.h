@@ -45,31 +45,31 @@ int elk_fw_run(const elk_board *board);
 /* ---- internals shared by the files of firmware/src/main ------------------------------------ */
 
 /* Boot record slot descriptor and record (docs/protocol.md "Flash layout"). */
-typedef struct fw_slot_desc {
+typedef struct elk_fw_slot_desc {
     uint32_t flags;          /* ELK_SLOT_VALID */
     uint64_t image_size;
     uint8_t sha256[32];
     char name[ELK_PROTO_SLOT_NAME_MAX];
-} fw_slot_desc;
+} elk_fw_slot_desc;
 
-typedef struct fw_record {
+typedef struct elk_fw_record {
     uint32_t seq;
     uint8_t active, prev;    /* slot index or ELK_PROTO_SLOT_NONE */
-    fw_slot_desc slot[2];
-} fw_record;
+    elk_fw_slot_desc slot[2];
+} elk_fw_record;
 
-typedef struct fw_flash_session {
+typedef struct elk_fw_flash_session {
     int open;
     uint8_t slot;
     uint64_t size;
     uint8_t sha256[32];
     uint64_t cont;           /* a write may continue at this offset without starting a block */
-} fw_flash_session;
+} elk_fw_flash_session;
 
-typedef struct fw_gen_params {
+typedef struct elk_fw_gen_params {
     uint32_t flags, max_tokens;         /* ELK_GEN_* */
     elk_sampling sampling;
-} fw_gen_params;
+} elk_fw_gen_params;
 
 enum { FW_AFTER_NONE, FW_AFTER_BAUD, FW_AFTER_RESET, FW_AFTER_GENERATE };
 
@@ -104,9 +104,9 @@ typedef struct elk_fw {
     uint64_t baud_confirm_by_us;        /* 0 or the deadline for a frame after SET_BAUD */
     uint32_t baud_fallback;
     /* flash */
-    fw_record rec;
+    elk_fw_record rec;
     uint64_t slot_base[2], slot_size;
-    fw_flash_session fs;
+    elk_fw_flash_session fs;
     /* model */
     uint8_t running;
     elk_image img;
@@ -135,41 +135,41 @@ typedef struct elk_fw {
     char reason[128];                   /* why the current command failed (or a warning); sent after the status */
     int after;                          /* FW_AFTER_*: what to do once the response is on the wire */
     uint32_t after_arg;
-    fw_gen_params gen;
+    elk_fw_gen_params gen;
 } elk_fw;
 
 /* bootrec.c */
-void fw_layout(elk_fw *fw);
-void fw_record_load(elk_fw *fw);
-int fw_record_store(elk_fw *fw);
+void elk_fw_layout(elk_fw *fw);
+void elk_fw_record_load(elk_fw *fw);
+int elk_fw_record_store(elk_fw *fw);
 
 /* flashing.c: handlers return the response payload length or a negative status */
-int fw_cmd_flash_begin(elk_fw *fw, const uint8_t *p, uint32_t n);
-int fw_cmd_flash_data(elk_fw *fw, const uint8_t *p, uint32_t n);
-int fw_cmd_flash_copy(elk_fw *fw, const uint8_t *p, uint32_t n);
-int fw_cmd_flash_end(elk_fw *fw, const uint8_t *p, uint32_t n);
-int fw_cmd_block_hashes(elk_fw *fw, const uint8_t *p, uint32_t n);
+int elk_fw_cmd_flash_begin(elk_fw *fw, const uint8_t *p, uint32_t n);
+int elk_fw_cmd_flash_data(elk_fw *fw, const uint8_t *p, uint32_t n);
+int elk_fw_cmd_flash_copy(elk_fw *fw, const uint8_t *p, uint32_t n);
+int elk_fw_cmd_flash_end(elk_fw *fw, const uint8_t *p, uint32_t n);
+int elk_fw_cmd_block_hashes(elk_fw *fw, const uint8_t *p, uint32_t n);
 
 /* gen.c */
-int fw_boot_slot(elk_fw *fw, uint8_t slot);
-void fw_unload(elk_fw *fw);
-int fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const fw_gen_params *gp);
+int elk_fw_boot_slot(elk_fw *fw, uint8_t slot);
+void elk_fw_unload(elk_fw *fw);
+int elk_fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const elk_fw_gen_params *gp);
 
 /* serve.c */
-int fw_poll(elk_fw *fw, int timeout_ms);
+int elk_fw_poll(elk_fw *fw, int timeout_ms);
 /* Events are stop-and-wait: one EVENT in flight until its EACK. start sends one (nothing may be
  * pending), service resends it on timeout (ELK_E_TIMEOUT after ELK_PROTO_RETRY_COUNT), wait polls
  * until it is acknowledged, send_event = wait + start + wait. */
-int fw_event_start(elk_fw *fw, uint8_t code, const void *payload, uint32_t len);
-int fw_event_service(elk_fw *fw);
-int fw_event_wait(elk_fw *fw);
-int fw_send_event(elk_fw *fw, uint8_t code, const void *payload, uint32_t len);
-void fw_write_text(elk_fw *fw, const char *s, uint32_t n);
-void fw_log(elk_fw *fw, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-uint64_t fw_now(elk_fw *fw);
+int elk_fw_event_start(elk_fw *fw, uint8_t code, const void *payload, uint32_t len);
+int elk_fw_event_service(elk_fw *fw);
+int elk_fw_event_wait(elk_fw *fw);
+int elk_fw_send_event(elk_fw *fw, uint8_t code, const void *payload, uint32_t len);
+void elk_fw_write_text(elk_fw *fw, const char *s, uint32_t n);
+void elk_fw_log(elk_fw *fw, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+uint64_t elk_fw_now(elk_fw *fw);
 
 /* console.c */
-void fw_console_byte(elk_fw *fw, uint8_t c);
-void fw_console_banner(elk_fw *fw);
+void elk_fw_console_byte(elk_fw *fw, uint8_t c);
+void elk_fw_console_banner(elk_fw *fw);
 
 #endif /* ELK_FW_H */

@@ -17,7 +17,7 @@ static void *ram_take(ram_cursor *c, uint64_t n)
     return (void *)a;
 }
 
-void fw_unload(elk_fw *fw)
+void elk_fw_unload(elk_fw *fw)
 {
     fw->model = NULL;
     fw->tok = NULL;
@@ -29,13 +29,13 @@ void fw_unload(elk_fw *fw)
 static int boot_fail(elk_fw *fw, int rc, const char *what)
 {
     elk_fmt(fw->boot_error, sizeof fw->boot_error, "%s: %s", what, elk_strerror(rc));
-    fw_unload(fw);
+    elk_fw_unload(fw);
     return rc;
 }
 
-static uint64_t fw_clock(void *ctx)
+static uint64_t gen_clock(void *ctx)
 {
-    return fw_now(ctx);
+    return elk_fw_now(ctx);
 }
 
 /* Model, sampler and the decode loop in the RAM after the tokenizer. */
@@ -64,13 +64,13 @@ static int boot_model(elk_fw *fw, ram_cursor *c)
     rc = elk_sampler_init(&fw->sampler, vocab, &greedy, fw->sampler_arena, fw->sampler_arena_size);
     if (rc)
         return boot_fail(fw, rc, "sampler");
-    rc = elk_gen_init(&fw->gen_loop, fw->model, fw->tok, fw->sampler, fw_clock, fw, gen_arena, gen_bytes);
+    rc = elk_gen_init(&fw->gen_loop, fw->model, fw->tok, fw->sampler, gen_clock, fw, gen_arena, gen_bytes);
     return rc ? boot_fail(fw, rc, "decode loop") : ELK_OK;
 }
 
-int fw_boot_slot(elk_fw *fw, uint8_t slot)
+int elk_fw_boot_slot(elk_fw *fw, uint8_t slot)
 {
-    fw_unload(fw);
+    elk_fw_unload(fw);
     fw->boot_error[0] = 0;
     if (slot > 1 || !(fw->rec.slot[slot].flags & ELK_SLOT_VALID))
         return boot_fail(fw, ELK_E_STATE, "slot holds no verified image");
@@ -97,7 +97,7 @@ int fw_boot_slot(elk_fw *fw, uint8_t slot)
     for (uint32_t i = 0; i < sizeof fw->chat_template; i++)
         fw->chat_template[i] = (tpl && i < tl && i + 1 < sizeof fw->chat_template) ? tpl[i] : 0;
     fw->running = slot;
-    fw_log(fw, "boot: slot %c, %s, n_ctx %u, kernels %s", 'A' + slot, img->name, (unsigned)fw->n_ctx,
+    elk_fw_log(fw, "boot: slot %c, %s, n_ctx %u, kernels %s", 'A' + slot, img->name, (unsigned)fw->n_ctx,
            elk_model_kernels_name(fw->model));
     return ELK_OK;
 }
@@ -182,9 +182,9 @@ static int encode_turn(elk_fw *fw, const char *prompt, uint32_t len, int raw, ui
 /* Send the text gathered so far as one PIECE (waits for the event in flight first). */
 static int flush_pieces(elk_fw *fw)
 {
-    int rc = fw_event_wait(fw);
+    int rc = elk_fw_event_wait(fw);
     if (rc == ELK_OK && fw->pieces_len) {
-        rc = fw_event_start(fw, ELK_EVENT_PIECE, fw->pieces, fw->pieces_len);
+        rc = elk_fw_event_start(fw, ELK_EVENT_PIECE, fw->pieces, fw->pieces_len);
         fw->pieces_len = 0;
     }
     return rc;
@@ -197,8 +197,8 @@ static int emit_piece(elk_fw *fw, const char *piece, int len)
     if (len <= 0)
         return ELK_OK;
     if (fw->console_gen) {
-        fw_write_text(fw, piece, (uint32_t)len);
-        return fw_poll(fw, 0) < 0 ? ELK_E_IO : ELK_OK;  /* Ctrl-C reaches the console here */
+        elk_fw_write_text(fw, piece, (uint32_t)len);
+        return elk_fw_poll(fw, 0) < 0 ? ELK_E_IO : ELK_OK;  /* Ctrl-C reaches the console here */
     }
     int rc = ELK_OK;
     if (fw->pieces_len + (uint32_t)len > sizeof fw->pieces)
@@ -207,9 +207,9 @@ static int emit_piece(elk_fw *fw, const char *piece, int len)
         return rc;
     for (int i = 0; i < len; i++)
         fw->pieces[fw->pieces_len++] = piece[i];
-    if (fw_poll(fw, 0) < 0)  /* EACKs, NAKs and ABORT arrive here */
+    if (elk_fw_poll(fw, 0) < 0)  /* EACKs, NAKs and ABORT arrive here */
         return ELK_E_IO;
-    if ((rc = fw_event_service(fw)) != ELK_OK)
+    if ((rc = elk_fw_event_service(fw)) != ELK_OK)
         return rc;
     return fw->event_pending ? ELK_OK : flush_pieces(fw);
 }
@@ -233,7 +233,7 @@ static void send_stats(elk_fw *fw, const gen_stats *s)
     off = elk_put32(p, off, sizeof p, fw->n_ctx);
     off = elk_put32(p, off, sizeof p, (uint32_t)s->status);
     if (!fw->console_gen && !fw->drop_stats)
-        fw_send_event(fw, ELK_EVENT_STATS, p, off);
+        elk_fw_send_event(fw, ELK_EVENT_STATS, p, off);
 }
 
 static uint32_t stop_reason(int gen_stop)
@@ -260,7 +260,7 @@ static int sample_loop(elk_fw *fw, uint64_t t0, gen_stats *st)
             return ELK_OK;
         }
         if (st->gen_tokens++ == 0)
-            st->ttft_us = (uint32_t)(fw_now(fw) - t0);
+            st->ttft_us = (uint32_t)(elk_fw_now(fw) - t0);
         int rc = emit_piece(fw, piece, plen);
         if (rc == ELK_E_TIMEOUT || rc == ELK_E_IO || fw->abort) {
             st->stop = ELK_STOP_ABORTED;
@@ -269,10 +269,10 @@ static int sample_loop(elk_fw *fw, uint64_t t0, gen_stats *st)
     }
 }
 
-int fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const fw_gen_params *gp)
+int elk_fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const elk_fw_gen_params *gp)
 {
     gen_stats st = { .stop = ELK_STOP_ERROR };
-    uint64_t t0 = fw_now(fw);
+    uint64_t t0 = elk_fw_now(fw);
     fw->generating = 1;
     fw->abort = 0;
     fw->drop_stats = 0;
@@ -297,10 +297,10 @@ int fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const fw_gen_param
         st.stop = ELK_STOP_ERROR;
     if (!fw->drop_stats && !fw->console_gen) {
         flush_pieces(fw);  /* text still queued behind the last event */
-        fw_event_wait(fw);
+        elk_fw_event_wait(fw);
     }
     fw->pieces_len = 0;
-    st.total_us = (uint32_t)(fw_now(fw) - t0);
+    st.total_us = (uint32_t)(elk_fw_now(fw) - t0);
     /* the turn is over before STATS goes out: frames that arrive with its EACK are new commands */
     fw->generating = 0;
     send_stats(fw, &st);

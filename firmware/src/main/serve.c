@@ -4,12 +4,12 @@
 #include "main/fw.h"
 #include "trust/fw_trust.h"
 
-uint64_t fw_now(elk_fw *fw)
+uint64_t elk_fw_now(elk_fw *fw)
 {
     return fw->b->now_us(fw->b->clock_ctx);
 }
 
-void fw_log(elk_fw *fw, const char *fmt, ...)
+void elk_fw_log(elk_fw *fw, const char *fmt, ...)
 {
     if (!fw->b->log)
         return;
@@ -27,7 +27,7 @@ static void uart_write(elk_fw *fw, const uint8_t *p, uint32_t n)
 }
 
 /* Console text: the line never carries 0x00 outside frames, and terminals want CR LF. */
-void fw_write_text(elk_fw *fw, const char *s, uint32_t n)
+void elk_fw_write_text(elk_fw *fw, const char *s, uint32_t n)
 {
     uint8_t buf[128];
     uint32_t k = 0;
@@ -63,7 +63,7 @@ static void send_nak(elk_fw *fw, uint8_t reason)
         uart_write(fw, wire, (uint32_t)n);
 }
 
-int fw_event_start(elk_fw *fw, uint8_t code, const void *payload, uint32_t len)
+int elk_fw_event_start(elk_fw *fw, uint8_t code, const void *payload, uint32_t len)
 {
     int n = elk_proto_encode(fw->event_wire, sizeof fw->event_wire, ELK_FRAME_EVENT, code,
                              ++fw->event_seq, payload, len);
@@ -73,41 +73,41 @@ int fw_event_start(elk_fw *fw, uint8_t code, const void *payload, uint32_t len)
     fw->event_pending = 1;
     fw->event_tries = 0;
     uart_write(fw, fw->event_wire, fw->event_len);
-    fw->event_sent_us = fw_now(fw);
+    fw->event_sent_us = elk_fw_now(fw);
     return ELK_OK;
 }
 
-int fw_event_service(elk_fw *fw)
+int elk_fw_event_service(elk_fw *fw)
 {
-    if (!fw->event_pending || fw_now(fw) - fw->event_sent_us <= retry_us(fw, fw->event_len))
+    if (!fw->event_pending || elk_fw_now(fw) - fw->event_sent_us <= retry_us(fw, fw->event_len))
         return ELK_OK;
     if (++fw->event_tries > ELK_PROTO_RETRY_COUNT) {
         fw->event_pending = 0;  /* the host is gone: the caller stops generating */
         return ELK_E_TIMEOUT;
     }
     uart_write(fw, fw->event_wire, fw->event_len);
-    fw->event_sent_us = fw_now(fw);
+    fw->event_sent_us = elk_fw_now(fw);
     return ELK_OK;
 }
 
-int fw_event_wait(elk_fw *fw)
+int elk_fw_event_wait(elk_fw *fw)
 {
     while (fw->event_pending) {
-        if (fw_poll(fw, 2) < 0)
+        if (elk_fw_poll(fw, 2) < 0)
             return ELK_E_IO;
-        int rc = fw_event_service(fw);
+        int rc = elk_fw_event_service(fw);
         if (rc)
             return rc;
     }
     return ELK_OK;
 }
 
-int fw_send_event(elk_fw *fw, uint8_t code, const void *payload, uint32_t len)
+int elk_fw_send_event(elk_fw *fw, uint8_t code, const void *payload, uint32_t len)
 {
-    int rc = fw_event_wait(fw);
+    int rc = elk_fw_event_wait(fw);
     if (rc == ELK_OK)
-        rc = fw_event_start(fw, code, payload, len);
-    return rc ? rc : fw_event_wait(fw);
+        rc = elk_fw_event_start(fw, code, payload, len);
+    return rc ? rc : elk_fw_event_wait(fw);
 }
 
 /* ---- simple commands ------------------------------------------------------------------------ */
@@ -165,7 +165,7 @@ static int cmd_info(elk_fw *fw)
     off = elk_put_str(t, off, cap, b->name, ELK_PROTO_INFO_NAME_MAX);
     off = elk_put_str(t, off, cap, ELK_FW_VERSION, ELK_PROTO_INFO_NAME_MAX);
     for (uint8_t s = 0; s < 2; s++) {
-        const fw_slot_desc *d = &fw->rec.slot[s];
+        const elk_fw_slot_desc *d = &fw->rec.slot[s];
         uint32_t flags = d->flags & ELK_SLOT_VALID;
         if (fw->rec.active == s)
             flags |= ELK_SLOT_ACTIVE;
@@ -206,9 +206,9 @@ static int cmd_boot(elk_fw *fw, const uint8_t *p, uint32_t n)
     if (!(fw->rec.slot[p[0]].flags & ELK_SLOT_VALID))
         return ELK_E_STATE;
     uint8_t before = fw->running;
-    int rc = fw_boot_slot(fw, p[0]);
+    int rc = elk_fw_boot_slot(fw, p[0]);
     if (rc && before < 2)
-        fw_boot_slot(fw, before);  /* keep serving the model that worked */
+        elk_fw_boot_slot(fw, before);  /* keep serving the model that worked */
     return rc ? rc : 2;
 }
 
@@ -225,7 +225,7 @@ static int cmd_commit(elk_fw *fw, const uint8_t *p, uint32_t n)
     if (fw->rec.active != s) {
         fw->rec.prev = fw->rec.active;
         fw->rec.active = s;
-        int rc = fw_record_store(fw);
+        int rc = elk_fw_record_store(fw);
         if (rc)
             return rc;
     }
@@ -242,9 +242,9 @@ static int cmd_rollback(elk_fw *fw)
         return trc;
     fw->rec.prev = fw->rec.active;
     fw->rec.active = prev;
-    int rc = fw_record_store(fw);
+    int rc = elk_fw_record_store(fw);
     if (rc == ELK_OK)
-        rc = fw_boot_slot(fw, prev);
+        rc = elk_fw_boot_slot(fw, prev);
     fw->tx[2] = prev;
     return rc ? rc : 3;
 }
@@ -257,7 +257,7 @@ static int cmd_generate(elk_fw *fw, const uint8_t *p, uint32_t n)
         return ELK_E_INVAL;
     if (!fw->model)
         return ELK_E_STATE;
-    fw_gen_params *g = &fw->gen;
+    elk_fw_gen_params *g = &fw->gen;
     g->flags = elk_le32(p);
     g->max_tokens = elk_le32(p + 4);
     g->sampling.temperature = elk_lef32(p + 8);
@@ -289,11 +289,11 @@ static int dispatch(elk_fw *fw, const elk_frame *f)
     switch (f->code) {
     case ELK_CMD_HELLO: return cmd_hello(fw, f->payload, f->len);
     case ELK_CMD_INFO: return cmd_info(fw);
-    case ELK_CMD_FLASH_BEGIN: return fw_cmd_flash_begin(fw, f->payload, f->len);
-    case ELK_CMD_FLASH_DATA: return fw_cmd_flash_data(fw, f->payload, f->len);
-    case ELK_CMD_FLASH_COPY: return fw_cmd_flash_copy(fw, f->payload, f->len);
-    case ELK_CMD_FLASH_END: return fw_cmd_flash_end(fw, f->payload, f->len);
-    case ELK_CMD_BLOCK_HASHES: return fw_cmd_block_hashes(fw, f->payload, f->len);
+    case ELK_CMD_FLASH_BEGIN: return elk_fw_cmd_flash_begin(fw, f->payload, f->len);
+    case ELK_CMD_FLASH_DATA: return elk_fw_cmd_flash_data(fw, f->payload, f->len);
+    case ELK_CMD_FLASH_COPY: return elk_fw_cmd_flash_copy(fw, f->payload, f->len);
+    case ELK_CMD_FLASH_END: return elk_fw_cmd_flash_end(fw, f->payload, f->len);
+    case ELK_CMD_BLOCK_HASHES: return elk_fw_cmd_block_hashes(fw, f->payload, f->len);
     case ELK_CMD_SET_BAUD: return cmd_set_baud(fw, f->payload, f->len);
     case ELK_CMD_BOOT: return cmd_boot(fw, f->payload, f->len);
     case ELK_CMD_COMMIT: return cmd_commit(fw, f->payload, f->len);
@@ -309,11 +309,11 @@ static int dispatch(elk_fw *fw, const elk_frame *f)
 
 static void reset_board(elk_fw *fw)
 {
-    fw_unload(fw);
+    elk_fw_unload(fw);
     fw->fs.open = 0;
-    fw_record_load(fw);
+    elk_fw_record_load(fw);
     if (fw->rec.active < 2)
-        fw_boot_slot(fw, fw->rec.active);
+        elk_fw_boot_slot(fw, fw->rec.active);
 }
 
 static void run_after(elk_fw *fw)
@@ -324,12 +324,12 @@ static void run_after(elk_fw *fw)
         fw->baud_fallback = fw->baud;
         if (fw->b->uart_set_baud(fw->b->uart.ctx, fw->after_arg) == ELK_OK) {
             fw->baud = fw->after_arg;
-            fw->baud_confirm_by_us = fw_now(fw) + (uint64_t)ELK_PROTO_BAUD_CONFIRM_MS * 1000;
+            fw->baud_confirm_by_us = elk_fw_now(fw) + (uint64_t)ELK_PROTO_BAUD_CONFIRM_MS * 1000;
         }
     } else if (after == FW_AFTER_RESET) {
         reset_board(fw);
     } else if (after == FW_AFTER_GENERATE) {
-        fw_generate(fw, fw->prompt, fw->after_arg, &fw->gen);
+        elk_fw_generate(fw, fw->prompt, fw->after_arg, &fw->gen);
     }
 }
 
@@ -363,7 +363,7 @@ static void handle_request(elk_fw *fw, const elk_frame *f)
 
 static void handle_frame(elk_fw *fw, const elk_frame *f)
 {
-    fw->last_frame_us = fw_now(fw);
+    fw->last_frame_us = elk_fw_now(fw);
     fw->baud_confirm_by_us = 0;
     switch (f->kind) {
     case ELK_FRAME_REQ:
@@ -384,7 +384,7 @@ static void handle_frame(elk_fw *fw, const elk_frame *f)
     }
 }
 
-int fw_poll(elk_fw *fw, int timeout_ms)
+int elk_fw_poll(elk_fw *fw, int timeout_ms)
 {
     uint8_t buf[256];
     int n = fw->b->uart.read(fw->b->uart.ctx, buf, sizeof buf, timeout_ms);
@@ -400,20 +400,20 @@ int fw_poll(elk_fw *fw, int timeout_ms)
             send_nak(fw, fw->rx.bad_reason);
             break;
         case ELK_RX_TEXT:
-            if (fw_now(fw) - fw->last_frame_us > (uint64_t)ELK_PROTO_CONSOLE_HOLDOFF_MS * 1000 ||
+            if (elk_fw_now(fw) - fw->last_frame_us > (uint64_t)ELK_PROTO_CONSOLE_HOLDOFF_MS * 1000 ||
                 fw->last_frame_us == 0)
-                fw_console_byte(fw, buf[i]);
+                elk_fw_console_byte(fw, buf[i]);
             break;
         default:
             break;
         }
     }
-    if (fw->baud_confirm_by_us && fw_now(fw) > fw->baud_confirm_by_us) {
+    if (fw->baud_confirm_by_us && elk_fw_now(fw) > fw->baud_confirm_by_us) {
         /* nobody spoke at the new rate: go back to the one that worked */
         fw->b->uart_set_baud(fw->b->uart.ctx, fw->baud_fallback);
         fw->baud = fw->baud_fallback;
         fw->baud_confirm_by_us = 0;
-        fw_log(fw, "baud: no frame at the new rate, back to %u", (unsigned)fw->baud);
+        elk_fw_log(fw, "baud: no frame at the new rate, back to %u", (unsigned)fw->baud);
     }
     return n;
 }
@@ -429,13 +429,13 @@ int elk_fw_run(const elk_board *board)
     fw->tx_payload_max = ELK_PROTO_PAYLOAD_MAX_DEFAULT;
     fw->baud = board->baud;
     fw->running = ELK_PROTO_SLOT_NONE;
-    fw_layout(fw);
-    fw_record_load(fw);
-    if (fw->rec.active < 2 && fw_boot_slot(fw, fw->rec.active) != ELK_OK)
-        fw_log(fw, "boot: slot %c does not start: %s", 'A' + fw->rec.active, fw->boot_error);
-    fw_console_banner(fw);
+    elk_fw_layout(fw);
+    elk_fw_record_load(fw);
+    if (fw->rec.active < 2 && elk_fw_boot_slot(fw, fw->rec.active) != ELK_OK)
+        elk_fw_log(fw, "boot: slot %c does not start: %s", 'A' + fw->rec.active, fw->boot_error);
+    elk_fw_console_banner(fw);
     for (;;) {
-        int rc = fw_poll(fw, 100);
+        int rc = elk_fw_poll(fw, 100);
         if (rc < 0)
             return rc;
         if (fw->after != FW_AFTER_NONE)

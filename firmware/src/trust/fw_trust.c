@@ -26,12 +26,12 @@ static const uint8_t *prov_copy(const elk_fw *fw, int i)
 void elk_trust_fw_load(elk_fw *fw)
 {
     int active;
-    /* fw_layout guarantees erase_block >= boot record + provisioning copy (checked in store). */
+    /* elk_fw_layout guarantees erase_block >= boot record + provisioning copy (checked in store). */
     elk_trust_prov_select(prov_copy(fw, 0), prov_copy(fw, 1), ELK_PROV_RECORD_SIZE, &fw->trust, &active);
     if (fw->trust.flags & ELK_PROV_FLAG_OWNER_KEY) {
         char id[2 * ELK_TRUST_KEY_ID_SIZE + 1];
         key_hex(fw->trust.owner_key, id);
-        fw_log(fw, "trust: owner key %s, record %u (copy %d), security floor %u", id,
+        elk_fw_log(fw, "trust: owner key %s, record %u (copy %d), security floor %u", id,
                (unsigned)fw->trust.sequence, active, (unsigned)fw->trust.security_floor);
     }
 }
@@ -76,9 +76,9 @@ int elk_trust_fw_check(elk_fw *fw, const uint8_t *img, uint64_t size)
     int rc = elk_trust_check_image(img, size, &fw->trust, running_counter(fw), &warning, fw->reason,
                                    sizeof fw->reason);
     if (rc)
-        fw_log(fw, "trust: image refused: %s", fw->reason);
+        elk_fw_log(fw, "trust: image refused: %s", fw->reason);
     else if (warning)
-        fw_log(fw, "trust: warning: %s", fw->reason);
+        elk_fw_log(fw, "trust: warning: %s", fw->reason);
     return rc;
 }
 
@@ -127,7 +127,7 @@ int elk_trust_fw_cmd_provision(elk_fw *fw, const uint8_t *p, uint32_t n)
     if (rc)
         return rc;
     fw->trust = next;
-    rc = fw_record_store(fw);  /* both records in the older boot block: old state survives a power cut */
+    rc = elk_fw_record_store(fw);  /* both records in the older boot block: old state survives a power cut */
     if (rc) {
         fw->trust = old;
         elk_fmt(fw->reason, sizeof fw->reason, "flash write of the provisioning record failed");
@@ -137,7 +137,7 @@ int elk_trust_fw_cmd_provision(elk_fw *fw, const uint8_t *p, uint32_t n)
     char hex[2 * ELK_TRUST_KEY_ID_SIZE + 1];
     elk_trust_key_id(fw->trust.owner_key, id);
     key_hex(fw->trust.owner_key, hex);
-    fw_log(fw, "trust: provisioned record %u, owner key %s%s", (unsigned)fw->trust.sequence, hex,
+    elk_fw_log(fw, "trust: provisioned record %u, owner key %s%s", (unsigned)fw->trust.sequence, hex,
            fw->trust.flags & ELK_PROV_FLAG_OWNER_KEY ? "" : " (cleared)");
     uint32_t off = 2, cap = sizeof fw->tx;
     off = elk_put32(fw->tx, off, cap, fw->trust.sequence);

@@ -7,7 +7,7 @@
 #include "main/fw.h"
 
 /* Read both provisioning copies (flash block i at offset ELK_BOOT_RECORD_SIZE) into fw->trust.
- * Called at the end of fw_record_load. */
+ * Called at the end of elk_fw_record_load. */
 void elk_trust_fw_load(elk_fw *fw);
 
 /* Program the provisioning copy into the freshly erased boot block at block_off, then sync, BEFORE
