@@ -94,3 +94,24 @@ def test_synth_cli_rejects_bad_input_with_one_line(tmp_path, args, message):
                        text=True, env={"PYTHONPATH": str(ROOT / "host"), "PATH": "/usr/bin:/bin"})
     assert p.returncode == 2
     assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_synth_hf_folder_packs_through_elks_hf_reader_into_the_same_tensors(outputs, tmp_path):
+    # The HF reader undoes the rotate-half permutation; every tensor must come back bit for bit.
+    out = tmp_path / "from-hf.elk"
+    p = subprocess.run([sys.executable, "-m", "elk", "pack", str(outputs["hf"]), "--tokenizer",
+                        str(fixture_path("tok512.bin")), "--quant", "f16", "-o", str(out)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    direct, via_hf = image.read_image(outputs["elk"]), image.read_image(out)
+    assert list(direct.tensors) == list(via_hf.tensors)
+    for name, t in direct.tensors.items():
+        assert t.data.tobytes() == via_hf.tensors[name].data.tobytes(), name
+
+
+def test_synth_safetensors_output_gets_a_config_beside_it_and_refuses_to_clobber(tmp_path):
+    synth.synthesize("tiny", tmp_path / "tl.safetensors", vocab_path=fixture_path("tokenizer.model"))
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "tokenizer.model").is_file()
+    assert len(load_file(str(tmp_path / "tl.safetensors"))) == len(synth.preset_config("tiny").tensor_keys())
+    with pytest.raises(synth.SynthError, match="already has a config.json"):
+        synth.synthesize("tiny", tmp_path / "again.safetensors")

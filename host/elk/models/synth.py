@@ -3,6 +3,7 @@ memory can be measured (and compared with llama.cpp on the very same weights) wi
 anything. Output: a Hugging Face-style folder, a GGUF file, or an elk image, written tensor by tensor.
 
     python -m elk.models.synth tinyllama-1.1b --vocab tokenizer.model -o tl/          # HF folder
+    python -m elk.models.synth tinyllama-1.1b -o tl.safetensors    # the file + config.json beside it
     python -m elk.models.synth tinyllama-1.1b --vocab vocab.gguf -o tl.gguf            # for llama.cpp
     python -m elk.models.synth tinyllama-1.1b --vocab tokenizer.model -o tl.elk --quant q4_0
 
@@ -145,13 +146,13 @@ def write_safetensors(path: pathlib.Path, cfg: Config, seed: int, std: float) ->
             f.write(np.ascontiguousarray(w, dtype="<f2").tobytes())
 
 
-def write_hf(folder: pathlib.Path, cfg: Config, seed: int, std: float, vocab_path=None) -> None:
+def write_hf(folder: pathlib.Path, cfg: Config, seed: int, std: float, vocab_path=None,
+             weights_name: str = "model.safetensors") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(hf_config(cfg), indent=2) + "\n")
-    write_safetensors(folder / "model.safetensors", cfg, seed, std)
-    if vocab_path is not None and vocab_path.name in ("tokenizer.model", "tokenizer.json") or (
-            vocab_path is not None and vocab_path.suffix in (".model", ".json")):
-        shutil.copyfile(vocab_path, folder / ("tokenizer.json" if vocab_path.suffix == ".json" else "tokenizer.model"))
+    write_safetensors(folder / weights_name, cfg, seed, std)
+    if vocab_path is not None and vocab_path.suffix in (".model", ".json"):  # SentencePiece / HF tokenizers
+        shutil.copyfile(vocab_path, folder / f"tokenizer{vocab_path.suffix}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,9 +226,13 @@ def synthesize(preset: str, out, *, vocab_path=None, seed: int = 0, std: float =
     if vocab is None and fmt != "hf":
         raise SynthError(f"the {fmt} output needs --vocab (tokenizer.model, tokenizer.json, a GGUF or tokenizer.bin)")
     cfg = preset_config(preset, vocab)
-    if fmt == "hf":
-        if out.suffix == ".safetensors":
-            raise SynthError(f"{out}: give a folder (config.json + model.safetensors are written into it)")
+    if fmt == "hf" and out.suffix == ".safetensors":
+        # the file itself, plus config.json (and the tokenizer) beside it: that folder is what
+        # Hugging Face readers (elk's included) open
+        if (out.parent / "config.json").exists():
+            raise SynthError(f"{out.parent}: already has a config.json; write into a new folder (-o DIR)")
+        write_hf(out.parent, cfg, seed, std, vocab_path, weights_name=out.name)
+    elif fmt == "hf":
         write_hf(out, cfg, seed, std, vocab_path)
     elif fmt == "gguf":
         write_gguf(out, cfg, vocab, seed, std, f"synth-{preset}")
@@ -243,7 +248,7 @@ def synthesize(preset: str, out, *, vocab_path=None, seed: int = 0, std: float =
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m elk.models.synth", description=__doc__.split("\n\n")[0])
     p.add_argument("preset", help=f"model shape: {', '.join(PRESETS)}")
-    p.add_argument("-o", "--out", required=True, help="folder (HF), .gguf or .elk")
+    p.add_argument("-o", "--out", required=True, help="folder (HF), .safetensors (+ config.json beside it), .gguf or .elk")
     p.add_argument("--vocab", help="tokenizer.model / tokenizer.json / vocab GGUF / tokenizer.bin")
     p.add_argument("--gguf", action="store_true", help="write GGUF whatever the suffix")
     p.add_argument("--quant", default="f16", help="image type for .elk output (f32, f16, q8_0, q4_0)")
