@@ -37,16 +37,20 @@ struct elk_pool {
     pthread_t workers[ELK_POOL_MAX];
     /* Job ticket: generation in the high 32 bits, next unclaimed index in the low 32. Claiming
      * with a CAS on the whole word means a worker that is late for one job can never take an
-     * index of the next one. */
+     * index of the next one. A new job is first published CLOSED (index TICKET_CLOSED), then its
+     * fields are written, then it is opened at index 0: a late worker that read the old ticket
+     * and the new n cannot claim anything, because its CAS expects the old generation. */
     _Atomic uint64_t ticket;
     _Atomic uint32_t gen;      /* futex word: bumped once per job */
     _Atomic int done;          /* indices finished in the current job */
     _Atomic int sleepers;      /* workers blocked in futex_wait */
     _Atomic int stop;
-    elk_task_fn fn;            /* current job; written before gen is published */
+    _Atomic int n;             /* indices in the current job */
+    elk_task_fn fn;            /* current job: read only after claiming an index of it */
     void *ctx;
-    int n;
 };
+
+#define TICKET_CLOSED 0x7fffffffu /* >= any n: nothing to claim */
 
 /* Busy-wait step: pause for the first few hundred rounds (a job a few microseconds away), then
  * yield, so on a machine with more runnable threads than cores a waiting thread hands its time
@@ -76,7 +80,9 @@ static void run_job(elk_pool *p, uint32_t gen)
         uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
         if ((uint32_t)(t >> 32) != gen)
             return;
-        int n = p->n; /* stable: job `gen` cannot finish while it has unclaimed indices */
+        /* n is job `gen`'s while the ticket is open for `gen` (seq_cst pairs with the CLOSED
+         * store: seeing a newer n means the CAS below sees the newer ticket and fails). */
+        int n = atomic_load(&p->n);
         int i = (int)(uint32_t)t;
         if (i >= n)
             return;
@@ -160,11 +166,12 @@ void elk_pool_parallel_for(void *pool, elk_task_fn fn, void *ctx, int n)
         return;
     }
     uint32_t gen = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+    atomic_store(&p->ticket, (uint64_t)gen << 32 | TICKET_CLOSED); /* late workers of the last job: out */
+    atomic_store(&p->n, n);
     p->fn = fn;
     p->ctx = ctx;
-    p->n = n;
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->ticket, (uint64_t)gen << 32, memory_order_release);
+    atomic_store_explicit(&p->ticket, (uint64_t)gen << 32, memory_order_release); /* open */
     atomic_store(&p->gen, gen); /* seq_cst: pairs with the sleepers check in worker_main */
     if (atomic_load(&p->sleepers) > 0)
         futex_wake_all(&p->gen);
