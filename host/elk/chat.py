@@ -49,17 +49,39 @@ def one_shot(port: str, prompt: str, s: Sampling, *, baud: int = 115200, out=sys
             out.write(piece)
             out.flush()
         out.write("\n")
-        if stats and link.last_stats:
-            print(stats_line(link.last_stats), file=sys.stderr)
-        if link.last_stats and link.last_stats.stop == "error":
+        st = link.last_stats
+        if stats and st:
+            print(stats_line(st), file=sys.stderr)
+        problem = context_problem(st)
+        if problem and st.status != 0:
+            raise ElkError(f"{port}: {problem}")
+        if problem:
+            print(f"({problem})", file=sys.stderr)
+        if st and st.stop == "error":
             raise ElkError(f"{port}: generation failed on the board (status {link.last_stats.status})")
     return 0
 
 
 def stats_line(st) -> str:
+    npu = (f", NPU prefill {st.npu_s * 1000:.3f} ms simulated ({st.npu_chunks} chunks)"
+           if st.npu_chunks else "")
     return (f"{st.gen_tokens} tokens, {st.tokens_per_s:.1f} tokens/s, time to first token "
             f"{st.ttft_s * 1000:.1f} ms, prompt {st.prompt_tokens} tokens, context {st.ctx_used}/{st.n_ctx}, "
-            f"stopped: {st.stop}")
+            f"stopped: {st.stop}{npu}")
+
+
+def context_problem(st) -> str | None:
+    """One line when a turn ran into the end of the context, else None. The board keeps no sliding
+    window (docs/protocol.md): a full context needs /reset (a new conversation)."""
+    if st is None or st.stop != "context_full":
+        return None
+    if st.status == 0:
+        return f"context full ({st.ctx_used}/{st.n_ctx} tokens): /reset starts a new conversation"
+    if st.ctx_used == 0 or st.prompt_tokens > st.n_ctx:
+        return (f"the prompt is {st.prompt_tokens} tokens, more than the model's context of {st.n_ctx}; "
+                "send a shorter prompt")
+    return (f"the prompt ({st.prompt_tokens} tokens) does not fit the {st.n_ctx - st.ctx_used} tokens left "
+            f"in the context ({st.ctx_used}/{st.n_ctx} used): /reset starts a new conversation")
 
 
 def info_lines(info) -> list:
@@ -75,6 +97,10 @@ def info_lines(info) -> list:
     if info.running < 2:
         lines.append(f"model: context {info.ctx_used}/{info.n_ctx}, kernels {info.kernels}, "
                      f"chat template {info.chat_template or 'none'}")
+        if info.npu:
+            lines.append(f"npu: prompt prefill on the {info.npu} backend, decode on the CPU")
+        elif info.npu_note:
+            lines.append(f"npu: not used, {info.npu_note}; prefill on the CPU")
     elif info.boot_error:
         lines.append(f"no model running: {info.boot_error}")
     return lines
@@ -133,6 +159,9 @@ class Console:
             self.reset_next = False
         self.last_stats = self.link.last_stats
         self.out.write("\n")
+        problem = context_problem(self.last_stats)
+        if problem:
+            self.out.write(f"({problem})\n")
         self.out.flush()
 
     def run(self) -> int:

@@ -33,7 +33,7 @@ class EmulatorError(ElkError):
 
 def build(board: boards.Board, mode: str = "release") -> pathlib.Path:
     """Run SCons for the board (a no-op when up to date) and return elk-fw's path."""
-    cmd = [sys.executable, "-m", "SCons", "-Q", "-j2", f"board={board.name}"]
+    cmd = [sys.executable, "-m", "SCons", "-Q", "-j2", f"board={_board_arg(board)}"]
     if mode != "release":
         cmd.append(f"mode={mode}")
     fw = board.build_dir(mode) / "elk-fw"
@@ -43,6 +43,24 @@ def build(board: boards.Board, mode: str = "release") -> pathlib.Path:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
         raise EmulatorError(f"building elk-fw for {board.name} failed: {' | '.join(tail)}")
     return fw
+
+
+def _board_arg(board: boards.Board) -> str:
+    """SCons' board= value: the name for boards/, the file's path for a board file elsewhere (tests)."""
+    in_tree = board.path is None or board.path.resolve().parent == boards.BOARDS_DIR.resolve()
+    return board.name if in_tree else str(board.path.resolve())
+
+
+def npu_args(board: boards.Board) -> list:
+    """elk-fw flags carrying the board file's NPU facts ([] for a board without an NPU)."""
+    npu = board.npu
+    if npu.get("kind", "none") == "none":
+        return []
+    tops = npu["tops"]
+    int8 = tops.get("int8", max(tops.values()))
+    return ["--npu-kind", npu["kind"], "--npu-tops", f"{float(int8):g}",
+            "--npu-efficiency", f"{float(npu['efficiency']):g}", "--npu-dma-gbs", f"{float(npu['dma_gbs']):g}",
+            "--npu-chunk", str(npu["prefill_chunk_tokens"])]
 
 
 def firmware_path(board: boards.Board, mode: str = "release", build_if_missing: bool = True) -> pathlib.Path:
@@ -79,7 +97,8 @@ class Emulator:
         self.ram_mb = ram_mb or min(self.board.ram_mb, RAM_CAP_MB)
         self._tmp = None
         if flash is None:
-            self._tmp = tempfile.NamedTemporaryFile(prefix=f"elk-flash-{board}-", suffix=".bin", delete=False)
+            self._tmp = tempfile.NamedTemporaryFile(prefix=f"elk-flash-{self.board.name}-", suffix=".bin",
+                                                    delete=False)
             self._tmp.close()
             flash = self._tmp.name
         self.flash = str(flash)
@@ -96,7 +115,7 @@ class Emulator:
             "--flash-mb", str(self.flash_mb), "--erase-kb", str(b.erase_block_kb),
             "--ram-mb", str(self.ram_mb), "--baud", str(self.baud),
             "--max-baud", str(self.max_baud), "--broken-above", str(self.broken_above),
-            "--threads", str(self.threads)]
+            "--threads", str(self.threads)] + npu_args(b)
 
     def start(self) -> "Emulator":
         try:

@@ -193,9 +193,12 @@ class BoardInfo:
     kernels: str
     chat_template: str
     boot_error: str
+    npu: str = ""       # NPU backend the prompt prefill runs on ("" = the CPU; older firmware: always "")
+    npu_note: str = ""  # why a board with an NPU prefills on the CPU (section refused, none in the image)
 
     def caps(self) -> list:
-        return [name.lower() for name, bit in P.CAPABILITIES.items() if self.capabilities & bit]
+        out = [name.lower() for name, bit in P.CAPABILITIES.items() if self.capabilities & bit]
+        return [f"npu:{self.npu}" if c == "npu" and self.npu else c for c in out]
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -225,9 +228,12 @@ def parse_info(p: bytes) -> BoardInfo:
     n_ctx, used = struct.unpack_from("<II", p, off)
     kernels, template = struct.unpack_from("<32s16s", p, off + 8)
     boot_error = _cstr(p[off + 56:off + 120]) if len(p) >= off + 120 else ""
+    npu, npu_note = "", ""
+    if len(p) >= off + 120 + 16 + 96:  # appended fields (firmware with NPU prefill, after HELLO)
+        npu, npu_note = _cstr(p[off + 120:off + 136]), _cstr(p[off + 136:off + 232])
     return BoardInfo(proto, caps, max_payload, baud, max_baud, ram, flash, block, slot_size, active, running,
                      prev, _cstr(board), _cstr(fw), slots, n_ctx, used, _cstr(kernels), _cstr(template),
-                     boot_error)
+                     boot_error, npu, npu_note)
 
 
 @dataclasses.dataclass
@@ -240,6 +246,8 @@ class GenStats:
     ctx_used: int
     n_ctx: int
     status: int
+    npu_s: float = 0.0  # simulated NPU time of this turn's prefill (0: the CPU prefilled)
+    npu_chunks: int = 0
 
     @property
     def tokens_per_s(self) -> float:
@@ -249,7 +257,9 @@ class GenStats:
 
 def parse_stats(p: bytes) -> GenStats:
     stop, prompt, gen, ttft, total, used, n_ctx, status = struct.unpack_from("<B3xIIIIIIi", p)
-    return GenStats(STOP_NAMES.get(stop, str(stop)), prompt, gen, ttft / 1e6, total / 1e6, used, n_ctx, status)
+    npu_us, npu_chunks = struct.unpack_from("<II", p, 32) if len(p) >= 40 else (0, 0)  # appended fields
+    return GenStats(STOP_NAMES.get(stop, str(stop)), prompt, gen, ttft / 1e6, total / 1e6, used, n_ctx, status,
+                    npu_us / 1e6, npu_chunks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,7 +502,11 @@ class Link:
         self.events.clear()
         # surrogateescape: bytes a terminal sent that are not UTF-8 (argv, stdin) pass through as they came
         # and the board's tokenizer byte-falls-back on them, instead of a UnicodeEncodeError here
-        self.request(CMD["GENERATE"], head + prompt.encode("utf-8", "surrogateescape"))
+        text = prompt.encode("utf-8", "surrogateescape")
+        if len(head) + len(text) > self.payload_max:  # a prompt travels in one GENERATE frame
+            raise LinkError(f"{self.port}: the prompt is {len(text)} bytes; one GENERATE frame carries at most "
+                            f"{self.payload_max - len(head)} bytes of prompt")
+        self.request(CMD["GENERATE"], head + text)
         for _ in range(self._events_before_resp):  # a late STATS of a turn before this one
             self.events.popleft()
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")

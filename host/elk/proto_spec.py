@@ -66,6 +66,7 @@ CAPABILITIES = {  # bits of the u32 capabilities word in HELLO / INFO
     "BLOCK_HASHES": 1 << 3,
     "FLASH_COPY": 1 << 4,
     "CONSOLE": 1 << 5,     # the human text console shares the line
+    "NPU": 1 << 6,         # prompt prefill runs on an NPU backend (INFO names it)
 }
 
 GEN_FLAGS = {

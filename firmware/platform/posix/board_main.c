@@ -26,13 +26,21 @@ static const char usage[] =
     "  --max-baud N        highest rate SET_BAUD accepts (default 3000000)\n"
     "  --broken-above N    emulate a cable that corrupts everything above N baud\n"
     "  --threads N         model threads (default 1)\n"
+    "  --npu-kind KIND     the board has an NPU (board file npu.kind): prompt prefill runs on the\n"
+    "                      sim backend when the image has an NPU section (docs/npu.md)\n"
+    "  --npu-tops T        its int8 TOPS (npu.tops.int8)\n"
+    "  --npu-efficiency E  share of T reached on matmuls, 0 < E <= 1 (npu.efficiency, default 1)\n"
+    "  --npu-dma-gbs G     its transfer bandwidth in GB/s (npu.dma_gbs)\n"
+    "  --npu-chunk N       its prefill chunk in tokens (npu.prefill_chunk_tokens)\n"
     "  --quiet             no diagnostics on stderr\n";
 
 typedef struct board_args {
     int uart_fd;
     const char *uart_path, *flash_path, *board;
-    unsigned long long flash_mb, erase_kb, ram_mb, baud, max_baud, broken_above, threads;
+    unsigned long long flash_mb, erase_kb, ram_mb, baud, max_baud, broken_above, threads, npu_chunk;
     int quiet;
+    const char *npu_kind;
+    double npu_tops, npu_efficiency, npu_dma_gbs;
 } board_args;
 
 static int parse_num(const char *s, unsigned long long *out)
@@ -44,12 +52,25 @@ static int parse_num(const char *s, unsigned long long *out)
     return *end ? -1 : 0;
 }
 
+static int parse_real(const char *s, double *out)
+{
+    char *end;
+    if (!s || !*s)
+        return -1;
+    *out = strtod(s, &end);
+    return (*end || !(*out > 0)) ? -1 : 0;
+}
+
 static int parse_args(int argc, char **argv, board_args *a)
 {
     struct { const char *flag; unsigned long long *v; } nums[] = {
         { "--flash-mb", &a->flash_mb }, { "--erase-kb", &a->erase_kb }, { "--ram-mb", &a->ram_mb },
         { "--baud", &a->baud }, { "--max-baud", &a->max_baud }, { "--broken-above", &a->broken_above },
-        { "--threads", &a->threads },
+        { "--threads", &a->threads }, { "--npu-chunk", &a->npu_chunk },
+    };
+    struct { const char *flag; double *v; } reals[] = {
+        { "--npu-tops", &a->npu_tops }, { "--npu-efficiency", &a->npu_efficiency },
+        { "--npu-dma-gbs", &a->npu_dma_gbs },
     };
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -61,9 +82,17 @@ static int parse_args(int argc, char **argv, board_args *a)
                     return fprintf(stderr, "elk-fw: %s needs a number\n", f), -1;
                 i++, done = 1;
             }
+        for (size_t k = 0; k < sizeof reals / sizeof reals[0] && !done; k++)
+            if (strcmp(f, reals[k].flag) == 0) {
+                if (parse_real(v, reals[k].v) != 0)
+                    return fprintf(stderr, "elk-fw: %s needs a positive number\n", f), -1;
+                i++, done = 1;
+            }
         if (done)
             continue;
-        if (strcmp(f, "--quiet") == 0)
+        if (strcmp(f, "--npu-kind") == 0 && v)
+            a->npu_kind = v, i++;
+        else if (strcmp(f, "--quiet") == 0)
             a->quiet = 1;
         else if (strcmp(f, "--uart-fd") == 0 && parse_num(v, &fd) == 0)
             a->uart_fd = (int)fd, i++;
@@ -78,6 +107,8 @@ static int parse_args(int argc, char **argv, board_args *a)
     }
     if ((a->uart_fd < 0 && !a->uart_path) || !a->flash_path)
         return fprintf(stderr, "%s", usage), -1;
+    if (a->npu_efficiency > 1)
+        return fprintf(stderr, "elk-fw: --npu-efficiency must be in (0, 1]\n"), -1;
     if (!a->erase_kb || !a->flash_mb || a->flash_mb * 1024 < 4 * a->erase_kb)
         return fprintf(stderr, "elk-fw: flash must hold at least 4 erase blocks\n"), -1;
     return 0;
@@ -91,7 +122,7 @@ static void log_stderr(void *ctx, const char *line)
 int main(int argc, char **argv)
 {
     board_args a = { .uart_fd = -1, .board = ELK_BOARD_NAME, .flash_mb = 64, .erase_kb = 4, .ram_mb = 512,
-                  .baud = 115200, .max_baud = 3000000, .threads = 1 };
+                  .baud = 115200, .max_baud = 3000000, .threads = 1, .npu_efficiency = 1.0 };
     if (parse_args(argc, argv, &a) != 0)
         return 2;
     signal(SIGPIPE, SIG_IGN);
@@ -136,6 +167,10 @@ int main(int argc, char **argv)
         .ram = ram,
         .ram_size = ram_size,
         .exec = elk_pool_exec(pool),
+        .npu_kind = a.npu_kind,
+        .npu_tops = a.npu_tops * a.npu_efficiency,
+        .npu_dma_gbs = a.npu_dma_gbs,
+        .npu_chunk = (uint32_t)a.npu_chunk,
     };
     int rc = elk_fw_run(&b);
     fprintf(stderr, "elk-fw: UART failed (%d), stopping\n", rc);

@@ -34,7 +34,9 @@ static void print_info(elk_fw *fw)
     if (fw->model)
         sayf(fw, "model: %s, context %u/%u, template %s\n", fw->img.name, (unsigned)fw->gen_loop.n_tokens,
              (unsigned)fw->n_ctx, fw->chat_template[0] ? fw->chat_template : "none");
-    else
+    if (fw->model && (fw->npu_backend || fw->npu_note[0]))
+        sayf(fw, "npu: %s\n", fw->npu_backend ? "prefill on the sim backend" : fw->npu_note);
+    if (!fw->model)
         sayf(fw, "no model running%s%s\n", fw->boot_error[0] ? ": " : "", fw->boot_error);
 }
 
@@ -73,14 +75,16 @@ static void run_line(elk_fw *fw)
         say(fw, "no model: flash one with `elk flash`\n");
     } else {
         elk_fw_gen_params gp = { .flags = 0, .max_tokens = 256,
-                             .sampling = { .temperature = 0.8f, .top_k = 0, .top_p = 0.9f,
-                                           .repeat_penalty = 1.0f, .repeat_last_n = 64,
-                                           .seed = elk_fw_now(fw) } };
+                                 .sampling = { .temperature = 0.8f, .top_k = 0, .top_p = 0.9f,
+                                               .repeat_penalty = 1.0f, .repeat_last_n = 64,
+                                               .seed = elk_fw_now(fw) } };
         fw->console_gen = 1;
         int rc = elk_fw_generate(fw, l, n, &gp);
         fw->console_gen = 0;
         if (fw->abort)
             say(fw, " ^C");
+        else if (rc == ELK_E_RANGE || fw->gen_loop.stop == ELK_GEN_CONTEXT_FULL)
+            say(fw, "\n(context full: type reset to start a new conversation)");  /* no sliding window */
         else if (rc)
             sayf(fw, "\n(error: %s)", elk_strerror(rc));
         say(fw, "\n");

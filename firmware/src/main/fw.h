@@ -10,6 +10,7 @@
 #include "proto/proto.h"
 #include "util/util.h"
 #include "trust/trust.h"
+#include "elk/npu.h"
 
 #define ELK_FW_VERSION "elk-fw 0.1.0"
 
@@ -36,6 +37,13 @@ typedef struct elk_board {
     uint8_t *ram;                      /* working memory for the model, tokenizer and sampler */
     uint64_t ram_size;
     elk_exec exec;                     /* (optional) threads for the model */
+    /* (optional) the board's NPU, from its board file. npu_kind NULL or "" = none: prefill on the CPU.
+     * With an NPU and an image carrying an NPU section, prompt prefill runs on the freestanding `sim`
+     * backend (docs/npu.md), whose cost model charges these figures; decode stays on the CPU. */
+    const char *npu_kind;              /* e.g. "rknpu2" (reported, not interpreted) */
+    double npu_tops;                   /* int8 tera-ops/s reached: peak x efficiency */
+    double npu_dma_gbs;                /* weight/activation transfer bandwidth, GB/s */
+    uint32_t npu_chunk;                /* the board's prefill chunk in tokens (0 = unknown) */
 } elk_board;
 
 /* Serve forever: boot the committed slot, answer frames and the console. Returns only when the
@@ -120,6 +128,11 @@ typedef struct elk_fw {
     uint32_t n_ctx;
     char chat_template[16];
     char boot_error[128];
+    /* NPU prefill (gen.c boot_npu): backend NULL = the CPU prefills */
+    const elk_npu_backend *npu_backend;
+    elk_npu_runner npu;
+    elk_npu_sim_ctx npu_sim;
+    char npu_note[96];                  /* why an NPU board prefills on the CPU (empty otherwise) */
     /* generation */
     int generating, abort;
     int drop_stats;                     /* the session that asked is gone: no STATS for this turn */

@@ -19,6 +19,9 @@ static void *ram_take(ram_cursor *c, uint64_t n)
 
 void elk_fw_unload(elk_fw *fw)
 {
+    if (fw->npu_backend)
+        elk_npu_runner_deinit(&fw->npu);
+    fw->npu_backend = NULL;
     fw->model = NULL;
     fw->tok = NULL;
     fw->sampler = NULL;
@@ -38,12 +41,62 @@ static uint64_t gen_clock(void *ctx)
     return elk_fw_now(ctx);
 }
 
+static void npu_log(void *user, const char *line)
+{
+    elk_fw_log(user, "%s", line);
+}
+
+/* Prefill on the board's NPU when it has one and the image carries an NPU section. Whatever stands in
+ * the way leaves the CPU path in charge: the CPU weights are verified and give the exact answer, the
+ * NPU only makes the prompt faster, so a refused section is a note in INFO, not a failed boot. */
+static void boot_npu(elk_fw *fw, ram_cursor *c, elk_model_opts *opts)
+{
+    const elk_board *b = fw->b;
+    const uint8_t *sd = fw->img.section[ELK_SECTION_NPU].data;
+    uint64_t sn = fw->img.section[ELK_SECTION_NPU].size;
+    if (!b->npu_kind || !b->npu_kind[0])
+        return;  /* no NPU on this board */
+    if (!sd || !sn) {
+        elk_fmt(fw->npu_note, sizeof fw->npu_note, "image has no NPU section (pack with --npu)");
+        return;
+    }
+    char err[128];
+    elk_npu_section sec;
+    int rc = elk_npu_section_open(&sec, sd, sn, err);
+    if (rc) {
+        elk_fmt(fw->npu_note, sizeof fw->npu_note, "refused: %s", err);
+        elk_fw_log(fw, "npu: %s; prefill on the CPU", fw->npu_note);
+        return;
+    }
+    if (b->npu_chunk && sec.chunk != b->npu_chunk)
+        elk_fw_log(fw, "npu: image chunk %u tokens, board chunk %u: runs the image's", (unsigned)sec.chunk,
+                   (unsigned)b->npu_chunk);
+    const elk_npu_backend *be = elk_npu_find("sim");  /* the only freestanding backend (docs/npu.md) */
+    uint64_t need = elk_npu_runner_arena_size(sd, sn);
+    void *arena = ram_take(c, need);
+    fw->npu_sim = (elk_npu_sim_ctx){ .tops = b->npu_tops, .dma_gbs = b->npu_dma_gbs };
+    rc = arena ? elk_npu_runner_init(&fw->npu, sd, sn, be, &fw->npu_sim, npu_log, fw, arena, need)
+               : ELK_E_NOMEM;
+    if (rc) {
+        elk_fmt(fw->npu_note, sizeof fw->npu_note, "runner not started: %s", elk_strerror(rc));
+        elk_fw_log(fw, "npu: %s; prefill on the CPU", fw->npu_note);
+        return;
+    }
+    fw->npu_backend = be;
+    opts->npu = be;
+    opts->npu_ctx = &fw->npu;
+    elk_fw_log(fw, "npu: %s for %s (%u GOPS int8 reached, DMA %u MB/s), %u layers, chunk %u", be->name,
+               b->npu_kind, (unsigned)(b->npu_tops * 1e3), (unsigned)(b->npu_dma_gbs * 1e3),
+               (unsigned)sec.n_entries, (unsigned)sec.chunk);
+}
+
 /* Model, sampler and the decode loop in the RAM after the tokenizer. */
 static int boot_model(elk_fw *fw, ram_cursor *c)
 {
     const elk_image *img = &fw->img;
     elk_model_opts opts = { 0 };
     opts.exec = fw->b->exec;
+    boot_npu(fw, c, &opts);
     uint64_t model_bytes = elk_model_arena_size(img, &opts);
     void *model_arena = ram_take(c, model_bytes);
     if (!model_arena)
@@ -72,6 +125,7 @@ int elk_fw_boot_slot(elk_fw *fw, uint8_t slot)
 {
     elk_fw_unload(fw);
     fw->boot_error[0] = 0;
+    fw->npu_note[0] = 0;
     if (slot > 1 || !(fw->rec.slot[slot].flags & ELK_SLOT_VALID))
         return boot_fail(fw, ELK_E_STATE, "slot holds no verified image");
     int rc = elk_image_open(&fw->img, fw->b->flash + fw->slot_base[slot], fw->rec.slot[slot].image_size);
@@ -135,9 +189,9 @@ static int append_text(elk_fw *fw, const char *text, uint32_t n, int bos, int sp
         return ELK_E_RANGE;
     int got = 0;
     int rc = elk_tokenize(fw->tok, text, n, bos, 0, fw->tokens + at, (int)(fw->n_ctx - at), &got);
+    *count += (uint32_t)got;  /* on ELK_E_RANGE: what the whole text needs, so STATS can say it */
     if (rc)
         return rc;
-    *count += (uint32_t)got;
     if (special >= 0) {
         if (*count >= fw->n_ctx)
             return ELK_E_RANGE;
@@ -217,11 +271,12 @@ static int emit_piece(elk_fw *fw, const char *piece, int len)
 typedef struct gen_stats {
     uint32_t stop, prompt_tokens, gen_tokens, ttft_us, total_us;
     int status;
+    uint32_t npu_us, npu_chunks;        /* this turn's simulated NPU time and chunk calls */
 } gen_stats;
 
 static void send_stats(elk_fw *fw, const gen_stats *s)
 {
-    uint8_t p[32];
+    uint8_t p[40];
     uint32_t off = 0;
     off = elk_put8(p, off, sizeof p, s->stop);
     off = elk_put_bytes(p, off, sizeof p, "\0\0\0", 3);
@@ -232,6 +287,8 @@ static void send_stats(elk_fw *fw, const gen_stats *s)
     off = elk_put32(p, off, sizeof p, (uint32_t)fw->gen_loop.n_tokens);
     off = elk_put32(p, off, sizeof p, fw->n_ctx);
     off = elk_put32(p, off, sizeof p, (uint32_t)s->status);
+    off = elk_put32(p, off, sizeof p, s->npu_us);      /* appended in v1: older hosts read 32 bytes */
+    off = elk_put32(p, off, sizeof p, s->npu_chunks);
     if (!fw->console_gen && !fw->drop_stats)
         elk_fw_send_event(fw, ELK_EVENT_STATS, p, off);
 }
@@ -286,8 +343,13 @@ int elk_fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const elk_fw_g
         rc = encode_turn(fw, prompt, len, (gp->flags & ELK_GEN_RAW) != 0, &n);
     st.prompt_tokens = n;
     uint32_t max_new = gp->max_tokens < fw->n_ctx ? gp->max_tokens : fw->n_ctx;  /* "no limit" = the context */
+    elk_npu_stats npu0 = fw->npu.stats;
     if (rc == ELK_OK)
         rc = elk_gen_begin(&fw->gen_loop, fw->tokens, (int)n, (int)max_new);
+    if (fw->npu_backend) {  /* prefill is the only batched call: the NPU's share is all in there */
+        st.npu_us = (uint32_t)((fw->npu.stats.npu_seconds - npu0.npu_seconds) * 1e6 + 0.5);
+        st.npu_chunks = (uint32_t)(fw->npu.stats.chunks - npu0.chunks);
+    }
     if (rc == ELK_OK)
         rc = sample_loop(fw, t0, &st);
     st.status = rc;

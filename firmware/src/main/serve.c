@@ -119,6 +119,8 @@ static uint32_t capabilities(const elk_fw *fw)
         caps |= ELK_CAP_SET_BAUD;
     if (fw->model)
         caps |= ELK_CAP_GENERATE;
+    if (fw->model && fw->npu_backend)
+        caps |= ELK_CAP_NPU;
     return caps;
 }
 
@@ -182,6 +184,12 @@ static int cmd_info(elk_fw *fw)
     off = elk_put_str(t, off, cap, fw->model ? elk_model_kernels_name(fw->model) : "", 32);
     off = elk_put_str(t, off, cap, fw->chat_template, 16);
     off = elk_put_str(t, off, cap, fw->boot_error, 64);
+    /* Appended fields, only for a host that negotiated room for them (460 bytes fit the pre-HELLO
+     * limit of 512; older hosts stop reading at 460): NPU backend, and why an NPU board is not using it. */
+    if (off + 16 + 96 <= fw->tx_payload_max) {
+        off = elk_put_str(t, off, cap, fw->npu_backend ? fw->npu_backend->name : "", 16);
+        off = elk_put_str(t, off, cap, fw->npu_note, 96);
+    }
     return off <= cap ? (int)off : ELK_E_RANGE;
 }
 

@@ -18,9 +18,13 @@ enum { E_ROLE = 0, E_LAYER = 2, E_ROWS = 4, E_COLS = 8, E_N_OUT = 12, E_IN_SCALE
 #define MAX_COLS 65535u /* int32 accumulator: 255 * 127 * cols must not overflow (as in TFLite) */
 #define MAX_CHUNK 4096u
 
+#define NO_ENTRY 0xFFFFFFFFu /* a fault of the head, not of one entry */
+
 static int fail(char *err, int code, const char *what, uint32_t i)
 {
-    if (err)
+    if (err && i == NO_ENTRY)
+        elk_fmt(err, 128, "NPU section: %s", what);
+    else if (err)
         elk_fmt(err, 128, "NPU section: %s (entry %u)", what, i);
     return code;
 }
@@ -82,24 +86,24 @@ int elk_npu_section_open(elk_npu_section *sec, const void *data, uint64_t size, 
         err[0] = 0;
     memset(sec, 0, sizeof *sec);
     if (!p || size < ELK_NPU_HEAD_SIZE)
-        return fail(err, ELK_E_FORMAT, "shorter than its head", 0);
+        return fail(err, ELK_E_FORMAT, "shorter than its head", NO_ENTRY);
     if (elk_le32(p + H_MAGIC) != ELK_NPU_MAGIC)
-        return fail(err, ELK_E_FORMAT, "bad magic", 0);
+        return fail(err, ELK_E_FORMAT, "bad magic", NO_ENTRY);
     if (elk_le16(p + H_VERSION) != ELK_NPU_VERSION)
-        return fail(err, ELK_E_VERSION, "unsupported version", 0);
+        return fail(err, ELK_E_VERSION, "unsupported version", NO_ENTRY);
     uint32_t head = elk_le16(p + H_HEAD_SIZE), n = elk_le32(p + H_N_ENTRIES);
     if (head != ELK_NPU_HEAD_SIZE || elk_le32(p + H_ENTRY_SIZE) != ELK_NPU_ENTRY_SIZE)
-        return fail(err, ELK_E_FORMAT, "unknown head or entry size", 0);
+        return fail(err, ELK_E_FORMAT, "unknown head or entry size", NO_ENTRY);
     if (n == 0 || n > ELK_NPU_MAX_LAYERS ||
         !elk_range_inside(head, (uint64_t)n * ELK_NPU_ENTRY_SIZE, 0, size))
-        return fail(err, ELK_E_BOUNDS, "entry table outside the section", n);
+        return fail(err, ELK_E_BOUNDS, "entry table outside the section", NO_ENTRY);
     uint32_t crc = elk_crc32(0, p, H_CRC);
     crc = elk_crc32(crc, p + head, (size_t)n * ELK_NPU_ENTRY_SIZE);
     if (crc != elk_le32(p + H_CRC))
-        return fail(err, ELK_E_CRC, "CRC of head and entry table mismatch", 0);
+        return fail(err, ELK_E_CRC, "CRC of head and entry table mismatch", NO_ENTRY);
     uint32_t chunk = elk_le32(p + H_CHUNK);
     if (chunk == 0 || chunk > MAX_CHUNK)
-        return fail(err, ELK_E_FORMAT, "bad chunk size", 0);
+        return fail(err, ELK_E_FORMAT, "bad chunk size", NO_ENTRY);
     sec->base = p;
     sec->size = size;
     sec->chunk = chunk;

@@ -7,8 +7,11 @@ import sys
 
 def register(sub) -> None:
     p = sub.add_parser("emulate", help="run an emulated board behind a pseudo-terminal (prints its port)")
-    p.add_argument("--board", default="host", help="board file name (default host); `elk boards` lists them")
+    p.add_argument("--board", default="host", help="board file name (default host; `elk boards` lists them) "
+                                                   "or the path of a board .toml")
     p.add_argument("--flash", help="flash file to keep between runs (default: a temporary file)")
+    p.add_argument("--flash-mb", type=int, help="emulated flash size in MiB (default: the board file's; "
+                                                "rk3588's 64 GB cannot be mapped under qemu-user)")
     p.add_argument("--baud", type=int, help="line rate the board paces to; 0 = unthrottled "
                                             "(default: the board file's console baud)")
     p.add_argument("--threads", type=int, default=1, help="model threads on the board (default 1)")
@@ -57,7 +60,7 @@ def register(sub) -> None:
 def _emulate(args) -> int:
     from elk.emulate import serve
 
-    return serve(args.board, flash=args.flash, baud=args.baud, threads=args.threads)
+    return serve(args.board, flash=args.flash, baud=args.baud, threads=args.threads, flash_mb=args.flash_mb)
 
 
 def _ports(args) -> int:
