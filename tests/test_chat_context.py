@@ -1,15 +1,17 @@
 """The limits of one conversation on a board (stories260K: a 512-token context, prompts in one 8 KiB
 frame): a prompt longer than the context or than a frame is one clear error line at the host and the
 board keeps answering; a chat that fills the context stops with "context full" and needs /reset (the
-firmware keeps no sliding window, docs/protocol.md)."""
+firmware keeps no sliding window, docs/protocol.md), in `elk chat` and on the board's text console."""
 
 import io
 import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
+import serial
 
 from conftest import ROOT, fixture_path
 from elk import chat
@@ -85,3 +87,38 @@ def test_chat_that_fills_the_context_says_so_and_reset_starts_again(board):
     after_reset = text.split("(new conversation)", 1)[1]
     assert GREEDY in after_reset and "context full" not in after_reset
     assert info.ctx_used < 512  # the board serves the new conversation
+
+
+def test_text_console_says_when_the_context_is_full_and_reset_clears_it(board, tmp_path):
+    """The board's own console (a terminal on the pty, no host tool): three 500-character lines (~210
+    tokens each) cannot fit 512 tokens, whatever the sampled replies are, so the console must say the
+    context is full; `reset` starts a new conversation."""
+    with connect(board.port, 0) as link:
+        assert link.info().running == 0
+    time.sleep(1.6)  # the console ignores text for a moment after the last frame
+    line = ("the cat sat on the mat. " * 21).encode()
+    with serial.Serial(board.port, 115200, timeout=0.2) as term:
+        term.reset_input_buffer()
+        term.write(b"reset\r")
+        _read_until(term, b"(new conversation)\r\n> ")
+        seen = b""
+        for _ in range(3):
+            term.write(line + b"\r")
+            seen += _read_until(term, b"\r\n> ", timeout=20, after=line)
+            if b"(context full" in seen:
+                break
+        assert b"(context full: type reset to start a new conversation)" in seen, seen[-300:]
+        term.write(b"reset\r")
+        _read_until(term, b"(new conversation)\r\n> ")
+        term.write(b"info\r")
+        assert b"context 0/512" in _read_until(term, b"\r\n> ")
+
+
+def _read_until(term, marker, timeout=5.0, after=b""):
+    """Console bytes up to `marker` (seen after the echo of `after`, the line just typed)."""
+    buf, end = b"", time.monotonic() + timeout
+    while time.monotonic() < end:
+        buf += term.read(4096)
+        if marker in (buf.split(after, 1)[-1] if after else buf):
+            return buf
+    raise AssertionError(buf[-300:])
