@@ -143,7 +143,8 @@ def test_a_prompt_longer_than_one_frame_is_refused_in_one_line(board):
     r = subprocess.run([sys.executable, "-m", "elk", "chat", "--port", board.port, "-p", "word " * 3000],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2
-    assert "the prompt is 15000 bytes; one GENERATE frame carries at most 8172 bytes of prompt" in r.stderr
+    assert "the prompt is 15000 bytes; the board takes frames of at most 8208 bytes, so at most 8172 bytes of " \
+        "prompt" in r.stderr
     assert r.stderr.count("\n") == 1
 
 

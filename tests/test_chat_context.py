@@ -62,8 +62,8 @@ def test_chat_prompt_larger_than_one_frame_is_refused_before_it_is_sent(board):
     r = _chat(board, "x" * 9000, "-n", "20")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        f"elk: error: {board.port}: the prompt is 9000 bytes; one GENERATE frame carries at most 8172 bytes "
-        "of prompt"]
+        f"elk: error: {board.port}: the prompt is 9000 bytes; the board takes frames of at most 8208 bytes, "
+        "so at most 8172 bytes of prompt"]
     _still_serves(board)
 
 

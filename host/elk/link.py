@@ -504,8 +504,8 @@ class Link:
         # and the board's tokenizer byte-falls-back on them, instead of a UnicodeEncodeError here
         text = prompt.encode("utf-8", "surrogateescape")
         if len(head) + len(text) > self.payload_max:  # a prompt travels in one GENERATE frame
-            raise LinkError(f"{self.port}: the prompt is {len(text)} bytes; one GENERATE frame carries at most "
-                            f"{self.payload_max - len(head)} bytes of prompt")
+            raise LinkError(f"{self.port}: the prompt is {len(text)} bytes; the board takes frames of at most "
+                            f"{self.payload_max} bytes, so at most {self.payload_max - len(head)} bytes of prompt")
         self.request(CMD["GENERATE"], head + text)
         for _ in range(self._events_before_resp):  # a late STATS of a turn before this one
             self.events.popleft()
