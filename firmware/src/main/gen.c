@@ -152,7 +152,7 @@ int elk_fw_boot_slot(elk_fw *fw, uint8_t slot)
         fw->chat_template[i] = (tpl && i < tl && i + 1 < sizeof fw->chat_template) ? tpl[i] : 0;
     fw->running = slot;
     elk_fw_log(fw, "boot: slot %c, %s, n_ctx %u, kernels %s", 'A' + slot, img->name, (unsigned)fw->n_ctx,
-           elk_model_kernels_name(fw->model));
+               elk_model_kernels_name(fw->model));
     return ELK_OK;
 }
 
