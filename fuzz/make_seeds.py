@@ -215,6 +215,24 @@ def checkpoint_seeds() -> None:
         write("checkpoint", "tokenizer-tok512", b"\x02" + tok512.read_bytes())
 
 
+def host_seeds(images: dict) -> None:
+    """fuzz_host.py: byte 0 picks the parser (0 board replies, 1 image file, 2 signed-image checks)."""
+    from elk.link import encode_frame
+
+    k = proto_spec.FRAME_KINDS
+    info = bytearray(2 + 400)  # i16 status 0, then INFO fields (docs/protocol.md) with a few set
+    struct.pack_into("<HIIII", info, 2, proto_spec.PROTO_VERSION, 0x3F, 8208, 0, 3000000)
+    info[2 + 58:2 + 62] = b"fuzz"
+    stats = struct.pack("<B3xIIIIIIiII", 0, 5, 8, 1200, 9000, 13, 32, 0, 0, 0)
+    write("host", "replies", b"\x00" + b"console text\r\n" + encode_frame(k["RESP"], 2, 7, bytes(info))
+          + encode_frame(k["EVENT"], 1, 0, b"Once") + encode_frame(k["EVENT"], 2, 1, stats))
+    write("host", "image", b"\x01" + images["tiny-q8"])
+    write("host", "image-signed", b"\x01" + images["signed"])
+    write("host", "signed-checks", b"\x02" + images["signed"])
+    write("host", "info-payload", b"\x03" + bytes(info[2:]))
+    write("host", "stats-payload", b"\x03" + stats)
+
+
 def board_seeds() -> None:
     for p in sorted((ROOT / "boards").glob("*.toml")):
         d = CORPUS / "boards"
@@ -232,6 +250,7 @@ def main() -> None:
     trust_seeds(images)
     command_seeds(images)
     checkpoint_seeds()
+    host_seeds(images)
     board_seeds()
     for d in sorted(CORPUS.iterdir()):
         if d.is_dir() and d.name != "regressions":

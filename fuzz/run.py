@@ -71,6 +71,8 @@ HARNESSES = [
     Harness("boards", "board-file loader (host/elk/boards.py)", "fuzz_boards.py", python=True),
     Harness("checkpoint", "checkpoint/tokenizer readers + packer (host/elk/convert, tokenizer)",
             "fuzz_checkpoint.py", python=True),
+    Harness("host", "host parsers of untrusted bytes: board replies (elk.link), image reader, trust checks",
+            "fuzz_host.py", python=True),
 ]
 EXTRA = [  # harnesses other files register (fuzz/fuzz_commands.c when firmware/src/main lands)
     Harness("npu", "NPU section parser + runner over the sim backend (CRC rewritten)", "fuzz_npu.c",

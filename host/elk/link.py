@@ -256,6 +256,8 @@ class GenStats:
 
 
 def parse_stats(p: bytes) -> GenStats:
+    if len(p) < 32:  # a board of another version, or a broken one (fuzz/fuzz_host.py found the traceback)
+        raise LinkError(f"STATS event too short ({len(p)} bytes, need 32)")
     stop, prompt, gen, ttft, total, used, n_ctx, status = struct.unpack_from("<B3xIIIIIIi", p)
     npu_us, npu_chunks = struct.unpack_from("<II", p, 32) if len(p) >= 40 else (0, 0)  # appended fields
     return GenStats(STOP_NAMES.get(stop, str(stop)), prompt, gen, ttft / 1e6, total / 1e6, used, n_ctx, status,

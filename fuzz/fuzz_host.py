@@ -1,0 +1,136 @@
+"""Fuzz the host tool's own parsers of untrusted bytes: what a (broken or hostile) board sends back
+(elk.link FrameDecoder, INFO and STATS replies) and the Python image reader and trust checks that
+`elk info`, `elk verify` and `elk sign` run on files. Any bytes in: an ElkError or a result, never
+another exception.
+
+Input: byte 0 picks the parser (0 board byte stream, 1 image file, 2 signed-image checks, 3 INFO/STATS
+payloads as such, past the CRC), the rest is the data. Runs under atheris like fuzz_boards.py (`--mutate SECONDS DIR...`, `--replay FILE...`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pathlib
+import random
+import shutil
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "host"))
+
+_DIR = pathlib.Path(tempfile.mkdtemp(prefix="elk-fuzz-host-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
+FUZZ_PUB = bytes.fromhex("2152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12")  # fuzz/make_seeds.py
+mods = None  # (link, image, trust, errors), imported in main()
+
+
+def test_one(data: bytes) -> None:
+    if not data:
+        return
+    link, image, trust, errors = mods
+    kind, body = data[0] % 4, data[1:]
+    try:
+        if kind == 0:
+            dec = link.FrameDecoder()
+            for f in dec.feed(body):
+                if isinstance(f, link.BadFrame):
+                    continue
+                if f.kind == 2:  # RESP: i16 status, then the reply
+                    link.parse_info(f.payload[2:])
+                elif f.kind == 4 and f.code == 2:  # EVENT STATS
+                    link.parse_stats(f.payload)
+        elif kind == 1:
+            path = _DIR / "f.elk"
+            path.write_bytes(body)
+            rep = image.verify_image(path)
+            rep.lines()
+        elif kind == 2:
+            for finding in trust.verify_bytes(body, FUZZ_PUB):
+                assert isinstance(finding.detail, str)
+        else:  # reply payloads as a board with a valid CRC could send them
+            for parse in (link.parse_info, link.parse_stats):
+                try:
+                    parse(body)
+                except errors.ElkError:
+                    pass
+    except errors.ElkError as e:
+        if "\n" in str(e).strip():
+            raise AssertionError(f"error is not one line: {e!r}") from None
+
+
+def _mutate(rng: random.Random, data: bytes, seeds: list) -> bytes:
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 6)):
+        pos = rng.randrange(1, len(b) + 1) if len(b) > 1 else 1
+        op = rng.randrange(4)
+        if op == 0 and len(b) > 1:
+            b[min(pos, len(b) - 1)] = rng.randrange(256)
+        elif op == 1:
+            b[pos:pos] = rng.choice([b"\x00", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", b"ELKT", b"ELK1"])
+        elif op == 2 and len(b) > 1:
+            del b[pos:pos + rng.randint(1, 64)]
+        else:
+            other = rng.choice(seeds)
+            b[pos:] = other[pos:]
+    return bytes(b)
+
+
+def mutation_loop(seconds: float, dirs: list) -> int:
+    seeds = [p.read_bytes() for d in dirs for p in sorted(pathlib.Path(d).glob("*")) if p.is_file()] or [b"\x00"]
+    rng = random.Random(int(os.environ.get("ELK_FUZZ_SEED", "1")))
+    crash_dir = pathlib.Path(os.environ.get("ELK_FUZZ_ARTIFACTS", ROOT / "build" / "fuzz" / "crashes" / "host"))
+    runs, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        data = _mutate(rng, rng.choice(seeds), seeds)
+        try:
+            test_one(data)
+        except Exception as e:  # noqa: BLE001 - any escape is the bug we look for
+            crash_dir.mkdir(parents=True, exist_ok=True)
+            path = crash_dir / f"crash-{runs}"
+            path.write_bytes(data)
+            print(f"==CRASH== {type(e).__name__}: {e} -> {path}")
+            return 1
+        runs += 1
+    print(f"stat::number_of_executed_units: {runs}")
+    return 0
+
+
+def _import():
+    global mods
+    from elk import errors, image, link, trust
+
+    mods = (link, image, trust, errors)
+
+
+def main(argv: list) -> int:
+    if argv[:1] in (["--mutate"], ["--replay"]):
+        _import()
+    if argv[:1] == ["--mutate"]:
+        return mutation_loop(float(argv[1]), argv[2:])
+    if argv[:1] == ["--replay"]:
+        import signal
+
+        def hang(signum, frame):
+            raise TimeoutError("input took more than 10 s (a hang)")
+
+        signal.signal(signal.SIGALRM, hang)
+        for p in argv[1:]:
+            signal.alarm(10)
+            test_one(pathlib.Path(p).read_bytes())
+            signal.alarm(0)
+        print(f"replayed {len(argv) - 1} inputs")
+        return 0
+    import atheris
+
+    with atheris.instrument_imports():
+        _import()
+    atheris.Setup([sys.argv[0], *argv], test_one)
+    atheris.Fuzz()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
