@@ -1,8 +1,8 @@
-"""elk against GGUF files written by llama.cpp's own converters: the golden HF folders converted by
+"""elk against GGUF files written by llama.cpp's own tools: the golden HF folders converted by
 convert_hf_to_gguf.py (tests/golden/gguf, made by tests/golden/make_gguf_golden.py) give transformers'
 logits in the C runtime (float types tightly; q8_0 blocks are the bytes elk's own quantizer makes from
-the HF folder), and stories260K.gguf (llama.cpp's llama2.c converter) greedily writes the story
-llama.cpp writes from it."""
+the HF folder); quantized files (convert_hf_to_gguf q8_0, llama-quantize Q4_0) give llama.cpp's own
+logits; stories260K.gguf (llama.cpp's llama2.c converter) greedily writes the story llama.cpp writes."""
 
 import json
 import subprocess
@@ -67,6 +67,32 @@ def test_independent_gguf_q8_0_blocks_equal_elks_quantizer_and_logits(host_build
         assert np.array_equal(got, h.logits(IDS))
     ref = np.load(GOLDEN / "hf" / f"{case}.logits.npy")
     assert rel_err(got, ref) < Q8_REL_TOL
+
+
+@pytest.mark.parametrize("name, args, tol", [
+    ("gqa_untied_f32.q8_0.gguf", ["--quant", "q8_0"], 1e-5),  # measured 9.6e-8
+    ("headdim_f16_sharded.q8_0.gguf", ["--quant", "q8_0"], 1e-5),  # measured 1.5e-7
+    ("gqa_untied_f32.Q4_0.gguf", ["--recipe", "output=q8_0,*=q4_0"], 1e-5),  # llama-quantize's types; 1.2e-7
+    # One Q8_0 activation code of layer 0 rounds the other way: elk's RMSNorm divides by the rms, ggml
+    # multiplies by 1/rms (1 ulp apart) and this random model amplifies the flip (measured 0.029).
+    ("mha_tied_bf16_sharded.q8_0.gguf", ["--quant", "q8_0"], 0.05),
+])
+def test_independent_gguf_quantized_images_give_llama_cpp_logits(host_build, tmp_path, name, args, tol):
+    """llama.cpp's own logits for its quantized files (tests/golden/llama_logits.cpp): same weight bytes,
+    Q8_0-quantized activations with fp16 block scales on both sides, so the numbers agree to float
+    rounding unless a rounding decision flips."""
+    import elk
+
+    image = tmp_path / "q.elk"
+    r = subprocess.run([sys.executable, "-m", "elk", "pack", str(GOLDEN / "gguf" / name), "-o", str(image), *args],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    types = [t.type for t in im.read_image(image).tensors.values()]
+    assert types.count("F32") == 5 and types.count("Q4_0" if "Q4_0" in name else "Q8_0") >= 15
+    want = np.load(GOLDEN / "gguf" / "llama_cpp_logits.npz")[name]
+    with elk.load(image) as m:
+        got = m.logits(IDS)
+    assert rel_err(got, want) < tol
 
 
 @pytest.mark.parametrize("case, outtype", JOBS)

@@ -1,16 +1,29 @@
-"""Convert the golden HF folders (tests/golden/hf, made by make_hf_golden.py) to GGUF with llama.cpp's own
-converter, convert_hf_to_gguf.py, an implementation independent of elk. Not run by the tests.
+"""GGUF golden data from llama.cpp (an implementation independent of elk). Not run by the tests.
+
+1. The golden HF folders (tests/golden/hf, from make_hf_golden.py) converted by llama.cpp's own
+   convert_hf_to_gguf.py, plus a Llama 3.1 RoPE-scaled variant elk must refuse.
+2. With --build (a cmake build of the same llama.cpp) and --logits-tool (llama_logits.cpp built against
+   it): a Q4_0 file made by llama-quantize, and llama.cpp's own logits for the quantized files
+   (gguf/llama_cpp_logits.npz).
 
     pip download --no-binary :all: --no-deps llama-cpp-python -d /tmp/lcpp   # the sdist vendors llama.cpp
     tar xzf /tmp/lcpp/llama_cpp_python-*.tar.gz -C /tmp/lcpp
-    python tests/golden/make_gguf_golden.py /tmp/lcpp/llama_cpp_python-*/vendor/llama.cpp
+    LLAMA=$(echo /tmp/lcpp/llama_cpp_python-*/vendor/llama.cpp)
+    cmake -S $LLAMA -B /tmp/lcpp/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_OPENMP=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
+    cmake --build /tmp/lcpp/build -j2 --target llama-quantize llama
+    g++ -O2 -std=c++17 -I$LLAMA/include -I$LLAMA/ggml/include tests/golden/llama_logits.cpp \
+        -L/tmp/lcpp/build/bin -lllama -lggml -lggml-base -lggml-cpu -Wl,-rpath,/tmp/lcpp/build/bin \
+        -o /tmp/lcpp/llama_logits
+    python tests/golden/make_gguf_golden.py $LLAMA --build /tmp/lcpp/build --logits-tool /tmp/lcpp/llama_logits
 
-llama.cpp's code stays outside the repository; only the GGUF files it writes are kept (gguf/), with
-gguf/made_by.json saying which converter made them. Needs torch + transformers (the converter imports them).
+llama.cpp's code stays outside the repository; only the files it writes are kept (gguf/), with
+gguf/made_by.json saying what made them. Needs torch + transformers (the converter imports them).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -19,58 +32,77 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
+
 HERE = pathlib.Path(__file__).resolve().parent
 HF = HERE / "hf"
 OUT = HERE / "gguf"
-# (HF case, --outtype): the float type of each case's own storage and q8_0 (ggml's reference quantizer).
-# A Llama 3.1-style RoPE-scaled variant (llama.cpp stores the scaling as the rope_freqs.weight tensor, with
-# no scaling key), which elk must refuse: made from gqa_untied_f32 with this config change.
-LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+# (HF case, --outtype): each case's own float type and q8_0 (ggml's reference quantizer).
 JOBS = [("gqa_untied_f32", "f32"), ("gqa_untied_f32", "q8_0"),
         ("mha_tied_bf16_sharded", "bf16"), ("mha_tied_bf16_sharded", "q8_0"),
         ("headdim_f16_sharded", "f16"), ("headdim_f16_sharded", "q8_0")]
+# Llama 3.1 RoPE scaling: llama.cpp stores it as the rope_freqs.weight tensor, with no scaling key.
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+QUANTIZE = ("gqa_untied_f32.f32.gguf", "Q4_0", "gqa_untied_f32.Q4_0.gguf")  # llama-quantize src, type, dst
+LOGITS = ["gqa_untied_f32.q8_0.gguf", "headdim_f16_sharded.q8_0.gguf", "mha_tied_bf16_sharded.q8_0.gguf",
+          "gqa_untied_f32.Q4_0.gguf"]
 
 
-def main(argv: list) -> int:
-    if len(argv) != 1 or not (pathlib.Path(argv[0]) / "convert_hf_to_gguf.py").is_file():
-        print(__doc__)
-        return 2
-    llama_cpp = pathlib.Path(argv[0]).resolve()
+def run(cmd, env=None) -> None:
+    proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(map(str, cmd[:3]))} failed:\n{proc.stderr[-3000:]}")
+
+
+def convert(llama_cpp, env, src, dst, outtype) -> None:
+    run([sys.executable, llama_cpp / "convert_hf_to_gguf.py", src, "--outfile", dst, "--outtype", outtype], env)
+    print(f"{dst.name}: {dst.stat().st_size} bytes")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("llama_cpp", type=pathlib.Path)
+    ap.add_argument("--build", type=pathlib.Path, help="cmake build dir with bin/llama-quantize")
+    ap.add_argument("--logits-tool", type=pathlib.Path, help="llama_logits built from llama_logits.cpp")
+    args = ap.parse_args()
+    llama_cpp = args.llama_cpp.resolve()
     env = dict(os.environ, PYTHONPATH=str(llama_cpp / "gguf-py"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     OUT.mkdir(exist_ok=True)
     for case, outtype in JOBS:
-        dst = OUT / f"{case}.{outtype}.gguf"
-        cmd = [sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(HF / case), "--outfile", str(dst),
-               "--outtype", outtype]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:])
-            return 1
-        print(f"{dst.name}: {dst.stat().st_size} bytes")
+        convert(llama_cpp, env, HF / case, OUT / f"{case}.{outtype}.gguf", outtype)
     with tempfile.TemporaryDirectory() as tmp:
         src = pathlib.Path(tmp) / "llama3_rope"
         shutil.copytree(HF / "gqa_untied_f32", src)
         cfg = json.loads((src / "config.json").read_text())
         cfg["rope_parameters"] = LLAMA3_ROPE
         (src / "config.json").write_text(json.dumps(cfg, indent=2))
-        dst = OUT / "llama3_rope.q8_0.gguf"
-        cmd = [sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(src), "--outfile", str(dst),
-               "--outtype", "q8_0"]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:])
-            return 1
-        print(f"{dst.name}: {dst.stat().st_size} bytes")
+        convert(llama_cpp, env, src, OUT / "llama3_rope.q8_0.gguf", "q8_0")
     version = subprocess.run(["git", "describe", "--always"], cwd=llama_cpp, capture_output=True, text=True)
     made_by = {"converter": "llama.cpp convert_hf_to_gguf.py",
                "source": llama_cpp.parent.parent.name if llama_cpp.parent.name == "vendor" else str(llama_cpp),
                "git": version.stdout.strip() or None,
                "jobs": [{"hf": c, "outtype": t, "file": f"{c}.{t}.gguf"} for c, t in JOBS],
                "refused": {"file": "llama3_rope.q8_0.gguf", "hf": "gqa_untied_f32", "rope_parameters": LLAMA3_ROPE}}
+    if args.build and args.logits_tool:
+        src, qtype, dst = QUANTIZE
+        run([args.build / "bin" / "llama-quantize", OUT / src, OUT / dst, qtype])
+        print(f"{dst}: {(OUT / dst).stat().st_size} bytes")
+        ids = json.loads((HF / "cases.json").read_text())["ids"]
+        logits = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in LOGITS:
+                raw = pathlib.Path(tmp) / "logits.f32"
+                run([args.logits_tool, OUT / name, raw, *ids])
+                logits[name] = np.fromfile(raw, dtype=np.float32).reshape(len(ids), -1)
+        np.savez_compressed(OUT / "llama_cpp_logits.npz", **logits)
+        made_by["llama_quantize"] = {"src": src, "type": qtype, "file": dst}
+        made_by["llama_cpp_logits"] = {"file": "llama_cpp_logits.npz", "keys": LOGITS,
+                                       "how": "llama_logits.cpp: one batch, float32 KV cache, no flash attention, "
+                                              "1 thread, CPU backend"}
     (OUT / "made_by.json").write_text(json.dumps(made_by, indent=2) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
