@@ -60,6 +60,19 @@ def test_cli_tokenize_then_detokenize_roundtrips(image):
     (("run", "{img}", "--temperature", "-1"), ("temperature -1",)),
     (("detokenize", "{img}", "9999"), ("9999", "outside the vocabulary")),
     (("run", "{img}", "--ctx", "4096"), ("seq_len 512",)),
+    # values C cannot hold or would reject with a bare status code: named, with the allowed range
+    (("run", "{img}", "-n", "10000000000000"), ("max_tokens 10000000000000", "outside")),
+    (("run", "{img}", "--top-k", "10000000000000"), ("top_k 10000000000000",)),
+    (("run", "{img}", "--temperature", "nan"), ("temperature nan", ">= 0")),
+    (("run", "{img}", "--temperature", "1e39"), ("temperature 1e+39", "finite")),
+    (("run", "{img}", "--top-p", "1.5"), ("top_p 1.5", "(0, 1]")),
+    (("run", "{img}", "--top-p", "0"), ("top_p 0.0", "(0, 1]")),
+    (("run", "{img}", "--repeat-penalty", "0"), ("repeat_penalty 0.0", "> 0")),
+    (("run", "{img}", "--threads", "-3"), ("threads -3", "[0, 64]")),
+    (("run", "{img}", "--threads", "1000"), ("threads 1000", "[0, 64]")),
+    (("run", "{img}", "--ctx", "10000000000"), ("context length 10000000000", "outside")),
+    (("detokenize", "{img}", "99999999999999"), ("99999999999999", "outside the vocabulary")),
+    (("detokenize", "{img}", "--", "-5"), ("-5", "outside the vocabulary")),
 ])
 def test_cli_run_errors_are_one_line_exit_2(image, tmp_path, args, words):
     args = [a.format(img=image, missing=tmp_path / "nope.elk") for a in args]
@@ -68,3 +81,16 @@ def test_cli_run_errors_are_one_line_exit_2(image, tmp_path, args, words):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("elk: error: "), p.stderr
     assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_cli_prompt_bytes_that_are_not_utf8_become_byte_tokens(image):
+    """argv is bytes: an invalid UTF-8 byte reaches the tokenizer as its byte token (tok512: <0xFF> is
+    id 3 + 255), and the echoed prompt shows U+FFFD instead of a traceback."""
+    raw = [sys.executable, "-m", "elk", "tokenize", str(image), b"a\xffb"]
+    p = subprocess.run(raw, capture_output=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert 258 in [int(i) for i in p.stdout.split()]
+    q = subprocess.run([sys.executable, "-m", "elk", "run", str(image), "-p", b"a\xffb", "-n", "3"],
+                       capture_output=True, cwd=ROOT, timeout=60)
+    assert q.returncode == 0, q.stderr
+    assert q.stdout.startswith("a\ufffdb".encode())

@@ -159,8 +159,10 @@ class Model:
         err = ffi.new("char[512]")
         out = ffi.new("elk_host **")
         kern = kernels.encode() if kernels else ffi.NULL
-        if n_ctx is not None and not 0 < int(n_ctx) < 2**32:
-            raise ElkError(f"context length {n_ctx} must be positive")
+        if n_ctx is not None:
+            _check_int("context length", n_ctx, 1, 2**31 - 1)
+        if threads is not None:
+            _check_int("threads", threads, 0, MAX_THREADS)  # 0 = all CPUs, like None
         rc = self._lib.elk_host_open(os.fsencode(self.path), int(n_ctx or 0), int(threads or 0), kern, out, err, 512)
         if rc:
             raise RuntimeFailure(rc, ffi.string(err).decode("utf-8", "replace"))
@@ -230,8 +232,9 @@ class Model:
     # -----------------------------------------------------------------------------------------
     # Tokenizer
 
-    def tokenize(self, text: str, bos: bool = True, eos: bool = False) -> list:
-        data = text.encode("utf-8")
+    def tokenize(self, text, bos: bool = True, eos: bool = False) -> list:
+        """Token ids of text (str, or bytes: invalid UTF-8 becomes byte tokens)."""
+        data = _utf8(text)
         ffi, cap = self._ffi, len(data) + 3
         n = ffi.new("int *")
         for _ in range(2):
@@ -247,6 +250,7 @@ class Model:
 
     def piece(self, token: int, prev: int = -1) -> bytes:
         """Bytes of `token` as it appears after `prev`."""
+        self._ids_array([token])  # a clear error for ids outside the vocabulary (and outside int32)
         buf = self._ffi.new("char[512]")
         n = self._ffi.new("int *")
         rc = self._lib.elk_host_piece(self._handle(), int(prev), int(token), buf, 512, n)
@@ -267,7 +271,12 @@ class Model:
     # Decoder
 
     def _ids_array(self, ids) -> np.ndarray:
-        arr = np.ascontiguousarray(np.asarray(list(ids), dtype=np.int64))
+        try:
+            arr = np.ascontiguousarray(np.asarray(list(ids), dtype=np.int64))
+        except (TypeError, ValueError, OverflowError):
+            raise ElkError("token ids must be a sequence of integers") from None
+        if arr.ndim != 1:
+            raise ElkError(f"token ids must be one flat sequence, not shape {arr.shape}")
         if arr.size and (arr.min() < 0 or arr.max() >= self.config.vocab_size):
             bad = int(arr[(arr < 0) | (arr >= self.config.vocab_size)][0])
             raise ElkError(f"token id {bad} outside the vocabulary [0, {self.config.vocab_size})")
@@ -291,10 +300,11 @@ class Model:
                         seed=None, keep_context: bool = False):
         """Start generating; returns an iterator of (token id, piece bytes). prompt: text (BOS is
         added) or a list of ids. Raises at once (not on iteration) when the prompt does not fit."""
-        ids = self.tokenize(prompt, bos=True) if isinstance(prompt, str) else list(prompt)
+        ids = self.tokenize(prompt, bos=True) if isinstance(prompt, (str, bytes)) else list(prompt)
         arr = self._ids_array(ids)
-        if max_tokens < 0:
-            raise ElkError(f"max_tokens {max_tokens} must be >= 0")
+        _check_sampling(max_tokens, temperature, top_k, top_p, repeat_penalty, repeat_last_n)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise ElkError(f"seed must be an integer, not {seed!r}")
         seed = int.from_bytes(os.urandom(8), "little") if seed is None else int(seed) % 2**64
         ffi = self._ffi
         rc = self._lib.elk_host_gen_begin(self._handle(), ffi.from_buffer("int32_t[]", arr), arr.size,
@@ -344,3 +354,52 @@ class Model:
         v = self._ffi.new("double[7]")
         self._lib.elk_host_gen_stats(self._h, v, 7)
         self.stats = GenStats(int(v[0]), v[1], v[2], int(v[3]), v[4], v[5], STOP_REASONS.get(int(v[6]), "?"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks: one clear line naming the setting, before anything reaches C (whose int and
+# float parameters would overflow or come back as a bare ELK_E_RANGE).
+
+MAX_THREADS = 64  # the posix worker pool's limit (firmware/platform/posix/threads.c)
+INT32_MAX = 2**31 - 1
+FLT_MAX = 3.4028234663852886e38  # C takes these as float: larger values would become inf
+
+
+def _check_int(what: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ElkError(f"{what} must be an integer, not {value!r}")
+    if not lo <= int(value) <= hi:
+        raise ElkError(f"{what} {value} is outside [{lo}, {hi}]")
+    return int(value)
+
+
+def _check_float(what: str, value, ok, rule: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ElkError(f"{what} must be a number, not {value!r}") from None
+    if not (v == v and ok(v)):  # NaN fails every rule
+        raise ElkError(f"{what} {value} must be {rule}")
+    return v
+
+
+def _check_sampling(max_tokens, temperature, top_k, top_p, repeat_penalty, repeat_last_n) -> None:
+    _check_int("max_tokens", max_tokens, 0, INT32_MAX)
+    _check_float("temperature", temperature, lambda v: 0 <= v <= FLT_MAX, "finite and >= 0 (0 = greedy)")
+    _check_int("top_k", top_k, 0, INT32_MAX)
+    _check_float("top_p", top_p, lambda v: 0 < v <= 1, "in (0, 1] (1 = off)")
+    _check_float("repeat_penalty", repeat_penalty, lambda v: 0 < v <= FLT_MAX, "finite and > 0 (1 = off)")
+    _check_int("repeat_last_n", repeat_last_n, 0, INT32_MAX)
+
+
+def _utf8(text) -> bytes:
+    """UTF-8 bytes of text; bytes pass through. Undecodable command-line bytes (which Python keeps
+    as surrogate escapes) come back as the original bytes and tokenize as byte tokens."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        return bytes(text)
+    if not isinstance(text, str):
+        raise ElkError(f"text must be str or bytes, not {type(text).__name__}")
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as e:
+        raise ElkError(f"text has a lone surrogate {text[e.start]!r} at index {e.start} (not encodable as UTF-8)") from None

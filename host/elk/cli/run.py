@@ -54,7 +54,7 @@ def _run(args) -> int:
                             top_k=args.top_k, top_p=args.top_p, repeat_penalty=args.repeat_penalty,
                             seed=args.seed)
         out = sys.stdout
-        out.write(args.prompt)
+        out.write(args.prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))  # argv bytes
         out.flush()
         for piece in pieces:
             out.write(piece)
