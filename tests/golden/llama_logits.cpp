@@ -14,6 +14,7 @@ int main(int argc, char **argv) {
     if (argc < 4) { fprintf(stderr, "usage: dump_logits model.gguf out.f32 id...\n       dump_logits model.gguf --tokenize text\n"); return 1; }
     llama_backend_init();
     llama_model_params mp = llama_model_default_params();
+    mp.vocab_only = std::string(argv[2]) == "--tokenize";  // vocabulary-only GGUFs have no weights
     llama_model *model = llama_model_load_from_file(argv[1], mp);
     if (!model) return 1;
     const llama_vocab *vocab = llama_model_get_vocab(model);
