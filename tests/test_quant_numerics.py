@@ -138,6 +138,22 @@ def test_cli_pack_prints_per_tensor_report_with_recipe_and_fallback(tmp_path):
     assert img.tensor("W2", 3).type == "F16"
 
 
+def test_cli_pack_warns_about_recipe_rules_that_match_no_tensor(tmp_path):
+    """A typo in a glob would otherwise pack silently at the default type."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "elk", "pack", str(fixture_path("stories260K.bin")), "--quiet",
+                        "-o", str(tmp_path / "w.elk"), "--tokenizer", str(fixture_path("tok512.bin")),
+                        "--recipe", "blk.*.atn_q=q8_0,blk.*.attn_k=q8_0"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    warn = [ln for ln in r.stderr.splitlines() if ln.startswith("elk: warning:")]
+    assert len(warn) == 1 and "'blk.*.atn_q=q8_0' matched no tensor" in warn[0], r.stderr
+    rec = quant.parse_recipe("q4_0", "token_embd=q8_0,nothing=f16")
+    rec.choose("token_embd.weight", "TOKEN_EMBD", 64)
+    assert rec.unused_rules() == [("nothing", "F16")]
+
+
 def test_cli_pack_missing_local_file_is_not_a_hub_lookup(tmp_path):
     import subprocess
     import sys

@@ -158,6 +158,7 @@ class PackResult:
     image_size: int
     tensors: list  # TensorReport
     recipe: str
+    warnings: list = dataclasses.field(default_factory=list)  # e.g. recipe rules that matched nothing
 
 
 def _tokenizer_bytes(model: Model, tokenizer) -> bytes:
@@ -264,7 +265,9 @@ def write_image(path, model: Model, *, quant="f32", recipe=None, security_counte
     finally:
         if tmp.exists():
             tmp.unlink()
-    return PackResult(path, image_size, reports, rec.text())
+    unused = [f"recipe rule '{g}={t.lower()}' matched no tensor (names look like blk.0.attn_q, token_embd, "
+              f"output)" for g, t in rec.unused_rules()]
+    return PackResult(path, image_size, reports, rec.text(), unused)
 
 
 def _encode_tensor(t, ttype, tname, q):

@@ -152,6 +152,11 @@ class Recipe:
 
     default: str = "F32"
     rules: list = dataclasses.field(default_factory=list)
+    matched: set = dataclasses.field(default_factory=set)  # indexes of rules choose() has used
+
+    def unused_rules(self) -> list:
+        """(glob, type) rules that no tensor matched so far: usually a typo in the recipe."""
+        return [r for i, r in enumerate(self.rules) if i not in self.matched]
 
     def text(self) -> str:
         parts = [f"{g}={t.lower()}" for g, t in self.rules]
@@ -163,9 +168,10 @@ class Recipe:
             return "F32", ""
         want = self.default
         short = name[: -len(".weight")] if name.endswith(".weight") else name
-        for glob, t in self.rules:
+        for i, (glob, t) in enumerate(self.rules):
             if fnmatch.fnmatchcase(name, glob) or fnmatch.fnmatchcase(short, glob):
                 want = t
+                self.matched.add(i)
                 break
         if want in ("Q8_0", "Q4_0") and cols % QK:
             return FALLBACK_TYPE, f"cols {cols} not a multiple of {QK}: {want.lower()} -> {FALLBACK_TYPE.lower()}"

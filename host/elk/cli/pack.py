@@ -57,11 +57,15 @@ def _pack(args) -> int:
 
         print("\n".join(lines[-1:] if args.quiet else lines))
         print(describe(read_image(result.path).npu)[0])
+        for w in getattr(result, "warnings", ()):
+            print(f"elk: warning: {w}", file=sys.stderr)
         return 0
     result = pack(args.src, args.output, quant=args.quant, recipe=args.recipe, tokenizer=args.tokenizer,
                   name=args.name, security_counter=args.security_counter, progress=sys.stderr.isatty())
     lines = report_lines(result)
     print("\n".join(lines[-1:] if args.quiet else lines))
+    for w in result.warnings:
+        print(f"elk: warning: {w}", file=sys.stderr)
     return 0
 
 
