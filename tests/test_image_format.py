@@ -2,6 +2,7 @@
 `elk verify` reject every kind of damaged image with one line naming the bad part."""
 
 import hashlib
+import re
 import struct
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import fixture_path
+from conftest import ROOT, fixture_path
 from elk import image as im
 from elk import quant, spec
 from elk.convert import llama2c
@@ -330,3 +331,42 @@ def test_repacking_an_f32_image_equals_packing_the_checkpoint(model, tmp_path):
     im.write_image(tmp_path / "direct.elk", model, quant="q4_0", security_counter=2)
     im.write_image(tmp_path / "re.elk", load_model(tmp_path / "f32.elk"), quant="q4_0", security_counter=2)
     assert (tmp_path / "re.elk").read_bytes() == (tmp_path / "direct.elk").read_bytes()
+
+
+def _doc_table(title):
+    """Rows (off, type, field) of the first table after the heading `title` in docs/image-format.md."""
+    text = (ROOT / "docs" / "image-format.md").read_text()
+    body = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].isdigit():
+            rows.append((int(cells[0]), cells[1], cells[2]))
+    return rows
+
+
+def test_docs_header_table_equals_spec_header_fields():
+    """The byte-for-byte spec in docs/ and the constants C and Python use (spec.py -> spec.h) agree:
+    every named field at the same offset with the same type, reserved gaps where spec has none."""
+    doc = {f: (off, t) for off, t, f in _doc_table("Header (256 bytes)") if f != "reserved"}
+    assert doc == {name: (off, t) for name, off, t in spec.HEADER_FIELDS}
+    sizes = {"u8": 1, "char": 1, "u16": 2, "u32": 4, "u64": 8, "f32": 4}
+    rows = _doc_table("Header (256 bytes)")
+    for (off, t, _), (nxt, _, _) in zip(rows, rows[1:] + [(spec.IMAGE_HEADER_SIZE, "", "")]):
+        base, _, n = t.partition("[")
+        assert off + sizes[base] * (int(n[:-1]) if n else 1) == nxt, (off, t)  # no gap, no overlap
+
+
+def test_docs_section_and_tensor_entries_equal_spec_and_the_writer():
+    sect = _doc_table("Section table entry (32 bytes)")
+    assert [o for o, _, _ in sect] == [0, 4, 8, 16, 24] and spec.SECTION_ENTRY_SIZE == 32
+    kinds = dict((int(n), k) for n, k in re.findall(r"(\d) ([A-Z_]+)", sect[0][2]))
+    assert kinds == {v: k for k, v in spec.SECTION_KINDS.items()}
+    tens = _doc_table("TENSOR_TABLE")
+    assert [(o, t) for o, t, _ in tens] == [(0, "char[48]"), (48, "u32"), (52, "u16"), (54, "u16"), (56, "u32"),
+                                            (60, "u32"), (64, "u64"), (72, "u64"), (80, "u8[16]")]
+    assert spec.TENSOR_NAME_MAX == 48 and spec.TENSOR_ENTRY_SIZE == 80 + 16
+    types = dict((int(n), k) for n, k in re.findall(r"(\d+) (F32|F16|Q4_0|Q8_0)", tens[1][2]))
+    assert types == {v[0]: k for k, v in spec.TENSOR_TYPES.items() if k != "BF16"}
+    e = im.tensor_entry("blk.0.attn_q.weight", 8, 3, 0, 64, 64, 4928, 4352)
+    assert len(e) == 96 and struct.unpack_from("<IHHIIQQ", e, 48) == (8, 3, 0, 64, 64, 4928, 4352)
