@@ -69,12 +69,48 @@ def test_bad_npu_options_give_one_line(image, tmp_path):
     assert rc == 2 and se.startswith("elk: error:") and "Traceback" not in se
 
 
-def test_litert_backend_with_a_library_that_is_not_litert_gives_one_line(image):
+def test_litert_library_missing_or_not_litert_falls_back_to_the_cpu_with_one_notice(image, tmp_path):
     import os
 
     libm = subprocess.run(["gcc", "-print-file-name=libm.so.6"], capture_output=True, text=True).stdout.strip()
-    env = dict(os.environ, ELK_LITERT_LIB=libm)
-    proc = subprocess.run([sys.executable, "-m", "elk", "run", str(image), "--npu", "litert", "-n", "2"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == f"elk: error: {libm}: missing symbol LiteRtCreateEnvironment (not a LiteRT C API library)"
+    cpu = subprocess.run([sys.executable, "-m", "elk", "run", str(image), "-p", "Once upon a time", "-n", "8",
+                          "--temperature", "0", "--npu", "off"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert cpu.returncode == 0, cpu.stderr
+    for lib, why in ((libm, f"{libm}: missing symbol LiteRtCreateEnvironment (not a LiteRT C API library)"),
+                     (tmp_path / "nowhere" / "libLiteRt.so", "LiteRT C library not found")):
+        env = dict(os.environ, ELK_LITERT_LIB=str(lib))
+        proc = subprocess.run([sys.executable, "-m", "elk", "run", str(image), "-p", "Once upon a time", "-n", "8",
+                               "--temperature", "0", "--npu", "litert"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == cpu.stdout  # the CPU path's answer
+        notices = [ln for ln in proc.stderr.splitlines() if ln.startswith("npu:")]
+        assert len(notices) == 1 and why in notices[0] and "CPU runs every layer" in notices[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_image_chunk_other_than_the_boards_runs_the_images_chunk_with_one_notice(image):
+    # image: packed for rk3588 (64-token chunks); ax650n.toml says 32
+    rc, so, se = elk("run", image, "-p", "Once upon a time", "-n", "4", "--temperature", "0", "--npu", "sim",
+                     "--npu-board", "ax650n")
+    assert rc == 0, se
+    assert "npu: image chunk 64 tokens, ax650n NPU chunk 32: runs the image's" in se
+    assert "npu sim: 35 chunks offloaded" in se
+    rc, so, se = elk("run", image, "-p", "Once upon a time", "-n", "4", "--npu", "sim", "--npu-board", "rk3588")
+    assert rc == 0 and "npu: image chunk" not in se
+
+
+def test_elk_run_program_with_an_unloadable_litert_runs_on_the_cpu_with_one_notice(image, tmp_path):
+    prog = ROOT / "build" / "host" / "elk-run"
+    args = [str(prog), str(image), "-p", "Once upon a time", "-n", "8", "--temperature", "0"]
+    cpu = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert cpu.returncode == 0, cpu.stderr
+    bad = tmp_path / "libLiteRt.so"
+    bad.write_bytes(b"not an ELF file")
+    proc = subprocess.run(args + ["--npu", "litert", "--litert-lib", str(bad)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == cpu.stdout
+    notices = [ln for ln in proc.stderr.splitlines() if ln.startswith("npu")]
+    assert len(notices) == 1 and notices[0].startswith(f"npu: litert unavailable (cannot load {bad}")
+    assert notices[0].endswith("; CPU runs every layer")

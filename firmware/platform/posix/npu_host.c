@@ -166,8 +166,19 @@ int elk_host_npu_open_host(struct elk_host *host, const char *backend, const cha
         return ELK_E_MISSING;
     }
     int rc = ELK_OK;
-    if (strcmp(backend, "litert") == 0 && (rc = elk_host_litert_load(litert_lib, err, errcap)) != ELK_OK)
-        return rc;
+    if (strcmp(backend, "litert") == 0 && (rc = elk_host_litert_load(litert_lib, err, errcap)) != ELK_OK) {
+        /* no usable LiteRT: a session that sends every layer to the CPU, with one notice (not an error:
+         * the NPU only speeds up prefill, the CPU path gives the answer) */
+        elk_host_npu *s = calloc(1, sizeof *s);
+        if (!s)
+            return ELK_E_NOMEM;
+        char line[320];
+        snprintf(line, sizeof line, "npu: litert unavailable (%s); CPU runs every layer", err);
+        host_log(s, line);
+        err[0] = 0;
+        *out = s;
+        return ELK_OK;
+    }
     elk_host_npu *s = elk_host_npu_open(m->img->section[ELK_SECTION_NPU].data,
                                         m->img->section[ELK_SECTION_NPU].size, backend, tops, dma_gbs, 0, NULL,
                                         3, 0, 0, &rc, err, errcap);
@@ -180,7 +191,13 @@ int elk_host_npu_open_host(struct elk_host *host, const char *backend, const cha
 
 void elk_host_npu_report(const elk_host_npu *s)
 {
-    fprintf(stderr, "npu %s: %llu chunks offloaded, %llu linear calls on the CPU, simulated NPU time %.3f ms\n%s",
-            s->runner.backend ? s->runner.backend->name : "off", (unsigned long long)s->runner.stats.chunks,
-            (unsigned long long)s->runner.stats.cpu_fallbacks, 1e3 * s->runner.stats.npu_seconds, s->log);
+    if (!s->runner_ok) { /* nothing ran on an NPU: only the notices say why */
+        fputs(s->log, stderr);
+        return;
+    }
+    fprintf(stderr, "npu %s: %llu chunks offloaded, %llu linear calls on the CPU", s->runner.backend->name,
+            (unsigned long long)s->runner.stats.chunks, (unsigned long long)s->runner.stats.cpu_fallbacks);
+    if (s->runner.backend->chunk_seconds) /* only a backend with a cost model knows its device time */
+        fprintf(stderr, ", simulated NPU time %.3f ms", 1e3 * s->runner.stats.npu_seconds);
+    fprintf(stderr, "\n%s", s->log);
 }

@@ -49,7 +49,8 @@ int elk_host_npu_attach(struct elk_host *host, elk_host_npu *s);
 /* For programs (elk-run): open a session on the NPU section of the image behind `host` with backend
  * "sim" or "litert" (litert_lib: path of libLiteRt.so, loaded first), attach it, and return it in *out.
  * Close it after elk_host_close. Non-zero with err set when the image has no NPU section, the section
- * is malformed or the backend cannot be loaded. */
+ * is malformed or the backend is unknown. A LiteRT library that cannot be loaded is not an error: the
+ * session then runs every layer on the CPU and its report is the one-line notice saying why. */
 int elk_host_npu_open_host(struct elk_host *host, const char *backend, const char *litert_lib, double tops,
                            double dma_gbs, elk_host_npu **out, char *err, int errcap);
 /* One line of stats (chunks, CPU fallbacks, simulated NPU seconds) and the notices, to stderr. */

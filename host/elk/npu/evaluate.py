@@ -92,7 +92,7 @@ def compare_runtime(image_path, prompts, backend: str = "sim", board=None, threa
     with runtime.Model(image_path, threads=threads) as m:
         ids = [m.tokenize(p) if isinstance(p, str) else list(p) for p in prompts]
         cpu = [m.logits(i) for i in ids]
-        sess = attach(m, backend, board)
+        sess = attach(m, backend, board, fallback=False)
         npu = [m.logits(i) for i in ids]
         return _agreement(list(zip(cpu, npu)), sess.stats())
 

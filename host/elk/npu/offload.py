@@ -91,12 +91,20 @@ def resolve_backend(choice: str | None, board: str | None) -> str:
     return choice
 
 
+def _stderr_notice(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
 def attach(model, backend: str, board: str | None = None, fail_after: int = 0, decline_odd: bool = False,
-           accel: str = "cpu", dispatch_dir: str | None = None):
+           accel: str = "cpu", dispatch_dir: str | None = None, fallback: bool = True, notice=_stderr_notice):
     """Route the prefill linears of an elk.runtime.Model through an NPU session; returns the session
     (kept on the model so it outlives every forward call), or None for "off". accel/dispatch_dir:
-    where LiteRT places the subgraphs (docs/npu.md, "Plugging in a real NPU")."""
-    from elk.npu.native import Session, attach_host
+    where LiteRT places the subgraphs (docs/npu.md, "Plugging in a real NPU").
+    When the LiteRT library cannot be loaded (missing, not LiteRT) and `fallback` is set, the model
+    stays on the CPU path: one `notice` line, None returned; without `fallback` the error is raised."""
+    from elk.npu.native import NpuError, Session, attach_host, load_litert
 
     if backend == "off":
         if getattr(model, "_npu_session", None) is not None:
@@ -107,6 +115,21 @@ def attach(model, backend: str, board: str | None = None, fail_after: int = 0, d
     bn = board_npu(board)
     if accel not in ACCELERATORS:
         raise NpuOptionError(f"--npu-accel must be one of {', '.join(ACCELERATORS)}")
+    if backend == "litert":
+        from elk.npu.litert import LiteRtError
+
+        try:
+            load_litert()
+        except (LiteRtError, NpuError) as e:
+            if not fallback:
+                raise
+            notice(f"npu: litert unavailable ({e}); CPU runs every layer")
+            return attach(model, "off")
+    if bn is not None:
+        chunk = parse_section(blob).chunk
+        if chunk != bn.chunk:
+            notice(f"npu: image chunk {chunk} tokens, {bn.board} NPU chunk {bn.chunk}: runs the image's "
+                   f"(repack with --board {bn.board} for the board's)")
     sess = Session(blob, backend, tops=bn.tops if bn else 0.0, dma_gbs=bn.dma_gbs if bn else 0.0,
                    accelerators=ACCELERATORS[accel], dispatch_dir=dispatch_dir,
                    decline_odd=decline_odd, fail_after=fail_after)
