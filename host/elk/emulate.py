@@ -11,10 +11,12 @@ import errno
 import json
 import os
 import pathlib
+import ctypes
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tty
 
@@ -29,6 +31,24 @@ FLASH_CAP_32BIT_MB = 1024  # emulated flash of 32-bit boards (the firmware maps 
 
 class EmulatorError(ElkError):
     pass
+
+
+try:  # looked up here, not in the forked child (no allocation between fork and exec)
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int):
+    """preexec_fn: the firmware gets SIGTERM when the process that started it dies, even by SIGKILL or a
+    closed terminal, so no elk-fw (or qemu) outlives its `elk emulate`. Linux ties this to the creating
+    thread, hence only used from the main thread."""
+    def child():
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    return child
 
 
 def build(board: boards.Board, mode: str = "release") -> pathlib.Path:
@@ -130,11 +150,13 @@ class Emulator:
         # slave open so the firmware's UART never sees a hang-up between clients.
         tty.setraw(self._slave)
         self.port = os.ttyname(self._slave)
+        tie = _prctl is not None and threading.current_thread() is threading.main_thread()
         for attempt in range(20):
             try:
                 self.proc = subprocess.Popen(self.command(), pass_fds=(self._master,), stdin=subprocess.DEVNULL,
                                              stdout=subprocess.DEVNULL, stderr=self.log or None,
-                                             start_new_session=True)
+                                             start_new_session=True,
+                                             preexec_fn=_die_with_parent(os.getpid()) if tie else None)
                 break
             except OSError as e:
                 # a concurrent SCons run may be relinking elk-fw right now (EACCES / ETXTBSY / ENOENT)
@@ -221,14 +243,15 @@ def running() -> list:
 
 
 def serve(board: str, flash=None, baud=None, out=sys.stdout, **kw) -> int:
-    """`elk emulate`: start a board, print its port first (flushed), run until Ctrl-C or SIGTERM."""
+    """`elk emulate`: start a board, print its port first (flushed), run until Ctrl-C, SIGTERM or SIGHUP
+    (the terminal closed); each stops the firmware and removes the record and a temporary flash file."""
     emu = Emulator(board, flash=flash, baud=baud, build_first=True, **kw)
     stop = {"now": False}
 
     def on_signal(signum, frame):
         stop["now"] = True
 
-    old = signal.signal(signal.SIGTERM, on_signal)
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         emu.start()
         print(f"port: {emu.port}", file=out, flush=True)
@@ -241,6 +264,7 @@ def serve(board: str, flash=None, baud=None, out=sys.stdout, **kw) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         emu.stop()
     return 0

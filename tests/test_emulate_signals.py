@@ -1,0 +1,59 @@
+"""`elk emulate` stops cleanly however it is stopped: Ctrl-C (SIGINT), SIGTERM and a closed terminal
+(SIGHUP) stop the firmware and remove the board's record; even SIGKILL of `elk emulate` takes the
+firmware down with it (no orphan elk-fw holding a pty and a flash file)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie no longer runs
+    except FileNotFoundError:
+        return True
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if _gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
+def test_emulate_leaves_no_firmware_behind(host_build, tmp_path, sig):
+    env = dict(os.environ, ELK_RUNTIME_DIR=str(tmp_path / "run"))
+    proc = subprocess.Popen([sys.executable, "-m", "elk", "emulate", "--baud", "0"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fw_pid = None
+    try:
+        first = proc.stdout.readline().strip()
+        assert first.startswith("port: /dev/pts/"), first + proc.stderr.read()
+        records = list((tmp_path / "run").glob("*.json"))
+        assert len(records) == 1
+        fw_pid = json.loads(records[0].read_text())["fw_pid"]
+        assert not _gone(fw_pid)
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=10)
+        assert _wait_gone(fw_pid), f"elk-fw {fw_pid} outlived `elk emulate` ({sig.name})"
+        if sig != signal.SIGKILL:
+            assert rc == 0, proc.stderr.read()
+            assert not list((tmp_path / "run").glob("*.json"))  # `elk ports` no longer lists it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if fw_pid is not None and not _gone(fw_pid):
+            os.kill(fw_pid, signal.SIGKILL)
