@@ -111,6 +111,25 @@ def test_elk_run_refuses_image_with_corrupt_npu_section(model, built, tmp_path, 
     assert "CRC" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_elk_verify_fails_an_image_whose_npu_section_is_corrupt(model, built, tmp_path):
+    from elk import image as im
+
+    good = tmp_path / "good.elk"
+    im.write_image(good, model, npu=built[1])
+    blob = bytearray(built[1])
+    blob[spec.NPU_HEAD_SIZE + 5] ^= 0x55  # the payload hash covers it, the section's own CRC does not
+    bad = tmp_path / "bad.elk"
+    im.write_image(bad, model, npu=bytes(blob))
+    proc = subprocess.run([sys.executable, "-m", "elk", "verify", str(good)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "ok   NPU section: 35 layers, chunk 16 tokens" in proc.stdout, proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "elk", "verify", str(bad)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "FAIL NPU section: CRC of head and entry table mismatch" in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
 def test_head_layout_matches_spec():
     assert HEAD.size == spec.NPU_HEAD_SIZE
     blob = bytearray(spec.NPU_HEAD_SIZE)

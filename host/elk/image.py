@@ -625,4 +625,12 @@ def verify_image(path) -> VerifyReport:
                                    f"{img.config.vocab_size} tokens")
     except ImageError as e:
         rep.add("structure", False, str(e).split(": ", 1)[-1])
+    if rep.image is not None and rep.image.npu is not None:  # the NPU section's own CRC and bounds
+        from elk.npu.section import NpuSectionError, parse_section
+
+        try:
+            sec = parse_section(rep.image.npu)
+            rep.add("NPU section", True, f"{len(sec.layers)} layers, chunk {sec.chunk} tokens")
+        except NpuSectionError as e:
+            rep.add("NPU section", False, str(e).removeprefix("NPU section: "))
     return rep
