@@ -135,3 +135,21 @@ def test_independent_gguf_llama3_rope_freqs_are_refused_not_ignored(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert "rope_freqs.weight" in r.stderr and "RoPE" in r.stderr and "[1. 8. 8. 8.]" in r.stderr
     assert not (tmp_path / "x.elk").exists()
+
+
+@pytest.mark.parametrize("vocab_file", ["tokenizer.model", "ggml-vocab-llama-spm.gguf"])
+def test_independent_gguf_zephyr_prompt_tokens_equal_llama_cpp(vocab_file):
+    """TinyLlama's chat prompt as elk's firmware builds it (BOS, each text piece encoded on its own, the
+    EOS id for "</s>") is llama.cpp's tokenization of the rendered template, token for token, including
+    the "▁" (29871) llama.cpp puts after </s>. (transformers 5's converted tokenizer omits it.)"""
+    from elk import tokenizer as tk
+
+    v = tk.load(fixture_path(vocab_file))
+    golden = json.loads((GOLDEN / "gguf" / "llama_cpp_tokens.json").read_text())
+    assert golden["vocab"] == "ggml-vocab-llama-spm.gguf"
+    for item in golden["texts"]:
+        parts = item["text"].split("</s>")
+        ids = tk.encode(v, parts[0], bos=True)
+        for part in parts[1:]:
+            ids += [v.eos_id] + tk.encode(v, part)
+        assert ids == item["ids"], item["text"]

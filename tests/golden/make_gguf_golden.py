@@ -49,6 +49,14 @@ LOGITS = ["gqa_untied_f32.q8_0.gguf", "headdim_f16_sharded.q8_0.gguf", "mha_tied
           "gqa_untied_f32.Q4_0.gguf"]
 
 
+# Texts llama.cpp tokenizes with the fixture Llama 2 vocabulary (parse_special: "</s>" is the EOS id),
+# among them TinyLlama's Zephyr prompt as its chat template renders it.
+VOCAB_GGUF = HERE.parents[2] / "shared" / "fixtures" / "ggml-vocab-llama-spm.gguf"
+TOKEN_TEXTS = ["<|user|>\nTell me a story</s>\n<|assistant|>\n",
+               "<|system|>\nYou are a friendly chatbot</s>\n<|user|>\nHi!</s>\n<|assistant|>\n",
+               "Once upon a time, h\u00e9llo \u4e2d! 42", "  two  spaces\nand a newline"]
+
+
 def run(cmd, env=None) -> None:
     proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -96,6 +104,13 @@ def main() -> int:
                 run([args.logits_tool, OUT / name, raw, *ids])
                 logits[name] = np.fromfile(raw, dtype=np.float32).reshape(len(ids), -1)
         np.savez_compressed(OUT / "llama_cpp_logits.npz", **logits)
+        tokens = []
+        for text in TOKEN_TEXTS:
+            proc = subprocess.run([str(args.logits_tool), str(VOCAB_GGUF), "--tokenize", text], capture_output=True,
+                                  text=True, check=True)
+            tokens.append({"text": text, "ids": [int(t) for t in proc.stdout.split()]})
+        (OUT / "llama_cpp_tokens.json").write_text(json.dumps({"vocab": VOCAB_GGUF.name, "add_special": True,
+                                                               "parse_special": True, "texts": tokens}, indent=1))
         made_by["llama_quantize"] = {"src": src, "type": qtype, "file": dst}
         made_by["llama_cpp_logits"] = {"file": "llama_cpp_logits.npz", "keys": LOGITS,
                                        "how": "llama_logits.cpp: one batch, float32 KV cache, no flash attention, "
