@@ -114,3 +114,20 @@ def test_elk_run_program_with_an_unloadable_litert_runs_on_the_cpu_with_one_noti
     notices = [ln for ln in proc.stderr.splitlines() if ln.startswith("npu")]
     assert len(notices) == 1 and notices[0].startswith(f"npu: litert unavailable (cannot load {bad}")
     assert notices[0].endswith("; CPU runs every layer")
+
+
+def test_elk_run_sim_says_which_cost_model_the_simulated_time_uses(image):
+    import re
+
+    times = {}
+    for board in ("rk3588", None):
+        rc, so, se = elk("run", image, "-p", "Once upon a time", "-n", "2", "--npu", "sim",
+                         *(("--npu-board", board) if board else ()))
+        assert rc == 0, se
+        m = re.search(r"simulated NPU time ([0-9.]+) ms \(([^)]*)\), measured prefill [0-9.]+ ms on this CPU", se)
+        assert m, se
+        times[board] = (float(m.group(1)), m.group(2))
+    # rk3588.toml: int8 6 TOPS x efficiency 0.2, dma_gbs 20
+    assert times["rk3588"][1] == "rk3588: 1.2 TOPS int8 reached, DMA 20 GB/s"
+    assert times[None][1].startswith("no NPU board named: default 1 TOPS, DMA 4 GB/s")
+    assert times[None][0] > times["rk3588"][0]

@@ -133,6 +133,9 @@ def attach(model, backend: str, board: str | None = None, fail_after: int = 0, d
     sess = Session(blob, backend, tops=bn.tops if bn else 0.0, dma_gbs=bn.dma_gbs if bn else 0.0,
                    accelerators=ACCELERATORS[accel], dispatch_dir=dispatch_dir,
                    decline_odd=decline_odd, fail_after=fail_after)
+    # what the sim's simulated time is charged at, said beside it (elk run): the board's facts or defaults
+    sess.cost_model = (f"{bn.board}: {bn.tops:g} TOPS int8 reached, DMA {bn.dma_gbs:g} GB/s" if bn else
+                       "no NPU board named: default 1 TOPS, DMA 4 GB/s; --npu-board sets the board's")
     attach_host(model, sess)
     model._npu_session = sess
     return sess
@@ -161,8 +164,12 @@ def stats_line(session, gen_stats=None) -> str:
     line = (f"npu {session.backend}: {s['chunks']} chunks offloaded, {s['cpu_fallbacks']} linear calls on the CPU")
     if session.backend == "sim":
         line += f", simulated NPU time {1e3 * s['npu_seconds']:.3f} ms"
+        if getattr(session, "cost_model", None):
+            line += f" ({session.cost_model})"
     if gen_stats is not None:
-        line += f", measured prefill {1e3 * gen_stats.prefill_s:.1f} ms"
+        line += f", measured prefill {1e3 * gen_stats.prefill_s:.1f} ms on this CPU"
+        if session.backend == "sim":
+            line += " (with the sim's own integer work)"
     notices = session.log.strip()
     return line + ("\n" + notices if notices else "")
 
