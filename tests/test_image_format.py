@@ -247,6 +247,9 @@ def test_cli_verify_and_info_exit_codes(q8_image, tmp_path):
     assert "Traceback" not in r.stderr
     info = subprocess.run([sys.executable, "-m", "elk", "info", str(q8_image)], capture_output=True, text=True)
     assert info.returncode == 0 and "blk.4.ffn_up.weight" in info.stdout and "security counter 7" in info.stdout
+    raw = q8_image.read_bytes()
+    assert f"header crc32 0x{zlib.crc32(raw[:252]):08X}" in info.stdout
+    assert f"payload sha256 {hashlib.sha256(raw[256:]).hexdigest()}" in info.stdout
 
 
 def test_writer_keeps_security_counter_and_alignment(model, tmp_path):

@@ -83,6 +83,9 @@ def info_lines(path) -> list:
            f"({fmt_bytes(h['image_size'])}), alignment {h['alignment']}, security counter {h['security_counter']}"
            + (", trailer present" if img.trailer else "")]
     out.append(f"name: {h['name']}")
+    sha = h["payload_sha256"]
+    out.append(f"header crc32 0x{h['header_crc32']:08X}; payload sha256 {sha.hex() if isinstance(sha, bytes) else sha} "
+               f"(as stored; elk verify recomputes both)")
     out.append(f"config: dim {c.dim}, hidden {c.hidden_dim}, layers {c.n_layers}, heads {c.n_heads}, "
                f"kv heads {c.n_kv_heads}, head_dim {c.head_dim}, vocab {c.vocab_size}, seq_len {c.seq_len}, "
                f"rope_theta {c.rope_theta:g}, norm_eps {c.norm_eps:g}, output {'tied' if c.tied_output else 'separate'}")
