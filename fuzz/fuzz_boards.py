@@ -109,7 +109,7 @@ def main(argv: list[str]) -> int:
         return 0
     import atheris
 
-    with atheris.instrument_imports():
+    with atheris.instrument_imports(include=["elk", "tomllib"]):
         import tomllib  # noqa: F401  (instrument the parser the loader calls)
 
         from elk import boards

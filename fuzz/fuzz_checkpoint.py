@@ -128,7 +128,7 @@ def main(argv: list) -> int:
         return 0
     import atheris
 
-    with atheris.instrument_imports():
+    with atheris.instrument_imports(include=["elk"]):
         _import()
         import elk.convert.gguf_reader  # noqa: F401
         import elk.convert.llama2c  # noqa: F401

@@ -125,7 +125,7 @@ def main(argv: list) -> int:
         return 0
     import atheris
 
-    with atheris.instrument_imports():
+    with atheris.instrument_imports(include=["elk"]):
         _import()
     atheris.Setup([sys.argv[0], *argv], test_one)
     atheris.Fuzz()

@@ -115,8 +115,11 @@ def have_atheris() -> bool:
     return True
 
 
-def fuzz(h: Harness, exe, seconds: float, save_crashes: bool) -> dict:
+def fuzz(h: Harness, exe, seconds: float, save_crashes: bool, fresh: bool = False) -> dict:
     work = OUT / "corpus" / h.name       # grows as libFuzzer finds new coverage; seeds stay untouched
+    if fresh:  # start from the seeds only: libFuzzer first replays the whole work corpus, which grows
+        work = OUT / "corpus-fresh" / h.name
+        shutil.rmtree(work, ignore_errors=True)
     crashes = OUT / "crashes" / h.name
     work.mkdir(parents=True, exist_ok=True)
     crashes.mkdir(parents=True, exist_ok=True)
@@ -164,6 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--replay", action="store_true", help="run seeds and regression inputs once, no fuzzing")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--save-crashes", action="store_true", help="copy new crash inputs to tests/fuzz-corpus/regressions/")
+    ap.add_argument("--fresh", action="store_true", help="ignore the grown corpus in build/fuzz/corpus (quick smoke runs)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -200,7 +204,7 @@ def main(argv=None) -> int:
             ok = r["rc"] == 0
             print(f"{h.name:10} replay {r['runs']} inputs: {'ok' if ok else 'CRASH'}")
         else:
-            r = fuzz(h, exe, args.seconds, args.save_crashes)
+            r = fuzz(h, exe, args.seconds, args.save_crashes, args.fresh)
             ok = r["rc"] == 0 and not r["crashes"]
             line = f"{h.name:10} {r['runs']} runs in {args.seconds:g} s, corpus {r['corpus']}"
             print(line + ("" if ok else f", CRASH: {', '.join(str(p) for p in r['crashes']) or 'see log'}"))

@@ -52,7 +52,7 @@ def test_fuzz_harness_runs_clean_for_a_few_seconds(name):
     h = next(h for h in fuzz_run.all_harnesses() if h.name == name)
     if h.missing():
         pytest.fail(f"harness {name} cannot build: {h.missing()}")
-    r = run("--only", name, "--seconds", "2")
+    r = run("--only", name, "--seconds", "2", "--fresh")
     assert r.returncode == 0, r.stdout + r.stderr
     runs = int(re.search(rf"^{name}\s+(\d+) runs", r.stdout, re.M).group(1))
     assert runs > 50, r.stdout  # the harness really executed inputs, it did not just start
