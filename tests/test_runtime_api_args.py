@@ -65,3 +65,19 @@ def test_bad_open_arguments_are_elk_errors(host_build, tmp_path):
                       (dict(threads=-1), "threads -1"), (dict(threads=65), "threads 65")):
         with pytest.raises(ElkError, match=words):
             elk.load(path, **kw)
+
+
+def test_a_generation_ended_by_a_later_call_raises_instead_of_stealing_tokens(model):
+    """The C context is shared: an older generator must not continue from another call's state."""
+    greedy = "".join(model.generate("Lily", max_tokens=10, temperature=0))
+    g = model.generate("Once upon a time", max_tokens=20, temperature=0)
+    next(g)
+    model.logits([1, 2, 3])
+    with pytest.raises(ElkError, match="ended by a later"):
+        next(g)
+    g1 = model.generate("Once upon a time", max_tokens=10, temperature=0)
+    g2 = model.generate("Lily", max_tokens=10, temperature=0)
+    with pytest.raises(ElkError, match="ended by a later"):
+        next(g1)
+    assert "".join(g2) == greedy  # the newer generation is untouched by the stale one
+    assert model.stats.n_prompt == 2 and model.stats.n_generated == 10

@@ -169,6 +169,7 @@ class Model:
         self._h = out[0]
         self.config = self._read_config()
         self.stats = GenStats()
+        self._epoch = 0  # bumped by every generate()/logits(): an older generator then stops with an error
 
     def _read_config(self) -> RuntimeConfig:
         ffi, lib = self._ffi, self._lib
@@ -289,6 +290,7 @@ class Model:
             return np.zeros((0, self.config.vocab_size), dtype=np.float32)
         out = np.empty((arr.size, self.config.vocab_size), dtype=np.float32)
         ffi = self._ffi
+        self._epoch += 1  # the C context is reused: a running generation cannot continue after this
         rc = self._lib.elk_host_forward(self._handle(), ffi.from_buffer("int32_t[]", arr), arr.size, 0,
                                         ffi.from_buffer("float[]", out), 1)
         if rc:
@@ -310,16 +312,21 @@ class Model:
         rc = self._lib.elk_host_gen_begin(self._handle(), ffi.from_buffer("int32_t[]", arr), arr.size,
                                           int(max_tokens), float(temperature), int(top_k), float(top_p),
                                           float(repeat_penalty), int(repeat_last_n), seed, int(keep_context))
+        self._epoch += 1
         if rc:
             self._fail(rc)
         self._update_stats()
-        return self._steps()
+        return self._steps(self._epoch)
 
-    def _steps(self):
+    def _steps(self, epoch: int):
         ffi, lib, h = self._ffi, self._lib, self._handle()
         tok, buf, n = ffi.new("int32_t *"), ffi.new("char[512]"), ffi.new("int *")
         try:
             while True:
+                if epoch != self._epoch:
+                    raise ElkError("this generation was ended by a later generate() or logits() call on the "
+                                   "same model (one generation at a time per model)")
+                h = self._handle()  # the model may have been closed between steps
                 rc = lib.elk_host_gen_next(h, tok, buf, 512, n)
                 if rc < 0:
                     self._fail(rc)
@@ -327,7 +334,8 @@ class Model:
                     return
                 yield tok[0], ffi.unpack(buf, n[0])
         finally:
-            self._update_stats()
+            if epoch == self._epoch:
+                self._update_stats()
 
     def generate(self, prompt, max_tokens: int = 256, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, repeat_penalty: float = 1.0, seed=None, **kw):
