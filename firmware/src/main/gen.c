@@ -71,11 +71,18 @@ static void boot_npu(elk_fw *fw, ram_cursor *c, elk_model_opts *opts)
     if (b->npu_chunk && sec.chunk != b->npu_chunk)
         elk_fw_log(fw, "npu: image chunk %u tokens, board chunk %u: runs the image's", (unsigned)sec.chunk,
                    (unsigned)b->npu_chunk);
-    const elk_npu_backend *be = elk_npu_find("sim");  /* the only freestanding backend (docs/npu.md) */
+    /* a backend the platform registered under the board's npu.kind (a vendor's, docs/npu.md "Plugging
+     * in a real NPU"; it keeps its own state: no context), else the freestanding sim */
+    const elk_npu_backend *be = elk_npu_find(b->npu_kind);
+    void *be_ctx = NULL;
+    if (!be || be == &elk_npu_sim_backend) {
+        be = &elk_npu_sim_backend;
+        be_ctx = &fw->npu_sim;
+    }
     uint64_t need = elk_npu_runner_arena_size(sd, sn);
     void *arena = ram_take(c, need);
     fw->npu_sim = (elk_npu_sim_ctx){ .tops = b->npu_tops, .dma_gbs = b->npu_dma_gbs };
-    rc = arena ? elk_npu_runner_init(&fw->npu, sd, sn, be, &fw->npu_sim, npu_log, fw, arena, need)
+    rc = arena ? elk_npu_runner_init(&fw->npu, sd, sn, be, be_ctx, npu_log, fw, arena, need)
                : ELK_E_NOMEM;
     if (rc) {
         elk_fmt(fw->npu_note, sizeof fw->npu_note, "runner not started: %s", elk_strerror(rc));
