@@ -57,6 +57,29 @@ TOKEN_TEXTS = ["<|user|>\nTell me a story</s>\n<|assistant|>\n",
                "Once upon a time, h\u00e9llo \u4e2d! 42", "  two  spaces\nand a newline"]
 
 
+# stories260K.gguf (a real trained model, fixture) through llama.cpp: the f32 file and llama-quantize --pure
+# Q8_0 / Q4_0 copies (not kept: elk's quantizer makes the same bytes), on llama.cpp's tokens of STORY.
+STORIES = HERE.parents[2] / "shared" / "fixtures" / "stories260K.gguf"
+STORY = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
+
+
+def stories_logits(build, tool) -> None:
+    proc = subprocess.run([str(tool), str(STORIES), "--tokenize", STORY], capture_output=True, text=True, check=True)
+    ids = [int(t) for t in proc.stdout.split()]
+    out = {"ids": np.array(ids, np.int32)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for qtype in ("F32", "Q8_0", "Q4_0"):
+            src = STORIES
+            if qtype != "F32":
+                src = pathlib.Path(tmp) / f"stories260K.{qtype}.gguf"
+                run([build / "bin" / "llama-quantize", "--pure", STORIES, src, qtype])
+            raw = pathlib.Path(tmp) / "logits.f32"
+            run([tool, src, raw, *ids])
+            logits = np.fromfile(raw, dtype=np.float32).reshape(len(ids), -1)
+            out[qtype.lower()] = logits if qtype == "F32" else logits.astype(np.float16)
+    np.savez_compressed(OUT / "stories260K_llama_cpp.npz", **out)
+
+
 def run(cmd, env=None) -> None:
     proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -111,6 +134,10 @@ def main() -> int:
             tokens.append({"text": text, "ids": [int(t) for t in proc.stdout.split()]})
         (OUT / "llama_cpp_tokens.json").write_text(json.dumps({"vocab": VOCAB_GGUF.name, "add_special": True,
                                                                "parse_special": True, "texts": tokens}, indent=1))
+        stories_logits(args.build, args.logits_tool)
+        made_by["stories260K_llama_cpp"] = {"file": "stories260K_llama_cpp.npz", "text": STORY,
+                                            "keys": "ids, f32 (float32), q8_0 and q4_0 (float16: llama-quantize "
+                                                    "--pure copies of the fixture)"}
         made_by["llama_quantize"] = {"src": src, "type": qtype, "file": dst}
         made_by["llama_cpp_logits"] = {"file": "llama_cpp_logits.npz", "keys": LOGITS,
                                        "how": "llama_logits.cpp: one batch, float32 KV cache, no flash attention, "
