@@ -48,9 +48,9 @@ def demo(model=None, tokenizer=None, board="host", out=sys.stdout, inp=sys.stdin
             step(f"emulated {b.name} board on {emu.port}")
             baud = emu.baud
             res = flashing.flash([emu.port], image, connect_baud=baud, progress=True, out=out)[0]
-            print(res.summary(), file=out, flush=True)
             if not res.ok:
                 raise ElkError(f"demo: flashing failed: {res.error}")
+            print(res.summary(), file=out, flush=True)
             s = chat.Sampling(max_tokens=max_tokens)
             if hasattr(inp, "isatty") and inp.isatty():
                 return chat.interactive(emu.port, s, baud=baud, inp=inp, out=out)

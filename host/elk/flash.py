@@ -29,6 +29,10 @@ class ImageTooLargeError(ElkError):
     pass
 
 
+class FlashInterruptedError(ElkError):
+    pass
+
+
 @dataclasses.dataclass
 class FlashResult:
     port: str
@@ -47,6 +51,7 @@ class FlashResult:
     baud: int = 0
     seconds: float = 0.0
     warning: str = ""             # from the board at FLASH_END (e.g. unsigned image, no owner key)
+    up_to_date: bool = False      # the board already runs this image from its active slot: nothing done
 
     @property
     def efficiency(self) -> float:
@@ -57,6 +62,8 @@ class FlashResult:
     def summary(self) -> str:
         if not self.ok:
             return f"{self.port}: FAILED: {self.error}"
+        if self.up_to_date:
+            return f"{self.port}: OK slot {self.slot} already runs this image (same SHA-256): nothing sent"
         rate = self.data_bytes_sent / self.seconds if self.seconds > 0 else 0
         line = "unthrottled" if self.baud == 0 else f"{self.baud} baud"
         return (f"{self.port}: OK slot {self.slot}, {_size(self.image_size)} image: sent {self.blocks_sent} "
@@ -109,27 +116,39 @@ def _runs(plan, action):
 class _Transfer:
     """One board's flash: the link, the image and the counters the progress line shows."""
 
-    def __init__(self, port, data, sha, connect_baud, baud, progress):
+    def __init__(self, port, data, sha, connect_baud, baud, progress, stop=None):
         self.res = FlashResult(port, image_size=len(data))
         self.data, self.sha = data, sha
         self.connect_baud, self.baud = connect_baud, baud
         self.progress = progress
+        self.stop = stop  # threading.Event: the user pressed Ctrl-C
         self.done = 0
         self.t0 = time.monotonic()
 
     def tick(self, n):
+        if self.stop is not None and self.stop.is_set():
+            raise FlashInterruptedError("interrupted; the next `elk flash` resumes where this one stopped")
         self.done += n
         if self.progress:
             self.progress.update(self.res.port, self.done, len(self.data), time.monotonic() - self.t0)
 
     def run(self):
         link = connect(self.res.port, self.connect_baud)
-        try:
+        home = link.baud  # the board's console rate: it goes back to it afterwards, so the next
+        try:              # `elk chat`, `elk status` or a terminal finds it where it listens
             self._run(link)
         finally:
+            self.res.baud = link.baud
+            if link.baud not in (home, 0):
+                saved, link.retries = link.retries, 2  # a board that stopped answering: give up soon
+                try:
+                    link.set_baud(home)
+                except ElkError:
+                    pass  # the flash result stands
+                finally:
+                    link.retries = saved
             c = link.counters
             self.res.wire_bytes_out, self.res.wire_bytes_in, self.res.retransmits = c.wire_out, c.wire_in, c.retransmits
-            self.res.baud = link.baud
             link.close()
 
     def _switch_baud(self, link, info):
@@ -145,6 +164,13 @@ class _Transfer:
         if size > info.slot_size:
             raise ImageTooLargeError(f"{self.res.port}: image too large for the board's flash: {_size(size)} "
                                      f"> slot size {_size(info.slot_size)} ({info.board})")
+        act = info.active
+        if (act < 2 and info.running == act and info.slots[act].valid and info.slots[act].image_size == size
+                and info.slots[act].sha256 == self.sha.hex()):
+            # re-flashing would copy it into the other slot and drop the rollback image there
+            self.res.slot, self.res.up_to_date, self.res.ok = "AB"[act], True, True
+            self.tick(size)
+            return
         self._switch_baud(link, info)
         r = link.request(CMD["FLASH_BEGIN"], struct.pack("<Q", size) + self.sha)
         slot, block, _slot_size = struct.unpack_from("<B3xIQ", r)
@@ -195,7 +221,7 @@ class Progress:
     def __init__(self, ports, out=None):
         self.ports = list(ports)
         self.out = out or sys.stderr
-        self.tty = hasattr(out, "isatty") and out.isatty()
+        self.tty = hasattr(self.out, "isatty") and self.out.isatty()
         self.lines = {p: f"{p}: connecting" for p in self.ports}
         self.lock = threading.Lock()
         self.last = 0.0
@@ -250,24 +276,37 @@ def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=No
         raise ElkError(f"{image}: not an elk image (pack one with `elk pack`)")
     sha = hashlib.sha256(data).digest()
     prog = Progress(ports, out) if progress else None
-    transfers = [_Transfer(p, data, sha, connect_baud, baud, prog) for p in ports]
+    stop = threading.Event()
+    transfers = [_Transfer(p, data, sha, connect_baud, baud, prog, stop) for p in ports]
 
-    def work(t):
+    finished = [threading.Event() for _ in transfers]
+
+    def work(t, done):
         try:
             t.run()
         except ElkError as e:
             t.res.error = str(e).removeprefix(f"{t.res.port}: ")
         except Exception as e:  # noqa: BLE001 (one board's surprise must not stop the others)
             t.res.error = f"{type(e).__name__}: {e}"
-        t.res.seconds = time.monotonic() - t.t0
-        if prog and not t.res.ok:
+        finally:
+            t.res.seconds = time.monotonic() - t.t0
+            done.set()
+        if prog and not t.res.ok and len(ports) > 1:  # one board: the caller reports its error once
             prog.finish(t.res.port, f"FAILED: {t.res.error}")
 
-    threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in transfers]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    for t, done in zip(transfers, finished):
+        threading.Thread(target=work, args=(t, done), daemon=True).start()
+    # Events, not Thread.join: a join interrupted by Ctrl-C marks a running thread as finished (3.11)
+    try:
+        for done in finished:
+            while not done.wait(0.5):
+                pass
+    except KeyboardInterrupt:
+        # Ctrl-C: each board stops after its current frame and goes back to its console rate
+        stop.set()
+        for done in finished:
+            done.wait(15)
+        raise
     return [t.res for t in transfers]
 
 

@@ -88,11 +88,14 @@ def _flash(args) -> int:
 
     results = flash(args.port, args.image, connect_baud=args.connect_baud, baud=args.baud,
                     progress=not args.quiet)
+    failed = [r for r in results if not r.ok]
+    if len(results) == 1 and failed:  # one board: its error is the one line
+        print(f"elk: error: {failed[0].port}: {failed[0].error}", file=sys.stderr)
+        return 2
     for r in results:
         print(r.summary())
-    failed = [r for r in results if not r.ok]
-    if failed and len(results) == 1:
-        print(f"elk: error: {failed[0].port}: {failed[0].error}", file=sys.stderr)
+    if failed:
+        print(f"elk: error: {len(failed)} of {len(results)} boards failed", file=sys.stderr)
     return 2 if failed else 0
 
 
