@@ -36,6 +36,14 @@ static int usage(const char *msg)
     return 2;
 }
 
+/* usage() with "OPTION: what is wrong" as the message. */
+static int bad_option(const char *opt, const char *what, const char *val)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s: %s%s%s", opt, what, val ? " " : "", val ? val : "");
+    return usage(msg);
+}
+
 static int number(const char *s, double lo, double hi, double *out)
 {
     char *end;
@@ -64,9 +72,25 @@ static int parse(int argc, char **argv, args *a)
             a->image = o;
             continue;
         }
+        static const char *const known[] = { "-p", "--prompt", "--kernels", "--npu", "--litert-lib", "--logits",
+                                             "-n", "--temperature", "--top-k", "--top-p", "--repeat-penalty",
+                                             "--seed", "--threads", "--npu-tops", "--npu-dma-gbs", "--ctx" };
+        int found = 0;
+        for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+            found |= !strcmp(o, known[k]);
+        if (!found)
+            return bad_option(o, "unknown option", NULL);
         if (i + 1 >= argc)
-            return usage("option needs a value");
+            return bad_option(o, "needs a value", NULL);
         const char *val = argv[++i];
+        /* integer options: whole numbers that fit their C type (no silent wrap or truncation) */
+        double lo = -1e18, hi = 1e18;
+        if (!strcmp(o, "-n") || !strcmp(o, "--top-k") || !strcmp(o, "--ctx"))
+            lo = 0, hi = 2147483647.0;
+        else if (!strcmp(o, "--threads"))
+            lo = 0, hi = 64;
+        else if (!strcmp(o, "--seed"))
+            lo = 0, hi = 18446744073709549568.0; /* largest double below 2^64 */
         if (!strcmp(o, "-p") || !strcmp(o, "--prompt"))
             a->prompt = val;
         else if (!strcmp(o, "--kernels"))
@@ -77,8 +101,11 @@ static int parse(int argc, char **argv, args *a)
             a->litert_lib = val;
         else if (!strcmp(o, "--logits"))
             a->logits = val;
-        else if (number(val, -1e18, 1e18, &v))
-            return usage("option value is not a number");
+        else if (number(val, lo, hi, &v) || (lo == 0 && v != (double)(unsigned long long)v)) {
+            char what[96];
+            snprintf(what, sizeof what, lo == 0 ? "needs a whole number in [0, %.0f], not" : "is not a number:", hi);
+            return bad_option(o, what, val);
+        }
         else if (!strcmp(o, "-n"))
             a->n = (int)v;
         else if (!strcmp(o, "--temperature"))
@@ -125,9 +152,10 @@ static int prompt_ids(elk_host *h, const args *a, int32_t **ids, int *n)
                 s++;
             if (!*s)
                 break;
+            errno = 0;
             long v = strtol(s, &end, 10);
-            if (end == s)
-                return ELK_E_INVAL;
+            if (end == s || errno || v < -1 || v > 0x7fffffffL)
+                return ELK_E_INVAL; /* an id that int32 cannot hold would wrap into a valid one */
             (*ids)[(*n)++] = (int32_t)v;
             s = end;
         }
@@ -178,13 +206,17 @@ static int run(elk_host *h, const args *a)
         free(ids);
         return 2;
     }
+    rc = elk_host_gen_begin(h, ids, n, a->n, a->temperature, a->top_k, a->top_p, a->repeat_penalty,
+                            64, a->seed, 0);
+    free(ids);
+    if (rc < 0) { /* a prompt that does not fit, bad settings: one line, nothing on stdout */
+        fprintf(stderr, "elk-run: error: %s\n", elk_host_error(h));
+        return 2;
+    }
     if (!a->ids) { /* echo the prompt: stdout then reads as the whole text */
         fputs(a->prompt, stdout);
         fflush(stdout);
     }
-    rc = elk_host_gen_begin(h, ids, n, a->n, a->temperature, a->top_k, a->top_p, a->repeat_penalty,
-                            64, a->seed, 0);
-    free(ids);
     while (rc == ELK_OK && (rc = elk_host_gen_next(h, &id, piece, sizeof piece, &len)) == 1) {
         if (a->ids)
             printf("%d ", (int)id);
