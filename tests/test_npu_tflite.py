@@ -107,3 +107,88 @@ def test_every_stories260k_layer_sim_exact_and_litert_within_one(stories_section
         assert r.sim_vs_numpy == 0, r
         assert r.sim_vs_litert_c <= 1, r
         assert r.sim_vs_litert_py <= 1, r
+
+
+def test_python_side_prefers_ai_edge_litert_and_falls_back_to_tflite_runtime(monkeypatch):
+    """tflite-runtime (frozen at 2.14, numpy<2) cannot be installed beside numpy 2 here; its interpreter
+    module is stood in by LiteRT's own Interpreter class, which it shares its API with."""
+    import sys
+    import types
+
+    from ai_edge_litert.interpreter import Interpreter as LiteRtInterpreter
+
+    from elk.npu import litert
+
+    class TfliteRuntimeInterpreter(LiteRtInterpreter):
+        pass
+
+    stand_in = types.ModuleType("tflite_runtime.interpreter")
+    stand_in.Interpreter = TfliteRuntimeInterpreter
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", stand_in)
+    assert litert._interpreter_class() is LiteRtInterpreter  # both installed: ai-edge-litert wins
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import now fails
+    assert litert._interpreter_class() is TfliteRuntimeInterpreter
+    w, x, wq, ws, s_in, z_in, s_out, z_out = _layer(seed=5)
+    fc = tflite.fully_connected_int8(wq, ws, np.zeros(48, np.int32), 8, s_in, z_in, s_out, z_out)
+    xq = intmath.quantize(x, s_in, z_in)
+    mult, shift = intmath.channel_multipliers(s_in, ws, s_out)
+    ref = intmath.fully_connected_int8(xq, wq, np.zeros(48, np.int32), z_in, mult, shift, z_out)
+    assert np.abs(run_tflite(fc.data, xq).astype(int) - ref).max() <= 1
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
+    with pytest.raises(litert.LiteRtError, match="neither ai-edge-litert nor tflite-runtime"):
+        litert._interpreter_class()
+
+
+def test_every_exported_layer_reads_back_through_the_tflite_schema_as_an_int8_fc_v4(host_build):
+    """Each layer's .tflite, read with LiteRT's generated schema reader (not our parser): one
+    FULLY_CONNECTED v4 with x, weight, bias -> y; int8 x/y per-tensor; int8 symmetric per-channel weights
+    (zero points 0, quantized_dimension 0, -127..127); int32 bias with scale in_scale x w_scale[c] and zero
+    point 0; x and y of the board file's fixed chunk (rk3588: 64); default options (no keep_num_dims)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from elk.convert import load_model
+    from elk.npu.calibrate import build_section
+    from elk.npu.offload import board_npu
+    from elk.npu.section import pack_section, parse_section
+
+    chunk = board_npu("rk3588").chunk
+    assert chunk == 64
+    m = load_model(fixture_path("stories260K.bin"), tokenizer=fixture_path("tok512.bin"))
+    sec = parse_section(pack_section(build_section(m, chunk=chunk)))
+    T = schema.TensorType
+    for L in sec.layers:
+        data = bytes(L.tflite)
+        assert schema.Model.ModelBufferHasIdentifier(data, 0)
+        model = schema.Model.GetRootAs(data, 0)
+        assert model.Version() == 3 and model.OperatorCodesLength() == 1 and model.SubgraphsLength() == 1
+        code = model.OperatorCodes(0)
+        assert code.BuiltinCode() == schema.BuiltinOperator.FULLY_CONNECTED and code.Version() == 4
+        assert code.DeprecatedBuiltinCode() == schema.BuiltinOperator.FULLY_CONNECTED
+        sg = model.Subgraphs(0)
+        assert sg.OperatorsLength() == 1
+        op = sg.Operators(0)
+        assert op.InputsAsNumpy().tolist() == [0, 1, 2] and op.OutputsAsNumpy().tolist() == [3]
+        assert sg.InputsAsNumpy().tolist() == [0] and sg.OutputsAsNumpy().tolist() == [3]
+        assert op.BuiltinOptionsType() == schema.BuiltinOptions.FullyConnectedOptions
+        opts = schema.FullyConnectedOptions()
+        opts.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+        assert opts.FusedActivationFunction() == 0 and not opts.KeepNumDims() and opts.WeightsFormat() == 0
+        x, w, b, y = (sg.Tensors(i) for i in range(4))
+        assert [x.Type(), w.Type(), b.Type(), y.Type()] == [T.INT8, T.INT8, T.INT32, T.INT8]
+        assert x.ShapeAsNumpy().tolist() == [chunk, L.cols] and y.ShapeAsNumpy().tolist() == [chunk, L.rows]
+        assert w.ShapeAsNumpy().tolist() == [L.rows, L.cols] and b.ShapeAsNumpy().tolist() == [L.rows]
+        for t, scale, zp in ((x, L.in_scale, L.in_zp), (y, L.out_scale, L.out_zp)):
+            q = t.Quantization()
+            assert q.ScaleAsNumpy().tolist() == [np.float32(scale)] and q.ZeroPointAsNumpy().tolist() == [zp]
+        wq, bq = w.Quantization(), b.Quantization()
+        ws = wq.ScaleAsNumpy()
+        assert ws.shape == (L.rows,) and np.all(ws > 0)
+        assert wq.QuantizedDimension() == 0 and np.all(wq.ZeroPointAsNumpy() == 0)
+        assert bq.QuantizedDimension() == 0 and np.all(bq.ZeroPointAsNumpy() == 0)
+        np.testing.assert_allclose(bq.ScaleAsNumpy(), np.float32(L.in_scale) * ws, rtol=1e-6)
+        wbuf = model.Buffers(w.Buffer()).DataAsNumpy().view(np.int8)
+        bbuf = model.Buffers(b.Buffer()).DataAsNumpy().view("<i4")
+        assert wbuf.size == L.rows * L.cols and wbuf.min() >= -127
+        assert np.array_equal(wbuf.reshape(L.rows, L.cols), L.weights) and np.array_equal(bbuf, L.bias)
+        assert model.Buffers(x.Buffer()).DataLength() == 0 and model.Buffers(y.Buffer()).DataLength() == 0
