@@ -293,6 +293,8 @@ def open_serial(port: str, baud: int):
             raise LinkError(f"{port}: permission denied (add yourself to the 'dialout' group)") from None
         if "busy" in text.lower() or "lock" in text.lower():
             raise LinkError(f"{port}: port is in use by another program") from None
+        if err in (errno.ENOTTY, errno.EISDIR) or "Inappropriate ioctl" in text or "Is a directory" in text:
+            raise LinkError(f"{port}: not a serial port (`elk ports` lists ports)") from None
         raise LinkError(f"{port}: cannot open: {text}") from None
     except (OSError, ValueError) as e:
         raise LinkError(f"{port}: cannot open: {e}") from None
