@@ -361,3 +361,22 @@ def test_independent_hf_odd_config_json_is_a_format_error(tmp_path, text):
     (folder / "config.json").write_text(text)
     with pytest.raises(FormatError, match="config.json: (not a JSON object|model_type 'mistral' is not a Llama)"):
         hf.read(folder)
+
+
+def test_independent_hf_folder_with_only_tokenizer_json(tmp_path):
+    """Repos without tokenizer.model: transformers' tokenizer.json is read instead and encodes like
+    SentencePiece in the packed image (C runtime)."""
+    import sentencepiece as spm
+
+    import elk
+
+    folder = copy_case("gqa_untied_f32", tmp_path)
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    (folder / "tokenizer.model").unlink()
+    r = elk_cli("pack", folder, "-o", tmp_path / "j.elk", "--quant", "f32")
+    assert r.returncode == 0, r.stderr
+    with elk.load(tmp_path / "j.elk") as m:
+        assert (m.config.bos_id, m.config.eos_id) == (1, 2)
+        for text in TEXTS:
+            assert m.tokenize(text, bos=True) == [1] + sp.encode(text), text
+        assert m.meta("chat.template") == "zephyr"
