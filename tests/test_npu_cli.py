@@ -65,6 +65,9 @@ def test_bad_npu_options_give_one_line(image, tmp_path):
     assert rc == 0
     rc, so, se = elk("run", tmp_path / "y.elk", "--npu", "sim", "-n", "2")
     assert rc == 2 and "no NPU section" in se and "Traceback" not in se
+    rc, so, se = elk("pack", fixture_path("stories260K.bin"), "--tokenizer", fixture_path("tok512.bin"),
+                     "-o", tmp_path / "z.elk", "--npu", "--npu-outliers", "-1")
+    assert rc == 2 and se.strip() == "elk: error: NPU outlier channels per layer must be >= 0, got -1"
     rc, so, se = elk("npu", "info", tmp_path / "missing.elk")
     assert rc == 2 and se.startswith("elk: error:") and "Traceback" not in se
 

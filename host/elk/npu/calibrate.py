@@ -164,6 +164,8 @@ def build_section(source, chunk: int = spec.NPU_DEFAULT_CHUNK, text_file=None, o
     """Calibrate `source` (elk.convert.Model or elk.image.Image) and build every layer's NPU export."""
     if not 1 <= int(chunk) <= 4096:
         raise CalibrationError(f"NPU chunk must be 1..4096 tokens, got {chunk}")
+    if max_outliers is not None and not callable(max_outliers) and int(max_outliers) < 0:
+        raise CalibrationError(f"NPU outlier channels per layer must be >= 0, got {max_outliers}")
     ref, weight, vocab = _source_parts(source)
     if token_lists is None:
         if vocab is None:

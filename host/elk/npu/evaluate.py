@@ -31,8 +31,9 @@ class Agreement:
                 f"max |dlogit| {self.max_abs:.3g}",
                 f"first generated token agrees on {agree}/{len(self.first_token)} prompts"
                 + (f" (float logit gap where not: {', '.join(ties)})" if ties else ""),
-                f"npu chunks {self.stats['chunks']}, cpu fallbacks {self.stats['cpu_fallbacks']}, "
-                f"simulated npu time {1e3 * self.stats['npu_seconds']:.3f} ms"]
+                f"npu chunks {self.stats['chunks']}, cpu fallbacks {self.stats['cpu_fallbacks']}"
+                + (f", simulated npu time {1e3 * self.stats['npu_seconds']:.3f} ms"
+                   if self.stats["npu_seconds"] > 0 else "")]  # only a backend with a cost model has one
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
