@@ -154,6 +154,18 @@ def test_calibration_reads_a_user_text_file_and_refuses_an_empty_one(model, tmp_
         calibration_tokens(model.vocab, empty)
     with pytest.raises(CalibrationError, match="cannot read"):
         calibration_tokens(model.vocab, tmp_path / "missing.txt")
+    binary = tmp_path / "zeros.bin"
+    binary.write_bytes(bytes(5000))  # valid UTF-8, but not text
+    with pytest.raises(CalibrationError, match="binary data"):
+        calibration_tokens(model.vocab, binary)
+    garbage = tmp_path / "random.bin"
+    garbage.write_bytes(bytes(range(128, 256)) * 8)
+    with pytest.raises(CalibrationError, match="cannot read calibration text"):
+        calibration_tokens(model.vocab, garbage)
+    one_paragraph = tmp_path / "long.txt"  # megabytes without a blank line: only its start is encoded
+    one_paragraph.write_text("the cat sat on the mat and the dog ran " * 50000)
+    lists = calibration_tokens(model.vocab, one_paragraph)
+    assert len(lists) == 1 and len(lists[0]) == 128
 
 
 def test_python_and_c_parsers_accept_and_reject_the_same_damaged_sections(built, host_build):

@@ -30,6 +30,9 @@ BUILTIN_TEXTS = (
 )
 
 
+MAX_SAMPLE_CHARS = 4096  # a sample keeps 128 tokens; no tokenizer packs 128 tokens into > 32 chars each
+
+
 class CalibrationError(ElkError):
     pass
 
@@ -51,6 +54,8 @@ def calibration_tokens(vocab, text_file=None, max_tokens: int = 256) -> list:
             raw = pathlib.Path(text_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise CalibrationError(f"{text_file}: cannot read calibration text ({e})") from None
+        if "\x00" in raw:
+            raise CalibrationError(f"{text_file}: binary data (NUL bytes), not a calibration text")
         texts = [p.strip() for p in raw.split("\n\n") if p.strip()]
         if not texts:
             raise CalibrationError(f"{text_file}: no text in the calibration file")
@@ -58,7 +63,7 @@ def calibration_tokens(vocab, text_file=None, max_tokens: int = 256) -> list:
         texts = list(BUILTIN_TEXTS)
     out, total = [], 0
     for t in texts:
-        ids = tok.encode(vocab, t, bos=True)[:128]
+        ids = tok.encode(vocab, t[:MAX_SAMPLE_CHARS], bos=True)[:128]  # a huge paragraph: only its start
         if total + len(ids) > max_tokens:
             ids = ids[: max(0, max_tokens - total)]
         if len(ids) >= 2:
