@@ -42,7 +42,7 @@ def main() -> int:
     ids = meta["ids"]
     lcpp = np.load(HERE / "gguf" / "llama_cpp_logits.npz")
     stories = np.load(HERE / "gguf" / "stories260K_llama_cpp.npz")
-    print(f"{"elk image":<66} {'rel. err':>9}")
+    print(f"{'elk image':<66} {'rel. err':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for case in sorted(meta["cases"]):
             ref = np.load(HERE / "hf" / f"{case}.logits.npy")
