@@ -58,6 +58,16 @@ def test_chat_console_commands_through_pipes(board):
     assert "never read" not in text
 
 
+def test_chat_console_names_an_unknown_command_and_sends_nothing(board):
+    out = io.StringIO()
+    with connect(board.port, 0) as link:
+        before = link.info().ctx_used
+        rc = chat.Console(link, chat.Sampling(max_tokens=5), inp=io.StringIO("/tmep 0\n/help\n"), out=out).run()
+        assert link.info().ctx_used == before  # no prompt went to the model
+    text = out.getvalue()
+    assert rc == 0 and "unknown command /tmep" in text and text.count("/temp X") == 2
+
+
 def test_chat_continues_the_conversation_without_reset(board):
     with connect(board.port, 0) as link:
         "".join(link.generate("Once upon a time", max_tokens=10, temperature=0, reset=True))

@@ -139,8 +139,10 @@ class Console:
             self.say(stats_line(self.last_stats) if self.last_stats else "(no reply yet)")
         elif word == "/info":
             self.say("\n".join(info_lines(self.link.info())))
-        else:
+        elif word in ("/help", "/?"):
             self.say(HELP)
+        else:
+            self.say(f"unknown command {word} (a line starting with / is a command)\n{HELP}")
         return True
 
     def reply(self, prompt: str) -> None:
