@@ -71,3 +71,10 @@ def test_eval_cli_prints_top1_and_kl_and_rejects_other_models(images, tmp_path):
     r = subprocess.run([sys.executable, "-m", "elk", "eval", str(other), "--ref", str(images["f32"])],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "not the same model" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_eval_cli_max_tokens_below_two_names_the_option(images):
+    r = subprocess.run([sys.executable, "-m", "elk", "eval", str(images["q8_0"]), "--ref", str(images["f32"]),
+                        "--max-tokens", "1"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "--max-tokens 1: at least 2" in r.stderr, r.stderr

@@ -107,6 +107,8 @@ def evaluate(image, ref, text="builtin", max_tokens: int = 256, engine: str = "a
             body = pathlib.Path(text).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise EvalError(f"{text}: cannot read text ({getattr(e, 'strerror', None) or e})") from None
+    if max_tokens < 2:
+        raise EvalError(f"--max-tokens {max_tokens}: at least 2 are needed (BOS and one token to score)")
     ids = tk.encode(a.vocab(), body, bos=True)
     limit = min(max_tokens, a.config.seq_len, b.config.seq_len)
     ids = ids[:limit]
