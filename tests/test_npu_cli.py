@@ -134,3 +134,19 @@ def test_elk_run_sim_says_which_cost_model_the_simulated_time_uses(image):
     assert times["rk3588"][1] == "rk3588: 1.2 TOPS int8 reached, DMA 20 GB/s"
     assert times[None][1].startswith("no NPU board named: default 1 TOPS, DMA 4 GB/s")
     assert times[None][0] > times["rk3588"][0]
+
+
+def test_npu_board_default_on_an_image_without_section_runs_on_the_cpu_with_one_notice(tmp_path):
+    plain = tmp_path / "plain.elk"
+    rc, so, se = elk("pack", fixture_path("stories260K.bin"), "--tokenizer", fixture_path("tok512.bin"), "-o", plain,
+                     "--quiet")
+    assert rc == 0, se
+    args = ("run", plain, "-p", "Once upon a time", "-n", "6", "--temperature", "0")
+    cpu = elk(*args)
+    rc, so, se = elk(*args, "--npu-board", "rk3588")  # no --npu: the board's NPU is the default
+    assert rc == 0, se
+    assert so == cpu[1]
+    assert [ln for ln in se.splitlines() if ln.startswith("npu")] == [
+        f"npu: {plain} has no NPU section (pack it with --npu or --board rk3588); prefill on the CPU"]
+    rc, so, se = elk(*args, "--npu-board", "rk3588", "--npu", "sim")  # asked for explicitly: an error
+    assert rc == 2 and "no NPU section" in se

@@ -48,7 +48,7 @@ def _run(args) -> int:
     from elk.npu.offload import attach, resolve_backend, stats_line
 
     with _open(args, n_ctx=args.ctx, threads=args.threads, kernels=args.kernels) as m:
-        npu = attach(m, resolve_backend(args.npu, args.npu_board), args.npu_board, accel=args.npu_accel,
+        npu = attach(m, resolve_backend(args.npu, args.npu_board, args.image), args.npu_board, accel=args.npu_accel,
                      dispatch_dir=args.litert_dispatch)
         pieces = m.generate(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, repeat_penalty=args.repeat_penalty,

@@ -82,10 +82,22 @@ def section_of(image_path) -> bytes:
     return img.npu
 
 
-def resolve_backend(choice: str | None, board: str | None) -> str:
-    """--npu value -> backend name or "off": default off unless the board has an NPU (then sim)."""
+def resolve_backend(choice: str | None, board: str | None, image=None, notice=None) -> str:
+    """--npu value -> backend name or "off": default off unless the board has an NPU (then sim). With
+    `image`, a default sim on an image without an NPU section is "off" with one notice (as the board
+    firmware does); an explicit --npu on such an image stays an error (attach raises it)."""
     if choice is None:
-        return "sim" if board_npu(board) else "off"
+        bn = board_npu(board)
+        if bn is None:
+            return "off"
+        if image is not None:
+            from elk import image as im
+
+            if im.read_image(image).npu is None:
+                (notice or _stderr_notice)(f"npu: {image} has no NPU section (pack it with --npu or --board "
+                                           f"{bn.board}); prefill on the CPU")
+                return "off"
+        return "sim"
     if choice not in BACKEND_CHOICES:
         raise NpuOptionError(f"--npu must be one of {', '.join(BACKEND_CHOICES)}")
     return choice
