@@ -208,3 +208,16 @@ def test_decode_section_rejects_a_piece_that_is_not_utf8():
     b[-1] = 0xFF  # last byte of the blob: "ab" -> "a\xff"
     with pytest.raises(T.TokenizerFormatError, match="not UTF-8"):
         T.decode_section(bytes(b))
+
+
+def test_load_recognises_tokenizers_by_content_not_extension(tmp_path):
+    """A llama2.c tokenizer saved as *.model and a SentencePiece model saved as *.bin still load."""
+    import shutil
+
+    from elk import tokenizer as tk
+
+    l2c, sp = tmp_path / "tok512.model", tmp_path / "spm.bin"
+    shutil.copy(fixture_path("tok512.bin"), l2c)
+    shutil.copy(fixture_path("tokenizer.model"), sp)
+    assert tk.load(l2c).pieces == tk.load(fixture_path("tok512.bin")).pieces
+    assert tk.load(sp).pieces == tk.load(fixture_path("tokenizer.model")).pieces

@@ -305,9 +305,15 @@ def load(path) -> Vocab:
         return from_gguf(reader)
     if head.lstrip()[:1] == b"{":
         return from_hf_tokenizer_json(path)
-    if path.suffix == ".model" or head[:1] == b"\x0a":  # protobuf field 1 (pieces), length-delimited
+    # protobuf field 1 (pieces), length-delimited with a non-zero length; llama2.c starts with its
+    # max_token_length as int32. Content decides; the extension only breaks a tie or an unknown head.
+    is_sp = head[:1] == b"\x0a" and head[1:2] != b"\x00"
+    is_l2c = len(head) >= 4 and 0 < struct.unpack_from("<i", head)[0] <= 1024
+    if is_sp != is_l2c:
+        return from_sentencepiece(path) if is_sp else from_llama2c(path)
+    if path.suffix == ".model":
         return from_sentencepiece(path)
-    if path.suffix == ".bin" or len(head) >= 4 and 0 < struct.unpack_from("<i", head)[0] <= 1024:
+    if path.suffix == ".bin":
         return from_llama2c(path)
     raise TokenizerFormatError(f"{path}: not a tokenizer elk reads (SentencePiece .model, tokenizer.json, "
                                "GGUF, llama2.c tokenizer.bin)")
