@@ -106,3 +106,44 @@ def test_ctrl_c_during_flash_leaves_the_board_at_its_rate_and_the_next_flash_res
         res = flashing.flash([emu.port], images["f32"], connect_baud=115200, progress=False)[0]
         assert res.ok and res.blocks_skipped > 0, res
         assert time.monotonic() - t0 < 60
+
+
+def test_flash_cli_refuses_a_damaged_or_cut_image_before_sending_it(host_build, images, tmp_path):
+    data = images["q8"].read_bytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 1
+    (tmp_path / "flip.elk").write_bytes(bytes(flipped))
+    (tmp_path / "cut.elk").write_bytes(data[:len(data) // 2])
+    with Emulator("host", baud=0, log=_quiet()) as emu:
+        r = _elk("flash", "--port", emu.port, tmp_path / "flip.elk")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "flip.elk: damaged image: payload SHA-256" in r.stderr
+        r = _elk("flash", "--port", emu.port, tmp_path / "cut.elk")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cut.elk: truncated image" in r.stderr
+        with connect(emu.port, 0) as link:
+            assert not link.info().slots[0].image_size  # nothing reached the board
+
+
+class _MaxDone:
+    def __init__(self):
+        self.max = self.total = 0
+
+    def update(self, port, done, total, elapsed):
+        self.max, self.total = max(self.max, done), total
+
+    def note(self, port, text):
+        pass
+
+
+def test_board_refusing_a_damaged_image_is_reported_as_such(host_build, images, tmp_path):
+    """Sent anyway (the library without check): the board's payload check refuses it with its reason;
+    the host does not resend the slot (it is right: the image is wrong) nor count past 100 %."""
+    import hashlib
+
+    data = bytearray(images["q8"].read_bytes())
+    data[len(data) // 2] ^= 1
+    with Emulator("host", baud=0, log=_quiet()) as emu:
+        t = flashing._Transfer(emu.port, bytes(data), hashlib.sha256(data).digest(), 0, None, _MaxDone())
+        with pytest.raises(flashing.BoardReplyError, match="FLASH_END.*ELK_E_HASH.*payload"):
+            t.run()
+        assert t.progress.max == t.progress.total == len(data)

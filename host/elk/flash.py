@@ -17,6 +17,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 
 from elk import proto_spec as P
 from elk.errors import ElkError
@@ -177,6 +178,7 @@ class _Transfer:
         self.res.slot, self.res.block_size = "AB"[slot], block
         local = block_hashes(self.data, block)
         for attempt in range(2):
+            self.done = 0
             target = link.block_hashes(slot, size, block, len(local))
             other_slot = info.slots[1 - slot]
             other = link.block_hashes(1 - slot, size, block, len(local)) if other_slot.image_size else []
@@ -187,7 +189,9 @@ class _Transfer:
                 self.res.warning = end[1:].decode("utf-8", "replace")  # trust warning after the slot byte
                 break
             except BoardReplyError as e:
-                if e.status != -6 or attempt:  # ELK_E_HASH: resend what differs once more
+                # a bare ELK_E_HASH: the slot differs from the image (a block went wrong): resend what
+                # differs once more. With a reason the board refused the image itself (session closed).
+                if e.status != -6 or e.detail or attempt:
                     raise
         link.request(CMD["BOOT"], bytes([slot]), extra_time=5.0 + size / 50e6)
         link.request(CMD["COMMIT"], bytes([slot]))
@@ -263,8 +267,31 @@ class Progress:
             self.drawn = True
 
 
-def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=None) -> list:
-    """Flash `image` to every port (in parallel). Returns one FlashResult per port, in order."""
+def check_image(data, name) -> None:
+    """The host's own look at the file before any board sees it: header CRC-32 and payload SHA-256
+    (docs/image-format.md), so a damaged or cut file is one clear line, not a refusal after the whole
+    transfer. The board checks all of this again, and more (structure, signature)."""
+    from elk import image as im
+    from elk import spec
+
+    head = bytes(data[:spec.IMAGE_HEADER_SIZE])
+    h = im.unpack_header(head)
+    hs, po, ps = h["header_size"], h["payload_offset"], h["payload_size"]
+    if hs < spec.IMAGE_HEADER_SIZE or hs % 4 or hs > len(data):
+        raise ElkError(f"{name}: damaged image: header size {hs} is invalid (`elk verify` says more)")
+    head = bytes(data[:hs])
+    if zlib.crc32(head[:hs - 4]) != struct.unpack_from("<I", head, hs - 4)[0]:
+        raise ElkError(f"{name}: damaged image: header CRC-32 mismatch (`elk verify` says more)")
+    if po < hs or po + ps > len(data):
+        raise ElkError(f"{name}: truncated image: the payload ends at byte {po + ps}, the file has {len(data)}")
+    if hashlib.sha256(data[po:po + ps]).digest() != h["payload_sha256"]:
+        raise ElkError(f"{name}: damaged image: payload SHA-256 does not match the header (`elk verify` says more)")
+
+
+def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=None, check=False) -> list:
+    """Flash `image` to every port (in parallel). Returns one FlashResult per port, in order.
+    check: verify the file's header CRC and payload SHA-256 first (`elk flash` does; tests that probe
+    the board's own checks send damaged images on purpose)."""
     path = pathlib.Path(image)
     try:
         with open(path, "rb") as f:
@@ -274,6 +301,8 @@ def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=No
         raise ElkError(f"{image}: {e.strerror}") from None
     if len(data) < 256 or data[:4] != b"ELK1":
         raise ElkError(f"{image}: not an elk image (pack one with `elk pack`)")
+    if check:
+        check_image(data, image)
     sha = hashlib.sha256(data).digest()
     prog = Progress(ports, out) if progress else None
     stop = threading.Event()

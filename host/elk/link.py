@@ -48,6 +48,7 @@ class BoardReplyError(LinkError):
     def __init__(self, command: str, status: int, detail: str = ""):
         self.command = command
         self.status = status
+        self.detail = detail  # the board's reason text ("" when it gave none)
         name, message = code_name(status)
         super().__init__(f"board refused {command}: {message} ({name}){': ' + detail if detail else ''}")
 

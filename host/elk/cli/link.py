@@ -87,7 +87,7 @@ def _flash(args) -> int:
     from elk.flash import flash
 
     results = flash(args.port, args.image, connect_baud=args.connect_baud, baud=args.baud,
-                    progress=not args.quiet)
+                    progress=not args.quiet, check=True)
     failed = [r for r in results if not r.ok]
     if len(results) == 1 and failed:  # one board: its error is the one line
         print(f"elk: error: {failed[0].port}: {failed[0].error}", file=sys.stderr)
