@@ -371,7 +371,7 @@ ELK_INLINE void gemm_tile512(int wtype, int R, int T, int nb, const uint8_t *w, 
  * that a zmm of unpacked nibbles of blocks i, i+1 ([lo_i | lo_i+1 | hi_i | hi_i+1], which is the
  * cheap order to build) meets matching activation bytes, its -8 * sum(x) correction and its scales.
  * Per block pair and row that leaves: unpack (5 ops), vpdpbusd, convert, scale, FMA. */
-#define GEMV_MAX_PAIRS 128 /* rows up to 8192 columns; wider rows take the dot loop (28 KB stack) */
+#define GEMV_MAX_PAIRS 128 /* rows up to 8192 columns; wider rows take the dot loop (24 KB stack) */
 
 typedef struct {
     __m512i x;    /* activation bytes in nibble order */
