@@ -53,6 +53,14 @@ def test_bench_counts_the_whole_embedding_only_when_it_is_also_the_output(storie
     assert bench.weight_bytes_per_token(untied_path) == others + embd.size // embd.rows
 
 
+def test_bench_json_without_probe_has_nulls_not_nan(stories):
+    p = elk_cli("bench", str(stories), "-t", "1", "-p", "4", "-n", "2", "-r", "1", "--no-probe", "--json")
+    assert p.returncode == 0, p.stderr
+    assert "NaN" not in p.stdout
+    r = json.loads(p.stdout)
+    assert r["machine_gb_s"] is None and r["bandwidth_pct"] is None and r["decode_tok_s"] > 0
+
+
 def test_bench_text_report_names_the_figures(stories):
     p = elk_cli("bench", str(stories), "-t", "1", "-p", "8", "-n", "4", "-r", "1", "--no-probe")
     assert p.returncode == 0, p.stderr

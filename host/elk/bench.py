@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import resource
 import statistics
@@ -73,17 +74,19 @@ class BenchResult:
             f"prefill     {self.prefill_tok_s:8.1f} tokens/s ({self.n_prompt} tokens, median of {self.reps})",
             f"first token {self.ttft_ms:8.1f} ms",
             f"decode      {self.decode_tok_s:8.2f} tokens/s ({self.n_gen} tokens, median of {self.reps})",
-            f"bandwidth   {self.decode_gb_s:8.2f} GB/s of weights "
-            f"({self.weight_bytes_per_token / 1e6:.1f} MB/token) = {self.bandwidth_pct:.0f}% of the machine's "
-            f"{self.machine_gb_s:.1f} GB/s ({self.bandwidth_pct_same_threads:.0f}% of {self.probe_gb_s:.1f} GB/s "
-            f"on {self.threads} thread(s))",
+            f"bandwidth   {self.decode_gb_s:8.2f} GB/s of weights ({self.weight_bytes_per_token / 1e6:.1f} MB/token)"
+            + ("; not probed" if math.isnan(self.machine_gb_s) else
+               f" = {self.bandwidth_pct:.0f}% of the machine's {self.machine_gb_s:.1f} GB/s "
+               f"({self.bandwidth_pct_same_threads:.0f}% of {self.probe_gb_s:.1f} GB/s on {self.threads} thread(s))"),
             f"CPU time    {self.prefill_cpu_ms:8.2f} ms/prompt token, {self.decode_cpu_ms:.2f} ms/decoded token "
             "(all threads; steadier than wall time on a busy machine)",
             f"peak RSS    {self.peak_rss_mb:8.1f} MB ({self.baseline_rss_mb:.1f} MB before opening the image)",
         ]
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """One JSON object; figures not measured (--no-probe) are null, not NaN."""
+        d = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in dataclasses.asdict(self).items()}
+        return json.dumps(d, sort_keys=True)
 
 
 def weight_bytes_per_token(path) -> int:
@@ -179,24 +182,7 @@ def run(path, *, threads=None, n_prompt: int = 64, n_gen: int = 32, reps: int = 
         rng = np.random.default_rng(seed)
         prompt = rng.integers(3, cfg.vocab_size, size=n_prompt).astype(np.int32)  # llama-bench also uses random ids
         prompt[0] = cfg.bos_id
-        r = _Runner(model)
-        prefill, decode, ttft, cpu, pcpu = [], [], [], [], []
-        r.forward(prompt, 0)  # warm-up, untimed: faults the mapped weights in, as llama-bench's warm-up run does
-        r.forward(prompt[:1], n_prompt)
-        for _ in range(reps):
-            t, c = time.perf_counter(), cpu_s()
-            tok = r.forward(prompt, 0)
-            dt = time.perf_counter() - t
-            pcpu.append((cpu_s() - c) * 1e3 / n_prompt)
-            prefill.append(n_prompt / dt)
-            ttft.append(dt * 1e3)
-            one = np.empty(1, dtype=np.int32)
-            t, c = time.perf_counter(), cpu_s()
-            for i in range(n_gen):
-                one[0] = tok
-                tok = r.forward(one, n_prompt + i)
-            decode.append(n_gen / (time.perf_counter() - t))
-            cpu.append((cpu_s() - c) * 1e3 / n_gen)
+        runs = _measure(_Runner(model), prompt, n_gen, reps)
         threads_used = cfg.n_threads
         kname = cfg.kernels
     finally:
@@ -204,14 +190,38 @@ def run(path, *, threads=None, n_prompt: int = 64, n_gen: int = 32, reps: int = 
     peak = rss_mb()
     same, machine = float("nan"), float("nan")
     if probe:  # the machine's figure is the best any thread count reaches (1 thread may win on a busy host)
-        runs = {n: probe_in_child(n) for n in sorted({1, threads_used, os.cpu_count() or 1})}
-        same, machine = runs[threads_used], max(runs.values())
-    dec = statistics.median(decode)
-    gbs = bytes_per_token * dec / 1e9
+        probes = {n: probe_in_child(n) for n in sorted({1, threads_used, os.cpu_count() or 1})}
+        same, machine = probes[threads_used], max(probes.values())
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    gbs = bytes_per_token * med["decode"] / 1e9
     return BenchResult(
         model=str(path), kernels=kname, threads=threads_used, n_prompt=n_prompt, n_gen=n_gen, reps=reps,
-        prefill_tok_s=statistics.median(prefill), decode_tok_s=dec, ttft_ms=statistics.median(ttft),
-        open_ms=open_ms, weight_bytes_per_token=bytes_per_token, decode_gb_s=gbs, machine_gb_s=machine,
-        probe_gb_s=same, bandwidth_pct=100.0 * gbs / machine, bandwidth_pct_same_threads=100.0 * gbs / same,
-        prefill_cpu_ms=statistics.median(pcpu), decode_cpu_ms=statistics.median(cpu), peak_rss_mb=peak, baseline_rss_mb=base_rss, load_avg=os.getloadavg()[0],
-        prefill_runs=[round(x, 2) for x in prefill], decode_runs=[round(x, 2) for x in decode])
+        prefill_tok_s=med["prefill"], decode_tok_s=med["decode"], ttft_ms=med["ttft"], open_ms=open_ms,
+        weight_bytes_per_token=bytes_per_token, decode_gb_s=gbs, machine_gb_s=machine, probe_gb_s=same,
+        bandwidth_pct=100.0 * gbs / machine, bandwidth_pct_same_threads=100.0 * gbs / same,
+        prefill_cpu_ms=med["prefill_cpu"], decode_cpu_ms=med["decode_cpu"], peak_rss_mb=peak,
+        baseline_rss_mb=base_rss, load_avg=os.getloadavg()[0],
+        prefill_runs=[round(x, 2) for x in runs["prefill"]], decode_runs=[round(x, 2) for x in runs["decode"]])
+
+
+def _measure(r: _Runner, prompt: np.ndarray, n_gen: int, reps: int) -> dict:
+    """Per repetition: prefill tok/s, TTFT ms, decode tok/s and CPU ms per token of each."""
+    n_prompt = prompt.size
+    runs = {k: [] for k in ("prefill", "ttft", "decode", "prefill_cpu", "decode_cpu")}
+    r.forward(prompt, 0)  # warm-up, untimed: faults the mapped weights in, as llama-bench's warm-up run does
+    r.forward(prompt[:1], n_prompt)
+    one = np.empty(1, dtype=np.int32)
+    for _ in range(reps):
+        t, c = time.perf_counter(), cpu_s()
+        tok = r.forward(prompt, 0)
+        dt = time.perf_counter() - t
+        runs["prefill_cpu"].append((cpu_s() - c) * 1e3 / n_prompt)
+        runs["prefill"].append(n_prompt / dt)
+        runs["ttft"].append(dt * 1e3)
+        t, c = time.perf_counter(), cpu_s()
+        for i in range(n_gen):
+            one[0] = tok
+            tok = r.forward(one, n_prompt + i)
+        runs["decode"].append(n_gen / (time.perf_counter() - t))
+        runs["decode_cpu"].append((cpu_s() - c) * 1e3 / n_gen)
+    return runs
