@@ -192,3 +192,32 @@ def test_every_exported_layer_reads_back_through_the_tflite_schema_as_an_int8_fc
         assert wbuf.size == L.rows * L.cols and wbuf.min() >= -127
         assert np.array_equal(wbuf.reshape(L.rows, L.cols), L.weights) and np.array_equal(bbuf, L.bias)
         assert model.Buffers(x.Buffer()).DataLength() == 0 and model.Buffers(y.Buffer()).DataLength() == 0
+
+
+def test_tinyllama_1b_layer_shapes_export_and_agree_within_one_at_chunk_64(host_build):
+    """One block at TinyLlama-1.1B's real shapes (dim 2048, 32/4 heads, SwiGLU 5632: the largest cols any
+    exported layer has) with rk3588's 64-token chunk: sim equals numpy and LiteRT is within +-1."""
+    from elk import tokenizer as tok
+    from elk.convert import Config, Model, Tensor
+    from elk.npu.calibrate import build_section
+    from elk.npu.evaluate import check_backends
+    from elk.npu.section import pack_section, parse_section
+
+    vocab = tok.load(fixture_path("tok512.bin"))
+    cfg = Config(dim=2048, hidden_dim=5632, n_layers=1, n_heads=32, n_kv_heads=4, vocab_size=len(vocab.pieces),
+                 seq_len=64, rope_theta=10000.0, norm_eps=1e-5)
+    rng = np.random.default_rng(0)
+    t = {("TOK_EMBD", 0): rng.standard_normal((cfg.vocab_size, 2048)) * 0.5,
+         ("ATTN_NORM", 0): np.ones(2048), ("FFN_NORM", 0): np.ones(2048), ("OUTPUT_NORM", 0): np.ones(2048),
+         ("OUTPUT", 0): rng.standard_normal((cfg.vocab_size, 2048)) * 0.05}
+    for role in ("WQ", "WK", "WV", "WO", "W1", "W2", "W3"):
+        rows, cols = cfg.tensor_shape(role)
+        t[(role, 0)] = rng.standard_normal((rows, cols)) / np.sqrt(cols)
+    m = Model(cfg, {k: Tensor.of(v.astype(np.float32)) for k, v in t.items()}, vocab=vocab, name="tl", source="test")
+    blob = pack_section(build_section(m, chunk=64, max_tokens=16))
+    sec = parse_section(blob)
+    assert sec.chunk == 64
+    assert [(L.rows, L.cols) for L in sec.layers] == [(2048, 2048), (256, 2048), (256, 2048), (2048, 2048),
+                                                     (5632, 2048), (2048, 5632), (5632, 2048)]
+    for r in check_backends(blob, seed=1):
+        assert r.sim_vs_numpy == 0 and r.sim_vs_litert_c <= 1 and r.sim_vs_litert_py <= 1, r
