@@ -195,8 +195,9 @@ void elk_host_npu_report(const elk_host_npu *s)
         fputs(s->log, stderr);
         return;
     }
-    fprintf(stderr, "npu %s: %llu chunks offloaded, %llu linear calls on the CPU", s->runner.backend->name,
-            (unsigned long long)s->runner.stats.chunks, (unsigned long long)s->runner.stats.cpu_fallbacks);
+    fprintf(stderr, "npu %s: %llu chunks offloaded, %llu prefill linear calls on the CPU (decode runs there)",
+            s->runner.backend->name, (unsigned long long)s->runner.stats.chunks,
+            (unsigned long long)s->runner.stats.cpu_fallbacks);
     if (s->runner.backend->chunk_seconds) /* only a backend with a cost model knows its device time */
         fprintf(stderr, ", simulated NPU time %.3f ms", 1e3 * s->runner.stats.npu_seconds);
     fprintf(stderr, "\n%s", s->log);

@@ -173,7 +173,8 @@ def stats_line(session, gen_stats=None) -> str:
     """One line for `elk run --npu`: chunks offloaded, CPU fallbacks, simulated NPU time next to the
     measured prefill time (which, with the sim backend, includes the sim's own CPU work)."""
     s = session.stats()
-    line = (f"npu {session.backend}: {s['chunks']} chunks offloaded, {s['cpu_fallbacks']} linear calls on the CPU")
+    line = (f"npu {session.backend}: {s['chunks']} chunks offloaded, {s['cpu_fallbacks']} prefill linear calls "
+            "on the CPU (decode runs there)")
     if session.backend == "sim":
         line += f", simulated NPU time {1e3 * s['npu_seconds']:.3f} ms"
         if getattr(session, "cost_model", None):
