@@ -175,3 +175,22 @@ def test_reset_reboots_the_active_slot_and_forgets_conversation_and_flash_sessio
             link.request(CMD["FLASH_DATA"], struct.pack("<Q", 0) + b"y" * 64)
         text = "".join(link.generate("Once upon a time", max_tokens=12, temperature=0, raw=True))
     assert text.startswith(GREEDY[:30])
+
+
+def test_board_vanishing_mid_reply_is_one_line(host_build, image, tmp_path):
+    """The emulated board stops while `elk chat -p` streams: the text so far, a newline, then one error
+    line saying the connection was lost (not pyserial's wording), exit 2."""
+    flash = tmp_path / "board.bin"
+    with Emulator("host", baud=0, flash=flash, log=open(os.devnull, "w")) as emu:
+        assert flashing.flash([emu.port], image, progress=False)[0].ok
+    emu = Emulator("host", baud=4800, flash=flash, log=open(os.devnull, "w")).start()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "elk", "chat", "--port", emu.port, "-p", "Once upon a time",
+                                 "-n", "400"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.read(20)  # the reply is streaming
+        emu.stop()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        emu.stop()
+    assert proc.returncode == 2 and out.endswith("\n")
+    assert err.count("\n") == 1 and "connection lost" in err and "Traceback" not in err, err

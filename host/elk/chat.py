@@ -43,12 +43,15 @@ def one_shot(port: str, prompt: str, s: Sampling, *, baud: int = 115200, out=sys
     """Print the reply to one prompt as it streams (a fresh conversation); return 0."""
     with connect(port, baud) as link:
         _require_model(link)
-        for piece in link.generate(prompt, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
-                                   top_k=s.top_k, repeat_penalty=s.repeat_penalty, seed=s.seed, raw=s.raw,
-                                   reset=True):
-            out.write(piece)
+        try:
+            for piece in link.generate(prompt, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+                                       top_k=s.top_k, repeat_penalty=s.repeat_penalty, seed=s.seed, raw=s.raw,
+                                       reset=True):
+                out.write(piece)
+                out.flush()
+        finally:
+            out.write("\n")  # the error line (stderr) starts on a line of its own
             out.flush()
-        out.write("\n")
         st = link.last_stats
         if stats and st:
             print(stats_line(st), file=sys.stderr)
@@ -159,6 +162,10 @@ class Console:
             self.link.drain_generation()
             self.out.write(" ^C")
             self.reset_next = False
+        except ElkError:
+            self.out.write("\n")  # the link failed mid-reply: the error line starts on its own line
+            self.out.flush()
+            raise
         self.last_stats = self.link.last_stats
         self.out.write("\n")
         problem = context_problem(self.last_stats)

@@ -359,6 +359,9 @@ class Link:
                 if data or time.monotonic() >= end:
                     break
         except Exception as e:  # noqa: BLE001 (port vanished: the emulator stopped)
+            if "returned no data" in str(e) or isinstance(e, OSError) and e.errno == errno.EIO:
+                raise LinkError(f"{self.port}: connection lost: the port closed (the emulated board stopped, "
+                                "or the cable was unplugged)") from None
             raise LinkError(f"{self.port}: read failed: {e}") from None
         self.counters.wire_in += len(data)
         for f in self.dec.feed(data):
