@@ -41,6 +41,7 @@ def test_emulate_leaves_no_firmware_behind(host_build, tmp_path, sig):
     try:
         first = proc.stdout.readline().strip()
         assert first.startswith("port: /dev/pts/"), first + proc.stderr.read()
+        assert proc.stdout.readline().startswith("board: ")  # printed once the firmware runs
         records = list((tmp_path / "run").glob("*.json"))
         assert len(records) == 1
         fw_pid = json.loads(records[0].read_text())["fw_pid"]
@@ -57,3 +58,27 @@ def test_emulate_leaves_no_firmware_behind(host_build, tmp_path, sig):
             proc.wait()
         if fw_pid is not None and not _gone(fw_pid):
             os.kill(fw_pid, signal.SIGKILL)
+
+
+def test_emulate_port_line_comes_first_even_with_stderr_merged(host_build, tmp_path):
+    """A board with an image prints its boot line at once; `elk emulate 2>&1 | head -1` still gets
+    the port."""
+    from conftest import fixture_path
+    from elk import flash as flashing
+    from elk.convert.pack import pack
+    from elk.emulate import Emulator
+
+    image, flash = tmp_path / "s.elk", tmp_path / "board.bin"
+    pack(str(fixture_path("stories260K.bin")), str(image), tokenizer=str(fixture_path("tok512.bin")), quant="q8_0")
+    with Emulator("host", baud=0, flash=flash, log=open(os.devnull, "w")) as emu:
+        assert flashing.flash([emu.port], image, progress=False)[0].ok
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "elk", "emulate", "--baud", "0", "--flash", str(flash)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, ELK_RUNTIME_DIR=str(tmp_path / "run")))
+        try:
+            first, second = proc.stdout.readline(), proc.stdout.readline()
+            assert first.startswith("port: /dev/pts/"), (first, second)
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=10) == 0

@@ -100,7 +100,7 @@ class Emulator:
 
     def __init__(self, board: str = "host", *, flash=None, baud=None, max_baud=FAST_MAX_BAUD,
                  broken_above=0, build_first=False, mode="release", log=None, flash_mb=None, threads=1,
-                 ram_mb=None):
+                 ram_mb=None, on_port=None):
         self.board = boards.load(board)
         if self.board.emulation.get("kind") == "none":
             raise EmulatorError(f"{board}: this board is not emulated (emulation kind 'none')")
@@ -123,6 +123,7 @@ class Emulator:
             flash = self._tmp.name
         self.flash = str(flash)
         self.log = log  # file object for firmware diagnostics (None: inherit stderr)
+        self.on_port = on_port  # called with the port before the firmware starts (and can print)
         self.proc = None
         self.port = None
         self._master = self._slave = None
@@ -150,6 +151,8 @@ class Emulator:
         # slave open so the firmware's UART never sees a hang-up between clients.
         tty.setraw(self._slave)
         self.port = os.ttyname(self._slave)
+        if self.on_port is not None:
+            self.on_port(self.port)
         tie = _prctl is not None and threading.current_thread() is threading.main_thread()
         for attempt in range(20):
             try:
@@ -245,7 +248,9 @@ def running() -> list:
 def serve(board: str, flash=None, baud=None, out=sys.stdout, **kw) -> int:
     """`elk emulate`: start a board, print its port first (flushed), run until Ctrl-C, SIGTERM or SIGHUP
     (the terminal closed); each stops the firmware and removes the record and a temporary flash file."""
-    emu = Emulator(board, flash=flash, baud=baud, build_first=True, **kw)
+    # the port line goes out before the firmware runs, so it is first even with stderr merged
+    emu = Emulator(board, flash=flash, baud=baud, build_first=True,
+                   on_port=lambda port: print(f"port: {port}", file=out, flush=True), **kw)
     stop = {"now": False}
 
     def on_signal(signum, frame):
@@ -254,7 +259,6 @@ def serve(board: str, flash=None, baud=None, out=sys.stdout, **kw) -> int:
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         emu.start()
-        print(f"port: {emu.port}", file=out, flush=True)
         rate = "unthrottled" if emu.baud == 0 else f"{emu.baud} baud"
         print(f"board: {emu.board.name} ({rate}), flash: {emu.flash}; Ctrl-C stops", file=out, flush=True)
         while not stop["now"]:
