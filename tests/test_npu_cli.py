@@ -150,3 +150,15 @@ def test_npu_board_default_on_an_image_without_section_runs_on_the_cpu_with_one_
         f"npu: {plain} has no NPU section (pack it with --npu or --board rk3588); prefill on the CPU"]
     rc, so, se = elk(*args, "--npu-board", "rk3588", "--npu", "sim")  # asked for explicitly: an error
     assert rc == 2 and "no NPU section" in se
+
+
+def test_litert_asked_for_an_npu_that_is_not_here_says_it_ran_on_litert_cpu(image):
+    # no NPU or dispatch library on this machine: LiteRT compiles the layers for its CPU, and says so
+    # through LiteRtCompiledModelIsNonCpuFullyAccelerated; elk reports it in one line
+    for accel, notice in (("npu", "npu: litert placed 35 of 35 layers on its own CPU: the requested NPU "
+                                  "accelerator is not available here"), ("cpu", None)):
+        rc, so, se = elk("run", image, "-p", "Once upon a time", "-n", "4", "--temperature", "0", "--npu", "litert",
+                         "--npu-accel", accel)
+        assert rc == 0, se
+        assert "npu litert: 35 chunks offloaded" in se
+        assert [ln for ln in se.splitlines() if ln.startswith("npu:")] == ([notice] if notice else []), se

@@ -57,6 +57,8 @@ int elk_host_litert_load(const char *path, char *err, int errcap)
     BIND(lock_tensor_buffer, "LiteRtLockTensorBuffer");
     BIND(unlock_tensor_buffer, "LiteRtUnlockTensorBuffer");
     BIND(run_compiled_model, "LiteRtRunCompiledModel");
+    void *opt = dlsym(h, "LiteRtCompiledModelIsNonCpuFullyAccelerated"); /* optional: newer releases */
+    memcpy(&api.compiled_model_is_non_cpu_fully_accelerated, &opt, sizeof opt);
     g_api = api;
     g_handle = h;
     return elk_npu_register(&elk_npu_litert_backend);

@@ -80,6 +80,13 @@ elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *
     }
     rc = elk_npu_runner_init(&h->runner, section, size, b, h->ctx, host_log, h, h->arena, need);
     h->runner_ok = rc == ELK_OK;
+    if (h->runner_ok && h->ctx == &h->litert && h->litert.n_on_cpu > 0) {
+        char line[200];
+        snprintf(line, sizeof line, "npu: litert placed %u of %u layers on its own CPU: the requested %s "
+                 "accelerator is not available here", (unsigned)h->litert.n_on_cpu, (unsigned)sec.n_entries,
+                 (accelerators & ELK_LITERT_ACCEL_NPU) ? "NPU" : "GPU");
+        host_log(h, line);
+    }
     if (status)
         *status = rc;
     if (err && errcap > 0)

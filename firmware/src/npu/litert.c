@@ -31,6 +31,7 @@ static int litert_init(void *vctx, uint32_t n_layers)
     if (!c || !c->api || !c->slots || c->n_slots < n_layers)
         return ELK_E_INVAL;
     memset(c->slots, 0, sizeof *c->slots * c->n_slots);
+    c->n_on_cpu = 0;
     elk_litert_env_option opt[2];
     int n = 0;
     memset(opt, 0, sizeof opt);
@@ -101,6 +102,10 @@ static int litert_accepts(void *vctx, int op, const elk_npu_layer *L)
         slot_release(api, s);
         return 0;
     }
+    _Bool accelerated = 1; /* asked for more than the CPU: did LiteRT find it? (the answer stays right) */
+    if ((c->accelerators & ~ELK_LITERT_ACCEL_CPU) && api->compiled_model_is_non_cpu_fully_accelerated &&
+        api->compiled_model_is_non_cpu_fully_accelerated(s->compiled, &accelerated) == 0 && !accelerated)
+        c->n_on_cpu++;
     return 1;
 }
 

@@ -54,6 +54,8 @@ typedef struct elk_litert_api {
     int (*lock_tensor_buffer)(void *buffer, void **host_addr, int mode); /* mode 0 read, 1 write */
     int (*unlock_tensor_buffer)(void *buffer);
     int (*run_compiled_model)(void *compiled, size_t sig, size_t n_in, void **in, size_t n_out, void **out);
+    /* (optional: NULL when the library lacks it) 1 in *yes when no op of the model runs on LiteRT's CPU */
+    int (*compiled_model_is_non_cpu_fully_accelerated)(void *compiled, _Bool *yes);
 } elk_litert_api;
 
 /* Per exported layer: what LiteRT made for it (all NULL when declined). */
@@ -70,6 +72,8 @@ typedef struct elk_npu_litert_ctx {
     uint32_t n_slots;
     void *env;                   /* made by init */
     int last_status;             /* LiteRT status of the last failing call (for the log) */
+    uint32_t n_on_cpu;           /* accepted layers LiteRT placed on its own CPU although accelerators asked
+                                    for a GPU or NPU (no such accelerator or delegate here): set by accepts */
 } elk_npu_litert_ctx;
 
 extern const elk_npu_backend elk_npu_litert_backend;
