@@ -62,6 +62,15 @@ def test_flash_then_chat_gives_the_known_greedy_text(emulator, stories):
     st = json.loads(r.stdout)
     assert st["active"] == "A" and st["running"] == "A" and st["slots"][0]["name"] == "stories260K"
     assert st["slots"][0]["image_size"] == stories.stat().st_size
+    import hashlib
+
+    sha = hashlib.sha256(stories.read_bytes()).hexdigest()
+    assert st["slots"][0]["sha256"] == sha and st["slots"][0]["valid"] and not st["slots"][1]["valid"]
+    assert st["protocol"] == 1 and st["firmware"].startswith("elk-fw ") and st["ram_bytes"] > 0
+    assert "flash" in st["capabilities"] and "generate" in st["capabilities"]
+    r = elk("status", "--port", emulator["port"])  # the same for people: the full SHA-256 to compare
+    assert r.returncode == 0 and f"slot A: stories260K ({stories.stat().st_size} bytes, sha256 {sha}) " \
+        "[active, running]" in r.stdout and "slot B: (empty)" in r.stdout and "RAM " in r.stdout
 
 
 def test_text_console_answers_a_terminal(emulator, stories):

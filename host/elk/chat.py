@@ -95,7 +95,7 @@ def info_lines(info) -> list:
              f"frames up to {info.max_payload} bytes, capabilities: {', '.join(info.caps())}"]
     for s in info.slots:
         tags = [t for t, on in (("active", s.active), ("running", s.running)) if on]
-        what = f"{s.name} ({s.image_size} bytes, sha256 {s.sha256[:16]}…)" if s.valid else "(empty)"
+        what = f"{s.name} ({s.image_size} bytes, sha256 {s.sha256})" if s.valid else "(empty)"
         lines.append(f"slot {s.letter}: {what}{' [' + ', '.join(tags) + ']' if tags else ''}")
     if info.running < 2:
         lines.append(f"model: context {info.ctx_used}/{info.n_ctx}, kernels {info.kernels}, "
