@@ -21,7 +21,9 @@ sys.path.insert(0, str(ROOT / "host"))
 
 boards = None  # elk.boards, imported in main() (under atheris' instrumentation when fuzzing)
 
-_DIR = tempfile.mkdtemp(prefix="elk-fuzz-boards-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+# fuzz/run.py passes ELK_FUZZ_TMP (removed after the run: libFuzzer exits without atexit)
+_TMP_PARENT = os.environ.get("ELK_FUZZ_TMP") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+_DIR = tempfile.mkdtemp(prefix="elk-fuzz-boards-", dir=_TMP_PARENT)
 _PATH = pathlib.Path(_DIR) / "fuzz.toml"
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 

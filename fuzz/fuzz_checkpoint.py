@@ -21,7 +21,9 @@ import warnings
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "host"))
 
-_DIR = pathlib.Path(tempfile.mkdtemp(prefix="elk-fuzz-ckpt-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+# fuzz/run.py passes ELK_FUZZ_TMP (removed after the run: libFuzzer exits without atexit)
+_TMP_PARENT = os.environ.get("ELK_FUZZ_TMP") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+_DIR = pathlib.Path(tempfile.mkdtemp(prefix="elk-fuzz-ckpt-", dir=_TMP_PARENT))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 SUFFIX = {0: "model.bin", 1: "model.gguf", 2: "tokenizer.bin"}
 TINY_TOKENIZER = _DIR / "tiny-tok.bin"

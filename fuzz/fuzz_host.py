@@ -21,7 +21,9 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "host"))
 
-_DIR = pathlib.Path(tempfile.mkdtemp(prefix="elk-fuzz-host-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+# fuzz/run.py passes ELK_FUZZ_TMP (removed after the run: libFuzzer exits without atexit)
+_TMP_PARENT = os.environ.get("ELK_FUZZ_TMP") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+_DIR = pathlib.Path(tempfile.mkdtemp(prefix="elk-fuzz-host-", dir=_TMP_PARENT))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 FUZZ_PUB = bytes.fromhex("2152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12")  # fuzz/make_seeds.py
 mods = None  # (link, image, trust, errors), imported in main()

@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SRC = ROOT / "firmware" / "src"
@@ -132,7 +133,13 @@ def fuzz(h: Harness, exe, seconds: float, save_crashes: bool, fresh: bool = Fals
         cmd = command(h, exe) + [f"-max_total_time={int(max(1, seconds))}", "-timeout=10", "-rss_limit_mb=2048",
                                  f"-artifact_prefix={crashes}/", "-print_final_stats=1", str(work), *seeds]
         env = os.environ
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 300)
+    # libFuzzer ends a Python target with _exit (no atexit): its scratch dir lives in one we remove
+    tmp = tempfile.mkdtemp(prefix="elk-fuzz-run-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "ELK_FUZZ_TMP": tmp},
+                              timeout=seconds + 300)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     log = proc.stdout + proc.stderr
     runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", log)
     new = sorted(set(crashes.iterdir()) - before)
