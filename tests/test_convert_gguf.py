@@ -93,6 +93,24 @@ def test_gguf_q8_0_blocks_are_kept_bit_for_bit(bin_model, tmp_path):
     assert img.metadata["chat.template"] == "zephyr"
 
 
+@pytest.mark.parametrize("qtype", [GT.Q8_0, GT.Q4_0, GT.F16])
+def test_gguf_tensor_kept_bit_for_bit_is_still_checked_for_nan_and_inf(bin_model, tmp_path, qtype):
+    """A NaN/inf fp16 scale (or F16 value) in copied GGUF bytes is refused like a NaN float weight."""
+    w = bin_model.get("WQ", 1)
+    blocks = gguf.quants.quantize(w, qtype).copy()
+    if qtype == GT.F16:
+        blocks.reshape(-1)[5] = np.inf  # gguf gives float16 values for F16
+    else:
+        flat, per = blocks.reshape(-1), (34 if qtype == GT.Q8_0 else 18)
+        flat[3 * per:3 * per + 2] = np.frombuffer(np.float16(np.nan).tobytes(), np.uint8)  # block 3's scale
+    src = tmp_path / "nan.gguf"
+    write_gguf(src, bin_model, qtype, raw={"blk.1.attn_q.weight": (qtype, blocks)})
+    m = gguf_reader.read(src)
+    target = {GT.Q8_0: "q8_0", GT.Q4_0: "q4_0", GT.F16: "f16"}[qtype]
+    with pytest.raises(FormatError, match=r"tensor blk\.1\.attn_q\.weight contains NaN or infinite"):
+        im.write_image(tmp_path / "nan.elk", m, quant=target)
+
+
 def test_gguf_q4_0_source_requantized_to_q8_0_from_its_values(bin_model, tmp_path):
     src = tmp_path / "q4.gguf"
     write_gguf(src, bin_model, GT.Q4_0, tied=False)

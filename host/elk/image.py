@@ -274,6 +274,8 @@ def _encode_tensor(t, ttype, tname, q):
     """(uint8 bytes, rmse, max_abs_err) for one tensor; source bytes are kept when already `ttype`."""
     if t.native is not None and t.native[0] == ttype:
         raw = np.frombuffer(t.native[1], dtype=np.uint8)
+        if not _native_finite(raw, ttype):  # copied bytes get the same check as converted floats
+            raise FormatError(f"tensor {tname} contains NaN or infinite values (or scales)")
         return raw, 0.0, 0.0
     x = t.load()
     if not np.all(np.isfinite(x)):
@@ -281,6 +283,18 @@ def _encode_tensor(t, ttype, tname, q):
     raw = q.quantize(x, ttype).reshape(-1)
     rmse, mx = q.error_stats(x, raw, ttype) if ttype != "F32" else (0.0, 0.0)
     return raw, rmse, mx
+
+
+def _native_finite(raw: np.ndarray, ttype: str) -> bool:
+    """True when every float (F32/F16) or every block's fp16 scale (Q8_0/Q4_0) in raw is finite."""
+    if ttype == "F32":
+        vals = raw.view("<f4")
+    elif ttype == "F16":
+        vals = raw.view("<f2")
+    else:
+        block = {"Q8_0": 34, "Q4_0": 18}[ttype]
+        vals = np.ascontiguousarray(raw.reshape(-1, block)[:, :2]).view("<f2")
+    return bool(np.isfinite(vals).all())
 
 
 def _sha256_range(path, offset: int, size: int) -> bytes:
@@ -626,11 +640,16 @@ def verify_image(path) -> VerifyReport:
     except ImageError as e:
         rep.add("structure", False, str(e).split(": ", 1)[-1])
     if rep.image is not None and rep.image.npu is not None:  # the NPU section's own CRC and bounds
-        from elk.npu.section import NpuSectionError, parse_section
+        from elk.npu.section import NpuSectionError, parse_section, tflite_disagreements
 
         try:
             sec = parse_section(rep.image.npu)
-            rep.add("NPU section", True, f"{len(sec.layers)} layers, chunk {sec.chunk} tokens")
+            odd = tflite_disagreements(sec)  # entries vs their .tflite: one function for every backend
+            if odd and not odd[0].startswith("not checked"):
+                rep.add("NPU section", False, odd[0] + (f" (and {len(odd) - 1} more layers)" if len(odd) > 1 else ""))
+            else:
+                rep.add("NPU section", True, f"{len(sec.layers)} layers, chunk {sec.chunk} tokens"
+                        + (f"; .tflite {odd[0]}" if odd else ""))
         except NpuSectionError as e:
             rep.add("NPU section", False, str(e).removeprefix("NPU section: "))
     return rep
