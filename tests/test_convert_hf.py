@@ -172,6 +172,7 @@ def test_hub_id_offline_is_one_line_error(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("elk: error: TinyLlama/TinyLlama-1.1B-Chat-v1.0: cannot fetch")
     assert r.stderr.count("\n") == 1
+    assert "not in the local cache and the hub cannot be reached (offline?)" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("template, name", [

@@ -49,8 +49,11 @@ def read_hub(repo_id: str, tokenizer=None, revision=None, **_) -> Model:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS)
     except Exception as e:  # offline, unknown repo, gated repo, ...: all become one line
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ElkError(f"{repo_id}: cannot fetch from the Hugging Face hub ({type(e).__name__}: {reason[:160]})") \
-            from None
+        hint = ""
+        if type(e).__name__ == "LocalEntryNotFoundError" or "offline" in reason.lower():
+            hint = "not in the local cache and the hub cannot be reached (offline?); "
+        raise ElkError(f"{repo_id}: cannot fetch from the Hugging Face hub ({hint}{type(e).__name__}: "
+                       f"{reason[:160]})") from None
     return read(pathlib.Path(folder), tokenizer=tokenizer, source=f"hf: {repo_id}", name=repo_id.split("/")[-1])
 
 
