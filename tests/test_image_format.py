@@ -373,3 +373,21 @@ def test_docs_section_and_tensor_entries_equal_spec_and_the_writer():
     assert types == {v[0]: k for k, v in spec.TENSOR_TYPES.items() if k != "BF16"}
     e = im.tensor_entry("blk.0.attn_q.weight", 8, 3, 0, 64, 64, 4928, 4352)
     assert len(e) == 96 and struct.unpack_from("<IHHIIQQ", e, 48) == (8, 3, 0, 64, 64, 4928, 4352)
+
+
+def test_cli_info_json_lists_the_tensor_table_and_hashes(q8_image):
+    import json
+
+    r = subprocess.run([sys.executable, "-m", "elk", "info", "--json", str(q8_image)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    raw = q8_image.read_bytes()
+    assert doc["header"]["payload_sha256"] == hashlib.sha256(raw[256:]).hexdigest()
+    assert doc["header"]["header_crc32"] == zlib.crc32(raw[:252]) and doc["header"]["security_counter"] == 7
+    assert doc["config"]["dim"] == 64 and doc["config"]["tied_output"] is True
+    assert doc["tokenizer"]["n_tokens"] == 512 and doc["metadata"]["quant.recipe"] == "q8_0"
+    t = {e["name"]: e for e in doc["tensors"]}
+    assert len(t) == doc["totals"]["tensors"] == 47
+    assert t["blk.0.ffn_down.weight"]["type"] == "F16" and t["blk.0.attn_q.weight"]["bytes"] == 64 * 68
+    off, size = t["token_embd.weight"]["offset"], t["token_embd.weight"]["bytes"]
+    assert raw[off:off + size] == im.read_image(q8_image).tensors["token_embd.weight"].data.tobytes()

@@ -26,6 +26,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("info", help="show an image's header, config, tokenizer and tensor table")
     p.add_argument("image")
+    p.add_argument("--json", action="store_true", help="print it as one JSON object")
     p.set_defaults(func=_info)
 
     p = sub.add_parser("verify", help="check an image's header CRC, payload SHA-256 and structure")
@@ -70,8 +71,13 @@ def _pack(args) -> int:
 
 
 def _info(args) -> int:
-    from elk.convert.pack import info_lines
+    from elk.convert.pack import info_dict, info_lines
 
+    if args.json:
+        import json
+
+        print(json.dumps(info_dict(args.image), indent=1))
+        return 0
     print("\n".join(info_lines(args.image)))
     return 0
 

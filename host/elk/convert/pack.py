@@ -108,3 +108,25 @@ def info_lines(path) -> list:
     out.append(f"total: {len(img.tensors)} tensors, {params} parameters, {fmt_bytes(total)} of weights ("
                + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in sorted(by_type.items())) + ")")
     return out
+
+
+def info_dict(path) -> dict:
+    """What `elk info --json` prints: the same facts as info_lines, as plain JSON values."""
+    import dataclasses
+
+    img = im.read_image(path)
+    h = img.header
+    header = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in h.items()}
+    try:
+        v = img.vocab()
+        tok = {"n_tokens": len(v.pieces), "bos_id": v.bos_id, "eos_id": v.eos_id, "unk_id": v.unk_id,
+               "pad_id": v.pad_id, "flags": v.flags}
+    except Exception as e:  # noqa: BLE001 - reported, like the text summary
+        tok = {"error": str(e)}
+    tensors = [{"name": t.name, "type": t.type, "role": t.role, "layer": t.layer, "rows": t.rows, "cols": t.cols,
+                "offset": t.offset, "bytes": t.size} for t in img.tensors.values()]
+    return {"path": str(img.path), "header": header, "config": dataclasses.asdict(img.config), "tokenizer": tok,
+            "sections": {k: {"version": ver, "offset": off, "size": size} for k, (ver, off, size) in img.sections.items()},
+            "metadata": dict(img.metadata), "trailer": bool(img.trailer), "tensors": tensors,
+            "totals": {"tensors": len(tensors), "parameters": sum(t["rows"] * t["cols"] for t in tensors),
+                       "bytes": sum(t["bytes"] for t in tensors)}}
