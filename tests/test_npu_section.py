@@ -130,6 +130,44 @@ def test_elk_verify_fails_an_image_whose_npu_section_is_corrupt(model, built, tm
     assert "Traceback" not in proc.stderr
 
 
+def test_entry_that_disagrees_with_its_tflite_fails_verify_and_npu_check(model, built, tmp_path):
+    """A section whose entry and .tflite describe different functions (the sim would follow the entry,
+    LiteRT the .tflite) passes the section parser's bounds checks but not elk verify or elk npu check."""
+    import zlib
+
+    from elk import image as im
+    from elk.npu.section import tflite_disagreements
+
+    sec, blob = built
+    assert tflite_disagreements(sec) == []
+
+    def with_crc(b):
+        n = struct.unpack_from("<I", b, 12)[0]
+        table = bytes(b[spec.NPU_HEAD_SIZE:spec.NPU_HEAD_SIZE + n * spec.NPU_ENTRY_SIZE])
+        crc = zlib.crc32(table, zlib.crc32(bytes(b[:60])))
+        struct.pack_into("<I", b, 60, crc)
+        return bytes(b)
+
+    scale = bytearray(blob)  # entry 0's input scale x 1.5
+    struct.pack_into("<f", scale, spec.NPU_HEAD_SIZE + 16, sec.layers[0].in_scale * 1.5)
+    requant = bytearray(blob)  # entry 3's requantization multiplier of row 0, outside the CRC
+    q_off = struct.unpack_from("<Q", blob, spec.NPU_HEAD_SIZE + 3 * spec.NPU_ENTRY_SIZE + 56)[0]
+    struct.pack_into("<i", requant, q_off, sec.layers[3].multiplier[0] + 1000)
+    cases = {"scale": (with_crc(scale), "blk.0.wq: .tflite input scale or zero point differs from the entry's"),
+             "requant": (bytes(requant), "blk.0.wo: .tflite scales give other requantization multipliers than the "
+                                          "entry's table")}
+    for name, (bad, words) in cases.items():
+        assert tflite_disagreements(parse_section(bad)) == [words], name
+        path = tmp_path / f"{name}.elk"
+        im.write_image(path, model, npu=bad)
+        proc = subprocess.run([sys.executable, "-m", "elk", "verify", str(path)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode != 0 and f"FAIL NPU section: {words}" in proc.stdout, proc.stdout
+        proc = subprocess.run([sys.executable, "-m", "elk", "npu", "check", str(path), "--no-litert"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and words in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_head_layout_matches_spec():
     assert HEAD.size == spec.NPU_HEAD_SIZE
     blob = bytearray(spec.NPU_HEAD_SIZE)

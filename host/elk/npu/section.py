@@ -173,3 +173,62 @@ def _parse_entry(data: bytes, i: int, raw: bytes) -> NpuLayer:
         ow = np.frombuffer(data, "<f4", n_out * rows, o_off + 4 * n_out).reshape(n_out, rows).copy()
     return NpuLayer(ROLE_NAMES[role], layer, rows, cols, s_in, z_in, s_out, z_out, tfl, w_off, b_off,
                     mult, shift, idx, ow)
+
+
+def tflite_disagreements(sec: NpuSection) -> list:
+    """What each layer's .tflite says against its entry, read with LiteRT's own schema reader: the sim
+    (and elk's runner) use the entry's scales, zero points and requantization table, LiteRT and vendor
+    converters use the .tflite, so the two must describe one function. [] when they agree. Not part of
+    parse_section (the C parser cannot read flatbuffers): `elk verify` and `elk npu check` run it."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        return ["not checked: ai-edge-litert (its TFLite schema reader) is not installed"]
+    from elk.npu import intmath
+
+    out = []
+    for L in sec.layers:
+        name = f"blk.{L.layer}.{L.role.lower()}"
+        try:
+            why = _tflite_vs_entry(schema, intmath, L, sec.chunk)
+        except Exception as e:  # a damaged flatbuffer makes the generated reader raise anything
+            why = f"unreadable ({type(e).__name__})"
+        if why:
+            out.append(f"{name}: .tflite {why}")
+    return out
+
+
+def _tflite_vs_entry(schema, intmath, L: NpuLayer, chunk: int) -> str:
+    m = schema.Model.GetRootAs(L.tflite, 0)
+    if m.SubgraphsLength() != 1 or m.Subgraphs(0).OperatorsLength() != 1 or m.OperatorCodesLength() != 1:
+        return "is not a single operator"
+    if m.OperatorCodes(0).BuiltinCode() != schema.BuiltinOperator.FULLY_CONNECTED:
+        return "is not FULLY_CONNECTED"
+    sg, op = m.Subgraphs(0), m.Subgraphs(0).Operators(0)
+    if op.InputsLength() != 3 or op.OutputsLength() != 1:
+        return "does not have inputs x, weight, bias and one output"
+    x, w, b = (sg.Tensors(op.Inputs(i)) for i in range(3))
+    y = sg.Tensors(op.Outputs(0))
+    T = schema.TensorType
+    if [x.Type(), w.Type(), b.Type(), y.Type()] != [T.INT8, T.INT8, T.INT32, T.INT8]:
+        return "tensor types are not int8 x, w, y and int32 bias"
+    if x.ShapeAsNumpy().tolist() != [chunk, L.cols] or y.ShapeAsNumpy().tolist() != [chunk, L.rows] or \
+            w.ShapeAsNumpy().tolist() != [L.rows, L.cols]:
+        return "shapes differ from the entry's chunk, rows and cols"
+    for t, scale, zp, what in ((x, L.in_scale, L.in_zp, "input"), (y, L.out_scale, L.out_zp, "output")):
+        q = t.Quantization()
+        if q is None or q.ScaleAsNumpy().tolist() != [np.float32(scale)] or q.ZeroPointAsNumpy().tolist() != [zp]:
+            return f"{what} scale or zero point differs from the entry's"
+    wbuf = m.Buffers(w.Buffer()).DataAsNumpy()
+    bbuf = m.Buffers(b.Buffer()).DataAsNumpy()
+    if isinstance(wbuf, int) or wbuf.tobytes() != L.weights.tobytes():
+        return "weights are not the bytes the entry points at"
+    if isinstance(bbuf, int) or bbuf.tobytes() != L.bias.tobytes():
+        return "bias is not the bytes the entry points at"
+    ws = w.Quantization().ScaleAsNumpy() if w.Quantization() else np.zeros(0)
+    if isinstance(ws, int) or ws.shape != (L.rows,):
+        return "weights are not quantized per output channel"
+    mult, shift = intmath.channel_multipliers(L.in_scale, ws, L.out_scale)
+    if not (np.array_equal(mult, L.multiplier) and np.array_equal(shift, L.shift)):
+        return "scales give other requantization multipliers than the entry's table"
+    return ""
