@@ -82,3 +82,18 @@ def test_cross_decoder_every_table_forced_on_qemu_max_matches_host(table, images
         assert proc.returncode == 0, proc.stderr
         assert f"kernels {table}" in proc.stderr
         assert [int(t) for t in proc.stdout.split()] == host_tokens[q], f"{table} {q}"
+
+
+@pytest.mark.parametrize("board,cpu", [("qemu-a76", "cortex-a53"), ("qemu-max", "cortex-a72")])
+def test_cross_decoder_aarch64_build_falls_back_to_plain_neon_on_an_armv8_0_cpu(board, cpu, images, host_tokens):
+    """The same binary on a CPU without dotprod/i8mm (getauxval says so): plain NEON is chosen at run
+    time and the whole decoder, built for a Cortex-A76 board, runs without SIGILL to the host's tokens."""
+    scons(f"board={board}")
+    prefix = boards.load(board).run_prefix()
+    prefix[prefix.index("-cpu") + 1] = cpu
+    exe = ROOT / "build" / board / "elk-run"
+    proc = subprocess.run(prefix + [str(exe), str(images["q4_0"]), "-p", PROMPT, "-n", str(N_TOKENS),
+                                    "--temperature", "0", "--ids"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{board} on {cpu}: exit {proc.returncode} {proc.stderr[-500:]}"
+    assert "kernels neon:" in proc.stderr, proc.stderr
+    assert [int(t) for t in proc.stdout.split()] == host_tokens["q4_0"]

@@ -103,16 +103,17 @@ class Board:
         return {f: getattr(self, f) for f in FIELDS} | {"path": str(self.path)}
 
     def kernel_files(self):
-        """(isa file stem, extra CFLAGS) for each ISA kernel file this board compiles. The common code
-        is built for the board's -mcpu; a kernel file that needs more (i8mm on a board whose baseline
-        CPU lacks it, selected at run time) extends that -mcpu with feature modifiers."""
+        """(isa file stem, extra CFLAGS) for each ISA kernel file this board compiles. On AArch64 the
+        common code is built for the ARMv8.0 baseline (cpu_flags); only the file of a table that needs
+        an extension gets it (-march=armv8.2-a+dotprod[+i8mm], tuned for the board's CPU), and that
+        table runs only where getauxval reports the extension, so no other code can SIGILL."""
         out = []
         for k in self.kernels:
             if k == "avx2":
                 flags = ["-mavx2", "-mfma", "-mf16c"]
             elif k in ("neon_dotprod", "neon_i8mm"):
                 ext = "+dotprod" if k == "neon_dotprod" else "+dotprod+i8mm"
-                flags = [f"-mcpu={self.cpu}{ext}"] if self.cpu != "native" else [f"-march=armv8.6-a{ext}"]
+                flags = [f"-march=armv8.2-a{ext}"] + ([f"-mtune={self.cpu}"] if self.cpu != "native" else [])
             elif self.arch == "armv7":
                 flags = ["-mfp16-format=ieee"]  # the __fp16 type and vcvt_f32_f16 on 32-bit ARM
             else:
@@ -121,11 +122,17 @@ class Board:
         return out
 
     def cpu_flags(self) -> list:
-        """-mcpu (cross / ARM) or -march=native (native x86) for the common code."""
+        """Target flags for the common code (and the plain `neon` table). AArch64: the ARMv8.0 baseline
+        tuned for the board's CPU (-march=armv8-a -mtune=<cpu>): with -mcpu=cortex-a76 GCC would put
+        SDOT into ref.c's loops and LSE atomics into the thread pool, and the binary would die with
+        SIGILL on an ARMv8.0 CPU before the run-time fallback to plain NEON could help. armv7:
+        -mcpu=<cpu>; x86-64: -march=<cpu> (native for the host)."""
         if self.cpu == "native":
             return ["-march=native"] if self.arch == "x86_64" else ["-mcpu=native"]
         if self.arch == "x86_64":
             return [f"-march={self.cpu}"]
+        if self.arch == "aarch64":
+            return ["-march=armv8-a", f"-mtune={self.cpu}"]
         return [f"-mcpu={self.cpu}"]
 
     def configure(self, env) -> None:
