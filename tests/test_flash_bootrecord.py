@@ -85,3 +85,96 @@ def test_record_writes_alternate_between_copies(host_build, tmp_path):
     # every store goes to the copy not holding the newest record, with the next sequence number
     assert sorted(first.values())[1] < sorted(second.values())[1]
     assert abs(second[0] - second[1]) == 1
+
+
+def _damage(flash_file, slot_base, offset):
+    with open(flash_file, "r+b") as f:
+        f.seek(slot_base + offset)
+        b = f.read(1)
+        f.seek(slot_base + offset)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+def test_damaged_active_slot_boots_the_previous_image_and_the_next_flash_replaces_it(host_build, tmp_path):
+    """A bit flips in the committed slot after the flash (flash wear): at power-on the board checks the
+    slot against its recorded SHA-256, drops it and runs the previous image; INFO says why, and the next
+    flash writes over the damaged slot while the good image keeps running."""
+    a, b = _pack(tmp_path / "a.elk"), _pack(tmp_path / "b.elk", name="second")
+    flash_file = tmp_path / "board.bin"
+    with Emulator("host", baud=0, flash=flash_file, log=open(os.devnull, "w")) as emu:
+        assert flashing.flash([emu.port], a, progress=False)[0].ok
+        assert flashing.flash([emu.port], b, progress=False)[0].ok  # B active, A the rollback target
+        with connect(emu.port, 0) as link:
+            slot_size = link.info().slot_size
+    _damage(flash_file, 2 * BLOCK + slot_size, b.stat().st_size // 2)  # inside slot B's image
+    info = _info(flash_file)
+    assert info.running == 0 and info.active == 0 and not info.slots[1].valid
+    assert info.boot_error == "slot B damaged: SHA-256 mismatch; running slot A"
+    with Emulator("host", baud=0, flash=flash_file, log=open(os.devnull, "w")) as emu:
+        res = flashing.flash([emu.port], b, progress=False)[0]
+        assert res.ok and res.slot == "B", res
+        with connect(emu.port, 0) as link:
+            info = link.info()
+            text = "".join(link.generate("Once upon a time", max_tokens=8, temperature=0, raw=True, reset=True))
+    assert info.active == 1 and info.previous == 0 and info.boot_error == ""
+    assert text.startswith(", there was a little girl")
+
+
+def test_damaged_only_image_leaves_a_board_that_answers_and_says_why(host_build, tmp_path):
+    a = _pack(tmp_path / "a.elk")
+    flash_file = tmp_path / "board.bin"
+    with Emulator("host", baud=0, flash=flash_file, log=open(os.devnull, "w")) as emu:
+        assert flashing.flash([emu.port], a, progress=False)[0].ok
+    _damage(flash_file, 2 * BLOCK, 300)  # slot A's header
+    info = _info(flash_file)
+    assert info.running == 255 and info.active == 255 and not info.slots[0].valid
+    assert info.boot_error == "slot A damaged: SHA-256 mismatch"
+
+
+def _record(active, size, sha, name=b"big"):
+    """A boot record (docs/protocol.md) naming slot `active` valid with `size` bytes and `sha`."""
+    import zlib
+
+    rec = bytearray(256)
+    struct.pack_into("<IHHIBB", rec, 0, 0x424B4C45, 1, 256, 1, active, 0xFF)
+    struct.pack_into("<IIQ32s64s", rec, 16 + active * 112, 1, 0, size, sha, name)
+    struct.pack_into("<I", rec, 252, zlib.crc32(bytes(rec[:252])))
+    return bytes(rec)
+
+
+def test_board_answers_while_it_checks_a_large_image_at_power_on(host_build, tmp_path):
+    """Hashing a large slot takes seconds (minutes under qemu for a 1 GB model): meanwhile HELLO and
+    INFO answer with capability CHECKING and progress, other commands are refused with the reason, and
+    connect() waits until the check is done."""
+    import hashlib
+
+    from elk import proto_spec as P
+    from elk.link import BoardReplyError, Link
+
+    size = 160 << 20  # zeros in a fresh (sparse) flash file: about a second of hashing
+    h, zeros = hashlib.sha256(), bytes(1 << 20)
+    for _ in range(size >> 20):
+        h.update(zeros)
+    flash_file = tmp_path / "board.bin"
+    with open(flash_file, "wb") as f:
+        f.truncate(1 << 30)
+        f.write(_record(0, size, h.digest()))
+    checking = P.CAPABILITIES["CHECKING"]
+    with Emulator("host", baud=0, flash=flash_file, flash_mb=1024, log=open(os.devnull, "w")) as emu:
+        link = Link(emu.port, 0)
+        try:
+            assert link.hello()["capabilities"] & checking
+            info = link.info()
+            assert info.boot_error.startswith("checking slot A") and info.running == 255
+            with pytest.raises(BoardReplyError, match="GENERATE.*ELK_E_STATE.*checking its image"):
+                list(link.generate("hi", max_tokens=2))
+            link.wait_checked()
+            info = link.info()
+        finally:
+            link.close()
+    assert not info.capabilities & checking
+    # the bytes match their SHA-256 (the slot is intact) but zeros are no image: it does not start
+    assert info.running == 255 and info.boot_error.startswith("slot A: ") and info.slots[0].valid
+    with Emulator("host", baud=0, flash=flash_file, flash_mb=1024, log=open(os.devnull, "w")) as emu:
+        with connect(emu.port, 0) as link:  # connect waits for the check by itself
+            assert not link.info().capabilities & checking

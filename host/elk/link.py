@@ -457,6 +457,24 @@ class Link:
     def info(self) -> BoardInfo:
         return parse_info(self.request(CMD["INFO"]))
 
+    def wait_checked(self, timeout: float = 900.0, note=None) -> None:
+        """A board just powered on first checks its active image's SHA-256 (seconds for a large image,
+        more under qemu) and meanwhile serves only HELLO and INFO: wait until it is done."""
+        caps = self.hello_reply["capabilities"] if self.hello_reply else 0
+        end, told = time.monotonic() + timeout, False
+        while caps & P.CAPABILITIES["CHECKING"]:
+            if time.monotonic() > end:
+                raise NoAnswerError(f"{self.port}: the board is still checking its image after {timeout:.0f} s")
+            info = self.info()
+            caps = info.capabilities
+            if caps & P.CAPABILITIES["CHECKING"]:
+                if not told:
+                    told = True
+                    import sys
+                    print(f"{self.port}: waiting: the board checks its image before starting it "
+                          f"({info.boot_error})", file=note or sys.stderr, flush=True)
+                time.sleep(0.3)
+
     def set_baud(self, baud: int) -> bool:
         """Switch both ends to `baud`; on no answer at the new rate, return to the old one (False)."""
         old = self.baud
@@ -560,7 +578,8 @@ def connect(port: str, baud: int = 115200) -> Link:
     link = Link(port, baud)
     try:
         link.hello()
-    except Exception:
+        link.wait_checked()
+    except BaseException:
         link.close()
         raise
     return link

@@ -67,6 +67,7 @@ CAPABILITIES = {  # bits of the u32 capabilities word in HELLO / INFO
     "FLASH_COPY": 1 << 4,
     "CONSOLE": 1 << 5,     # the human text console shares the line
     "NPU": 1 << 6,         # prompt prefill runs on an NPU backend (INFO names it)
+    "CHECKING": 1 << 7,    # power-on check of the active slot's SHA-256 under way: only HELLO/INFO served
 }
 
 GEN_FLAGS = {

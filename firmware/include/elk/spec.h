@@ -235,6 +235,7 @@ enum {
 #define ELK_CAP_FLASH_COPY (1u << 4)
 #define ELK_CAP_CONSOLE (1u << 5)
 #define ELK_CAP_NPU (1u << 6)
+#define ELK_CAP_CHECKING (1u << 7)
 #define ELK_GEN_RESET_CONTEXT (1u << 0)
 #define ELK_GEN_RAW (1u << 1)
 #define ELK_SLOT_VALID (1u << 0)

@@ -66,6 +66,16 @@ typedef struct elk_fw_record {
     elk_fw_slot_desc slot[2];
 } elk_fw_record;
 
+/* Power-on check of the committed slot (bootcheck.c). */
+typedef struct elk_fw_check {
+    int phase;               /* 0 idle, 1 the active slot, 2 the previous slot (the active one failed) */
+    int damaged;             /* the active slot no longer matches its SHA-256 */
+    uint8_t slot;
+    uint64_t done;           /* bytes hashed */
+    elk_sha256_ctx sha;
+    char why[64];            /* why the active slot does not run */
+} elk_fw_check;
+
 typedef struct elk_fw_flash_session {
     int open;
     uint8_t slot;
@@ -115,6 +125,7 @@ typedef struct elk_fw {
     elk_fw_record rec;
     uint64_t slot_base[2], slot_size;
     elk_fw_flash_session fs;
+    elk_fw_check check;
     /* model */
     uint8_t running;
     elk_image img;
@@ -162,6 +173,11 @@ int elk_fw_cmd_flash_data(elk_fw *fw, const uint8_t *p, uint32_t n);
 int elk_fw_cmd_flash_copy(elk_fw *fw, const uint8_t *p, uint32_t n);
 int elk_fw_cmd_flash_end(elk_fw *fw, const uint8_t *p, uint32_t n);
 int elk_fw_cmd_block_hashes(elk_fw *fw, const uint8_t *p, uint32_t n);
+
+/* bootcheck.c: start checks the active slot (nothing runs meanwhile); step hashes the next part and
+ * boots when done; it returns 1 while the check goes on. */
+void elk_fw_check_start(elk_fw *fw);
+int elk_fw_check_step(elk_fw *fw);
 
 /* gen.c */
 int elk_fw_boot_slot(elk_fw *fw, uint8_t slot);

@@ -121,6 +121,8 @@ static uint32_t capabilities(const elk_fw *fw)
         caps |= ELK_CAP_GENERATE;
     if (fw->model && fw->npu_backend)
         caps |= ELK_CAP_NPU;
+    if (fw->check.phase)
+        caps |= ELK_CAP_CHECKING;
     return caps;
 }
 
@@ -294,6 +296,10 @@ static int dispatch(elk_fw *fw, const elk_frame *f)
         fw->generating = 0;
     } else if (fw->generating && f->code != ELK_CMD_ABORT && f->code != ELK_CMD_INFO)
         return ELK_E_STATE;
+    if (fw->check.phase && f->code != ELK_CMD_HELLO && f->code != ELK_CMD_INFO && f->code != ELK_CMD_TRUST_INFO) {
+        elk_fmt(fw->reason, sizeof fw->reason, "the board is checking its image (%s)", fw->boot_error);
+        return ELK_E_STATE;  /* hosts wait while HELLO/INFO report CHECKING */
+    }
     switch (f->code) {
     case ELK_CMD_HELLO: return cmd_hello(fw, f->payload, f->len);
     case ELK_CMD_INFO: return cmd_info(fw);
@@ -320,8 +326,7 @@ static void reset_board(elk_fw *fw)
     elk_fw_unload(fw);
     fw->fs.open = 0;
     elk_fw_record_load(fw);
-    if (fw->rec.active < 2)
-        elk_fw_boot_slot(fw, fw->rec.active);
+    elk_fw_check_start(fw);
 }
 
 static void run_after(elk_fw *fw)
@@ -439,13 +444,14 @@ int elk_fw_run(const elk_board *board)
     fw->running = ELK_PROTO_SLOT_NONE;
     elk_fw_layout(fw);
     elk_fw_record_load(fw);
-    if (fw->rec.active < 2 && elk_fw_boot_slot(fw, fw->rec.active) != ELK_OK)
-        elk_fw_log(fw, "boot: slot %c does not start: %s", 'A' + fw->rec.active, fw->boot_error);
+    elk_fw_check_start(fw);
     elk_fw_console_banner(fw);
     for (;;) {
-        int rc = elk_fw_poll(fw, 100);
+        int rc = elk_fw_poll(fw, fw->check.phase ? 0 : 100);
         if (rc < 0)
             return rc;
+        if (fw->check.phase && !elk_fw_check_step(fw))
+            elk_fw_log(fw, "boot: check done%s%s", fw->boot_error[0] ? ": " : "", fw->boot_error);
         if (fw->after != FW_AFTER_NONE)
             run_after(fw);
     }

@@ -1,0 +1,100 @@
+/* Power-on check of the committed image: before its model starts, the board hashes the active slot and
+ * compares it with the SHA-256 the boot record holds (flash wear, a stray write), a few MiB per turn of
+ * the main loop so HELLO and INFO keep answering (capability CHECKING). A damaged slot is dropped from
+ * the record and the previous image runs. Not here: flashing (flashing.c), loading a model (gen.c). */
+#include "main/fw.h"
+
+#define CHECK_STEP (4u << 20)  /* bytes hashed per turn: ~20 ms native, ~100 ms under qemu-user */
+
+static void check_slot(elk_fw *fw, int phase, uint8_t s)
+{
+    fw->check.phase = phase;
+    fw->check.slot = s;
+    fw->check.done = 0;
+    elk_sha256_init(&fw->check.sha);
+    elk_fmt(fw->boot_error, sizeof fw->boot_error, "checking slot %c", 'A' + s);
+}
+
+void elk_fw_check_start(elk_fw *fw)
+{
+    elk_fw_unload(fw);
+    fw->boot_error[0] = 0;
+    fw->check.phase = 0;
+    fw->check.damaged = 0;
+    if (fw->rec.active < 2)
+        check_slot(fw, 1, fw->rec.active);
+}
+
+/* After the active slot failed (why in fw->check.why): run the previous slot if it is intact and
+ * starts. A damaged active slot is forgotten, and an intact previous one becomes active again, so the
+ * next flash writes over the damaged slot rather than over the image that runs. */
+static void finish(elk_fw *fw, int fallback_ok)
+{
+    uint8_t a = fw->rec.active, p = fw->rec.prev;
+    fw->check.phase = 0;
+    if (fw->check.damaged) {
+        fw->rec.slot[a].flags = 0;
+        fw->rec.slot[a].image_size = 0;
+        fw->rec.active = fallback_ok ? p : ELK_PROTO_SLOT_NONE;
+        fw->rec.prev = ELK_PROTO_SLOT_NONE;
+        if (elk_fw_record_store(fw) != ELK_OK)
+            elk_fw_log(fw, "boot: cannot update the boot record");
+    }
+    if (fallback_ok) {
+        elk_fmt(fw->boot_error, sizeof fw->boot_error, "%s; running slot %c", fw->check.why, 'A' + p);
+        elk_fw_log(fw, "boot: running the previous slot %c", 'A' + p);
+    } else {
+        elk_fmt(fw->boot_error, sizeof fw->boot_error, "%s", fw->check.why);
+    }
+}
+
+static void slot_checked(elk_fw *fw, int intact)
+{
+    uint8_t s = fw->check.slot;
+    if (fw->check.phase == 2) {
+        finish(fw, intact && elk_fw_boot_slot(fw, s) == ELK_OK);
+        return;
+    }
+    if (intact && elk_fw_boot_slot(fw, s) == ELK_OK) {
+        fw->check.phase = 0;
+        return;
+    }
+    fw->check.damaged = !intact;
+    if (intact)
+        elk_fmt(fw->check.why, sizeof fw->check.why, "slot %c: %s", 'A' + s, fw->boot_error);
+    else  /* INFO carries 63 characters of it */
+        elk_fmt(fw->check.why, sizeof fw->check.why, "slot %c damaged: SHA-256 mismatch", 'A' + s);
+    elk_fw_log(fw, "boot: %s", fw->check.why);
+    uint8_t p = fw->rec.prev;
+    if (p < 2 && p != s && (fw->rec.slot[p].flags & ELK_SLOT_VALID))
+        check_slot(fw, 2, p);
+    else
+        finish(fw, 0);
+}
+
+int elk_fw_check_step(elk_fw *fw)
+{
+    if (!fw->check.phase)
+        return 0;
+    const elk_fw_slot_desc *d = &fw->rec.slot[fw->check.slot];
+    if (!(d->flags & ELK_SLOT_VALID)) {
+        slot_checked(fw, 0);
+        return fw->check.phase != 0;
+    }
+    uint64_t left = d->image_size - fw->check.done;
+    uint32_t n = left < CHECK_STEP ? (uint32_t)left : CHECK_STEP;
+    elk_sha256_update(&fw->check.sha, fw->b->flash + fw->slot_base[fw->check.slot] + fw->check.done, n);
+    fw->check.done += n;
+    if (fw->check.done < d->image_size) {
+        elk_fmt(fw->boot_error, sizeof fw->boot_error, "checking slot %c: %u%%", 'A' + fw->check.slot,
+                (unsigned)(fw->check.done * 100 / d->image_size));
+        return 1;
+    }
+    uint8_t h[32];
+    elk_sha256_final(&fw->check.sha, h);
+    int same = 1;
+    for (int i = 0; i < 32; i++)
+        same &= h[i] == d->sha256[i];
+    slot_checked(fw, same);
+    return fw->check.phase != 0;
+}
