@@ -5,6 +5,8 @@
 #include "main/fw.h"
 
 #define CHECK_STEP (4u << 20)  /* bytes hashed per turn: ~20 ms native, ~100 ms under qemu-user */
+#define CHECK_AT_ONCE 8        /* steps done before serving: a small image is checked and running
+                                * before the first frame is read, as if the check were not there */
 
 static void check_slot(elk_fw *fw, int phase, uint8_t s)
 {
@@ -23,6 +25,8 @@ void elk_fw_check_start(elk_fw *fw)
     fw->check.damaged = 0;
     if (fw->rec.active < 2)
         check_slot(fw, 1, fw->rec.active);
+    for (int i = 0; i < CHECK_AT_ONCE && elk_fw_check_step(fw); i++)
+        ;
 }
 
 /* After the active slot failed (why in fw->check.why): run the previous slot if it is intact and
