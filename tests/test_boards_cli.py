@@ -48,3 +48,81 @@ def test_boards_cli_build_unknown_board_is_one_line_error():
     proc = run(sys.executable, "-m", "elk", "build", "--board", "rpi9")
     assert proc.returncode == 2
     assert proc.stderr.startswith("elk: error: unknown board 'rpi9'") and proc.stderr.count("\n") == 1
+
+
+A53_BOARD = """# A board that exists in no file of this repository: Cortex-A53 (ARMv8.0-A, NEON, no dotprod)
+name = "{name}"
+description = "test board: 4x Cortex-A53, 512 MB"
+arch = "aarch64"
+platform = "posix"
+toolchain = "aarch64-linux-gnu"
+cpu = "cortex-a53"
+cflags = []
+isa = ["neon"]
+kernels = ["neon"]
+ram_mb = 512
+flash_mb = 64
+erase_block_kb = 64
+mem_bandwidth_gbs = 6.4
+cpu_cores = 4
+cpu_gops = 20.0
+
+[npu]
+kind = "none"
+
+[console]
+device = "pty"
+baud = 115200
+
+[emulation]
+kind = "qemu-aarch64"
+cpu = "cortex-a53"
+sysroot = "/usr/aarch64-linux-gnu"
+"""
+
+
+def test_boards_new_board_file_by_path_builds_runs_and_plans_with_no_code(tmp_path):
+    """Adding a board is adding a file: one written outside boards/ is built by `elk build --board PATH`
+    (and `scons board=PATH`), runs the decoder under the emulation it declares, and `elk plan` uses it."""
+    import shutil
+
+    from conftest import fixture_path
+
+    name = "test-a53-board"
+    board = tmp_path / f"{name}.toml"
+    board.write_text(A53_BOARD.format(name=name))
+    out = ROOT / "build" / name
+    try:
+        proc = run(sys.executable, "-m", "elk", "build", "--board", str(board))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip().endswith(f"built {out}")
+        assert (out / "elk-run").read_bytes()[:4] == b"\x7fELF"
+        image = tmp_path / "s.elk"
+        proc = run(sys.executable, "-m", "elk", "pack", str(fixture_path("stories260K.bin")), "--tokenizer",
+                   str(fixture_path("tok512.bin")), "--quant", "q4_0", "-o", str(image), "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        qemu = ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu", "-cpu", "cortex-a53"]
+        proc = run(*qemu, str(out / "elk-run"), str(image), "-p", "Once upon a time", "-n", "12", "--temperature", "0")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("Once upon a time, there was a little girl named Lily.")
+        assert "kernels neon:" in proc.stderr
+        proc = run(sys.executable, "-m", "elk", "plan", str(image), "--board", str(board))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"plan {image} on {name}, context 512 tokens")
+        assert "of 512.00 MiB: fits" in proc.stdout  # the file's ram_mb
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_boards_misspelt_field_in_a_board_file_is_one_line_naming_file_and_field(tmp_path):
+    board = tmp_path / "typo.toml"
+    board.write_text(A53_BOARD.format(name="typo").replace("erase_block_kb =", "erase_blok_kb ="))
+    for cmd in ([sys.executable, "-m", "elk", "plan", "x.elk", "--board", str(board)],
+                [sys.executable, "-m", "elk", "build", "--board", str(board)]):
+        proc = run(*cmd)
+        assert proc.returncode == 2
+        assert proc.stderr.startswith(f"elk: error: {board}: ") and proc.stderr.count("\n") == 1, proc.stderr
+        assert "'erase_block_kb'" in proc.stderr or "'erase_blok_kb'" in proc.stderr
+    proc = run(sys.executable, "-m", "SCons", "-Q", f"board={board}")
+    assert proc.returncode == 2 and str(board) in proc.stdout and "erase_blo" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -314,7 +314,9 @@ def build(name: str, mode: str = "release", jobs: int = 2, quiet: bool = False) 
     board = load(name)
     if mode not in ("release", "debug", "asan"):
         raise BoardError(f"unknown build mode '{mode}' (release, debug, asan)")
-    cmd = [sys.executable, "-m", "SCons", "-Q", f"-j{max(1, jobs)}", f"board={board.name}", f"mode={mode}"]
+    # a board file given by path goes to SCons by its absolute path (SCons runs in ROOT)
+    arg = str(board.path.resolve()) if board.path.parent.resolve() != BOARDS_DIR.resolve() else board.name
+    cmd = [sys.executable, "-m", "SCons", "-Q", f"-j{max(1, jobs)}", f"board={arg}", f"mode={mode}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=quiet, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] if quiet else []
