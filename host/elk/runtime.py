@@ -78,6 +78,18 @@ def build_library() -> None:
         raise LibraryError("building libelk failed (python -m SCons -Q):\n" + "\n".join(tail))
 
 
+def _stale(path: pathlib.Path) -> bool:
+    """True when libelk is missing or older than a C source, header or build file (e.g. after
+    `git pull`). A stat walk over the firmware tree costs about a millisecond; SCons itself
+    decides what to rebuild."""
+    try:
+        built = path.stat().st_mtime
+    except FileNotFoundError:
+        return True
+    sources = [ROOT / "SConstruct", *(ROOT / "firmware").rglob("*.[ch]"), *(ROOT / "firmware").rglob("SConscript")]
+    return any(src.stat().st_mtime > built for src in sources)
+
+
 def library():
     """(ffi, lib) for libelk, building it first when the file is missing."""
     global _loaded
@@ -86,9 +98,9 @@ def library():
             import cffi
 
             path = library_path()
-            if not path.is_file():
-                if os.environ.get("ELK_LIB"):
-                    raise LibraryError(f"ELK_LIB={path}: no such file")
+            if not path.is_file() and os.environ.get("ELK_LIB"):
+                raise LibraryError(f"ELK_LIB={path}: no such file")
+            if not os.environ.get("ELK_LIB") and _stale(path):
                 build_library()
                 if not path.is_file():
                     raise LibraryError(f"{path}: not produced by the build")
