@@ -2,6 +2,7 @@
 greedy tokens as the host build, for f32, q8_0 and q4_0 images of stories260K. The prompt is several
 ids, so prefill goes through the batched gemm path (i8mm tiles on qemu-max) and decode through dot."""
 
+import re
 import subprocess
 import sys
 
@@ -97,3 +98,25 @@ def test_cross_decoder_aarch64_build_falls_back_to_plain_neon_on_an_armv8_0_cpu(
     assert proc.returncode == 0, f"{board} on {cpu}: exit {proc.returncode} {proc.stderr[-500:]}"
     assert "kernels neon:" in proc.stderr, proc.stderr
     assert [int(t) for t in proc.stdout.split()] == host_tokens["q4_0"]
+
+
+def smmla_translated(image, prompt: str, n: int, log) -> int:
+    """How many SMMLA instructions (i8mm: 0x4e80a400 under mask 0xffe0fc00) qemu translated while
+    elk-run decoded on -cpu max (qemu's -d in_asm log lists every guest instruction it translates)."""
+    exe = ROOT / "build" / "qemu-max" / "elk-run"
+    prefix = boards.load("qemu-max").run_prefix()
+    proc = subprocess.run(prefix + ["-d", "in_asm", "-D", str(log), str(exe), str(image), "-p", prompt,
+                                    "-n", str(n), "--temperature", "0", "--ids"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "kernels neon_i8mm" in proc.stderr, proc.stderr
+    words = re.findall(r"^0x[0-9a-f]+:\s+([0-9a-f]{8})\s", log.read_text(), re.M)
+    return sum(1 for w in words if int(w, 16) & 0xFFE0FC00 == 0x4E80A400)
+
+
+def test_cross_decoder_i8mm_gemm_runs_for_batched_prefill_only(images, tmp_path):
+    """The i8mm table's gemm slot really carries batched prefill: a six-token prompt executes SMMLA,
+    a one-token prompt (decode-shaped, n_tok = 1) executes none."""
+    scons("board=qemu-max")
+    for q in ("q8_0", "q4_0"):
+        assert smmla_translated(images[q], PROMPT, 1, tmp_path / f"{q}-batch.log") > 0, q
+        assert smmla_translated(images[q], "1", 1, tmp_path / f"{q}-one.log") == 0, q
