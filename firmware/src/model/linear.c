@@ -89,11 +89,10 @@ int elk_linear(elk_model *m, const elk_tensor *w, const float *x, int n_tok, flo
 
     /* Threads only pay off with enough work per task (a 64 x 64 layer is faster serial). */
     const uint64_t work = (uint64_t)w->rows * (uint64_t)cols * (uint64_t)n_tok;
-    /* Big layers: 4 tasks per thread, claimed dynamically, so a thread the OS descheduled (busy
-     * host) delays only a quarter of its share; each task still streams >= 64 rows. */
-    int tasks = m->exec.n_threads;
-    if (w->rows >= (uint32_t)tasks * 4 * 64)
-        tasks *= 4;
+    /* One task per thread (claimed dynamically: a thread that is not running when the job is
+     * posted leaves its share to the others). Measured on the shared 2-core host, 4 or 16 smaller
+     * tasks per thread cost more CPU per token (more, shorter weight streams) and won nothing. */
+    const int tasks = m->exec.n_threads;
     if (m->exec.parallel_for && m->exec.n_threads > 1 && w->rows >= (uint32_t)m->exec.n_threads &&
         work >= MIN_PARALLEL_WORK)
         m->exec.parallel_for(m->exec.pool, linear_task, &j, tasks);
