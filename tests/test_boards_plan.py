@@ -128,3 +128,27 @@ def test_plan_notes_when_weights_cannot_stay_in_the_page_cache(images, tmp_path)
     assert any("cannot keep them in its page cache" in line for line in plan.report_lines(p))
     roomy = plan.plan(images["f32"], "rpi5", ctx=64)
     assert not any("page cache" in line for line in plan.report_lines(roomy))
+
+
+def test_plan_decode_is_capped_by_compute_on_a_slow_cpu(images, tmp_path):
+    """The roofline has two roofs: with 0.1 GOPS, 2 x params operations per token take longer than
+    reading the weights, so decode is compute-bound at cpu_gops / (2 x params)."""
+    text = re.sub(r"^cpu_gops = .*$", "cpu_gops = 0.1", (ROOT / "boards" / "rpi5.toml").read_text(), flags=re.M)
+    board = tmp_path / "slowcpu.toml"
+    board.write_text(text.replace('name = "rpi5"', 'name = "slowcpu"'))
+    p = plan.plan(images["q4_0"], str(board))
+    assert p.decode_bound == "compute"
+    assert p.decode_tps == pytest.approx(0.1e9 / (2 * PARAMS))
+    fast = plan.plan(images["q4_0"], "rpi5")
+    assert fast.decode_bound == "bandwidth" and fast.decode_tps == pytest.approx(17.1e9 / fast.weight_bytes_per_token)
+    assert any("compute-bound roofline" in line for line in plan.report_lines(p))
+
+
+def test_plan_npu_board_predicts_npu_decode_from_its_dma_roofline(images):
+    """rk3588 (board file: 6 TOPS int8, 20% efficiency, 20 GB/s DMA): decode on the NPU streams every
+    weight per token over the DMA; elk's own decode stays on the CPU."""
+    p = plan.plan(images["q8_0"], "rk3588")
+    expect = min(20e9 / p.weight_bytes_per_token, 6e12 * 0.2 / (2 * PARAMS))
+    assert p.npu["decode_tps"] == pytest.approx(expect)
+    assert p.npu["decode_bound"] == "dma"
+    assert any("tokens/s on the NPU (dma-bound; elk decodes on the CPU)" in line for line in plan.report_lines(p))

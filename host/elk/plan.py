@@ -6,11 +6,15 @@ must hold the KV cache, the activation scratch for one prefill batch, the sample
 the runtime. Weights are used in place from flash (memory-mapped), so they are not counted in RAM.
 
 Speed (first-order models, not measurements; `elk bench` measures):
-- decode: memory-bandwidth roofline, one token reads every weight once (plus the KV cache so far);
+- decode: roofline, one token reads every weight once (plus the KV cache so far) at the DRAM
+  bandwidth, capped by 2 x params operations per token at the board's sustained cpu_gops;
 - prefill on the CPU: 2 x params x tokens operations at the board's sustained cpu_gops, or the weight
   stream per batch if that is slower;
 - prefill on the NPU: the same operations at TOPS x efficiency in chunks of prefill_chunk_tokens, or
-  the weight stream per chunk over the NPU's DMA if that is slower.
+  the weight stream per chunk over the NPU's DMA if that is slower;
+- decode on the NPU (one token per pass): the weight stream over the NPU's DMA, capped by 2 x params
+  operations at TOPS x efficiency. elk itself decodes on the CPU; the figure says what an NPU decode
+  could reach.
 Not here: the NPU section itself (elk.npu) or running anything.
 """
 
@@ -48,6 +52,7 @@ class Plan:
     weight_bytes_per_token: int
     decode_tps: float         # empty context
     decode_tps_full_ctx: float
+    decode_bound: str         # "bandwidth" or "compute" (which roofline limits decode)
     prefill_tps_cpu: float
     npu: dict                 # {} or kind, dtype, prefill_tps, speedup
 
@@ -111,9 +116,12 @@ def _npu_plan(board, params: int, weight_bytes: int, wtype: str, cpu_tps: float)
     compute_s = 2.0 * params * chunk / (tops[dtype] * 1e12 * npu["efficiency"])
     dma_s = weight_bytes / (npu["dma_gbs"] * 1e9)
     tps = chunk / max(compute_s, dma_s)
+    # decode: one token per pass, every weight streamed over the DMA
+    decode_s = max(2.0 * params / (tops[dtype] * 1e12 * npu["efficiency"]), dma_s)
     return {"kind": npu["kind"], "dtype": dtype, "tops": tops[dtype], "chunk_tokens": chunk,
             "prefill_tps": tps, "speedup": tps / cpu_tps if cpu_tps else 0.0,
-            "bound": "compute" if compute_s >= dma_s else "dma"}
+            "bound": "compute" if compute_s >= dma_s else "dma", "decode_tps": 1.0 / decode_s,
+            "decode_bound": "dma" if dma_s >= decode_s else "compute"}
 
 
 def plan(image_path, board_name: str, ctx: int | None = None) -> Plan:
@@ -145,6 +153,8 @@ def plan(image_path, board_name: str, ctx: int | None = None) -> Plan:
         "runtime": RUNTIME_BYTES,
     }
     bw = board.mem_bandwidth_gbs * 1e9
+    ops = board.cpu_gops * 1e9
+    compute_tps = ops / (2.0 * params)  # decode cannot beat the CPU's arithmetic either
     batch = CPU_PREFILL_BATCH
     cpu_batch_s = max(2.0 * params * batch / (board.cpu_gops * 1e9), weight_bytes / bw)
     prefill_cpu = batch / cpu_batch_s
@@ -157,8 +167,9 @@ def plan(image_path, board_name: str, ctx: int | None = None) -> Plan:
         board=board.name, image=str(image_path), n_ctx=n_ctx, ctx_clamped=bool(ctx and ctx > cfg.seq_len),
         image_bytes=os.path.getsize(image_path), slot_bytes=slot_bytes(board),
         ram_bytes=board.ram_mb * MIB, ram_parts=ram_parts, params=params,
-        weight_bytes_per_token=weight_bytes, decode_tps=bw / weight_bytes,
-        decode_tps_full_ctx=bw / (weight_bytes + kv), prefill_tps_cpu=prefill_cpu,
+        weight_bytes_per_token=weight_bytes, decode_tps=min(bw / weight_bytes, compute_tps),
+        decode_tps_full_ctx=min(bw / (weight_bytes + kv), compute_tps),
+        decode_bound="bandwidth" if bw / weight_bytes <= compute_tps else "compute", prefill_tps_cpu=prefill_cpu,
         npu=npu_plan,
     )
 
@@ -184,7 +195,8 @@ def report_lines(p: Plan) -> list[str]:
                      "decode then runs at the flash read speed, not the DRAM roofline below")
     lines += [
         f"  model: {p.params / 1e6:.3f} M params per token, {_size(p.weight_bytes_per_token)} of weights read per token",
-        f"  decode  ~{p.decode_tps:.1f} tokens/s (bandwidth roofline; {p.decode_tps_full_ctx:.1f} at a full context)",
+        f"  decode  ~{p.decode_tps:.1f} tokens/s on the CPU ({p.decode_bound}-bound roofline; "
+        f"{p.decode_tps_full_ctx:.1f} at a full context)",
         f"  prefill ~{p.prefill_tps_cpu:.1f} tokens/s on the CPU (batches of {CPU_PREFILL_BATCH})",
     ]
     if p.npu:
@@ -192,6 +204,8 @@ def report_lines(p: Plan) -> list[str]:
         lines.append(f"  prefill ~{n['prefill_tps']:.1f} tokens/s on the NPU ({n['kind']}, {n['dtype']} "
                      f"{n['tops']:g} TOPS, chunks of {n['chunk_tokens']}, {n['bound']}-bound): "
                      f"{n['speedup']:.1f}x the CPU")
+        lines.append(f"  decode  ~{n['decode_tps']:.1f} tokens/s on the NPU ({n['decode_bound']}-bound; "
+                     "elk decodes on the CPU)")
         if n.get("elk", {}).get("line"):
             lines.append(n["elk"]["line"])
     else:
