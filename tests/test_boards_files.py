@@ -165,3 +165,22 @@ def test_boards_rejects_flash_a_32bit_board_cannot_map(tmp_path):
     path = write_variant(tmp_path, "qemu-a7", "b12", lambda t: t.replace("flash_mb = 512", "flash_mb = 8192"))
     with pytest.raises(boards.BoardError, match=r"field 'flash_mb': 8192 MB cannot be mapped by a 32-bit process"):
         boards.load_file(path)
+
+
+def test_boards_real_board_figures_match_their_datasheets():
+    """Figures the cited public sources state (not the loader's output): core types and counts,
+    DRAM peak = transfer rate x bus width, NPU TOPS; and every real board file marks its assumptions."""
+    b = {x.name: x for x in boards.load_all()}
+    assert (b["rpi5"].cpu, b["rpi5"].cpu_cores, b["rpi5"].isa) == ("cortex-a76", 4, ["neon", "fp16", "dotprod"])
+    assert b["rpi5"].mem_bandwidth_gbs == pytest.approx(4267e6 * 4 / 1e9, abs=0.05)  # LPDDR4X-4267, 32-bit
+    assert b["rpi5"].ram_mb in (4096, 8192)  # the launch variants
+    assert (b["rk3588"].cpu_cores, b["rk3588"].npu["tops"]["int8"]) == (8, 6.0)  # 4x A76 + 4x A55, 6 TOPS
+    assert b["rk3588"].mem_bandwidth_gbs <= 34.0  # "up to 34 GB/s"
+    assert {"int4", "int8", "int16", "fp16"} == set(b["rk3588"].npu["dtypes"])
+    assert (b["ax650n"].cpu, b["ax650n"].cpu_cores) == ("cortex-a55", 8)
+    assert b["ax650n"].npu["tops"] == {"int8": 18.0, "int4": 72.0}
+    assert "i8mm" not in b["ax650n"].isa  # Cortex-A55: ARMv8.2 + dotprod, no i8mm
+    assert (b["opi-pc"].arch, b["opi-pc"].cpu, b["opi-pc"].cpu_cores) == ("armv7", "cortex-a7", 4)
+    assert (b["rpi4"].cpu, b["rpi4"].isa) == ("cortex-a72", ["neon"])  # ARMv8.0: no dotprod
+    for name in REAL_BOARDS:
+        assert "ssum" in (ROOT / "boards" / f"{name}.toml").read_text(), f"{name}.toml marks no assumption"
