@@ -32,9 +32,13 @@ def test_a_port_without_permission_is_one_line(tmp_path):
             if not shutil.which("setpriv"):
                 pytest.fail("setpriv (util-linux) is needed to test permissions as root")
             prefix = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
-        for args in (("status",), ("chat", "-p", "hi"), ("flash", tmp_path / "none.elk")):
-            if args[0] == "flash":
-                (tmp_path / "none.elk").write_bytes(b"ELK1" + bytes(300))
+        from conftest import fixture_path
+        from elk.convert.pack import pack
+
+        image = tmp_path / "s.elk"
+        pack(str(fixture_path("stories260K.bin")), str(image), tokenizer=str(fixture_path("tok512.bin")),
+             quant="q8_0")
+        for args in (("status",), ("chat", "-p", "hi"), ("flash", image)):
             r = _elk(*args, "--port", port, prefix=prefix)
             _one_error_line(r, f"{port}: permission denied")
     finally:
