@@ -82,3 +82,15 @@ def test_emulate_port_line_comes_first_even_with_stderr_merged(host_build, tmp_p
         finally:
             proc.terminate()
             assert proc.wait(timeout=10) == 0
+
+
+def test_a_second_board_on_the_same_flash_file_is_one_line(host_build, tmp_path):
+    from elk.emulate import Emulator
+
+    flash = tmp_path / "board.bin"
+    with Emulator("host", baud=0, flash=flash, log=open(os.devnull, "w")):
+        r = subprocess.run([sys.executable, "-m", "elk", "emulate", "--flash", str(flash)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, ELK_RUNTIME_DIR=str(tmp_path / "run")))
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert r.stderr == f"elk: error: {flash}: flash file in use by another emulated board (`elk ports` lists them)\n"

@@ -138,8 +138,26 @@ class Emulator:
             "--max-baud", str(self.max_baud), "--broken-above", str(self.broken_above),
             "--threads", str(self.threads)] + npu_args(b)
 
+    def _flash_free(self) -> None:
+        """elk-fw locks its flash file (flock); say in one line when another board holds it."""
+        import fcntl
+
+        try:
+            fd = os.open(self.flash, os.O_RDONLY)
+        except OSError:
+            return  # not there yet (elk-fw creates it) or unreadable: elk-fw reports that itself
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            raise EmulatorError(f"{self.flash}: flash file in use by another emulated board "
+                                "(`elk ports` lists them)") from None
+        finally:
+            os.close(fd)
+
     def start(self) -> "Emulator":
         try:
+            self._flash_free()
             return self._start()
         except BaseException:
             self.stop()  # no pty, record or temporary flash file left behind
