@@ -194,3 +194,49 @@ def test_board_vanishing_mid_reply_is_one_line(host_build, image, tmp_path):
         emu.stop()
     assert proc.returncode == 2 and out.endswith("\n")
     assert err.count("\n") == 1 and "connection lost" in err and "Traceback" not in err, err
+
+
+def test_ctrl_c_typed_in_a_terminal_stops_the_reply_not_the_console(slow_board):
+    """`elk chat` in a real terminal (pty as its controlling tty): typing Ctrl-C (0x03, turned into SIGINT
+    by the terminal) mid-reply prints ' ^C' and a new prompt; /stats says aborted; /quit exits 0."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec elk chat with the pty as its terminal
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "elk", "chat", "--port", slow_board.port, "--baud",
+                                  "19200", "--temperature", "0", "-n", "500"])
+    seen = b""
+
+    def until(marker, timeout=30):
+        nonlocal seen
+        end = time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(fd, 65536)
+                except OSError:
+                    break
+        assert marker in seen, seen[-800:]
+
+    try:
+        until(b"/help for commands\r\n> ")
+        os.write(fd, b"Once upon a time\r")
+        until(b"Lily")  # the reply is streaming
+        os.write(fd, b"\x03")
+        until(b" ^C\r\n> ")
+        os.write(fd, b"/stats\r")
+        until(b"stopped: aborted")
+        os.write(fd, b"/quit\r")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert b"Traceback" not in seen
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
