@@ -240,3 +240,34 @@ def test_ctrl_c_typed_in_a_terminal_stops_the_reply_not_the_console(slow_board):
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+@pytest.mark.parametrize("args,message", [
+    (("-n", "-5"), "the token limit (-n) must be 0 to 4294967295, got -5"),
+    (("--temperature", "-1"), "temperature must be 0 (greedy) or more, got -1.0"),
+    (("--temperature", "nan"), "temperature must be 0 (greedy) or more, got nan"),
+    (("--top-p", "2"), "top-p must be above 0 and at most 1 (1 = off), got 2.0"),
+    (("--top-k", "-3"), "top-k must be 0 (off) or more, got -3"),
+    (("--repeat-penalty", "0"), "the repeat penalty must be above 0 (1 = off), got 0.0"),
+    (("--seed", "-1"), "the seed must be 0 to 2^64-1, got -1"),
+])
+def test_chat_refuses_sampling_values_out_of_range_in_one_line(board, args, message):
+    r = subprocess.run([sys.executable, "-m", "elk", "chat", "--port", board.port, "-p", "hi", *args],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and r.stdout == "" and r.stderr == f"elk: error: sampling: {message}\n", r.stderr
+
+
+def test_board_refuses_out_of_range_sampling_with_a_reason(board):
+    """A host that skips the checks: the board answers GENERATE with E_RANGE and why (it used to start
+    the turn and report it as 'context full'), and keeps serving."""
+    import struct
+
+    from elk.link import CMD
+
+    with connect(board.port, 0) as link:
+        for temp, top_p, penalty in ((-1.0, 1.0, 1.0), (float("nan"), 1.0, 1.0), (0.0, 0.0, 1.0), (0.0, 1.0, -2.0)):
+            head = struct.pack("<IIffIfIQ", 0, 5, temp, top_p, 0, penalty, 64, 0)
+            r = link.request(CMD["GENERATE"], head + b"hi", check=False)
+            assert struct.unpack_from("<h", r)[0] == -9 and b"sampling: temperature >= 0" in r[2:]
+        text = "".join(link.generate("Once upon a time", max_tokens=10, temperature=0, raw=True, reset=True))
+    assert text.startswith(GREEDY[:30])

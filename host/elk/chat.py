@@ -43,15 +43,20 @@ def one_shot(port: str, prompt: str, s: Sampling, *, baud: int = 115200, out=sys
     """Print the reply to one prompt as it streams (a fresh conversation); return 0."""
     with connect(port, baud) as link:
         _require_model(link)
+        wrote = False
         try:
             for piece in link.generate(prompt, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
                                        top_k=s.top_k, repeat_penalty=s.repeat_penalty, seed=s.seed, raw=s.raw,
                                        reset=True):
                 out.write(piece)
                 out.flush()
-        finally:
-            out.write("\n")  # the error line (stderr) starts on a line of its own
-            out.flush()
+                wrote = True
+        except BaseException:
+            if wrote:
+                out.write("\n")  # the error line (stderr) starts on a line of its own
+                out.flush()
+            raise
+        out.write("\n")
         st = link.last_stats
         if stats and st:
             print(stats_line(st), file=sys.stderr)

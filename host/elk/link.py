@@ -521,6 +521,7 @@ class Link:
                  top_k: int = 0, repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 0,
                  raw: bool = False, reset: bool = False, idle_timeout: float = 120.0):
         """Yield text pieces as the board produces them; self.last_stats holds the STATS afterwards."""
+        _check_sampling(max_tokens, temperature, top_p, top_k, repeat_penalty, repeat_last_n, seed)
         flags = (P.GEN_FLAGS["RAW"] if raw else 0) | (P.GEN_FLAGS["RESET_CONTEXT"] if reset else 0)
         head = struct.pack("<IIffIfIQ", flags, max_tokens, temperature, top_p, top_k, repeat_penalty,
                            repeat_last_n, seed)
@@ -569,6 +570,29 @@ class Link:
                     return self.last_stats
             self.pump(0.05)
         return None
+
+
+def _check_sampling(max_tokens, temperature, top_p, top_k, repeat_penalty, repeat_last_n, seed) -> None:
+    """The ranges GENERATE carries and the board's sampler accepts; one line naming the value if not."""
+    import math
+
+    def bad(what, value):
+        raise ElkError(f"sampling: {what}, got {value}")
+
+    if not 0 <= max_tokens <= 0xFFFFFFFF:
+        bad("the token limit (-n) must be 0 to 4294967295", max_tokens)
+    if not (math.isfinite(temperature) and temperature >= 0):
+        bad("temperature must be 0 (greedy) or more", temperature)
+    if not (math.isfinite(top_p) and 0 < top_p <= 1):
+        bad("top-p must be above 0 and at most 1 (1 = off)", top_p)
+    if not 0 <= top_k < 2**31:
+        bad("top-k must be 0 (off) or more", top_k)
+    if not (math.isfinite(repeat_penalty) and repeat_penalty > 0):
+        bad("the repeat penalty must be above 0 (1 = off)", repeat_penalty)
+    if not 0 <= repeat_last_n < 2**31:
+        bad("the repeat window must be 0 or more tokens", repeat_last_n)
+    if not 0 <= seed < 2**64:
+        bad("the seed must be 0 to 2^64-1", seed)
 
 
 def connect(port: str, baud: int = 115200) -> Link:

@@ -276,6 +276,13 @@ static int cmd_generate(elk_fw *fw, const uint8_t *p, uint32_t n)
     g->sampling.repeat_penalty = elk_lef32(p + 20);
     g->sampling.repeat_last_n = (int)elk_le32(p + 24);
     g->sampling.seed = elk_le64(p + 28);
+    const elk_sampling *sp = &g->sampling;  /* the sampler's own limits, refused here with a reason */
+    if (!(sp->temperature >= 0.0f) || !(sp->top_p > 0.0f) || !(sp->repeat_penalty > 0.0f) || sp->top_k < 0 ||
+        sp->repeat_last_n < 0) {
+        elk_fmt(fw->reason, sizeof fw->reason, "sampling: temperature >= 0, top_p > 0, repeat penalty > 0, "
+                "top_k and repeat window >= 0");
+        return ELK_E_RANGE;
+    }
     uint32_t len = n - 36;
     for (uint32_t i = 0; i < len; i++)
         fw->prompt[i] = (char)p[36 + i];
