@@ -126,3 +126,26 @@ def test_boards_misspelt_field_in_a_board_file_is_one_line_naming_file_and_field
     proc = run(sys.executable, "-m", "SCons", "-Q", f"board={board}")
     assert proc.returncode == 2 and str(board) in proc.stdout and "erase_blo" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_boards_dir_from_environment_and_a_bad_file_there_is_one_line(tmp_path):
+    """ELK_BOARDS_DIR points elk and SCons at a user's own board directory; a bad file in it makes
+    `scons board=list` and `elk boards` fail with one line naming file and field (no traceback)."""
+    import os
+
+    (tmp_path / "mine.toml").write_text(A53_BOARD.format(name="mine"))
+    env = {**os.environ, "ELK_BOARDS_DIR": str(tmp_path)}
+
+    def run_env(*cmd):
+        return subprocess.run(list(cmd), cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+
+    proc = run_env(sys.executable, "-m", "SCons", "-Q", "board=list")
+    assert proc.returncode == 0 and [line.split()[0] for line in proc.stdout.splitlines()] == ["mine"]
+    assert json.loads(run_env(sys.executable, "-m", "elk", "boards", "--json").stdout)[0]["ram_mb"] == 512
+    (tmp_path / "broken.toml").write_text(A53_BOARD.format(name="broken").replace("baud = 115200", 'baud = "fast"'))
+    proc = run_env(sys.executable, "-m", "SCons", "-Q", "board=list")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == f"scons: error: {tmp_path / 'broken.toml'}: field 'console.baud' must be a int, not str"
+    assert "Traceback" not in proc.stdout + proc.stderr
+    proc = run_env(sys.executable, "-m", "elk", "boards")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "broken.toml: field 'console.baud'" in proc.stderr

@@ -7,6 +7,7 @@ emulation command; it holds no per-board code, so adding a board is adding a fil
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import shutil
 import tomllib
@@ -14,7 +15,8 @@ import tomllib
 from elk.errors import ElkError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BOARDS_DIR = ROOT / "boards"
+# ELK_BOARDS_DIR: a directory of board files to use instead of boards/ (a user's own boards)
+BOARDS_DIR = pathlib.Path(os.environ.get("ELK_BOARDS_DIR") or ROOT / "boards").resolve()
 
 
 class BoardError(ElkError):
