@@ -2,6 +2,7 @@
 Expected numbers are computed here from the model's documented shape (fixtures README), not read back
 from the planner."""
 
+import pathlib
 import re
 import subprocess
 import sys
@@ -152,3 +153,50 @@ def test_plan_npu_board_predicts_npu_decode_from_its_dma_roofline(images):
     assert p.npu["decode_tps"] == pytest.approx(expect)
     assert p.npu["decode_bound"] == "dma"
     assert any("tokens/s on the NPU (dma-bound; elk decodes on the CPU)" in line for line in plan.report_lines(p))
+
+
+def c_arena_bytes(lib, path, n_ctx: int) -> dict:
+    """What the C runtime itself asks for (the firmware takes exactly these from board RAM, main/gen.c):
+    model arena (KV cache + activations + structs), tokenizer arena, sampler + token ids + decode loop."""
+    import ctypes
+
+    from elk import image
+
+    data = pathlib.Path(path).read_bytes()
+    buf = ctypes.create_string_buffer(data, len(data))
+    img = ctypes.create_string_buffer(1 << 16)  # holds an elk_image (under 1 KiB)
+    assert lib.elk_image_open(img, buf, ctypes.c_uint64(len(data))) == 0
+    opts = ctypes.create_string_buffer(256)  # elk_model_opts zeroed, then n_ctx (its first field)
+    ctypes.memmove(opts, ctypes.byref(ctypes.c_uint32(n_ctx)), 4)
+    parsed = image.read_image(path)
+    vocab = parsed.config.vocab_size
+    up = lambda n: (n + 63) // 64 * 64  # noqa: E731  (gen.c's ram_take aligns every piece to 64)
+    return {
+        "model": lib.elk_model_arena_size(img, opts),
+        "tokenizer": lib.elk_tokenizer_arena_size(ctypes.c_char_p(parsed.tokenizer), ctypes.c_uint64(len(parsed.tokenizer))),
+        "rest": up(lib.elk_sampler_arena_size(ctypes.c_uint32(vocab))) + up(4 * n_ctx) + up(4 * n_ctx + 4 * vocab + 64),
+    }
+
+
+def test_plan_ram_parts_cover_what_the_c_runtime_allocates(images, host_build, tmp_path):
+    """Each RAM part of the plan is at least what the C runtime's own arena-size functions return (and
+    not more than 25% + 16 KiB above), for stories260K (vocab 512) and a stories15M-shaped image with
+    Llama 2's 32,000-piece vocabulary, at two context lengths each."""
+    import ctypes
+
+    big = tmp_path / "s15.elk"
+    proc = subprocess.run([sys.executable, "-m", "elk.models.synth", "stories15m", "--vocab",
+                           str(fixture_path("tokenizer.model")), "-o", str(big), "--quant", "q4_0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lib = ctypes.CDLL(str(host_build / "libelk.so"))
+    for f in ("elk_model_arena_size", "elk_tokenizer_arena_size", "elk_sampler_arena_size"):
+        getattr(lib, f).restype = ctypes.c_uint64
+    for path, ctx in ((images["q4_0"], 512), (images["q4_0"], 64), (big, 256), (big, 16)):
+        c = c_arena_bytes(lib, path, ctx)
+        parts = plan.plan(path, "rpi5", ctx=ctx).ram_parts
+        planned = {"model": parts["kv_cache"] + parts["activations"], "tokenizer": parts["tokenizer"],
+                   "rest": parts["sampler_tokens"]}
+        for part, need in c.items():
+            assert need > 0
+            assert need <= planned[part] <= need * 1.25 + 16384, (path.name, ctx, part, need, planned[part])

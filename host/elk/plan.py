@@ -83,14 +83,31 @@ def slot_bytes(board: elk_boards.Board) -> int:
 
 
 def scratch_bytes(cfg, n_ctx: int, batch: int) -> int:
-    """Activation arena for `batch` tokens, mirroring the layout in firmware/src/model/model.c."""
+    """Activation arena for `batch` tokens, mirroring the layout in firmware/src/model/model.c, plus
+    an allowance for the model and per-layer structs and the 64-byte alignment of each carve."""
     q_dim = cfg.n_heads * cfg.head_dim
     kv_dim = cfg.n_kv_heads * cfg.head_dim
     widest = max(cfg.dim, q_dim, cfg.hidden_dim)
     floats = batch * (2 * cfg.dim + 2 * q_dim + 2 * kv_dim + 2 * cfg.hidden_dim)
-    floats += cfg.n_heads * n_ctx + cfg.head_dim
+    floats += cfg.n_heads * n_ctx + 2 * cfg.head_dim  # attention scores, RoPE cos/sin tables
     xq_row = -(-widest // spec.QK) * spec.TENSOR_TYPES["Q8_0"][2]
-    return 4 * floats + batch * xq_row
+    structs = 20 * 64 + 4096 + 1024 * cfg.n_layers
+    return 4 * floats + batch * xq_row + structs
+
+
+def tokenizer_bytes(vocab_size: int) -> int:
+    """The C tokenizer's arena (firmware/src/tokenizer/tokenizer.c): fixed encode buffers (< 128 KiB)
+    and a power-of-two hash table of at least 2 slots of 4 bytes per mergeable piece (<= vocab)."""
+    slots = 16
+    while slots < 2 * vocab_size:
+        slots <<= 1
+    return 128 * 1024 + 4 * slots
+
+
+def sampler_tokens_bytes(vocab_size: int, n_ctx: int) -> int:
+    """Sampler arena (two float rows and a byte per token id), the conversation's token ids and the
+    decode loop's arena (ids and one logits row), as the firmware takes them (main/gen.c)."""
+    return 8 * n_ctx + 13 * vocab_size + 2048
 
 
 def _dominant_type(img) -> str:
@@ -148,8 +165,8 @@ def plan(image_path, board_name: str, ctx: int | None = None) -> Plan:
     ram_parts = {
         "kv_cache": kv,
         "activations": scratch_bytes(cfg, n_ctx, CPU_PREFILL_BATCH),
-        "sampler_tokens": n_ctx * 4 + cfg.vocab_size * 4 * 2,
-        "tokenizer": cfg.vocab_size * 32,
+        "sampler_tokens": sampler_tokens_bytes(cfg.vocab_size, n_ctx),
+        "tokenizer": tokenizer_bytes(cfg.vocab_size),
         "runtime": RUNTIME_BYTES,
     }
     bw = board.mem_bandwidth_gbs * 1e9
