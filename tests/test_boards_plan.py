@@ -200,3 +200,26 @@ def test_plan_ram_parts_cover_what_the_c_runtime_allocates(images, host_build, t
         for part, need in c.items():
             assert need > 0
             assert need <= planned[part] <= need * 1.25 + 16384, (path.name, ctx, part, need, planned[part])
+
+
+def test_plan_counts_the_npu_runner_arena_on_a_board_with_an_npu(host_build, tmp_path):
+    """An image with an NPU section on rk3588: the firmware also takes the NPU runner's scratch from
+    board RAM; the plan's part covers libelk's elk_npu_runner_arena_size. No NPU, no part."""
+    import ctypes
+
+    from elk import image
+
+    img = tmp_path / "s-npu.elk"
+    proc = subprocess.run(
+        [sys.executable, "-m", "elk", "pack", str(fixture_path("stories260K.bin")), "--tokenizer",
+         str(fixture_path("tok512.bin")), "--quant", "q8_0", "--board", "rk3588", "-o", str(img), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lib = ctypes.CDLL(str(host_build / "libelk.so"))
+    lib.elk_npu_runner_arena_size.restype = ctypes.c_uint64
+    sec = image.read_image(img).npu
+    need = lib.elk_npu_runner_arena_size(ctypes.c_char_p(sec), ctypes.c_uint64(len(sec)))
+    assert need == 64 * (HIDDEN + HIDDEN) + 64  # chunk 64 x (widest rows + widest cols: ffn 172) + 64
+    part = plan.plan(img, "rk3588").ram_parts["npu_scratch"]
+    assert need <= part <= need + 128
+    assert "npu_scratch" not in plan.plan(img, "rpi5").ram_parts

@@ -110,6 +110,23 @@ def sampler_tokens_bytes(vocab_size: int, n_ctx: int) -> int:
     return 8 * n_ctx + 13 * vocab_size + 2048
 
 
+def npu_scratch_bytes(img, board) -> int:
+    """The NPU runner's arena (firmware/src/npu/npu.c: chunk x (widest rows + widest cols) + 64, taken
+    from board RAM at boot) when the board has an NPU and the image an NPU section; 0 otherwise,
+    also for a section the firmware would refuse (it then serves on the CPU)."""
+    if board.npu["kind"] == "none" or img.npu is None:
+        return 0
+    from elk.npu.section import parse_section
+
+    try:
+        sec = parse_section(img.npu)
+    except ElkError:
+        return 0
+    if not sec.layers:
+        return 0
+    return sec.chunk * (max(L.rows for L in sec.layers) + max(L.cols for L in sec.layers)) + 128
+
+
 def _dominant_type(img) -> str:
     by_type = {}
     for t in img.tensors.values():
@@ -169,6 +186,9 @@ def plan(image_path, board_name: str, ctx: int | None = None) -> Plan:
         "tokenizer": tokenizer_bytes(cfg.vocab_size),
         "runtime": RUNTIME_BYTES,
     }
+    npu_scratch = npu_scratch_bytes(img, board)
+    if npu_scratch:
+        ram_parts["npu_scratch"] = npu_scratch
     bw = board.mem_bandwidth_gbs * 1e9
     ops = board.cpu_gops * 1e9
     compute_tps = ops / (2.0 * params)  # decode cannot beat the CPU's arithmetic either
