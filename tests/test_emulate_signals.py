@@ -94,3 +94,15 @@ def test_a_second_board_on_the_same_flash_file_is_one_line(host_build, tmp_path)
                            env=dict(os.environ, ELK_RUNTIME_DIR=str(tmp_path / "run")))
     assert r.returncode == 2 and r.stdout == "", r.stdout
     assert r.stderr == f"elk: error: {flash}: flash file in use by another emulated board (`elk ports` lists them)\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--baud", "-1"), "--baud must be 0 or more, got -1"),
+    (("--flash-mb", "0"), "--flash-mb must be 1 or more, got 0"),
+    (("--threads", "0"), "--threads must be 1 or more, got 0"),
+    (("--flash", "/no/such/folder/f.bin"), "/no/such/folder/f.bin: its folder does not exist"),
+])
+def test_emulate_refuses_bad_options_in_one_line(host_build, tmp_path, args, message):
+    r = subprocess.run([sys.executable, "-m", "elk", "emulate", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, ELK_RUNTIME_DIR=str(tmp_path / "run")))
+    assert r.returncode == 2 and r.stdout == "" and r.stderr == f"elk: error: {message}\n", r.stdout + r.stderr

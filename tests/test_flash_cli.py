@@ -147,3 +147,9 @@ def test_board_refusing_a_damaged_image_is_reported_as_such(host_build, images, 
         with pytest.raises(flashing.BoardReplyError, match="FLASH_END.*ELK_E_HASH.*payload"):
             t.run()
         assert t.progress.max == t.progress.total == len(data)
+
+
+def test_flash_refuses_a_negative_rate_in_one_line(host_build, images):
+    r = _elk("flash", "--port", "/dev/pts/none", images["q8"], "--baud", "-5")
+    assert r.returncode == 2 and r.stderr == (
+        "elk: error: --baud must be a line rate in baud (0 = unthrottled emulated line), got -5\n")

@@ -101,6 +101,12 @@ class Emulator:
     def __init__(self, board: str = "host", *, flash=None, baud=None, max_baud=FAST_MAX_BAUD,
                  broken_above=0, build_first=False, mode="release", log=None, flash_mb=None, threads=1,
                  ram_mb=None, on_port=None):
+        for name, value, low in (("--baud", baud, 0), ("--flash-mb", flash_mb, 1), ("--threads", threads, 1),
+                                 ("RAM MiB", ram_mb, 1)):
+            if value is not None and int(value) < low:
+                raise EmulatorError(f"{name} must be {low} or more, got {value}")
+        if flash is not None and not pathlib.Path(flash).parent.is_dir():
+            raise EmulatorError(f"{flash}: its folder does not exist")
         self.board = boards.load(board)
         if self.board.emulation.get("kind") == "none":
             raise EmulatorError(f"{board}: this board is not emulated (emulation kind 'none')")

@@ -292,6 +292,9 @@ def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=No
     """Flash `image` to every port (in parallel). Returns one FlashResult per port, in order.
     check: verify the file's header CRC and payload SHA-256 first (`elk flash` does; tests that probe
     the board's own checks send damaged images on purpose)."""
+    for name, value in (("--baud", baud), ("--connect-baud", connect_baud)):
+        if value is not None and value < 0:
+            raise ElkError(f"{name} must be a line rate in baud (0 = unthrottled emulated line), got {value}")
     path = pathlib.Path(image)
     try:
         with open(path, "rb") as f:
