@@ -88,7 +88,9 @@ def test_boards_new_board_file_by_path_builds_runs_and_plans_with_no_code(tmp_pa
 
     from conftest import fixture_path
 
-    name = "test-a53-board"
+    import os
+
+    name = f"test-a53-{os.getpid()}"  # its own build/<name>/, removed below: parallel runs never share it
     board = tmp_path / f"{name}.toml"
     board.write_text(A53_BOARD.format(name=name))
     out = ROOT / "build" / name
