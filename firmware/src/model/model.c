@@ -269,14 +269,14 @@ static void softmax(float *x, int n)
 
 /* Causal GQA attention of token t (at position p) over cache positions [0, p]:
  * out[h] = sum_s softmax_s(q[h] . k_s[h / group] / sqrt(head_dim)) * v_s[h / group]. */
-static void attend(elk_model *m, int layer, const float *q, int p, float *out)
+static void attend(elk_model *m, int layer, const float *q, int p, float *out, int h0, int h1)
 {
     const int hd = (int)m->cfg.head_dim, kv_dim = (int)m->kv_dim;
     const int group = (int)(m->cfg.n_heads / m->cfg.n_kv_heads);
     const float *kc = m->key_cache + (size_t)layer * m->n_ctx * kv_dim;
     const float *vc = m->value_cache + (size_t)layer * m->n_ctx * kv_dim;
     const float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < (int)m->cfg.n_heads; h++) {
+    for (int h = h0; h < h1; h++) {
         const float *qh = q + h * hd;
         const int kvo = (h / group) * hd;
         float *sc = m->scores + (size_t)h * m->n_ctx;
@@ -298,6 +298,36 @@ static void attend(elk_model *m, int layer, const float *q, int p, float *out)
     }
 }
 
+/* Below this many multiply-adds a split costs more than it saves (same bar as linear.c). */
+#define MIN_PARALLEL_WORK (64u * 1024u)
+
+/* Run fn over `tasks` indices on the pool if there is one and the work pays for a barrier. */
+static void split(elk_model *m, elk_task_fn fn, void *ctx, uint64_t work)
+{
+    const int tasks = m->exec.n_threads;
+    if (m->exec.parallel_for && tasks > 1 && work >= MIN_PARALLEL_WORK)
+        m->exec.parallel_for(m->exec.pool, fn, ctx, tasks);
+    else
+        fn(ctx, 0, 1);
+}
+
+typedef struct attn_job {
+    elk_model *m;
+    int layer, n, pos;
+} attn_job;
+
+/* parallel_for task: a contiguous range of query heads (so whole KV groups when the split is even)
+ * for every token of the batch. Each head's scores row and output are its own: no sharing. */
+static void attn_task(void *ctx, int index, int count)
+{
+    const attn_job *j = ctx;
+    elk_model *m = j->m;
+    const int heads = (int)m->cfg.n_heads, q_dim = (int)m->q_dim;
+    const int h0 = heads * index / count, h1 = heads * (index + 1) / count;
+    for (int t = 0; t < j->n; t++)
+        attend(m, j->layer, m->q + (size_t)t * q_dim, j->pos + t, m->att + (size_t)t * q_dim, h0, h1);
+}
+
 /* Attention block for n tokens at positions pos..pos+n-1: x += Wo attn(norm(x)). */
 static int attention_block(elk_model *m, int l, int n, int pos)
 {
@@ -306,8 +336,9 @@ static int attention_block(elk_model *m, int l, int n, int pos)
     const int q_dim = (int)m->q_dim, kv_dim = (int)m->kv_dim;
     int rc;
     rmsnorm(m->xb, m->x, L->attn_norm.data, n, dim, m->cfg.norm_eps);
-    if ((rc = elk_linear(m, &L->wq, m->xb, n, m->q)) || (rc = elk_linear(m, &L->wk, m->xb, n, m->k)) ||
-        (rc = elk_linear(m, &L->wv, m->xb, n, m->v)))
+    const elk_tensor *qkv[3] = { &L->wq, &L->wk, &L->wv };
+    float *const qkv_out[3] = { m->q, m->k, m->v };
+    if ((rc = elk_linear_group(m, qkv, qkv_out, 3, 1, m->xb, n, NULL, NULL)))
         return rc;
     for (int t = 0; t < n; t++) {
         size_t slot = ((size_t)l * m->n_ctx + (size_t)(pos + t)) * kv_dim;
@@ -317,8 +348,8 @@ static int attention_block(elk_model *m, int l, int n, int pos)
         memcpy(m->key_cache + slot, m->k + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
         memcpy(m->value_cache + slot, m->v + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
     }
-    for (int t = 0; t < n; t++)
-        attend(m, l, m->q + (size_t)t * q_dim, pos + t, m->att + (size_t)t * q_dim);
+    attn_job aj = { m, l, n, pos };
+    split(m, attn_task, &aj, (uint64_t)q_dim * (uint64_t)n * (uint64_t)(pos + n) * 2u);
     if ((rc = elk_linear(m, &L->wo, m->att, n, m->xb)))
         return rc;
     for (size_t i = 0; i < (size_t)n * dim; i++)
@@ -326,20 +357,37 @@ static int attention_block(elk_model *m, int l, int n, int pos)
     return ELK_OK;
 }
 
+typedef struct swiglu_job {
+    elk_model *m;
+    int n;
+} swiglu_job;
+
+/* hb = silu(hb) * hb2 on hidden rows [r0, r1) of every token (run by the task that computed them). */
+static void swiglu_rows(void *ctx, int r0, int r1)
+{
+    const swiglu_job *j = ctx;
+    const size_t hidden = j->m->cfg.hidden_dim;
+    for (int t = 0; t < j->n; t++) {
+        float *hb = j->m->hb + (size_t)t * hidden, *hb2 = j->m->hb2 + (size_t)t * hidden;
+        for (int i = r0; i < r1; i++) {
+            float g = hb[i];
+            hb[i] = g / (1.0f + exp_f32(-g)) * hb2[i];
+        }
+    }
+}
+
 /* FFN block: x += W2 (silu(W1 norm(x)) * W3 norm(x)). */
 static int ffn_block(elk_model *m, int l, int n)
 {
     const elk_layer *L = &m->layers[l];
     const int dim = (int)m->cfg.dim;
-    const size_t hidden = (size_t)n * m->cfg.hidden_dim;
     int rc;
     rmsnorm(m->xb, m->x, L->ffn_norm.data, n, dim, m->cfg.norm_eps);
-    if ((rc = elk_linear(m, &L->w1, m->xb, n, m->hb)) || (rc = elk_linear(m, &L->w3, m->xb, n, m->hb2)))
+    const elk_tensor *gate_up[2] = { &L->w1, &L->w3 };
+    float *const gate_up_out[2] = { m->hb, m->hb2 };
+    swiglu_job sj = { m, n };
+    if ((rc = elk_linear_group(m, gate_up, gate_up_out, 2, 0, m->xb, n, swiglu_rows, &sj)))
         return rc;
-    for (size_t i = 0; i < hidden; i++) {
-        float g = m->hb[i];
-        m->hb[i] = g / (1.0f + exp_f32(-g)) * m->hb2[i];
-    }
     if ((rc = elk_linear(m, &L->w2, m->hb, n, m->xb)))
         return rc;
     for (size_t i = 0; i < (size_t)n * dim; i++)

@@ -53,4 +53,17 @@ struct elk_model {
  * The only entry point for matrix products (see linear.c for the hooks it offers). */
 int elk_linear(elk_model *m, const elk_tensor *w, const float *x, int n_tok, float *y);
 
+#define ELK_LINEAR_MAX_PARTS 3
+
+/* Called on rows [r0, r1) of an unstacked group once all its products for those rows are done
+ * (on the thread that computed them). */
+typedef void (*elk_rows_fn)(void *ctx, int r0, int r1);
+
+/* n products y[i] = w[i] x over one input x (same cols and activation type), run in ONE split:
+ * stacked = 1 splits the rows of all weights as one row space (Q, K, V); stacked = 0 needs equal
+ * row counts and gives each task the same rows of every weight, then calls post on them (gate and
+ * up, then SwiGLU). Results equal n separate elk_linear calls bit for bit. */
+int elk_linear_group(elk_model *m, const elk_tensor *const *w, float *const *y, int n, int stacked,
+                     const float *x, int n_tok, elk_rows_fn post, void *post_ctx);
+
 #endif /* ELK_MODEL_INTERNAL_H */
