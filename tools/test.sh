@@ -3,4 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
+# Test THIS checkout: tests run `python -m elk` in subprocesses, which would otherwise import whichever
+# checkout `pip install -e` last pointed at (and its build/host/libelk.so).
+export PYTHONPATH="$PWD/host${PYTHONPATH:+:$PYTHONPATH}"
 exec python3 -m pytest -q "$@"
