@@ -36,7 +36,7 @@ if [ "${#cross[@]}" -gt 0 ]; then
     apt_install "${cross[@]}"
 fi
 
-if ! python3 -c "import elk, serial, cffi, gguf, safetensors, sentencepiece, SCons, pytest, ai_edge_litert, tokenizers" >/dev/null 2>&1; then
+if ! python3 -c "import elk, numpy, serial, cffi, gguf, safetensors, sentencepiece, huggingface_hub, cryptography, flatbuffers, SCons, pytest, ai_edge_litert, tokenizers" >/dev/null 2>&1; then
     echo "setup: installing Python packages"
     # Debian's own python3 refuses system-wide pip installs (PEP 668); this is a dedicated machine.
     python3 -m pip install -q -e ".[test]" 2>/dev/null \
