@@ -26,3 +26,4 @@ def test_spec_type_ids_are_ggml_ids():
         gtype = gguf.GGMLQuantizationType[name]
         assert int(gtype) == tid
         assert gguf.GGML_QUANT_SIZES[gtype] == (block_elems, block_bytes)
+

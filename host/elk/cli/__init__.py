@@ -12,10 +12,17 @@ from elk.errors import ElkError
 AREAS = ("pack", "run", "boards", "link", "npu", "bench", "trust")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (the error and where to look), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(prog="elk", description="edge-LLM deployment kit")
+    parser = _Parser(prog="elk", description="edge-LLM deployment kit")
     parser.add_argument("--version", action="version", version=f"elk {__import__('elk').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for area in AREAS:
