@@ -203,3 +203,35 @@ int elk_linear_group(elk_model *m, const elk_tensor *const *w, float *const *y, 
     run_job(m, &j, cols);
     return ELK_OK;
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Caller-split products: the model quantizes the input once, then its own tasks compute row
+ * ranges (attention computes each KV group's Q, K and V rows in the task that attends with them). */
+
+int elk_linear_prepare(elk_model *m, const elk_tensor *w, const float *x, int n_tok, elk_linear_input *in)
+{
+    linear_job j = { .n_parts = 1, .stacked = 1, .n_tok = n_tok };
+    if (n_tok > (int)m->max_batch)
+        return ELK_E_UNSUPPORTED;
+    int rc = fill_part(m, &j.part[0], w, NULL);
+    if (rc)
+        return rc;
+    prepare_input(m, &j, x, (int)w->cols);
+    in->x = j.x;
+    in->x_stride = j.x_stride;
+    in->n_tok = n_tok;
+    in->vec_type = elk_vec_type((int)w->type);
+    in->cols = (int)w->cols;
+    return ELK_OK;
+}
+
+int elk_linear_range(const elk_model *m, const elk_tensor *w, const elk_linear_input *in, float *y,
+                     int r0, int r1)
+{
+    linear_job j = { .n_parts = 1, .stacked = 1, .n_tok = in->n_tok, .x = in->x, .x_stride = in->x_stride };
+    int rc = fill_part(m, &j.part[0], w, y);
+    if (rc || (int)w->cols != in->cols || elk_vec_type((int)w->type) != in->vec_type)
+        return rc ? rc : ELK_E_UNSUPPORTED;
+    part_rows(&j, &j.part[0], r0, r1);
+    return ELK_OK;
+}

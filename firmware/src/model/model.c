@@ -328,29 +328,100 @@ static void attn_task(void *ctx, int index, int count)
         attend(m, j->layer, m->q + (size_t)t * q_dim, j->pos + t, m->att + (size_t)t * q_dim, h0, h1);
 }
 
-/* Attention block for n tokens at positions pos..pos+n-1: x += Wo attn(norm(x)). */
-static int attention_block(elk_model *m, int l, int n, int pos)
+/* Rotate token t's q/k heads of KV groups [g0, g1) with the table `rope` and store its k/v rows
+ * of those groups in layer l's cache at position pos. */
+static void rope_store(elk_model *m, int l, int t, int pos, const float *rope, int g0, int g1)
+{
+    const int hd = (int)m->cfg.head_dim, q_dim = (int)m->q_dim, kv_dim = (int)m->kv_dim;
+    const int group = (int)(m->cfg.n_heads / m->cfg.n_kv_heads);
+    const size_t slot = ((size_t)l * m->n_ctx + (size_t)pos) * kv_dim + (size_t)g0 * hd;
+    const size_t kv = (size_t)t * kv_dim + (size_t)g0 * hd, bytes = (size_t)(g1 - g0) * hd * sizeof(float);
+    rope_apply(m->q + (size_t)t * q_dim + (size_t)g0 * group * hd, rope, (g1 - g0) * group, hd);
+    rope_apply(m->k + kv, rope, g1 - g0, hd);
+    memcpy(m->key_cache + slot, m->k + kv, bytes);
+    memcpy(m->value_cache + slot, m->v + kv, bytes);
+}
+
+typedef struct qkv_job {
+    elk_model *m;
+    int layer, n, pos;
+    elk_linear_input in;
+} qkv_job;
+
+/* parallel_for task of the fused attention step: for KV groups [g0, g1) it computes the Q rows of
+ * the group's query heads and the K and V rows, rotates them, stores K/V in the cache and attends,
+ * so one barrier covers Q, K, V, RoPE and attention. RoPE tables for the batch's positions are in
+ * m->hb2 (unused until the FFN). Every element is computed exactly as the serial path does. */
+static void qkv_attn_task(void *ctx, int index, int count)
+{
+    const qkv_job *j = ctx;
+    elk_model *m = j->m;
+    const elk_layer *L = &m->layers[j->layer];
+    const int G = (int)m->cfg.n_kv_heads, hd = (int)m->cfg.head_dim, q_dim = (int)m->q_dim;
+    const int group = (int)m->cfg.n_heads / G;
+    const int g0 = G * index / count, g1 = G * (index + 1) / count;
+    elk_linear_range(m, &L->wq, &j->in, m->q, g0 * group * hd, g1 * group * hd);
+    elk_linear_range(m, &L->wk, &j->in, m->k, g0 * hd, g1 * hd);
+    elk_linear_range(m, &L->wv, &j->in, m->v, g0 * hd, g1 * hd);
+    for (int t = 0; t < j->n; t++)
+        rope_store(m, j->layer, t, j->pos + t, m->hb2 + (size_t)t * 2 * hd, g0, g1);
+    for (int t = 0; t < j->n; t++)
+        attend(m, j->layer, m->q + (size_t)t * q_dim, j->pos + t, m->att + (size_t)t * q_dim,
+               g0 * group, g1 * group);
+}
+
+/* Can Q, K, V and attention run as one split by KV groups? Needs a pool whose thread count
+ * divides the KV heads, 4-row aligned heads, room for the RoPE tables in hb2, one activation
+ * type for the three weights, no NPU prefill (it takes whole matrices) and enough work. */
+static int fused_qkv_ok(const elk_model *m, const elk_layer *L, int n)
+{
+    const uint32_t T = (uint32_t)m->exec.n_threads, hd = m->cfg.head_dim, G = m->cfg.n_kv_heads;
+    const uint64_t rows = (uint64_t)m->q_dim + 2u * m->kv_dim;
+    if (!m->exec.parallel_for || T < 2 || G % T || hd % 4 || 2 * hd > m->cfg.hidden_dim)
+        return 0;
+    if ((m->npu && m->npu_ctx && n > 1) || rows * m->cfg.dim * (uint64_t)n < MIN_PARALLEL_WORK)
+        return 0;
+    const int vt = elk_vec_type((int)L->wq.type);
+    return elk_vec_type((int)L->wk.type) == vt && elk_vec_type((int)L->wv.type) == vt &&
+           L->wk.cols == L->wq.cols && L->wv.cols == L->wq.cols;
+}
+
+/* Q, K, V, RoPE, cache store and attention of n tokens. */
+static int qkv_attention(elk_model *m, int l, int n, int pos)
 {
     const elk_layer *L = &m->layers[l];
-    const int dim = (int)m->cfg.dim, hd = (int)m->cfg.head_dim;
-    const int q_dim = (int)m->q_dim, kv_dim = (int)m->kv_dim;
+    const int hd = (int)m->cfg.head_dim, q_dim = (int)m->q_dim;
     int rc;
-    rmsnorm(m->xb, m->x, L->attn_norm.data, n, dim, m->cfg.norm_eps);
+    if (fused_qkv_ok(m, L, n)) {
+        qkv_job j = { m, l, n, pos, { 0 } };
+        for (int t = 0; t < n; t++)
+            rope_angles(m->hb2 + (size_t)t * 2 * hd, hd, pos + t, m->cfg.rope_theta);
+        if ((rc = elk_linear_prepare(m, &L->wq, m->xb, n, &j.in)))
+            return rc;
+        m->exec.parallel_for(m->exec.pool, qkv_attn_task, &j, m->exec.n_threads);
+        return ELK_OK;
+    }
     const elk_tensor *qkv[3] = { &L->wq, &L->wk, &L->wv };
     float *const qkv_out[3] = { m->q, m->k, m->v };
     if ((rc = elk_linear_group(m, qkv, qkv_out, 3, 1, m->xb, n, NULL, NULL)))
         return rc;
     for (int t = 0; t < n; t++) {
-        size_t slot = ((size_t)l * m->n_ctx + (size_t)(pos + t)) * kv_dim;
         rope_angles(m->rope, hd, pos + t, m->cfg.rope_theta);
-        rope_apply(m->q + (size_t)t * q_dim, m->rope, (int)m->cfg.n_heads, hd);
-        rope_apply(m->k + (size_t)t * kv_dim, m->rope, (int)m->cfg.n_kv_heads, hd);
-        memcpy(m->key_cache + slot, m->k + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
-        memcpy(m->value_cache + slot, m->v + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
+        rope_store(m, l, t, pos + t, m->rope, 0, (int)m->cfg.n_kv_heads);
     }
     attn_job aj = { m, l, n, pos };
     split(m, attn_task, &aj, (uint64_t)q_dim * (uint64_t)n * (uint64_t)(pos + n) * 2u);
-    if ((rc = elk_linear(m, &L->wo, m->att, n, m->xb)))
+    return ELK_OK;
+}
+
+/* Attention block for n tokens at positions pos..pos+n-1: x += Wo attn(norm(x)). */
+static int attention_block(elk_model *m, int l, int n, int pos)
+{
+    const elk_layer *L = &m->layers[l];
+    const int dim = (int)m->cfg.dim;
+    int rc;
+    rmsnorm(m->xb, m->x, L->attn_norm.data, n, dim, m->cfg.norm_eps);
+    if ((rc = qkv_attention(m, l, n, pos)) || (rc = elk_linear(m, &L->wo, m->att, n, m->xb)))
         return rc;
     for (size_t i = 0; i < (size_t)n * dim; i++)
         m->x[i] += m->xb[i];

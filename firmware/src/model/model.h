@@ -66,4 +66,18 @@ typedef void (*elk_rows_fn)(void *ctx, int r0, int r1);
 int elk_linear_group(elk_model *m, const elk_tensor *const *w, float *const *y, int n, int stacked,
                      const float *x, int n_tok, elk_rows_fn post, void *post_ctx);
 
+/* An input prepared once (quantized to Q8_0 in m->xq when the weight type wants it) for
+ * elk_linear_range calls on any weights of the same width and activation type. */
+typedef struct elk_linear_input {
+    const void *x;
+    size_t x_stride;
+    int n_tok, vec_type, cols;
+} elk_linear_input;
+
+int elk_linear_prepare(elk_model *m, const elk_tensor *w, const float *x, int n_tok, elk_linear_input *in);
+
+/* Rows [r0, r1) of y = w x on the calling thread; r0 a multiple of 4. No NPU offload. */
+int elk_linear_range(const elk_model *m, const elk_tensor *w, const elk_linear_input *in, float *y,
+                     int r0, int r1);
+
 #endif /* ELK_MODEL_INTERNAL_H */
