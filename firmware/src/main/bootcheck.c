@@ -1,8 +1,11 @@
 /* Power-on check of the committed image: before its model starts, the board hashes the active slot and
  * compares it with the SHA-256 the boot record holds (flash wear, a stray write), a few MiB per turn of
- * the main loop so HELLO and INFO keep answering (capability CHECKING). A damaged slot is dropped from
- * the record and the previous image runs. Not here: flashing (flashing.c), loading a model (gen.c). */
+ * the main loop so HELLO and INFO keep answering (capability CHECKING); a provisioned board then checks
+ * the owner signature and the security floor (secure boot). A damaged slot is dropped from the record,
+ * a refused one is kept but not run; the previous image runs if it passes. Not here: flashing
+ * (flashing.c), loading a model (gen.c), the signature rules (firmware/src/trust). */
 #include "main/fw.h"
+#include "trust/fw_trust.h"
 
 #define CHECK_STEP (4u << 20)  /* bytes hashed per turn: ~20 ms native, ~100 ms under qemu-user */
 #define CHECK_AT_ONCE 8        /* steps done before serving: a small image is checked and running
@@ -23,6 +26,7 @@ void elk_fw_check_start(elk_fw *fw)
     fw->boot_error[0] = 0;
     fw->check.phase = 0;
     fw->check.damaged = 0;
+    fw->check.refused = 0;
     if (fw->rec.active < 2)
         check_slot(fw, 1, fw->rec.active);
     for (int i = 0; i < CHECK_AT_ONCE && elk_fw_check_step(fw); i++)
@@ -36,6 +40,14 @@ static void finish(elk_fw *fw, int fallback_ok)
 {
     uint8_t a = fw->rec.active, p = fw->rec.prev;
     fw->check.phase = 0;
+    if (fw->check.refused && fallback_ok) {
+        /* intact but refused by the trust check: the image that runs becomes active, so the next flash
+         * writes over the refused slot; the refused one stays as prev (ROLLBACK checks it again) */
+        fw->rec.active = p;
+        fw->rec.prev = a;
+        if (elk_fw_record_store(fw) != ELK_OK)
+            elk_fw_log(fw, "boot: cannot update the boot record");
+    }
     if (fw->check.damaged) {
         fw->rec.slot[a].flags = 0;
         fw->rec.slot[a].image_size = 0;
@@ -52,19 +64,46 @@ static void finish(elk_fw *fw, int fallback_ok)
     }
 }
 
+/* Secure boot: a board with an owner key runs only an image signed by it whose security counter is not
+ * below the floor, whatever was committed before provisioning. ELK_OK, or the refusal with a short
+ * reason in why[64] (INFO carries 63 characters; the full reason goes to the log). */
+static int slot_trusted(elk_fw *fw, uint8_t s, char *why, uint32_t cap)
+{
+    if (fw->trust.sequence == 0 || !(fw->trust.flags & ELK_PROV_FLAG_OWNER_KEY))
+        return ELK_OK;  /* unprovisioned: any intact image runs, as before provisioning existed */
+    int rc = elk_trust_fw_check_slot(fw, s);
+    fw->reason[0] = 0;  /* not a reply to any request */
+    if (rc == ELK_E_AUTH)
+        elk_fmt(why, cap, "slot %c: not signed by the owner key", 'A' + s);
+    else if (rc == ELK_E_ROLLBACK)
+        elk_fmt(why, cap, "slot %c: security counter %u below floor %u", 'A' + s,
+                (unsigned)elk_le32(fw->b->flash + fw->slot_base[s] + ELK_HDR_SECURITY_COUNTER),
+                (unsigned)fw->trust.security_floor);
+    else if (rc)
+        elk_fmt(why, cap, "slot %c: refused by the trust check: %s", 'A' + s, elk_strerror(rc));
+    return rc;
+}
+
 static void slot_checked(elk_fw *fw, int intact)
 {
     uint8_t s = fw->check.slot;
+    char why[sizeof fw->check.why];
+    int trusted = intact && slot_trusted(fw, s, why, sizeof why) == ELK_OK;
     if (fw->check.phase == 2) {
-        finish(fw, intact && elk_fw_boot_slot(fw, s) == ELK_OK);
+        if (intact && !trusted)
+            elk_fw_log(fw, "boot: %s", why);
+        finish(fw, trusted && elk_fw_boot_slot(fw, s) == ELK_OK);
         return;
     }
-    if (intact && elk_fw_boot_slot(fw, s) == ELK_OK) {
+    if (trusted && elk_fw_boot_slot(fw, s) == ELK_OK) {
         fw->check.phase = 0;
         return;
     }
     fw->check.damaged = !intact;
-    if (intact)
+    fw->check.refused = intact && !trusted;
+    if (fw->check.refused)
+        elk_fmt(fw->check.why, sizeof fw->check.why, "%s", why);
+    else if (intact)
         elk_fmt(fw->check.why, sizeof fw->check.why, "slot %c: %s", 'A' + s, fw->boot_error);
     else  /* INFO carries 63 characters of it */
         elk_fmt(fw->check.why, sizeof fw->check.why, "slot %c damaged: SHA-256 mismatch", 'A' + s);

@@ -70,6 +70,7 @@ typedef struct elk_fw_record {
 typedef struct elk_fw_check {
     int phase;               /* 0 idle, 1 the active slot, 2 the previous slot (the active one failed) */
     int damaged;             /* the active slot no longer matches its SHA-256 */
+    int refused;             /* the active slot is intact but fails the owner signature / security floor */
     uint8_t slot;
     uint64_t done;           /* bytes hashed */
     elk_sha256_ctx sha;
