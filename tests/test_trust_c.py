@@ -22,6 +22,9 @@ int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t *new_key, ui
                            const uint8_t *signature, elk_trust_prov *next, char *reason, size_t cap);
 int elk_trust_check_image(const uint8_t *image, uint64_t avail, const elk_trust_prov *prov,
                           uint32_t running, int *warning, char *reason, size_t cap);
+int elk_trust_check_image_hashed(const uint8_t *image, uint64_t avail, const elk_trust_prov *prov,
+                                 uint32_t running, const uint8_t *digest, uint64_t digest_len,
+                                 int *warning, char *reason, size_t cap);
 """
 E = {name: code for name, (code, _) in spec.ERRORS.items()}
 OFF = {n: o for n, o, _ in spec.HEADER_FIELDS}
@@ -229,3 +232,26 @@ def test_provisioning_refuses_a_key_that_is_no_curve_point(lib, keys):
     assert rc == E["E_INVAL"] and "not a valid Ed25519 public key" in reason
     rc, _, _ = request(lib, prov(lib[0], seq=0), b"\xff" * 32, spec.PROV_FLAG_OWNER_KEY, None)
     assert rc == E["E_INVAL"]
+
+
+def test_boot_check_digest_is_used_only_when_it_covers_the_signed_bytes(lib, plain_image, keys):
+    """Secure boot hands the SHA-256 it computed while checking the slot to the trust check, so a big
+    image is hashed once: that digest decides, but only when it covers exactly [0, image_size)."""
+    import hashlib
+
+    ffi, c = lib
+    signed = trust.sign_bytes(plain_image, keys["owner"][0])
+    size = trust.read_header(signed).image_size
+    good, bad = hashlib.sha256(signed[:size]).digest(), bytes(32)
+    p = prov(ffi, keys["owner"][1])
+
+    def run(digest, n):
+        warn, reason = ffi.new("int *"), ffi.new("char[200]")
+        rc = c.elk_trust_check_image_hashed(signed, len(signed), p, 0, digest, n, warn, reason, 200)
+        return rc, ffi.string(reason).decode()
+
+    assert run(good, size) == (E["OK"], "")
+    rc, reason = run(bad, size)  # the given digest is what gets verified
+    assert rc == E["E_AUTH"] and "changed after signing" in reason
+    assert run(bad, size - 1)[0] == E["OK"]  # wrong length: the check hashes the image itself
+    assert run(ffi.NULL, 0)[0] == E["OK"]

@@ -16,6 +16,13 @@ static void check_slot(elk_fw *fw, int phase, uint8_t s)
     fw->check.phase = phase;
     fw->check.slot = s;
     fw->check.done = 0;
+    fw->check.digest_len = 0;
+    fw->check.sig_end = 0;
+    const elk_fw_slot_desc *d = &fw->rec.slot[s];
+    if ((d->flags & ELK_SLOT_VALID) && d->image_size >= ELK_IMAGE_HEADER_SIZE) {
+        uint64_t e = elk_le64(fw->b->flash + fw->slot_base[s] + ELK_HDR_IMAGE_SIZE);
+        fw->check.sig_end = e <= d->image_size ? e : 0;  /* else the trust check says what is wrong */
+    }
     elk_sha256_init(&fw->check.sha);
     elk_fmt(fw->boot_error, sizeof fw->boot_error, "checking slot %c", 'A' + s);
 }
@@ -71,7 +78,7 @@ static int slot_trusted(elk_fw *fw, uint8_t s, char *why, uint32_t cap)
 {
     if (fw->trust.sequence == 0 || !(fw->trust.flags & ELK_PROV_FLAG_OWNER_KEY))
         return ELK_OK;  /* unprovisioned: any intact image runs, as before provisioning existed */
-    int rc = elk_trust_fw_check_slot(fw, s);
+    int rc = elk_trust_fw_check_slot_hashed(fw, s, fw->check.digest, fw->check.digest_len);
     fw->reason[0] = 0;  /* not a reply to any request */
     if (rc == ELK_E_AUTH)
         elk_fmt(why, cap, "slot %c: not signed by the owner key", 'A' + s);
@@ -126,8 +133,16 @@ int elk_fw_check_step(elk_fw *fw)
     }
     uint64_t left = d->image_size - fw->check.done;
     uint32_t n = left < CHECK_STEP ? (uint32_t)left : CHECK_STEP;
+    uint64_t sig_end = fw->check.sig_end;
+    if (sig_end > fw->check.done && fw->check.done + n > sig_end)
+        n = (uint32_t)(sig_end - fw->check.done);  /* stop at the end of the signed bytes */
     elk_sha256_update(&fw->check.sha, fw->b->flash + fw->slot_base[fw->check.slot] + fw->check.done, n);
     fw->check.done += n;
+    if (sig_end && fw->check.done == sig_end) {
+        elk_sha256_ctx at_end = fw->check.sha;  /* D = SHA-256 of header + payload, trailer excluded */
+        elk_sha256_final(&at_end, fw->check.digest);
+        fw->check.digest_len = sig_end;
+    }
     if (fw->check.done < d->image_size) {
         elk_fmt(fw->boot_error, sizeof fw->boot_error, "checking slot %c: %u%%", 'A' + fw->check.slot,
                 (unsigned)(fw->check.done * 100 / d->image_size));

@@ -74,6 +74,9 @@ typedef struct elk_fw_check {
     uint8_t slot;
     uint64_t done;           /* bytes hashed */
     elk_sha256_ctx sha;
+    uint64_t sig_end;        /* the header's image_size: the signed digest D covers [0, sig_end) */
+    uint64_t digest_len;     /* sig_end once D is taken from the running hash (0 = not yet) */
+    uint8_t digest[32];      /* D, so secure boot does not hash a big image a second time */
     char why[64];            /* why the active slot does not run */
 } elk_fw_check;
 

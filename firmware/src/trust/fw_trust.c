@@ -70,11 +70,11 @@ int elk_trust_fw_store(elk_fw *fw, uint64_t block_off)
     return rc ? rc : b->flash_sync(b->flash_ctx);
 }
 
-int elk_trust_fw_check(elk_fw *fw, const uint8_t *img, uint64_t size)
+static int fw_check(elk_fw *fw, const uint8_t *img, uint64_t size, const uint8_t *digest, uint64_t digest_len)
 {
     int warning = 0;
-    int rc = elk_trust_check_image(img, size, &fw->trust, running_counter(fw), &warning, fw->reason,
-                                   sizeof fw->reason);
+    int rc = elk_trust_check_image_hashed(img, size, &fw->trust, running_counter(fw), digest, digest_len,
+                                          &warning, fw->reason, sizeof fw->reason);
     if (rc)
         elk_fw_log(fw, "trust: image refused: %s", fw->reason);
     else if (warning)
@@ -82,14 +82,24 @@ int elk_trust_fw_check(elk_fw *fw, const uint8_t *img, uint64_t size)
     return rc;
 }
 
-int elk_trust_fw_check_slot(elk_fw *fw, uint8_t s)
+int elk_trust_fw_check(elk_fw *fw, const uint8_t *img, uint64_t size)
+{
+    return fw_check(fw, img, size, NULL, 0);
+}
+
+int elk_trust_fw_check_slot_hashed(elk_fw *fw, uint8_t s, const uint8_t *digest, uint64_t digest_len)
 {
     if (s > 1 || !(fw->rec.slot[s].flags & ELK_SLOT_VALID))
         return ELK_E_STATE;
-    int rc = elk_trust_fw_check(fw, fw->b->flash + fw->slot_base[s], fw->rec.slot[s].image_size);
+    int rc = fw_check(fw, fw->b->flash + fw->slot_base[s], fw->rec.slot[s].image_size, digest, digest_len);
     if (rc == ELK_OK)
         fw->reason[0] = 0;  /* the warning was given when the image was flashed */
     return rc;
+}
+
+int elk_trust_fw_check_slot(elk_fw *fw, uint8_t s)
+{
+    return elk_trust_fw_check_slot_hashed(fw, s, NULL, 0);
 }
 
 uint32_t elk_trust_fw_note(elk_fw *fw, uint32_t off)

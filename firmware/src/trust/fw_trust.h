@@ -22,6 +22,9 @@ int elk_trust_fw_store(elk_fw *fw, uint64_t block_off);
 int elk_trust_fw_check(elk_fw *fw, const uint8_t *img, uint64_t size);
 /* The same for an image already in slot s (COMMIT, ROLLBACK). */
 int elk_trust_fw_check_slot(elk_fw *fw, uint8_t s);
+/* The same with D = SHA-256(slot[0, digest_len)) already computed (the power-on check hashes the slot
+ * anyway, so a big image is not hashed twice while the protocol waits). */
+int elk_trust_fw_check_slot_hashed(elk_fw *fw, uint8_t s, const uint8_t *digest, uint64_t digest_len);
 
 /* Copy fw->reason (a warning) into fw->tx at off; returns the bytes added. */
 uint32_t elk_trust_fw_note(elk_fw *fw, uint32_t off);

@@ -245,7 +245,7 @@ static int header_check(const uint8_t *image, uint64_t avail, uint64_t *image_si
 }
 
 static int signature_check(const uint8_t *image, uint64_t image_size, uint64_t avail,
-                           const elk_trust_prov *prov, char *reason, size_t cap)
+                           const elk_trust_prov *prov, const uint8_t *known, char *reason, size_t cap)
 {
     elk_trust_trailer t;
     char id[2 * ELK_TRUST_KEY_ID_SIZE + 1], sid[2 * ELK_TRUST_KEY_ID_SIZE + 1];
@@ -266,7 +266,10 @@ static int signature_check(const uint8_t *image, uint64_t image_size, uint64_t a
         elk_fmt(reason, cap, "image trailer holds no Ed25519 signature");
         return ELK_E_AUTH;
     }
-    elk_sha256(image, (size_t)image_size, digest);
+    if (known)
+        memcpy(digest, known, 32);
+    else
+        elk_sha256(image, (size_t)image_size, digest);
     if (t.image_sha256 != NULL && memcmp(t.image_sha256, digest, 32) != 0) {
         elk_fmt(reason, cap, "image bytes changed after signing (header+payload SHA-256 differs from the trailer)");
         return ELK_E_AUTH;
@@ -288,6 +291,13 @@ static int signature_check(const uint8_t *image, uint64_t image_size, uint64_t a
 int elk_trust_check_image(const uint8_t *image, uint64_t avail, const elk_trust_prov *prov,
                           uint32_t running, int *warning, char *reason, size_t cap)
 {
+    return elk_trust_check_image_hashed(image, avail, prov, running, NULL, 0, warning, reason, cap);
+}
+
+int elk_trust_check_image_hashed(const uint8_t *image, uint64_t avail, const elk_trust_prov *prov,
+                                 uint32_t running, const uint8_t *digest, uint64_t digest_len,
+                                 int *warning, char *reason, size_t cap)
+{
     uint64_t image_size = 0;
     *warning = 0;
     if (cap)
@@ -297,7 +307,8 @@ int elk_trust_check_image(const uint8_t *image, uint64_t avail, const elk_trust_
         return rc;
     int owned = prov != NULL && prov->sequence != 0 && (prov->flags & ELK_PROV_FLAG_OWNER_KEY);
     if (owned) {
-        rc = signature_check(image, image_size, avail, prov, reason, cap);
+        rc = signature_check(image, image_size, avail, prov, digest_len == image_size ? digest : NULL,
+                             reason, cap);
         if (rc != ELK_OK)
             return rc;
     }

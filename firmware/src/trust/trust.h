@@ -55,6 +55,13 @@ int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t new_key[32],
 int elk_trust_check_image(const uint8_t *image, uint64_t avail, const elk_trust_prov *prov,
                           uint32_t running, int *warning, char *reason, size_t cap);
 
+/* The same, given D = SHA-256(image[0, digest_len)) already computed by the caller (the power-on check
+ * hashes the slot anyway): used only when digest_len equals the header's image_size, else D is
+ * computed here. digest NULL = compute. */
+int elk_trust_check_image_hashed(const uint8_t *image, uint64_t avail, const elk_trust_prov *prov,
+                                 uint32_t running, const uint8_t *digest, uint64_t digest_len,
+                                 int *warning, char *reason, size_t cap);
+
 /* First 8 bytes of SHA-256(key): the key id shown to users and stored in the trailer. */
 void elk_trust_key_id(const uint8_t key[32], uint8_t id[ELK_TRUST_KEY_ID_SIZE]);
 
