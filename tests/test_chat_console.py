@@ -158,6 +158,20 @@ def test_a_prompt_longer_than_one_frame_is_refused_in_one_line(board):
     assert r.stderr.count("\n") == 1
 
 
+def test_a_typed_line_longer_than_one_frame_is_refused_and_the_session_goes_on(board):
+    """`elk chat` reading a pipe: a line over the board's frame limit is one line in the console,
+    nothing is sent, and the next line gets its reply in the same session (it used to end the chat)."""
+    script = "/temp 0\n" + "word " * 3000 + "\nOnce upon a time\n/quit\n"
+    r = subprocess.run([sys.executable, "-m", "elk", "chat", "--port", board.port, "--baud", "0", "-n", "20",
+                        "--raw"], input=script, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    refused = [ln for ln in r.stdout.splitlines() if "the line is 14999 bytes" in ln]
+    assert len(refused) == 1 and "at most 8172 bytes" in refused[0] and "not sent" in refused[0], r.stdout
+    assert "word word" not in r.stdout
+    after = r.stdout[r.stdout.index(refused[0]):]
+    assert GREEDY[:30] in after  # the session went on and the next prompt got its reply
+
+
 def test_reset_reboots_the_active_slot_and_forgets_conversation_and_flash_session(board):
     import hashlib
     import struct

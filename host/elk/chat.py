@@ -10,7 +10,7 @@ import json
 import sys
 
 from elk.errors import ElkError
-from elk.link import Link, connect
+from elk.link import Link, PromptTooLongError, connect
 
 HELP = """commands:
   /reset        start a new conversation
@@ -162,6 +162,10 @@ class Console:
                 self.out.write(piece)
                 self.out.flush()
             self.reset_next = False
+        except PromptTooLongError as e:  # refused before sending: the session and conversation go on
+            self.say(f"(the line is {e.size} bytes; the board takes at most {e.limit} bytes of prompt per turn "
+                     f"(frames of {self.link.payload_max} bytes): not sent)")
+            return
         except KeyboardInterrupt:
             self.link.abort()
             self.link.drain_generation()

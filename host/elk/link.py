@@ -42,6 +42,15 @@ class ProtocolVersionError(LinkError):
     pass
 
 
+class PromptTooLongError(LinkError):
+    """A prompt that does not fit one GENERATE frame; raised before anything is sent, so the session
+    is intact and the caller may go on (the chat console does)."""
+
+    def __init__(self, message: str, size: int, limit: int):
+        super().__init__(message)
+        self.size, self.limit = size, limit
+
+
 class BoardReplyError(LinkError):
     """The board answered a command with an error status."""
 
@@ -531,8 +540,9 @@ class Link:
         # and the board's tokenizer byte-falls-back on them, instead of a UnicodeEncodeError here
         text = prompt.encode("utf-8", "surrogateescape")
         if len(head) + len(text) > self.payload_max:  # a prompt travels in one GENERATE frame
-            raise LinkError(f"{self.port}: the prompt is {len(text)} bytes; the board takes frames of at most "
-                            f"{self.payload_max} bytes, so at most {self.payload_max - len(head)} bytes of prompt")
+            raise PromptTooLongError(f"{self.port}: the prompt is {len(text)} bytes; the board takes frames of at "
+                                     f"most {self.payload_max} bytes, so at most {self.payload_max - len(head)} "
+                                     "bytes of prompt", len(text), self.payload_max - len(head))
         self.request(CMD["GENERATE"], head + text)
         for _ in range(self._events_before_resp):  # a late STATS of a turn before this one
             self.events.popleft()
