@@ -572,6 +572,107 @@ static int gemm_prep512(int wtype, int nb, const uint8_t *w, size_t row_bytes, i
     return done;
 }
 
+/* Q4_0 prefill with the weights transposed per 16-row tile: lane r of a zmm holds 4 consecutive
+ * unpacked nibbles of row r, so one vpdpbusd with 4 broadcast activation bytes advances 16 rows of
+ * one token, and a block's exact integer sum sits in one lane after 8 of them; convert, scale and
+ * FMA are then paid once per block for 16 rows (the row-pair tiles above pay them per 2 blocks of
+ * one row). The transposed tile (16 rows x all blocks, ~100 KB for 5632 columns) is built once per
+ * 64 tokens and stays in L2. Each row's result is the same whatever tile or lane it lands in. */
+#define Q4T_ROWS 16
+#define Q4T_TOKENS 64  /* tokens per transposed tile */
+#define Q4T_T 16       /* token sub-tile: 16 accumulators + 8 weight registers */
+#define Q4T_MAX_BLOCKS 192 /* rows up to 6144 columns; wider ones take the row-pair tiles */
+
+typedef struct {
+    __m512i w[Q4T_MAX_BLOCKS][8]; /* [block][k/4] lane r: nibbles k..k+3 of row r (unsigned) */
+    __m512 d[Q4T_MAX_BLOCKS];     /* lane r: row r's block scale */
+    int32_t fix[Q4T_TOKENS][Q4T_MAX_BLOCKS]; /* -8 * sum of the block's activation bytes */
+    float dx[Q4T_TOKENS][Q4T_MAX_BLOCKS];
+} q4t_scratch;
+
+static void q4t_transpose(int R, int nb, const uint8_t *w, size_t row_bytes, q4t_scratch *s)
+{
+    if (R < Q4T_ROWS) {
+        memset(s->w, 0, sizeof(__m512i) * 8 * (size_t)nb);
+        memset(s->d, 0, sizeof(__m512) * (size_t)nb);
+    }
+    for (int r = 0; r < R; r++) {
+        const elk_block_q4_0 *b = (const elk_block_q4_0 *)(w + (size_t)r * row_bytes);
+        for (int i = 0; i < nb; i++) {
+            int32_t u[8];
+            _mm256_storeu_si256((__m256i *)u, _mm256_add_epi8(unpack_q4_0(b + i), _mm256_set1_epi8(8)));
+            int32_t *lane = (int32_t *)s->w[i] + r;
+            for (int g = 0; g < 8; g++)
+                lane[16 * g] = u[g];
+            ((float *)&s->d[i])[r] = fp16(b[i].d);
+        }
+    }
+}
+
+static void q4t_tokens(int T, int nb, const uint8_t *x, size_t x_stride, q4t_scratch *s)
+{
+    for (int t = 0; t < T; t++) {
+        const elk_block_q8_0 *xb = (const elk_block_q8_0 *)(x + (size_t)t * x_stride);
+        for (int i = 0; i < nb; i++) {
+            int sum = 0;
+            for (int k = 0; k < ELK_QK; k++)
+                sum += xb[i].qs[k];
+            s->fix[t][i] = -8 * sum;
+            s->dx[t][i] = fp16(xb[i].d);
+        }
+    }
+}
+
+/* T (<= 16) tokens starting at t0 of the prepared chunk against the transposed R-row tile. */
+ELK_INLINE void q4t_tile(int T, int nb, const q4t_scratch *s, int t0, const uint8_t *x, size_t x_stride,
+                         float *y, int rows, __mmask16 mask)
+{
+    __m512 acc[Q4T_T];
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        __m512i wv[8];
+        for (int g = 0; g < 8; g++)
+            wv[g] = _mm512_load_si512(&s->w[i][g]);
+        const __m512 dw = s->d[i];
+        for (int t = 0; t < T; t++) {
+            const int32_t *xq = (const int32_t *)((const elk_block_q8_0 *)(x + (size_t)t * x_stride) + i)->qs;
+            __m512i p = _mm512_set1_epi32(s->fix[t0 + t][i]);
+            for (int g = 0; g < 8; g++) {
+                int32_t xg;
+                memcpy(&xg, xq + g, 4);
+                p = _mm512_dpbusd_epi32(p, wv[g], _mm512_set1_epi32(xg));
+            }
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, _mm512_set1_ps(s->dx[t0 + t][i])), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * rows, mask, acc[t]);
+}
+
+/* Tokens [0, n_tok rounded down to 16) of rows [r0, r1); returns how many tokens it did. */
+static __attribute__((noinline)) int gemm_q4t512(int nb, const uint8_t *w, size_t row_bytes, int r0, int r1, const uint8_t *x,
+                       size_t x_stride, int n_tok, float *y, int rows)
+{
+    const int done = n_tok - n_tok % Q4T_T;
+    if (nb > Q4T_MAX_BLOCKS || done == 0)
+        return 0;
+    q4t_scratch s; /* ~210 KB of stack, like gemm_prep512's: host threads only */
+    for (int tc = 0; tc < done; tc += Q4T_TOKENS) {
+        const int tn = done - tc < Q4T_TOKENS ? done - tc : Q4T_TOKENS;
+        const uint8_t *xc = x + (size_t)tc * x_stride;
+        q4t_tokens(tn, nb, xc, x_stride, &s);
+        for (int r = r0; r < r1; r += Q4T_ROWS) {
+            const int R = r1 - r < Q4T_ROWS ? r1 - r : Q4T_ROWS;
+            q4t_transpose(R, nb, w + (size_t)r * row_bytes, row_bytes, &s);
+            for (int t = 0; t < tn; t += Q4T_T)
+                q4t_tile(Q4T_T, nb, &s, t, xc + (size_t)t * x_stride, x_stride, y + (size_t)(tc + t) * rows + r, rows,
+                         (__mmask16)((1u << R) - 1u));
+        }
+    }
+    return done;
+}
+
 #define GEMM_TILE gemm_tile512
 #define GEMM_TOKENS 16 /* 4 x 16 tiles: each unpacked weight pair serves 16 tokens; the accumulators
                         * spill to L1, still a win (4x4: 79, 4x8: 86, 4x16: 94, 4x32: 96 GMAC/s) */
@@ -627,7 +728,9 @@ ELK_INLINE void gemm_q_avx2(int wtype, int n, const void *w, size_t row_bytes, i
         return;
     }
 #if defined(ELK_GEMM_512)
-    const int prepared = gemm_prep512(wtype, nb, wb, row_bytes, r0, r1, xb, x_stride, n_tok, y, rows);
+    const int prepared = wtype == ELK_TYPE_Q4_0
+                             ? gemm_q4t512(nb, wb, row_bytes, r0, r1, xb, x_stride, n_tok, y, rows)
+                             : gemm_prep512(wtype, nb, wb, row_bytes, r0, r1, xb, x_stride, n_tok, y, rows);
     xb += (size_t)prepared * x_stride;
     y += (size_t)prepared * rows;
     n_tok -= prepared;
