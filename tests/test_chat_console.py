@@ -172,6 +172,55 @@ def test_a_typed_line_longer_than_one_frame_is_refused_and_the_session_goes_on(b
     assert GREEDY[:30] in after  # the session went on and the next prompt got its reply
 
 
+def test_a_line_typed_past_the_terminal_limit_is_refused_not_sent_cut(board):
+    """In a real terminal (pty as elk chat's controlling tty) the kernel keeps 4095 bytes of a typed line
+    and drops the rest: such a line is one refusal line, not a silently cut prompt, and the chat goes on."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "elk", "chat", "--port", board.port, "--baud", "0",
+                                  "--temperature", "0", "-n", "20", "--raw"])
+    seen = b""
+
+    def until(marker, timeout=30):
+        nonlocal seen
+        end = time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(fd, 65536)
+                except OSError:
+                    break
+        assert marker in seen, seen[-800:]
+
+    try:
+        until(b"/help for commands\r\n> ")
+        line = b"word " * 1800
+        for i in range(0, len(line), 512):  # typed, not one write: the terminal echoes as it goes
+            os.write(fd, line[i:i + 512])
+            until(line[i:i + 512][-20:], 10)
+        os.write(fd, b"\r")
+        until(b"so its end was cut: not sent")
+        tail = seen[seen.index(b"so its end was cut"):]
+        os.write(fd, b"Once upon a time\r")
+        until(b"Lily")
+        os.write(fd, b"/quit\r")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert b"prompt is" not in tail and b"Traceback" not in seen  # nothing reached the board
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+
+
 def test_reset_reboots_the_active_slot_and_forgets_conversation_and_flash_session(board):
     import hashlib
     import struct

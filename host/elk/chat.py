@@ -114,6 +114,11 @@ def info_lines(info) -> list:
     return lines
 
 
+# Linux's terminal line discipline keeps at most 4095 bytes of a line being typed (N_TTY's 4096-byte
+# buffer, the newline included) and drops the rest: a line read from a terminal that reaches it was cut.
+TTY_LINE_MAX = 4095
+
+
 class Console:
     """The interactive loop, separated from the terminal so tests can drive it with pipes."""
 
@@ -201,6 +206,10 @@ class Console:
                 return 0
             except KeyboardInterrupt:
                 self.out.write("\n(Ctrl-C stops a reply; /quit or Ctrl-D leaves)\n")
+                continue
+            if interactive and len(line.encode("utf-8", "surrogateescape")) >= TTY_LINE_MAX:
+                self.say(f"(the terminal passes at most {TTY_LINE_MAX} bytes of a typed line and this one reached "
+                         "it, so its end was cut: not sent; pipe long prompts in: elk chat ... < file)")
                 continue
             line = line.strip()
             if not line:
