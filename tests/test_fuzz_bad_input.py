@@ -34,6 +34,7 @@ def test_bad_input_fails_with_one_clear_line(outcomes):
     for o in outcomes:
         if o.case.succeeds:
             assert o.rc == 0, (o.case.tried, o.lines)
+            assert o.case.expect in "\n".join(o.lines), (o.case.tried, o.case.expect, o.lines)
             continue
         assert o.rc == 2, (o.case.tried, o.rc, o.lines)
         lines = [ln for ln in o.lines if not ln.startswith("usage:") and not ln.startswith(" ")]
