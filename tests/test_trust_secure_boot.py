@@ -76,7 +76,10 @@ def test_image_committed_before_provisioning_does_not_boot_after_it(host_build, 
     with board(tmp_path) as emu:  # unprovisioned: the unsigned image keeps booting, as before
         i = board_info(emu.port)
         assert (i.active, i.running, i.boot_error) == (0, 0, "")
-        provision_key(emu.port, owner["raw"])
+        r = run_elk("provision", "--port", emu.port, "--key", owner["pub"], "--baud", "0")
+        assert r.returncode == 0 and r.stderr == ("elk: warning: the committed image (slot A) is not signed by the "
+                                                  "new owner key: it will not start after the next power-on or "
+                                                  "RESET\n"), r.stderr
         assert board_info(emu.port).running == 0  # the running model is not stopped by provisioning
     with board(tmp_path) as emu:  # power-on of a provisioned board
         i = board_info(emu.port)
@@ -84,6 +87,10 @@ def test_image_committed_before_provisioning_does_not_boot_after_it(host_build, 
         assert i.boot_error == "slot A: not signed by the owner key"
         r = run_elk("status", "--port", emu.port, "--baud", "0")
         assert r.returncode == 0 and "no model running: slot A: not signed by the owner key" in r.stdout
+        for chat in (("-p", "hi"), ()):  # one-shot and interactive: one line with the board's reason
+            r = run_elk("chat", "--port", emu.port, "--baud", "0", *chat)
+            assert r.returncode == 2 and r.stderr.count("\n") == 1 and \
+                "runs no model (slot A: not signed by the owner key)" in r.stderr, r.stderr
         # the same file is not "already running": it goes to the board, which refuses it with its reason
         r = run_elk("flash", unsigned, "--port", emu.port, "--connect-baud", "0", "--quiet")
         assert r.returncode == 2 and "already runs" not in r.stdout, r.stdout
@@ -97,6 +104,8 @@ def test_image_committed_before_provisioning_does_not_boot_after_it(host_build, 
     with board(tmp_path) as emu:  # and the signed image is what boots from now on
         i = board_info(emu.port)
         assert (i.active, i.running, i.boot_error) == (1, 1, "")
+        with connect(emu.port, 0) as link:  # re-provisioning with a committed signed image: no warning
+            assert provision.provision(link, owner["raw"], owner["priv"])[1].note == ""
 
 
 def test_refused_active_slot_at_reset_falls_back_to_the_signed_previous_slot(host_build, plain, owner, tmp_path):
@@ -105,7 +114,9 @@ def test_refused_active_slot_at_reset_falls_back_to_the_signed_previous_slot(hos
     with board(tmp_path) as emu:
         assert flash_one(emu.port, signed).ok      # slot A, signed before the board had a key
         assert flash_one(emu.port, unsigned).ok    # slot B, active; A is the previous slot
-        provision_key(emu.port, owner["raw"])
+        with connect(emu.port, 0) as link:
+            note = provision.provision(link, owner["raw"])[1].note
+        assert note.startswith("the committed image (slot B) is not signed by the new owner key"), note
         assert board_info(emu.port).running == 1
         with connect(emu.port, 0) as link:
             link.request(CMD["RESET"])

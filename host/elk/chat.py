@@ -223,10 +223,9 @@ class Console:
 
 def interactive(port: str, s: Sampling, *, baud: int = 115200, inp=sys.stdin, out=sys.stdout) -> int:
     with connect(port, baud) as link:
+        _require_model(link)  # one line with the board's reason (e.g. secure boot refused the slot)
         info = link.info()
-        model = info.slots[info.running].name if info.running < 2 else None
-        if not model:
-            raise ElkError(f"{port}: the board runs no model; flash one with `elk flash`")
+        model = info.slots[info.running].name
         print(f"connected to {info.board} ({info.firmware}) running {model}; /help for commands", file=out)
         return Console(link, s, inp, out).run()
 

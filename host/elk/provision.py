@@ -29,6 +29,7 @@ class TrustInfo:
     running_counter: int
     owner_key: bytes
     key_id: bytes
+    note: str = ""  # the board's warning in its PROVISION reply (e.g. the committed image will not boot)
 
     @property
     def owned(self) -> bool:
@@ -62,8 +63,11 @@ def provision(link, new_key: bytes | None, old_private=None) -> tuple[TrustInfo,
             raise ProvisionError(f"{link.port}: --old-key is key {trust.key_id(trust.public_bytes(old_private)).hex()}"
                                  f", the board's owner key is {before.key_id.hex()}")
         payload += trust.sign_provision_request(old_private, key, before.sequence + 1, flags)
-    link.request(CMD["PROVISION"], payload, extra_time=2.0)
-    return before, trust_info(link)
+    # the board checks the committed image under the new record (a hash of the slot: ~5 s per GB)
+    r = link.request(CMD["PROVISION"], payload, extra_time=2.0 + link.info().slot_size / 200e6)
+    after = trust_info(link)
+    after.note = bytes(r[12:]).decode("utf-8", "replace")
+    return before, after
 
 
 def provision_port(port: str, key_path, old_key=None, clear: bool = False, baud=None) -> tuple[str, str]:
@@ -78,7 +82,7 @@ def provision_port(port: str, key_path, old_key=None, clear: bool = False, baud=
     old_private = trust.load_private_key(old_key) if old_key else None
     with elk_link.connect(port, baud or 115200) as lnk:
         before, after = provision(lnk, new_key, old_private)
-    warning = "" if after.owned else "board has no owner key: it accepts unsigned images"
+    warning = after.note if after.owned else "board has no owner key: it accepts unsigned images"
     verb = "cleared the owner key" if clear else f"owner key {after.key_id.hex()} stored"
     was = f" (was {before.key_id.hex()})" if before.owned else ""
     return f"{port}: {verb}{was}; record {after.sequence}; board now {after.summary()}", warning

@@ -125,6 +125,22 @@ int elk_trust_fw_cmd_info(elk_fw *fw)
     return off <= cap ? (int)off : ELK_E_RANGE;
 }
 
+/* Secure boot checks the committed image at the next power-on or RESET: say now, in the PROVISION
+ * reply, when the new owner will not accept it (the model that runs keeps running until then). */
+static void provision_note(elk_fw *fw)
+{
+    uint8_t a = fw->rec.active;
+    fw->reason[0] = 0;
+    if (!(fw->trust.flags & ELK_PROV_FLAG_OWNER_KEY) || a > 1 || !(fw->rec.slot[a].flags & ELK_SLOT_VALID))
+        return;
+    int rc = elk_trust_fw_check_slot(fw, a);
+    if (rc == ELK_OK)
+        return;
+    elk_fmt(fw->reason, sizeof fw->reason, "the committed image (slot %c) is %s: it will not start after the "
+            "next power-on or RESET", 'A' + a,
+            rc == ELK_E_AUTH ? "not signed by the new owner key" : "refused under the new record");
+}
+
 int elk_trust_fw_cmd_provision(elk_fw *fw, const uint8_t *p, uint32_t n)
 {
     if (n != 36 && n != 100) {
@@ -152,5 +168,8 @@ int elk_trust_fw_cmd_provision(elk_fw *fw, const uint8_t *p, uint32_t n)
     uint32_t off = 2, cap = sizeof fw->tx;
     off = elk_put32(fw->tx, off, cap, fw->trust.sequence);
     off = elk_put_bytes(fw->tx, off, cap, id, sizeof id);
-    return off <= cap ? (int)off : ELK_E_RANGE;
+    if (off > cap)
+        return ELK_E_RANGE;
+    provision_note(fw);
+    return (int)(off + elk_trust_fw_note(fw, off));
 }

@@ -33,7 +33,8 @@ uint32_t elk_trust_fw_note(elk_fw *fw, uint32_t off);
  *   u8 owner_key[32], u8 key_id[8]. Returns the response length. */
 int elk_trust_fw_cmd_info(elk_fw *fw);
 /* PROVISION: u32 flags, u8 key[32] [, u8 signature[64] by the current owner key]
- *   -> u32 new sequence, u8 key_id[8]. */
+ *   -> u32 new sequence, u8 key_id[8] [, a warning (UTF-8) when the committed image will not pass
+ *   secure boot under the new record]. */
 int elk_trust_fw_cmd_provision(elk_fw *fw, const uint8_t *p, uint32_t n);
 
 #endif /* ELK_FW_TRUST_H */
