@@ -194,7 +194,8 @@ class _Transfer:
                 if e.status != -6 or e.detail or attempt:
                     raise
         link.request(CMD["BOOT"], bytes([slot]), extra_time=5.0 + size / 50e6)
-        link.request(CMD["COMMIT"], bytes([slot]))
+        # COMMIT re-checks the trust decision: the board hashes the slot once more (docs/trust.md)
+        link.request(CMD["COMMIT"], bytes([slot]), extra_time=2.0 + size / 50e6)
         self.res.ok = True
 
     def _apply(self, link, plan, block):
