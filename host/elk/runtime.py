@@ -24,36 +24,15 @@ import threading
 
 import numpy as np
 
+from elk import cheader, spec
 from elk.errors import ElkError, RuntimeFailure
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-CDEF = """
-typedef struct elk_host elk_host;
-const char *elk_strerror(int status);
-int elk_host_open(const char *path, uint32_t n_ctx, int n_threads, const char *kernels,
-                  elk_host **out, char *err, int err_cap);
-void elk_host_close(elk_host *h);
-const char *elk_host_error(const elk_host *h);
-int elk_host_config(const elk_host *h, int64_t *out, int n);
-int elk_host_config_f(const elk_host *h, double *out, int n);
-const char *elk_host_name(const elk_host *h);
-const char *elk_host_kernels(const elk_host *h);
-const char *elk_host_meta(const elk_host *h, const char *key, uint32_t *len);
-int elk_host_verify(elk_host *h);
-int elk_host_tokenize(elk_host *h, const char *text, uint64_t len, int bos, int eos, int32_t *ids,
-                      int cap, int *n_out);
-int elk_host_piece(elk_host *h, int prev, int id, char *buf, int cap, int *len);
-int elk_host_forward(elk_host *h, const int32_t *ids, int n, int pos, float *logits, int all);
-int elk_host_gen_begin(elk_host *h, const int32_t *ids, int n, int max_new, float temperature,
-                       int top_k, float top_p, float repeat_penalty, int repeat_last_n, uint64_t seed,
-                       int keep_context);
-int elk_host_gen_next(elk_host *h, int32_t *id, char *buf, int cap, int *len);
-int elk_host_gen_stats(const elk_host *h, double *out, int n);
-"""
+FIRMWARE = ROOT / "firmware"
 
 STOP_REASONS = {0: "running", 1: "eos", 2: "max_tokens", 3: "context_full"}
-ELK_E_RANGE = -9
+ELK_E_RANGE = spec.ERRORS["E_RANGE"][0]
 
 _lock = threading.Lock()
 _loaded = None
@@ -90,6 +69,12 @@ def _stale(path: pathlib.Path) -> bool:
     return any(src.stat().st_mtime > built for src in sources)
 
 
+def cdef() -> str:
+    """The binding's declarations, read from the C headers themselves (no hand copy to drift)."""
+    return (cheader.declarations(FIRMWARE / "include" / "elk" / "elk.h", names=["elk_strerror"])
+            + cheader.declarations(FIRMWARE / "platform" / "posix" / "host_api.h"))
+
+
 def library():
     """(ffi, lib) for libelk, building it first when the file is missing."""
     global _loaded
@@ -105,7 +90,7 @@ def library():
                 if not path.is_file():
                     raise LibraryError(f"{path}: not produced by the build")
             ffi = cffi.FFI()
-            ffi.cdef(CDEF)
+            ffi.cdef(cdef())
             try:
                 lib = ffi.dlopen(str(path))
             except OSError as e:

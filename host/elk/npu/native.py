@@ -9,29 +9,11 @@ import pathlib
 
 import numpy as np
 
-from elk import spec
+from elk import cheader, spec
 from elk.errors import ElkError, RuntimeFailure
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
-CDEF = """
-typedef struct elk_host_npu elk_host_npu;
-int elk_host_litert_load(const char *path, char *err, int errcap);
-elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *backend, double tops,
-                                double dma_gbs, int accelerators, const char *dispatch_dir, int log_severity,
-                                uint32_t decline_mask, uint32_t fail_after, int *status, char *err, int errcap);
-void elk_host_npu_close(elk_host_npu *h);
-int elk_host_npu_run_chunk(elk_host_npu *h, uint32_t entry, const int8_t *x, int8_t *y);
-int elk_host_npu_linear(elk_host_npu *h, int role, int layer, uint32_t rows, uint32_t cols, const float *x,
-                        float *y, int n_tok);
-void elk_host_npu_configure(elk_host_npu *h, int min_tokens);
-int elk_host_npu_entry_state(const elk_host_npu *h, uint32_t entry);
-void elk_host_npu_stats(const elk_host_npu *h, uint64_t *chunks, uint64_t *cpu_fallbacks, double *npu_seconds);
-const char *elk_host_npu_log(const elk_host_npu *h);
-const void *elk_host_npu_backend(elk_host_npu *h);
-void *elk_host_npu_runner(elk_host_npu *h);
-int elk_host_npu_attach(void *host, elk_host_npu *s);
-"""
 
 BACKENDS = ("sim", "litert")
 STATES = {0: "not exported", 1: "npu", 2: "declined", 3: "failed"}
@@ -42,6 +24,12 @@ _lib = None
 
 class NpuError(ElkError):
     pass
+
+
+def cdef() -> str:
+    """npu_host.h's declarations; the two npu.h structs it hands out stay opaque to Python."""
+    return cheader.declarations(ROOT / "firmware" / "platform" / "posix" / "npu_host.h",
+                                opaque=("elk_npu_backend", "elk_npu_runner"))
 
 
 def library_path() -> pathlib.Path:
@@ -57,7 +45,7 @@ def _load():
         if not path.is_file():
             raise NpuError(f"{path}: runtime library not built (run scons)")
         ffi = cffi.FFI()
-        ffi.cdef(CDEF)
+        ffi.cdef(cdef())
         _lib = ffi.dlopen(str(path))
         _ffi = ffi
     return _ffi, _lib
@@ -142,7 +130,7 @@ def attach_host(model, session: Session | None) -> None:
     the same libelk, so the handle crosses between the two cffi instances as an address."""
     ffi, lib = _load()
     rffi = model._ffi
-    host = ffi.cast("void *", int(rffi.cast("uintptr_t", model._handle())))
+    host = ffi.cast("struct elk_host *", int(rffi.cast("uintptr_t", model._handle())))
     rc = lib.elk_host_npu_attach(host, session._h if session is not None else ffi.NULL)
     if rc != 0:
         raise RuntimeFailure(rc, "npu attach")
