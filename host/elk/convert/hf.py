@@ -3,7 +3,8 @@
 huggingface_hub.snapshot_download.
 
 Tensors are read lazily, one at a time while packing, so a 1.1B model never sits in RAM as float32. HF stores Wq/Wk permuted for the rotate-half RoPE; they are permuted back here to the
-interleaved-pairs convention of the image. Not here: non-Llama architectures or RoPE scaling.
+interleaved-pairs convention of the image (permute_rope and config_dict are the writing side, for
+elk.models.synth). Not here: non-Llama architectures or RoPE scaling.
 """
 
 from __future__ import annotations
@@ -39,6 +40,25 @@ def unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
     """HF rotate-half layout -> interleaved pairs: per head, rows (2, hd/2) become (hd/2, 2)."""
     rows, cols = w.shape
     return w.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def permute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Interleaved pairs (elk, GGUF, Meta) -> HF rotate-half layout; the inverse of unpermute_rope."""
+    rows, cols = w.shape
+    return w.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def config_dict(cfg: Config) -> dict:
+    """config.json for `cfg` with the keys _config reads back (a float16 LlamaForCausalLM)."""
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": cfg.dim,
+        "intermediate_size": cfg.hidden_dim, "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads,
+        "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.seq_len,
+        "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta, "hidden_act": "silu",
+        "tie_word_embeddings": cfg.tied_output, "torch_dtype": "float16", "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
 
 
 def read_hub(repo_id: str, tokenizer=None, revision=None, **_) -> Model:

@@ -25,6 +25,8 @@ import sys
 import numpy as np
 
 from elk.convert import NORM_ROLES, Config, Model, Tensor, tensor_name
+from elk.convert.hf import HF_NAMES, permute_rope as hf_permute
+from elk.convert.hf import config_dict as hf_config
 from elk.errors import ElkError
 
 # Shapes of real models (and small ones for tests). vocab_size follows the vocabulary when given.
@@ -37,22 +39,6 @@ PRESETS = {
                           vocab_size=512, seq_len=512),
     "tiny": Config(dim=64, hidden_dim=160, n_layers=2, n_heads=4, n_kv_heads=2,
                    vocab_size=512, seq_len=128),
-}
-
-# Hugging Face LlamaForCausalLM tensor names for each elk role.
-HF_NAMES = {
-    "TOK_EMBD": "model.embed_tokens.weight",
-    "ATTN_NORM": "model.layers.{L}.input_layernorm.weight",
-    "WQ": "model.layers.{L}.self_attn.q_proj.weight",
-    "WK": "model.layers.{L}.self_attn.k_proj.weight",
-    "WV": "model.layers.{L}.self_attn.v_proj.weight",
-    "WO": "model.layers.{L}.self_attn.o_proj.weight",
-    "FFN_NORM": "model.layers.{L}.post_attention_layernorm.weight",
-    "W1": "model.layers.{L}.mlp.gate_proj.weight",
-    "W2": "model.layers.{L}.mlp.down_proj.weight",
-    "W3": "model.layers.{L}.mlp.up_proj.weight",
-    "OUTPUT_NORM": "model.norm.weight",
-    "OUTPUT": "lm_head.weight",
 }
 
 
@@ -96,12 +82,6 @@ def synth_model(preset: str, *, vocab=None, seed: int = 0, std: float = 0.02) ->
                  metadata={"synth.preset": preset, "synth.seed": str(seed), "synth.std": str(std)})
 
 
-def hf_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Interleaved RoPE pairs (elk, GGUF, Meta) -> Hugging Face's half-split q/k row order."""
-    rows, cols = w.shape
-    return w.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
-
-
 def iter_tensors(cfg: Config, seed: int, std: float):
     """(role, layer, float16 array) in image order, one tensor alive at a time."""
     for index, (role, layer) in enumerate(cfg.tensor_keys()):
@@ -110,18 +90,6 @@ def iter_tensors(cfg: Config, seed: int, std: float):
 
 # ---------------------------------------------------------------------------------------------
 # Hugging Face folder: config.json + model.safetensors (+ the tokenizer file, copied)
-
-
-def hf_config(cfg: Config) -> dict:
-    return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": cfg.dim,
-        "intermediate_size": cfg.hidden_dim, "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads,
-        "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.seq_len,
-        "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta, "hidden_act": "silu",
-        "tie_word_embeddings": cfg.tied_output, "torch_dtype": "float16", "bos_token_id": 1,
-        "eos_token_id": 2,
-    }
 
 
 def write_safetensors(path: pathlib.Path, cfg: Config, seed: int, std: float) -> None:
