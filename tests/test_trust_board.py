@@ -98,6 +98,23 @@ def test_provisioned_board_refuses_unsigned_and_foreign_images_with_reason(host_
         assert any(s.name.startswith("stories260K") and s.image_size == good.stat().st_size for s in slots)
 
 
+def test_provisioned_board_does_not_report_its_running_unsigned_image_as_flashed(host_build, plain, keys, tmp_path):
+    # The image committed before provisioning still runs until the next power-on. Flashing that same
+    # unsigned image again must not be "OK, already runs it": the board will refuse it at the next boot.
+    unsigned = write(tmp_path, "u.elk", plain)
+    kid_a = trust.key_id(keys["a"]["raw"]).hex()
+    with board(tmp_path) as emu:
+        assert flash_one(emu.port, unsigned).ok
+        provision_key(emu.port, keys["a"]["raw"])
+        r = flash_one(emu.port, unsigned)
+        assert not r.ok and not r.up_to_date
+        assert "not signed" in r.error and kid_a in r.error and "power-on" in r.error
+        good = write(tmp_path, "a.elk", trust.sign_bytes(plain, keys["a"]["priv"]))
+        assert flash_one(emu.port, good).ok
+        r = flash_one(emu.port, good)  # a signed image the board runs is still "nothing sent"
+        assert r.ok and r.up_to_date, r.error
+
+
 def test_provisioned_board_refuses_tampered_images(host_build, plain, keys, tmp_path):
     signed = trust.sign_bytes(plain, keys["a"]["priv"], security_counter=1)
     payload_flip = bytearray(signed)

@@ -169,6 +169,7 @@ class _Transfer:
         if (act < 2 and info.running == act and info.slots[act].valid and info.slots[act].image_size == size
                 and info.slots[act].sha256 == self.sha.hex()):
             # re-flashing would copy it into the other slot and drop the rollback image there
+            _refuse_if_boot_would(link, self.data, self.res.port)
             self.res.slot, self.res.up_to_date, self.res.ok = "AB"[act], True, True
             self.tick(size)
             return
@@ -266,6 +267,24 @@ class Progress:
             self.out.write("".join(f"\x1b[2K{self.lines[p]}\n" for p in self.ports))
             self.out.flush()
             self.drawn = True
+
+
+def _refuse_if_boot_would(link, data, port) -> None:
+    """The board runs this very image, but if it is owned it checks the image again at every power-on
+    (docs/trust.md): an image committed before provisioning, or signed by a former owner or below the
+    floor, is not "already flashed". Same rules as the board's (elk.trust mirrors trust.c)."""
+    from elk import provision, trust
+
+    try:
+        ti = provision.trust_info(link)
+    except (BoardReplyError, provision.ProvisionError):
+        return  # a board without the trust commands accepts what it runs
+    if not ti.owned:
+        return
+    bad = [f.detail for f in trust.verify_bytes(data, ti.owner_key, ti.security_floor) if not f.ok]
+    if bad:
+        raise trust.TrustError(f"{port}: the board runs this image now but will not start it after the next "
+                               f"power-on or RESET (owner key {ti.key_id.hex()}): {bad[0]}")
 
 
 def check_image(data, name) -> None:
