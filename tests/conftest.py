@@ -36,3 +36,17 @@ def scons(*args: str) -> None:
 def host_build() -> pathlib.Path:
     scons()
     return ROOT / "build" / "host"
+
+
+def run_elk(*args, timeout=120, **kw) -> subprocess.CompletedProcess:
+    """`python -m elk <args>` as a user runs it, from the repository root, output captured as text."""
+    return subprocess.run([sys.executable, "-m", "elk", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, **kw)
+
+
+def pack_stories260k(out: pathlib.Path, **options) -> pathlib.Path:
+    """The stories260K fixture with its tok512 vocabulary packed to `out` (options as elk.convert.pack.pack)."""
+    from elk.convert.pack import pack
+
+    pack(str(fixture_path("stories260K.bin")), str(out), tokenizer=str(fixture_path("tok512.bin")), **options)
+    return out

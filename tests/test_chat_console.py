@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, fixture_path
+from conftest import ROOT, pack_stories260k
 from elk import chat
 from elk import flash as flashing
 from elk.emulate import Emulator
@@ -20,11 +20,7 @@ GREEDY = ", there was a little girl named Lily. She loved to play outside in the
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    from elk.convert.pack import pack
-
-    out = tmp_path_factory.mktemp("img") / "s260.elk"
-    pack(str(fixture_path("stories260K.bin")), str(out), tokenizer=str(fixture_path("tok512.bin")))
-    return out
+    return pack_stories260k(tmp_path_factory.mktemp("img") / "s260.elk")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, fixture_path
+from conftest import ROOT, fixture_path, run_elk
 
 from elk.convert.pack import pack
 
@@ -20,38 +20,33 @@ def image(tmp_path_factory, host_build):
     return path
 
 
-def elk(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "elk", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout)
-
-
 def test_cli_run_greedy_prints_the_known_story_and_timing(image):
-    p = elk("run", image, "-p", "Once upon a time", "-n", "40", "--temperature", "0")
+    p = run_elk("run", image, "-p", "Once upon a time", "-n", "40", "--temperature", "0")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(KNOWN_GREEDY)
     assert "tokens/s" in p.stderr and "time to first token" in p.stderr
 
 
 def test_cli_run_seed_reproduces_sampled_text(image):
-    a = elk("run", image, "-n", "30", "--seed", "11", "--top-k", "20", "--top-p", "0.9")
-    b = elk("run", image, "-n", "30", "--seed", "11", "--top-k", "20", "--top-p", "0.9")
+    a = run_elk("run", image, "-n", "30", "--seed", "11", "--top-k", "20", "--top-p", "0.9")
+    b = run_elk("run", image, "-n", "30", "--seed", "11", "--top-k", "20", "--top-p", "0.9")
     assert a.returncode == 0 and a.stdout == b.stdout and len(a.stdout.strip()) > 20
 
 
 def test_cli_run_single_thread_and_short_context(image):
-    p = elk("run", image, "-p", "Once upon a time", "-n", "100", "--temperature", "0", "--threads", "1",
+    p = run_elk("run", image, "-p", "Once upon a time", "-n", "100", "--temperature", "0", "--threads", "1",
             "--ctx", "20")
     assert p.returncode == 0, p.stderr
     assert "context_full" in p.stderr and p.stdout.startswith("Once upon a time, there was")
 
 
 def test_cli_tokenize_then_detokenize_roundtrips(image):
-    p = elk("tokenize", image, "Lily saw a big dog.")
+    p = run_elk("tokenize", image, "Lily saw a big dog.")
     ids = p.stdout.split()
     assert p.returncode == 0 and ids[0] == "1" and len(ids) > 4
-    q = elk("detokenize", image, *ids)
+    q = run_elk("detokenize", image, *ids)
     assert q.returncode == 0 and q.stdout == "Lily saw a big dog.\n"
-    assert elk("tokenize", image, "Lily", "--no-bos").stdout.split()[0] != "1"
+    assert run_elk("tokenize", image, "Lily", "--no-bos").stdout.split()[0] != "1"
 
 
 @pytest.mark.parametrize("args,words", [
@@ -76,7 +71,7 @@ def test_cli_tokenize_then_detokenize_roundtrips(image):
 ])
 def test_cli_run_errors_are_one_line_exit_2(image, tmp_path, args, words):
     args = [a.format(img=image, missing=tmp_path / "nope.elk") for a in args]
-    p = elk(*args)
+    p = run_elk(*args)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("elk: error: "), p.stderr

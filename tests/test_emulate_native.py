@@ -11,23 +11,14 @@ import time
 import pytest
 import serial
 
-from conftest import ROOT, fixture_path
+from conftest import ROOT, pack_stories260k, run_elk
 
 GREEDY = ", there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball."
 
 
-def elk(*args, timeout=120, **kw):
-    return subprocess.run([sys.executable, "-m", "elk", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, **kw)
-
-
 @pytest.fixture(scope="module")
 def stories(tmp_path_factory):
-    from elk.convert.pack import pack
-
-    out = tmp_path_factory.mktemp("img") / "s260.elk"
-    pack(str(fixture_path("stories260K.bin")), str(out), tokenizer=str(fixture_path("tok512.bin")))
-    return out
+    return pack_stories260k(tmp_path_factory.mktemp("img") / "s260.elk")
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +35,19 @@ def emulator(host_build, tmp_path_factory):
 
 
 def test_emulate_prints_port_first_and_ports_lists_it(emulator):
-    r = elk("ports")
+    r = run_elk("ports")
     assert r.returncode == 0
     assert any(line.startswith(emulator["port"]) and "emulated host board" in line for line in r.stdout.splitlines())
 
 
 def test_flash_then_chat_gives_the_known_greedy_text(emulator, stories):
-    r = elk("flash", "--port", emulator["port"], stories, "--quiet")
+    r = run_elk("flash", "--port", emulator["port"], stories, "--quiet")
     assert r.returncode == 0, r.stderr
     assert "OK slot A" in r.stdout
-    r = elk("chat", "--port", emulator["port"], "-p", "Once upon a time", "-n", "30", "--temperature", "0", "--raw")
+    r = run_elk("chat", "--port", emulator["port"], "-p", "Once upon a time", "-n", "30", "--temperature", "0", "--raw")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(GREEDY[:60])
-    r = elk("status", "--port", emulator["port"], "--json")
+    r = run_elk("status", "--port", emulator["port"], "--json")
     import json
 
     st = json.loads(r.stdout)
@@ -68,13 +59,13 @@ def test_flash_then_chat_gives_the_known_greedy_text(emulator, stories):
     assert st["slots"][0]["sha256"] == sha and st["slots"][0]["valid"] and not st["slots"][1]["valid"]
     assert st["protocol"] == 1 and st["firmware"].startswith("elk-fw ") and st["ram_bytes"] > 0
     assert "flash" in st["capabilities"] and "generate" in st["capabilities"]
-    r = elk("status", "--port", emulator["port"])  # the same for people: the full SHA-256 to compare
+    r = run_elk("status", "--port", emulator["port"])  # the same for people: the full SHA-256 to compare
     assert r.returncode == 0 and f"slot A: stories260K ({stories.stat().st_size} bytes, sha256 {sha}) " \
         "[active, running]" in r.stdout and "slot B: (empty)" in r.stdout and "RAM " in r.stdout
 
 
 def test_text_console_answers_a_terminal(emulator, stories):
-    if elk("status", "--port", emulator["port"], "--json").returncode != 0:
+    if run_elk("status", "--port", emulator["port"], "--json").returncode != 0:
         pytest.fail("board not answering")
     time.sleep(1.6)  # the console ignores text for a moment after the last frame
     with serial.Serial(emulator["port"], 115200, timeout=0.2) as term:
@@ -99,14 +90,14 @@ def _read_until(term, marker, timeout=5.0):
 
 
 def test_flash_and_chat_fail_in_one_line_for_a_missing_port(stories):
-    r = elk("flash", "--port", "/dev/pts/nope", stories)
+    r = run_elk("flash", "--port", "/dev/pts/nope", stories)
     assert r.returncode == 2 and "port not found" in r.stderr and "Traceback" not in r.stderr
-    r = elk("chat", "--port", "/dev/pts/nope", "-p", "hi")
+    r = run_elk("chat", "--port", "/dev/pts/nope", "-p", "hi")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "port not found" in r.stderr
 
 
 def test_emulate_rejects_an_unknown_board():
-    r = elk("emulate", "--board", "no-such-board", timeout=30)
+    r = run_elk("emulate", "--board", "no-such-board", timeout=30)
     assert r.returncode == 2 and "unknown board" in r.stderr and "Traceback" not in r.stderr
 
 

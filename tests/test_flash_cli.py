@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, fixture_path
+from conftest import ROOT, fixture_path, run_elk
 from elk import flash as flashing
 from elk.emulate import Emulator
 from elk.link import connect
@@ -32,11 +32,6 @@ def images(tmp_path_factory):
         out[key] = d / f"{key}.elk"
         pack(str(fixture_path("stories260K.bin")), str(out[key]), tokenizer=str(fixture_path("tok512.bin")), **kw)
     return out
-
-
-def _elk(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "elk", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, **kw)
 
 
 def test_flash_at_a_higher_rate_returns_the_board_to_its_console_rate(host_build, images):
@@ -64,7 +59,7 @@ def test_reflashing_the_running_image_sends_nothing_and_keeps_the_rollback_slot(
 
 def test_flash_cli_one_failing_board_is_one_line(host_build, images):
     with Emulator("host", baud=0, flash_mb=1, log=_quiet()) as small:
-        r = _elk("flash", "--port", small.port, images["f32"])
+        r = run_elk("flash", "--port", small.port, images["f32"])
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"elk: error: {small.port}: image too large")
 
@@ -115,10 +110,10 @@ def test_flash_cli_refuses_a_damaged_or_cut_image_before_sending_it(host_build, 
     (tmp_path / "flip.elk").write_bytes(bytes(flipped))
     (tmp_path / "cut.elk").write_bytes(data[:len(data) // 2])
     with Emulator("host", baud=0, log=_quiet()) as emu:
-        r = _elk("flash", "--port", emu.port, tmp_path / "flip.elk")
+        r = run_elk("flash", "--port", emu.port, tmp_path / "flip.elk")
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
         assert "flip.elk: damaged image: payload SHA-256" in r.stderr
-        r = _elk("flash", "--port", emu.port, tmp_path / "cut.elk")
+        r = run_elk("flash", "--port", emu.port, tmp_path / "cut.elk")
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cut.elk: truncated image" in r.stderr
         with connect(emu.port, 0) as link:
             assert not link.info().slots[0].image_size  # nothing reached the board
@@ -150,6 +145,6 @@ def test_board_refusing_a_damaged_image_is_reported_as_such(host_build, images, 
 
 
 def test_flash_refuses_a_negative_rate_in_one_line(host_build, images):
-    r = _elk("flash", "--port", "/dev/pts/none", images["q8"], "--baud", "-5")
+    r = run_elk("flash", "--port", "/dev/pts/none", images["q8"], "--baud", "-5")
     assert r.returncode == 2 and r.stderr == (
         "elk: error: --baud must be a line rate in baud (0 = unthrottled emulated line), got -5\n")

@@ -11,7 +11,7 @@ import tty
 
 import pytest
 
-from conftest import fixture_path
+from conftest import pack_stories260k
 from elk import flash as flashing
 from elk.emulate import Emulator
 from elk.link import connect
@@ -71,11 +71,7 @@ class NoisyLine:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    from elk.convert.pack import pack
-
-    out = tmp_path_factory.mktemp("img") / "s260.elk"
-    pack(str(fixture_path("stories260K.bin")), str(out), tokenizer=str(fixture_path("tok512.bin")))
-    return out
+    return pack_stories260k(tmp_path_factory.mktemp("img") / "s260.elk")
 
 
 def test_flash_through_line_noise_arrives_bit_exact(host_build, image, tmp_path):
