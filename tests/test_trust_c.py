@@ -255,3 +255,40 @@ def test_boot_check_digest_is_used_only_when_it_covers_the_signed_bytes(lib, pla
     assert rc == E["E_AUTH"] and "changed after signing" in reason
     assert run(bad, size - 1)[0] == E["OK"]  # wrong length: the check hashes the image itself
     assert run(ffi.NULL, 0)[0] == E["OK"]
+
+
+def undefined_symbols(obj):
+    import subprocess
+
+    out = subprocess.run(["nm", "-u", str(obj)], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def test_signed_digest_and_boot_hash_use_libsodium_not_the_runtime_sha256(host_build):
+    """No home-made crypto under the signature check: D (the SHA-256 the Ed25519 signature covers) is
+    computed by libsodium at FLASH_END/COMMIT (trust.c) and in the power-on check (bootcheck.c)."""
+    objs = {"trust": host_build / "obj/src/trust/trust.o", "bootcheck": host_build / "obj/src/main/bootcheck.o"}
+    trust_syms = undefined_symbols(objs["trust"])
+    assert "crypto_sign_verify_detached" in trust_syms
+    assert {"crypto_hash_sha256", "crypto_hash_sha256_update"} <= trust_syms
+    for name, obj in objs.items():
+        assert not {s for s in undefined_symbols(obj) if s.startswith("elk_sha256")}, name
+
+
+def test_trust_sha256_matches_hashlib_at_block_edges(lib, host_build):
+    import hashlib
+
+    ffi = cffi.FFI()
+    ffi.cdef("""typedef struct { uint8_t state[112]; } elk_trust_sha256;
+        void elk_trust_sha256_init(elk_trust_sha256 *s);
+        void elk_trust_sha256_update(elk_trust_sha256 *s, const uint8_t *p, uint64_t n);
+        void elk_trust_sha256_final(elk_trust_sha256 *s, uint8_t *out);""")
+    c = ffi.dlopen(str(host_build / "libelk_trust.so"))
+    data = bytes(range(256)) * 8
+    for n in (0, 1, 55, 56, 63, 64, 65, 1000, len(data)):
+        s, out = ffi.new("elk_trust_sha256 *"), ffi.new("uint8_t[32]")
+        c.elk_trust_sha256_init(s)
+        c.elk_trust_sha256_update(s, data[: n // 3], n // 3)
+        c.elk_trust_sha256_update(s, data[n // 3:n], n - n // 3)
+        c.elk_trust_sha256_final(s, out)
+        assert bytes(out) == hashlib.sha256(data[:n]).digest(), n

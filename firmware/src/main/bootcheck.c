@@ -23,7 +23,7 @@ static void check_slot(elk_fw *fw, int phase, uint8_t s)
         uint64_t e = elk_le64(fw->b->flash + fw->slot_base[s] + ELK_HDR_IMAGE_SIZE);
         fw->check.sig_end = e <= d->image_size ? e : 0;  /* else the trust check says what is wrong */
     }
-    elk_sha256_init(&fw->check.sha);
+    elk_trust_sha256_init(&fw->check.sha);
     elk_fmt(fw->boot_error, sizeof fw->boot_error, "checking slot %c", 'A' + s);
 }
 
@@ -136,11 +136,11 @@ int elk_fw_check_step(elk_fw *fw)
     uint64_t sig_end = fw->check.sig_end;
     if (sig_end > fw->check.done && fw->check.done + n > sig_end)
         n = (uint32_t)(sig_end - fw->check.done);  /* stop at the end of the signed bytes */
-    elk_sha256_update(&fw->check.sha, fw->b->flash + fw->slot_base[fw->check.slot] + fw->check.done, n);
+    elk_trust_sha256_update(&fw->check.sha, fw->b->flash + fw->slot_base[fw->check.slot] + fw->check.done, n);
     fw->check.done += n;
     if (sig_end && fw->check.done == sig_end) {
-        elk_sha256_ctx at_end = fw->check.sha;  /* D = SHA-256 of header + payload, trailer excluded */
-        elk_sha256_final(&at_end, fw->check.digest);
+        elk_trust_sha256 at_end = fw->check.sha;  /* D = SHA-256 of header + payload, trailer excluded */
+        elk_trust_sha256_final(&at_end, fw->check.digest);
         fw->check.digest_len = sig_end;
     }
     if (fw->check.done < d->image_size) {
@@ -149,7 +149,7 @@ int elk_fw_check_step(elk_fw *fw)
         return 1;
     }
     uint8_t h[32];
-    elk_sha256_final(&fw->check.sha, h);
+    elk_trust_sha256_final(&fw->check.sha, h);
     int same = 1;
     for (int i = 0; i < 32; i++)
         same &= h[i] == d->sha256[i];

@@ -73,7 +73,7 @@ typedef struct elk_fw_check {
     int refused;             /* the active slot is intact but fails the owner signature / security floor */
     uint8_t slot;
     uint64_t done;           /* bytes hashed */
-    elk_sha256_ctx sha;
+    elk_trust_sha256 sha;    /* libsodium's: D below feeds the signature check */
     uint64_t sig_end;        /* the header's image_size: the signed digest D covers [0, sig_end) */
     uint64_t digest_len;     /* sig_end once D is taken from the running hash (0 = not yet) */
     uint8_t digest[32];      /* D, so secure boot does not hash a big image a second time */

@@ -1,5 +1,5 @@
 /* Image signature trailer, owner-key provisioning record and the commit-time trust decision.
- * Ed25519 verification is libsodium's (crypto_sign_verify_detached); hashing and CRC are util's.
+ * Ed25519 verification and the SHA-256 it covers are libsodium's; only CRC-32 and byte reads are util's.
  * Every read is bounds-checked against the caller's length; nothing here allocates or does I/O. */
 #include "trust/trust.h"
 
@@ -32,10 +32,28 @@ static void hex8(const uint8_t *id, char out[2 * ELK_TRUST_KEY_ID_SIZE + 1])
     out[2 * ELK_TRUST_KEY_ID_SIZE] = 0;
 }
 
+_Static_assert(sizeof(crypto_hash_sha256_state) <= sizeof(elk_trust_sha256), "elk_trust_sha256 holds libsodium's state");
+_Static_assert(_Alignof(crypto_hash_sha256_state) <= 8, "elk_trust_sha256 is 8-byte aligned");
+
+void elk_trust_sha256_init(elk_trust_sha256 *s)
+{
+    crypto_hash_sha256_init((crypto_hash_sha256_state *)(void *)s->state);
+}
+
+void elk_trust_sha256_update(elk_trust_sha256 *s, const uint8_t *p, uint64_t n)
+{
+    crypto_hash_sha256_update((crypto_hash_sha256_state *)(void *)s->state, p, (unsigned long long)n);
+}
+
+void elk_trust_sha256_final(elk_trust_sha256 *s, uint8_t out[32])
+{
+    crypto_hash_sha256_final((crypto_hash_sha256_state *)(void *)s->state, out);
+}
+
 void elk_trust_key_id(const uint8_t key[32], uint8_t id[ELK_TRUST_KEY_ID_SIZE])
 {
     uint8_t h[32];
-    elk_sha256(key, 32, h);
+    crypto_hash_sha256(h, key, 32);
     memcpy(id, h, ELK_TRUST_KEY_ID_SIZE);
 }
 
@@ -269,7 +287,7 @@ static int signature_check(const uint8_t *image, uint64_t image_size, uint64_t a
     if (known)
         memcpy(digest, known, 32);
     else
-        elk_sha256(image, (size_t)image_size, digest);
+        crypto_hash_sha256(digest, image, (unsigned long long)image_size);
     if (t.image_sha256 != NULL && memcmp(t.image_sha256, digest, 32) != 0) {
         elk_fmt(reason, cap, "image bytes changed after signing (header+payload SHA-256 differs from the trailer)");
         return ELK_E_AUTH;

@@ -62,6 +62,16 @@ int elk_trust_check_image_hashed(const uint8_t *image, uint64_t avail, const elk
                                  uint32_t running, const uint8_t *digest, uint64_t digest_len,
                                  int *warning, char *reason, size_t cap);
 
+/* SHA-256 by libsodium (crypto_hash_sha256): every hash a signature decision rests on (the signed
+ * digest D, key ids) is the library's, not the runtime's own util SHA-256. Opaque here so callers
+ * (firmware/src/main keeps one in its power-on check) need no sodium.h; trust.c asserts the size. */
+typedef struct elk_trust_sha256 {
+    _Alignas(8) uint8_t state[112];
+} elk_trust_sha256;
+void elk_trust_sha256_init(elk_trust_sha256 *s);
+void elk_trust_sha256_update(elk_trust_sha256 *s, const uint8_t *p, uint64_t n);
+void elk_trust_sha256_final(elk_trust_sha256 *s, uint8_t out[32]);
+
 /* First 8 bytes of SHA-256(key): the key id shown to users and stored in the trailer. */
 void elk_trust_key_id(const uint8_t key[32], uint8_t id[ELK_TRUST_KEY_ID_SIZE]);
 
