@@ -48,23 +48,12 @@ def _info(args) -> int:
 
 
 def _check(args) -> int:
-    from elk.npu.evaluate import check_backends
+    from elk.npu.evaluate import check_report
     from elk.npu.offload import section_of
 
-    from elk.npu.section import parse_section, tflite_disagreements
-
-    blob = section_of(args.image)
-    odd = tflite_disagreements(parse_section(blob))
-    for line in odd:
-        print(line)
-    rows = check_backends(blob, seed=args.seed, litert=not args.no_litert)
-    print(f"{'layer':<22} {'sim-numpy':>9} {'sim-litert(C)':>13} {'sim-litert(py)':>14}")
-    for r in rows:
-        print(f"{r.name:<22} {r.sim_vs_numpy:>9} {r.sim_vs_litert_c:>13} {r.sim_vs_litert_py:>14}")
-    worst = max(max(r.sim_vs_numpy, r.sim_vs_litert_c, r.sim_vs_litert_py) for r in rows)
-    exact = all(r.sim_vs_numpy == 0 for r in rows)
-    print(f"{len(rows)} layers: largest int8 difference {worst}; sim equals numpy: {'yes' if exact else 'NO'}")
-    return 0 if exact and worst <= 1 and not [s for s in odd if not s.startswith("not checked")] else 1
+    lines, ok = check_report(section_of(args.image), seed=args.seed, litert=not args.no_litert)
+    print("\n".join(lines))
+    return 0 if ok else 1
 
 
 DEFAULT_PROMPTS = ("Once upon a time", "The little dog ran to the park and saw a big tree. He wanted to climb it, "

@@ -48,23 +48,20 @@ def _pack(args) -> int:
     from elk.convert.pack import pack, report_lines
     from elk.npu.offload import board_npu, describe, pack_with_npu
 
-    if args.npu or board_npu(args.board):
+    common = dict(quant=args.quant, recipe=args.recipe, tokenizer=args.tokenizer, name=args.name,
+                  security_counter=args.security_counter, progress=sys.stderr.isatty())
+    npu = args.npu or board_npu(args.board)
+    if npu:
         result, _ = pack_with_npu(args.src, args.output, board=args.board, chunk=args.npu_chunk,
-                                  calib_text=args.npu_calib, max_outliers=args.npu_outliers, quant=args.quant,
-                                  recipe=args.recipe, tokenizer=args.tokenizer, name=args.name,
-                                  security_counter=args.security_counter, progress=sys.stderr.isatty())
-        lines = report_lines(result)
-        from elk.image import read_image
-
-        print("\n".join(lines[-1:] if args.quiet else lines))
-        print(describe(read_image(result.path).npu)[0])
-        for w in getattr(result, "warnings", ()):
-            print(f"elk: warning: {w}", file=sys.stderr)
-        return 0
-    result = pack(args.src, args.output, quant=args.quant, recipe=args.recipe, tokenizer=args.tokenizer,
-                  name=args.name, security_counter=args.security_counter, progress=sys.stderr.isatty())
+                                  calib_text=args.npu_calib, max_outliers=args.npu_outliers, **common)
+    else:
+        result = pack(args.src, args.output, **common)
     lines = report_lines(result)
     print("\n".join(lines[-1:] if args.quiet else lines))
+    if npu:
+        from elk.image import read_image
+
+        print(describe(read_image(result.path).npu)[0])  # the section as written
     for w in result.warnings:
         print(f"elk: warning: {w}", file=sys.stderr)
     return 0

@@ -11,7 +11,7 @@ import numpy as np
 
 from elk import spec
 from elk.npu.native import Session
-from elk.npu.section import parse_section
+from elk.npu.section import parse_section, tflite_disagreements
 
 
 @dataclasses.dataclass
@@ -127,6 +127,23 @@ def check_backends(blob: bytes, seed: int = 0, litert: bool = True) -> list:
             d_lp = int(np.abs(ys - run_tflite(L.tflite, x)).max())
         out.append(LayerCheck(f"blk.{L.layer}.{L.role.lower()}", int(np.abs(ys - yn).max()), d_lc, d_lp))
     return out
+
+
+
+def check_report(blob: bytes, seed: int = 0, litert: bool = True) -> tuple:
+    """`elk npu check`: (lines, ok). The .tflite/entry disagreements, then one row per layer of
+    check_backends and a summary. ok: the sim equals numpy exactly, LiteRT is within 1 int8 step
+    (-1 when not run) and every .tflite describes its entry (or was not checked)."""
+    odd = tflite_disagreements(parse_section(blob))
+    rows = check_backends(blob, seed=seed, litert=litert)
+    lines = list(odd)
+    lines.append(f"{'layer':<22} {'sim-numpy':>9} {'sim-litert(C)':>13} {'sim-litert(py)':>14}")
+    for r in rows:
+        lines.append(f"{r.name:<22} {r.sim_vs_numpy:>9} {r.sim_vs_litert_c:>13} {r.sim_vs_litert_py:>14}")
+    worst = max(max(r.sim_vs_numpy, r.sim_vs_litert_c, r.sim_vs_litert_py) for r in rows)
+    exact = all(r.sim_vs_numpy == 0 for r in rows)
+    lines.append(f"{len(rows)} layers: largest int8 difference {worst}; sim equals numpy: {'yes' if exact else 'NO'}")
+    return lines, exact and worst <= 1 and not [s for s in odd if not s.startswith("not checked")]
 
 
 @dataclasses.dataclass
