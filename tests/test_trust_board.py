@@ -196,6 +196,20 @@ def test_cli_provision_status_and_factory_reset_of_a_stopped_board(host_build, p
         assert flash_one(emu.port, unsigned).ok
 
 
+def test_factory_reset_refuses_the_flash_file_of_a_running_board(host_build, keys, tmp_path):
+    # the reset is for a STOPPED board: under a running one it would be undone (or torn) by the board's
+    # next record write, and the board would keep enforcing its in-memory owner key meanwhile
+    with board(tmp_path) as emu:
+        provision_key(emu.port, keys["a"]["raw"])
+        before = (tmp_path / "board.bin").read_bytes()[:2 * ERASE]
+        r = run_elk("provision", "--factory-reset", tmp_path / "board.bin", "--board", "host")
+        assert r.returncode == 2 and r.stderr.startswith("elk: error:") and "in use" in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert (tmp_path / "board.bin").read_bytes()[:2 * ERASE] == before
+        assert info(emu.port).owned
+    assert run_elk("provision", "--factory-reset", tmp_path / "board.bin", "--board", "host").returncode == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Power loss while the provisioning record is written
 

@@ -95,6 +95,17 @@ def status_port(port: str, baud=None) -> str:
         return f"{port}: {trust_info(lnk).summary()}"
 
 
+def _not_in_use(f, path) -> None:
+    """elk-fw holds an flock on its flash file while it runs: the reset is for a stopped board only."""
+    import fcntl
+
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when f closes
+    except OSError:
+        raise ProvisionError(f"{path}: flash file in use by a running emulated board; stop it first "
+                             "(the reset is the physical procedure for a board that is off)") from None
+
+
 def factory_reset_flash(flash_file, erase_kb: int) -> str:
     """Physical reset of an emulated board (stopped): erase both provisioning copies in its flash file.
 
@@ -108,6 +119,7 @@ def factory_reset_flash(flash_file, erase_kb: int) -> str:
         if size < 2 * block:
             raise ProvisionError(f"{path}: {size} bytes, smaller than two {erase_kb} KiB boot blocks")
         with open(path, "r+b") as f:
+            _not_in_use(f, path)
             for i in range(2):
                 f.seek(i * block + proto_spec.BOOT_RECORD_SIZE)
                 f.write(b"\xff" * spec.PROV_RECORD_SIZE)
