@@ -20,6 +20,7 @@ import time
 import zlib
 
 from elk import proto_spec as P
+from elk import spec
 from elk.errors import ElkError
 from elk.link import CMD, BoardReplyError, LinkError, connect
 
@@ -192,7 +193,7 @@ class _Transfer:
             except BoardReplyError as e:
                 # a bare ELK_E_HASH: the slot differs from the image (a block went wrong): resend what
                 # differs once more. With a reason the board refused the image itself (session closed).
-                if e.status != -6 or e.detail or attempt:
+                if e.status != spec.ERRORS["E_HASH"][0] or e.detail or attempt:
                     raise
         link.request(CMD["BOOT"], bytes([slot]), extra_time=5.0 + size / 50e6)
         # COMMIT re-checks the trust decision: the board hashes the slot once more (docs/trust.md)
@@ -292,7 +293,6 @@ def check_image(data, name) -> None:
     (docs/image-format.md), so a damaged or cut file is one clear line, not a refusal after the whole
     transfer. The board checks all of this again, and more (structure, signature)."""
     from elk import image as im
-    from elk import spec
 
     head = bytes(data[:spec.IMAGE_HEADER_SIZE])
     h = im.unpack_header(head)
