@@ -68,3 +68,14 @@ def test_cheader_runtime_bindings_declare_every_function_of_their_headers():
         src = (runtime.FIRMWARE / "platform" / "posix" / header).read_text()
         in_header = set(re.findall(r"\b(elk_host\w*)\s*\(", src))
         assert in_header and in_header <= set(re.findall(r"\b(elk_\w+)\s*\(", text))
+
+
+def test_runtime_stop_reasons_follow_enum_elk_gen_stop_in_elk_h():
+    import re
+
+    from elk import runtime
+
+    src = (runtime.FIRMWARE / "include" / "elk" / "elk.h").read_text()
+    body = re.search(r"enum elk_gen_stop \{(.*?)\};", src, re.S).group(1)
+    enum = {int(v): k.lower() for k, v in re.findall(r"ELK_GEN_(\w+)\s*=\s*(\d+)", body)}
+    assert enum and enum == runtime.STOP_REASONS
