@@ -474,146 +474,54 @@ static void gemv_q8_0_512(int nb, const uint8_t *w, size_t row_bytes, int r0, in
                        NULL);
 }
 
-/* Prefill with the activation side prepared once: for a chunk of 16 tokens, each block pair's
- * activation bytes (x + 128 for Q8_0 weights), the Q4_0 seed -8 * sum(x) and the scale pattern are
- * built once (~300 KB of stack: host threads only) and reused by every 4-row tile of a 64-row
- * chunk, whose weights (~200 KB) stay in L2 across the token chunks. Per block pair and (row,
- * token) that leaves vpdpbusd, convert, scale, FMA: Q4_0 92 -> 99, Q8_0 95 -> 110 GMAC/s per core. */
-#define PREP_TOKENS 16
-#define PREP_ROWS 64
-#define PREP_R 4  /* tile: 4 rows x 16 tokens (measured: 4x16 99, 3x8 93, 4x8 89, 4x4 85 GMAC/s) */
-#define PREP_T 16
-#define PREP_MAX_PAIRS 96 /* rows up to 6144 columns; wider ones take the plain tiles */
+/* Prefill (16+ tokens) with the weights transposed per 16-row tile: lane r of a zmm holds 4
+ * consecutive weight bytes of row r as unsigned (Q4_0 nibbles as stored, Q8_0 + 128), so one
+ * vpdpbusd with 4 broadcast activation bytes advances 16 rows of one token, and a block's exact
+ * integer sum sits in one lane after 8 of them (seeded with -8 or -128 x the activations' block
+ * sum); convert and scale are then paid once per block for 16 rows instead of per block pair of
+ * each row. The image format is unchanged: the transposed tile (16 rows x all blocks, ~100 KB at
+ * 5632 columns) is rebuilt once per 64 tokens and stays in L2. Measured per core, TinyLlama pp64
+ * CPU per token: Q4_0 10.7 -> 6.2 ms, Q8_0 9.8 -> 7.0 ms (4 x 16 row-pair tiles before). Blocks
+ * are added in ref.c's order and rounding, so each result equals the reference dot bit for bit
+ * (an FMA here flipped a Q8_0 activation code in the 1e-5 llama.cpp golden test). */
+#define TG_ROWS 16
+#define TG_TOKENS 64  /* tokens per transposed tile */
+#define TG_T 16       /* token sub-tile: 16 accumulators + 8 weight registers */
+#define TG_MAX_BLOCKS 192 /* rows up to 6144 columns; wider ones take the row-pair tiles */
 
 typedef struct {
-    __m512i x;   /* activation bytes of blocks 2j, 2j+1 (Q8_0 weights: offset by 128) */
-    __m512i fix; /* Q4_0: -8 * sum(x) per int32 lane */
-    __m512 dx;   /* [d_2j x 8 | d_2j+1 x 8] */
-} prep_pair;
+    __m512i w[TG_MAX_BLOCKS][8]; /* [block][k/4] lane r: weight bytes k..k+3 of row r, unsigned */
+    __m512 d[TG_MAX_BLOCKS];     /* lane r: row r's block scale */
+    int32_t fix[TG_TOKENS][TG_MAX_BLOCKS]; /* -8 (Q4_0) or -128 (Q8_0) x sum of the block's x bytes */
+    float dx[TG_TOKENS][TG_MAX_BLOCKS];
+} tgemm_scratch;
 
-static void prep_tokens(int wtype, int np, const uint8_t *x, size_t x_stride, prep_pair *out)
+static void tgemm_transpose(int wtype, int R, int nb, const uint8_t *w, size_t row_bytes, tgemm_scratch *s)
 {
-    for (int t = 0; t < PREP_TOKENS; t++) {
-        const elk_block_q8_0 *xb = (const elk_block_q8_0 *)(x + (size_t)t * x_stride);
-        for (int j = 0; j < np; j++) {
-            prep_pair *q = out + t * np + j;
-            const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(load_q8_0(xb + 2 * j)),
-                                                    load_q8_0(xb + 2 * j + 1), 1);
-            if (wtype == ELK_TYPE_Q4_0) {
-                q->x = both;
-                q->fix = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                          _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), both));
-            } else {
-                q->x = _mm512_xor_si512(both, _mm512_set1_epi8((char)0x80));
-                q->fix = _mm512_setzero_si512();
-            }
-            q->dx = scale_pair(fp16(xb[2 * j].d), fp16(xb[2 * j + 1].d));
-        }
-    }
-}
-
-/* R rows x 16 prepared tokens over all np block pairs; bit for bit what gemm_tile512 computes. */
-ELK_INLINE void prep_tile(int wtype, int R, int T, int np, const uint8_t *w, size_t row_bytes, const prep_pair *pp,
-                          float *y, int rows)
-{
-    __m512 acc[PREP_R][PREP_TOKENS];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++)
-            acc[r][t] = _mm512_setzero_ps();
-    for (int j = 0; j < np; j++) {
-        __m512i wv[PREP_R], wfix[PREP_R];
-        __m512 dw[PREP_R];
-        for (int r = 0; r < R; r++) {
-            const uint8_t *row = w + r * row_bytes;
-            wv[r] = w_pair(wtype, row, 2 * j, 1);
-            dw[r] = scale_pair(w_scale(wtype, row, 2 * j), w_scale(wtype, row, 2 * j + 1));
-            if (wtype == ELK_TYPE_Q8_0)
-                wfix[r] = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                           _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), wv[r]));
-        }
-        for (int t = 0; t < T; t++) {
-            const prep_pair *q = pp + t * np + j;
-            for (int r = 0; r < R; r++) {
-                const __m512i p = wtype == ELK_TYPE_Q4_0 ? _mm512_dpbusd_epi32(q->fix, wv[r], q->x)
-                                                         : _mm512_dpbusd_epi32(wfix[r], q->x, wv[r]);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[r], q->dx), acc[r][t]);
-            }
-        }
-    }
-    for (int t = 0; t < T; t++)
-        for (int r = 0; r < R; r++)
-            y[t * rows + r] = _mm512_reduce_add_ps(acc[r][t]);
-}
-
-/* Tokens [0, n_tok rounded down to 16) of rows [r0, r1); returns how many tokens it did. */
-static int gemm_prep512(int wtype, int nb, const uint8_t *w, size_t row_bytes, int r0, int r1, const uint8_t *x,
-                        size_t x_stride, int n_tok, float *y, int rows)
-{
-    const int np = nb / 2, done = n_tok - n_tok % PREP_TOKENS;
-    if (nb % 2 || np > PREP_MAX_PAIRS || done == 0)
-        return 0;
-    prep_pair pp[PREP_TOKENS * PREP_MAX_PAIRS];
-    for (int rc = r0; rc < r1; rc += PREP_ROWS) {
-        const int rend = rc + PREP_ROWS < r1 ? rc + PREP_ROWS : r1;
-        for (int t = 0; t < done; t += PREP_TOKENS) {
-            prep_tokens(wtype, np, x + (size_t)t * x_stride, x_stride, pp);
-            float *yt = y + (size_t)t * rows;
-            int r = rc;
-            for (; r + PREP_R <= rend; r += PREP_R)
-                for (int t0 = 0; t0 < PREP_TOKENS; t0 += PREP_T)
-                    prep_tile(wtype, PREP_R, PREP_T, np, w + (size_t)r * row_bytes, row_bytes, pp + t0 * np,
-                              yt + (size_t)t0 * rows + r, rows);
-            for (; r < rend; r++)
-                for (int t0 = 0; t0 < PREP_TOKENS; t0 += PREP_T)
-                    prep_tile(wtype, 1, PREP_T, np, w + (size_t)r * row_bytes, row_bytes, pp + t0 * np,
-                              yt + (size_t)t0 * rows + r, rows);
-        }
-    }
-    return done;
-}
-
-/* Q4_0 prefill with the weights transposed per 16-row tile: lane r of a zmm holds 4 consecutive
- * unpacked nibbles of row r, so one vpdpbusd with 4 broadcast activation bytes advances 16 rows of
- * one token, and a block's exact integer sum sits in one lane after 8 of them; convert, scale and
- * FMA are then paid once per block for 16 rows (the row-pair tiles above pay them per 2 blocks of
- * one row). The transposed tile (16 rows x all blocks, ~100 KB for 5632 columns) is built once per
- * 64 tokens and stays in L2. Each row's result is the same whatever tile or lane it lands in.
- * Q8_0 works the same way (bytes + 128, seed -128 x sum(x): 9.8 -> 7.0 ms per prompt token) but
- * is not used: its different float order flipped a Q8_0 activation code on the 1e-5 llama.cpp
- * golden test (tests/test_independent_gguf.py, gqa_untied_f32.q8_0: 7e-3), so Q8_0 keeps the
- * row-pair tiles, whose order that test was measured with. */
-#define Q4T_ROWS 16
-#define Q4T_TOKENS 64  /* tokens per transposed tile */
-#define Q4T_T 16       /* token sub-tile: 16 accumulators + 8 weight registers */
-#define Q4T_MAX_BLOCKS 192 /* rows up to 6144 columns; wider ones take the row-pair tiles */
-
-typedef struct {
-    __m512i w[Q4T_MAX_BLOCKS][8]; /* [block][k/4] lane r: nibbles k..k+3 of row r (unsigned) */
-    __m512 d[Q4T_MAX_BLOCKS];     /* lane r: row r's block scale */
-    int32_t fix[Q4T_TOKENS][Q4T_MAX_BLOCKS]; /* -8 * sum of the block's activation bytes */
-    float dx[Q4T_TOKENS][Q4T_MAX_BLOCKS];
-} q4t_scratch;
-
-static void q4t_transpose(int R, int nb, const uint8_t *w, size_t row_bytes, q4t_scratch *s)
-{
-    if (R < Q4T_ROWS) {
+    if (R < TG_ROWS) {
         memset(s->w, 0, sizeof(__m512i) * 8 * (size_t)nb);
         memset(s->d, 0, sizeof(__m512) * (size_t)nb);
     }
     for (int r = 0; r < R; r++) {
-        const elk_block_q4_0 *b = (const elk_block_q4_0 *)(w + (size_t)r * row_bytes);
+        const uint8_t *row = w + (size_t)r * row_bytes;
         for (int i = 0; i < nb; i++) {
             int32_t u[8];
-            _mm256_storeu_si256((__m256i *)u, _mm256_add_epi8(unpack_q4_0(b + i), _mm256_set1_epi8(8)));
+            if (wtype == ELK_TYPE_Q4_0) {
+                _mm256_storeu_si256((__m256i *)u, _mm256_add_epi8(unpack_q4_0((const elk_block_q4_0 *)row + i),
+                                                                  _mm256_set1_epi8(8)));
+            } else {
+                _mm256_storeu_si256((__m256i *)u, _mm256_xor_si256(load_q8_0((const elk_block_q8_0 *)row + i),
+                                                                   _mm256_set1_epi8((char)0x80)));
+            }
             int32_t *lane = (int32_t *)s->w[i] + r;
             for (int g = 0; g < 8; g++)
                 lane[16 * g] = u[g];
-            ((float *)&s->d[i])[r] = fp16(b[i].d);
+            ((float *)&s->d[i])[r] = w_scale(wtype, row, i);
         }
     }
 }
 
-static void q4t_tokens(int T, int nb, const uint8_t *x, size_t x_stride, q4t_scratch *s)
+static void tgemm_tokens(int wtype, int T, int nb, const uint8_t *x, size_t x_stride, tgemm_scratch *s)
 {
     for (int t = 0; t < T; t++) {
         const elk_block_q8_0 *xb = (const elk_block_q8_0 *)(x + (size_t)t * x_stride);
@@ -621,17 +529,17 @@ static void q4t_tokens(int T, int nb, const uint8_t *x, size_t x_stride, q4t_scr
             int sum = 0;
             for (int k = 0; k < ELK_QK; k++)
                 sum += xb[i].qs[k];
-            s->fix[t][i] = -8 * sum;
+            s->fix[t][i] = (wtype == ELK_TYPE_Q4_0 ? -8 : -128) * sum;
             s->dx[t][i] = fp16(xb[i].d);
         }
     }
 }
 
 /* T (<= 16) tokens starting at t0 of the prepared chunk against the transposed R-row tile. */
-ELK_INLINE void q4t_tile(int T, int nb, const q4t_scratch *s, int t0, const uint8_t *x, size_t x_stride,
-                         float *y, int rows, __mmask16 mask)
+ELK_INLINE void tgemm_tile(int T, int nb, const tgemm_scratch *s, int t0, const uint8_t *x, size_t x_stride,
+                           float *y, int rows, __mmask16 mask)
 {
-    __m512 acc[Q4T_T];
+    __m512 acc[TG_T];
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
     for (int i = 0; i < nb; i++) {
@@ -647,7 +555,10 @@ ELK_INLINE void q4t_tile(int T, int nb, const q4t_scratch *s, int t0, const uint
                 memcpy(&xg, xq + g, 4);
                 p = _mm512_dpbusd_epi32(p, wv[g], _mm512_set1_epi32(xg));
             }
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, _mm512_set1_ps(s->dx[t0 + t][i])), acc[t]);
+            /* (float)isum * (dw * dx), rounded, then added: ref.c's dot order exactly, so each row
+             * equals the reference dot bit for bit (no FMA here on purpose) */
+            const __m512 prod = _mm512_mul_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, _mm512_set1_ps(s->dx[t0 + t][i])));
+            acc[t] = _mm512_add_ps(acc[t], prod);
         }
     }
     for (int t = 0; t < T; t++)
@@ -655,23 +566,24 @@ ELK_INLINE void q4t_tile(int T, int nb, const q4t_scratch *s, int t0, const uint
 }
 
 /* Tokens [0, n_tok rounded down to 16) of rows [r0, r1); returns how many tokens it did. */
-static __attribute__((noinline)) int gemm_q4t512(int nb, const uint8_t *w, size_t row_bytes, int r0, int r1, const uint8_t *x,
-                       size_t x_stride, int n_tok, float *y, int rows)
+static __attribute__((noinline)) int gemm_t512(int wtype, int nb, const uint8_t *w, size_t row_bytes, int r0,
+                                               int r1, const uint8_t *x, size_t x_stride, int n_tok, float *y,
+                                               int rows)
 {
-    const int done = n_tok - n_tok % Q4T_T;
-    if (nb > Q4T_MAX_BLOCKS || done == 0)
+    const int done = n_tok - n_tok % TG_T;
+    if (nb > TG_MAX_BLOCKS || done == 0)
         return 0;
-    q4t_scratch s; /* ~210 KB of stack, like gemm_prep512's: host threads only */
-    for (int tc = 0; tc < done; tc += Q4T_TOKENS) {
-        const int tn = done - tc < Q4T_TOKENS ? done - tc : Q4T_TOKENS;
+    tgemm_scratch s; /* ~210 KB of stack, like the row-pair tiles': host threads only */
+    for (int tc = 0; tc < done; tc += TG_TOKENS) {
+        const int tn = done - tc < TG_TOKENS ? done - tc : TG_TOKENS;
         const uint8_t *xc = x + (size_t)tc * x_stride;
-        q4t_tokens(tn, nb, xc, x_stride, &s);
-        for (int r = r0; r < r1; r += Q4T_ROWS) {
-            const int R = r1 - r < Q4T_ROWS ? r1 - r : Q4T_ROWS;
-            q4t_transpose(R, nb, w + (size_t)r * row_bytes, row_bytes, &s);
-            for (int t = 0; t < tn; t += Q4T_T)
-                q4t_tile(Q4T_T, nb, &s, t, xc + (size_t)t * x_stride, x_stride, y + (size_t)(tc + t) * rows + r, rows,
-                         (__mmask16)((1u << R) - 1u));
+        tgemm_tokens(wtype, tn, nb, xc, x_stride, &s);
+        for (int r = r0; r < r1; r += TG_ROWS) {
+            const int R = r1 - r < TG_ROWS ? r1 - r : TG_ROWS;
+            tgemm_transpose(wtype, R, nb, w + (size_t)r * row_bytes, row_bytes, &s);
+            for (int t = 0; t < tn; t += TG_T)
+                tgemm_tile(TG_T, nb, &s, t, xc + (size_t)t * x_stride, x_stride, y + (size_t)(tc + t) * rows + r,
+                           rows, (__mmask16)((1u << R) - 1u));
         }
     }
     return done;
@@ -732,9 +644,7 @@ ELK_INLINE void gemm_q_avx2(int wtype, int n, const void *w, size_t row_bytes, i
         return;
     }
 #if defined(ELK_GEMM_512)
-    const int prepared = wtype == ELK_TYPE_Q4_0
-                             ? gemm_q4t512(nb, wb, row_bytes, r0, r1, xb, x_stride, n_tok, y, rows)
-                             : gemm_prep512(wtype, nb, wb, row_bytes, r0, r1, xb, x_stride, n_tok, y, rows);
+    const int prepared = gemm_t512(wtype, nb, wb, row_bytes, r0, r1, xb, x_stride, n_tok, y, rows);
     xb += (size_t)prepared * x_stride;
     y += (size_t)prepared * rows;
     n_tok -= prepared;

@@ -1,0 +1,64 @@
+"""The transposed-tile prefill GEMM of the AVX-512 VNNI build (gemm_t512 in firmware/src/kernels/avx2.c),
+which carries every block of 16 tokens in batched prefill for Q4_0 and Q8_0 weights.
+
+Decision: it adds each block's exact integer sum as (float)isum * (d_w * d_x), rounded, then added, in
+block order — the reference dot's own order — so its results equal ref.c's dot bit for bit with real
+(non-unit) scales, for any row range and any row count (full 16-row tiles, partial tiles at a range
+end), and it never writes outside [r0, r1)."""
+
+import numpy as np
+import pytest
+
+from test_kernels_avx2_numerics import CDEF, Q4_0, Q8_0, Q4_BLOCK, Q8_BLOCK, random_q4, random_q8  # noqa: F401
+import os
+
+import cffi
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def k(host_build):
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    return ffi, ffi.dlopen(os.fspath(host_build / "libelk.so"))
+
+
+def native_has_avx512_vnni():
+    flags = open("/proc/cpuinfo").read()
+    return " avx512_vnni" in flags and " avx512bw" in flags
+
+
+def gemm(k, wtype, n, w, row_bytes, r0, r1, x, n_tok, rows):
+    ffi, lib = k
+    y = np.full(n_tok * rows, np.nan, dtype=np.float32)
+    ffi.addressof(lib, "elk_kernels_avx2").gemm[wtype](n, ffi.from_buffer(w), row_bytes, r0, r1, ffi.from_buffer(x),
+                                                       (n // 32) * 34, n_tok, ffi.from_buffer("float[]", y), rows)
+    return y.reshape(n_tok, rows)
+
+
+@pytest.mark.parametrize("wtype", [Q4_0, Q8_0])
+@pytest.mark.parametrize("n_tok, n, rows, r0, r1", [
+    (16, 256, 40, 0, 40),     # two full 16-row tiles and a partial one
+    (37, 96, 21, 3, 20),      # 32 tokens transposed + a 5-token tail; range not 16-aligned
+    (80, 2048, 18, 1, 18),    # more than one 64-token chunk; TinyLlama width
+])
+def test_transposed_gemm_equals_reference_dot_bit_for_bit(k, wtype, n_tok, n, rows, r0, r1):
+    if not native_has_avx512_vnni():
+        pytest.fail("this test machine is expected to have AVX-512 VNNI (the host board builds -march=native)")
+    ffi, _ = k
+    rng = np.random.default_rng(wtype * 1000 + n_tok + n)
+    blocks = n // 32
+    make = random_q8 if wtype == Q8_0 else random_q4
+    w = np.concatenate([make(rng, blocks) for _ in range(rows)])
+    x = np.concatenate([random_q8(rng, blocks) for _ in range(n_tok)])
+    y = gemm(k, wtype, n, w, w.itemsize * blocks, r0, r1, x, n_tok, rows)
+    ref = ffi.addressof(k[1], "elk_kernels_ref").dot[wtype]
+    for t in range(n_tok - n_tok % 16):  # the tokens the transposed tile carries
+        for r in range(rows):
+            if r0 <= r < r1:
+                want = ref(n, ffi.from_buffer(w[r * blocks:(r + 1) * blocks]), ffi.from_buffer(x[t * blocks:(t + 1) * blocks]))
+                assert y[t, r] == np.float32(want), (t, r, float(y[t, r]), want)
+            else:
+                assert np.isnan(y[t, r]), f"gemm wrote row {r} outside [{r0}, {r1})"
+    assert np.isfinite(y[:, r0:r1]).all()
