@@ -15,6 +15,7 @@ import hashlib
 import os
 import pathlib
 import random
+import re
 import struct
 import subprocess
 import sys
@@ -81,8 +82,10 @@ def make_files(d: pathlib.Path) -> dict:
     put("absurd-dim.elk", bytes(crcfixed))
     k1, p1 = trust.keygen(d / "owner")
     k2, p2 = trust.keygen(d / "other")
-    f["owner.key"], f["owner.pub"], f["other.pub"] = k1, p1, p2
+    f["owner.key"], f["owner.pub"], f["other.key"], f["other.pub"] = k1, p1, k2, p2
     put("signed.elk", trust.sign_bytes(data, trust.load_private_key(k1)))
+    put("signed-v3.elk", trust.sign_bytes(data, trust.load_private_key(k1), security_counter=3))  # the board runs it
+    put("foreign.elk", trust.sign_bytes(data, trust.load_private_key(k2), security_counter=3))
     signed = trust.sign_bytes(data, trust.load_private_key(k1))
     put("sig-zeroed.elk", signed[:-30] + b"\x00" * 30)
     put("trailer-magic.elk", signed[:len(data)] + b"\x00" * 4 + signed[len(data) + 4:])
@@ -183,6 +186,18 @@ def cases(f: dict, d: pathlib.Path) -> list:
              "{port2}", "--connect-baud", "0", "--quiet"], board=True),
         Case("serial", "flash an unsigned image to a provisioned board", ["flash", f["good"], "--port", "{port}",
              "--connect-baud", "0", "--quiet"], board=True, expect="not signed"),
+        Case("serial", "flash an image signed by another key to a provisioned board", ["flash", f["foreign.elk"],
+             "--port", "{port}", "--connect-baud", "0", "--quiet"], board=True, expect="signed by key"),
+        Case("serial", "flash an older owner-signed image (security counter 0, board runs 3)", ["flash",
+             f["signed.elk"], "--port", "{port}", "--connect-baud", "0", "--quiet"], board=True,
+             expect="downgrade refused"),
+        Case("serial", "re-provision an owned board without --old-key", ["provision", "--port", "{port}", "--key",
+             f["other.pub"], "--baud", "0"], board=True, expect="--old-key"),
+        Case("serial", "re-provision with --old-key that is not the board's owner", ["provision", "--port",
+             "{port}", "--key", f["other.pub"], "--old-key", f["other.key"], "--baud", "0"], board=True,
+             expect="owner key is"),
+        Case("CLI", "factory reset of a running board's flash file", ["provision", "--factory-reset",
+             d / "b1.bin", "--board", "host"], board=True, expect="in use"),
         Case("chat", "20 KB prompt (more than a frame)", ["chat", "--port", "{port}", "--baud", "0", "-p", big,
              "-n", "4"], board=True),
         Case("chat", "prompt with invalid UTF-8 and control bytes", ["chat", "--port", "{port}", "--baud", "0", "-p",
@@ -193,6 +208,7 @@ def cases(f: dict, d: pathlib.Path) -> list:
         Case("chat", "chat with no model flashed", ["chat", "--port", "{port2}", "--baud", "0", "-p", "hi"],
              board=True),
         Case("CLI", "unknown command", ["frobnicate"]),
+        Case("CLI", "keygen over an existing key", ["keygen", "-o", d / "owner"], expect="exists"),
         Case("CLI", "missing required option", ["sign", f["good"]]),
         Case("CLI", "security counter not a number", ["sign", f["good"], "--key", f["owner.key"],
              "--security-counter", "lots"]),
@@ -251,7 +267,7 @@ def run_all(d: pathlib.Path, only_board: bool | None = None) -> list:
         log = open(d / "fw.log", "w")
         with Emulator("host", baud=0, flash=d / "b1.bin", flash_mb=8, log=log) as emu, \
                 Emulator("host", baud=0, flash=d / "b2.bin", flash_mb=8, log=log) as empty:
-            assert flashing.flash([emu.port], f["signed.elk"], connect_baud=0, progress=False)[0].ok
+            assert flashing.flash([emu.port], f["signed-v3.elk"], connect_baud=0, progress=False)[0].ok
             with connect(emu.port, 0) as link:
                 provision.provision(link, trust.load_public_key(f["owner.pub"]))
             ports = {"port": emu.port, "port2": empty.port}
@@ -274,7 +290,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         results = run_all(pathlib.Path(tmp))
         if "--markdown" in argv:
-            print(markdown(results).replace(tmp, "TMP"))
+            print(re.sub(r"/dev/pts/\d+", "PORT", markdown(results).replace(tmp, "TMP")))
         else:
             for r in results:
                 print(f"{r.case.surface:10} {r.rc:3} {len(r.lines)}l {r.seconds:5.1f}s {r.case.tried}: {r.shown[:200]}")

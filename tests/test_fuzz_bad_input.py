@@ -46,5 +46,8 @@ def test_bad_input_fails_with_one_clear_line(outcomes):
 def test_refusals_name_the_reason(outcomes):
     by = {o.case.tried: o.shown for o in outcomes}
     assert "ELK_E_AUTH" in by["flash an unsigned image to a provisioned board"]
+    assert "ELK_E_AUTH" in by["flash an image signed by another key to a provisioned board"]
+    assert "ELK_E_ROLLBACK" in by["flash an older owner-signed image (security counter 0, board runs 3)"]
+    assert "running" in by["factory reset of a running board's flash file"]
     assert "take" in by["20 KB prompt (more than a frame)"] and "8208" in by["20 KB prompt (more than a frame)"]
     assert "no model" in by["chat with no model flashed"]
