@@ -28,10 +28,6 @@ TYPE_IDS = {name: tid for name, (tid, _, _) in spec.TENSOR_TYPES.items()}
 CONFIG_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len",
                  "rope_theta", "norm_eps", "head_dim")
 IMAGE_TYPES = ("F32", "F16", "Q4_0", "Q8_0")  # types an image may hold (BF16 is import-only)
-SECTION_VERSION = 1
-TENSOR_TABLE_HEAD = 16
-TOKENIZER_HEAD = 32
-MAX_SECTIONS = 16
 _FMT = {"u8": "B", "u16": "<H", "u32": "<I", "u64": "<Q", "f32": "<f"}
 
 
@@ -211,7 +207,7 @@ def write_image(path, model: Model, *, quant="f32", recipe=None, security_counte
     kinds = ["TENSOR_TABLE", "TENSOR_DATA", "TOKENIZER", "METADATA"] + (["NPU"] if npu else [])
     hs = spec.IMAGE_HEADER_SIZE
     pos = align_up(hs + len(kinds) * spec.SECTION_ENTRY_SIZE, alignment)
-    sections = {"TENSOR_TABLE": (pos, TENSOR_TABLE_HEAD + len(plan) * spec.TENSOR_ENTRY_SIZE)}
+    sections = {"TENSOR_TABLE": (pos, spec.TENSOR_TABLE_HEAD_SIZE + len(plan) * spec.TENSOR_ENTRY_SIZE)}
     pos = data_start = align_up(pos + sections["TENSOR_TABLE"][1], alignment)
     for p in plan:
         pos = align_up(pos, alignment)
@@ -228,7 +224,8 @@ def write_image(path, model: Model, *, quant="f32", recipe=None, security_counte
     path = pathlib.Path(path)
     table = struct.pack("<IIQ", len(plan), spec.TENSOR_ENTRY_SIZE, 0) + b"".join(
         tensor_entry(p[0], TYPE_IDS[p[5]], spec.TENSOR_ROLES[p[1]], p[2], p[3], p[4], p[8], p[7]) for p in plan)
-    sect_table = b"".join(struct.pack("<IIQQQ", spec.SECTION_KINDS[k], SECTION_VERSION, *sections[k], 0) for k in kinds)
+    sect_table = b"".join(struct.pack("<IIQQQ", spec.SECTION_KINDS[k], spec.SECTION_VERSION, *sections[k], 0)
+                          for k in kinds)
     reports, total, done = [], sum(p[7] for p in plan), 0
     tmp = path.with_name(path.name + ".part")
     try:
@@ -415,8 +412,8 @@ class _Reader:
             self.fail(f"payload [{h['payload_offset']}, +{h['payload_size']}) does not span header end to image_size")
         if h["section_table_offset"] != hs or h["section_entry_size"] != spec.SECTION_ENTRY_SIZE:
             self.fail("section table offset or entry size is not what v1 requires")
-        if not 1 <= h["section_count"] <= MAX_SECTIONS:
-            self.fail(f"section_count {h['section_count']} is outside 1..{MAX_SECTIONS}")
+        if not 1 <= h["section_count"] <= spec.MAX_SECTIONS:
+            self.fail(f"section_count {h['section_count']} is outside 1..{spec.MAX_SECTIONS}")
         if h["arch"] != spec.ARCH_LLAMA:
             self.fail(f"unknown arch {h['arch']}")
         if h["model_flags"] & ~spec.MODEL_FLAG_TIED_OUTPUT:
@@ -451,7 +448,7 @@ class _Reader:
                 self.fail(f"section {i}: unknown kind {kind}")
             if name in sections:
                 self.fail(f"section {name} appears twice")
-            if ver != SECTION_VERSION:
+            if ver != spec.SECTION_VERSION:
                 self.fail(f"section {name}: unsupported version {ver}")
             if off % a:
                 self.fail(f"section {name}: offset {off} is not a multiple of the alignment {a}")
@@ -471,16 +468,17 @@ class _Reader:
     def check_tensors(self, h, cfg, sections) -> dict:
         _, toff, tsize = sections["TENSOR_TABLE"]
         _, doff, dsize = sections["TENSOR_DATA"]
-        if tsize < TENSOR_TABLE_HEAD:
-            self.fail(f"TENSOR_TABLE is {tsize} bytes, shorter than its {TENSOR_TABLE_HEAD}-byte head")
+        if tsize < spec.TENSOR_TABLE_HEAD_SIZE:
+            self.fail(f"TENSOR_TABLE is {tsize} bytes, shorter than its {spec.TENSOR_TABLE_HEAD_SIZE}-byte head")
         count, esize, _ = struct.unpack_from("<IIQ", self.buf, toff)
         if esize != spec.TENSOR_ENTRY_SIZE:
             self.fail(f"TENSOR_TABLE entry size {esize} (expected {spec.TENSOR_ENTRY_SIZE})")
-        if TENSOR_TABLE_HEAD + count * esize > tsize:
+        if spec.TENSOR_TABLE_HEAD_SIZE + count * esize > tsize:
             self.fail(f"TENSOR_TABLE: {count} entries do not fit in {tsize} bytes (truncated tensor table)")
         tensors, keys, spans = {}, set(), []
         for i in range(count):
-            tensors_entry = self.tensor_entry(toff + TENSOR_TABLE_HEAD + i * esize, i, cfg, h["alignment"], doff, dsize)
+            tensors_entry = self.tensor_entry(toff + spec.TENSOR_TABLE_HEAD_SIZE + i * esize, i, cfg, h["alignment"],
+                                              doff, dsize)
             t = tensors_entry
             if t.name in tensors or (t.role, t.layer) in keys:
                 self.fail(f"tensor '{t.name}' appears twice")
@@ -535,17 +533,17 @@ class _Reader:
         return TensorInfo(name, TYPES[tid][0], tid, role, layer, rows, cols, off, size, data)
 
     def check_tokenizer(self, tok: bytes, cfg) -> None:
-        if len(tok) < TOKENIZER_HEAD:
-            self.fail(f"TOKENIZER is {len(tok)} bytes, shorter than its {TOKENIZER_HEAD}-byte head")
+        if len(tok) < spec.TOKENIZER_HEAD_SIZE:
+            self.fail(f"TOKENIZER is {len(tok)} bytes, shorter than its {spec.TOKENIZER_HEAD_SIZE}-byte head")
         n, kind = struct.unpack_from("<II", tok)
         if kind != spec.TOKENIZER_KIND_SPM_BPE:
             self.fail(f"TOKENIZER: unknown kind {kind}")
         if n != cfg.vocab_size:
             self.fail(f"TOKENIZER has {n} tokens, header vocab_size is {cfg.vocab_size}")
-        blob = TOKENIZER_HEAD + n * spec.TOKEN_ENTRY_SIZE
+        blob = spec.TOKENIZER_HEAD_SIZE + n * spec.TOKEN_ENTRY_SIZE
         if blob > len(tok):
             self.fail(f"TOKENIZER: {n} entries do not fit in {len(tok)} bytes")
-        ent = np.frombuffer(tok, dtype="<u4", count=n * 4, offset=TOKENIZER_HEAD).reshape(n, 4)
+        ent = np.frombuffer(tok, dtype="<u4", count=n * 4, offset=spec.TOKENIZER_HEAD_SIZE).reshape(n, 4)
         ends = ent[:, 0].astype(np.uint64) + ent[:, 1].astype(np.uint64)
         bad = np.nonzero(ends > len(tok) - blob)[0]
         if bad.size:

@@ -18,6 +18,10 @@ TENSOR_NAME_MAX = 48  # including the NUL terminator
 TOKEN_ENTRY_SIZE = 16
 MODEL_NAME_MAX = 64
 TRAILER_MAGIC = 0x544B4C45  # bytes "ELKT": optional trailer (signatures) after the payload
+MAX_SECTIONS = 16  # section_count is 1 .. MAX_SECTIONS
+SECTION_VERSION = 1  # version field of every section entry in image v1
+TENSOR_TABLE_HEAD_SIZE = 16  # bytes: u32 count, u32 entry_size, u64 reserved
+TOKENIZER_HEAD_SIZE = 32  # bytes before the TOKENIZER section's token entries
 
 # Header field offsets (little-endian). Every field is listed; gaps are reserved (zero).
 HEADER_FIELDS = [
@@ -222,6 +226,10 @@ def _c_header() -> str:
     define("ELK_TOKEN_ENTRY_SIZE", TOKEN_ENTRY_SIZE)
     define("ELK_MODEL_NAME_MAX", MODEL_NAME_MAX)
     define("ELK_TRAILER_MAGIC", f"0x{TRAILER_MAGIC:08X}u", '"ELKT" little-endian')
+    define("ELK_MAX_SECTIONS", f"{MAX_SECTIONS}u")
+    define("ELK_SECTION_VERSION", f"{SECTION_VERSION}u")
+    define("ELK_TENSOR_TABLE_HEAD_SIZE", f"{TENSOR_TABLE_HEAD_SIZE}u")
+    define("ELK_TOKENIZER_HEAD_SIZE", f"{TOKENIZER_HEAD_SIZE}u")
     define("ELK_QK", QK, "elements per quantization block")
     out.append("")
     out.append("/* header field offsets */")

@@ -13,6 +13,10 @@
 #define ELK_TOKEN_ENTRY_SIZE 16
 #define ELK_MODEL_NAME_MAX 64
 #define ELK_TRAILER_MAGIC 0x544B4C45u                    /* "ELKT" little-endian */
+#define ELK_MAX_SECTIONS 16u
+#define ELK_SECTION_VERSION 1u
+#define ELK_TENSOR_TABLE_HEAD_SIZE 16u
+#define ELK_TOKENIZER_HEAD_SIZE 32u
 #define ELK_QK 32                                        /* elements per quantization block */
 
 /* header field offsets */

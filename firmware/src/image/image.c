@@ -18,10 +18,7 @@
 #define MAX_HEAD_DIM 4096u
 #define MAX_VOCAB (1u << 22)
 #define MAX_SEQ (1u << 22)
-#define MAX_SECTIONS 16u
 #define MAX_ALIGN (1u << 24)
-#define TENSOR_TABLE_HEAD 16u
-#define TOKENIZER_HEAD 32u
 
 static const char *const section_names[] = { "?", "TENSOR_TABLE", "TENSOR_DATA", "TOKENIZER",
                                              "METADATA", "NPU" };
@@ -111,8 +108,8 @@ static int check_sections(elk_image *img, const uint8_t *p, uint64_t hs)
     if (off != hs)
         return fail(img, ELK_E_FORMAT, "section table: offset %llu, expected header_size %llu",
                     (unsigned long long)off, (unsigned long long)hs);
-    if (count < 1 || count > MAX_SECTIONS)
-        return fail(img, ELK_E_FORMAT, "section table: count %u (need 1..%u)", count, MAX_SECTIONS);
+    if (count < 1 || count > ELK_MAX_SECTIONS)
+        return fail(img, ELK_E_FORMAT, "section table: count %u (need 1..%u)", count, ELK_MAX_SECTIONS);
     if (esize != ELK_SECTION_ENTRY_SIZE)
         return fail(img, ELK_E_FORMAT, "section table: entry size %u, expected %u", esize,
                     ELK_SECTION_ENTRY_SIZE);
@@ -120,7 +117,7 @@ static int check_sections(elk_image *img, const uint8_t *p, uint64_t hs)
     if (table_end > img->size)
         return fail(img, ELK_E_BOUNDS, "section table: %u entries end at %llu, image_size %llu",
                     count, (unsigned long long)table_end, (unsigned long long)img->size);
-    uint64_t lo[MAX_SECTIONS], hi[MAX_SECTIONS];
+    uint64_t lo[ELK_MAX_SECTIONS], hi[ELK_MAX_SECTIONS];
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *e = p + off + (uint64_t)i * esize;
         uint32_t kind = elk_le32(e), version = elk_le32(e + 4);
@@ -128,7 +125,7 @@ static int check_sections(elk_image *img, const uint8_t *p, uint64_t hs)
         if (kind < ELK_SECTION_TENSOR_TABLE || kind > ELK_SECTION_NPU)
             return fail(img, ELK_E_FORMAT, "section %u: unknown kind %u", i, kind);
         const char *kn = section_names[kind];
-        if (version != 1)
+        if (version != ELK_SECTION_VERSION)
             return fail(img, ELK_E_VERSION, "section %u (%s): version %u, expected 1", i, kn, version);
         if (img->section[kind].data)
             return fail(img, ELK_E_FORMAT, "section %u (%s): kind appears twice", i, kn);
@@ -215,7 +212,7 @@ static int check_config(elk_image *img, const uint8_t *p)
 /* Decode entry i of the (already bounds-checked) tensor table. */
 static void read_tensor(const elk_image *img, uint32_t i, elk_tensor *t, uint64_t *offset)
 {
-    const uint8_t *e = img->section[ELK_SECTION_TENSOR_TABLE].data + TENSOR_TABLE_HEAD +
+    const uint8_t *e = img->section[ELK_SECTION_TENSOR_TABLE].data + ELK_TENSOR_TABLE_HEAD_SIZE +
                        (uint64_t)i * ELK_TENSOR_ENTRY_SIZE;
     t->name = (const char *)e;
     t->type = elk_le32(e + 48);
@@ -272,7 +269,7 @@ static int check_tensor(elk_image *img, uint32_t i)
 /* [lo, hi) of tensor j; only after check_tensor passed for it (inside TENSOR_DATA: no overflow). */
 static void tensor_span(const elk_image *img, uint32_t j, uint64_t *lo, uint64_t *hi)
 {
-    const uint8_t *e = img->section[ELK_SECTION_TENSOR_TABLE].data + TENSOR_TABLE_HEAD +
+    const uint8_t *e = img->section[ELK_SECTION_TENSOR_TABLE].data + ELK_TENSOR_TABLE_HEAD_SIZE +
                        (uint64_t)j * ELK_TENSOR_ENTRY_SIZE;
     *lo = elk_le64(e + 64);
     *hi = *lo + elk_le64(e + 72);
@@ -309,9 +306,9 @@ static int check_tensor_table(elk_image *img)
 {
     const uint8_t *s = img->section[ELK_SECTION_TENSOR_TABLE].data;
     uint64_t size = img->section[ELK_SECTION_TENSOR_TABLE].size, need;
-    if (size < TENSOR_TABLE_HEAD)
+    if (size < ELK_TENSOR_TABLE_HEAD_SIZE)
         return fail(img, ELK_E_BOUNDS, "section TENSOR_TABLE: %llu bytes, head needs %u",
-                    (unsigned long long)size, TENSOR_TABLE_HEAD);
+                    (unsigned long long)size, ELK_TENSOR_TABLE_HEAD_SIZE);
     uint32_t count = elk_le32(s), esize = elk_le32(s + 4);
     if (esize != ELK_TENSOR_ENTRY_SIZE)
         return fail(img, ELK_E_FORMAT, "tensor table: entry size %u, expected %u", esize,
@@ -322,7 +319,7 @@ static int check_tensor_table(elk_image *img)
     if (count > most)
         return fail(img, ELK_E_FORMAT, "tensor table: %u entries, a %u-layer model has at most %u",
                     count, img->config.n_layers, most);
-    need = TENSOR_TABLE_HEAD + (uint64_t)count * esize; /* < 2^40: no overflow */
+    need = ELK_TENSOR_TABLE_HEAD_SIZE + (uint64_t)count * esize; /* < 2^40: no overflow */
     if (need > size)
         return fail(img, ELK_E_BOUNDS, "tensor table: %u entries need %llu bytes, section has %llu",
                     count, (unsigned long long)need, (unsigned long long)size);
@@ -410,9 +407,9 @@ static int check_tokenizer(elk_image *img)
 {
     const uint8_t *s = img->section[ELK_SECTION_TOKENIZER].data;
     uint64_t size = img->section[ELK_SECTION_TOKENIZER].size;
-    if (size < TOKENIZER_HEAD)
+    if (size < ELK_TOKENIZER_HEAD_SIZE)
         return fail(img, ELK_E_BOUNDS, "tokenizer: section is %llu bytes, head needs %u",
-                    (unsigned long long)size, TOKENIZER_HEAD);
+                    (unsigned long long)size, ELK_TOKENIZER_HEAD_SIZE);
     uint32_t n = elk_le32(s), kind = elk_le32(s + 4);
     if (kind != ELK_TOKENIZER_KIND_SPM_BPE)
         return fail(img, ELK_E_UNSUPPORTED, "tokenizer: kind %u (only 1 = SentencePiece BPE)", kind);
@@ -425,12 +422,12 @@ static int check_tokenizer(elk_image *img)
             return fail(img, ELK_E_FORMAT, "tokenizer: %s id %d outside [-1, %u)",
                         k == 0 ? "bos" : k == 1 ? "eos" : "unk", (int)id, n);
     }
-    uint64_t blob = TOKENIZER_HEAD + (uint64_t)n * ELK_TOKEN_ENTRY_SIZE; /* n <= 2^22 */
+    uint64_t blob = ELK_TOKENIZER_HEAD_SIZE + (uint64_t)n * ELK_TOKEN_ENTRY_SIZE; /* n <= 2^22 */
     if (blob > size)
         return fail(img, ELK_E_BOUNDS, "tokenizer: %u entries need %llu bytes, section has %llu", n,
                     (unsigned long long)blob, (unsigned long long)size);
     for (uint32_t i = 0; i < n; i++) {
-        const uint8_t *e = s + TOKENIZER_HEAD + (uint64_t)i * ELK_TOKEN_ENTRY_SIZE;
+        const uint8_t *e = s + ELK_TOKENIZER_HEAD_SIZE + (uint64_t)i * ELK_TOKEN_ENTRY_SIZE;
         uint32_t off = elk_le32(e), len = elk_le32(e + 4);
         if (!elk_range_inside(off, len, 0, size - blob))
             return fail(img, ELK_E_BOUNDS, "tokenizer: token %u string at %u + %u outside the %llu-byte blob",
