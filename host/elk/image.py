@@ -170,6 +170,50 @@ def _tokenizer_bytes(model: Model, tokenizer) -> bytes:
     return tok.encode_section(padded_vocab(vocab, model.config.vocab_size))
 
 
+def _metadata(model: Model, name, recipe_text: str, extra) -> dict:
+    """METADATA keys: name, source, recipe, the chat template when known, then the model's and the
+    caller's own keys (later ones win)."""
+    meta = {"general.name": name or model.name or "model", "general.source": model.source,
+            "quant.recipe": recipe_text}
+    chat = model.chat_template or detect_chat_template(getattr(model.vocab, "chat_template", None))
+    if chat:
+        meta["chat.template"] = chat
+    meta.update(model.metadata or {})
+    meta.update(extra or {})
+    return meta
+
+
+def _tensor_plan(model: Model, rec, q) -> list:
+    """Per tensor in image order: [name, role, layer, rows, cols, type, recipe note, bytes]; every
+    size is known from shapes and chosen types before any tensor is quantized."""
+    plan = []
+    for role, layer in model.config.tensor_keys():
+        tname = tensor_name(role, layer)
+        rows, cols = model.tensors[(role, layer)].shape
+        ttype, note = rec.choose(tname, role, cols)
+        plan.append([tname, role, layer, rows, cols, ttype, note, rows * q.row_bytes(ttype, cols)])
+    return plan
+
+
+def _layout(plan: list, kinds: list, blobs: dict, alignment: int) -> tuple:
+    """({kind: (offset, size)}, image_size): the section table after the header, then each section
+    aligned; appends each tensor's data offset to its plan row."""
+    pos = align_up(spec.IMAGE_HEADER_SIZE + len(kinds) * spec.SECTION_ENTRY_SIZE, alignment)
+    sections = {"TENSOR_TABLE": (pos, spec.TENSOR_TABLE_HEAD_SIZE + len(plan) * spec.TENSOR_ENTRY_SIZE)}
+    pos = data_start = align_up(pos + sections["TENSOR_TABLE"][1], alignment)
+    for p in plan:
+        pos = align_up(pos, alignment)
+        p.append(pos)
+        pos += p[7]
+    sections["TENSOR_DATA"] = (data_start, pos - data_start)
+    for kind in ("TOKENIZER", "METADATA", "NPU"):
+        if kind in kinds:
+            pos = align_up(pos, alignment)
+            sections[kind] = (pos, len(blobs[kind]))
+            pos += len(blobs[kind])
+    return sections, pos
+
+
 def write_image(path, model: Model, *, quant="f32", recipe=None, security_counter: int = 0, name=None,
                 tokenizer: bytes = None, npu: bytes = None, metadata: dict = None,
                 alignment: int = spec.IMAGE_ALIGN, progress=None) -> PackResult:
@@ -188,38 +232,12 @@ def write_image(path, model: Model, *, quant="f32", recipe=None, security_counte
     tok = _tokenizer_bytes(model, tokenizer)
     if len(tok) >= 4 and struct.unpack_from("<I", tok)[0] != cfg.vocab_size:
         raise FormatError(f"tokenizer has {struct.unpack_from('<I', tok)[0]} tokens, model vocab_size is {cfg.vocab_size}")
-    meta = {"general.name": name or model.name or "model", "general.source": model.source,
-            "quant.recipe": rec.text()}
-    chat = model.chat_template or detect_chat_template(getattr(model.vocab, "chat_template", None))
-    if chat:
-        meta["chat.template"] = chat
-    meta.update(model.metadata or {})
-    meta.update(metadata or {})
+    meta = _metadata(model, name, rec.text(), metadata)
     meta_bytes = encode_metadata(meta)
-
-    # Layout: every size is known from shapes and chosen types before any tensor is quantized.
-    plan = []
-    for role, layer in cfg.tensor_keys():
-        tname = tensor_name(role, layer)
-        rows, cols = model.tensors[(role, layer)].shape
-        ttype, note = rec.choose(tname, role, cols)
-        plan.append([tname, role, layer, rows, cols, ttype, note, rows * q.row_bytes(ttype, cols)])
+    plan = _tensor_plan(model, rec, q)
     kinds = ["TENSOR_TABLE", "TENSOR_DATA", "TOKENIZER", "METADATA"] + (["NPU"] if npu else [])
     hs = spec.IMAGE_HEADER_SIZE
-    pos = align_up(hs + len(kinds) * spec.SECTION_ENTRY_SIZE, alignment)
-    sections = {"TENSOR_TABLE": (pos, spec.TENSOR_TABLE_HEAD_SIZE + len(plan) * spec.TENSOR_ENTRY_SIZE)}
-    pos = data_start = align_up(pos + sections["TENSOR_TABLE"][1], alignment)
-    for p in plan:
-        pos = align_up(pos, alignment)
-        p.append(pos)
-        pos += p[7]
-    sections["TENSOR_DATA"] = (data_start, pos - data_start)
-    for kind, blob in (("TOKENIZER", tok), ("METADATA", meta_bytes), ("NPU", npu)):
-        if kind in kinds:
-            pos = align_up(pos, alignment)
-            sections[kind] = (pos, len(blob))
-            pos += len(blob)
-    image_size = pos
+    sections, image_size = _layout(plan, kinds, {"TOKENIZER": tok, "METADATA": meta_bytes, "NPU": npu}, alignment)
 
     path = pathlib.Path(path)
     table = struct.pack("<IIQ", len(plan), spec.TENSOR_ENTRY_SIZE, 0) + b"".join(
@@ -289,7 +307,7 @@ def _native_finite(raw: np.ndarray, ttype: str) -> bool:
     elif ttype == "F16":
         vals = raw.view("<f2")
     else:
-        block = {"Q8_0": 34, "Q4_0": 18}[ttype]
+        block = spec.TENSOR_TYPES[ttype][2]  # bytes per block; the fp16 scale is its first 2
         vals = np.ascontiguousarray(raw.reshape(-1, block)[:, :2]).view("<f2")
     return bool(np.isfinite(vals).all())
 
