@@ -168,53 +168,68 @@ def test_a_typed_line_longer_than_one_frame_is_refused_and_the_session_goes_on(b
     assert GREEDY[:30] in after  # the session went on and the next prompt got its reply
 
 
+class TerminalChat:
+    """`elk chat <args>` with a pseudo-terminal as its controlling tty (as a user types into it): the
+    kernel's line discipline, echo and Ctrl-C are real. until() reads its output up to a marker."""
+
+    def __init__(self, *args):
+        import pty
+
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: exec elk chat with the pty as its terminal
+            os.chdir(ROOT)
+            os.execv(sys.executable, [sys.executable, "-m", "elk", "chat", *args])
+        self.seen = b""
+
+    def until(self, marker, timeout=30):
+        import select
+        import time
+
+        end = time.monotonic() + timeout
+        while marker not in self.seen and time.monotonic() < end:
+            if select.select([self.fd], [], [], 0.1)[0]:
+                try:
+                    self.seen += os.read(self.fd, 65536)
+                except OSError:
+                    break
+        assert marker in self.seen, self.seen[-800:]
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def exit_code(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(self.fd)
+
+
 def test_a_line_typed_past_the_terminal_limit_is_refused_not_sent_cut(board):
     """In a real terminal (pty as elk chat's controlling tty) the kernel keeps 4095 bytes of a typed line
     and drops the rest: such a line is one refusal line, not a silently cut prompt, and the chat goes on."""
-    import pty
-    import select
-    import time
-
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(ROOT)
-        os.execv(sys.executable, [sys.executable, "-m", "elk", "chat", "--port", board.port, "--baud", "0",
-                                  "--temperature", "0", "-n", "20", "--raw"])
-    seen = b""
-
-    def until(marker, timeout=30):
-        nonlocal seen
-        end = time.monotonic() + timeout
-        while marker not in seen and time.monotonic() < end:
-            if select.select([fd], [], [], 0.1)[0]:
-                try:
-                    seen += os.read(fd, 65536)
-                except OSError:
-                    break
-        assert marker in seen, seen[-800:]
-
-    try:
-        until(b"/help for commands\r\n> ")
+    with TerminalChat("--port", board.port, "--baud", "0", "--temperature", "0", "-n", "20", "--raw") as t:
+        t.until(b"/help for commands\r\n> ")
         line = b"word " * 1800
         for i in range(0, len(line), 512):  # typed, not one write: the terminal echoes as it goes
-            os.write(fd, line[i:i + 512])
-            until(line[i:i + 512][-20:], 10)
-        os.write(fd, b"\r")
-        until(b"so its end was cut: not sent")
-        tail = seen[seen.index(b"so its end was cut"):]
-        os.write(fd, b"Once upon a time\r")
-        until(b"Lily")
-        os.write(fd, b"/quit\r")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert b"prompt is" not in tail and b"Traceback" not in seen  # nothing reached the board
-    finally:
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        os.close(fd)
+            t.write(line[i:i + 512])
+            t.until(line[i:i + 512][-20:], 10)
+        t.write(b"\r")
+        t.until(b"so its end was cut: not sent")
+        tail = t.seen[t.seen.index(b"so its end was cut"):]
+        t.write(b"Once upon a time\r")
+        t.until(b"Lily")
+        t.write(b"/quit\r")
+        assert t.exit_code() == 0
+        assert b"prompt is" not in tail and b"Traceback" not in t.seen  # nothing reached the board
 
 
 def test_reset_reboots_the_active_slot_and_forgets_conversation_and_flash_session(board):
@@ -258,47 +273,17 @@ def test_board_vanishing_mid_reply_is_one_line(host_build, image, tmp_path):
 def test_ctrl_c_typed_in_a_terminal_stops_the_reply_not_the_console(slow_board):
     """`elk chat` in a real terminal (pty as its controlling tty): typing Ctrl-C (0x03, turned into SIGINT
     by the terminal) mid-reply prints ' ^C' and a new prompt; /stats says aborted; /quit exits 0."""
-    import pty
-    import select
-    import time
-
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: exec elk chat with the pty as its terminal
-        os.chdir(ROOT)
-        os.execv(sys.executable, [sys.executable, "-m", "elk", "chat", "--port", slow_board.port, "--baud",
-                                  "19200", "--temperature", "0", "-n", "500"])
-    seen = b""
-
-    def until(marker, timeout=30):
-        nonlocal seen
-        end = time.monotonic() + timeout
-        while marker not in seen and time.monotonic() < end:
-            if select.select([fd], [], [], 0.1)[0]:
-                try:
-                    seen += os.read(fd, 65536)
-                except OSError:
-                    break
-        assert marker in seen, seen[-800:]
-
-    try:
-        until(b"/help for commands\r\n> ")
-        os.write(fd, b"Once upon a time\r")
-        until(b"Lily")  # the reply is streaming
-        os.write(fd, b"\x03")
-        until(b" ^C\r\n> ")
-        os.write(fd, b"/stats\r")
-        until(b"stopped: aborted")
-        os.write(fd, b"/quit\r")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert b"Traceback" not in seen
-    finally:
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        os.close(fd)
+    with TerminalChat("--port", slow_board.port, "--baud", "19200", "--temperature", "0", "-n", "500") as t:
+        t.until(b"/help for commands\r\n> ")
+        t.write(b"Once upon a time\r")
+        t.until(b"Lily")  # the reply is streaming
+        t.write(b"\x03")
+        t.until(b" ^C\r\n> ")
+        t.write(b"/stats\r")
+        t.until(b"stopped: aborted")
+        t.write(b"/quit\r")
+        assert t.exit_code() == 0
+        assert b"Traceback" not in t.seen
 
 
 @pytest.mark.parametrize("args,message", [
