@@ -172,6 +172,12 @@ NPU_ENTRY_SIZE = 80  # bytes per exported linear layer
 NPU_DEFAULT_CHUNK = 32  # prefill tokens per NPU call when the board file names none
 NPU_FLAG_SHADOW_OUTLIERS = 1 << 0  # outlier channels recorded: the CPU computes them in float
 NPU_ROLES = ("WQ", "WK", "WV", "WO", "W1", "W2", "W3")  # exported roles, in entry order per block
+NPU_ENTRY_STATES = {  # the runner's state per entry (elk_npu_runner.state[], elk_host_npu_entry_state)
+    "NONE": 0,      # not exported
+    "NPU": 1,       # offloaded
+    "DECLINED": 2,  # the backend declined it, or its shape is not the model's: the CPU runs it
+    "FAILED": 3,    # a chunk failed on the backend: the CPU runs it from then on
+}
 
 # ---------------------------------------------------------------------------------------------
 # Error codes: C returns 0 or one of these (negative); Python maps each to an ElkError subclass.
@@ -286,6 +292,8 @@ def _c_header() -> str:
     define("ELK_NPU_ENTRY_SIZE", NPU_ENTRY_SIZE)
     define("ELK_NPU_DEFAULT_CHUNK", NPU_DEFAULT_CHUNK)
     define("ELK_NPU_FLAG_SHADOW_OUTLIERS", "(1u << 0)")
+    for name, value in NPU_ENTRY_STATES.items():
+        define(f"ELK_NPU_STATE_{name}", value)
     out.append("")
     out.append("enum elk_status {")
     for name, (code, msg) in ERRORS.items():

@@ -132,6 +132,10 @@ enum elk_role {
 #define ELK_NPU_ENTRY_SIZE 80
 #define ELK_NPU_DEFAULT_CHUNK 32
 #define ELK_NPU_FLAG_SHADOW_OUTLIERS (1u << 0)
+#define ELK_NPU_STATE_NONE 0
+#define ELK_NPU_STATE_NPU 1
+#define ELK_NPU_STATE_DECLINED 2
+#define ELK_NPU_STATE_FAILED 3
 
 enum elk_status {
     ELK_OK = 0, /* ok */

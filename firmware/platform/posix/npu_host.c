@@ -110,7 +110,7 @@ int elk_host_npu_run_chunk(elk_host_npu *h, uint32_t entry, const int8_t *x, int
     elk_npu_layer L;
     if (!h->runner_ok || elk_npu_section_layer(&h->runner.sec, entry, &L) != ELK_OK)
         return ELK_E_RANGE;
-    if (h->runner.state[entry] != 1)
+    if (h->runner.state[entry] != ELK_NPU_STATE_NPU)
         return ELK_E_UNSUPPORTED;
     return h->runner.backend->run_linear_chunk(h->ctx, &L, x, y);
 }

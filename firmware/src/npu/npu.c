@@ -41,8 +41,6 @@ const elk_npu_backend *elk_npu_find(const char *name)
 /* ---------------------------------------------------------------------------------------------
  * Runner */
 
-enum { ST_NONE = 0, ST_NPU = 1, ST_DECLINED = 2, ST_FAILED = 3 };
-
 static const char *role_name(int role)
 {
     switch (role) {
@@ -129,7 +127,7 @@ int elk_npu_runner_init(elk_npu_runner *r, const void *section, uint64_t size,
     for (uint32_t i = 0; i < r->sec.n_entries; i++) {
         elk_npu_section_layer(&r->sec, i, &L);
         int ok = backend->accepts ? backend->accepts(ctx, ELK_NPU_OP_FC_INT8, &L) : 1;
-        r->state[i] = ok ? ST_NPU : ST_DECLINED;
+        r->state[i] = ok ? ELK_NPU_STATE_NPU : ELK_NPU_STATE_DECLINED;
         if (!ok)
             say(r, "declines", &L, ELK_E_UNSUPPORTED);
     }
@@ -209,14 +207,14 @@ int elk_npu_linear(elk_npu_runner *r, int role, int layer, uint32_t rows, uint32
         return ELK_E_UNSUPPORTED;
     }
     int id = find_entry(r, role, layer);
-    if (id < 0 || r->state[id] != ST_NPU) {
+    if (id < 0 || r->state[id] != ELK_NPU_STATE_NPU) {
         r->stats.cpu_fallbacks++;
         return ELK_E_UNSUPPORTED;
     }
     elk_npu_layer L;
     elk_npu_section_layer(&r->sec, (uint32_t)id, &L);
     if (L.rows != rows || L.cols != cols) { /* a section made for another model */
-        r->state[id] = ST_DECLINED;
+        r->state[id] = ELK_NPU_STATE_DECLINED;
         r->stats.cpu_fallbacks++;
         say(r, "has another shape for", &L, ELK_E_RANGE);
         return ELK_E_UNSUPPORTED;
@@ -226,7 +224,7 @@ int elk_npu_linear(elk_npu_runner *r, int role, int layer, uint32_t rows, uint32
         load_chunk(r, &L, x, t0, nt);
         int rc = r->backend->run_linear_chunk(r->ctx, &L, r->xq, r->yq);
         if (rc != ELK_OK) {
-            r->state[id] = ST_FAILED;
+            r->state[id] = ELK_NPU_STATE_FAILED;
             r->stats.cpu_fallbacks++;
             say(r, "failed on", &L, rc);
             return ELK_E_UNSUPPORTED;

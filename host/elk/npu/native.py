@@ -16,7 +16,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 BACKENDS = ("sim", "litert")
-STATES = {0: "not exported", 1: "npu", 2: "declined", 3: "failed"}
+STATES = {spec.NPU_ENTRY_STATES["NONE"]: "not exported", spec.NPU_ENTRY_STATES["NPU"]: "npu",
+          spec.NPU_ENTRY_STATES["DECLINED"]: "declined", spec.NPU_ENTRY_STATES["FAILED"]: "failed"}
 
 _ffi = None
 _lib = None
