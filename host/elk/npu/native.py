@@ -4,16 +4,11 @@ fallback notices. The Python side of `elk run --npu` and of the NPU tests."""
 
 from __future__ import annotations
 
-import os
-import pathlib
-
 import numpy as np
 
 from elk import cheader, spec
 from elk.errors import ElkError, RuntimeFailure
-
-ROOT = pathlib.Path(__file__).resolve().parents[3]
-
+from elk.runtime import FIRMWARE, library_path
 
 BACKENDS = ("sim", "litert")
 STATES = {spec.NPU_ENTRY_STATES["NONE"]: "not exported", spec.NPU_ENTRY_STATES["NPU"]: "npu",
@@ -29,12 +24,8 @@ class NpuError(ElkError):
 
 def cdef() -> str:
     """npu_host.h's declarations; the two npu.h structs it hands out stay opaque to Python."""
-    return cheader.declarations(ROOT / "firmware" / "platform" / "posix" / "npu_host.h",
+    return cheader.declarations(FIRMWARE / "platform" / "posix" / "npu_host.h",
                                 opaque=("elk_npu_backend", "elk_npu_runner"))
-
-
-def library_path() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("ELK_LIB", ROOT / "build" / "host" / "libelk.so"))
 
 
 def _load():
