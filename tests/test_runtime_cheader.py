@@ -79,3 +79,11 @@ def test_runtime_stop_reasons_follow_enum_elk_gen_stop_in_elk_h():
     body = re.search(r"enum elk_gen_stop \{(.*?)\};", src, re.S).group(1)
     enum = {int(v): k.lower() for k, v in re.findall(r"ELK_GEN_(\w+)\s*=\s*(\d+)", body)}
     assert enum and enum == runtime.STOP_REASONS
+
+
+def test_cheader_names_picks_typedefs_by_their_type_name(tmp_path):
+    h = tmp_path / "x.h"
+    h.write_text(HEADER + "typedef uint64_t (*clock_fn)(void *ctx);\n")
+    assert cheader.declarations(h, names=["view"]).strip() == "typedef struct view { uint32_t n; float *v; } view;"
+    assert cheader.declarations(h, names=["clock_fn"]).strip() == "typedef uint64_t (*clock_fn)(void *ctx);"
+    assert cheader.declarations(h, names=["thing"]).strip() == "typedef struct thing thing;"

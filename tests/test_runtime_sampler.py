@@ -5,20 +5,16 @@ import cffi
 import numpy as np
 import pytest
 
-from conftest import fixture_path
+from conftest import ROOT, fixture_path
 
+from elk import cheader
 from elk.convert.pack import pack
 from elk.runtime import Model
 
-CDEF = """
-typedef struct elk_sampling { float temperature; int top_k; float top_p; float repeat_penalty;
-                              int repeat_last_n; uint64_t seed; } elk_sampling;
-typedef struct elk_sampler elk_sampler;
-uint64_t elk_sampler_arena_size(uint32_t vocab_size);
-int elk_sampler_init(elk_sampler **out, uint32_t vocab_size, const elk_sampling *params, void *arena,
-                     uint64_t arena_size);
-int elk_sampler_sample(elk_sampler *s, float *logits, const int32_t *history, int n_history);
-"""
+# The declarations are elk.h's own (a hand copy of struct elk_sampling could drift from the C layout).
+CDEF = cheader.declarations(ROOT / "firmware" / "include" / "elk" / "elk.h",
+                            names=["elk_sampling", "elk_sampler", "elk_sampler_arena_size", "elk_sampler_init",
+                                   "elk_sampler_sample"])
 ELK_E_RANGE = -9
 
 

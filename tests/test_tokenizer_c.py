@@ -7,20 +7,12 @@ import cffi
 import pytest
 
 from conftest import ROOT, fixture_path
-from elk import spec
+from elk import cheader, spec
 from elk import tokenizer as T
 
-CDEF = """
-typedef struct elk_tokenizer elk_tokenizer;
-uint64_t elk_tokenizer_arena_size(const void *section, uint64_t size);
-int elk_tokenizer_init(elk_tokenizer **out, const void *section, uint64_t size, void *arena,
-                       uint64_t arena_size);
-int elk_tokenize(const elk_tokenizer *t, const char *text, uint64_t len, int bos, int eos,
-                 int32_t *ids, int cap, int *n_out);
-int elk_token_piece(const elk_tokenizer *t, int prev, int id, char *buf, int cap, int *len);
-int elk_tokenizer_bos(const elk_tokenizer *t);
-int elk_tokenizer_eos(const elk_tokenizer *t);
-"""
+CDEF = cheader.declarations(ROOT / "firmware" / "include" / "elk" / "elk.h",
+                            names=["elk_tokenizer", "elk_tokenizer_arena_size", "elk_tokenizer_init", "elk_tokenize",
+                                   "elk_token_piece", "elk_tokenizer_bos", "elk_tokenizer_eos"])
 E = {name: code for name, (code, _) in spec.ERRORS.items()}
 
 

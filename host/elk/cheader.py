@@ -21,6 +21,8 @@ def _statements(text: str) -> list[str]:
     """Top-level statements (each ending in ';'), braces of struct bodies kept inside theirs."""
     out, cur, depth = [], [], 0
     for ch in text:
+        if ch == "}" and depth == 0:  # the brace closing `extern "C" {` (its opening one is removed)
+            continue
         cur.append(ch)
         if ch == "{":
             depth += 1
@@ -33,15 +35,20 @@ def _statements(text: str) -> list[str]:
 
 
 def _declared_name(stmt: str) -> str | None:
-    """The function a prototype declares (the identifier before its first '('), else None."""
+    """The name a statement declares: a typedef's new type name, a prototype's function name (the
+    identifier before its first '('), else None."""
+    if stmt.startswith("typedef"):
+        fn_ptr = re.search(r"\(\s*\*\s*([A-Za-z_]\w*)\s*\)", stmt)
+        names = [fn_ptr.group(1)] if fn_ptr else _IDENT.findall(stmt.rsplit("}", 1)[-1])
+        return names[-1] if names else None
     head = stmt.split("(", 1)[0] if "(" in stmt else ""
     names = _IDENT.findall(head)
     return names[-1] if names else None
 
 
 def declarations(path: pathlib.Path, *, names=None, opaque=()) -> str:
-    """The header's declarations as cdef text. names: keep only the prototypes of these functions
-    (None = every statement). opaque: struct typedefs defined in other headers, declared here as
+    """The header's declarations as cdef text. names: keep only the typedefs and prototypes that
+    declare these names, in header order (None = every statement). opaque: struct typedefs defined in other headers, declared here as
     incomplete types (`typedef struct X X;`) so pointers to them parse."""
     text = _COMMENT.sub(" ", pathlib.Path(path).read_text())
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
