@@ -36,7 +36,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (size >= 2 * ELK_PROV_RECORD_SIZE + 32 + 4 + 64) {
             const uint8_t *q = buf + 2 * ELK_PROV_RECORD_SIZE;
             uint32_t flags = q[32];
-            elk_trust_prov_request(&cur, q, flags, q + 36, &next, reason, sizeof reason);
+            uint8_t nonce[ELK_TRUST_NONCE_SIZE] = {0};  /* the board's challenge: after the signature */
+            size_t rest = size - (2 * ELK_PROV_RECORD_SIZE + 32 + 4 + 64);
+            memcpy(nonce, q + 100, rest < sizeof nonce ? rest : sizeof nonce);
+            elk_trust_prov_request(&cur, nonce, q, flags, q + 36, &next, reason, sizeof reason);
         }
     }
     free(buf);

@@ -120,8 +120,9 @@ def trust_seeds(images: dict) -> None:
     write("trust", "trailer-only", images["signed"][size:])
     rec = trust.encode_prov(trust.ProvRecord(3, spec.PROV_FLAG_OWNER_KEY, trust.public_bytes(FUZZ_KEY), 1))
     newer = trust.encode_prov(trust.ProvRecord(4, spec.PROV_FLAG_OWNER_KEY, bytes(range(32)), 1))
-    req_sig = trust.sign_provision_request(FUZZ_KEY, bytes(range(32)), 4, 1)
-    write("trust", "prov-slots-request", rec + newer + bytes(range(32)) + b"\x01\x00\x00\x00" + req_sig)
+    nonce = bytes(range(200, 200 + spec.TRUST_NONCE_SIZE))  # fuzz_trust.c reads it after the signature
+    req_sig = trust.sign_provision_request(FUZZ_KEY, bytes(range(32)), 4, 1, nonce)
+    write("trust", "prov-slots-request", rec + newer + bytes(range(32)) + b"\x01\x00\x00\x00" + req_sig + nonce)
 
 
 def command_seeds(images: dict) -> None:

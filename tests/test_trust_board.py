@@ -165,13 +165,39 @@ def test_reprovisioning_needs_the_old_key(host_build, plain, keys, tmp_path):
             # bypass the host-side checks: the board itself refuses an unsigned / wrongly signed request
             with pytest.raises(LinkError, match="ELK_E_AUTH.*signed by it"):
                 link.request(0x51, struct.pack("<I", 1) + keys["b"]["raw"])
-            forged = trust.sign_provision_request(keys["b"]["priv"], keys["b"]["raw"], 2, 1)
+            forged = trust.sign_provision_request(keys["b"]["priv"], keys["b"]["raw"], 2, 1,
+                                                  provision.trust_info(link).nonce)
             with pytest.raises(LinkError, match="ELK_E_AUTH"):
                 link.request(0x51, struct.pack("<I", 1) + keys["b"]["raw"] + forged)
         assert not flash_one(emu.port, by_b).ok
         after = provision_key(emu.port, keys["b"]["raw"], keys["a"]["priv"])
         assert after.key_id == trust.key_id(keys["b"]["raw"]) and after.sequence == 2
         assert flash_one(emu.port, by_b).ok
+
+
+def test_reprovisioning_request_for_one_board_is_refused_by_another_of_the_same_owner(host_build, keys, tmp_path):
+    """Two boards of one owner at the same record sequence: a 'clear the owner key' request captured on
+    the line to board 1 must not clear board 2 (it would then take unsigned images)."""
+    with board(tmp_path, "one.bin") as one, board(tmp_path, "two.bin") as two:
+        provision_key(one.port, keys["a"]["raw"])
+        provision_key(two.port, keys["a"]["raw"])
+        assert info(one.port).sequence == info(two.port).sequence
+        sent = []
+        with connect(one.port, 0) as link:
+            real = link.request
+
+            def spy(cmd, payload=b"", **kw):
+                if cmd == 0x51:
+                    sent.append(bytes(payload))
+                return real(cmd, payload, **kw)
+
+            link.request = spy
+            provision.provision(link, None, keys["a"]["priv"])  # board 1: owner cleared, by its owner
+        assert not info(one.port).owned and len(sent) == 1 and len(sent[0]) == 100
+        with connect(two.port, 0) as link:
+            with pytest.raises(LinkError, match="ELK_E_AUTH"):
+                link.request(0x51, sent[0])
+        assert info(two.port).owned and info(two.port).owner_key == keys["a"]["raw"]
 
 
 def run_elk(*args):

@@ -18,8 +18,9 @@ int elk_trust_prov_decode(elk_trust_prov *p, const uint8_t *slot, uint64_t size)
 void elk_trust_prov_encode(const elk_trust_prov *p, uint8_t *out);
 int elk_trust_prov_select(const uint8_t *slot0, const uint8_t *slot1, uint64_t slot_size,
                           elk_trust_prov *out, int *active);
-int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t *new_key, uint32_t new_flags,
-                           const uint8_t *signature, elk_trust_prov *next, char *reason, size_t cap);
+int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t *nonce, const uint8_t *new_key,
+                           uint32_t new_flags, const uint8_t *signature, elk_trust_prov *next,
+                           char *reason, size_t cap);
 int elk_trust_check_image(const uint8_t *image, uint64_t avail, const elk_trust_prov *prov,
                           uint32_t running, int *warning, char *reason, size_t cap);
 int elk_trust_check_image_hashed(const uint8_t *image, uint64_t avail, const elk_trust_prov *prov,
@@ -195,10 +196,13 @@ def test_prov_select_prefers_newest_valid_slot_and_survives_torn_write(lib, keys
     assert trust.select_prov(a, torn)[1] == 0 and trust.select_prov(erased, erased)[1] == -1
 
 
-def request(lib, cur, new_key, flags, sig):
+NONCE = bytes(range(100, 100 + spec.TRUST_NONCE_SIZE))  # the board's challenge in these tests
+
+
+def request(lib, cur, new_key, flags, sig, nonce=NONCE):
     ffi, c = lib
     nxt, reason = ffi.new("elk_trust_prov *"), ffi.new("char[200]")
-    rc = c.elk_trust_prov_request(cur, new_key, flags, sig if sig is not None else ffi.NULL, nxt, reason, 200)
+    rc = c.elk_trust_prov_request(cur, nonce, new_key, flags, sig if sig is not None else ffi.NULL, nxt, reason, 200)
     return rc, nxt, ffi.string(reason).decode()
 
 
@@ -214,14 +218,17 @@ def test_reprovisioning_requires_a_request_signed_by_the_old_key(lib, keys):
     flags = spec.PROV_FLAG_OWNER_KEY
     rc, _, reason = request(lib, cur, other_pub, flags, None)
     assert rc == E["E_AUTH"] and "signed by it" in reason
-    forged = trust.sign_provision_request(other_priv, other_pub, 4, flags)  # new key signs for itself
+    forged = trust.sign_provision_request(other_priv, other_pub, 4, flags, NONCE)  # new key signs for itself
     assert request(lib, cur, other_pub, flags, forged)[0] == E["E_AUTH"]
-    replay = trust.sign_provision_request(owner_priv, other_pub, 3, flags)  # an older request replayed
+    replay = trust.sign_provision_request(owner_priv, other_pub, 3, flags, NONCE)  # an older request replayed
     assert request(lib, cur, other_pub, flags, replay)[0] == E["E_AUTH"]
-    good = trust.sign_provision_request(owner_priv, other_pub, 4, flags)
+    good = trust.sign_provision_request(owner_priv, other_pub, 4, flags, NONCE)
+    elsewhere = bytes(spec.TRUST_NONCE_SIZE)  # the same request at another board (its own challenge)
+    rc, _, reason = request(lib, cur, other_pub, flags, good, nonce=elsewhere)
+    assert rc == E["E_AUTH"] and "challenge" in reason
     rc, nxt, _ = request(lib, cur, other_pub, flags, good)
     assert rc == E["OK"] and nxt.sequence == 4 and bytes(nxt.owner_key) == other_pub
-    clear = trust.sign_provision_request(owner_priv, bytes(32), 4, 0)
+    clear = trust.sign_provision_request(owner_priv, bytes(32), 4, 0, NONCE)
     rc, nxt, _ = request(lib, cur, bytes(32), 0, clear)
     assert rc == E["OK"] and nxt.flags == 0
 

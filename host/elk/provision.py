@@ -29,6 +29,7 @@ class TrustInfo:
     running_counter: int
     owner_key: bytes
     key_id: bytes
+    nonce: bytes = b""  # the board's challenge a re-provisioning request signs (new after each PROVISION)
     note: str = ""  # the board's warning in its PROVISION reply (e.g. the committed image will not boot)
 
     @property
@@ -42,10 +43,11 @@ class TrustInfo:
 
 def trust_info(link) -> TrustInfo:
     r = link.request(CMD["TRUST_INFO"])
-    if len(r) < 16 + 32 + 8:
+    if len(r) < 16 + 32 + 8 + spec.TRUST_NONCE_SIZE:
         raise ProvisionError(f"{link.port}: TRUST_INFO reply too short ({len(r)} bytes)")
     seq, flags, floor, running = struct.unpack_from("<IIII", r)
-    return TrustInfo(seq, flags, floor, running, bytes(r[16:48]), bytes(r[48:56]))
+    return TrustInfo(seq, flags, floor, running, bytes(r[16:48]), bytes(r[48:56]),
+                     bytes(r[56:56 + spec.TRUST_NONCE_SIZE]))
 
 
 def provision(link, new_key: bytes | None, old_private=None) -> tuple[TrustInfo, TrustInfo]:
@@ -62,7 +64,7 @@ def provision(link, new_key: bytes | None, old_private=None) -> tuple[TrustInfo,
         if trust.public_bytes(old_private) != before.owner_key:
             raise ProvisionError(f"{link.port}: --old-key is key {trust.key_id(trust.public_bytes(old_private)).hex()}"
                                  f", the board's owner key is {before.key_id.hex()}")
-        payload += trust.sign_provision_request(old_private, key, before.sequence + 1, flags)
+        payload += trust.sign_provision_request(old_private, key, before.sequence + 1, flags, before.nonce)
     # the board checks the committed image under the new record (a hash of the slot: ~5 s per GB)
     r = link.request(CMD["PROVISION"], payload, extra_time=2.0 + link.info().slot_size / 200e6)
     after = trust_info(link)

@@ -144,6 +144,7 @@ TRAILER_TLV = {
     "ED25519": 3,       # u8[64]: Ed25519 signature over SIGN_CONTEXT_IMAGE || IMAGE_SHA256
 }
 TRUST_KEY_ID_SIZE = 8
+TRUST_NONCE_SIZE = 16  # TRUST_INFO's board challenge, signed into re-provisioning requests (new after each PROVISION)
 SIGN_CONTEXT_IMAGE = b"elk image sig v1"  # 16 bytes: keeps an image signature from passing as anything else
 SIGN_CONTEXT_PROVISION = b"elk provision v1"  # 16 bytes: re-provisioning requests signed by the old key
 PROV_MAGIC = 0x504B4C45  # bytes "ELKP" little-endian
@@ -277,6 +278,7 @@ def _c_header() -> str:
     for name, value in TRAILER_TLV.items():
         define(f"ELK_TLV_{name}", value)
     define("ELK_TRUST_KEY_ID_SIZE", TRUST_KEY_ID_SIZE)
+    define("ELK_TRUST_NONCE_SIZE", TRUST_NONCE_SIZE)
     define("ELK_SIGN_CONTEXT_IMAGE", '"' + SIGN_CONTEXT_IMAGE.decode() + '"', "16 bytes, no NUL")
     define("ELK_SIGN_CONTEXT_PROVISION", '"' + SIGN_CONTEXT_PROVISION.decode() + '"', "16 bytes, no NUL")
     define("ELK_PROV_MAGIC", f"0x{PROV_MAGIC:08X}u", '"ELKP" little-endian')

@@ -399,10 +399,14 @@ def select_prov(slot0: bytes, slot1: bytes) -> tuple[ProvRecord, int]:
     return ProvRecord(), -1
 
 
-def provision_message(new_key: bytes, sequence: int, flags: int) -> bytes:
-    return spec.SIGN_CONTEXT_PROVISION + new_key + struct.pack("<II", sequence, flags)
+def provision_message(new_key: bytes, sequence: int, flags: int, nonce: bytes) -> bytes:
+    if len(nonce) != spec.TRUST_NONCE_SIZE:
+        raise TrustError(f"board challenge is {len(nonce)} bytes, expected {spec.TRUST_NONCE_SIZE}")
+    return spec.SIGN_CONTEXT_PROVISION + new_key + struct.pack("<II", sequence, flags) + nonce
 
 
-def sign_provision_request(old_private: Ed25519PrivateKey, new_key: bytes, sequence: int, flags: int) -> bytes:
-    """Ed25519 signature by the current owner authorizing record `sequence` with new_key/flags."""
-    return old_private.sign(provision_message(new_key, sequence, flags))
+def sign_provision_request(old_private: Ed25519PrivateKey, new_key: bytes, sequence: int, flags: int,
+                           nonce: bytes) -> bytes:
+    """Ed25519 signature by the current owner authorizing record `sequence` with new_key/flags on the
+    one board whose current challenge (TRUST_INFO) is `nonce`."""
+    return old_private.sign(provision_message(new_key, sequence, flags, nonce))

@@ -111,6 +111,7 @@ enum elk_role {
 #define ELK_TLV_IMAGE_SHA256 2
 #define ELK_TLV_ED25519 3
 #define ELK_TRUST_KEY_ID_SIZE 8
+#define ELK_TRUST_NONCE_SIZE 16
 #define ELK_SIGN_CONTEXT_IMAGE "elk image sig v1"        /* 16 bytes, no NUL */
 #define ELK_SIGN_CONTEXT_PROVISION "elk provision v1"    /* 16 bytes, no NUL */
 #define ELK_PROV_MAGIC 0x504B4C45u                       /* "ELKP" little-endian */

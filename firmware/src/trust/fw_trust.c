@@ -3,6 +3,8 @@
  * Linked into elk-fw only (it needs firmware/src/main), never into libelk. */
 #include "trust/fw_trust.h"
 
+#include <string.h>
+
 #include "trust/trust.h"
 
 /* Key id as 16 hex digits (elk_fmt has no field widths). */
@@ -23,11 +25,20 @@ static const uint8_t *prov_copy(const elk_fw *fw, int i)
     return fw->b->flash + (uint64_t)i * fw->b->erase_block + ELK_BOOT_RECORD_SIZE;
 }
 
+/* A fresh challenge at boot and after every PROVISION: a signed request is good for one board, once.
+ * Without a random source it is all-zero: requests then stay bound to the sequence, not to the board. */
+static void new_nonce(elk_fw *fw)
+{
+    if (elk_trust_random(fw->trust_nonce, sizeof fw->trust_nonce) != ELK_OK)
+        memset(fw->trust_nonce, 0, sizeof fw->trust_nonce);
+}
+
 void elk_trust_fw_load(elk_fw *fw)
 {
     int active;
     /* elk_fw_layout guarantees erase_block >= boot record + provisioning copy (checked in store). */
     elk_trust_prov_select(prov_copy(fw, 0), prov_copy(fw, 1), ELK_PROV_RECORD_SIZE, &fw->trust, &active);
+    new_nonce(fw);
     if (fw->trust.flags & ELK_PROV_FLAG_OWNER_KEY) {
         char id[2 * ELK_TRUST_KEY_ID_SIZE + 1];
         key_hex(fw->trust.owner_key, id);
@@ -122,6 +133,7 @@ int elk_trust_fw_cmd_info(elk_fw *fw)
     off = elk_put32(fw->tx, off, cap, running_counter(fw));
     off = elk_put_bytes(fw->tx, off, cap, fw->trust.owner_key, 32);
     off = elk_put_bytes(fw->tx, off, cap, id, sizeof id);
+    off = elk_put_bytes(fw->tx, off, cap, fw->trust_nonce, sizeof fw->trust_nonce);
     return off <= cap ? (int)off : ELK_E_RANGE;
 }
 
@@ -148,7 +160,10 @@ int elk_trust_fw_cmd_provision(elk_fw *fw, const uint8_t *p, uint32_t n)
         return ELK_E_INVAL;
     }
     elk_trust_prov next, old = fw->trust;
-    int rc = elk_trust_prov_request(&fw->trust, p + 4, elk_le32(p), n == 100 ? p + 36 : NULL, &next,
+    uint8_t nonce[ELK_TRUST_NONCE_SIZE];
+    memcpy(nonce, fw->trust_nonce, sizeof nonce);
+    new_nonce(fw);  /* used up, accepted or not */
+    int rc = elk_trust_prov_request(&fw->trust, nonce, p + 4, elk_le32(p), n == 100 ? p + 36 : NULL, &next,
                                     fw->reason, sizeof fw->reason);
     if (rc)
         return rc;

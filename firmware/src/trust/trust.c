@@ -188,8 +188,17 @@ static int ed25519_ok(const uint8_t key[32], const uint8_t *sig, const uint8_t *
     return crypto_sign_verify_detached(sig, msg, len, key) == 0;
 }
 
-int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t new_key[32], uint32_t new_flags,
-                           const uint8_t *signature, elk_trust_prov *next, char *reason, size_t cap)
+int elk_trust_random(uint8_t *out, size_t n)
+{
+    if (sodium_init() < 0)
+        return ELK_E_STATE;
+    randombytes_buf(out, n);
+    return ELK_OK;
+}
+
+int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t nonce[ELK_TRUST_NONCE_SIZE],
+                           const uint8_t new_key[32], uint32_t new_flags, const uint8_t *signature,
+                           elk_trust_prov *next, char *reason, size_t cap)
 {
     if (cur->sequence == UINT32_MAX) {
         elk_fmt(reason, cap, "provisioning sequence exhausted");
@@ -208,7 +217,7 @@ int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t new_key[32],
     uint32_t seq = cur->sequence + 1;
     if (cur->flags & ELK_PROV_FLAG_OWNER_KEY) {
         char id[2 * ELK_TRUST_KEY_ID_SIZE + 1];
-        uint8_t kid[ELK_TRUST_KEY_ID_SIZE], msg[CTX_LEN + 32 + 8];
+        uint8_t kid[ELK_TRUST_KEY_ID_SIZE], msg[CTX_LEN + 32 + 8 + ELK_TRUST_NONCE_SIZE];
         elk_trust_key_id(cur->owner_key, kid);
         hex8(kid, id);
         if (signature == NULL) {
@@ -220,9 +229,10 @@ int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t new_key[32],
         memcpy(msg + CTX_LEN, new_key, 32);
         put32(msg + CTX_LEN + 32, seq);
         put32(msg + CTX_LEN + 36, new_flags);
+        memcpy(msg + CTX_LEN + 40, nonce, ELK_TRUST_NONCE_SIZE);
         if (!ed25519_ok(cur->owner_key, signature, msg, sizeof msg)) {
-            elk_fmt(reason, cap, "re-provisioning request is not signed by the board's owner key %s "
-                    "(or is for another sequence than %u)", id, seq);
+            elk_fmt(reason, cap, "re-provisioning request not signed by owner key %s over this board's "
+                    "challenge and sequence %u", id, seq);
             return ELK_E_AUTH;
         }
     }

@@ -42,10 +42,17 @@ int elk_trust_prov_select(const uint8_t *slot0, const uint8_t *slot1, uint64_t s
 
 /* Build the next record for a provisioning request: new owner key, flags, sequence cur->sequence + 1.
  * When cur holds an owner key the request must carry an Ed25519 signature by it over
- * ELK_SIGN_CONTEXT_PROVISION || new_key[32] || u32 sequence || u32 flags (little-endian).
+ * ELK_SIGN_CONTEXT_PROVISION || new_key[32] || u32 sequence || u32 flags || nonce[ELK_TRUST_NONCE_SIZE]
+ * (little-endian). nonce is the board's current challenge (TRUST_INFO): it ties the request to this
+ * board, so one captured on the line to another board of the same owner and sequence is refused.
  * ELK_OK, ELK_E_AUTH (missing/wrong signature), ELK_E_INVAL; reason says why. */
-int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t new_key[32], uint32_t new_flags,
-                           const uint8_t *signature, elk_trust_prov *next, char *reason, size_t cap);
+int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t nonce[ELK_TRUST_NONCE_SIZE],
+                           const uint8_t new_key[32], uint32_t new_flags, const uint8_t *signature,
+                           elk_trust_prov *next, char *reason, size_t cap);
+
+/* n random bytes from libsodium (randombytes_buf: the OS generator on POSIX boards; a bare-metal port
+ * installs its hardware RNG with randombytes_set_implementation). ELK_OK or ELK_E_STATE. */
+int elk_trust_random(uint8_t *out, size_t n);
 
 /* Decide whether image[0..avail) may be committed on a board with provisioning record prov
  * (sequence 0 = unprovisioned) and running security counter `running` (max of the committed
