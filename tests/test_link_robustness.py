@@ -12,8 +12,8 @@ from conftest import scons
 
 from elk import proto_spec as P
 from elk.emulate import Emulator
-from elk.link import CMD, KIND, BadFrame, FrameDecoder, Link, LinkError, NoAnswerError, ProtocolVersionError, \
-    cobs_decode, cobs_encode, connect, encode_frame
+from elk.frame import BadFrame, FrameDecoder, cobs_decode, cobs_encode, encode_frame
+from elk.link import CMD, KIND, Link, LinkError, NoAnswerError, ProtocolVersionError, connect
 
 E = {name: code for name, (code, _) in __import__("elk.spec", fromlist=["ERRORS"]).ERRORS.items()}
 
