@@ -18,6 +18,7 @@ from conftest import ROOT, fixture_path, scons
 from elk import boards, chat
 from elk import flash as flashing
 from elk import image as im
+from elk import image_format
 from elk.emulate import Emulator
 from elk.link import connect
 from elk.npu.section import parse_section
@@ -49,7 +50,7 @@ def _corrupt_npu_section(src, dst):
     buf[off + 64 + 4] ^= 0x01  # entry 0's rows field
     h = im.unpack_header(buf)
     po, ps, hs = h["payload_offset"], h["payload_size"], im.spec.IMAGE_HEADER_SIZE
-    sha_off = im.HDR["payload_sha256"][0]
+    sha_off = image_format.HDR["payload_sha256"][0]
     buf[sha_off:sha_off + 32] = hashlib.sha256(buf[po:po + ps]).digest()
     struct.pack_into("<I", buf, hs - 4, zlib.crc32(bytes(buf[:hs - 4])))
     dst.write_bytes(bytes(buf))
