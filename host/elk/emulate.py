@@ -269,6 +269,24 @@ def running() -> list:
     return out
 
 
+
+def ports() -> dict:
+    """What `elk ports` lists: this machine's serial ports and the emulated boards running now."""
+    from serial.tools import list_ports
+
+    emulated = running()
+    real = [{"port": p.device, "description": p.description} for p in list_ports.comports()]
+    return {"serial": real, "emulated": emulated}
+
+
+def ports_lines(listing: dict) -> list:
+    """ports() for people: one line per port, or a hint when there is none."""
+    lines = [f"{r['port']:16} {r['description']}" for r in listing["serial"]]
+    for e in listing["emulated"]:
+        rate = "unthrottled" if e["baud"] == 0 else f"{e['baud']} baud"
+        lines.append(f"{e['port']:16} emulated {e['board']} board ({rate}, pid {e['fw_pid']}, flash {e['flash']})")
+    return lines or ["no serial ports and no emulated boards (start one with `elk emulate`)"]
+
 def serve(board: str, flash=None, baud=None, out=sys.stdout, **kw) -> int:
     """`elk emulate`: start a board, print its port first (flushed), run until Ctrl-C, SIGTERM or SIGHUP
     (the terminal closed); each stops the firmware and removes the record and a temporary flash file."""

@@ -64,22 +64,10 @@ def _emulate(args) -> int:
 
 
 def _ports(args) -> int:
-    from serial.tools import list_ports
+    from elk.emulate import ports, ports_lines
 
-    from elk.emulate import running
-
-    emulated = running()
-    real = [{"port": p.device, "description": p.description} for p in list_ports.comports()]
-    if args.json:
-        print(json.dumps({"serial": real, "emulated": emulated}, indent=2))
-        return 0
-    for r in real:
-        print(f"{r['port']:16} {r['description']}")
-    for e in emulated:
-        rate = "unthrottled" if e["baud"] == 0 else f"{e['baud']} baud"
-        print(f"{e['port']:16} emulated {e['board']} board ({rate}, pid {e['fw_pid']}, flash {e['flash']})")
-    if not real and not emulated:
-        print("no serial ports and no emulated boards (start one with `elk emulate`)")
+    listing = ports()
+    print(json.dumps(listing, indent=2) if args.json else "\n".join(ports_lines(listing)))
     return 0
 
 
