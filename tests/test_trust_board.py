@@ -153,6 +153,28 @@ def test_downgrade_is_refused_and_the_floor_survives_a_restart(host_build, plain
                 link.request(0x32)
 
 
+def test_counter_raised_before_provisioning_does_not_lock_out_the_owner(host_build, plain, keys, tmp_path):
+    """Before an owner exists anyone on the port may commit an image with security counter 2^32-16 (the
+    counter is only CRC-protected there). That unauthenticated floor must not follow the board into
+    ownership: the owner's signed v5 is accepted, and from then on the floor protects v5."""
+    high = bytearray(plain)
+    struct.pack_into("<I", high, OFF["security_counter"], 0xFFFFFFF0)
+    struct.pack_into("<I", high, 252, zlib.crc32(high[:252]))
+    v5 = write(tmp_path, "v5.elk", trust.sign_bytes(plain, keys["a"]["priv"], security_counter=5))
+    v4 = write(tmp_path, "v4.elk", trust.sign_bytes(plain, keys["a"]["priv"], security_counter=4))
+    with board(tmp_path) as emu:
+        assert flash_one(emu.port, write(tmp_path, "high.elk", bytes(high))).ok
+        provision_key(emu.port, keys["a"]["raw"])
+        assert info(emu.port).security_floor == 0
+        r = flash_one(emu.port, v5)
+        assert r.ok, r.error
+        assert "ELK_E_ROLLBACK" in flash_one(emu.port, v4).error
+    with board(tmp_path) as emu:
+        t = info(emu.port)
+        assert t.security_floor == 5 and t.running_counter == 5, t
+        assert "ELK_E_ROLLBACK" in flash_one(emu.port, v4).error
+
+
 def test_reprovisioning_needs_the_old_key(host_build, plain, keys, tmp_path):
     by_b = write(tmp_path, "b.elk", trust.sign_bytes(plain, keys["b"]["priv"]))
     with board(tmp_path) as emu:

@@ -161,6 +161,7 @@ typedef struct elk_fw {
     /* trust (firmware/src/trust/fw_trust.c) */
     elk_trust_prov trust;               /* provisioning record in use (sequence 0: none) */
     uint8_t trust_nonce[ELK_TRUST_NONCE_SIZE]; /* challenge a re-provisioning request signs (TRUST_INFO) */
+    uint8_t trust_ok[2];                /* owned board: slot passed the owner check since power-on/PROVISION */
     char reason[128];                   /* why the current command failed (or a warning); sent after the status */
     int after;                          /* FW_AFTER_*: what to do once the response is on the wire */
     uint32_t after_arg;

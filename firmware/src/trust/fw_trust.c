@@ -55,9 +55,25 @@ static uint32_t slot_counter(const elk_fw *fw, int s)
     return elk_le32(fw->b->flash + fw->slot_base[s] + ELK_HDR_SECURITY_COUNTER);
 }
 
+static int owned(const elk_fw *fw)
+{
+    return fw->trust.sequence != 0 && (fw->trust.flags & ELK_PROV_FLAG_OWNER_KEY);
+}
+
+/* The active slot's counter counts only when it is authenticated: always on a board without an owner
+ * (nothing is), on an owned board once that slot passed the owner check. An image committed before
+ * the owner existed (its counter only CRC-protected) must not raise the owner's floor. */
+static uint32_t active_counter(const elk_fw *fw)
+{
+    uint8_t a = fw->rec.active;
+    if (owned(fw) && (a > 1 || !fw->trust_ok[a]))
+        return 0;
+    return slot_counter(fw, a);
+}
+
 static uint32_t running_counter(const elk_fw *fw)
 {
-    uint32_t c = slot_counter(fw, fw->rec.active);
+    uint32_t c = active_counter(fw);
     return c > fw->trust.security_floor ? c : fw->trust.security_floor;
 }
 
@@ -66,7 +82,7 @@ int elk_trust_fw_store(elk_fw *fw, uint64_t block_off)
     const elk_board *b = fw->b;
     if (b->erase_block < ELK_BOOT_RECORD_SIZE + ELK_PROV_RECORD_SIZE)
         return ELK_E_RANGE;
-    uint32_t c = slot_counter(fw, fw->rec.active);
+    uint32_t c = active_counter(fw);
     if (c > fw->trust.security_floor) {
         /* committed: never accept anything older again. Every content change takes a new sequence
          * (a record without owner key starts at 1), so two copies with one sequence are identical. */
@@ -103,6 +119,7 @@ int elk_trust_fw_check_slot_hashed(elk_fw *fw, uint8_t s, const uint8_t *digest,
     if (s > 1 || !(fw->rec.slot[s].flags & ELK_SLOT_VALID))
         return ELK_E_STATE;
     int rc = fw_check(fw, fw->b->flash + fw->slot_base[s], fw->rec.slot[s].image_size, digest, digest_len);
+    fw->trust_ok[s] = owned(fw) && rc == ELK_OK;
     if (rc == ELK_OK)
         fw->reason[0] = 0;  /* the warning was given when the image was flashed */
     return rc;
@@ -167,10 +184,18 @@ int elk_trust_fw_cmd_provision(elk_fw *fw, const uint8_t *p, uint32_t n)
                                     fw->reason, sizeof fw->reason);
     if (rc)
         return rc;
+    uint8_t ok_before[2] = { fw->trust_ok[0], fw->trust_ok[1] };
+    int first_owner = !owned(fw) && (next.flags & ELK_PROV_FLAG_OWNER_KEY);
     fw->trust = next;
+    fw->trust_ok[0] = fw->trust_ok[1] = 0;  /* checked under the old record: check again under the new */
+    if (first_owner)
+        fw->trust.security_floor = 0;  /* the floor an ownerless board gathered is unauthenticated */
+    provision_note(fw);  /* checks the committed slot under the new record (sets trust_ok, the warning) */
     rc = elk_fw_record_store(fw);  /* both records in the older boot block: old state survives a power cut */
     if (rc) {
         fw->trust = old;
+        fw->trust_ok[0] = ok_before[0];
+        fw->trust_ok[1] = ok_before[1];
         elk_fmt(fw->reason, sizeof fw->reason, "flash write of the provisioning record failed");
         return rc;
     }
@@ -185,6 +210,5 @@ int elk_trust_fw_cmd_provision(elk_fw *fw, const uint8_t *p, uint32_t n)
     off = elk_put_bytes(fw->tx, off, cap, id, sizeof id);
     if (off > cap)
         return ELK_E_RANGE;
-    provision_note(fw);
     return (int)(off + elk_trust_fw_note(fw, off));
 }
