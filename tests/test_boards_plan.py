@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, fixture_path
+from conftest import ROOT, fixture_path, pack_stories260k
 from elk import plan
 
 # stories260K: dim 64, hidden 172, 5 layers, 8 heads, 4 kv heads, vocab 512, seq_len 512, tied output
@@ -21,15 +21,7 @@ PARAMS = LAYERS * (2 * DIM * DIM + 2 * DIM * KV_HEADS * HEAD_DIM + 3 * DIM * HID
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     out = tmp_path_factory.mktemp("plan-images")
-    paths = {}
-    for q in ("f32", "q8_0", "q4_0"):
-        paths[q] = out / f"s-{q}.elk"
-        proc = subprocess.run(
-            [sys.executable, "-m", "elk", "pack", str(fixture_path("stories260K.bin")), "--tokenizer",
-             str(fixture_path("tok512.bin")), "--quant", q, "-o", str(paths[q]), "--quiet"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-    return paths
+    return {q: pack_stories260k(out / f"s-{q}.elk", quant=q) for q in ("f32", "q8_0", "q4_0")}
 
 
 def tiny_board(tmp_path, flash_mb=1, ram_mb=4096, erase_kb=4):

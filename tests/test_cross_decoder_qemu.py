@@ -4,11 +4,10 @@ ids, so prefill goes through the batched gemm path (i8mm tiles on qemu-max) and 
 
 import re
 import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, fixture_path, scons
+from conftest import ROOT, pack_stories260k, scons
 from elk import boards
 
 QUANTS = ("f32", "q8_0", "q4_0")
@@ -21,15 +20,7 @@ ARM_BOARDS = {"qemu-a76": "neon_dotprod", "qemu-max": "neon_i8mm", "qemu-a7": "n
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     out = tmp_path_factory.mktemp("cross-images")
-    paths = {}
-    for q in QUANTS:
-        paths[q] = out / f"stories260K-{q}.elk"
-        proc = subprocess.run(
-            [sys.executable, "-m", "elk", "pack", str(fixture_path("stories260K.bin")), "--tokenizer",
-             str(fixture_path("tok512.bin")), "--quant", q, "-o", str(paths[q]), "--quiet"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-    return paths
+    return {q: pack_stories260k(out / f"stories260K-{q}.elk", quant=q) for q in QUANTS}
 
 
 def generate(board: str, image) -> tuple[list, str]:

@@ -4,11 +4,10 @@ under the emulation their board file declares: the kernel tables match ref, run-
 the board's best table, and the decoder gives the host's greedy tokens on a q4_0 image."""
 
 import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, fixture_path, scons
+from conftest import ROOT, pack_stories260k, scons
 from elk import boards
 
 REAL = {"rpi5": "neon_dotprod", "rk3588": "neon_dotprod", "ax650n": "neon_dotprod", "rpi4": "neon",
@@ -18,13 +17,7 @@ PROMPT, N = "1 403 407 261", 10
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    path = tmp_path_factory.mktemp("real-boards") / "s-q4_0.elk"
-    proc = subprocess.run(
-        [sys.executable, "-m", "elk", "pack", str(fixture_path("stories260K.bin")), "--tokenizer",
-         str(fixture_path("tok512.bin")), "--quant", "q4_0", "-o", str(path), "--quiet"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return path
+    return pack_stories260k(tmp_path_factory.mktemp("real-boards") / "s-q4_0.elk", quant="q4_0")
 
 
 def run(board, *args):
