@@ -55,13 +55,65 @@ static int number(const char *s, double lo, double hi, double *out)
     return 0;
 }
 
+/* Store the value of option `o` (one of parse's known options) in *a; 2 with one line on stderr when
+ * the value is not a number in the option's range. */
+static int set_option(args *a, const char *o, const char *val)
+{
+    double v;
+    /* integer options: whole numbers that fit their C type (no silent wrap or truncation) */
+    double lo = -1e18, hi = 1e18;
+    if (!strcmp(o, "-n") || !strcmp(o, "--top-k") || !strcmp(o, "--ctx"))
+        lo = 0, hi = 2147483647.0;
+    else if (!strcmp(o, "--threads"))
+        lo = 0, hi = 64;
+    else if (!strcmp(o, "--seed"))
+        lo = 0, hi = 18446744073709549568.0; /* largest double below 2^64 */
+    if (!strcmp(o, "-p") || !strcmp(o, "--prompt"))
+        a->prompt = val;
+    else if (!strcmp(o, "--kernels"))
+        a->kernels = val;
+    else if (!strcmp(o, "--npu"))
+        a->npu = val;
+    else if (!strcmp(o, "--litert-lib"))
+        a->litert_lib = val;
+    else if (!strcmp(o, "--logits"))
+        a->logits = val;
+    else if (number(val, lo, hi, &v) || (lo == 0 && v != (double)(unsigned long long)v)) {
+        char what[96];
+        snprintf(what, sizeof what, lo == 0 ? "needs a whole number in [0, %.0f], not" : "is not a number:", hi);
+        return bad_option(o, what, val);
+    }
+    else if (!strcmp(o, "-n"))
+        a->n = (int)v;
+    else if (!strcmp(o, "--temperature"))
+        a->temperature = (float)v;
+    else if (!strcmp(o, "--top-k"))
+        a->top_k = (int)v;
+    else if (!strcmp(o, "--top-p"))
+        a->top_p = (float)v;
+    else if (!strcmp(o, "--repeat-penalty"))
+        a->repeat_penalty = (float)v;
+    else if (!strcmp(o, "--seed"))
+        a->seed = (unsigned long long)v;
+    else if (!strcmp(o, "--threads"))
+        a->threads = (int)v;
+    else if (!strcmp(o, "--npu-tops"))
+        a->npu_tops = v;
+    else if (!strcmp(o, "--npu-dma-gbs"))
+        a->npu_dma_gbs = v;
+    else if (!strcmp(o, "--ctx"))
+        a->ctx = (unsigned)v;
+    else
+        return usage("unknown option");
+    return 0;
+}
+
 static int parse(int argc, char **argv, args *a)
 {
     *a = (args){ .prompt = "", .n = 256, .top_k = 40, .threads = 1, .temperature = 0.8f,
                  .top_p = 0.95f, .repeat_penalty = 1.0f, .seed = 0 };
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
-        double v;
         if (!strcmp(o, "--ids")) {
             a->ids = 1;
             continue;
@@ -82,52 +134,9 @@ static int parse(int argc, char **argv, args *a)
             return bad_option(o, "unknown option", NULL);
         if (i + 1 >= argc)
             return bad_option(o, "needs a value", NULL);
-        const char *val = argv[++i];
-        /* integer options: whole numbers that fit their C type (no silent wrap or truncation) */
-        double lo = -1e18, hi = 1e18;
-        if (!strcmp(o, "-n") || !strcmp(o, "--top-k") || !strcmp(o, "--ctx"))
-            lo = 0, hi = 2147483647.0;
-        else if (!strcmp(o, "--threads"))
-            lo = 0, hi = 64;
-        else if (!strcmp(o, "--seed"))
-            lo = 0, hi = 18446744073709549568.0; /* largest double below 2^64 */
-        if (!strcmp(o, "-p") || !strcmp(o, "--prompt"))
-            a->prompt = val;
-        else if (!strcmp(o, "--kernels"))
-            a->kernels = val;
-        else if (!strcmp(o, "--npu"))
-            a->npu = val;
-        else if (!strcmp(o, "--litert-lib"))
-            a->litert_lib = val;
-        else if (!strcmp(o, "--logits"))
-            a->logits = val;
-        else if (number(val, lo, hi, &v) || (lo == 0 && v != (double)(unsigned long long)v)) {
-            char what[96];
-            snprintf(what, sizeof what, lo == 0 ? "needs a whole number in [0, %.0f], not" : "is not a number:", hi);
-            return bad_option(o, what, val);
-        }
-        else if (!strcmp(o, "-n"))
-            a->n = (int)v;
-        else if (!strcmp(o, "--temperature"))
-            a->temperature = (float)v;
-        else if (!strcmp(o, "--top-k"))
-            a->top_k = (int)v;
-        else if (!strcmp(o, "--top-p"))
-            a->top_p = (float)v;
-        else if (!strcmp(o, "--repeat-penalty"))
-            a->repeat_penalty = (float)v;
-        else if (!strcmp(o, "--seed"))
-            a->seed = (unsigned long long)v;
-        else if (!strcmp(o, "--threads"))
-            a->threads = (int)v;
-        else if (!strcmp(o, "--npu-tops"))
-            a->npu_tops = v;
-        else if (!strcmp(o, "--npu-dma-gbs"))
-            a->npu_dma_gbs = v;
-        else if (!strcmp(o, "--ctx"))
-            a->ctx = (unsigned)v;
-        else
-            return usage("unknown option");
+        int rc = set_option(a, o, argv[++i]);
+        if (rc)
+            return rc;
     }
     if (!a->image)
         return usage("missing IMAGE");
