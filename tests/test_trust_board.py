@@ -345,15 +345,25 @@ def _try(fn, *args):
         pass
 
 
-def test_trust_checks_on_32bit_arm_firmware_under_qemu(host_build, plain, keys, tmp_path):
-    """The same C and libsodium cross-built for armhf (32-bit size_t, qemu-arm cortex-a7)."""
+@pytest.mark.parametrize("board_name", ["qemu-a7", "qemu-a76"])
+def test_trust_checks_on_cross_built_arm_firmware_under_qemu(host_build, plain, keys, tmp_path, board_name):
+    """The same C cross-built and linked against Debian's armhf / arm64 libsodium (qemu-arm cortex-a7:
+    32-bit size_t; qemu-aarch64 cortex-a76)."""
+    from elk import boards, emulate
+
+    emulate.build(boards.load(board_name))  # a no-op when up to date; never run a stale elk-fw
     signed = write(tmp_path, "a.elk", trust.sign_bytes(plain, keys["a"]["priv"], security_counter=2))
     older = write(tmp_path, "a1.elk", trust.sign_bytes(plain, keys["a"]["priv"], security_counter=1))
     foreign = write(tmp_path, "b.elk", trust.sign_bytes(plain, keys["b"]["priv"], security_counter=3))
-    with Emulator("qemu-a7", baud=0, flash=tmp_path / "arm.bin", flash_mb=FLASH_MB,
+    with Emulator(board_name, baud=0, flash=tmp_path / "arm.bin", flash_mb=FLASH_MB,
                   log=open(tmp_path / "fw.log", "a")) as emu:
         provision_key(emu.port, keys["a"]["raw"])
         assert "ELK_E_AUTH" in flash_one(emu.port, foreign).error
         assert flash_one(emu.port, signed).ok
         assert "ELK_E_ROLLBACK" in flash_one(emu.port, older).error
         assert info(emu.port).running_counter == 2
+    with Emulator(board_name, baud=0, flash=tmp_path / "arm.bin", flash_mb=FLASH_MB,
+                  log=open(tmp_path / "fw.log", "a")) as emu:  # power-on: secure boot runs the signed image
+        with connect(emu.port, 0) as link:
+            i = link.info()
+        assert i.running in (0, 1) and not i.boot_error, i
