@@ -32,7 +32,8 @@ static int usage(const char *msg)
 {
     fprintf(stderr, "elk-run: error: %s\nusage: elk-run IMAGE [-p PROMPT] [-n N] [--temperature T] "
                     "[--top-k K] [--top-p P] [--seed S] [--repeat-penalty R] [--threads N] [--ctx N] "
-                    "[--kernels NAME] [--ids] [--logits FILE]\n", msg);
+                    "[--kernels NAME] [--ids] [--logits FILE] [--npu sim|litert] [--litert-lib PATH] "
+                    "[--npu-tops T] [--npu-dma-gbs G]\n", msg);
     return 2;
 }
 
