@@ -249,6 +249,9 @@ def _c_header() -> str:
     out.append("")
     for name, value in SECTION_KINDS.items():
         define(f"ELK_SECTION_{name}", value)
+    define("ELK_SECTION_KIND_MAX", max(SECTION_KINDS.values()))
+    define("ELK_SECTION_NAMES", "{ [0] = \"?\", " + ", ".join(
+        f'[ELK_SECTION_{name}] = "{name}"' for name in SECTION_KINDS) + " }", "initializer, indexed by kind")
     out.append("")
     out.append("enum elk_type {")
     for name, (tid, _, _) in TENSOR_TYPES.items():
@@ -264,6 +267,8 @@ def _c_header() -> str:
         out.append(f"    ELK_ROLE_{name} = {value},")
     out.append(f"    ELK_ROLE_COUNT = {max(TENSOR_ROLES.values()) + 1}")
     out.append("};")
+    define("ELK_ROLE_NAMES", "{ [0] = \"?\", " + ", ".join(
+        f'[ELK_ROLE_{name}] = "{name}"' for name in TENSOR_ROLES) + " }", "initializer, indexed by role")
     out.append("")
     define("ELK_TOKENIZER_KIND_SPM_BPE", TOKENIZER_KIND_SPM_BPE)
     for name, value in TOKEN_TYPES.items():

@@ -20,13 +20,8 @@
 #define MAX_SEQ (1u << 22)
 #define MAX_ALIGN (1u << 24)
 
-static const char *const section_names[] = { "?", "TENSOR_TABLE", "TENSOR_DATA", "TOKENIZER",
-                                             "METADATA", "NPU" };
-
-static const char *const role_names[ELK_ROLE_COUNT] = {
-    "?", "TOK_EMBD", "ATTN_NORM", "WQ", "WK", "WV", "WO", "FFN_NORM", "W1", "W2", "W3",
-    "OUTPUT_NORM", "OUTPUT",
-};
+static const char *const section_names[ELK_SECTION_KIND_MAX + 1] = ELK_SECTION_NAMES;
+static const char *const role_names[ELK_ROLE_COUNT] = ELK_ROLE_NAMES;
 
 static int fail(elk_image *img, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(elk_image *img, int code, const char *fmt, ...)
@@ -122,7 +117,7 @@ static int check_sections(elk_image *img, const uint8_t *p, uint64_t hs)
         const uint8_t *e = p + off + (uint64_t)i * esize;
         uint32_t kind = elk_le32(e), version = elk_le32(e + 4);
         uint64_t so = elk_le64(e + 8), ss = elk_le64(e + 16);
-        if (kind < ELK_SECTION_TENSOR_TABLE || kind > ELK_SECTION_NPU)
+        if (kind < ELK_SECTION_TENSOR_TABLE || kind > ELK_SECTION_KIND_MAX)
             return fail(img, ELK_E_FORMAT, "section %u: unknown kind %u", i, kind);
         const char *kn = section_names[kind];
         if (version != ELK_SECTION_VERSION)
