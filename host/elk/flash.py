@@ -322,7 +322,7 @@ def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=No
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
     except OSError as e:
         raise ElkError(f"{image}: {e.strerror}") from None
-    if len(data) < 256 or data[:4] != b"ELK1":
+    if len(data) < spec.IMAGE_HEADER_SIZE or data[:4] != spec.IMAGE_MAGIC.to_bytes(4, "little"):
         raise ElkError(f"{image}: not an elk image (pack one with `elk pack`)")
     if check:
         check_image(data, image)

@@ -188,7 +188,7 @@ def load_model(src, tokenizer=None, **options) -> Model:
     if path.is_file():
         with open(path, "rb") as f:
             head = f.read(4)
-        if head == b"ELK1":
+        if head == spec.IMAGE_MAGIC.to_bytes(4, "little"):
             return from_image(path, tokenizer=tokenizer)
         if head == b"GGUF":
             from elk.convert import gguf_reader
