@@ -312,7 +312,8 @@ def test_board_killed_during_provisioning_boots_with_old_or_new_owner(host_build
         provision_key(emu.port, keys["a"]["raw"])
         assert flash_one(emu.port, img).ok
     rng = random.Random(5)
-    seen = set()
+    # Each restart must find exactly one consistent owner whose rule the boot obeys (asserted below);
+    # which owner depends on where the kill landed, so no outcome is required.
     for attempt in range(6):
         with board(tmp_path) as emu:
             cur = info(emu.port)
@@ -328,14 +329,12 @@ def test_board_killed_during_provisioning_boots_with_old_or_new_owner(host_build
         with board(tmp_path) as emu:
             t = info(emu.port)
             assert t.owned and t.owner_key in (keys["a"]["raw"], keys["b"]["raw"]), t
-            seen.add(t.owner_key == new)
             with connect(emu.port, 0) as link2:
                 i = link2.info()
             if t.owner_key == keys["a"]["raw"]:
                 assert i.running in (0, 1)  # the committed image (signed by A) boots
             else:  # re-provisioned to B: the image signed by A no longer boots (secure boot)
                 assert i.running == 255 and "not signed by the owner key" in i.boot_error, i
-    assert seen  # every restart found one consistent owner
 
 
 def _try(fn, *args):
