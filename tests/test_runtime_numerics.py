@@ -7,7 +7,7 @@ import pytest
 
 from conftest import fixture_path
 
-from elk import reference
+from elk import reference, spec
 from elk.convert.pack import pack
 from elk.errors import RuntimeFailure
 from elk.runtime import Model
@@ -17,7 +17,7 @@ KNOWN_GREEDY = ("Once upon a time, there was a little girl named Lily. She loved
 TEXT = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
         "One day, she saw a big, red ball. She wanted to play with it, but it was too high. "
         "Lily asked her mom to help her get the ball down.")
-ELK_E_RANGE = -9
+ELK_E_RANGE = spec.ERRORS["E_RANGE"][0]
 
 
 @pytest.fixture(scope="module")

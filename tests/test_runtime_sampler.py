@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT, fixture_path
 
-from elk import cheader
+from elk import cheader, spec
 from elk.convert.pack import pack
 from elk.runtime import Model
 
@@ -15,7 +15,7 @@ from elk.runtime import Model
 CDEF = cheader.declarations(ROOT / "firmware" / "include" / "elk" / "elk.h",
                             names=["elk_sampling", "elk_sampler", "elk_sampler_arena_size", "elk_sampler_init",
                                    "elk_sampler_sample"])
-ELK_E_RANGE = -9
+ELK_E_RANGE = spec.ERRORS["E_RANGE"][0]
 
 
 @pytest.fixture(scope="module")
