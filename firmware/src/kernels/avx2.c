@@ -23,14 +23,6 @@ ELK_INLINE float hsum_ps(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-ELK_INLINE int32_t hsum_epi32(__m256i v)
-{
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
 ELK_INLINE float fp16(elk_fp16 h)
 {
     return _cvtsh_ss(h);
@@ -379,24 +371,68 @@ typedef struct {
     __m512 dx;    /* activation scale of each lane */
 } gemv_pair;
 
+/* 16 int32 partial sums of a Q4_0 block pair (lanes in the prepared activation order) as floats. */
+ELK_INLINE __m512 q4_pair_products(const gemv_pair *pj, const elk_block_q4_0 *bb)
+{
+    const __m256i raw = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)bb[1].qs),
+                                         _mm_loadu_si128((const __m128i *)bb[0].qs));
+    const __m512i u = _mm512_and_si512(
+        _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1), _mm512_set1_epi8(0x0f));
+    return _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(pj->fix, u, pj->x));
+}
+
+/* The fp16 scales of 8 consecutive Q4_0 blocks (18 bytes apart, at offsets 0, 18, ..., 126) as
+ * floats. With VBMI one byte permute picks the 16 scale bytes out of two 64-byte loads (vpgather is
+ * microcoded and measured 40% slower end to end here); without it, scalar loads merged into two
+ * 64-bit words. One vcvtph2ps then converts all 8 instead of one conversion per block pair. */
+ELK_INLINE __m256 q4_scales8(const elk_block_q4_0 *b)
+{
+#if defined(__AVX512VBMI__)
+    const __m512i idx = _mm512_castsi128_si512(
+        _mm_setr_epi8(0, 1, 18, 19, 36, 37, 54, 55, 64 + 8, 64 + 9, 64 + 26, 64 + 27, 64 + 44, 64 + 45, 64 + 62, 64 + 63));
+    const __m512i lo = _mm512_loadu_si512((const void *)b);
+    const __m512i hi = _mm512_loadu_si512((const void *)((const uint8_t *)(const void *)b + 64));
+    const __m128i h = _mm512_castsi512_si128(_mm512_permutex2var_epi8(lo, idx, hi));
+#else
+    uint64_t w[2] = {0, 0};
+    for (int e = 0; e < 8; e++)
+        w[e / 4] |= (uint64_t)b[e].d << (16 * (e % 4));
+    const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)w);
+#endif
+    return _mm256_cvtph_ps(h);
+}
+
 /* K rows (1 or 2, a compile-time constant) against the prepared activation pairs. Two rows half a
  * range apart are two independent sequential streams: one core then reads 34 instead of 28 GB/s
  * from DRAM. Each row keeps its own accumulator and order, so its result does not depend on
- * whether (or with which row) it was paired: thread counts still give identical logits. */
-ELK_INLINE void gemv_rows_q4_0(int K, int nb, const gemv_pair *px, const elk_block_q4_0 *b0,
+ * whether (or with which row) it was paired: thread counts still give identical logits.
+ * Per 4 block pairs, the 8 weight scales are converted at once and multiplied by the 8 activation
+ * scales (dx8) in one vmulps; each pair then only permutes its two products into lane order. The
+ * per-lane scale is the same single-rounded dw * dx as per pair, so results are bit-identical. */
+ELK_INLINE void gemv_rows_q4_0(int K, int nb, const gemv_pair *px, const __m256 *dx8, const elk_block_q4_0 *b0,
                                const elk_block_q4_0 *b1, float *y0, float *y1)
 {
     const __m512i dpat = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+    const __m512i two = _mm512_set1_epi32(2);
     const elk_block_q4_0 *rows[2] = {b0, b1};
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int j = 0; j < nb / 2; j++) {
+    int j = 0;
+    for (; j + 4 <= nb / 2; j += 4) {
         for (int k = 0; k < K; k++) {
             const elk_block_q4_0 *bb = rows[k] + 2 * j;
-            const __m256i raw = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)bb[1].qs),
-                                                 _mm_loadu_si128((const __m128i *)bb[0].qs));
-            const __m512i u = _mm512_and_si512(
-                _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1), _mm512_set1_epi8(0x0f));
-            const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(px[j].fix, u, px[j].x));
+            const __m512 sc8 = _mm512_castps256_ps512(_mm256_mul_ps(q4_scales8(bb), dx8[j / 4]));
+            __m512i idx = dpat;
+            for (int q = 0; q < 4; q++) {
+                const __m512 p = q4_pair_products(px + j + q, bb + 2 * q);
+                acc[k] = _mm512_fmadd_ps(p, _mm512_permutexvar_ps(idx, sc8), acc[k]);
+                idx = _mm512_add_epi32(idx, two);
+            }
+        }
+    }
+    for (; j < nb / 2; j++) {
+        for (int k = 0; k < K; k++) {
+            const elk_block_q4_0 *bb = rows[k] + 2 * j;
+            const __m512 p = q4_pair_products(px + j, bb);
             const __m128 dw2 = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)bb[0].d | (uint32_t)bb[1].d << 16)));
             const __m512 sc = _mm512_mul_ps(_mm512_permutexvar_ps(dpat, _mm512_castps128_ps512(dw2)), px[j].dx);
             acc[k] = _mm512_fmadd_ps(p, sc, acc[k]);
@@ -411,6 +447,13 @@ static void gemv_q4_0_512(int nb, const uint8_t *w, size_t row_bytes, int r0, in
                           float *y)
 {
     gemv_pair px[GEMV_MAX_PAIRS];
+    __m256 dx8[GEMV_MAX_PAIRS / 4]; /* activation scales of blocks 8q..8q+7 as floats */
+    for (int q = 0; q < nb / 8; q++) {
+        float d[8];
+        for (int e = 0; e < 8; e++)
+            d[e] = fp16(xb[8 * q + e].d);
+        dx8[q] = _mm256_loadu_ps(d);
+    }
     const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);
     for (int j = 0; j < nb / 2; j++) {
         const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(load_q8_0(xb + 2 * j)), load_q8_0(xb + 2 * j + 1), 1);
@@ -422,10 +465,10 @@ static void gemv_q4_0_512(int nb, const uint8_t *w, size_t row_bytes, int r0, in
     }
     const int half = (r1 - r0) / 2;
     for (int r = r0; r < r0 + half; r++)
-        gemv_rows_q4_0(2, nb, px, (const elk_block_q4_0 *)(w + (size_t)r * row_bytes),
+        gemv_rows_q4_0(2, nb, px, dx8, (const elk_block_q4_0 *)(w + (size_t)r * row_bytes),
                        (const elk_block_q4_0 *)(w + (size_t)(r + half) * row_bytes), y + r, y + r + half);
     if ((r1 - r0) % 2)
-        gemv_rows_q4_0(1, nb, px, (const elk_block_q4_0 *)(w + (size_t)(r1 - 1) * row_bytes), NULL, y + r1 - 1, NULL);
+        gemv_rows_q4_0(1, nb, px, dx8, (const elk_block_q4_0 *)(w + (size_t)(r1 - 1) * row_bytes), NULL, y + r1 - 1, NULL);
 }
 
 /* Decode GEMV for Q8_0: activations offset to unsigned once per call (x + 128), each block pair
