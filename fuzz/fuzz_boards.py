@@ -7,25 +7,13 @@ atheris is not installed, a seeded mutation loop over the TOML seeds (`--mutate 
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import pathlib
 import random
 import sys
-import tempfile
-import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "host"))
+import pyfuzz
 
-boards = None  # elk.boards, imported in main() (under atheris' instrumentation when fuzzing)
-
-# fuzz/run.py passes ELK_FUZZ_TMP (removed after the run: libFuzzer exits without atexit)
-_TMP_PARENT = os.environ.get("ELK_FUZZ_TMP") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
-_DIR = tempfile.mkdtemp(prefix="elk-fuzz-boards-", dir=_TMP_PARENT)
-_PATH = pathlib.Path(_DIR) / "fuzz.toml"
-atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
+boards = None  # elk.boards, imported by _load() (under atheris' instrumentation when fuzzing)
+_PATH = pyfuzz.scratch_dir("boards") / "fuzz.toml"
 
 
 def test_one(data: bytes) -> None:
@@ -69,56 +57,12 @@ def mutate(rng: random.Random, data: bytes, seeds: list[bytes]) -> bytes:
     return bytes(b)
 
 
-def mutation_loop(seconds: float, dirs: list[str]) -> int:
-    seeds = [p.read_bytes() for d in dirs for p in sorted(pathlib.Path(d).glob("*")) if p.is_file()]
-    seeds = seeds or [b""]
-    rng = random.Random(int(os.environ.get("ELK_FUZZ_SEED", "1")))
-    runs, end = 0, time.monotonic() + seconds
-    crash_dir = pathlib.Path(os.environ.get("ELK_FUZZ_ARTIFACTS", ROOT / "build" / "fuzz" / "crashes" / "boards"))
-    while time.monotonic() < end:
-        data = mutate(rng, rng.choice(seeds), seeds)
-        try:
-            test_one(data)
-        except Exception as e:  # noqa: BLE001 - any escape is the bug we look for
-            crash_dir.mkdir(parents=True, exist_ok=True)
-            path = crash_dir / f"crash-{runs}"
-            path.write_bytes(data)
-            print(f"==CRASH== {type(e).__name__}: {e} -> {path}")
-            return 1
-        runs += 1
-    print(f"stat::number_of_executed_units: {runs}")
-    return 0
-
-
-def main(argv: list[str]) -> int:
+def _load() -> None:
     global boards
-    if argv[:1] in (["--mutate"], ["--replay"]):
-        from elk import boards
-    if argv[:1] == ["--mutate"]:
-        return mutation_loop(float(argv[1]), argv[2:])
-    if argv[:1] == ["--replay"]:
-        import signal
+    import tomllib  # noqa: F401  (instrumented too: the parser the loader calls)
 
-        def hang(signum, frame):
-            raise TimeoutError("input took more than 10 s (a hang)")
-
-        signal.signal(signal.SIGALRM, hang)
-        for p in argv[1:]:
-            signal.alarm(10)
-            test_one(pathlib.Path(p).read_bytes())
-            signal.alarm(0)
-        print(f"replayed {len(argv) - 1} inputs")
-        return 0
-    import atheris
-
-    with atheris.instrument_imports(include=["elk", "tomllib"]):
-        import tomllib  # noqa: F401  (instrument the parser the loader calls)
-
-        from elk import boards
-    atheris.Setup([sys.argv[0], *argv], test_one)
-    atheris.Fuzz()
-    return 0
+    from elk import boards
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(pyfuzz.main("boards", sys.argv[1:], test_one, mutate, _load, instrument=("elk", "tomllib")))

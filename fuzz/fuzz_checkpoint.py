@@ -8,23 +8,14 @@ the rest is the file. Runs under atheris like fuzz_boards.py (`--mutate SECONDS 
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
 import pathlib
 import random
 import sys
-import tempfile
-import time
 import warnings
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "host"))
+import pyfuzz
 
-# fuzz/run.py passes ELK_FUZZ_TMP (removed after the run: libFuzzer exits without atexit)
-_TMP_PARENT = os.environ.get("ELK_FUZZ_TMP") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
-_DIR = pathlib.Path(tempfile.mkdtemp(prefix="elk-fuzz-ckpt-", dir=_TMP_PARENT))
-atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
+_DIR = pyfuzz.scratch_dir("ckpt")
 SUFFIX = {0: "model.bin", 1: "model.gguf", 2: "tokenizer.bin"}
 TINY_TOKENIZER = _DIR / "tiny-tok.bin"
 elk = None  # (convert, image, tokenizer, errors) imported in main() (instrumented under atheris)
@@ -82,62 +73,15 @@ def _mutate(rng: random.Random, data: bytes, seeds: list) -> bytes:
     return bytes(b)
 
 
-def mutation_loop(seconds: float, dirs: list) -> int:
-    seeds = [p.read_bytes() for d in dirs for p in sorted(pathlib.Path(d).glob("*")) if p.is_file()] or [b"\x00"]
-    rng = random.Random(int(os.environ.get("ELK_FUZZ_SEED", "1")))
-    crash_dir = pathlib.Path(os.environ.get("ELK_FUZZ_ARTIFACTS", ROOT / "build" / "fuzz" / "crashes" / "checkpoint"))
-    runs, end = 0, time.monotonic() + seconds
-    while time.monotonic() < end:
-        data = _mutate(rng, rng.choice(seeds), seeds)
-        try:
-            test_one(data)
-        except Exception as e:  # noqa: BLE001 - any escape is the bug we look for
-            crash_dir.mkdir(parents=True, exist_ok=True)
-            path = crash_dir / f"crash-{runs}"
-            path.write_bytes(data)
-            print(f"==CRASH== {type(e).__name__}: {e} -> {path}")
-            return 1
-        runs += 1
-    print(f"stat::number_of_executed_units: {runs}")
-    return 0
-
-
-def _import():
+def _load() -> None:
     global elk
     from elk import convert, errors, image, tokenizer
+    import elk.convert.gguf_reader  # noqa: F401  (instrumented under atheris)
+    import elk.convert.llama2c  # noqa: F401
 
     elk = (convert, image, tokenizer, errors)
 
 
-def main(argv: list) -> int:
-    write_tiny_tokenizer(TINY_TOKENIZER)
-    if argv[:1] in (["--mutate"], ["--replay"]):
-        _import()
-    if argv[:1] == ["--mutate"]:
-        return mutation_loop(float(argv[1]), argv[2:])
-    if argv[:1] == ["--replay"]:
-        import signal
-
-        def hang(signum, frame):
-            raise TimeoutError("input took more than 10 s (a hang)")
-
-        signal.signal(signal.SIGALRM, hang)
-        for p in argv[1:]:
-            signal.alarm(10)
-            test_one(pathlib.Path(p).read_bytes())
-            signal.alarm(0)
-        print(f"replayed {len(argv) - 1} inputs")
-        return 0
-    import atheris
-
-    with atheris.instrument_imports(include=["elk"]):
-        _import()
-        import elk.convert.gguf_reader  # noqa: F401
-        import elk.convert.llama2c  # noqa: F401
-    atheris.Setup([sys.argv[0], *argv], test_one)
-    atheris.Fuzz()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    write_tiny_tokenizer(TINY_TOKENIZER)
+    sys.exit(pyfuzz.main("checkpoint", sys.argv[1:], test_one, _mutate, _load, empty=b"\x00"))

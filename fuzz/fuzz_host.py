@@ -9,22 +9,12 @@ payloads as such, past the CRC), the rest is the data. Runs under atheris like f
 
 from __future__ import annotations
 
-import atexit
-import os
-import pathlib
 import random
-import shutil
 import sys
-import tempfile
-import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "host"))
+import pyfuzz
 
-# fuzz/run.py passes ELK_FUZZ_TMP (removed after the run: libFuzzer exits without atexit)
-_TMP_PARENT = os.environ.get("ELK_FUZZ_TMP") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
-_DIR = pathlib.Path(tempfile.mkdtemp(prefix="elk-fuzz-host-", dir=_TMP_PARENT))
-atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
+_DIR = pyfuzz.scratch_dir("host")
 FUZZ_PUB = bytes.fromhex("2152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12")  # fuzz/make_seeds.py
 mods = None  # (link, image, trust, errors), imported in main()
 
@@ -80,59 +70,12 @@ def _mutate(rng: random.Random, data: bytes, seeds: list) -> bytes:
     return bytes(b)
 
 
-def mutation_loop(seconds: float, dirs: list) -> int:
-    seeds = [p.read_bytes() for d in dirs for p in sorted(pathlib.Path(d).glob("*")) if p.is_file()] or [b"\x00"]
-    rng = random.Random(int(os.environ.get("ELK_FUZZ_SEED", "1")))
-    crash_dir = pathlib.Path(os.environ.get("ELK_FUZZ_ARTIFACTS", ROOT / "build" / "fuzz" / "crashes" / "host"))
-    runs, end = 0, time.monotonic() + seconds
-    while time.monotonic() < end:
-        data = _mutate(rng, rng.choice(seeds), seeds)
-        try:
-            test_one(data)
-        except Exception as e:  # noqa: BLE001 - any escape is the bug we look for
-            crash_dir.mkdir(parents=True, exist_ok=True)
-            path = crash_dir / f"crash-{runs}"
-            path.write_bytes(data)
-            print(f"==CRASH== {type(e).__name__}: {e} -> {path}")
-            return 1
-        runs += 1
-    print(f"stat::number_of_executed_units: {runs}")
-    return 0
-
-
-def _import():
+def _load() -> None:
     global mods
     from elk import errors, image, link, trust
 
     mods = (link, image, trust, errors)
 
 
-def main(argv: list) -> int:
-    if argv[:1] in (["--mutate"], ["--replay"]):
-        _import()
-    if argv[:1] == ["--mutate"]:
-        return mutation_loop(float(argv[1]), argv[2:])
-    if argv[:1] == ["--replay"]:
-        import signal
-
-        def hang(signum, frame):
-            raise TimeoutError("input took more than 10 s (a hang)")
-
-        signal.signal(signal.SIGALRM, hang)
-        for p in argv[1:]:
-            signal.alarm(10)
-            test_one(pathlib.Path(p).read_bytes())
-            signal.alarm(0)
-        print(f"replayed {len(argv) - 1} inputs")
-        return 0
-    import atheris
-
-    with atheris.instrument_imports(include=["elk"]):
-        _import()
-    atheris.Setup([sys.argv[0], *argv], test_one)
-    atheris.Fuzz()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(pyfuzz.main("host", sys.argv[1:], test_one, _mutate, _load, empty=b"\x00"))
