@@ -34,7 +34,8 @@ def _wait_gone(pid: int, timeout: float = 5.0) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
                          ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
 def test_emulate_leaves_no_firmware_behind(host_build, tmp_path, sig):
-    env = dict(os.environ, ELK_RUNTIME_DIR=str(tmp_path / "run"))
+    # TMPDIR: a SIGKILLed emulator cannot delete its temporary flash file; keep it in tmp_path
+    env = dict(os.environ, ELK_RUNTIME_DIR=str(tmp_path / "run"), TMPDIR=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "elk", "emulate", "--baud", "0"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     fw_pid = None

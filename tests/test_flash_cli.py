@@ -8,7 +8,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -97,10 +96,8 @@ def test_ctrl_c_during_flash_leaves_the_board_at_its_rate_and_the_next_flash_res
         assert proc.returncode == 130 and err.strip().endswith("elk: interrupted") and "Traceback" not in err
         with connect(emu.port, 115200) as link:
             assert link.hello_reply["baud"] == 115200
-        t0 = time.monotonic()
         res = flashing.flash([emu.port], images["f32"], connect_baud=115200, progress=False)[0]
         assert res.ok and res.blocks_skipped > 0, res
-        assert time.monotonic() - t0 < 60
 
 
 def test_flash_cli_refuses_a_damaged_or_cut_image_before_sending_it(host_build, images, tmp_path):
