@@ -9,7 +9,6 @@ the rest is the file. Runs under atheris like fuzz_boards.py (`--mutate SECONDS 
 from __future__ import annotations
 
 import pathlib
-import random
 import sys
 import warnings
 
@@ -56,21 +55,7 @@ def write_tiny_tokenizer(path: pathlib.Path) -> None:
     path.write_bytes(out)
 
 
-def _mutate(rng: random.Random, data: bytes, seeds: list) -> bytes:
-    b = bytearray(data)
-    for _ in range(rng.randint(1, 6)):
-        pos = rng.randrange(1, len(b) + 1) if len(b) > 1 else 1
-        op = rng.randrange(4)
-        if op == 0 and len(b) > 1:
-            b[min(pos, len(b) - 1)] = rng.randrange(256)
-        elif op == 1:
-            b[pos:pos] = rng.choice([b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", b"\x00" * 4, b"\x01\x00\x00\x00"])
-        elif op == 2 and len(b) > 1:
-            del b[pos:pos + rng.randint(1, 64)]
-        else:
-            other = rng.choice(seeds)
-            b[pos:] = other[pos:]
-    return bytes(b)
+_mutate = pyfuzz.splice_mutator([b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", b"\x00" * 4, b"\x01\x00\x00\x00"])
 
 
 def _load() -> None:

@@ -9,7 +9,6 @@ payloads as such, past the CRC), the rest is the data. Runs under atheris like f
 
 from __future__ import annotations
 
-import random
 import sys
 
 import pyfuzz
@@ -53,21 +52,7 @@ def test_one(data: bytes) -> None:
             raise AssertionError(f"error is not one line: {e!r}") from None
 
 
-def _mutate(rng: random.Random, data: bytes, seeds: list) -> bytes:
-    b = bytearray(data)
-    for _ in range(rng.randint(1, 6)):
-        pos = rng.randrange(1, len(b) + 1) if len(b) > 1 else 1
-        op = rng.randrange(4)
-        if op == 0 and len(b) > 1:
-            b[min(pos, len(b) - 1)] = rng.randrange(256)
-        elif op == 1:
-            b[pos:pos] = rng.choice([b"\x00", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", b"ELKT", b"ELK1"])
-        elif op == 2 and len(b) > 1:
-            del b[pos:pos + rng.randint(1, 64)]
-        else:
-            other = rng.choice(seeds)
-            b[pos:] = other[pos:]
-    return bytes(b)
+_mutate = pyfuzz.splice_mutator([b"\x00", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", b"ELKT", b"ELK1"])
 
 
 def _load() -> None:

@@ -26,6 +26,29 @@ def scratch_dir(name: str) -> pathlib.Path:
     return path
 
 
+def splice_mutator(tokens: list):
+    """A mutator for binary formats: byte flips, insertions of `tokens` (boundary ints, magics),
+    deletions, and tails spliced from other seeds; byte 0 (the harness's selector) is left alone."""
+
+    def mutate(rng: random.Random, data: bytes, seeds: list) -> bytes:
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(1, len(b) + 1) if len(b) > 1 else 1
+            op = rng.randrange(4)
+            if op == 0 and len(b) > 1:
+                b[min(pos, len(b) - 1)] = rng.randrange(256)
+            elif op == 1:
+                b[pos:pos] = rng.choice(tokens)
+            elif op == 2 and len(b) > 1:
+                del b[pos:pos + rng.randint(1, 64)]
+            else:
+                other = rng.choice(seeds)
+                b[pos:] = other[pos:]
+        return bytes(b)
+
+    return mutate
+
+
 def mutation_loop(name: str, test_one, mutate, seconds: float, dirs: list, empty: bytes = b"") -> int:
     """Mutate the seeds in dirs for `seconds` (seeded by ELK_FUZZ_SEED); the first input whose test
     raises is saved under ELK_FUZZ_ARTIFACTS (or build/fuzz/crashes/<name>/) and ends the run with 1."""
