@@ -12,7 +12,7 @@ import time
 import zlib
 
 import pytest
-from conftest import ROOT, fixture_path
+from conftest import ROOT, fixture_path, pack_stories260k
 
 from elk import flash as flashing
 from elk import provision, spec, trust
@@ -26,8 +26,7 @@ ERASE = 4096  # boards/host.toml erase_block_kb = 4
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
-    from elk import image
-    from elk.convert import load_model
+    return pack_stories260k(tmp_path_factory.mktemp("img") / "s.elk", quant="q8_0").read_bytes()
 
     model = load_model(fixture_path("stories260K.bin"), tokenizer=fixture_path("tok512.bin"))
     path = tmp_path_factory.mktemp("img") / "s.elk"

@@ -2,11 +2,10 @@
 unsigned/foreign/tampered/downgraded images, the A/B provisioning record and re-provisioning requests."""
 
 import struct
-import zlib
 
 import cffi
 import pytest
-from conftest import fixture_path
+from conftest import fixture_path, pack_stories260k
 
 from elk import image, spec, trust
 
@@ -40,7 +39,7 @@ def lib(host_build):
 
 @pytest.fixture(scope="module")
 def plain_image(tmp_path_factory):
-    from elk.convert import load_model
+    return pack_stories260k(tmp_path_factory.mktemp("img") / "s.elk", quant="q8_0").read_bytes()
 
     model = load_model(fixture_path("stories260K.bin"), tokenizer=fixture_path("tok512.bin"))
     path = tmp_path_factory.mktemp("img") / "s.elk"
