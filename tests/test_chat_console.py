@@ -46,7 +46,7 @@ def test_chat_console_commands_through_pipes(board):
         rc = chat.Console(link, s, inp=io.StringIO(script), out=out).run()
     text = out.getvalue()
     assert rc == 0
-    assert "(temperature 0.0)" in text
+    assert "(temperature 0, top-p 0.9, top-k 0, seed 0, at most 20 tokens)" in text
     assert text.count(GREEDY[:40]) == 2  # greedy both times: /reset started a new conversation
     assert "20 tokens" in text and "context 25/512" in text  # /stats after the first reply
     assert "slot A: stories260K" in text and "[active, running]" in text  # /info
@@ -145,24 +145,25 @@ def test_a_new_session_takes_over_from_one_that_vanished_mid_reply(board):
     assert text.startswith(GREEDY[:40])
 
 
-def test_a_prompt_longer_than_one_frame_is_refused_in_one_line(board):
-    r = subprocess.run([sys.executable, "-m", "elk", "chat", "--port", board.port, "-p", "word " * 3000],
+def test_a_prompt_longer_than_the_boards_prompt_buffer_is_refused_in_one_line(board):
+    """Prompts longer than one frame are staged across frames (test_chat_long_prompt), up to the 32 KiB the
+    board's INFO announces; a longer one is refused before anything is sent."""
+    r = subprocess.run([sys.executable, "-m", "elk", "chat", "--port", board.port, "-p", "word " * 7000],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2
-    assert "the prompt is 15000 bytes; the board takes frames of at most 8208 bytes, so at most 8172 bytes of " \
-        "prompt" in r.stderr
+    assert "the prompt is 35000 bytes; the board takes at most 32768 bytes of prompt" in r.stderr
     assert r.stderr.count("\n") == 1
 
 
-def test_a_typed_line_longer_than_one_frame_is_refused_and_the_session_goes_on(board):
-    """`elk chat` reading a pipe: a line over the board's frame limit is one line in the console,
-    nothing is sent, and the next line gets its reply in the same session (it used to end the chat)."""
-    script = "/temp 0\n" + "word " * 3000 + "\nOnce upon a time\n/quit\n"
+def test_a_typed_line_longer_than_the_board_takes_is_refused_and_the_session_goes_on(board):
+    """`elk chat` reading a pipe: a line over the board's prompt limit (32 KiB, several frames) is one
+    line in the console, nothing is sent, and the next line gets its reply in the same session."""
+    script = "/temp 0\n" + "word " * 7000 + "\nOnce upon a time\n/quit\n"
     r = subprocess.run([sys.executable, "-m", "elk", "chat", "--port", board.port, "--baud", "0", "-n", "20",
                         "--raw"], input=script, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 0 and r.stderr == "", r.stderr
-    refused = [ln for ln in r.stdout.splitlines() if "the line is 14999 bytes" in ln]
-    assert len(refused) == 1 and "at most 8172 bytes" in refused[0] and "not sent" in refused[0], r.stdout
+    refused = [ln for ln in r.stdout.splitlines() if "the line is 34999 bytes" in ln]
+    assert len(refused) == 1 and "at most 32768 bytes" in refused[0] and "not sent" in refused[0], r.stdout
     assert "word word" not in r.stdout
     after = r.stdout[r.stdout.index(refused[0]):]
     assert GREEDY[:30] in after  # the session went on and the next prompt got its reply
@@ -302,16 +303,26 @@ def test_chat_refuses_sampling_values_out_of_range_in_one_line(board, args, mess
 
 
 def test_board_refuses_out_of_range_sampling_with_a_reason(board):
-    """A host that skips the checks: the board answers GENERATE with E_RANGE and why (it used to start
-    the turn and report it as 'context full'), and keeps serving."""
+    """A host that skips the checks: the board answers GENERATE with E_RANGE and names the value that is
+    wrong (it used to start the turn and report it as 'context full'), and keeps serving."""
     import struct
 
     from elk.link import CMD
 
+    inf, nan = float("inf"), float("nan")
+    cases = [((-1.0, 1.0, 0, 1.0, 64), "temperature must be a finite number"),
+             ((nan, 1.0, 0, 1.0, 64), "temperature must be a finite number"),
+             ((inf, 1.0, 0, 1.0, 64), "temperature must be a finite number"),
+             ((0.0, 0.0, 0, 1.0, 64), "top-p must be above 0 and at most 1"),
+             ((0.0, 1.5, 0, 1.0, 64), "top-p must be above 0 and at most 1"),
+             ((0.0, 1.0, 0xFFFFFFFF, 1.0, 64), "top-k must be 0 (off) to 2147483647"),
+             ((0.0, 1.0, 0, -2.0, 64), "repeat penalty must be a finite number above 0"),
+             ((0.0, 1.0, 0, inf, 64), "repeat penalty must be a finite number above 0"),
+             ((0.0, 1.0, 0, 1.0, 0x80000000), "repeat window must be 0 to 2147483647 tokens")]
     with connect(board.port, 0) as link:
-        for temp, top_p, penalty in ((-1.0, 1.0, 1.0), (float("nan"), 1.0, 1.0), (0.0, 0.0, 1.0), (0.0, 1.0, -2.0)):
-            head = struct.pack("<IIffIfIQ", 0, 5, temp, top_p, 0, penalty, 64, 0)
+        for (temp, top_p, top_k, penalty, window), why in cases:
+            head = struct.pack("<IIffIfIQ", 0, 5, temp, top_p, top_k, penalty, window, 0)
             r = link.request(CMD["GENERATE"], head + b"hi", check=False)
-            assert struct.unpack_from("<h", r)[0] == -9 and b"sampling: temperature >= 0" in r[2:]
+            assert struct.unpack_from("<h", r)[0] == -9 and r[2:].startswith(b"sampling: " + why.encode()), r
         text = "".join(link.generate("Once upon a time", max_tokens=10, temperature=0, raw=True, reset=True))
     assert text.startswith(GREEDY[:30])

@@ -1,5 +1,5 @@
-"""The limits of one conversation on a board (stories260K: a 512-token context, prompts in one 8 KiB
-frame): a prompt longer than the context or than a frame is one clear error line at the host and the
+"""The limits of one conversation on a board (stories260K: a 512-token context, prompts of up to 32 KiB
+staged across frames): a prompt longer than the context or than that is one clear error line and the
 board keeps answering; a chat that fills the context stops with "context full" and needs /reset (the
 firmware keeps no sliding window, docs/protocol.md), in `elk chat` and on the board's text console."""
 
@@ -58,12 +58,11 @@ def test_chat_prompt_longer_than_the_context_is_one_error_line_and_the_board_kee
     _still_serves(board)
 
 
-def test_chat_prompt_larger_than_one_frame_is_refused_before_it_is_sent(board):
-    r = _chat(board, "x" * 9000, "-n", "20")
+def test_chat_prompt_larger_than_the_boards_prompt_buffer_is_refused_before_it_is_sent(board):
+    r = _chat(board, "x" * 40000, "-n", "20")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        f"elk: error: {board.port}: the prompt is 9000 bytes; the board takes frames of at most 8208 bytes, "
-        "so at most 8172 bytes of prompt"]
+        f"elk: error: {board.port}: the prompt is 40000 bytes; the board takes at most 32768 bytes of prompt"]
     _still_serves(board)
 
 

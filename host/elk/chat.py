@@ -1,6 +1,8 @@
 """`elk chat`: talk to a board's model over the serial link. Interactive console (replies stream as
 they are generated; Ctrl-C stops the reply, not the session; /reset /temp /stats /info /quit) or a
-one-shot prompt for scripts. Not here: the protocol (elk.link).
+one-shot prompt for scripts. Sampling (temperature, top-p, top-k, seed, token limit) travels with every
+request and can change between turns (/temp, /top-p, /top-k, /seed, /tokens, /sampling). Prompts longer
+than one frame are staged across frames by elk.link. Not here: the protocol (elk.link).
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from elk.link import Link, PromptTooLongError, connect
 HELP = """commands:
   /reset        start a new conversation
   /temp X       sampling temperature (0 = greedy)
+  /top-p P      nucleus sampling, 0 < P <= 1 (1 = off)
+  /top-k K      sample among the K likeliest tokens (0 = off)
+  /seed N       random seed (the same seed and prompt give the same reply)
+  /tokens N     most tokens per reply
+  /sampling     show the settings above
   /stats        speed and context of the last reply
   /info         the board, its slots and the model
   /quit         leave (Ctrl-D too)
@@ -39,9 +46,10 @@ def _require_model(link: Link) -> None:
         raise ElkError(f"{link.port}: the board runs no model{why}; flash one with `elk flash`")
 
 
-def one_shot(port: str, prompt: str, s: Sampling, *, baud: int = 115200, out=sys.stdout, stats=False) -> int:
+def one_shot(port: str, prompt: str, s: Sampling, *, baud: int = 115200, out=sys.stdout, stats=False,
+             connect_timeout: float | None = None) -> int:
     """Print the reply to one prompt as it streams (a fresh conversation); return 0."""
-    with connect(port, baud) as link:
+    with connect(port, baud, connect_timeout) as link:
         _require_model(link)
         wrote = False
         try:
@@ -114,6 +122,23 @@ def info_lines(info) -> list:
     return lines
 
 
+def _finite(text: str) -> float:
+    v = float(text)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError
+    return v
+
+
+# /command: (Sampling field, parser, lowest, highest, usage)
+SETTINGS = {
+    "/temp": ("temperature", _finite, 0.0, 100.0, "X with 0 <= X <= 100 (0 = greedy)"),
+    "/top-p": ("top_p", _finite, 1e-9, 1.0, "P with 0 < P <= 1 (1 = off)"),
+    "/top-k": ("top_k", int, 0, 2**31 - 1, "K, a whole number >= 0 (0 = off)"),
+    "/seed": ("seed", int, 0, 2**64 - 1, "N, a whole number 0 to 2^64-1"),
+    "/tokens": ("max_tokens", int, 1, 2**32 - 1, "N, a whole number >= 1"),
+}
+
+
 # Linux's terminal line discipline keeps at most 4095 bytes of a line being typed (N_TTY's 4096-byte
 # buffer, the newline included) and drops the rest: a line read from a terminal that reaches it was cut.
 TTY_LINE_MAX = 4095
@@ -139,15 +164,10 @@ class Console:
         if word == "/reset":
             self.reset_next = True
             self.say("(new conversation)")
-        elif word == "/temp":
-            try:
-                t = float(arg)
-                if not 0 <= t <= 5:
-                    raise ValueError
-                self.s.temperature = t
-                self.say(f"(temperature {t})")
-            except ValueError:
-                self.say("usage: /temp X with 0 <= X <= 5")
+        elif word in SETTINGS:
+            self.setting(word, arg.strip())
+        elif word == "/sampling":
+            self.say(self.sampling_line())
         elif word == "/stats":
             self.say(stats_line(self.last_stats) if self.last_stats else "(no reply yet)")
         elif word == "/info":
@@ -157,6 +177,24 @@ class Console:
         else:
             self.say(f"unknown command {word} (a line starting with / is a command)\n{HELP}")
         return True
+
+    def sampling_line(self) -> str:
+        s = self.s
+        return (f"(temperature {s.temperature:g}, top-p {s.top_p:g}, top-k {s.top_k}, seed {s.seed}, "
+                f"at most {s.max_tokens} tokens)")
+
+    def setting(self, word: str, arg: str) -> None:
+        """/temp, /top-p, /top-k, /seed, /tokens: checked here with the ranges the board checks again."""
+        field, kind, low, high, usage = SETTINGS[word]
+        try:
+            value = kind(arg)
+            if not low <= value <= high:
+                raise ValueError
+        except ValueError:
+            self.say(f"usage: {word} {usage}")
+            return
+        setattr(self.s, field, value)
+        self.say(self.sampling_line())
 
     def reply(self, prompt: str) -> None:
         s = self.s
@@ -168,8 +206,8 @@ class Console:
                 self.out.flush()
             self.reset_next = False
         except PromptTooLongError as e:  # refused before sending: the session and conversation go on
-            self.say(f"(the line is {e.size} bytes; the board takes at most {e.limit} bytes of prompt per turn "
-                     f"(frames of {self.link.payload_max} bytes): not sent)")
+            self.say(f"(the line is {e.size} bytes; the board takes at most {e.limit} bytes of prompt per turn: "
+                     "not sent)")
             return
         except KeyboardInterrupt:
             self.link.abort()
@@ -221,8 +259,9 @@ class Console:
             self.reply(line)
 
 
-def interactive(port: str, s: Sampling, *, baud: int = 115200, inp=sys.stdin, out=sys.stdout) -> int:
-    with connect(port, baud) as link:
+def interactive(port: str, s: Sampling, *, baud: int = 115200, inp=sys.stdin, out=sys.stdout,
+                connect_timeout: float | None = None) -> int:
+    with connect(port, baud, connect_timeout) as link:
         _require_model(link)  # one line with the board's reason (e.g. secure boot refused the slot)
         info = link.info()
         model = info.slots[info.running].name
@@ -230,8 +269,9 @@ def interactive(port: str, s: Sampling, *, baud: int = 115200, inp=sys.stdin, ou
         return Console(link, s, inp, out).run()
 
 
-def status(port: str, *, baud: int = 115200, as_json: bool = False, out=sys.stdout) -> int:
-    with connect(port, baud) as link:
+def status(port: str, *, baud: int = 115200, as_json: bool = False, out=sys.stdout,
+           connect_timeout: float | None = None) -> int:
+    with connect(port, baud, connect_timeout) as link:
         info = link.info()
     if as_json:
         print(json.dumps(info.to_dict(), indent=2), file=out)

@@ -27,6 +27,9 @@ RUNTIME_DIR = pathlib.Path(os.environ.get("ELK_RUNTIME_DIR", "/tmp/elk-emulators
 RAM_CAP_MB = 2048  # reserve at most this much board RAM per emulated board (NORESERVE, but be kind)
 FAST_MAX_BAUD = 3000000
 FLASH_CAP_32BIT_MB = 1024  # emulated flash of 32-bit boards (the firmware maps all of it)
+# start() returns once the firmware serves its UART (elk-fw --ready-fd), so a client's first HELLO is not
+# spent on qemu starting up; a ceiling, not an expected time (qemu under load, an ASan build)
+READY_TIMEOUT_S = 300.0
 
 
 class EmulatorError(ElkError):
@@ -133,16 +136,18 @@ class Emulator:
         self.proc = None
         self.port = None
         self._master = self._slave = None
+        self._ready_w = None
         self.record = None
 
     def command(self) -> list:
         b = self.board
+        ready = ["--ready-fd", str(self._ready_w)] if self._ready_w is not None else []
         return self.prefix + [
             str(self.fw), "--uart-fd", str(self._master), "--flash", self.flash, "--board", b.name,
             "--flash-mb", str(self.flash_mb), "--erase-kb", str(b.erase_block_kb),
             "--ram-mb", str(self.ram_mb), "--baud", str(self.baud),
             "--max-baud", str(self.max_baud), "--broken-above", str(self.broken_above),
-            "--threads", str(self.threads)] + npu_args(b)
+            "--threads", str(self.threads)] + ready + npu_args(b)
 
     def _flash_free(self) -> None:
         """elk-fw locks its flash file (flock); say in one line when another board holds it."""
@@ -178,18 +183,12 @@ class Emulator:
         if self.on_port is not None:
             self.on_port(self.port)
         tie = _prctl is not None and threading.current_thread() is threading.main_thread()
-        for attempt in range(20):
-            try:
-                self.proc = subprocess.Popen(self.command(), pass_fds=(self._master,), stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.DEVNULL, stderr=self.log or None,
-                                             start_new_session=True,
-                                             preexec_fn=_die_with_parent(os.getpid()) if tie else None)
-                break
-            except OSError as e:
-                # a concurrent SCons run may be relinking elk-fw right now (EACCES / ETXTBSY / ENOENT)
-                if attempt == 19 or e.errno not in (errno.EACCES, errno.ETXTBSY, errno.ENOENT):
-                    raise EmulatorError(f"cannot start {self.fw}: {e.strerror}") from None
-                time.sleep(0.25)
+        ready_r, self._ready_w = os.pipe()
+        try:
+            self._spawn(tie)
+        finally:
+            os.close(self._ready_w)
+            self._ready_w = None
         os.close(self._master)
         self._master = None
         self.record = RUNTIME_DIR / f"{os.getpid()}-{self.proc.pid}.json"
@@ -200,10 +199,45 @@ class Emulator:
                 "flash": self.flash, "baud": self.baud, "started": time.time()}))
         except OSError:
             self.record = None
-        time.sleep(0.05)
-        if self.proc.poll() is not None:
-            raise EmulatorError(f"elk-fw for {self.board.name} exited at start (code {self.proc.returncode})")
+        try:
+            self._wait_ready(ready_r)
+        finally:
+            os.close(ready_r)
         return self
+
+    def _wait_ready(self, fd: int) -> None:
+        """Until elk-fw first reads its UART (one byte on the --ready-fd pipe); EOF = it exited."""
+        import select
+
+        end = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise EmulatorError(f"elk-fw for {self.board.name} did not start serving within "
+                                    f"{READY_TIMEOUT_S:.0f} s")
+            if select.select([fd], [], [], min(left, 1.0))[0]:
+                if os.read(fd, 1):
+                    return
+                try:
+                    self.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+                raise EmulatorError(f"elk-fw for {self.board.name} exited at start (code {self.proc.poll()})")
+
+    def _spawn(self, tie: bool) -> None:
+        for attempt in range(20):
+            try:
+                self.proc = subprocess.Popen(self.command(), pass_fds=(self._master, self._ready_w),
+                                             stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=self.log or None,
+                                             start_new_session=True,
+                                             preexec_fn=_die_with_parent(os.getpid()) if tie else None)
+                break
+            except OSError as e:
+                # a concurrent SCons run may be relinking elk-fw right now (EACCES / ETXTBSY / ENOENT)
+                if attempt == 19 or e.errno not in (errno.EACCES, errno.ETXTBSY, errno.ENOENT):
+                    raise EmulatorError(f"cannot start {self.fw}: {e.strerror}") from None
+                time.sleep(0.25)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

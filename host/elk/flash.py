@@ -23,6 +23,7 @@ from elk import proto_spec as P
 from elk import spec
 from elk.errors import ElkError
 from elk.link import CMD, BoardReplyError, LinkError, connect
+from elk.link import connect_timeout as connect_budget
 
 COPY_RUN_MAX = 64  # blocks per FLASH_COPY request: bounds the board's time per reply
 
@@ -118,8 +119,9 @@ def _runs(plan, action):
 class _Transfer:
     """One board's flash: the link, the image and the counters the progress line shows."""
 
-    def __init__(self, port, data, sha, connect_baud, baud, progress, stop=None):
+    def __init__(self, port, data, sha, connect_baud, baud, progress, stop=None, connect_timeout=None):
         self.res = FlashResult(port, image_size=len(data))
+        self.connect_timeout = connect_timeout
         self.data, self.sha = data, sha
         self.connect_baud, self.baud = connect_baud, baud
         self.progress = progress
@@ -135,7 +137,7 @@ class _Transfer:
             self.progress.update(self.res.port, self.done, len(self.data), time.monotonic() - self.t0)
 
     def run(self):
-        link = connect(self.res.port, self.connect_baud)
+        link = connect(self.res.port, self.connect_baud, self.connect_timeout)
         home = link.baud  # the board's console rate: it goes back to it afterwards, so the next
         try:              # `elk chat`, `elk status` or a terminal finds it where it listens
             self._run(link)
@@ -308,10 +310,12 @@ def check_image(data, name) -> None:
         raise ElkError(f"{name}: damaged image: payload SHA-256 does not match the header (`elk verify` says more)")
 
 
-def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=None, check=False) -> list:
+def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=None, check=False,
+          connect_timeout=None) -> list:
     """Flash `image` to every port (in parallel). Returns one FlashResult per port, in order.
     check: verify the file's header CRC and payload SHA-256 first (`elk flash` does; tests that probe
-    the board's own checks send damaged images on purpose)."""
+    the board's own checks send damaged images on purpose). connect_timeout: elk.link.connect's budget."""
+    connect_timeout_s = connect_budget(connect_timeout)  # a bad value: one line before any board is tried
     for name, value in (("--baud", baud), ("--connect-baud", connect_baud)):
         if value is not None and value < 0:
             raise ElkError(f"{name} must be a line rate in baud (0 = unthrottled emulated line), got {value}")
@@ -329,7 +333,7 @@ def flash(ports, image, *, connect_baud=115200, baud=None, progress=True, out=No
     sha = hashlib.sha256(data).digest()
     prog = Progress(ports, out) if progress else None
     stop = threading.Event()
-    transfers = [_Transfer(p, data, sha, connect_baud, baud, prog, stop) for p in ports]
+    transfers = [_Transfer(p, data, sha, connect_baud, baud, prog, stop, connect_timeout_s) for p in ports]
 
     finished = [threading.Event() for _ in transfers]
 

@@ -26,6 +26,13 @@ CMD = P.COMMANDS
 EVT = P.EVENTS
 CMD_NAMES = {v: k for k, v in CMD.items()}
 READ_SLICE = 0.01  # seconds one serial read may block
+# connect(): how long the first HELLO may go unanswered before "no answer" (a board that is off, a wrong
+# port or rate). A board busy checking its image answers HELLO at once (capability CHECKING) and is then
+# waited for; only a board that says nothing at all for this long is given up on. ELK_CONNECT_TIMEOUT or
+# --connect-timeout override it.
+CONNECT_TIMEOUT_S = 3.0
+HELLO_FIRST_RTO_S = 0.25   # first HELLO try; later tries wait 1.5x longer, at most HELLO_MAX_RTO_S
+HELLO_MAX_RTO_S = 1.0
 STOP_NAMES = {v: k.lower() for k, v in P.STOP_REASONS.items()}
 
 
@@ -104,6 +111,7 @@ class BoardInfo:
     boot_error: str
     npu: str = ""       # NPU backend the prompt prefill runs on ("" = the CPU; older firmware: always "")
     npu_note: str = ""  # why a board with an NPU prefills on the CPU (section refused, none in the image)
+    prompt_max: int = 0  # longest prompt PROMPT frames can stage (0: older firmware, one GENERATE frame)
 
     def caps(self) -> list:
         out = [name.lower() for name, bit in P.CAPABILITIES.items() if self.capabilities & bit]
@@ -137,12 +145,14 @@ def parse_info(p: bytes) -> BoardInfo:
     n_ctx, used = struct.unpack_from("<II", p, off)
     kernels, template = struct.unpack_from("<32s16s", p, off + 8)
     boot_error = _cstr(p[off + 56:off + 120]) if len(p) >= off + 120 else ""
-    npu, npu_note = "", ""
+    npu, npu_note, prompt_max = "", "", 0
     if len(p) >= off + 120 + 16 + 96:  # appended fields (firmware with NPU prefill, after HELLO)
         npu, npu_note = _cstr(p[off + 120:off + 136]), _cstr(p[off + 136:off + 232])
+    if len(p) >= off + 232 + 4 and caps & P.CAPABILITIES["LONG_PROMPT"]:  # appended: PROMPT's limit
+        prompt_max = struct.unpack_from("<I", p, off + 232)[0]
     return BoardInfo(proto, caps, max_payload, baud, max_baud, ram, flash, block, slot_size, active, running,
                      prev, _cstr(board), _cstr(fw), slots, n_ctx, used, _cstr(kernels), _cstr(template),
-                     boot_error, npu, npu_note)
+                     boot_error, npu, npu_note, prompt_max)
 
 
 @dataclasses.dataclass
@@ -227,6 +237,8 @@ class Link:
         self._pending = None       # (seq, wire) of the request awaiting its RESP
         self._resp = None
         self._events_before_resp = 0
+        self.tries = 0             # transmissions of the last request
+        self._info = None          # INFO cached for generate()'s prompt limit
         try:
             self.ser.reset_input_buffer()
         except Exception:  # noqa: BLE001 (URL handlers without buffers)
@@ -295,8 +307,10 @@ class Link:
                 self.counters.retransmits += 1
                 self._write(self._pending[1])
 
-    def request(self, code: int, payload: bytes = b"", *, extra_time: float = 0.0, check: bool = True) -> bytes:
-        """Send one command and return the reply payload after the status. Retransmits on timeout."""
+    def request(self, code: int, payload: bytes = b"", *, extra_time: float = 0.0, check: bool = True,
+                budget: float | None = None) -> bytes:
+        """Send one command and return the reply payload after the status. Retransmits on timeout:
+        self.retries times with a growing timeout, or (budget) quick tries until `budget` seconds pass."""
         if len(payload) > self.payload_max:
             raise LinkError(f"{self.port}: {CMD_NAMES.get(code, hex(code))} needs {len(payload)} bytes in one "
                             f"frame; the board takes at most {self.payload_max}")
@@ -306,22 +320,36 @@ class Link:
         self.counters.frames_out += 1
         self.counters.payload_out += len(payload)
         # the reply may be as large as our limit: allow for its wire time too
-        rto = P.RETRY_BASE_MS / 1000 + 2 * self.wire_time(len(wire) + 64) + extra_time
+        wire_s = 2 * self.wire_time(len(wire) + 64) + extra_time
+        rto = (HELLO_FIRST_RTO_S if budget is not None else P.RETRY_BASE_MS / 1000) + wire_s
+        start = time.monotonic()
         try:
-            for attempt in range(self.retries + 1):
+            attempt = 0
+            while True:
                 if attempt:
                     self.counters.retransmits += 1
                 self._write(wire)
                 deadline = time.monotonic() + rto
+                if budget is not None:
+                    deadline = min(deadline, start + budget)
                 while self._resp is None:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self.pump(min(left, 0.05))
+                attempt += 1
                 if self._resp is not None:
                     break
+                if budget is not None:
+                    if time.monotonic() - start >= budget:
+                        break
+                    rto = min(rto * 1.5, HELLO_MAX_RTO_S + wire_s)
+                    continue
+                if attempt > self.retries:
+                    break
                 rto = min(rto * 1.5, rto + 2.0)
-            else:
+            self.tries = attempt
+            if self._resp is None:
                 name = CMD_NAMES.get(code, hex(code))
                 raise NoAnswerError(f"{self.port}: no answer from the board to {name} "
                                     f"(is `elk emulate` running? right --baud?)")
@@ -338,13 +366,13 @@ class Link:
 
     # -- session --------------------------------------------------------------------------------
 
-    def hello(self, retries: int | None = None) -> dict:
+    def hello(self, retries: int | None = None, budget: float | None = None) -> dict:
         saved = self.retries
         if retries is not None:
             self.retries = retries
         try:
             raw = self.request(CMD["HELLO"], struct.pack("<HHI", P.PROTO_VERSION, 0, HOST_PAYLOAD_MAX),
-                               check=False)
+                               check=False, budget=budget)
         finally:
             self.retries = saved
         status = struct.unpack_from("<h", raw)[0]
@@ -438,11 +466,10 @@ class Link:
         # surrogateescape: bytes a terminal sent that are not UTF-8 (argv, stdin) pass through as they came
         # and the board's tokenizer byte-falls-back on them, instead of a UnicodeEncodeError here
         text = prompt.encode("utf-8", "surrogateescape")
-        if len(head) + len(text) > self.payload_max:  # a prompt travels in one GENERATE frame
-            raise PromptTooLongError(f"{self.port}: the prompt is {len(text)} bytes; the board takes frames of at "
-                                     f"most {self.payload_max} bytes, so at most {self.payload_max - len(head)} "
-                                     "bytes of prompt", len(text), self.payload_max - len(head))
-        self.request(CMD["GENERATE"], head + text)
+        own = self._stage_prompt(text, self.payload_max - len(head))
+        if own != len(text):
+            head = struct.pack("<I", flags | P.GEN_FLAGS["STAGED"]) + head[4:]
+        self.request(CMD["GENERATE"], head + text[len(text) - own:])
         for _ in range(self._events_before_resp):  # a late STATS of a turn before this one
             self.events.popleft()
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
@@ -464,6 +491,30 @@ class Link:
             if time.monotonic() - last > idle_timeout:
                 raise NoAnswerError(f"{self.port}: the board stopped sending text")
             self.pump(0.05)
+
+    def _stage_prompt(self, text: bytes, room: int) -> int:
+        """A prompt longer than one GENERATE frame goes ahead in PROMPT frames (docs/protocol.md "Long
+        prompts"); return how many of its last bytes GENERATE itself carries."""
+        if len(text) <= room:
+            return len(text)
+        caps = self.hello_reply["capabilities"] if self.hello_reply else 0
+        if not caps & P.CAPABILITIES["LONG_PROMPT"]:  # older firmware: one frame is all there is
+            raise PromptTooLongError(f"{self.port}: the prompt is {len(text)} bytes; this board's firmware takes "
+                                     f"one frame of at most {self.payload_max} bytes, so at most {room} bytes of "
+                                     "prompt (update the firmware for longer prompts)", len(text), room)
+        if self._info is None:
+            self._info = self.info()
+        limit = self._info.prompt_max
+        if len(text) > limit:
+            raise PromptTooLongError(f"{self.port}: the prompt is {len(text)} bytes; the board takes at most "
+                                     f"{limit} bytes of prompt", len(text), limit)
+        staged_end, chunk = len(text) - room, self.payload_max - 4
+        for off in range(0, staged_end, chunk):
+            part = text[off:min(off + chunk, staged_end)]
+            r = self.request(CMD["PROMPT"], struct.pack("<I", off) + part)
+            if len(r) < 4 or struct.unpack_from("<I", r)[0] != off + len(part):
+                raise LinkError(f"{self.port}: the board staged a different amount of the prompt than was sent")
+        return room
 
     def abort(self) -> None:
         self.request(CMD["ABORT"])
@@ -504,13 +555,45 @@ def _check_sampling(max_tokens, temperature, top_p, top_k, repeat_penalty, repea
         bad("the seed must be 0 to 2^64-1", seed)
 
 
-def connect(port: str, baud: int = 115200) -> Link:
-    """Open the port and say HELLO; raise a one-line LinkError if nothing answers."""
+def connect_timeout(timeout: float | None = None) -> float:
+    """connect()'s budget: `timeout`, else ELK_CONNECT_TIMEOUT, else CONNECT_TIMEOUT_S seconds."""
+    where = "--connect-timeout"
+    if timeout is None:
+        env = os.environ.get("ELK_CONNECT_TIMEOUT", "").strip()
+        if not env:
+            return CONNECT_TIMEOUT_S
+        where = "ELK_CONNECT_TIMEOUT"
+        try:
+            timeout = float(env)
+        except ValueError:
+            raise LinkError(f"{where} must be a number of seconds, got {env!r}") from None
+    if not 0 < timeout < 1e6:
+        raise LinkError(f"{where} must be above 0 seconds, got {timeout:g}")
+    return float(timeout)
+
+
+def _no_answer(link: Link, baud: int, seconds: float) -> str:
+    rate = f"{baud} baud" if baud else "the emulated line"
+    heard = (f"; {link.counters.wire_in} bytes came back but no valid reply (a wrong --baud garbles them)"
+             if link.counters.wire_in else "; nothing came back")
+    return (f"{link.port}: no answer from a board: {link.tries} HELLO tries at {rate} in {seconds:.1f} s{heard}. "
+            "Is the board powered and running elk-fw, is this its port (`elk ports` lists ports and emulated "
+            "boards), is the rate right (--baud)? A board that needs longer: --connect-timeout SECONDS")
+
+
+def connect(port: str, baud: int = 115200, timeout: float | None = None) -> Link:
+    """Open the port and say HELLO; raise a one-line LinkError if nothing answers within the connect
+    budget (connect_timeout). A board that answers but is still checking its image is waited for."""
+    budget = connect_timeout(timeout)
     if "://" not in port and not os.path.exists(port):
         raise LinkError(f"{port}: port not found (is `elk emulate` running? `elk ports` lists ports)")
     link = Link(port, baud)
     try:
-        link.hello()
+        start = time.monotonic()
+        try:
+            link.hello(budget=budget)
+        except NoAnswerError:
+            raise NoAnswerError(_no_answer(link, baud, time.monotonic() - start)) from None
         link.wait_checked()
     except BaseException:
         link.close()

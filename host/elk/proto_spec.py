@@ -12,6 +12,9 @@ FRAME_HEADER_SIZE = 4  # u8 kind, u8 code, u16 seq (little-endian)
 FRAME_CRC_SIZE = 4  # CRC-32 (ISO-HDLC, zlib's) over header + payload, little-endian
 PAYLOAD_MAX_DEFAULT = 512  # bytes of payload every side accepts before HELLO negotiates more (INFO fits)
 PAYLOAD_MAX_BOARD = 8208  # the firmware's receive limit (8 KiB of flash data + FLASH_DATA header room)
+# Longest prompt the firmware stages across PROMPT frames (bytes, before the chat template): 16 bytes per
+# token of a 2048-token context. Reported in INFO (offset 572) so a host knows it before sending.
+PROMPT_MAX_BOARD = 32768
 
 # Retransmission: timeout = RETRY_BASE_MS + 2 x wire time of the frame; then resend, RETRY_COUNT times.
 RETRY_BASE_MS = 200
@@ -44,6 +47,7 @@ COMMANDS = {
     "RESET": 0x33,
     "GENERATE": 0x40,
     "ABORT": 0x41,
+    "PROMPT": 0x42,      # stage prompt bytes for the next GENERATE (capability LONG_PROMPT)
     "TRUST_INFO": 0x50,  # trust area (docs/trust.md): provisioning state
     "PROVISION": 0x51,   # store / replace / clear the owner key
 }
@@ -68,11 +72,13 @@ CAPABILITIES = {  # bits of the u32 capabilities word in HELLO / INFO
     "CONSOLE": 1 << 5,     # the human text console shares the line
     "NPU": 1 << 6,         # prompt prefill runs on an NPU backend (INFO names it)
     "CHECKING": 1 << 7,    # power-on check of the active slot's SHA-256 under way: only HELLO/INFO served
+    "LONG_PROMPT": 1 << 8,  # PROMPT + GENERATE flag STAGED: prompts longer than one frame
 }
 
 GEN_FLAGS = {
     "RESET_CONTEXT": 1 << 0,  # forget the conversation before this prompt
     "RAW": 1 << 1,            # do not wrap the prompt in the image's chat template
+    "STAGED": 1 << 2,         # the prompt is the bytes staged by PROMPT, then this frame's own bytes
 }
 
 STOP_REASONS = {  # STATS.stop
@@ -115,6 +121,7 @@ def c_lines() -> list:
     out.append(_define("ELK_PROTO_FRAME_CRC_SIZE", FRAME_CRC_SIZE))
     out.append(_define("ELK_PROTO_PAYLOAD_MAX_DEFAULT", PAYLOAD_MAX_DEFAULT, "before HELLO"))
     out.append(_define("ELK_PROTO_PAYLOAD_MAX_BOARD", PAYLOAD_MAX_BOARD))
+    out.append(_define("ELK_PROTO_PROMPT_MAX_BOARD", PROMPT_MAX_BOARD, "bytes staged by PROMPT"))
     out.append(_define("ELK_PROTO_RETRY_BASE_MS", RETRY_BASE_MS))
     out.append(_define("ELK_PROTO_RETRY_COUNT", RETRY_COUNT))
     out.append(_define("ELK_PROTO_CONSOLE_HOLDOFF_MS", CONSOLE_HOLDOFF_MS))

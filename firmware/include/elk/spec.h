@@ -188,6 +188,7 @@ enum elk_status {
 #define ELK_PROTO_FRAME_CRC_SIZE 4
 #define ELK_PROTO_PAYLOAD_MAX_DEFAULT 512                /* before HELLO */
 #define ELK_PROTO_PAYLOAD_MAX_BOARD 8208
+#define ELK_PROTO_PROMPT_MAX_BOARD 32768                 /* bytes staged by PROMPT */
 #define ELK_PROTO_RETRY_BASE_MS 200
 #define ELK_PROTO_RETRY_COUNT 8
 #define ELK_PROTO_CONSOLE_HOLDOFF_MS 1500
@@ -221,6 +222,7 @@ enum {
     ELK_CMD_RESET = 0x33,
     ELK_CMD_GENERATE = 0x40,
     ELK_CMD_ABORT = 0x41,
+    ELK_CMD_PROMPT = 0x42,
     ELK_CMD_TRUST_INFO = 0x50,
     ELK_CMD_PROVISION = 0x51,
 };
@@ -248,8 +250,10 @@ enum {
 #define ELK_CAP_CONSOLE (1u << 5)
 #define ELK_CAP_NPU (1u << 6)
 #define ELK_CAP_CHECKING (1u << 7)
+#define ELK_CAP_LONG_PROMPT (1u << 8)
 #define ELK_GEN_RESET_CONTEXT (1u << 0)
 #define ELK_GEN_RAW (1u << 1)
+#define ELK_GEN_STAGED (1u << 2)
 #define ELK_SLOT_VALID (1u << 0)
 #define ELK_SLOT_ACTIVE (1u << 1)
 #define ELK_SLOT_RUNNING (1u << 2)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "board_posix.h"
 #include "main/fw.h"
@@ -32,10 +33,13 @@ static const char usage[] =
     "  --npu-efficiency E  share of T reached on matmuls, 0 < E <= 1 (npu.efficiency, default 1)\n"
     "  --npu-dma-gbs G     its transfer bandwidth in GB/s (npu.dma_gbs)\n"
     "  --npu-chunk N       its prefill chunk in tokens (npu.prefill_chunk_tokens)\n"
+    "  --ready-fd N        write one byte to fd N and close it when the firmware first reads its\n"
+    "                      UART (`elk emulate` waits for it: a client's first HELLO meets a board\n"
+    "                      that is serving, however long qemu took to start)\n"
     "  --quiet             no diagnostics on stderr\n";
 
 typedef struct board_args {
-    int uart_fd;
+    int uart_fd, ready_fd;
     const char *uart_path, *flash_path, *board;
     unsigned long long flash_mb, erase_kb, ram_mb, baud, max_baud, broken_above, threads, npu_chunk;
     int quiet;
@@ -94,6 +98,8 @@ static int parse_args(int argc, char **argv, board_args *a)
             a->npu_kind = v, i++;
         else if (strcmp(f, "--quiet") == 0)
             a->quiet = 1;
+        else if (strcmp(f, "--ready-fd") == 0 && parse_num(v, &fd) == 0)
+            a->ready_fd = (int)fd, i++;
         else if (strcmp(f, "--uart-fd") == 0 && parse_num(v, &fd) == 0)
             a->uart_fd = (int)fd, i++;
         else if (strcmp(f, "--uart") == 0 && v)
@@ -119,9 +125,22 @@ static void log_stderr(void *ctx, const char *line)
     fprintf(stderr, "elk-fw: %s\n", line);
 }
 
+static int ready_fd = -1;
+
+/* The UART read the firmware calls: the first call tells --ready-fd that the board is serving. */
+static int uart_read_ready(void *ctx, uint8_t *buf, int cap, int timeout_ms)
+{
+    if (ready_fd >= 0) {
+        (void)!write(ready_fd, "R", 1);
+        close(ready_fd);
+        ready_fd = -1;
+    }
+    return posix_uart_read(ctx, buf, cap, timeout_ms);
+}
+
 int main(int argc, char **argv)
 {
-    board_args a = { .uart_fd = -1, .board = ELK_BOARD_NAME, .flash_mb = 64, .erase_kb = 4, .ram_mb = 512,
+    board_args a = { .uart_fd = -1, .ready_fd = -1, .board = ELK_BOARD_NAME, .flash_mb = 64, .erase_kb = 4, .ram_mb = 512,
                   .baud = 115200, .max_baud = 3000000, .threads = 1, .npu_efficiency = 1.0 };
     if (parse_args(argc, argv, &a) != 0)
         return 2;
@@ -151,7 +170,7 @@ int main(int argc, char **argv)
         pool = NULL;
     elk_board b = {
         .name = a.board,
-        .uart = { posix_uart_read, posix_uart_write, &uart },
+        .uart = { a.ready_fd >= 0 ? uart_read_ready : posix_uart_read, posix_uart_write, &uart },
         .uart_set_baud = posix_uart_set_baud,
         .baud = (uint32_t)a.baud,
         .max_baud = (uint32_t)a.max_baud,
@@ -172,6 +191,7 @@ int main(int argc, char **argv)
         .npu_dma_gbs = a.npu_dma_gbs,
         .npu_chunk = (uint32_t)a.npu_chunk,
     };
+    ready_fd = a.ready_fd;
     int rc = elk_fw_run(&b);
     fprintf(stderr, "elk-fw: UART failed (%d), stopping\n", rc);
     return 1;

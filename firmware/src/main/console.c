@@ -1,5 +1,6 @@
 /* The human text console sharing the line with the protocol: a "> " prompt, line editing with
- * echo, a few commands (help, info, reset) and streamed replies; Ctrl-C stops a reply.
+ * echo, a few commands (help, info, reset, set: the sampling of the next replies) and streamed
+ * replies; Ctrl-C stops a reply.
  * Not here: frames (serve.c) or the sampling loop (gen.c). */
 #include "main/fw.h"
 
@@ -55,6 +56,96 @@ static int is_word(const char *line, uint32_t n, const char *w)
     return i == n && w[i] == 0;
 }
 
+/* A decimal number ("0.7", "40", ".5"; no sign, no exponent) as a float; 0 when it is not one. */
+static int parse_dec(const char *s, uint32_t n, double *out)
+{
+    double v = 0, scale = 0;
+    int digits = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (s[i] == '.' && scale == 0) {
+            scale = 1;
+        } else if (s[i] >= '0' && s[i] <= '9' && digits < 19) {
+            v = v * 10 + (s[i] - '0');
+            scale *= 10;
+            digits++;
+        } else {
+            return 0;
+        }
+    }
+    *out = scale > 0 ? v / scale : v;
+    return digits > 0;
+}
+
+/* Milli-units as text: 0.8 -> "0.800" (elk_fmt has no %f). */
+static void say_milli(elk_fw *fw, const char *name, float x)
+{
+    unsigned m = (unsigned)(x * 1000.0f + 0.5f);
+    sayf(fw, "%s %u.%u%u%u", name, m / 1000, m / 100 % 10, m / 10 % 10, m % 10);
+}
+
+static void show_sampling(elk_fw *fw)
+{
+    const elk_fw_gen_params *g = &fw->console_params;
+    say_milli(fw, "temp", g->sampling.temperature);
+    say_milli(fw, ", top-p", g->sampling.top_p);
+    sayf(fw, ", top-k %d, tokens %u, seed ", g->sampling.top_k, (unsigned)g->max_tokens);
+    if (g->sampling.seed)
+        sayf(fw, "%u\n", (unsigned)g->sampling.seed);
+    else
+        say(fw, "0 (a new one every reply)\n");
+}
+
+/* `set NAME VALUE`: temp, top-p, top-k, tokens, seed for the replies that follow; `set` shows them.
+ * The values pass the same check as a GENERATE request's. */
+static void set_sampling(elk_fw *fw, const char *l, uint32_t n)
+{
+    uint32_t a = 3;
+    while (a < n && l[a] == ' ')
+        a++;
+    uint32_t b = a;
+    while (b < n && l[b] != ' ')
+        b++;
+    uint32_t v0 = b;
+    while (v0 < n && l[v0] == ' ')
+        v0++;
+    if (a == n) {
+        show_sampling(fw);
+        return;
+    }
+    const char *name = l + a;
+    uint32_t name_len = b - a;
+    double v;
+    if (!parse_dec(l + v0, n - v0, &v)) {
+        say(fw, "usage: set temp|top-p|top-k|tokens|seed VALUE (a number, e.g. set temp 0.7)\n");
+        return;
+    }
+    elk_fw_gen_params g = fw->console_params;
+    int whole = v == (double)(uint32_t)v && v <= 4294967295.0;
+    if (is_word(name, name_len, "temp"))
+        g.sampling.temperature = (float)v;
+    else if (is_word(name, name_len, "top-p"))
+        g.sampling.top_p = (float)v;
+    else if (is_word(name, name_len, "top-k") && whole && v <= 2147483647.0)
+        g.sampling.top_k = (int)v;
+    else if (is_word(name, name_len, "tokens") && whole && v >= 1)
+        g.max_tokens = (uint32_t)v;
+    else if (is_word(name, name_len, "seed") && whole)
+        g.sampling.seed = (uint64_t)v;
+    else {
+        say(fw, "set: temp (0 = greedy), top-p (0 < p <= 1), top-k (whole, 0 = off), tokens (whole, >= 1), "
+                "seed (whole, 0 = a new one every reply)\n");
+        return;
+    }
+    fw->reason[0] = 0;
+    if (elk_fw_check_sampling(fw, &g) != ELK_OK) {
+        sayf(fw, "%s\n", fw->reason);
+        fw->reason[0] = 0;
+        return;
+    }
+    fw->console_params = g;
+    show_sampling(fw);
+}
+
 static void run_line(elk_fw *fw)
 {
     char *l = fw->line;
@@ -64,6 +155,8 @@ static void run_line(elk_fw *fw)
     if (n == 0) {
     } else if (is_word(l, n, "help")) {
         say(fw, "help   this text\ninfo   board, slots and model\nreset  start a new conversation\n"
+                "set    sampling of the next replies: set temp 0.7, set top-p 0.9, set top-k 40,\n"
+                "       set tokens 100, set seed 7 (0 = a new one every reply); set alone shows them\n"
                 "anything else is a prompt; Ctrl-C stops the reply\n");
     } else if (is_word(l, n, "info")) {
         print_info(fw);
@@ -71,13 +164,14 @@ static void run_line(elk_fw *fw)
         if (fw->model)
             elk_gen_reset(&fw->gen_loop);
         say(fw, "(new conversation)\n");
+    } else if (is_word(l, n < 3 ? n : 3, "set") && (n == 3 || l[3] == ' ')) {
+        set_sampling(fw, l, n);
     } else if (!fw->model) {
         say(fw, "no model: flash one with `elk flash`\n");
     } else {
-        elk_fw_gen_params gp = { .flags = 0, .max_tokens = 256,
-                                 .sampling = { .temperature = 0.8f, .top_k = 0, .top_p = 0.9f,
-                                               .repeat_penalty = 1.0f, .repeat_last_n = 64,
-                                               .seed = elk_fw_now(fw) } };
+        elk_fw_gen_params gp = fw->console_params;
+        if (!gp.sampling.seed)
+            gp.sampling.seed = elk_fw_now(fw);
         fw->console_gen = 1;
         int rc = elk_fw_generate(fw, l, n, &gp);
         fw->console_gen = 0;

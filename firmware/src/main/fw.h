@@ -101,7 +101,10 @@ enum { FW_AFTER_NONE, FW_AFTER_BAUD, FW_AFTER_RESET, FW_AFTER_GENERATE };
 #define FW_PIECES_MAX 512
 /* Most flash bytes one FLASH_COPY or BLOCK_HASHES request may touch (bounded reply latency). */
 #define FW_WORK_MAX (64ull << 20)
-#define FW_TEXT_MAX (ELK_PROTO_PAYLOAD_MAX_BOARD + 128)
+/* A prompt is staged across PROMPT frames (docs/protocol.md "Long prompts"); the chat template adds
+ * at most 128 bytes around it. */
+#define FW_PROMPT_MAX ELK_PROTO_PROMPT_MAX_BOARD
+#define FW_TEXT_MAX (FW_PROMPT_MAX + 128)
 
 typedef struct elk_fw {
     const elk_board *b;
@@ -156,7 +159,8 @@ typedef struct elk_fw {
     char line[FW_LINE_MAX];
     uint32_t line_len;
     uint8_t console_last;               /* previous console byte (CR LF counts once) */
-    char prompt[ELK_PROTO_PAYLOAD_MAX_BOARD]; /* GENERATE's prompt, copied out of the receive buffer */
+    char prompt[FW_PROMPT_MAX];         /* GENERATE's prompt: PROMPT-staged bytes, then GENERATE's own */
+    uint32_t staged;                    /* prompt bytes staged by PROMPT for the next GENERATE (STAGED) */
     char text[FW_TEXT_MAX];             /* one turn wrapped in the chat template */
     /* trust (firmware/src/trust/fw_trust.c) */
     elk_trust_prov trust;               /* provisioning record in use (sequence 0: none) */
@@ -166,6 +170,7 @@ typedef struct elk_fw {
     int after;                          /* FW_AFTER_*: what to do once the response is on the wire */
     uint32_t after_arg;
     elk_fw_gen_params gen;
+    elk_fw_gen_params console_params;   /* the text console's sampling (its `set` command changes it) */
 } elk_fw;
 
 /* bootrec.c */
@@ -192,6 +197,8 @@ int elk_fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const elk_fw_g
 
 /* serve.c */
 int elk_fw_poll(elk_fw *fw, int timeout_ms);
+/* ELK_OK, or ELK_E_RANGE with the offending sampling value named in fw->reason. */
+int elk_fw_check_sampling(elk_fw *fw, const elk_fw_gen_params *g);
 /* Events are stop-and-wait: one EVENT in flight until its EACK. start sends one (nothing may be
  * pending), service resends it on timeout (ELK_E_TIMEOUT after ELK_PROTO_RETRY_COUNT), wait polls
  * until it is acknowledged, send_event = wait + start + wait. */

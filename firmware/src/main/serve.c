@@ -114,7 +114,8 @@ int elk_fw_send_event(elk_fw *fw, uint8_t code, const void *payload, uint32_t le
 
 static uint32_t capabilities(const elk_fw *fw)
 {
-    uint32_t caps = ELK_CAP_FLASH | ELK_CAP_BLOCK_HASHES | ELK_CAP_FLASH_COPY | ELK_CAP_CONSOLE;
+    uint32_t caps = ELK_CAP_FLASH | ELK_CAP_BLOCK_HASHES | ELK_CAP_FLASH_COPY | ELK_CAP_CONSOLE |
+                    ELK_CAP_LONG_PROMPT;
     if (fw->b->uart_set_baud)
         caps |= ELK_CAP_SET_BAUD;
     if (fw->model)
@@ -140,6 +141,7 @@ static int cmd_hello(elk_fw *fw, const uint8_t *p, uint32_t n)
         return ELK_E_INVAL;
     if (elk_le16(p) != ELK_PROTO_VERSION)
         return ELK_E_VERSION;  /* the fields above still tell the host what the board speaks */
+    fw->staged = 0;  /* a prompt half-sent by a vanished session is not this one's */
     uint32_t host_max = elk_le32(p + 4);
     if (host_max < ELK_PROTO_PAYLOAD_MAX_DEFAULT)
         host_max = ELK_PROTO_PAYLOAD_MAX_DEFAULT;
@@ -191,6 +193,8 @@ static int cmd_info(elk_fw *fw)
     if (off + 16 + 96 <= fw->tx_payload_max) {
         off = elk_put_str(t, off, cap, fw->npu_backend ? fw->npu_backend->name : "", 16);
         off = elk_put_str(t, off, cap, fw->npu_note, 96);
+        if (off + 4 <= fw->tx_payload_max)  /* 572: longest prompt PROMPT can stage */
+            off = elk_put32(t, off, cap, FW_PROMPT_MAX);
     }
     return off <= cap ? (int)off : ELK_E_RANGE;
 }
@@ -259,10 +263,69 @@ static int cmd_rollback(elk_fw *fw)
     return rc ? rc : 3;
 }
 
+static int finite(float x)
+{
+    return x - x == 0.0f;  /* false for NaN and both infinities */
+}
+
+/* The sampling values of one request (GENERATE, or the text console's `set`), within the sampler's
+ * limits; a refusal names the value in fw->reason, which travels after the status. */
+int elk_fw_check_sampling(elk_fw *fw, const elk_fw_gen_params *g)
+{
+    const elk_sampling *s = &g->sampling;
+    const char *why = NULL;
+    if (!finite(s->temperature) || s->temperature < 0.0f)
+        why = "temperature must be a finite number, 0 (greedy) or more";
+    else if (!(s->top_p > 0.0f && s->top_p <= 1.0f))
+        why = "top-p must be above 0 and at most 1 (1 = off)";
+    else if (s->top_k < 0)
+        why = "top-k must be 0 (off) to 2147483647";
+    else if (!finite(s->repeat_penalty) || !(s->repeat_penalty > 0.0f))
+        why = "repeat penalty must be a finite number above 0 (1 = off)";
+    else if (s->repeat_last_n < 0)
+        why = "repeat window must be 0 to 2147483647 tokens";
+    if (!why)
+        return ELK_OK;
+    elk_fmt(fw->reason, sizeof fw->reason, "sampling: %s", why);
+    return ELK_E_RANGE;
+}
+
+/* PROMPT: u32 offset, bytes -> u32 bytes staged. Stages a prompt longer than one frame for the next
+ * GENERATE with flag STAGED. Offset 0 starts a new prompt; any other offset must continue the staged
+ * bytes exactly (a lost reply makes the host resend the same frame, answered from the reply cache). */
+static int cmd_prompt(elk_fw *fw, const uint8_t *p, uint32_t n)
+{
+    if (n < 4)
+        return ELK_E_INVAL;
+    if (!fw->model)
+        return ELK_E_STATE;
+    uint32_t off = elk_le32(p), len = n - 4;
+    if (off != 0 && off != fw->staged) {
+        elk_fmt(fw->reason, sizeof fw->reason, "prompt bytes at offset %u, but %u are staged", (unsigned)off,
+                (unsigned)fw->staged);
+        fw->staged = 0;
+        return ELK_E_STATE;
+    }
+    if (len > FW_PROMPT_MAX - off) {
+        elk_fmt(fw->reason, sizeof fw->reason, "the prompt is longer than the %u bytes this board takes",
+                (unsigned)FW_PROMPT_MAX);
+        fw->staged = 0;
+        return ELK_E_RANGE;
+    }
+    for (uint32_t i = 0; i < len; i++)
+        fw->prompt[off + i] = (char)p[4 + i];
+    fw->staged = off + len;
+    elk_put32(fw->tx, 2, sizeof fw->tx, fw->staged);
+    return 6;
+}
+
 /* GENERATE: u32 flags, u32 max_tokens, f32 temperature, f32 top_p, u32 top_k, f32 repeat_penalty,
- * u32 repeat_last_n, u64 seed, prompt bytes -> () then PIECE events and one STATS event. */
+ * u32 repeat_last_n, u64 seed, prompt bytes -> () then PIECE events and one STATS event. With flag
+ * STAGED the prompt is the bytes PROMPT staged followed by this frame's; every GENERATE ends staging. */
 static int cmd_generate(elk_fw *fw, const uint8_t *p, uint32_t n)
 {
+    uint32_t have = fw->staged;
+    fw->staged = 0;
     if (n < 36)
         return ELK_E_INVAL;
     if (!fw->model)
@@ -276,18 +339,25 @@ static int cmd_generate(elk_fw *fw, const uint8_t *p, uint32_t n)
     g->sampling.repeat_penalty = elk_lef32(p + 20);
     g->sampling.repeat_last_n = (int)elk_le32(p + 24);
     g->sampling.seed = elk_le64(p + 28);
-    const elk_sampling *sp = &g->sampling;  /* the sampler's own limits, refused here with a reason */
-    if (!(sp->temperature >= 0.0f) || !(sp->top_p > 0.0f) || !(sp->repeat_penalty > 0.0f) || sp->top_k < 0 ||
-        sp->repeat_last_n < 0) {
-        elk_fmt(fw->reason, sizeof fw->reason, "sampling: temperature >= 0, top_p > 0, repeat penalty > 0, "
-                "top_k and repeat window >= 0");
-        return ELK_E_RANGE;
+    int rc = elk_fw_check_sampling(fw, g);
+    if (rc)
+        return rc;
+    if (!(g->flags & ELK_GEN_STAGED))
+        have = 0;
+    else if (have == 0) {
+        elk_fmt(fw->reason, sizeof fw->reason, "flag STAGED, but no prompt bytes were staged with PROMPT");
+        return ELK_E_STATE;
     }
     uint32_t len = n - 36;
+    if (len > FW_PROMPT_MAX - have) {
+        elk_fmt(fw->reason, sizeof fw->reason, "the prompt is longer than the %u bytes this board takes",
+                (unsigned)FW_PROMPT_MAX);
+        return ELK_E_RANGE;
+    }
     for (uint32_t i = 0; i < len; i++)
-        fw->prompt[i] = (char)p[36 + i];
+        fw->prompt[have + i] = (char)p[36 + i];
     fw->after = FW_AFTER_GENERATE;
-    fw->after_arg = len;
+    fw->after_arg = have + len;
     return 2;
 }
 
@@ -322,6 +392,7 @@ static int dispatch(elk_fw *fw, const elk_frame *f)
     case ELK_CMD_RESET: fw->after = FW_AFTER_RESET; return 2;
     case ELK_CMD_GENERATE: return cmd_generate(fw, f->payload, f->len);
     case ELK_CMD_ABORT: fw->abort = fw->generating; return 2;
+    case ELK_CMD_PROMPT: return cmd_prompt(fw, f->payload, f->len);
     case ELK_CMD_TRUST_INFO: return elk_trust_fw_cmd_info(fw);
     case ELK_CMD_PROVISION: return elk_trust_fw_cmd_provision(fw, f->payload, f->len);
     default: return ELK_E_UNSUPPORTED;
@@ -332,6 +403,7 @@ static void reset_board(elk_fw *fw)
 {
     elk_fw_unload(fw);
     fw->fs.open = 0;
+    fw->staged = 0;
     elk_fw_record_load(fw);
     elk_fw_check_start(fw);
 }
@@ -449,6 +521,9 @@ int elk_fw_run(const elk_board *board)
     fw->tx_payload_max = ELK_PROTO_PAYLOAD_MAX_DEFAULT;
     fw->baud = board->baud;
     fw->running = ELK_PROTO_SLOT_NONE;
+    fw->console_params = (elk_fw_gen_params){ .max_tokens = 256,
+                                              .sampling = { .temperature = 0.8f, .top_k = 0, .top_p = 0.9f,
+                                                            .repeat_penalty = 1.0f, .repeat_last_n = 64 } };
     elk_fw_layout(fw);
     elk_fw_record_load(fw);
     elk_fw_check_start(fw);

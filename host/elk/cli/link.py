@@ -27,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--baud", type=int, help="rate to flash at (default: the board's fastest)")
     p.add_argument("--connect-baud", type=int, default=115200, help="rate the board listens at (default 115200)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _connect_timeout_arg(p)
     p.set_defaults(func=_flash)
 
     p = sub.add_parser("chat", help="chat with the model on a board (interactive, or one prompt with -p)")
@@ -41,12 +42,14 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--raw", action="store_true", help="send the prompt as is (no chat template)")
     p.add_argument("--stats", action="store_true", help="with -p: print speed figures to stderr")
+    _connect_timeout_arg(p)
     p.set_defaults(func=_chat)
 
     p = sub.add_parser("status", help="show a board's firmware, slots and running model")
     p.add_argument("--port", required=True)
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--json", action="store_true")
+    _connect_timeout_arg(p)
     p.set_defaults(func=_status)
 
     p = sub.add_parser("demo", help="build, pack, emulate a board, flash it and chat, in one go")
@@ -55,6 +58,12 @@ def register(sub) -> None:
     p.add_argument("--board", default="host")
     p.add_argument("-n", "--max-tokens", type=int, default=120)
     p.set_defaults(func=_demo)
+
+
+def _connect_timeout_arg(p) -> None:
+    p.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+                   help="how long a board may stay silent before `no answer` (default 3, or "
+                        "ELK_CONNECT_TIMEOUT); a board busy checking its image answers and is waited for")
 
 
 def _emulate(args) -> int:
@@ -75,7 +84,7 @@ def _flash(args) -> int:
     from elk.flash import flash
 
     results = flash(args.port, args.image, connect_baud=args.connect_baud, baud=args.baud,
-                    progress=not args.quiet, check=True)
+                    progress=not args.quiet, check=True, connect_timeout=args.connect_timeout)
     failed = [r for r in results if not r.ok]
     if len(results) == 1 and failed:  # one board: its error is the one line
         print(f"elk: error: {failed[0].port}: {failed[0].error}", file=sys.stderr)
@@ -94,14 +103,15 @@ def _chat(args) -> int:
     s = chat.Sampling(max_tokens=args.max_tokens, temperature=temp, top_p=args.top_p, top_k=args.top_k,
                       repeat_penalty=args.repeat_penalty, seed=args.seed, raw=args.raw)
     if args.prompt is not None:
-        return chat.one_shot(args.port, args.prompt, s, baud=args.baud, stats=args.stats)
-    return chat.interactive(args.port, s, baud=args.baud)
+        return chat.one_shot(args.port, args.prompt, s, baud=args.baud, stats=args.stats,
+                             connect_timeout=args.connect_timeout)
+    return chat.interactive(args.port, s, baud=args.baud, connect_timeout=args.connect_timeout)
 
 
 def _status(args) -> int:
     from elk.chat import status
 
-    return status(args.port, baud=args.baud, as_json=args.json)
+    return status(args.port, baud=args.baud, as_json=args.json, connect_timeout=args.connect_timeout)
 
 
 def _demo(args) -> int:
