@@ -52,20 +52,21 @@ def test_cli_tokenize_then_detokenize_roundtrips(image):
 @pytest.mark.parametrize("args,words", [
     (("run", "{img}", "-p", "Once upon a time " * 200, "-n", "5"), ("prompt is", "context holds 512")),
     (("run", "{missing}",), ("cannot open",)),
-    (("run", "{img}", "--temperature", "-1"), ("temperature -1",)),
+    (("run", "{img}", "--temperature", "-1"), ("--temperature: -1 must be finite and >= 0",)),
     (("detokenize", "{img}", "9999"), ("9999", "outside the vocabulary")),
     (("run", "{img}", "--ctx", "4096"), ("seq_len 512",)),
     # values C cannot hold or would reject with a bare status code: named, with the allowed range
-    (("run", "{img}", "-n", "10000000000000"), ("max_tokens 10000000000000", "outside")),
-    (("run", "{img}", "--top-k", "10000000000000"), ("top_k 10000000000000",)),
-    (("run", "{img}", "--temperature", "nan"), ("temperature nan", ">= 0")),
-    (("run", "{img}", "--temperature", "1e39"), ("temperature 1e+39", "finite")),
-    (("run", "{img}", "--top-p", "1.5"), ("top_p 1.5", "(0, 1]")),
-    (("run", "{img}", "--top-p", "0"), ("top_p 0.0", "(0, 1]")),
-    (("run", "{img}", "--repeat-penalty", "0"), ("repeat_penalty 0.0", "> 0")),
-    (("run", "{img}", "--threads", "-3"), ("threads -3", "[0, 64]")),
-    (("run", "{img}", "--threads", "1000"), ("threads 1000", "[0, 64]")),
-    (("run", "{img}", "--ctx", "10000000000"), ("context length 10000000000", "outside")),
+    # (usage errors from argparse: "elk run: error: argument OPTION: VALUE ...", elk.options)
+    (("run", "{img}", "-n", "10000000000000"), ("--max-tokens: 10000000000000 is outside [1, 2147483647]",)),
+    (("run", "{img}", "--top-k", "10000000000000"), ("--top-k: 10000000000000 is outside",)),
+    (("run", "{img}", "--temperature", "nan"), ("--temperature: nan", ">= 0")),
+    (("run", "{img}", "--temperature", "1e39"), ("--temperature: 1e39", "finite")),
+    (("run", "{img}", "--top-p", "1.5"), ("--top-p: 1.5", "(0, 1]")),
+    (("run", "{img}", "--top-p", "0"), ("--top-p: 0 ", "(0, 1]")),
+    (("run", "{img}", "--repeat-penalty", "0"), ("--repeat-penalty: 0 ", "> 0")),
+    (("run", "{img}", "--threads", "-3"), ("--threads: -3", "[1, 64]")),
+    (("run", "{img}", "--threads", "1000"), ("--threads: 1000", "[1, 64]")),
+    (("run", "{img}", "--ctx", "10000000000"), ("--ctx: 10000000000", "outside")),
     (("detokenize", "{img}", "99999999999999"), ("99999999999999", "outside the vocabulary")),
     (("detokenize", "{img}", "--", "-5"), ("-5", "outside the vocabulary")),
 ])
@@ -74,7 +75,7 @@ def test_cli_run_errors_are_one_line_exit_2(image, tmp_path, args, words):
     p = run_elk(*args)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("elk: error: "), p.stderr
+    assert len(lines) == 1 and lines[0].startswith(("elk: error: ", "elk run: error: ")), p.stderr
     assert all(w in lines[0] for w in words), lines[0]
 
 

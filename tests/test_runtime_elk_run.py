@@ -52,11 +52,11 @@ def test_elk_run_seeded_sampling_is_reproducible(host_build, image):
     (("{img}", "--ids", "-p", "1,x"), "not a list of ids"),
     (("{img}", "--ids", "-p", "1,600"), "outside the vocabulary"),
     (("{img}", "--bogus", "1"), "--bogus: unknown option"),
-    (("{img}", "-n", "1e10"), "-n: needs a whole number in [0, 2147483647], not 1e10"),
-    (("{img}", "-n", "2.5"), "-n: needs a whole number"),
-    (("{img}", "--ctx", "-1"), "--ctx: needs a whole number"),
-    (("{img}", "--threads", "1000"), "--threads: needs a whole number in [0, 64]"),
-    (("{img}", "--temperature", "warm"), "--temperature: is not a number: warm"),
+    (("{img}", "-n", "1e10"), "-n 1e10 is outside [1, 2147483647]"),
+    (("{img}", "-n", "2.5"), "-n 2.5 is not a whole number"),
+    (("{img}", "--ctx", "-1"), "--ctx -1 is outside [1, 2147483647]"),
+    (("{img}", "--threads", "1000"), "--threads 1000 is outside [1, 64]"),
+    (("{img}", "--temperature", "warm"), "--temperature warm is not a number"),
     (("{img}", "--ids", "-p", "1,4294967297"), "not a list of ids"),  # would wrap to id 1 in int32
 ])
 def test_elk_run_errors_are_one_line_exit_2(host_build, image, tmp_path, args, words):
@@ -69,4 +69,5 @@ def test_elk_run_errors_are_one_line_exit_2(host_build, image, tmp_path, args, w
 def test_elk_run_prompt_too_long_prints_nothing_but_one_error_line(host_build, image):
     p = run(host_build, image, "-p", "Once upon a time " * 200)
     assert p.returncode == 2 and p.stdout == ""
-    assert p.stderr.splitlines() == ["elk-run: error: prompt is 802 tokens but the context holds 512 (0 already used)"]
+    assert p.stderr.splitlines() == ["elk-run: error: prompt is 802 tokens but the context holds 512: shorten the "
+                                     "prompt (the context is already the model's whole seq_len 512)"]

@@ -17,8 +17,9 @@ class RuntimeFailure(ElkError):
     def __init__(self, code: int, detail: str = ""):
         self.code = code
         name, message = code_name(code)
-        text = f"{message} ({name})"
-        super().__init__(f"{detail}: {text}" if detail else text)
+        # The detail says what failed (C names the value and its limit); the code's generic text
+        # (e.g. "value out of range") would only repeat it less precisely, so it stands alone.
+        super().__init__(f"{detail} ({name})" if detail else f"{message} ({name})")
 
 
 def code_name(code: int) -> tuple[str, str]:

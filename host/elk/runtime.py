@@ -397,6 +397,22 @@ def _check_sampling(max_tokens, temperature, top_k, top_p, repeat_penalty, repea
     _check_int("repeat_last_n", repeat_last_n, 0, INT32_MAX)
 
 
+# ---------------------------------------------------------------------------------------------
+# After a generation (the CLIs print it)
+
+
+def context_notice(model: "Model", asked: int):
+    """One line when the last generation stopped at the end of the context before `asked` tokens,
+    else None: how full the context is and what would make room."""
+    st, c = model.stats, model.config
+    if st.stop_reason != "context_full":
+        return None
+    fix = (f"raise --ctx (up to the model's seq_len {c.seq_len}) or shorten the prompt" if c.n_ctx < c.seq_len
+           else "shorten the prompt (the context is the model's whole seq_len)")
+    return (f"stopped: the context is full ({c.n_ctx} tokens: {st.n_prompt} of prompt, {st.n_generated} "
+            f"generated), so {st.n_generated} of the {asked} tokens asked for were produced; {fix}")
+
+
 def _utf8(text) -> bytes:
     """UTF-8 bytes of text; bytes pass through. Undecodable command-line bytes (which Python keeps
     as surrogate escapes) come back as the original bytes and tokenize as byte tokens."""

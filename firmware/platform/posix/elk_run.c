@@ -4,7 +4,9 @@
  *           [--repeat-penalty R] [--threads N] [--ctx N] [--kernels NAME] [--ids]
  *           [--npu sim|litert] [--litert-lib PATH] [--npu-tops T] [--npu-dma-gbs G]  (docs/npu.md)
  *           [--logits FILE]
- * Text goes to stdout as it is produced; timing to stderr. --ids: PROMPT is a list of token ids
+ * Option values outside their range (docs/runtime.md, the same as `elk run`) are one error line,
+ * exit 2. Text goes to stdout as it is produced; timing to stderr, and one line when generation
+ * stopped because the context was full. --ids: PROMPT is a list of token ids
  * and the output is ids too. --logits FILE: first write the prompt's logits from an empty context
  * (one row of vocab_size float32, native byte order, per prompt id) to FILE, then generate as usual
  * (-n 0: logits only). Exit 0 on success, 2 with one line on stderr on any error. */
@@ -21,6 +23,7 @@ typedef struct args {
     const char *image, *prompt, *kernels;
     const char *npu, *litert_lib; /* NPU offload of prefill (npu_host.h); NULL = CPU only */
     const char *logits;           /* --logits FILE, or NULL */
+    const char *n_text;           /* -n as given (checked once --logits is known), or NULL */
     double npu_tops, npu_dma_gbs;
     int n, top_k, threads, ids;
     unsigned ctx;
@@ -28,47 +31,89 @@ typedef struct args {
     unsigned long long seed;
 } args;
 
+#define USAGE "usage: elk-run IMAGE [-p PROMPT] [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] " \
+              "[--repeat-penalty R] [--threads N] [--ctx N] [--kernels NAME] [--ids] [--logits FILE] " \
+              "[--npu sim|litert] [--litert-lib PATH] [--npu-tops T] [--npu-dma-gbs G]\n"
+
+/* A usage mistake: one line on stderr (the usage text only when there is nothing to run at all). */
 static int usage(const char *msg)
 {
-    fprintf(stderr, "elk-run: error: %s\nusage: elk-run IMAGE [-p PROMPT] [-n N] [--temperature T] "
-                    "[--top-k K] [--top-p P] [--seed S] [--repeat-penalty R] [--threads N] [--ctx N] "
-                    "[--kernels NAME] [--ids] [--logits FILE] [--npu sim|litert] [--litert-lib PATH] "
-                    "[--npu-tops T] [--npu-dma-gbs G]\n", msg);
+    fprintf(stderr, "elk-run: error: %s\n", msg);
     return 2;
 }
 
-/* usage() with "OPTION: what is wrong" as the message. */
-static int bad_option(const char *opt, const char *what, const char *val)
+/* usage() with "OPTION VALUE what is wrong" as the message. */
+static int bad_value(const char *opt, const char *val, const char *what)
 {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s: %s%s%s", opt, what, val ? " " : "", val ? val : "");
+    char msg[320];
+    snprintf(msg, sizeof msg, "%s %s %s", opt, val, what);
     return usage(msg);
 }
 
-static int number(const char *s, double lo, double hi, double *out)
+/* Integer option in [lo, hi]: whole numbers only, no silent wrap or truncation; a number written
+ * another way (1e10, 2.0) is judged by its value. */
+static int whole(const char *opt, const char *s, long long lo, long long hi, long long *out)
 {
-    char *end;
+    char *end, what[96];
     errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -1;
+    long long v = strtoll(s, &end, 10);
+    int ok = !errno && end != s && !*end;
+    if (!ok) {
+        double d = strtod(s, &end);
+        if (end == s || *end || d != d || d != (double)(long long)d || d > 9.2e18 || d < -9.2e18)
+            return bad_value(opt, s, "is not a whole number");
+        v = (long long)d;
+    }
+    if (v < lo || v > hi) {
+        snprintf(what, sizeof what, "is outside [%lld, %lld]", lo, hi);
+        return bad_value(opt, s, what);
+    }
     *out = v;
     return 0;
 }
 
+/* --seed: any unsigned 64-bit value (strtoull alone would take "-1" as 2^64 - 1). */
+static int seed_value(const char *opt, const char *s, unsigned long long *out)
+{
+    char *end;
+    while (*s == ' ')
+        s++;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s == '-' || (errno == ERANGE && end != s && !*end))
+        return bad_value(opt, s, "is outside [0, 18446744073709551615]");
+    if (errno || end == s || *end)
+        return bad_value(opt, s, "is not a whole number");
+    *out = v;
+    return 0;
+}
+
+/* Float option: a finite number accepted by ok(v) (NaN and infinities never are). */
+static int real(const char *opt, const char *s, int (*ok)(double), const char *rule, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end)
+        return bad_value(opt, s, "is not a number");
+    if (!(v == v && v > -3.4e38 && v < 3.4e38 && ok(v)))
+        return bad_value(opt, s, rule);
+    *out = v;
+    return 0;
+}
+
+static int nonneg(double v) { return v >= 0.0; }
+static int positive(double v) { return v > 0.0; }
+static int unit(double v) { return v > 0.0 && v <= 1.0; }
+static int any(double v) { (void)v; return 1; }
+
 /* Store the value of option `o` (one of parse's known options) in *a; 2 with one line on stderr when
- * the value is not a number in the option's range. */
+ * the value is not in the option's range (the same ranges as `elk run`, docs/runtime.md). */
 static int set_option(args *a, const char *o, const char *val)
 {
-    double v;
-    /* integer options: whole numbers that fit their C type (no silent wrap or truncation) */
-    double lo = -1e18, hi = 1e18;
-    if (!strcmp(o, "-n") || !strcmp(o, "--top-k") || !strcmp(o, "--ctx"))
-        lo = 0, hi = 2147483647.0;
-    else if (!strcmp(o, "--threads"))
-        lo = 0, hi = 64;
-    else if (!strcmp(o, "--seed"))
-        lo = 0, hi = 18446744073709549568.0; /* largest double below 2^64 */
+    long long i = 0;
+    double v = 0;
+    int rc = 0;
     if (!strcmp(o, "-p") || !strcmp(o, "--prompt"))
         a->prompt = val;
     else if (!strcmp(o, "--kernels"))
@@ -79,34 +124,33 @@ static int set_option(args *a, const char *o, const char *val)
         a->litert_lib = val;
     else if (!strcmp(o, "--logits"))
         a->logits = val;
-    else if (number(val, lo, hi, &v) || (lo == 0 && v != (double)(unsigned long long)v)) {
-        char what[96];
-        snprintf(what, sizeof what, lo == 0 ? "needs a whole number in [0, %.0f], not" : "is not a number:", hi);
-        return bad_option(o, what, val);
+    else if (!strcmp(o, "-n")) { /* its lower end depends on --logits: checked at the end of parse */
+        rc = whole(o, val, -4000000000000000000LL, 4000000000000000000LL, &i);
+        if (!rc && i > 2147483647LL)
+            rc = bad_value(o, val, "is outside [1, 2147483647]");
+        a->n = i < 0 ? -1 : (int)i, a->n_text = val;
     }
-    else if (!strcmp(o, "-n"))
-        a->n = (int)v;
-    else if (!strcmp(o, "--temperature"))
-        a->temperature = (float)v;
     else if (!strcmp(o, "--top-k"))
-        a->top_k = (int)v;
-    else if (!strcmp(o, "--top-p"))
-        a->top_p = (float)v;
-    else if (!strcmp(o, "--repeat-penalty"))
-        a->repeat_penalty = (float)v;
-    else if (!strcmp(o, "--seed"))
-        a->seed = (unsigned long long)v;
+        rc = whole(o, val, 0, 2147483647LL, &i), a->top_k = (int)i;
+    else if (!strcmp(o, "--ctx")) /* the upper end is the model's seq_len, checked when it is open */
+        rc = whole(o, val, 1, 2147483647LL, &i), a->ctx = (unsigned)i;
     else if (!strcmp(o, "--threads"))
-        a->threads = (int)v;
+        rc = whole(o, val, 1, 64, &i), a->threads = (int)i;
+    else if (!strcmp(o, "--seed"))
+        rc = seed_value(o, val, &a->seed);
+    else if (!strcmp(o, "--temperature"))
+        rc = real(o, val, nonneg, "must be finite and >= 0 (0 = greedy)", &v), a->temperature = (float)v;
+    else if (!strcmp(o, "--top-p"))
+        rc = real(o, val, unit, "is outside (0, 1] (1 = off)", &v), a->top_p = (float)v;
+    else if (!strcmp(o, "--repeat-penalty"))
+        rc = real(o, val, positive, "must be finite and > 0 (1 = off)", &v), a->repeat_penalty = (float)v;
     else if (!strcmp(o, "--npu-tops"))
-        a->npu_tops = v;
+        rc = real(o, val, any, "", &a->npu_tops);
     else if (!strcmp(o, "--npu-dma-gbs"))
-        a->npu_dma_gbs = v;
-    else if (!strcmp(o, "--ctx"))
-        a->ctx = (unsigned)v;
+        rc = real(o, val, any, "", &a->npu_dma_gbs);
     else
         return usage("unknown option");
-    return 0;
+    return rc;
 }
 
 static int parse(int argc, char **argv, args *a)
@@ -118,6 +162,10 @@ static int parse(int argc, char **argv, args *a)
         if (!strcmp(o, "--ids")) {
             a->ids = 1;
             continue;
+        }
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            fputs(USAGE, stdout);
+            return 1;
         }
         if (o[0] != '-') {
             if (a->image)
@@ -131,18 +179,27 @@ static int parse(int argc, char **argv, args *a)
         int found = 0;
         for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
             found |= !strcmp(o, known[k]);
-        if (!found)
-            return bad_option(o, "unknown option", NULL);
-        if (i + 1 >= argc)
-            return bad_option(o, "needs a value", NULL);
+        char msg[160];
+        if (!found) {
+            snprintf(msg, sizeof msg, "%s: unknown option (elk-run --help lists them)", o);
+            return usage(msg);
+        }
+        if (i + 1 >= argc) {
+            snprintf(msg, sizeof msg, "%s: needs a value", o);
+            return usage(msg);
+        }
         int rc = set_option(a, o, argv[++i]);
         if (rc)
             return rc;
     }
-    if (!a->image)
+    if (!a->image) {
+        fputs(USAGE, stderr);
         return usage("missing IMAGE");
-    if (a->n < 0)
-        return usage("-n must be >= 0");
+    }
+    if (a->n_text && a->n < 0)
+        return bad_value("-n", a->n_text, "is outside [1, 2147483647]");
+    if (a->n_text && a->n == 0 && !a->logits) /* would generate nothing, silently */
+        return bad_value("-n", a->n_text, "is outside [1, 2147483647] (0 only with --logits FILE: prompt logits)");
     return 0;
 }
 
@@ -201,6 +258,22 @@ static int dump_logits(elk_host *h, const args *a, const int32_t *ids, int n)
     return 0;
 }
 
+/* One line when generation stopped at the end of the context before -n tokens (never silently). */
+static void context_notice(elk_host *h, int n_prompt, int n_gen, int asked)
+{
+    int64_t cfg[10]; /* ..., seq_len at 6, n_ctx at 9 */
+    elk_host_config(h, cfg, 10);
+    char fix[96];
+    if (cfg[9] < cfg[6])
+        snprintf(fix, sizeof fix, "raise --ctx (up to the model's seq_len %lld) or shorten the prompt",
+                 (long long)cfg[6]);
+    else
+        snprintf(fix, sizeof fix, "shorten the prompt (the context is the model's whole seq_len)");
+    fprintf(stderr, "elk-run: stopped: the context is full (%lld tokens: %d of prompt, %d generated), so %d of "
+                    "the %d tokens asked for were produced; %s\n", (long long)cfg[9], n_prompt, n_gen, n_gen,
+            asked, fix);
+}
+
 static int run(elk_host *h, const args *a)
 {
     int32_t *ids = NULL, id;
@@ -244,14 +317,17 @@ static int run(elk_host *h, const args *a)
     fprintf(stderr, "\nelk-run: %s, kernels %s: prompt %.0f tokens in %.3f s, first token after %.3f s, "
                     "%.0f tokens, %.2f tokens/s\n",
             elk_host_name(h), elk_host_kernels(h), st[0], st[1], st[2], st[3], st[5]);
+    if ((int)st[6] == ELK_GEN_CONTEXT_FULL)
+        context_notice(h, (int)st[0], (int)st[3], a->n);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     args a;
-    if (parse(argc, argv, &a))
-        return 2;
+    int prc = parse(argc, argv, &a);
+    if (prc)
+        return prc == 1 ? 0 : 2; /* 1: --help */
     char err[512];
     elk_host *h;
     if (elk_host_open(a.image, a.ctx, a.threads, a.kernels, &h, err, sizeof err)) {

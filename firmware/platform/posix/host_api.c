@@ -105,6 +105,8 @@ static int build(elk_host *h, const char *path, const elk_model_opts *opts)
                          (unsigned long long)total);
     char *a = h->arena;
     int rc = elk_model_init(&h->model, img, opts, a, mbytes);
+    if (rc == ELK_E_RANGE)
+        return set_error(h, rc, "%s: model: its arena size does not fit 64 bits with these options", path);
     if (rc)
         return set_error(h, rc, "%s: model: %s", path, elk_strerror(rc));
     a += align64(mbytes);
@@ -151,7 +153,9 @@ int elk_host_open(const char *path, uint32_t n_ctx, int n_threads, const char *k
     h->n_threads = n_threads;
     if (!rc && n_threads > 1) {
         rc = elk_pool_create(&h->pool, n_threads);
-        if (rc)
+        if (rc == ELK_E_RANGE)
+            set_error(h, rc, "cannot start %d threads: the pool takes at most 64", n_threads);
+        else if (rc)
             set_error(h, rc, "cannot start %d threads: %s", n_threads, elk_strerror(rc));
         else
             opts.exec = elk_pool_exec(h->pool);
@@ -274,6 +278,43 @@ int elk_host_forward(elk_host *h, const int32_t *ids, int n, int pos, float *log
     return rc ? set_error(h, rc, "forward: %s", elk_strerror(rc)) : ELK_OK;
 }
 
+/* Which sampling setting elk_sampler_init refuses (its rules; the API and CLIs check the same first). */
+static int sampling_error(elk_host *h, int rc, const elk_sampling *sp)
+{
+    if (!(sp->temperature >= 0.0f))
+        return set_error(h, rc, "temperature %g must be finite and >= 0 (0 = greedy)", sp->temperature);
+    if (!(sp->top_p > 0.0f && sp->top_p <= 1.0f))
+        return set_error(h, rc, "top_p %g is outside (0, 1] (1 = off)", sp->top_p);
+    if (!(sp->repeat_penalty > 0.0f))
+        return set_error(h, rc, "repeat_penalty %g must be finite and > 0 (1 = off)", sp->repeat_penalty);
+    if (sp->top_k < 0 || sp->repeat_last_n < 0)
+        return set_error(h, rc, "top_k %d and repeat_last_n %d must be >= 0", sp->top_k, sp->repeat_last_n);
+    return set_error(h, rc, "sampler: %s", elk_strerror(rc));
+}
+
+/* A prompt of n ids after `used` context tokens that leaves no room (see elk_gen_begin): what it
+ * needs, what the context holds, and the fix that applies (a larger context only below seq_len). */
+static int context_error(elk_host *h, int n, int used, uint32_t n_ctx)
+{
+    uint32_t seq_len = h->img.config.seq_len;
+    char used_s[64] = "", fix[160];
+    if (used > 0)
+        snprintf(used_s, sizeof used_s, " (%d already used by earlier turns)", used);
+    if (n_ctx < seq_len)
+        snprintf(fix, sizeof fix, "shorten the prompt or raise --ctx (n_ctx), up to the model's seq_len %u",
+                 seq_len);
+    else
+        snprintf(fix, sizeof fix, "shorten the prompt (the context is already the model's whole seq_len %u)",
+                 seq_len);
+    if (used > 0)
+        snprintf(fix + strlen(fix), sizeof fix - strlen(fix), ", or start a new context");
+    if ((int64_t)used + n > n_ctx)
+        return set_error(h, ELK_E_RANGE, "prompt is %d tokens but the context holds %u%s: %s", n, n_ctx, used_s,
+                         fix);
+    return set_error(h, ELK_E_RANGE, "prompt is %d tokens and fills the context of %u%s, leaving no room to "
+                     "generate: %s", n, n_ctx, used_s, fix);
+}
+
 int elk_host_gen_begin(elk_host *h, const int32_t *ids, int n, int max_new, float temperature,
                        int top_k, float top_p, float repeat_penalty, int repeat_last_n, uint64_t seed,
                        int keep_context)
@@ -281,21 +322,24 @@ int elk_host_gen_begin(elk_host *h, const int32_t *ids, int n, int max_new, floa
     elk_sampling sp = { temperature, top_k, top_p, repeat_penalty, repeat_last_n, seed };
     int rc = elk_sampler_init(&h->sampler, h->img.config.vocab_size, &sp, h->sampler_arena,
                               h->sampler_bytes);
+    if (!rc && !(top_p <= 1.0f)) /* the sampler reads top_p >= 1 as "off": 2 is a mistake, not a setting */
+        rc = ELK_E_RANGE;
     if (rc)
-        return set_error(h, rc, "sampling settings out of range (temperature %g, top_k %d, top_p %g, "
-                         "repeat_penalty %g)", temperature, top_k, top_p, repeat_penalty);
+        return sampling_error(h, rc, &sp);
     h->gen.sampler = h->sampler;
     if (!keep_context)
         elk_gen_reset(&h->gen);
     uint32_t n_ctx = elk_model_n_ctx(h->model);
-    if ((int64_t)h->gen.n_tokens + n > n_ctx)
-        return set_error(h, ELK_E_RANGE, "prompt is %d tokens but the context holds %u (%d already used)",
-                         n, n_ctx, h->gen.n_tokens);
+    if ((int64_t)h->gen.n_tokens + n + (max_new > 0) > n_ctx) /* elk_gen_begin's rule */
+        return context_error(h, n, h->gen.n_tokens, n_ctx);
     if ((rc = check_ids(h, ids, n)))
         return rc;
     rc = elk_gen_begin(&h->gen, ids, n, max_new);
     if (rc == ELK_E_INVAL)
         return set_error(h, rc, "empty prompt: give at least one token (e.g. BOS)");
+    if (rc == ELK_E_RANGE)
+        return set_error(h, rc, "prefill: %d tokens at position %d do not fit the context of %u", n,
+                         h->gen.n_tokens, n_ctx);
     return rc ? set_error(h, rc, "prefill: %s", elk_strerror(rc)) : ELK_OK;
 }
 

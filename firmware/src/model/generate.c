@@ -58,7 +58,9 @@ int elk_gen_begin(elk_gen *g, const int32_t *ids, int n, int max_new)
 {
     if (!g || n < 0 || (n > 0 && !ids) || max_new < 0)
         return ELK_E_INVAL;
-    if ((int64_t)g->n_tokens + n > (int64_t)g->model->n_ctx)
+    /* The context holds prompt and generated tokens alike (no sliding window): a turn that asks for
+     * tokens needs at least one free position after its prompt, else it could only stop at once. */
+    if ((int64_t)g->n_tokens + n + (max_new > 0) > (int64_t)g->model->n_ctx)
         return ELK_E_RANGE;
     if (g->n_tokens + n == g->n_cached) /* nothing to run: no fresh logits to sample from */
         return ELK_E_INVAL;
@@ -83,7 +85,7 @@ int elk_gen_begin(elk_gen *g, const int32_t *ids, int n, int max_new)
 
 static int is_end(const elk_gen *g, int32_t id)
 {
-    return g->tok && (id == elk_tokenizer_eos(g->tok) || id == elk_tokenizer_bos(g->tok));
+    return g->tok && (elk_tokenizer_is_stop(g->tok, id) || id == elk_tokenizer_bos(g->tok));
 }
 
 int elk_gen_next(elk_gen *g, int32_t *id, char *piece, int cap, int *len)
@@ -94,11 +96,18 @@ int elk_gen_next(elk_gen *g, int32_t *id, char *piece, int cap, int *len)
         return ELK_E_INVAL;
     if (g->stop != ELK_GEN_RUNNING)
         return 0;
-    int rc = catch_up(g); /* the token sampled last time */
+    /* A full context has no position for another token: stop before running the last one, whose
+     * logits could only pick a token there is no room for. */
+    int full = g->n_tokens >= (int)g->model->n_ctx;
+    int rc = full ? ELK_OK : catch_up(g); /* the token sampled last time */
     if (rc)
         return rc;
     if (g->n_new >= g->max_new) {
         g->stop = ELK_GEN_MAX_TOKENS;
+        return 0;
+    }
+    if (full) {
+        g->stop = ELK_GEN_CONTEXT_FULL;
         return 0;
     }
     int32_t next = elk_sampler_sample(g->sampler, g->logits, g->tokens, g->n_tokens);
@@ -106,10 +115,6 @@ int elk_gen_next(elk_gen *g, int32_t *id, char *piece, int cap, int *len)
         return next;
     if (is_end(g, next)) {
         g->stop = ELK_GEN_EOS;
-        return 0;
-    }
-    if (g->n_tokens >= (int)g->model->n_ctx) {
-        g->stop = ELK_GEN_CONTEXT_FULL;
         return 0;
     }
     int32_t prev = g->n_tokens ? g->tokens[g->n_tokens - 1] : -1;

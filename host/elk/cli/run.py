@@ -8,14 +8,19 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="generate text from an image with the C runtime")
     p.add_argument("image", help="model image (.elk)")
     p.add_argument("-p", "--prompt", default="", help="prompt text (default: empty, generation starts at BOS)")
-    p.add_argument("-n", "--max-tokens", type=int, default=256, help="most tokens to generate (default 256)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=40, help="keep the k most likely tokens, 0 = off (default 40)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus mass, 1 = off (default 0.95)")
-    p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty for recent tokens, 1 = off")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all CPUs)")
-    p.add_argument("--ctx", type=int, default=None, help="context length (default: the model's)")
+    from elk.options import CLI_TYPES as T  # ranges: docs/runtime.md
+
+    p.add_argument("-n", "--max-tokens", type=T["max_tokens"], default=256,
+                   help="most tokens to generate, >= 1 (default 256)")
+    p.add_argument("--temperature", type=T["temperature"], default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=T["top_k"], default=40, help="keep the k most likely tokens, 0 = off (default 40)")
+    p.add_argument("--top-p", type=T["top_p"], default=0.95, help="nucleus mass in (0, 1], 1 = off (default 0.95)")
+    p.add_argument("--repeat-penalty", type=T["repeat_penalty"], default=1.0,
+                   help="penalty for recent tokens, > 0, 1 = off")
+    p.add_argument("--seed", type=T["seed"], default=None, help="random seed 0..2^64-1 (default: random)")
+    p.add_argument("--threads", type=T["threads"], default=None, help="worker threads 1..64 (default: all CPUs)")
+    p.add_argument("--ctx", type=T["ctx"], default=None,
+                   help="context length: prompt + generated tokens (default: the model's seq_len)")
     p.add_argument("--kernels", default=None, help="force a kernel table (ref, avx2, neon, ...)")
     p.add_argument("--npu", choices=("sim", "litert", "off"), default=None,
                    help="prefill through the image's NPU section: simulated NPU, LiteRT, or off "
@@ -46,6 +51,7 @@ def _open(args, **kw):
 
 def _run(args) -> int:
     from elk.npu.offload import attach, resolve_backend, stats_line
+    from elk.runtime import context_notice
 
     with _open(args, n_ctx=args.ctx, threads=args.threads, kernels=args.kernels) as m:
         npu = attach(m, resolve_backend(args.npu, args.npu_board, args.image), args.npu_board, accel=args.npu_accel,
@@ -62,6 +68,9 @@ def _run(args) -> int:
         out.write("\n")
         out.flush()
         print(m.stats.summary(), file=sys.stderr)
+        notice = context_notice(m, args.max_tokens)
+        if notice:
+            print(f"elk: {notice}", file=sys.stderr)
         if npu is not None:
             print(stats_line(npu, m.stats), file=sys.stderr)
     return 0
