@@ -194,7 +194,7 @@ ERRORS = {
     "E_HASH": (-6, "payload SHA-256 mismatch"),
     "E_NOMEM": (-7, "arena too small"),
     "E_UNSUPPORTED": (-8, "unsupported feature or tensor type"),
-    "E_RANGE": (-9, "value out of range (context full, dimension too large)"),
+    "E_RANGE": (-9, "value out of range"),  # the caller's detail says which value (a full context is one)
     "E_IO": (-10, "input/output error"),
     "E_ABORTED": (-11, "aborted"),
     "E_AUTH": (-12, "signature or key check failed"),

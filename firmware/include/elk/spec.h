@@ -151,7 +151,7 @@ enum elk_status {
     ELK_E_HASH = -6, /* payload SHA-256 mismatch */
     ELK_E_NOMEM = -7, /* arena too small */
     ELK_E_UNSUPPORTED = -8, /* unsupported feature or tensor type */
-    ELK_E_RANGE = -9, /* value out of range (context full, dimension too large) */
+    ELK_E_RANGE = -9, /* value out of range */
     ELK_E_IO = -10, /* input/output error */
     ELK_E_ABORTED = -11, /* aborted */
     ELK_E_AUTH = -12, /* signature or key check failed */
@@ -171,7 +171,7 @@ enum elk_status {
     X(ELK_E_HASH, "payload SHA-256 mismatch") \
     X(ELK_E_NOMEM, "arena too small") \
     X(ELK_E_UNSUPPORTED, "unsupported feature or tensor type") \
-    X(ELK_E_RANGE, "value out of range (context full, dimension too large)") \
+    X(ELK_E_RANGE, "value out of range") \
     X(ELK_E_IO, "input/output error") \
     X(ELK_E_ABORTED, "aborted") \
     X(ELK_E_AUTH, "signature or key check failed") \
