@@ -131,6 +131,11 @@ TOKEN_TYPES = {  # SentencePiece's piece types
 TOKENIZER_FLAG_BYTE_FALLBACK = 1 << 0
 TOKENIZER_FLAG_ADD_DUMMY_PREFIX = 1 << 1
 TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE = 1 << 2
+# The section ends with a stop-id list: n x i32 token id, then u32 n (1..TOKENIZER_MAX_STOP_IDS), the
+# section's last 4 bytes. Generation stops at eos_id and at every listed id. Set only when the model has
+# stop ids besides eos_id (chat models: <|im_end|>, <|eot_id|>), so other images keep their bytes.
+TOKENIZER_FLAG_STOP_IDS = 1 << 3
+TOKENIZER_MAX_STOP_IDS = 16
 
 # ---------------------------------------------------------------------------------------------
 # Trust (docs/trust.md): image trailer TLVs, signature message prefixes, the provisioning record.
@@ -276,6 +281,8 @@ def _c_header() -> str:
     define("ELK_TOKENIZER_FLAG_BYTE_FALLBACK", "(1u << 0)")
     define("ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX", "(1u << 1)")
     define("ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE", "(1u << 2)")
+    define("ELK_TOKENIZER_FLAG_STOP_IDS", "(1u << 3)")
+    define("ELK_TOKENIZER_MAX_STOP_IDS", TOKENIZER_MAX_STOP_IDS)
     out.append("")
     define("ELK_TRAILER_HEAD_SIZE", TRAILER_HEAD_SIZE)
     define("ELK_TRAILER_TLV_HEAD_SIZE", TRAILER_TLV_HEAD_SIZE)

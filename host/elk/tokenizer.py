@@ -26,7 +26,8 @@ BYTE = spec.TOKEN_TYPES["BYTE"]
 FLAG_BYTE_FALLBACK = spec.TOKENIZER_FLAG_BYTE_FALLBACK
 FLAG_ADD_DUMMY_PREFIX = spec.TOKENIZER_FLAG_ADD_DUMMY_PREFIX
 FLAG_REMOVE_EXTRA_WHITESPACE = spec.TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE
-KNOWN_FLAGS = FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX | FLAG_REMOVE_EXTRA_WHITESPACE
+FLAG_STOP_IDS = spec.TOKENIZER_FLAG_STOP_IDS
+KNOWN_FLAGS = FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX | FLAG_REMOVE_EXTRA_WHITESPACE | FLAG_STOP_IDS
 LLAMA_FLAGS = FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX
 
 HEAD = struct.Struct("<IIIiiiiI")  # n_tokens, kind, flags, bos, eos, unk, pad, max_token_len
@@ -53,6 +54,7 @@ class Vocab:
     pad_id: int = -1  # -1: none
     flags: int = LLAMA_FLAGS  # spec.TOKENIZER_FLAG_* bits
     chat_template: str | None = None  # goes to the image's METADATA, not the TOKENIZER section
+    stop_ids: list[int] = dataclasses.field(default_factory=list)  # generation also stops here (+ eos_id)
 
     def __len__(self) -> int:
         return len(self.pieces)
@@ -64,6 +66,21 @@ class Vocab:
     @property
     def add_dummy_prefix(self) -> bool:
         return bool(self.flags & FLAG_ADD_DUMMY_PREFIX)
+
+    def all_stop_ids(self) -> list[int]:
+        """Every id generation stops at: eos_id first, then the extra stop ids, each once."""
+        out = []
+        for i in [self.eos_id] + list(self.stop_ids):
+            if 0 <= i < len(self.pieces) and i not in out:
+                out.append(i)
+        return out
+
+    def special_id(self, text: str) -> int:
+        """Id of the control piece spelled exactly `text` (e.g. "<|im_end|>"), or -1."""
+        for i, (p, kind) in enumerate(zip(self.pieces, self.types)):
+            if kind == CONTROL and p == text:
+                return i
+        return -1
 
     def piece_id(self, piece: str) -> int:
         """Id of a piece (SentencePiece spelling), or -1."""
@@ -205,13 +222,117 @@ def from_hf_tokenizer_json(path) -> Vocab:
     flags = FLAG_BYTE_FALLBACK if model.get("byte_fallback") else 0
     if _hf_prepends_space(doc):
         flags |= FLAG_ADD_DUMMY_PREFIX
-    cfg = _hf_config(path.parent / "tokenizer_config.json")
     index = {p: i for i, p in enumerate(pieces)}
-    bos = index.get(cfg.get("bos_token") or "<s>", -1)
-    eos = index.get(cfg.get("eos_token") or "</s>", -1)
-    pad = index.get(cfg.get("pad_token"), -1) if cfg.get("pad_token") else -1
-    return Vocab(pieces, scores, types, bos_id=bos, eos_id=eos, unk_id=unk_id, pad_id=pad, flags=flags,
-                 chat_template=cfg.get("chat_template"))
+    v = Vocab(pieces, scores, types, bos_id=index.get("<s>", -1), eos_id=index.get("</s>", -1), unk_id=unk_id,
+              pad_id=-1, flags=flags)
+    return hf_specials(v, path.parent, added=False)
+
+
+def _hf_added_tokens(folder: pathlib.Path) -> dict:
+    """id -> (content, special) of the tokens a HF tokenizer adds to its model's vocabulary: from
+    tokenizer.json's added_tokens, else tokenizer_config.json's added_tokens_decoder, else
+    added_tokens.json (special when listed as a special token in tokenizer_config.json)."""
+    doc = _read_json(folder / "tokenizer.json")
+    if isinstance(doc, dict) and isinstance(doc.get("added_tokens"), list):
+        try:
+            return {int(t["id"]): (str(t["content"]), bool(t.get("special"))) for t in doc["added_tokens"]}
+        except (KeyError, TypeError, ValueError) as e:
+            raise TokenizerFormatError(f"{folder / 'tokenizer.json'}: bad added_tokens entry ({e})") from None
+    cfg = _read_json(folder / "tokenizer_config.json")
+    cfg = cfg if isinstance(cfg, dict) else {}
+    dec = cfg.get("added_tokens_decoder")
+    try:
+        if isinstance(dec, dict) and dec:
+            return {int(i): (str(t["content"]), bool(t.get("special"))) for i, t in dec.items()}
+        extra = _read_json(folder / "added_tokens.json")
+        if isinstance(extra, dict):
+            named = {_content(cfg.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+            named |= {_content(t) for t in cfg.get("additional_special_tokens") or []}
+            return {int(i): (str(c), c in named) for c, i in extra.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise TokenizerFormatError(f"{folder}: bad added-token list ({e})") from None
+    return {}
+
+
+def _content(value):
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _read_json(path: pathlib.Path):
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise TokenizerFormatError(f"{path}: not JSON ({e})") from None
+
+
+def _eos_list(value) -> list[int]:
+    """generation_config.json's eos_token_id: an int, a list of ints, or absent."""
+    items = value if isinstance(value, list) else [value]
+    return [int(i) for i in items if isinstance(i, int) and not isinstance(i, bool)]
+
+
+# Special tokens a chat template puts at the end of every turn: when the template has one and the
+# vocabulary holds it as a special token, generation stops there even if the config files forgot it.
+TURN_END_MARKERS = ("<|im_end|>", "<|eot_id|>")
+
+
+def hf_specials(v: Vocab, folder, added: bool = True, chat_template: str | None = None) -> Vocab:
+    """The special-token facts of a Hugging Face tokenizer folder applied to a vocabulary read from its
+    tokenizer.model or tokenizer.json:
+    - added tokens (when `added`: tokenizer.json / tokenizer_config / added_tokens.json) with their real
+      text: special ones become CONTROL pieces, the others USER_DEFINED (matched whole in text);
+    - bos / eos / pad from tokenizer_config.json (token text -> id);
+    - stop ids: generation_config.json's eos_token_id (int or list), then tokenizer_config's eos, then
+      the tokenizer's own eos, plus a turn-end marker (<|im_end|>, <|eot_id|>) the chat template uses;
+    - the chat template text (tokenizer_config.json, else chat_template.jinja; or `chat_template`)."""
+    folder = pathlib.Path(folder)
+    v = dataclasses.replace(v, pieces=list(v.pieces), scores=list(v.scores), types=list(v.types),
+                            stop_ids=list(v.stop_ids))
+    if added:
+        for i, (text, special) in sorted(_hf_added_tokens(folder).items()):
+            if not 0 <= i < MAX_TOKENS:
+                raise TokenizerFormatError(f"{folder}: added token {text!r} has id {i}")
+            while len(v.pieces) < i:  # a gap: never produced by text, as padding rows are
+                v.pieces.append(f"<pad_{len(v.pieces)}>")
+                v.scores.append(0.0)
+                v.types.append(CONTROL)
+            if i == len(v.pieces):
+                v.pieces.append(text)
+                v.scores.append(0.0)
+                v.types.append(CONTROL)
+            v.pieces[i] = text
+            if v.types[i] not in (UNKNOWN,):
+                v.types[i] = CONTROL if special else USER_DEFINED
+    cfg = _hf_config(folder / "tokenizer_config.json")
+    index: dict = {}
+    for i, p in enumerate(v.pieces):
+        index.setdefault(p, i)
+    for key, attr in (("bos_token", "bos_id"), ("eos_token", "eos_id"), ("pad_token", "pad_id")):
+        if isinstance(cfg.get(key), str) and cfg[key] in index:
+            setattr(v, attr, index[cfg[key]])
+    gen = _read_json(folder / "generation_config.json")
+    gen_eos = [i for i in _eos_list(gen.get("eos_token_id")) if 0 <= i < len(v.pieces)] \
+        if isinstance(gen, dict) else []
+    if not (isinstance(cfg.get("eos_token"), str) and cfg["eos_token"] in index) and gen_eos:
+        v.eos_id = gen_eos[0]
+    template = chat_template or cfg.get("chat_template")
+    if not isinstance(template, str) and (folder / "chat_template.jinja").is_file():
+        try:
+            template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise TokenizerFormatError(f"{folder / 'chat_template.jinja'}: cannot read ({e})") from None
+    v.chat_template = template if isinstance(template, str) else v.chat_template
+    stops = gen_eos + [v.eos_id] + list(v.stop_ids)
+    for marker in TURN_END_MARKERS:
+        if v.chat_template and marker in v.chat_template and v.special_id(marker) >= 0:
+            stops.append(v.special_id(marker))
+    v.stop_ids = [i for k, i in enumerate(stops) if i >= 0 and i not in stops[:k]]
+    if len(v.all_stop_ids()) > spec.TOKENIZER_MAX_STOP_IDS:
+        raise TokenizerFormatError(f"{folder}: {len(v.all_stop_ids())} stop ids; an image holds at most "
+                                   f"{spec.TOKENIZER_MAX_STOP_IDS}")
+    return v
 
 
 def _hf_prepends_space(doc) -> bool:
@@ -235,9 +356,13 @@ def _hf_config(path: pathlib.Path) -> dict:
     except ValueError as e:
         raise TokenizerFormatError(f"{path}: not JSON ({e})") from None
     out = {}
+    if not isinstance(cfg, dict):
+        return out
     for key in ("bos_token", "eos_token", "pad_token", "chat_template"):
-        value = cfg.get(key)
-        out[key] = value.get("content") if isinstance(value, dict) else value
+        out[key] = _content(cfg.get(key))
+    if isinstance(out["chat_template"], list):  # named templates: "default" is the chat one
+        named = {t.get("name"): t.get("template") for t in out["chat_template"] if isinstance(t, dict)}
+        out["chat_template"] = named.get("default")
     return out
 
 
@@ -273,20 +398,29 @@ def from_gguf(reader) -> Vocab:
     flags = FLAG_BYTE_FALLBACK
     if get("tokenizer.ggml.add_space_prefix", True):
         flags |= FLAG_ADD_DUMMY_PREFIX
-    return Vocab(list(pieces), scores, types, bos_id=special("tokenizer.ggml.bos_token_id", 1),
-                 eos_id=special("tokenizer.ggml.eos_token_id", 2),
-                 unk_id=special("tokenizer.ggml.unknown_token_id", 0),
-                 pad_id=special("tokenizer.ggml.padding_token_id", None), flags=flags,
-                 chat_template=get("tokenizer.chat_template"))
+    # end of turn / end of message (llama.cpp's keys) stop generation as EOS does
+    stops = [special(k, None) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+                                        "tokenizer.ggml.eom_token_id")]
+    v = Vocab(list(pieces), scores, types, bos_id=special("tokenizer.ggml.bos_token_id", 1),
+              eos_id=special("tokenizer.ggml.eos_token_id", 2),
+              unk_id=special("tokenizer.ggml.unknown_token_id", 0),
+              pad_id=special("tokenizer.ggml.padding_token_id", None), flags=flags,
+              chat_template=get("tokenizer.chat_template"))
+    v.stop_ids = [i for i in stops if i >= 0]
+    for marker in TURN_END_MARKERS:
+        if isinstance(v.chat_template, str) and marker in v.chat_template and v.special_id(marker) >= 0:
+            v.stop_ids.append(v.special_id(marker))
+    return v
 
 
 def load(path) -> Vocab:
     """Read a vocabulary from any supported file, recognised by content (then extension)."""
     path = pathlib.Path(path)
     if path.is_dir():
-        for name in ("tokenizer.model", "tokenizer.json"):
-            if (path / name).is_file():
-                return load(path / name)
+        if (path / "tokenizer.model").is_file():  # + the folder's added tokens, eos and stop ids
+            return hf_specials(load(path / "tokenizer.model"), path)
+        if (path / "tokenizer.json").is_file():
+            return load(path / "tokenizer.json")
         raise TokenizerFormatError(f"{path}: no tokenizer.model or tokenizer.json in this directory")
     try:
         head = path.open("rb").read(16)
@@ -342,8 +476,19 @@ def encode_section(v: Vocab) -> bytes:
         entries += ENTRY.pack(len(blob), len(raw), score, kind)
         blob += raw
         max_len = max(max_len, len(raw))
-    head = HEAD.pack(n, spec.TOKENIZER_KIND_SPM_BPE, v.flags, v.bos_id, v.eos_id, v.unk_id, v.pad_id, max_len)
-    out = bytes(head + entries + blob)
+    flags = v.flags & ~FLAG_STOP_IDS
+    stops = [i for i in v.stop_ids if i != v.eos_id]
+    if any(not 0 <= i < n for i in v.stop_ids):
+        raise TokenizerFormatError(f"stop ids {v.stop_ids} outside 0..{n - 1}")
+    tail = b""
+    if stops:  # the list repeats eos_id (when there is one): a reader needs no merging rule
+        ids = v.all_stop_ids()
+        if len(ids) > spec.TOKENIZER_MAX_STOP_IDS:
+            raise TokenizerFormatError(f"{len(ids)} stop ids; at most {spec.TOKENIZER_MAX_STOP_IDS}")
+        tail = struct.pack(f"<{len(ids)}iI", *ids, len(ids))
+        flags |= FLAG_STOP_IDS
+    head = HEAD.pack(n, spec.TOKENIZER_KIND_SPM_BPE, flags, v.bos_id, v.eos_id, v.unk_id, v.pad_id, max_len)
+    out = bytes(head + entries + blob + tail)
     decode_section(out)  # the writer checks what every reader will check
     return out
 
@@ -364,6 +509,16 @@ def decode_section(b: bytes) -> Vocab:
             raise TokenizerFormatError(f"TOKENIZER {name}_id {i} outside 0..{n - 1}")
     blob_off = HEAD.size + n * ENTRY.size
     blob = memoryview(b)[blob_off:]
+    stop_ids = []
+    if flags & FLAG_STOP_IDS:  # u32 count in the last 4 bytes, the ids before it
+        k = struct.unpack_from("<I", b, len(b) - 4)[0] if len(blob) >= 4 else 0
+        if not 1 <= k <= spec.TOKENIZER_MAX_STOP_IDS or 4 + 4 * k > len(blob):
+            raise TokenizerFormatError(f"TOKENIZER stop-id list of {k} ids does not fit "
+                                       f"(1..{spec.TOKENIZER_MAX_STOP_IDS} ids after the strings)")
+        stop_ids = list(struct.unpack_from(f"<{k}i", b, len(b) - 4 - 4 * k))
+        if any(not 0 <= i < n for i in stop_ids):
+            raise TokenizerFormatError(f"TOKENIZER stop id outside 0..{n - 1}: {stop_ids}")
+        blob = blob[: len(blob) - 4 - 4 * k]
     pieces, scores, types = [], [], []
     for i in range(n):
         off, length, score, kind_i = ENTRY.unpack_from(b, HEAD.size + i * ENTRY.size)
@@ -377,7 +532,8 @@ def decode_section(b: bytes) -> Vocab:
             raise TokenizerFormatError(f"TOKENIZER token {i}: piece is not UTF-8") from None
         scores.append(score)
         types.append(kind_i)
-    return Vocab(pieces, scores, types, bos_id=bos, eos_id=eos, unk_id=unk, pad_id=pad, flags=flags)
+    return Vocab(pieces, scores, types, bos_id=bos, eos_id=eos, unk_id=unk, pad_id=pad,
+                 flags=flags, stop_ids=stop_ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,13 +562,13 @@ def _char_len(data: bytes, i: int) -> int:
     return n
 
 
-def normalize(v: Vocab, data: bytes) -> bytes:
+def normalize(v: Vocab, data: bytes, prefix: bool = True) -> bytes:
     """Identity normalization: optional whitespace cleanup, dummy prefix, " " → "▁"."""
     if v.flags & FLAG_REMOVE_EXTRA_WHITESPACE:
         data = re.sub(b" +", b" ", data).strip(b" ")
     if not data:
         return b""
-    if v.flags & FLAG_ADD_DUMMY_PREFIX:
+    if prefix and v.flags & FLAG_ADD_DUMMY_PREFIX:
         data = b" " + data
     return data.replace(b" ", SPACE.encode())
 
@@ -427,6 +583,11 @@ class _Tables:
                 self.mergeable[v.pieces[i].encode()] = i
         self.user = sorted({v.pieces[i].encode() for i in range(len(v)) if v.types[i] == USER_DEFINED},
                            key=len, reverse=True)
+        self.control = {}  # piece bytes -> id of non-empty CONTROL pieces (first id wins)
+        for i in range(len(v.pieces) - 1, -1, -1):
+            if v.types[i] == CONTROL and v.pieces[i]:
+                self.control[v.pieces[i].encode()] = i
+        self.control_len = max(map(len, self.control), default=0)
         self.byte_ids = {}
         for i in range(len(v.pieces) - 1, -1, -1):
             m = _BYTE_PIECE.fullmatch(v.pieces[i])
@@ -457,11 +618,42 @@ def _split(t: _Tables, s: bytes) -> list[tuple[bytes, bool]]:
     return out
 
 
-def encode(v: Vocab, text: str | bytes, bos: bool = False, eos: bool = False) -> list[int]:
-    """Token ids of text, as SentencePiece's BPE encodes it (invalid UTF-8 bytes: byte pieces)."""
+def encode(v: Vocab, text: str | bytes, bos: bool = False, eos: bool = False, special: bool = False,
+           prefix: bool = True) -> list[int]:
+    """Token ids of text, as SentencePiece's BPE encodes it (invalid UTF-8 bytes: byte pieces).
+    special: the text of a control piece ("<|im_start|>", "</s>") becomes that piece's id, longest
+    match first; for template text only, never for what a user typed. The dummy prefix goes only at
+    the start of the whole text (prefix=False: not at all, the text continues earlier text)."""
     t = _tables(v)
     data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-    syms = _split(t, normalize(v, data))
+    ids = [v.bos_id] if bos and v.bos_id >= 0 else []
+    start = 0
+    for at, length, i in _control_matches(t, data) if special else []:
+        ids += _encode_plain(v, t, data[start:at], prefix and start == 0)
+        ids.append(i)
+        start = at + length
+    ids += _encode_plain(v, t, data[start:], prefix and start == 0)
+    if eos and v.eos_id >= 0:
+        ids.append(v.eos_id)
+    return ids
+
+
+def _control_matches(t: _Tables, data: bytes):
+    """(offset, length, id) of control pieces in data, scanning left to right, longest match first."""
+    at = 0
+    while at < len(data):
+        for n in range(min(t.control_len, len(data) - at), 0, -1):
+            i = t.control.get(data[at : at + n])
+            if i is not None:
+                yield at, n, i
+                at += n
+                break
+        else:
+            at += 1
+
+
+def _encode_plain(v: Vocab, t: _Tables, data: bytes, prefix: bool) -> list[int]:
+    syms = _split(t, normalize(v, data, prefix))
     piece = [s for s, _ in syms]
     frozen = [f for _, f in syms]
     tree: list = [s for s in piece]  # leaf bytes, or (id, left tree, right tree) for merged symbols
@@ -492,13 +684,11 @@ def encode(v: Vocab, text: str | bytes, bos: bool = False, eos: bool = False) ->
         if prev[left] >= 0:
             push(prev[left])
         push(left)
-    ids = [v.bos_id] if bos and v.bos_id >= 0 else []
+    ids: list[int] = []
     k = 0 if syms else -1
     while k >= 0:
         _emit(v, t, tree[k], ids)
         k = nxt[k]
-    if eos and v.eos_id >= 0:
-        ids.append(v.eos_id)
     return ids
 
 
@@ -520,13 +710,14 @@ def _emit(v: Vocab, t: _Tables, node, ids: list[int]) -> None:
         ids.append(v.unk_id)
 
 
-def token_bytes(v: Vocab, prev: int, i: int) -> bytes:
-    """Bytes of token i as it appears after token prev (what elk_token_piece returns)."""
+def token_bytes(v: Vocab, prev: int, i: int, special: bool = False) -> bytes:
+    """Bytes of token i as it appears after token prev (what elk_token_piece returns). Control pieces
+    give nothing unless `special`: then their text ("<|im_end|>")."""
     if not 0 <= i < len(v.pieces):
         return b""
     kind = v.types[i]
     if kind == CONTROL:
-        return b""
+        return v.pieces[i].encode() if special else b""
     if kind == UNKNOWN:
         return " \u2047 ".encode()  # SentencePiece's default unknown surface
     if kind == BYTE:
@@ -538,12 +729,13 @@ def token_bytes(v: Vocab, prev: int, i: int) -> bytes:
     return text.replace(SPACE, " ").encode()
 
 
-def decode(v: Vocab, ids: list[int]) -> str:
-    """Text of ids (invalid UTF-8 from byte tokens becomes U+FFFD); drops the dummy prefix space."""
+def decode(v: Vocab, ids: list[int], special: bool = False) -> str:
+    """Text of ids (invalid UTF-8 from byte tokens becomes U+FFFD); drops the dummy prefix space.
+    special: control pieces appear as their text."""
     out = bytearray()
     start = True  # until the first token with text, a leading "▁" is the dummy prefix
     for i in ids:
-        b = token_bytes(v, -1 if start else len(v), i)  # len(v): a "previous" that is not BOS
+        b = token_bytes(v, -1 if start else len(v), i, special)  # len(v): a "previous" that is not BOS
         if b:
             start = False
         out += b

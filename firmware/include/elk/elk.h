@@ -127,12 +127,30 @@ int elk_tokenizer_init(elk_tokenizer **out, const void *section, uint64_t size, 
 int elk_tokenize(const elk_tokenizer *t, const char *text, uint64_t len, int bos, int eos,
                  int32_t *ids, int cap, int *n_out);
 
+/* elk_tokenize with flags. ELK_TOKENIZE_SPECIAL: the text of a control piece ("<|im_start|>", "</s>")
+ * becomes that piece's id (longest match first); for template text a program writes, never for what a
+ * user typed (docs/tokenizer.md). ELK_TOKENIZE_NO_PREFIX: no dummy prefix (the text continues earlier
+ * text). With SPECIAL the dummy prefix applies only at the start of the whole text. */
+#define ELK_TOKENIZE_BOS 1u
+#define ELK_TOKENIZE_EOS 2u
+#define ELK_TOKENIZE_SPECIAL 4u
+#define ELK_TOKENIZE_NO_PREFIX 8u
+int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsigned flags, int32_t *ids,
+                    int cap, int *n_out);
+
 /* Text of token `id` as it appears after token `prev` (drops the leading space after BOS,
  * turns byte tokens into raw bytes). Writes at most cap bytes, sets *len. Control tokens give "". */
 int elk_token_piece(const elk_tokenizer *t, int prev, int id, char *buf, int cap, int *len);
+/* flags ELK_PIECE_SPECIAL: a control token gives its text as stored ("<|im_end|>") instead of "". */
+#define ELK_PIECE_SPECIAL 1u
+int elk_token_piece_ex(const elk_tokenizer *t, int prev, int id, unsigned flags, char *buf, int cap, int *len);
 
 int elk_tokenizer_bos(const elk_tokenizer *t);
 int elk_tokenizer_eos(const elk_tokenizer *t);
+/* 1 if generation stops at id: eos_id or an id of the section's stop list (<|im_end|>, <|eot_id|>). */
+int elk_tokenizer_is_stop(const elk_tokenizer *t, int id);
+/* The stop ids (eos_id first, each once) into ids[0..cap); returns how many there are, or ELK_E_INVAL. */
+int elk_tokenizer_stop_ids(const elk_tokenizer *t, int32_t *ids, int cap);
 
 /* =============================================================================================
  * Sampler: greedy, temperature, top-k, top-p, repetition penalty; xorshift RNG from a seed. */

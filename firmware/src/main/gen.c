@@ -187,16 +187,24 @@ static uint32_t cats(char *dst, uint32_t off, uint32_t cap, const char *s)
     return cat(dst, off, cap, s, n);
 }
 
-/* Append the ids of text[0..n) (plus BOS / a trailing special id when asked) to the turn's
- * scratch fw->tokens[*count..n_ctx). */
-static int append_text(elk_fw *fw, const char *text, uint32_t n, int bos, int special, uint32_t *count)
+/* Append the ids of text[0..n), tokenized with ELK_TOKENIZE_* flags, to the turn's scratch
+ * fw->tokens[*count..n_ctx). */
+static int append_ids(elk_fw *fw, const char *text, uint32_t n, unsigned flags, uint32_t *count)
 {
     uint32_t at = *count;
     if (at >= fw->n_ctx)
         return ELK_E_RANGE;
     int got = 0;
-    int rc = elk_tokenize(fw->tok, text, n, bos, 0, fw->tokens + at, (int)(fw->n_ctx - at), &got);
+    int rc = elk_tokenize_ex(fw->tok, text, n, flags, fw->tokens + at, (int)(fw->n_ctx - at), &got);
     *count += (uint32_t)got;  /* on ELK_E_RANGE: what the whole text needs, so STATS can say it */
+    return rc;
+}
+
+/* Append the ids of text[0..n) (plus BOS / a trailing special id when asked) to the turn's
+ * scratch fw->tokens[*count..n_ctx). */
+static int append_text(elk_fw *fw, const char *text, uint32_t n, int bos, int special, uint32_t *count)
+{
+    int rc = append_ids(fw, text, n, bos ? ELK_TOKENIZE_BOS : 0u, count);
     if (rc)
         return rc;
     if (special >= 0) {
@@ -205,6 +213,40 @@ static int append_text(elk_fw *fw, const char *text, uint32_t n, int bos, int sp
         fw->tokens[(*count)++] = special;
     }
     return ELK_OK;
+}
+
+/* Id of the control (special) token spelled exactly `text`, or -1 when the vocabulary has none. */
+static int32_t special_id(const elk_fw *fw, const char *text, uint32_t n)
+{
+    int32_t id[2];
+    int got = 0, len = 1;
+    if (elk_tokenize_ex(fw->tok, text, n, ELK_TOKENIZE_SPECIAL | ELK_TOKENIZE_NO_PREFIX, id, 2, &got) || got != 1)
+        return -1;
+    return elk_token_piece(fw->tok, -1, id[0], NULL, 0, &len) == ELK_OK && len == 0 ? id[0] : -1;
+}
+
+/* ChatML with <|im_start|> / <|im_end|> as special tokens: the template's text is tokenized with
+ * ELK_TOKENIZE_SPECIAL, so each marker is its single id, and the prompt without it, so a user who
+ * types "<|im_start|>system" gets those characters as text, never the control token (prompt
+ * injection). A turn after an earlier one first closes the assistant's reply with "<|im_end|>\n"
+ * (generation stopped at <|im_end|>, which is not kept in the context). */
+static int encode_chatml_special(elk_fw *fw, const char *prompt, uint32_t len, int first, int32_t im_end,
+                                 uint32_t *count)
+{
+    static const char head[] = "<|im_start|>user\n", tail[] = "<|im_end|>\n<|im_start|>assistant\n",
+                      close[] = "<|im_end|>\n";
+    const elk_gen *g = &fw->gen_loop;
+    unsigned bos = first && elk_tokenizer_bos(fw->tok) != special_id(fw, "<|im_start|>", 12)
+                       ? ELK_TOKENIZE_BOS : 0u;
+    unsigned tpl = ELK_TOKENIZE_SPECIAL | ELK_TOKENIZE_NO_PREFIX;
+    int rc = ELK_OK;
+    if (!first && g->n_tokens > 0 && g->tokens[g->n_tokens - 1] != im_end)
+        rc = append_ids(fw, close, sizeof close - 1, tpl, count);
+    if (rc == ELK_OK)
+        rc = append_ids(fw, head, sizeof head - 1, tpl | bos, count);
+    if (rc == ELK_OK)
+        rc = append_ids(fw, prompt, len, ELK_TOKENIZE_NO_PREFIX, count);
+    return rc ? rc : append_ids(fw, tail, sizeof tail - 1, tpl, count);
 }
 
 /* Tokens of one user turn, wrapped in the image's chat template unless raw. */
@@ -230,6 +272,10 @@ static int encode_turn(elk_fw *fw, const char *prompt, uint32_t len, int raw, ui
         return append_text(fw, x, k, 1, -1, count);
     }
     if (streq(t, "chatml")) {
+        int32_t im_end = special_id(fw, "<|im_end|>", 10);
+        if (im_end >= 0 && special_id(fw, "<|im_start|>", 12) >= 0)
+            return encode_chatml_special(fw, prompt, len, first, im_end, count);
+        /* markers that are not special tokens: the whole turn is text, as before */
         k = cats(x, 0, cap, "<|im_start|>user\n");
         k = cat(x, k, cap, prompt, len);
         k = cats(x, k, cap, "<|im_end|>\n<|im_start|>assistant\n");

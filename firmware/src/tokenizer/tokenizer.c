@@ -1,6 +1,8 @@
 /* SentencePiece-compatible BPE tokenizer over the image's TOKENIZER section (docs/image-format.md),
- * read in place; lookup tables and encode scratch live in the caller's arena. host/elk/tokenizer.py
- * holds the same algorithm in Python (the test oracle). Not here: Unigram models, NFKC normalization. */
+ * read in place; lookup tables and encode scratch live in the caller's arena. Special (control) pieces
+ * are matched in text only when the caller asks (chat templates), and the section's stop ids are kept.
+ * host/elk/tokenizer.py holds the same algorithm in Python (the test oracle). Not here: Unigram
+ * models, NFKC normalization, byte-level (GPT-2 style) BPE. */
 #include <string.h>
 
 #include "elk/elk.h"
@@ -10,7 +12,7 @@
 #define MAX_TOKENS (1u << 22)  /* bounds the hash table; Llama-class vocabularies have ~32k-128k */
 #define SEG_BYTES 4096u        /* normalized bytes held at once while encoding */
 #define SEG_SYMS 1024u         /* initial symbols (characters) BPE-merged at once */
-#define MAX_USER_LEN 256u      /* longest user-defined piece matched whole (bytes) */
+#define MAX_USER_LEN 256u      /* longest user-defined or control piece matched whole (bytes) */
 #define UNK_SURFACE " \xE2\x81\x87 " /* " ⁇ ": SentencePiece's default text for <unk> */
 
 /* One initial symbol of the normalized text: a character, an invalid byte or a user-defined piece. */
@@ -25,10 +27,13 @@ typedef struct { int32_t id, a, b; } tok_node;
 struct elk_tokenizer {
     const uint8_t *entries, *blob;   /* in the section */
     uint64_t blob_size;
-    uint32_t n_tokens, flags, max_len, max_user_len;
+    uint32_t n_tokens, flags, max_len, max_user_len, max_ctrl_len;
     int32_t bos, eos, unk, pad;
+    uint32_t n_stop;                 /* stop ids from the section's tail (eos_id included), or 0 */
+    int32_t stop[ELK_TOKENIZER_MAX_STOP_IDS];
+    uint8_t ctrl_first[32];          /* bitmap: bytes a non-empty control piece starts with */
     int chunk_safe;                  /* no piece crosses "x▁" (x not ▁): words encode independently */
-    int32_t *slots;                  /* hash of NORMAL/USER_DEFINED/UNUSED pieces -> id, -1 empty */
+    int32_t *slots;                  /* hash of NORMAL/USER_DEFINED/UNUSED and CONTROL pieces -> id */
     uint32_t slot_mask;
     int32_t byte_id[256];            /* <0xXX> piece per byte, -1 if absent */
     /* encode scratch (not thread-safe: one elk_tokenize at a time per tokenizer) */
@@ -123,7 +128,7 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
     if ((uint64_t)n * ELK_TOKEN_ENTRY_SIZE > size - HEAD_SIZE)
         return ELK_E_BOUNDS;
     uint32_t known = ELK_TOKENIZER_FLAG_BYTE_FALLBACK | ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX |
-                     ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE;
+                     ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE | ELK_TOKENIZER_FLAG_STOP_IDS;
     if (t->flags & ~known)
         return ELK_E_FORMAT;
     int32_t ids[4] = { t->bos, t->eos, t->unk, t->pad };
@@ -134,6 +139,20 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
     t->entries = s + HEAD_SIZE;
     t->blob = t->entries + (uint64_t)n * ELK_TOKEN_ENTRY_SIZE;
     t->blob_size = size - HEAD_SIZE - (uint64_t)n * ELK_TOKEN_ENTRY_SIZE;
+    t->n_stop = 0;
+    if (t->flags & ELK_TOKENIZER_FLAG_STOP_IDS) { /* ids, then their u32 count as the last 4 bytes */
+        uint32_t k = t->blob_size >= 4 ? elk_le32(s + size - 4) : 0;
+        if (k == 0 || k > ELK_TOKENIZER_MAX_STOP_IDS || 4u + 4u * (uint64_t)k > t->blob_size)
+            return ELK_E_FORMAT;
+        t->blob_size -= 4u + 4u * k; /* strings must end before the list */
+        for (uint32_t j = 0; j < k; j++) {
+            int32_t id = (int32_t)elk_le32(t->blob + t->blob_size + 4u * j);
+            if (id < 0 || id >= (int64_t)n)
+                return ELK_E_FORMAT;
+            t->stop[j] = id;
+        }
+        t->n_stop = k;
+    }
     *n_mergeable = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t off = entry_off(t, i), len = entry_len(t, i), type = entry_type(t, i);
@@ -148,7 +167,7 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
                 return ELK_E_FORMAT;
             k += c;
         }
-        *n_mergeable += mergeable(type) && len > 0;
+        *n_mergeable += (mergeable(type) || type == ELK_TOKEN_CONTROL) && len > 0; /* hashed pieces */
     }
     return ELK_OK;
 }
@@ -182,8 +201,8 @@ static uint32_t hash_bytes(const uint8_t *p, uint32_t n) /* FNV-1a */
     return h;
 }
 
-/* Id of the mergeable piece spelled p[0..n), or -1. */
-static int32_t lookup(const elk_tokenizer *t, const uint8_t *p, uint32_t n)
+/* Id of the piece spelled p[0..n) that is mergeable (control = 0) or CONTROL (control = 1), or -1. */
+static int32_t lookup_as(const elk_tokenizer *t, const uint8_t *p, uint32_t n, int control)
 {
     if (n == 0 || n > t->max_len)
         return -1;
@@ -191,9 +210,17 @@ static int32_t lookup(const elk_tokenizer *t, const uint8_t *p, uint32_t n)
         int32_t id = t->slots[h];
         if (id < 0)
             return -1;
-        if (entry_len(t, (uint32_t)id) == n && memcmp(entry_str(t, (uint32_t)id), p, n) == 0)
+        uint32_t type = entry_type(t, (uint32_t)id);
+        if ((control ? type == ELK_TOKEN_CONTROL : mergeable(type)) && entry_len(t, (uint32_t)id) == n &&
+            memcmp(entry_str(t, (uint32_t)id), p, n) == 0)
             return id;
     }
+}
+
+/* Id of the mergeable piece spelled p[0..n), or -1. */
+static int32_t lookup(const elk_tokenizer *t, const uint8_t *p, uint32_t n)
+{
+    return lookup_as(t, p, n, 0);
 }
 
 /* 1 if piece i has "x▁" with x a character other than ▁: then a word boundary can be inside a piece. */
@@ -219,7 +246,8 @@ static void build_tables(elk_tokenizer *t)
     for (uint32_t i = 0; i <= t->slot_mask; i++)
         t->slots[i] = -1;
     t->chunk_safe = 1;
-    t->max_user_len = 0;
+    t->max_user_len = t->max_ctrl_len = 0;
+    memset(t->ctrl_first, 0, sizeof t->ctrl_first);
     for (uint32_t i = 0; i < t->n_tokens; i++) {
         uint32_t type = entry_type(t, i), len = entry_len(t, i);
         const uint8_t *s = entry_str(t, i);
@@ -229,12 +257,19 @@ static void build_tables(elk_tokenizer *t)
                 t->byte_id[b] = (int32_t)i;
             continue;
         }
-        if (!mergeable(type) || len == 0 || lookup(t, s, len) >= 0)
+        int control = type == ELK_TOKEN_CONTROL;
+        if ((!mergeable(type) && !control) || len == 0 || lookup_as(t, s, len, control) >= 0)
             continue; /* the first of duplicate spellings wins, as in the Python reference */
         uint32_t h = hash_bytes(s, len) & t->slot_mask;
         while (t->slots[h] >= 0)
             h = (h + 1) & t->slot_mask;
         t->slots[h] = (int32_t)i;
+        if (control) {
+            if (len <= MAX_USER_LEN && len > t->max_ctrl_len)
+                t->max_ctrl_len = len;
+            t->ctrl_first[s[0] >> 3] |= (uint8_t)(1u << (s[0] & 7));
+            continue;
+        }
         if (crosses_word(t, i))
             t->chunk_safe = 0;
         if (type == ELK_TOKEN_USER_DEFINED && len > t->max_user_len)
@@ -284,6 +319,35 @@ int elk_tokenizer_init(elk_tokenizer **out, const void *section, uint64_t size, 
 
 int elk_tokenizer_bos(const elk_tokenizer *t) { return t ? t->bos : -1; }
 int elk_tokenizer_eos(const elk_tokenizer *t) { return t ? t->eos : -1; }
+
+int elk_tokenizer_is_stop(const elk_tokenizer *t, int id)
+{
+    if (!t || id < 0)
+        return 0;
+    if (id == t->eos)
+        return 1;
+    for (uint32_t j = 0; j < t->n_stop; j++)
+        if (t->stop[j] == id)
+            return 1;
+    return 0;
+}
+
+int elk_tokenizer_stop_ids(const elk_tokenizer *t, int32_t *ids, int cap)
+{
+    if (!t || cap < 0 || (!ids && cap > 0))
+        return ELK_E_INVAL;
+    int n = 0;
+    if (t->eos >= 0 && n++ < cap)
+        ids[0] = t->eos;
+    for (uint32_t j = 0; j < t->n_stop; j++) {
+        if (t->stop[j] == t->eos)
+            continue;
+        if (n < cap)
+            ids[n] = t->stop[j];
+        n++;
+    }
+    return n;
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Encoding: output, BPE merge of one segment, expansion of merged nodes */
@@ -500,22 +564,18 @@ static uint32_t encode_words(const elk_tokenizer *t, tok_out *o, uint32_t n)
     return seg;
 }
 
-int elk_tokenize(const elk_tokenizer *t, const char *text, uint64_t len, int bos, int eos,
-                 int32_t *ids, int cap, int *n_out)
+/* Encode text[0..len) as plain text (no control pieces); `prefix`: the dummy prefix may apply. */
+static void encode_text(const elk_tokenizer *t, tok_out *o_, const uint8_t *text, uint64_t len, int prefix)
 {
-    if (!t || !n_out || cap < 0 || (!text && len > 0) || (!ids && cap > 0))
-        return ELK_E_INVAL;
-    tok_out o = { ids, cap, 0, -1, 0 };
-    if (bos && t->bos >= 0)
-        emit(&o, t->bos);
-    tok_src s = { (const uint8_t *)text, 0, len, 0, 0 };
+    tok_out o = *o_;
+    tok_src s = { text, 0, len, 0, 0 };
     if (t->flags & ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE) {
         while (s.pos < s.end && s.p[s.pos] == ' ')
             s.pos++;
         while (s.end > s.pos && s.p[s.end - 1] == ' ')
             s.end--;
     }
-    s.prefix = s.pos < s.end && (t->flags & ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX);
+    s.prefix = prefix && s.pos < s.end && (t->flags & ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX);
     uint32_t margin = t->max_user_len > 4 ? t->max_user_len : 4; /* a whole character or user piece */
     uint32_t filled = 0, split = 0, n_syms = 0;
     for (;;) {
@@ -544,16 +604,68 @@ int elk_tokenize(const elk_tokenizer *t, const char *text, uint64_t len, int bos
         }
         n_syms -= seg;
     }
-    if (eos && t->eos >= 0)
+    *o_ = o;
+}
+
+/* Length of the longest control piece spelled at p[0..avail), its id in *id; 0 if none. */
+static uint32_t control_at(const elk_tokenizer *t, const uint8_t *p, uint64_t avail, int32_t *id)
+{
+    if (!(t->ctrl_first[p[0] >> 3] & (1u << (p[0] & 7))))
+        return 0;
+    for (uint32_t n = avail < t->max_ctrl_len ? (uint32_t)avail : t->max_ctrl_len; n > 0; n--)
+        if ((*id = lookup_as(t, p, n, 1)) >= 0)
+            return n;
+    return 0;
+}
+
+int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsigned flags, int32_t *ids,
+                    int cap, int *n_out)
+{
+    if (!t || !n_out || cap < 0 || (!text && len > 0) || (!ids && cap > 0))
+        return ELK_E_INVAL;
+    const uint8_t *p = (const uint8_t *)text;
+    int prefix = !(flags & ELK_TOKENIZE_NO_PREFIX);
+    tok_out o = { ids, cap, 0, -1, 0 };
+    if ((flags & ELK_TOKENIZE_BOS) && t->bos >= 0)
+        emit(&o, t->bos);
+    uint64_t start = 0;
+    if ((flags & ELK_TOKENIZE_SPECIAL) && t->max_ctrl_len) {
+        for (uint64_t at = 0; at < len;) {
+            int32_t id;
+            uint32_t n = control_at(t, p + at, len - at, &id);
+            if (!n) {
+                at++;
+                continue;
+            }
+            encode_text(t, &o, p + start, at - start, prefix && start == 0);
+            emit(&o, id);
+            at += n;
+            start = at;
+        }
+    }
+    encode_text(t, &o, p + start, len - start, prefix && start == 0);
+    if ((flags & ELK_TOKENIZE_EOS) && t->eos >= 0)
         emit(&o, t->eos);
     *n_out = o.n;
     return o.overflow || o.n > cap ? ELK_E_RANGE : ELK_OK;
+}
+
+int elk_tokenize(const elk_tokenizer *t, const char *text, uint64_t len, int bos, int eos,
+                 int32_t *ids, int cap, int *n_out)
+{
+    unsigned flags = (bos ? ELK_TOKENIZE_BOS : 0u) | (eos ? ELK_TOKENIZE_EOS : 0u);
+    return elk_tokenize_ex(t, text, len, flags, ids, cap, n_out);
 }
 
 /* ---------------------------------------------------------------------------------------------
  * Decoding one token */
 
 int elk_token_piece(const elk_tokenizer *t, int prev, int id, char *buf, int cap, int *len)
+{
+    return elk_token_piece_ex(t, prev, id, 0, buf, cap, len);
+}
+
+int elk_token_piece_ex(const elk_tokenizer *t, int prev, int id, unsigned flags, char *buf, int cap, int *len)
 {
     if (!t || !len || cap < 0 || (!buf && cap > 0))
         return ELK_E_INVAL;
@@ -563,8 +675,8 @@ int elk_token_piece(const elk_tokenizer *t, int prev, int id, char *buf, int cap
     uint32_t type = entry_type(t, (uint32_t)id), n = entry_len(t, (uint32_t)id);
     const uint8_t *s = entry_str(t, (uint32_t)id);
     uint8_t byte;
-    if (type == ELK_TOKEN_CONTROL)
-        return ELK_OK;
+    if (type == ELK_TOKEN_CONTROL && !(flags & ELK_PIECE_SPECIAL))
+        return ELK_OK; /* asked for: the control piece's text as stored ("<|im_end|>") */
     if (type == ELK_TOKEN_UNKNOWN) {
         s = (const uint8_t *)UNK_SURFACE;
         n = sizeof(UNK_SURFACE) - 1;
@@ -575,13 +687,14 @@ int elk_token_piece(const elk_tokenizer *t, int prev, int id, char *buf, int cap
         byte = (uint8_t)b;
         s = &byte;
         n = 1;
-    } else if ((prev < 0 || prev == t->bos) && (t->flags & ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX) &&
-               is_space_sym(s, n)) {
+    } else if (type != ELK_TOKEN_CONTROL && (prev < 0 || prev == t->bos) &&
+               (t->flags & ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX) && is_space_sym(s, n)) {
         s += 3, n -= 3; /* the dummy prefix SentencePiece added at the start of the text */
     }
     int out = 0;
     for (uint32_t k = 0; k < n;) {
-        int space = type != ELK_TOKEN_BYTE && type != ELK_TOKEN_UNKNOWN && is_space_sym(s + k, n - k);
+        int space = (type == ELK_TOKEN_NORMAL || type == ELK_TOKEN_USER_DEFINED || type == ELK_TOKEN_UNUSED) &&
+                    is_space_sym(s + k, n - k);
         if (out < cap)
             buf[out] = space ? ' ' : (char)s[k];
         out++;

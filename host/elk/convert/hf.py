@@ -283,5 +283,8 @@ def _vocab(folder, tokenizer):
         return tk.load(tokenizer) if isinstance(tokenizer, (str, pathlib.Path)) else tokenizer
     for fname in ("tokenizer.model", "tokenizer.json"):
         if (folder / fname).is_file():
-            return tk.load(folder / fname)
+            # added tokens (tokenizer.model lacks them), bos/eos from tokenizer_config.json, stop ids
+            # from generation_config.json: the folder's files beside the model file
+            return tk.hf_specials(tk.load(folder / fname), folder, added=fname == "tokenizer.model",
+                                  chat_template=_chat_template_text(folder))
     raise FormatError(f"{folder}: no tokenizer.model or tokenizer.json (pass --tokenizer FILE)")

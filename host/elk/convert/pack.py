@@ -10,6 +10,7 @@ import sys
 import time
 
 from elk import image as im
+from elk import tokenizer as tk
 from elk.convert import load_model
 
 
@@ -92,7 +93,12 @@ def info_lines(path) -> list:
     try:
         v = img.vocab()
         out.append(f"tokenizer: {len(v.pieces)} tokens, bos {v.bos_id}, eos {v.eos_id}, unk {v.unk_id}, "
-                   f"pad {v.pad_id}, flags 0x{v.flags:x}")
+                   f"pad {v.pad_id}, flags 0x{v.flags:x}, stop ids {' '.join(map(str, v.all_stop_ids())) or 'none'}")
+        special = [f"{i} {p}" for i, (p, kind) in enumerate(zip(v.pieces, v.types))
+                   if kind == tk.CONTROL and p and not p.startswith("<pad_")]
+        if special:
+            out.append(f"special tokens: {', '.join(special[:12])}" + (f" (+{len(special) - 12} more)"
+                                                                      if len(special) > 12 else ""))
     except Exception as e:  # noqa: BLE001 - the summary still shows the rest
         out.append(f"tokenizer: unreadable ({e})")
     out.append("sections: " + ", ".join(f"{k} @{off} {size} B" for k, (_, off, size) in img.sections.items()))
@@ -120,7 +126,8 @@ def info_dict(path) -> dict:
     try:
         v = img.vocab()
         tok = {"n_tokens": len(v.pieces), "bos_id": v.bos_id, "eos_id": v.eos_id, "unk_id": v.unk_id,
-               "pad_id": v.pad_id, "flags": v.flags}
+               "pad_id": v.pad_id, "flags": v.flags, "stop_ids": v.all_stop_ids(),
+               "special": {str(i): p for i, (p, kind) in enumerate(zip(v.pieces, v.types)) if kind == tk.CONTROL}}
     except Exception as e:  # noqa: BLE001 - reported, like the text summary
         tok = {"error": str(e)}
     tensors = [{"name": t.name, "type": t.type, "role": t.role, "layer": t.layer, "rows": t.rows, "cols": t.cols,
