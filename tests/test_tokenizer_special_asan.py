@@ -1,0 +1,98 @@
+"""The special-token paths of the C tokenizer under AddressSanitizer + UBSan (scons mode=asan): a
+TOKENIZER section with control pieces and a stop-id list, its tail damaged in many ways, must be
+rejected or used without one invalid access; ELK_TOKENIZE_SPECIAL on random text full of marker
+fragments, ELK_PIECE_SPECIAL and the stop-id calls run on the valid ones. Same harness as
+test_tokenizer_asan.py: libasan preloaded into Python, Python's allocator switched to malloc."""
+
+import os
+import subprocess
+import sys
+
+from conftest import ROOT, scons
+
+DRIVER = r"""
+import random, struct, sys
+import cffi
+from conftest import ROOT, fixture_path
+from elk import cheader, spec
+from elk import tokenizer as T
+
+ffi = cffi.FFI()
+ffi.cdef(cheader.declarations(ROOT / "firmware/include/elk/elk.h", names=[
+    "elk_tokenizer", "elk_tokenizer_arena_size", "elk_tokenizer_init", "elk_tokenize_ex", "elk_token_piece_ex",
+    "elk_tokenizer_stop_ids", "elk_tokenizer_is_stop"]))
+lib = ffi.dlopen(sys.argv[1])
+rng = random.Random(2111)
+
+v = T.from_llama2c(fixture_path("tok512.bin"))
+markers = ["<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|a|>", "<"]
+for k, m in enumerate(markers):
+    v.pieces[500 + k], v.types[500 + k] = m, T.CONTROL
+v.stop_ids = [2, 501, 502]
+base = T.encode_section(v)
+assert struct.unpack_from("<I", base, 8)[0] & spec.TOKENIZER_FLAG_STOP_IDS
+
+
+def text():
+    parts = [m.encode() for m in markers] + [b"<|im_", b"end|>", b"|>", "héllo 日本 ".encode(), b"  ",
+                                             bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 20)))]
+    return b"".join(rng.choice(parts) for _ in range(rng.randint(0, 30)))
+
+
+def use(sec):
+    buf = ffi.new("uint8_t[]", sec)
+    need = lib.elk_tokenizer_arena_size(buf, len(sec))
+    arena = ffi.new("uint8_t[]", max(need, 1 << 16))
+    out = ffi.new("elk_tokenizer **")
+    rc = lib.elk_tokenizer_init(out, buf, len(sec), arena, len(arena))
+    if rc:
+        assert rc < 0 and need == 0
+        return 0
+    t = out[0]
+    ids, n, piece = ffi.new("int32_t[]", 64), ffi.new("int *"), ffi.new("char[]", 16)
+    for _ in range(40):
+        data = text()
+        lib.elk_tokenize_ex(t, data, len(data), rng.randrange(16), ids, rng.randint(0, 64), n)
+        for i in list(ids[0 : min(n[0], 64)]) + [rng.randrange(-2, 520)]:
+            lib.elk_token_piece_ex(t, rng.randint(-1, 520), i, rng.randrange(2), piece, rng.randint(0, 16), n)
+            lib.elk_tokenizer_is_stop(t, i)
+    lib.elk_tokenizer_stop_ids(t, ids, rng.randint(0, 16))
+    return 1
+
+
+accepted = use(base)
+for k in range(400):
+    b = bytearray(base)
+    how = k % 4
+    if how == 0:      # damage the list's count or ids
+        off = len(b) - 4 * rng.randint(1, 4)
+        b[off : off + 4] = rng.choice([0, 1, 3, 16, 17, 600, 1 << 31, rng.getrandbits(32)]).to_bytes(4, "little")
+    elif how == 1:    # cut the section in its tail
+        b = b[: len(b) - rng.randint(1, 64)]
+    elif how == 2:    # set the flag on a section without a list
+        b = bytearray(T.encode_section(T.from_llama2c(fixture_path("tok512.bin"))))
+        b[8] |= spec.TOKENIZER_FLAG_STOP_IDS
+        b = b[: len(b) - rng.randint(0, 8)]
+    else:             # random bytes in the last 64
+        for _ in range(rng.randint(1, 6)):
+            b[len(b) - 1 - rng.randrange(64)] = rng.getrandbits(8)
+    accepted += use(bytes(b))
+print("accepted", accepted)
+"""
+
+
+def test_special_token_paths_are_clean_under_asan():
+    scons("mode=asan")
+    lib = ROOT / "build" / "host-asan" / "libelk.so"
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    assert os.path.isfile(libasan), "gcc has no libasan.so"
+    env = dict(os.environ, LD_PRELOAD=libasan, PYTHONMALLOC="malloc",
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "host")]))
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(lib)], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=ROOT / "tests")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "runtime error" not in proc.stderr, proc.stderr[-4000:]  # UBSan reports
+    accepted = int(proc.stdout.split()[1])
+    assert 20 < accepted < 300, accepted  # the valid section and many damaged ones ran, most were refused
