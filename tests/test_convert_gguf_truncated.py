@@ -79,3 +79,19 @@ def test_tensor_past_the_end_with_an_absurd_offset_is_reported_not_reshaped(tmp_
     p.write_bytes(bytes(data))
     with pytest.raises(FormatError, match=rf"truncated: tensor {name} needs {n} bytes at offset \d+, file has"):
         gguf_guard.check(p)
+
+
+def test_damage_message_with_a_control_character_in_a_key_name_stays_one_line(tmp_path):
+    """Fuzz find: a key name holding a newline, followed by an unknown value type, printed the name raw."""
+    import struct
+
+    data = bytearray(GGUF.read_bytes())
+    at = 24 + 8  # the first key's name, after the header and its u64 length
+    n = struct.unpack_from("<Q", data, 24)[0]
+    data[at + 3] = 0x0A
+    struct.pack_into("<I", data, at + n, 671347)  # its value type
+    p = tmp_path / "nl.gguf"
+    p.write_bytes(bytes(data))
+    with pytest.raises(FormatError) as e:
+        gguf_guard.check(p)
+    assert "\n" not in str(e.value) and "\\x0a" in str(e.value) and "unknown value type 671347" in str(e.value)
