@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import json
 import math
 import pathlib
 import re
@@ -177,100 +176,18 @@ def from_sentencepiece(path) -> Vocab:
 
 
 def from_hf_tokenizer_json(path) -> Vocab:
-    """Hugging Face tokenizer.json of a Llama-style SentencePiece BPE (byte fallback, "▁" spaces).
-    Scores come from the merge order: the piece made by merge rank r scores -r, so the higher-priority
-    merge wins as in HF. bos/eos/chat template come from tokenizer_config.json beside it when present."""
-    path = pathlib.Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        model = doc["model"]
-        vocab_map = model["vocab"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise TokenizerFormatError(f"{path}: not a tokenizers JSON file ({e})") from None
-    if model.get("type") != "BPE" or not isinstance(vocab_map, dict):
-        raise TokenizerFormatError(f"{path}: tokenizer model is {model.get('type')!r}, elk needs SentencePiece BPE")
-    if '"ByteLevel"' in json.dumps(doc.get("pre_tokenizer")) + json.dumps(doc.get("decoder")):
-        # GPT-2 style pieces ("Ġthe", bytes mapped to printable chars): read as SentencePiece pieces they
-        # would encode and decode wrong without any error (spaces lost, é as "Ã©").
-        raise TokenizerFormatError(f"{path}: byte-level BPE (GPT-2 / Llama 3 style) is not supported; elk's "
-                                   f"tokenizer is SentencePiece BPE (Llama 2, TinyLlama)")
-    added = {t["id"]: t for t in doc.get("added_tokens") or []}
-    n = max(list(vocab_map.values()) + list(added)) + 1
-    if n > MAX_TOKENS:
-        raise TokenizerFormatError(f"{path}: {n} tokens is too many")
-    pieces: list[str | None] = [None] * n
-    for piece, i in vocab_map.items():
-        pieces[i] = piece
-    for i, t in added.items():
-        pieces[i] = t["content"]
-    if any(p is None for p in pieces):
-        raise TokenizerFormatError(f"{path}: token ids are not contiguous")
-    n_merges = len(model.get("merges") or [])
-    scores = [-float(n_merges + i) for i in range(n)]  # pieces no merge makes: below every merge
-    for rank, merge in enumerate(model.get("merges") or []):
-        a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
-        i = vocab_map.get(a + b)
-        if i is not None and scores[i] < -rank:
-            scores[i] = -float(rank)
-    types = [_infer_type(p) for p in pieces]
-    unk = model.get("unk_token")
-    for i, t in added.items():
-        types[i] = CONTROL if t.get("special") else USER_DEFINED
-    unk_id = vocab_map.get(unk, -1) if unk else -1
-    if unk_id >= 0:
-        types[unk_id] = UNKNOWN
-    flags = FLAG_BYTE_FALLBACK if model.get("byte_fallback") else 0
-    if _hf_prepends_space(doc):
-        flags |= FLAG_ADD_DUMMY_PREFIX
-    index = {p: i for i, p in enumerate(pieces)}
-    v = Vocab(pieces, scores, types, bos_id=index.get("<s>", -1), eos_id=index.get("</s>", -1), unk_id=unk_id,
-              pad_id=-1, flags=flags)
-    return hf_specials(v, path.parent, added=False)
+    """Hugging Face tokenizer.json of a Llama-style SentencePiece BPE (elk.convert.hf_tokenizer)."""
+    from elk.convert import hf_tokenizer
+
+    return hf_tokenizer.read_tokenizer_json(path)
 
 
-def _hf_added_tokens(folder: pathlib.Path) -> dict:
-    """id -> (content, special) of the tokens a HF tokenizer adds to its model's vocabulary: from
-    tokenizer.json's added_tokens, else tokenizer_config.json's added_tokens_decoder, else
-    added_tokens.json (special when listed as a special token in tokenizer_config.json)."""
-    doc = _read_json(folder / "tokenizer.json")
-    if isinstance(doc, dict) and isinstance(doc.get("added_tokens"), list):
-        try:
-            return {int(t["id"]): (str(t["content"]), bool(t.get("special"))) for t in doc["added_tokens"]}
-        except (KeyError, TypeError, ValueError) as e:
-            raise TokenizerFormatError(f"{folder / 'tokenizer.json'}: bad added_tokens entry ({e})") from None
-    cfg = _read_json(folder / "tokenizer_config.json")
-    cfg = cfg if isinstance(cfg, dict) else {}
-    dec = cfg.get("added_tokens_decoder")
-    try:
-        if isinstance(dec, dict) and dec:
-            return {int(i): (str(t["content"]), bool(t.get("special"))) for i, t in dec.items()}
-        extra = _read_json(folder / "added_tokens.json")
-        if isinstance(extra, dict):
-            named = {_content(cfg.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
-            named |= {_content(t) for t in cfg.get("additional_special_tokens") or []}
-            return {int(i): (str(c), c in named) for c, i in extra.items()}
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise TokenizerFormatError(f"{folder}: bad added-token list ({e})") from None
-    return {}
+def hf_specials(v: Vocab, folder, added: bool = True, chat_template: str | None = None) -> Vocab:
+    """A Hugging Face folder's added tokens, bos/eos, stop ids and chat template applied to v
+    (elk.convert.hf_tokenizer.apply_specials)."""
+    from elk.convert import hf_tokenizer
 
-
-def _content(value):
-    return value.get("content") if isinstance(value, dict) else value
-
-
-def _read_json(path: pathlib.Path):
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise TokenizerFormatError(f"{path}: not JSON ({e})") from None
-
-
-def _eos_list(value) -> list[int]:
-    """generation_config.json's eos_token_id: an int, a list of ints, or absent."""
-    items = value if isinstance(value, list) else [value]
-    return [int(i) for i in items if isinstance(i, int) and not isinstance(i, bool)]
+    return hf_tokenizer.apply_specials(v, folder, added=added, chat_template=chat_template)
 
 
 # Special tokens a chat template puts at the end of every turn: when the template has one and the
@@ -278,92 +195,12 @@ def _eos_list(value) -> list[int]:
 TURN_END_MARKERS = ("<|im_end|>", "<|eot_id|>")
 
 
-def hf_specials(v: Vocab, folder, added: bool = True, chat_template: str | None = None) -> Vocab:
-    """The special-token facts of a Hugging Face tokenizer folder applied to a vocabulary read from its
-    tokenizer.model or tokenizer.json:
-    - added tokens (when `added`: tokenizer.json / tokenizer_config / added_tokens.json) with their real
-      text: special ones become CONTROL pieces, the others USER_DEFINED (matched whole in text);
-    - bos / eos / pad from tokenizer_config.json (token text -> id);
-    - stop ids: generation_config.json's eos_token_id (int or list), then tokenizer_config's eos, then
-      the tokenizer's own eos, plus a turn-end marker (<|im_end|>, <|eot_id|>) the chat template uses;
-    - the chat template text (tokenizer_config.json, else chat_template.jinja; or `chat_template`)."""
-    folder = pathlib.Path(folder)
-    v = dataclasses.replace(v, pieces=list(v.pieces), scores=list(v.scores), types=list(v.types),
-                            stop_ids=list(v.stop_ids))
-    if added:
-        for i, (text, special) in sorted(_hf_added_tokens(folder).items()):
-            if not 0 <= i < MAX_TOKENS:
-                raise TokenizerFormatError(f"{folder}: added token {text!r} has id {i}")
-            while len(v.pieces) < i:  # a gap: never produced by text, as padding rows are
-                v.pieces.append(f"<pad_{len(v.pieces)}>")
-                v.scores.append(0.0)
-                v.types.append(CONTROL)
-            if i == len(v.pieces):
-                v.pieces.append(text)
-                v.scores.append(0.0)
-                v.types.append(CONTROL)
-            v.pieces[i] = text
-            if v.types[i] not in (UNKNOWN,):
-                v.types[i] = CONTROL if special else USER_DEFINED
-    cfg = _hf_config(folder / "tokenizer_config.json")
-    index: dict = {}
-    for i, p in enumerate(v.pieces):
-        index.setdefault(p, i)
-    for key, attr in (("bos_token", "bos_id"), ("eos_token", "eos_id"), ("pad_token", "pad_id")):
-        if isinstance(cfg.get(key), str) and cfg[key] in index:
-            setattr(v, attr, index[cfg[key]])
-    gen = _read_json(folder / "generation_config.json")
-    gen_eos = [i for i in _eos_list(gen.get("eos_token_id")) if 0 <= i < len(v.pieces)] \
-        if isinstance(gen, dict) else []
-    if not (isinstance(cfg.get("eos_token"), str) and cfg["eos_token"] in index) and gen_eos:
-        v.eos_id = gen_eos[0]
-    template = chat_template or cfg.get("chat_template")
-    if not isinstance(template, str) and (folder / "chat_template.jinja").is_file():
-        try:
-            template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise TokenizerFormatError(f"{folder / 'chat_template.jinja'}: cannot read ({e})") from None
-    v.chat_template = template if isinstance(template, str) else v.chat_template
-    stops = gen_eos + [v.eos_id] + list(v.stop_ids)
+def add_turn_end_stops(v: Vocab) -> None:
+    """Add the turn-end marker of v.chat_template (when it is a special token of v) to v.stop_ids."""
     for marker in TURN_END_MARKERS:
-        if v.chat_template and marker in v.chat_template and v.special_id(marker) >= 0:
-            stops.append(v.special_id(marker))
-    v.stop_ids = [i for k, i in enumerate(stops) if i >= 0 and i not in stops[:k]]
-    if len(v.all_stop_ids()) > spec.TOKENIZER_MAX_STOP_IDS:
-        raise TokenizerFormatError(f"{folder}: {len(v.all_stop_ids())} stop ids; an image holds at most "
-                                   f"{spec.TOKENIZER_MAX_STOP_IDS}")
-    return v
-
-
-def _hf_prepends_space(doc) -> bool:
-    """Llama's legacy normalizer (Prepend "▁" + Replace " "→"▁") or a Metaspace pre-tokenizer."""
-    text = json.dumps(doc.get("normalizer")) + json.dumps(doc.get("pre_tokenizer"))
-    if '"Prepend"' in text:
-        return True
-    pre = doc.get("pre_tokenizer") or {}
-    pres = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
-    for p in pres:
-        if p and p.get("type") == "Metaspace":
-            return p.get("add_prefix_space", False) or p.get("prepend_scheme", "never") != "never"
-    return False
-
-
-def _hf_config(path: pathlib.Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise TokenizerFormatError(f"{path}: not JSON ({e})") from None
-    out = {}
-    if not isinstance(cfg, dict):
-        return out
-    for key in ("bos_token", "eos_token", "pad_token", "chat_template"):
-        out[key] = _content(cfg.get(key))
-    if isinstance(out["chat_template"], list):  # named templates: "default" is the chat one
-        named = {t.get("name"): t.get("template") for t in out["chat_template"] if isinstance(t, dict)}
-        out["chat_template"] = named.get("default")
-    return out
+        i = v.special_id(marker)
+        if isinstance(v.chat_template, str) and marker in v.chat_template and i >= 0 and i not in v.stop_ids:
+            v.stop_ids.append(i)
 
 
 def from_gguf(reader) -> Vocab:
@@ -407,9 +244,7 @@ def from_gguf(reader) -> Vocab:
               pad_id=special("tokenizer.ggml.padding_token_id", None), flags=flags,
               chat_template=get("tokenizer.chat_template"))
     v.stop_ids = [i for i in stops if i >= 0]
-    for marker in TURN_END_MARKERS:
-        if isinstance(v.chat_template, str) and marker in v.chat_template and v.special_id(marker) >= 0:
-            v.stop_ids.append(v.special_id(marker))
+    add_turn_end_stops(v)
     return v
 
 
