@@ -108,6 +108,27 @@ static int byte_piece_value(const uint8_t *s, uint32_t len)
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
+/* The optional stop-id list at the end of the section (flag STOP_IDS): k x i32 id, then u32 k as the
+ * last 4 bytes. Takes the list off t->blob_size, so every string must end before it. */
+static int parse_stop_ids(elk_tokenizer *t)
+{
+    t->n_stop = 0;
+    if (!(t->flags & ELK_TOKENIZER_FLAG_STOP_IDS))
+        return ELK_OK;
+    uint32_t k = t->blob_size >= 4 ? elk_le32(t->blob + t->blob_size - 4) : 0;
+    if (k == 0 || k > ELK_TOKENIZER_MAX_STOP_IDS || 4u + 4u * (uint64_t)k > t->blob_size)
+        return ELK_E_FORMAT;
+    t->blob_size -= 4u + 4u * k;
+    for (uint32_t j = 0; j < k; j++) {
+        int32_t id = (int32_t)elk_le32(t->blob + t->blob_size + 4u * j);
+        if (id < 0 || id >= (int64_t)t->n_tokens)
+            return ELK_E_FORMAT;
+        t->stop[j] = id;
+    }
+    t->n_stop = k;
+    return ELK_OK;
+}
+
 /* Reads and checks the head and every entry; fills the section fields of t. Returns ELK_OK or an error. */
 static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, uint32_t *n_mergeable)
 {
@@ -139,20 +160,8 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
     t->entries = s + HEAD_SIZE;
     t->blob = t->entries + (uint64_t)n * ELK_TOKEN_ENTRY_SIZE;
     t->blob_size = size - HEAD_SIZE - (uint64_t)n * ELK_TOKEN_ENTRY_SIZE;
-    t->n_stop = 0;
-    if (t->flags & ELK_TOKENIZER_FLAG_STOP_IDS) { /* ids, then their u32 count as the last 4 bytes */
-        uint32_t k = t->blob_size >= 4 ? elk_le32(s + size - 4) : 0;
-        if (k == 0 || k > ELK_TOKENIZER_MAX_STOP_IDS || 4u + 4u * (uint64_t)k > t->blob_size)
-            return ELK_E_FORMAT;
-        t->blob_size -= 4u + 4u * k; /* strings must end before the list */
-        for (uint32_t j = 0; j < k; j++) {
-            int32_t id = (int32_t)elk_le32(t->blob + t->blob_size + 4u * j);
-            if (id < 0 || id >= (int64_t)n)
-                return ELK_E_FORMAT;
-            t->stop[j] = id;
-        }
-        t->n_stop = k;
-    }
+    if (parse_stop_ids(t) != ELK_OK)
+        return ELK_E_FORMAT;
     *n_mergeable = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t off = entry_off(t, i), len = entry_len(t, i), type = entry_type(t, i);
