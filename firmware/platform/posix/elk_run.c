@@ -322,6 +322,19 @@ static int run(elk_host *h, const args *a)
     return 0;
 }
 
+/* The image's NPU chunk is baked into its int8 layers: with a context shorter than it, every prefill
+ * is padded to the chunk. One line, as `elk run --npu` says it (elk.npu.offload.padding_notice). */
+static void npu_padding_notice(elk_host *h, uint32_t chunk)
+{
+    int64_t cfg[10]; /* ..., seq_len at 6, n_ctx at 9 */
+    elk_host_config(h, cfg, 10);
+    if ((int64_t)chunk <= cfg[9])
+        return;
+    fprintf(stderr, "elk-run: npu: the image's NPU chunk is %u tokens, longer than the context of %lld: every "
+                    "prefill is padded to %u tokens (repack with --npu-chunk %lld or less%s)\n", chunk,
+            (long long)cfg[9], chunk, (long long)cfg[9], (int64_t)chunk <= cfg[6] ? ", or run without --ctx" : "");
+}
+
 int main(int argc, char **argv)
 {
     args a;
@@ -341,6 +354,8 @@ int main(int argc, char **argv)
         elk_host_close(h);
         return 2;
     }
+    if (npu)
+        npu_padding_notice(h, elk_host_npu_runner(npu)->sec.chunk);
     int rc = run(h, &a);
     elk_host_close(h);
     if (npu)

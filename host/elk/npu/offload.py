@@ -47,8 +47,10 @@ def board_npu(name: str | None) -> BoardNpu | None:
 
 def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_k: float = 4.0,
                   max_outliers=None, quant="f32", recipe=None, tokenizer=None, name=None, security_counter=0,
-                  progress=False, **options):
-    """Read a checkpoint, calibrate it, and write an image with an NPU section (elk pack --npu)."""
+                  progress=False, notice=None, **options):
+    """Read a checkpoint, calibrate it, and write an image with an NPU section (elk pack --npu).
+    A chunk longer than the model's context is clamped to it with one `notice` line: every prompt
+    would be padded to the chunk, and no prompt can be longer than the context."""
     from elk import image as im
     from elk.convert import load_model
     from elk.convert.pack import ProgressBar
@@ -58,6 +60,8 @@ def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_
     bn = board_npu(board)
     n = int(chunk) if chunk is not None else (bn.chunk if bn else spec.NPU_DEFAULT_CHUNK)
     model = load_model(src, tokenizer=tokenizer, **options)
+    n = clamp_chunk(n, model.config.seq_len, "--npu-chunk" if chunk is not None else
+                    (f"{bn.board}'s NPU chunk" if bn else "the default NPU chunk"), notice or _stderr_notice)
     sec = build_section(model, chunk=n, text_file=calib_text, outlier_k=outlier_k, max_outliers=max_outliers)
     blob = pack_section(sec)
     bar = ProgressBar() if progress else None
@@ -66,6 +70,25 @@ def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_
     if bar:
         bar.close()
     return result, sec
+
+
+def clamp_chunk(chunk: int, seq_len: int, what: str, notice) -> int:
+    """min(chunk, seq_len), saying so in one line when it clamps (pack_with_npu)."""
+    if 0 < seq_len < int(chunk):
+        notice(f"elk: warning: {what} {chunk} is longer than the model's context (seq_len {seq_len}): using "
+               f"{seq_len} (a longer chunk would only pad every prompt)")
+        return seq_len
+    return int(chunk)
+
+
+def padding_notice(chunk: int, n_ctx: int, seq_len: int):
+    """One line when an image's NPU chunk is longer than the run's context, else None: the chunk is
+    baked into the image's int8 layers, so every prefill is padded to it."""
+    if chunk <= n_ctx:
+        return None
+    fix = f"repack with --npu-chunk {n_ctx} or less" + (", or run without --ctx" if chunk <= seq_len else "")
+    return (f"npu: the image's NPU chunk is {chunk} tokens, longer than the context of {n_ctx}: every prefill "
+            f"is padded to {chunk} tokens ({fix})")
 
 
 def section_of(image_path) -> bytes:
@@ -137,8 +160,11 @@ def attach(model, backend: str, board: str | None = None, fail_after: int = 0, d
                 raise
             notice(f"npu: litert unavailable ({e}); CPU runs every layer")
             return attach(model, "off")
+    chunk = parse_section(blob).chunk
+    pad = padding_notice(chunk, model.config.n_ctx, model.config.seq_len)
+    if pad:
+        notice(pad)
     if bn is not None:
-        chunk = parse_section(blob).chunk
         if chunk != bn.chunk:
             notice(f"npu: image chunk {chunk} tokens, {bn.board} NPU chunk {bn.chunk}: runs the image's "
                    f"(repack with --board {bn.board} for the board's)")
