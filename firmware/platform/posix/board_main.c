@@ -33,9 +33,9 @@ static const char usage[] =
     "  --npu-efficiency E  share of T reached on matmuls, 0 < E <= 1 (npu.efficiency, default 1)\n"
     "  --npu-dma-gbs G     its transfer bandwidth in GB/s (npu.dma_gbs)\n"
     "  --npu-chunk N       its prefill chunk in tokens (npu.prefill_chunk_tokens)\n"
-    "  --ready-fd N        write one byte to fd N and close it when the firmware first reads its\n"
-    "                      UART (`elk emulate` waits for it: a client's first HELLO meets a board\n"
-    "                      that is serving, however long qemu took to start)\n"
+    "  --ready-fd N        write one byte to fd N and close it when the firmware first uses its\n"
+    "                      UART (the banner, then frames: `elk emulate` waits for it, so a client's\n"
+    "                      first HELLO meets a board that serves, however long qemu took to start)\n"
     "  --quiet             no diagnostics on stderr\n";
 
 typedef struct board_args {
@@ -127,15 +127,27 @@ static void log_stderr(void *ctx, const char *line)
 
 static int ready_fd = -1;
 
-/* The UART read the firmware calls: the first call tells --ready-fd that the board is serving. */
-static int uart_read_ready(void *ctx, uint8_t *buf, int cap, int timeout_ms)
+/* The firmware's first UART use (the console banner, written just before it starts reading frames)
+ * tells --ready-fd that the board serves: set-up and the power-on check's first part are done. */
+static void signal_ready(void)
 {
     if (ready_fd >= 0) {
         (void)!write(ready_fd, "R", 1);
         close(ready_fd);
         ready_fd = -1;
     }
+}
+
+static int uart_read_ready(void *ctx, uint8_t *buf, int cap, int timeout_ms)
+{
+    signal_ready();
     return posix_uart_read(ctx, buf, cap, timeout_ms);
+}
+
+static int uart_write_ready(void *ctx, const uint8_t *buf, int n)
+{
+    signal_ready();
+    return posix_uart_write(ctx, buf, n);
 }
 
 int main(int argc, char **argv)
@@ -170,7 +182,8 @@ int main(int argc, char **argv)
         pool = NULL;
     elk_board b = {
         .name = a.board,
-        .uart = { a.ready_fd >= 0 ? uart_read_ready : posix_uart_read, posix_uart_write, &uart },
+        .uart = { a.ready_fd >= 0 ? uart_read_ready : posix_uart_read,
+                  a.ready_fd >= 0 ? uart_write_ready : posix_uart_write, &uart },
         .uart_set_baud = posix_uart_set_baud,
         .baud = (uint32_t)a.baud,
         .max_baud = (uint32_t)a.max_baud,
