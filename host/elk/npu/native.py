@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from elk import cheader, spec
-from elk.errors import ElkError, RuntimeFailure
+from elk.errors import ElkError, RuntimeFailure, code_name
 from elk.runtime import FIRMWARE, library_path
 
 BACKENDS = ("sim", "litert")
@@ -95,7 +95,7 @@ class Session:
         rc = self.lib.elk_host_npu_run_chunk(self._h, entry, self.ffi.from_buffer("int8_t[]", x_q),
                                              self.ffi.from_buffer("int8_t[]", y, require_writable=True))
         if rc != 0:
-            raise RuntimeFailure(rc, f"npu chunk (entry {entry})")
+            raise RuntimeFailure(rc, f"npu chunk (entry {entry}): {code_name(rc)[1]}")
         return y
 
     def linear(self, role: str, layer: int, x: np.ndarray, rows: int):
@@ -108,7 +108,7 @@ class Session:
         if rc == spec.ERRORS["E_UNSUPPORTED"][0]:
             return None
         if rc != 0:
-            raise RuntimeFailure(rc, "npu linear")
+            raise RuntimeFailure(rc, f"npu linear: {code_name(rc)[1]}")
         return y
 
     def stats(self) -> dict:
@@ -125,4 +125,4 @@ def attach_host(model, session: Session | None) -> None:
     host = ffi.cast("struct elk_host *", int(rffi.cast("uintptr_t", model._handle())))
     rc = lib.elk_host_npu_attach(host, session._h if session is not None else ffi.NULL)
     if rc != 0:
-        raise RuntimeFailure(rc, "npu attach")
+        raise RuntimeFailure(rc, f"npu attach: {code_name(rc)[1]}")
