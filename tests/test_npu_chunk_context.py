@@ -62,3 +62,11 @@ def test_elk_run_program_says_the_same_about_padding(chunk64, host_build):
         p.stderr
     q = subprocess.run(args + ["--ctx", "64"], capture_output=True, text=True, timeout=120)
     assert q.returncode == 0 and "padded" not in q.stderr and q.stdout == p.stdout, q.stderr
+
+
+def test_npu_time_with_a_prompt_as_long_as_the_context_times_the_prefill(chunk64):
+    """`elk npu time` prefills without generating, so a prompt of the whole context (512) still fits
+    (a generated token would need a position the context does not have)."""
+    p = run_elk("npu", "time", chunk64, "--board", "rk3588", "--prompt", "100000", timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "prefill 512 tokens" in p.stdout and "(simulated, 280 chunks)" in p.stdout, p.stdout

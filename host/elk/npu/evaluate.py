@@ -175,11 +175,13 @@ def time_prefill(image_path, board: str, n_tokens: int = 64, reps: int = 3, thre
         n = min(int(n_tokens), m.config.n_ctx)
         ids = [m.config.bos_id] + [int(i) % m.config.vocab_size for i in range(100, 100 + n - 1)]
         times = []
-        for _ in range(max(1, reps)):  # prefill as generation does it: logits of the last token only
-            list(m.generate_tokens(ids, max_tokens=1, temperature=0.0))
+        # prefill as generation does it (logits of the last token only); max_tokens=0: prefill only, so
+        # a prompt as long as the context is timed too (a generated token would need one more position)
+        for _ in range(max(1, reps)):
+            list(m.generate_tokens(ids, max_tokens=0, temperature=0.0))
             times.append(m.stats.prefill_s)
         sess = attach(m, "sim", board)
-        list(m.generate_tokens(ids, max_tokens=1, temperature=0.0))
+        list(m.generate_tokens(ids, max_tokens=0, temperature=0.0))
         st = sess.stats()
         cfg = m.config
     sec = parse_section(section_of(image_path))
