@@ -96,3 +96,26 @@ def test_elk_bench_rejects_out_of_range_counts(image, opt, value, rule):
     assert p.returncode == 2 and p.stdout == ""
     line = _one_line(p.stderr, "elk bench: error: argument ")
     assert f": {value} {rule}" in line and opt in line, line
+
+
+def test_elk_run_option_parsing_and_context_edges_are_clean_under_asan(image, tmp_path):
+    """The ASan/UBSan elk-run over every bad value above, odd spellings (whitespace, signs, hex, huge
+    exponents, empty), and the context edges: one line, exit 2 (or 0), no sanitizer report."""
+    from conftest import ROOT, scons
+
+    scons("mode=asan")
+    exe = ROOT / "build" / "host-asan" / "elk-run"
+    odd = ["", " ", "-", "+", "0x10", "1e308", "-1e308", "1e-320", "9" * 400, " 5", "5 ", "+5", "-0", "inf",
+           "-inf", "nan(1)", "18446744073709551615", "-18446744073709551616", "2147483648"]
+    runs = [[opt, value] for opt, value, _ in BAD]
+    runs += [[opt, v] for opt in ("-n", "--top-k", "--top-p", "--seed", "--threads", "--ctx", "--temperature")
+             for v in odd]
+    runs += [["-p", "Once upon a time there was", "--ctx", c, "-n", "5", "--temperature", "0"] for c in ("6", "7", "9")]
+    for args in runs:
+        p = subprocess.run([str(exe), str(image), "-p", "hi", *args], capture_output=True, text=True, timeout=60,
+                           env={"ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "halt_on_error=1"})
+        assert not any(w in p.stderr for w in ("AddressSanitizer", "runtime error", "LeakSanitizer")), \
+            (args, p.stderr[-2000:])
+        assert p.returncode in (0, 2), (args, p.returncode, p.stderr[-500:])
+        if p.returncode == 2:
+            assert len([x for x in p.stderr.splitlines() if x.startswith("elk-run: error: ")]) == 1, (args, p.stderr)

@@ -11,6 +11,7 @@
  * (one row of vocab_size float32, native byte order, per prompt id) to FILE, then generate as usual
  * (-n 0: logits only). Exit 0 on success, 2 with one line on stderr on any error. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,11 +59,13 @@ static int whole(const char *opt, const char *s, long long lo, long long hi, lon
     errno = 0;
     long long v = strtoll(s, &end, 10);
     int ok = !errno && end != s && !*end;
-    if (!ok) {
+    if (!ok) { /* range first: converting a double outside long long (or inf) is undefined */
         double d = strtod(s, &end);
-        if (end == s || *end || d != d || d != (double)(long long)d || d > 9.2e18 || d < -9.2e18)
+        if (end == s || *end || d != d)
             return bad_value(opt, s, "is not a whole number");
-        v = (long long)d;
+        if (d >= -9.2e18 && d <= 9.2e18 && d != (double)(long long)d)
+            return bad_value(opt, s, "is not a whole number");
+        v = d < -9.2e18 ? LLONG_MIN : d > 9.2e18 ? LLONG_MAX : (long long)d;
     }
     if (v < lo || v > hi) {
         snprintf(what, sizeof what, "is outside [%lld, %lld]", lo, hi);
@@ -125,7 +128,7 @@ static int set_option(args *a, const char *o, const char *val)
     else if (!strcmp(o, "--logits"))
         a->logits = val;
     else if (!strcmp(o, "-n")) { /* its lower end depends on --logits: checked at the end of parse */
-        rc = whole(o, val, -4000000000000000000LL, 4000000000000000000LL, &i);
+        rc = whole(o, val, LLONG_MIN, LLONG_MAX, &i);
         if (!rc && i > 2147483647LL)
             rc = bad_value(o, val, "is outside [1, 2147483647]");
         a->n = i < 0 ? -1 : (int)i, a->n_text = val;
