@@ -298,7 +298,10 @@ class Model:
                         top_p: float = 0.95, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
                         seed=None, keep_context: bool = False):
         """Start generating; returns an iterator of (token id, piece bytes). prompt: text (BOS is
-        added) or a list of ids. Raises at once (not on iteration) when the prompt does not fit."""
+        added) or a list of ids. Raises RuntimeFailure (ELK_E_RANGE) at once, not on iteration, when
+        the prompt does not fit: prompt + generated tokens share n_ctx, so with max_tokens >= 1 the
+        prompt must leave a free position (max_tokens=0 prefills only). Generation that reaches the
+        end of the context stops with stats.stop_reason "context_full" (see context_notice)."""
         ids = self.tokenize(prompt, bos=True) if isinstance(prompt, (str, bytes)) else list(prompt)
         arr = self._ids_array(ids)
         _check_sampling(max_tokens, temperature, top_k, top_p, repeat_penalty, repeat_last_n)
