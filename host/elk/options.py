@@ -1,4 +1,4 @@
-"""Command-line option ranges as argparse types, shared by `elk run` and `elk bench`: a value out of
+"""Command-line option ranges as argparse types for `elk run` (any command may use them): a value out of
 range is one usage line naming the option and exit 2 ("elk run: error: argument --top-p: 2 is outside
 (0, 1] (1 = off)"). The same ranges as elk.runtime's API checks and elk-run's parser (docs/runtime.md),
 stricter where a command-line value could only be a mistake: -n 0 (nothing to generate) and --threads 0
@@ -52,5 +52,4 @@ CLI_TYPES = {  # option dest -> argparse type, shared by every command that take
     "seed": cli_int(0, SEED_MAX),
     "threads": cli_int(1, MAX_THREADS),
     "ctx": cli_int(1, INT32_MAX),  # the model's seq_len is the upper end, checked when it is open
-    "count": cli_int(1, INT32_MAX),  # token counts and repetitions (elk bench --prompt/--gen/--reps)
 }

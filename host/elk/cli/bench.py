@@ -5,12 +5,10 @@ machine). Argument parsing and printing only; the work is elk.bench.run."""
 def register(sub) -> None:
     p = sub.add_parser("bench", help="measure prefill/decode speed, memory bandwidth use and RSS of an image")
     p.add_argument("image", help="model image (.elk)")
-    from elk.options import CLI_TYPES as T  # ranges: docs/runtime.md
-
-    p.add_argument("--threads", "-t", type=T["threads"], default=None, help="worker threads 1..64 (default: all CPUs)")
-    p.add_argument("--prompt", "-p", type=T["count"], default=64, help="prompt tokens to prefill (default 64)")
-    p.add_argument("--gen", "-n", type=T["count"], default=32, help="tokens to decode (default 32)")
-    p.add_argument("--reps", "-r", type=T["count"], default=3, help="repetitions; medians are reported (default 3)")
+    p.add_argument("--threads", "-t", type=int, default=None, help="worker threads (default: all CPUs)")
+    p.add_argument("--prompt", "-p", type=int, default=64, help="prompt tokens to prefill (default 64)")
+    p.add_argument("--gen", "-n", type=int, default=32, help="tokens to decode (default 32)")
+    p.add_argument("--reps", "-r", type=int, default=3, help="repetitions; medians are reported (default 3)")
     p.add_argument("--kernels", default=None, help="force a kernel table (ref, avx2, ...)")
     p.add_argument("--no-probe", action="store_true", help="skip the memory bandwidth probe")
     p.add_argument("--json", action="store_true", help="print one JSON object")
