@@ -290,15 +290,18 @@ def test_independent_hf_pytorch_bin_only_folder_says_safetensors_are_needed(tmp_
 
 
 def test_independent_hf_byte_level_bpe_tokenizer_json_is_refused(tmp_path):
-    """A Llama-architecture folder with a GPT-2 style byte-level BPE tokenizer.json (Llama 3, SmolLM):
-    elk's SentencePiece tokenizer would drop the spaces silently, so pack refuses in one line."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """A Llama-architecture folder with a byte-level BPE tokenizer.json whose split pattern is not GPT-2's
+    (Llama 3's Split regex): elk runs GPT-2's pattern only (SmolLM; tests/test_tokenizer_bytelevel.py),
+    so pack refuses in one line rather than split text differently."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {c: i for i, c in enumerate(alphabet)}
     vocab.update({"Ġt": len(vocab), "Ġth": len(vocab) + 1})
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[("Ġ", "t"), ("Ġt", "h")]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"), "isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     assert tok.encode(" th").tokens == ["Ġth"]
     folder = copy_case("gqa_untied_f32", tmp_path)
@@ -306,7 +309,7 @@ def test_independent_hf_byte_level_bpe_tokenizer_json_is_refused(tmp_path):
     tok.save(str(folder / "tokenizer.json"))
     r = elk_cli("pack", folder, "-o", tmp_path / "x.elk")
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
-    assert "byte-level BPE" in r.stderr and not (tmp_path / "x.elk").exists()
+    assert "byte-level pre-tokenizer" in r.stderr and not (tmp_path / "x.elk").exists()
 
 
 def test_independent_hf_missing_shard_is_named(tmp_path):

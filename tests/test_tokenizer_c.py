@@ -374,7 +374,7 @@ MALFORMED = {
     "n_tokens_huge": (lambda b: _put(b, 0, "<I", 0xFFFFFFFF), "E_RANGE"),
     "n_tokens_past_section": (lambda b: _put(b, 0, "<I", 100000), "E_BOUNDS"),
     "n_tokens_zero": (lambda b: _put(b, 0, "<I", 0), "E_RANGE"),
-    "kind_unknown": (lambda b: _put(b, 4, "<I", 2), "E_UNSUPPORTED"),
+    "kind_unknown": (lambda b: _put(b, 4, "<I", 3), "E_UNSUPPORTED"),  # 1 and 2 are known
     "offset_outside_blob": (lambda b: _put(b, 32 + 16 * 300, "<I", 0xFFFFFFF0), "E_BOUNDS"),
     "length_outside_blob": (lambda b: _put(b, 32 + 16 * 511 + 4, "<I", 4000), "E_BOUNDS"),
     "length_above_max_token_len": (lambda b: _put(b, 28, "<I", 2), "E_FORMAT"),

@@ -190,7 +190,7 @@ def _section(v):
     (lambda b: b[:20], "shorter than its 32-byte head"),
     (lambda b: b[: 32 + 16 * 100], "does not fit"),
     (lambda b: b.__setitem__(slice(0, 4), struct.pack("<I", 1 << 30)) or b, "does not fit"),
-    (lambda b: b.__setitem__(slice(4, 8), struct.pack("<I", 2)) or b, "kind 2"),
+    (lambda b: b.__setitem__(slice(4, 8), struct.pack("<I", 3)) or b, "kind 3"),  # 1 and 2 are known
     (lambda b: b.__setitem__(slice(32 + 16 * 5, 32 + 16 * 5 + 4), struct.pack("<I", 1 << 31)) or b, "outside"),
     (lambda b: b.__setitem__(slice(32 + 16 * 5 + 12, 32 + 16 * 5 + 16), struct.pack("<I", 9)) or b, "bad type"),
     (lambda b: b.__setitem__(slice(12, 16), struct.pack("<i", 600)) or b, "bos_id"),

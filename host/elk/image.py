@@ -446,7 +446,7 @@ class _Reader:
         if len(tok) < spec.TOKENIZER_HEAD_SIZE:
             self.fail(f"TOKENIZER is {len(tok)} bytes, shorter than its {spec.TOKENIZER_HEAD_SIZE}-byte head")
         n, kind = struct.unpack_from("<II", tok)
-        if kind != spec.TOKENIZER_KIND_SPM_BPE:
+        if kind not in (spec.TOKENIZER_KIND_SPM_BPE, spec.TOKENIZER_KIND_BYTE_BPE):
             self.fail(f"TOKENIZER: unknown kind {kind}")
         if n != cfg.vocab_size:
             self.fail(f"TOKENIZER has {n} tokens, header vocab_size is {cfg.vocab_size}")

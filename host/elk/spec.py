@@ -120,6 +120,10 @@ TENSOR_NAMES = {
 
 # Tokenizer section
 TOKENIZER_KIND_SPM_BPE = 1  # SentencePiece BPE (Llama 1/2, TinyLlama), scores = merge priority
+# Byte-level BPE (GPT-2 style: SmolLM, SmolLM2): pieces in GPT-2's byte-to-char spelling, GPT-2's split
+# pattern, scores = -merge rank; the string blob starts with n_tokens x u16 "left part length" of the
+# merge that made each piece (0: none), padded to 4 bytes (docs/image-format.md)
+TOKENIZER_KIND_BYTE_BPE = 2
 TOKEN_TYPES = {  # SentencePiece's piece types
     "NORMAL": 1,
     "UNKNOWN": 2,
@@ -136,6 +140,7 @@ TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE = 1 << 2
 # stop ids besides eos_id (chat models: <|im_end|>, <|eot_id|>), so other images keep their bytes.
 TOKENIZER_FLAG_STOP_IDS = 1 << 3
 TOKENIZER_MAX_STOP_IDS = 16
+TOKENIZER_FLAG_SPLIT_DIGITS = 1 << 4  # byte-level: every number character is a pre-token of its own
 
 # ---------------------------------------------------------------------------------------------
 # Trust (docs/trust.md): image trailer TLVs, signature message prefixes, the provisioning record.
@@ -276,6 +281,7 @@ def _c_header() -> str:
         f'[ELK_ROLE_{name}] = "{name}"' for name in TENSOR_ROLES) + " }", "initializer, indexed by role")
     out.append("")
     define("ELK_TOKENIZER_KIND_SPM_BPE", TOKENIZER_KIND_SPM_BPE)
+    define("ELK_TOKENIZER_KIND_BYTE_BPE", TOKENIZER_KIND_BYTE_BPE)
     for name, value in TOKEN_TYPES.items():
         define(f"ELK_TOKEN_{name}", value)
     define("ELK_TOKENIZER_FLAG_BYTE_FALLBACK", "(1u << 0)")
@@ -283,6 +289,7 @@ def _c_header() -> str:
     define("ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE", "(1u << 2)")
     define("ELK_TOKENIZER_FLAG_STOP_IDS", "(1u << 3)")
     define("ELK_TOKENIZER_MAX_STOP_IDS", TOKENIZER_MAX_STOP_IDS)
+    define("ELK_TOKENIZER_FLAG_SPLIT_DIGITS", "(1u << 4)")
     out.append("")
     define("ELK_TRAILER_HEAD_SIZE", TRAILER_HEAD_SIZE)
     define("ELK_TRAILER_TLV_HEAD_SIZE", TRAILER_TLV_HEAD_SIZE)

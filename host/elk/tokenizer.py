@@ -26,7 +26,13 @@ FLAG_BYTE_FALLBACK = spec.TOKENIZER_FLAG_BYTE_FALLBACK
 FLAG_ADD_DUMMY_PREFIX = spec.TOKENIZER_FLAG_ADD_DUMMY_PREFIX
 FLAG_REMOVE_EXTRA_WHITESPACE = spec.TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE
 FLAG_STOP_IDS = spec.TOKENIZER_FLAG_STOP_IDS
-KNOWN_FLAGS = FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX | FLAG_REMOVE_EXTRA_WHITESPACE | FLAG_STOP_IDS
+FLAG_SPLIT_DIGITS = spec.TOKENIZER_FLAG_SPLIT_DIGITS
+KIND_SPM = spec.TOKENIZER_KIND_SPM_BPE
+KIND_BYTE = spec.TOKENIZER_KIND_BYTE_BPE
+KNOWN_FLAGS = {  # per kind: the flags that mean something for it
+    KIND_SPM: FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX | FLAG_REMOVE_EXTRA_WHITESPACE | FLAG_STOP_IDS,
+    KIND_BYTE: FLAG_SPLIT_DIGITS | FLAG_STOP_IDS,
+}
 LLAMA_FLAGS = FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX
 
 HEAD = struct.Struct("<IIIiiiiI")  # n_tokens, kind, flags, bos, eos, unk, pad, max_token_len
@@ -54,6 +60,8 @@ class Vocab:
     flags: int = LLAMA_FLAGS  # spec.TOKENIZER_FLAG_* bits
     chat_template: str | None = None  # goes to the image's METADATA, not the TOKENIZER section
     stop_ids: list[int] = dataclasses.field(default_factory=list)  # generation also stops here (+ eos_id)
+    kind: int = KIND_SPM  # spec.TOKENIZER_KIND_*
+    splits: list[int] | None = None  # byte-level: UTF-8 length of the left part of the merge making each piece
 
     def __len__(self) -> int:
         return len(self.pieces)
@@ -303,7 +311,14 @@ def encode_section(v: Vocab) -> bytes:
             raise TokenizerFormatError(f"token {i} has type {kind}; known types are {min(known)}..{max(known)}")
         if not abs(score) <= 3.4e38:
             raise TokenizerFormatError(f"token {i} has score {score}, not a finite float32")
+    if v.kind not in KNOWN_FLAGS:
+        raise TokenizerFormatError(f"tokenizer kind {v.kind} is not one elk writes")
     blob = bytearray()
+    if v.kind == KIND_BYTE:  # the merge split lengths lead the blob (u16 each, padded to 4 bytes)
+        splits = v.splits or [0] * n
+        if len(splits) != n or any(not 0 <= k < min(65536, len(p.encode()) or 1) for k, p in zip(splits, v.pieces)):
+            raise TokenizerFormatError("byte-level vocabulary: bad merge split lengths")
+        blob += struct.pack(f"<{n}H", *splits) + b"\0" * (-2 * n % 4)
     entries = bytearray()
     max_len = 0
     for piece, score, kind in zip(v.pieces, v.scores, v.types):
@@ -322,7 +337,7 @@ def encode_section(v: Vocab) -> bytes:
             raise TokenizerFormatError(f"{len(ids)} stop ids; at most {spec.TOKENIZER_MAX_STOP_IDS}")
         tail = struct.pack(f"<{len(ids)}iI", *ids, len(ids))
         flags |= FLAG_STOP_IDS
-    head = HEAD.pack(n, spec.TOKENIZER_KIND_SPM_BPE, flags, v.bos_id, v.eos_id, v.unk_id, v.pad_id, max_len)
+    head = HEAD.pack(n, v.kind, flags, v.bos_id, v.eos_id, v.unk_id, v.pad_id, max_len)
     out = bytes(head + entries + blob + tail)
     decode_section(out)  # the writer checks what every reader will check
     return out
@@ -333,11 +348,11 @@ def decode_section(b: bytes) -> Vocab:
     if len(b) < HEAD.size:
         raise TokenizerFormatError(f"TOKENIZER section is {len(b)} bytes, shorter than its 32-byte head")
     n, kind, flags, bos, eos, unk, pad, max_len = HEAD.unpack_from(b, 0)
-    if kind != spec.TOKENIZER_KIND_SPM_BPE:
-        raise TokenizerFormatError(f"TOKENIZER kind {kind} is not supported (1 = SentencePiece BPE)")
+    if kind not in KNOWN_FLAGS:
+        raise TokenizerFormatError(f"TOKENIZER kind {kind} is not supported (1 = SentencePiece BPE, 2 = byte-level BPE)")
     if not 0 < n <= MAX_TOKENS or HEAD.size + n * ENTRY.size > len(b):
         raise TokenizerFormatError(f"TOKENIZER n_tokens {n} does not fit the {len(b)}-byte section")
-    if flags & ~KNOWN_FLAGS:
+    if flags & ~KNOWN_FLAGS[kind]:
         raise TokenizerFormatError(f"TOKENIZER flags 0x{flags:x} has unknown bits")
     for name, i in (("bos", bos), ("eos", eos), ("unk", unk), ("pad", pad)):
         if not -1 <= i < n:
@@ -354,6 +369,11 @@ def decode_section(b: bytes) -> Vocab:
         if any(not 0 <= i < n for i in stop_ids):
             raise TokenizerFormatError(f"TOKENIZER stop id outside 0..{n - 1}: {stop_ids}")
         blob = blob[: len(blob) - 4 - 4 * k]
+    splits = None
+    if kind == KIND_BYTE:
+        if len(blob) < 2 * n:
+            raise TokenizerFormatError(f"TOKENIZER byte-level merge splits need {2 * n} bytes, blob has {len(blob)}")
+        splits = list(struct.unpack_from(f"<{n}H", blob, 0))
     pieces, scores, types = [], [], []
     for i in range(n):
         off, length, score, kind_i = ENTRY.unpack_from(b, HEAD.size + i * ENTRY.size)
@@ -365,10 +385,12 @@ def decode_section(b: bytes) -> Vocab:
             pieces.append(bytes(blob[off : off + length]).decode("utf-8"))
         except UnicodeDecodeError:
             raise TokenizerFormatError(f"TOKENIZER token {i}: piece is not UTF-8") from None
+        if splits and splits[i] >= max(length, 1):
+            raise TokenizerFormatError(f"TOKENIZER token {i}: merge split {splits[i]} not inside its {length} bytes")
         scores.append(score)
         types.append(kind_i)
     return Vocab(pieces, scores, types, bos_id=bos, eos_id=eos, unk_id=unk, pad_id=pad,
-                 flags=flags, stop_ids=stop_ids)
+                 flags=flags, stop_ids=stop_ids, kind=kind, splits=splits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,6 +445,13 @@ class _Tables:
             if v.types[i] == CONTROL and v.pieces[i]:
                 self.control[v.pieces[i].encode()] = i
         self.control_len = max(map(len, self.control), default=0)
+        self.user_ids = {}  # byte-level: user-defined pieces, split off the text before pre-tokenizing
+        if v.kind == KIND_BYTE:
+            for i in range(len(v.pieces) - 1, -1, -1):
+                if v.types[i] == USER_DEFINED and v.pieces[i]:
+                    self.user_ids[v.pieces[i].encode()] = i
+            self.user = []
+        self.match_len = max(self.control_len, max(map(len, self.user_ids), default=0))
         self.byte_ids = {}
         for i in range(len(v.pieces) - 1, -1, -1):
             m = _BYTE_PIECE.fullmatch(v.pieces[i])
@@ -463,7 +492,7 @@ def encode(v: Vocab, text: str | bytes, bos: bool = False, eos: bool = False, sp
     data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
     ids = [v.bos_id] if bos and v.bos_id >= 0 else []
     start = 0
-    for at, length, i in _control_matches(t, data) if special else []:
+    for at, length, i in _control_matches(t, data, special):
         ids += _encode_plain(v, t, data[start:at], prefix and start == 0)
         ids.append(i)
         start = at + length
@@ -473,12 +502,16 @@ def encode(v: Vocab, text: str | bytes, bos: bool = False, eos: bool = False, sp
     return ids
 
 
-def _control_matches(t: _Tables, data: bytes):
-    """(offset, length, id) of control pieces in data, scanning left to right, longest match first."""
+def _control_matches(t: _Tables, data: bytes, special: bool):
+    """(offset, length, id) of control pieces (when `special`) and of byte-level user-defined pieces in
+    data, scanning left to right, longest match first."""
+    if not special and not t.user_ids:
+        return
     at = 0
     while at < len(data):
-        for n in range(min(t.control_len, len(data) - at), 0, -1):
-            i = t.control.get(data[at : at + n])
+        for n in range(min(t.match_len, len(data) - at), 0, -1):
+            i = t.control.get(data[at : at + n]) if special else None
+            i = t.user_ids.get(data[at : at + n]) if i is None else i
             if i is not None:
                 yield at, n, i
                 at += n
@@ -488,6 +521,13 @@ def _control_matches(t: _Tables, data: bytes):
 
 
 def _encode_plain(v: Vocab, t: _Tables, data: bytes, prefix: bool) -> list[int]:
+    if v.kind == KIND_BYTE:
+        from elk.convert import bytelevel
+
+        out = []
+        for word in bytelevel.pre_tokenize(data, bool(v.flags & FLAG_SPLIT_DIGITS)):
+            out += _bpe_bytelevel(v, t, bytelevel.to_chars(word))
+        return out
     syms = _split(t, normalize(v, data, prefix))
     piece = [s for s, _ in syms]
     frozen = [f for _, f in syms]
@@ -527,6 +567,40 @@ def _encode_plain(v: Vocab, t: _Tables, data: bytes, prefix: bool) -> list[int]:
     return ids
 
 
+def _bpe_bytelevel(v: Vocab, t: _Tables, word: str) -> list[int]:
+    """Hugging Face BPE over one pre-token spelled in GPT-2's byte chars: the pair (a, b) merges only
+    when a + b is a piece made by exactly that merge (its split is len(a)), lowest rank first, then
+    leftmost. Characters without a piece are dropped (the importer requires all 256)."""
+    piece = [c.encode() for c in word]
+    nxt = list(range(1, len(piece))) + [-1]
+    prev = list(range(-1, len(piece) - 1))
+    heap: list = []
+
+    def push(left):
+        right = nxt[left] if left >= 0 else -1
+        if right < 0:
+            return
+        i = t.mergeable.get(piece[left] + piece[right])
+        if i is not None and v.types[i] == NORMAL and v.splits[i] == len(piece[left]):
+            heapq.heappush(heap, (-v.scores[i], left, len(piece[left]) + len(piece[right])))
+
+    for k in range(len(piece) - 1):
+        push(k)
+    while heap:
+        _, left, size = heapq.heappop(heap)
+        right = nxt[left]
+        if not piece[left] or right < 0 or len(piece[left]) + len(piece[right]) != size:
+            continue
+        piece[left] += piece[right]
+        piece[right] = b""
+        nxt[left] = nxt[right]
+        if nxt[right] >= 0:
+            prev[nxt[right]] = left
+        push(prev[left])
+        push(left)
+    return [i for i in (t.mergeable.get(p) for p in piece if p) if i is not None]
+
+
 def _emit(v: Vocab, t: _Tables, node, ids: list[int]) -> None:
     if isinstance(node, tuple):
         i, left, right = node
@@ -553,6 +627,10 @@ def token_bytes(v: Vocab, prev: int, i: int, special: bool = False) -> bytes:
     kind = v.types[i]
     if kind == CONTROL:
         return v.pieces[i].encode() if special else b""
+    if v.kind == KIND_BYTE:
+        from elk.convert import bytelevel
+
+        return (bytelevel.to_bytes(v.pieces[i]) or b"") if kind == NORMAL else v.pieces[i].encode()
     if kind == UNKNOWN:
         return " \u2047 ".encode()  # SentencePiece's default unknown surface
     if kind == BYTE:

@@ -406,8 +406,8 @@ static int check_tokenizer(elk_image *img)
         return fail(img, ELK_E_BOUNDS, "tokenizer: section is %llu bytes, head needs %u",
                     (unsigned long long)size, ELK_TOKENIZER_HEAD_SIZE);
     uint32_t n = elk_le32(s), kind = elk_le32(s + 4);
-    if (kind != ELK_TOKENIZER_KIND_SPM_BPE)
-        return fail(img, ELK_E_UNSUPPORTED, "tokenizer: kind %u (only 1 = SentencePiece BPE)", kind);
+    if (kind != ELK_TOKENIZER_KIND_SPM_BPE && kind != ELK_TOKENIZER_KIND_BYTE_BPE)
+        return fail(img, ELK_E_UNSUPPORTED, "tokenizer: kind %u (1 = SentencePiece BPE, 2 = byte-level BPE)", kind);
     if (n != img->config.vocab_size)
         return fail(img, ELK_E_FORMAT, "tokenizer: %u tokens, config vocab_size %u", n,
                     img->config.vocab_size);

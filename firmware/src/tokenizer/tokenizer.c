@@ -1,11 +1,14 @@
 /* SentencePiece-compatible BPE tokenizer over the image's TOKENIZER section (docs/image-format.md),
  * read in place; lookup tables and encode scratch live in the caller's arena. Special (control) pieces
  * are matched in text only when the caller asks (chat templates), and the section's stop ids are kept.
- * host/elk/tokenizer.py holds the same algorithm in Python (the test oracle). Not here: Unigram
- * models, NFKC normalization, byte-level (GPT-2 style) BPE. */
+ * Byte-level (GPT-2 style) vocabularies run the same merge engine on GPT-2's byte characters after its
+ * pre-tokenizer (bytelevel.c), merging a pair only as the merge that made the piece.
+ * host/elk/tokenizer.py holds the same algorithms in Python (the test oracle). Not here: Unigram
+ * models, NFKC normalization. */
 #include <string.h>
 
 #include "elk/elk.h"
+#include "tokenizer/bytelevel.h"
 #include "util/util.h"
 
 #define HEAD_SIZE 32u
@@ -27,11 +30,12 @@ typedef struct { int32_t id, a, b; } tok_node;
 struct elk_tokenizer {
     const uint8_t *entries, *blob;   /* in the section */
     uint64_t blob_size;
-    uint32_t n_tokens, flags, max_len, max_user_len, max_ctrl_len;
+    uint32_t n_tokens, kind, flags, max_len, max_user_len, max_ctrl_len;
+    const uint8_t *splits;           /* byte-level: u16 left-part length of each piece's merge (blob start) */
     int32_t bos, eos, unk, pad;
     uint32_t n_stop;                 /* stop ids from the section's tail (eos_id included), or 0 */
     int32_t stop[ELK_TOKENIZER_MAX_STOP_IDS];
-    uint8_t ctrl_first[32];          /* bitmap: bytes a non-empty control piece starts with */
+    uint8_t ctrl_first[32];          /* bitmap: first bytes of pieces matched whole before encoding */
     int chunk_safe;                  /* no piece crosses "x▁" (x not ▁): words encode independently */
     int32_t *slots;                  /* hash of NORMAL/USER_DEFINED/UNUSED and CONTROL pieces -> id */
     uint32_t slot_mask;
@@ -53,6 +57,7 @@ static uint32_t entry_len(const elk_tokenizer *t, uint32_t i) { return elk_le32(
 static float entry_score(const elk_tokenizer *t, uint32_t i) { return elk_lef32(t->entries + 16u * i + 8); }
 static uint32_t entry_type(const elk_tokenizer *t, uint32_t i) { return elk_le32(t->entries + 16u * i + 12); }
 static const uint8_t *entry_str(const elk_tokenizer *t, uint32_t i) { return t->blob + entry_off(t, i); }
+static uint32_t split_len(const elk_tokenizer *t, uint32_t i) { return elk_le16(t->splits + 2u * i); }
 
 static int mergeable(uint32_t type)
 {
@@ -142,14 +147,17 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
     t->unk = (int32_t)elk_le32(s + 20);
     t->pad = (int32_t)elk_le32(s + 24);
     t->max_len = elk_le32(s + 28);
-    if (kind != ELK_TOKENIZER_KIND_SPM_BPE)
+    t->kind = kind;
+    if (kind != ELK_TOKENIZER_KIND_SPM_BPE && kind != ELK_TOKENIZER_KIND_BYTE_BPE)
         return ELK_E_UNSUPPORTED;
     if (n == 0 || n > MAX_TOKENS)
         return ELK_E_RANGE;
     if ((uint64_t)n * ELK_TOKEN_ENTRY_SIZE > size - HEAD_SIZE)
         return ELK_E_BOUNDS;
-    uint32_t known = ELK_TOKENIZER_FLAG_BYTE_FALLBACK | ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX |
-                     ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE | ELK_TOKENIZER_FLAG_STOP_IDS;
+    uint32_t known = kind == ELK_TOKENIZER_KIND_BYTE_BPE
+                         ? ELK_TOKENIZER_FLAG_SPLIT_DIGITS | ELK_TOKENIZER_FLAG_STOP_IDS
+                         : ELK_TOKENIZER_FLAG_BYTE_FALLBACK | ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX |
+                               ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE | ELK_TOKENIZER_FLAG_STOP_IDS;
     if (t->flags & ~known)
         return ELK_E_FORMAT;
     int32_t ids[4] = { t->bos, t->eos, t->unk, t->pad };
@@ -162,6 +170,12 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
     t->blob_size = size - HEAD_SIZE - (uint64_t)n * ELK_TOKEN_ENTRY_SIZE;
     if (parse_stop_ids(t) != ELK_OK)
         return ELK_E_FORMAT;
+    t->splits = NULL;
+    if (kind == ELK_TOKENIZER_KIND_BYTE_BPE) { /* u16 per piece at the start of the blob */
+        if (t->blob_size < 2u * (uint64_t)n)
+            return ELK_E_BOUNDS;
+        t->splits = t->blob;
+    }
     *n_mergeable = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t off = entry_off(t, i), len = entry_len(t, i), type = entry_type(t, i);
@@ -170,6 +184,8 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
             return ELK_E_BOUNDS;
         if (len > t->max_len || type < ELK_TOKEN_NORMAL || type > ELK_TOKEN_BYTE || score != score)
             return ELK_E_FORMAT;
+        if (t->splits && split_len(t, i) >= (len ? len : 1u))
+            return ELK_E_FORMAT; /* a merge's left part lies inside its piece */
         for (uint32_t k = 0; k < len;) { /* pieces are UTF-8 text */
             uint32_t c = utf8_len(t->blob + off + k, len - k);
             if (!c)
@@ -210,8 +226,8 @@ static uint32_t hash_bytes(const uint8_t *p, uint32_t n) /* FNV-1a */
     return h;
 }
 
-/* Id of the piece spelled p[0..n) that is mergeable (control = 0) or CONTROL (control = 1), or -1. */
-static int32_t lookup_as(const elk_tokenizer *t, const uint8_t *p, uint32_t n, int control)
+/* Id of the piece spelled p[0..n) that is mergeable (want = 0) or of type `want`, or -1. */
+static int32_t lookup_as(const elk_tokenizer *t, const uint8_t *p, uint32_t n, uint32_t want)
 {
     if (n == 0 || n > t->max_len)
         return -1;
@@ -220,7 +236,7 @@ static int32_t lookup_as(const elk_tokenizer *t, const uint8_t *p, uint32_t n, i
         if (id < 0)
             return -1;
         uint32_t type = entry_type(t, (uint32_t)id);
-        if ((control ? type == ELK_TOKEN_CONTROL : mergeable(type)) && entry_len(t, (uint32_t)id) == n &&
+        if ((want ? type == want : mergeable(type)) && entry_len(t, (uint32_t)id) == n &&
             memcmp(entry_str(t, (uint32_t)id), p, n) == 0)
             return id;
     }
@@ -267,18 +283,21 @@ static void build_tables(elk_tokenizer *t)
             continue;
         }
         int control = type == ELK_TOKEN_CONTROL;
-        if ((!mergeable(type) && !control) || len == 0 || lookup_as(t, s, len, control) >= 0)
+        if ((!mergeable(type) && !control) || len == 0 || lookup_as(t, s, len, control ? type : 0u) >= 0)
             continue; /* the first of duplicate spellings wins, as in the Python reference */
         uint32_t h = hash_bytes(s, len) & t->slot_mask;
         while (t->slots[h] >= 0)
             h = (h + 1) & t->slot_mask;
         t->slots[h] = (int32_t)i;
-        if (control) {
-            if (len <= MAX_USER_LEN && len > t->max_ctrl_len)
+        /* control pieces, and byte-level user-defined ones, are matched whole in the raw text */
+        int whole = control || (type == ELK_TOKEN_USER_DEFINED && t->kind == ELK_TOKENIZER_KIND_BYTE_BPE);
+        if (whole && len <= MAX_USER_LEN) {
+            if (len > t->max_ctrl_len)
                 t->max_ctrl_len = len;
             t->ctrl_first[s[0] >> 3] |= (uint8_t)(1u << (s[0] & 7));
-            continue;
         }
+        if (control || t->kind == ELK_TOKENIZER_KIND_BYTE_BPE)
+            continue;
         if (crosses_word(t, i))
             t->chunk_safe = 0;
         if (type == ELK_TOKEN_USER_DEFINED && len > t->max_user_len)
@@ -464,6 +483,8 @@ static void try_pair(const elk_tokenizer *t, const tok_sym *syms, uint32_t *n_he
     int32_t id = lookup(t, t->norm + syms[left].start, size);
     if (id < 0)
         return;
+    if (t->splits && split_len(t, (uint32_t)id) != t->links[left].len)
+        return; /* byte-level: only the merge that made the piece, as Hugging Face's BPE */
     tok_pair p = { entry_score(t, (uint32_t)id), left, right, size, id };
     heap_push(t->heap, n_heap, p);
 }
@@ -616,15 +637,77 @@ static void encode_text(const elk_tokenizer *t, tok_out *o_, const uint8_t *text
     *o_ = o;
 }
 
-/* Length of the longest control piece spelled at p[0..avail), its id in *id; 0 if none. */
-static uint32_t control_at(const elk_tokenizer *t, const uint8_t *p, uint64_t avail, int32_t *id)
+/* Length of the longest piece matched whole at p[0..avail) — a control piece when `special`, a
+ * byte-level user-defined piece always — and its id in *id; 0 if none. */
+static uint32_t whole_at(const elk_tokenizer *t, const uint8_t *p, uint64_t avail, int special, int32_t *id)
 {
+    int user = t->kind == ELK_TOKENIZER_KIND_BYTE_BPE;
     if (!(t->ctrl_first[p[0] >> 3] & (1u << (p[0] & 7))))
         return 0;
-    for (uint32_t n = avail < t->max_ctrl_len ? (uint32_t)avail : t->max_ctrl_len; n > 0; n--)
-        if ((*id = lookup_as(t, p, n, 1)) >= 0)
+    for (uint32_t n = avail < t->max_ctrl_len ? (uint32_t)avail : t->max_ctrl_len; n > 0; n--) {
+        if (special && (*id = lookup_as(t, p, n, ELK_TOKEN_CONTROL)) >= 0)
             return n;
+        if (user && (*id = lookup_as(t, p, n, ELK_TOKEN_USER_DEFINED)) >= 0)
+            return n;
+    }
     return 0;
+}
+
+/* Byte-level: BPE over one pre-token p[0..n), spelled in GPT-2's byte characters (1 or 2 UTF-8 bytes
+ * each). A pre-token longer than the scratch is merged in windows, keeping the tokens of the first
+ * half each time, as encode_text does for long words. */
+static void encode_pretoken(const elk_tokenizer *t, tok_out *o, const uint8_t *p, uint64_t n)
+{
+    uint64_t pos = 0;
+    uint32_t n_syms = 0, filled = 0;
+    for (;;) {
+        while (pos < n && n_syms < SEG_SYMS && filled + 2 <= SEG_BYTES) {
+            uint32_t c = elk_bl_byte_char(p[pos++]), len = c < 0x80 ? 1u : 2u; /* c < 0x800 */
+            if (len == 1)
+                t->norm[filled] = (uint8_t)c;
+            else
+                t->norm[filled] = (uint8_t)(0xC0 | (c >> 6)), t->norm[filled + 1] = (uint8_t)(0x80 | (c & 0x3F));
+            t->syms[n_syms++] = (tok_sym){ filled, len, lookup(t, t->norm + filled, len), 0 };
+            filled += len;
+        }
+        if (pos >= n) {
+            encode_segment(t, o, t->syms, (int32_t)n_syms, (int32_t)n_syms);
+            return;
+        }
+        uint32_t seg = encode_segment(t, o, t->syms, (int32_t)n_syms, (int32_t)(n_syms + 1) / 2);
+        uint32_t base = t->syms[seg].start;
+        memmove(t->norm, t->norm + base, filled - base);
+        filled -= base;
+        for (uint32_t k = seg; k < n_syms; k++) {
+            t->syms[k - seg] = t->syms[k];
+            t->syms[k - seg].start -= base;
+        }
+        n_syms -= seg;
+    }
+}
+
+/* Byte-level: text[0..len) split by GPT-2's pattern (after isolating each digit when the vocabulary
+ * says so), each pre-token merged on its own. */
+static void encode_bytelevel(const elk_tokenizer *t, tok_out *o, const uint8_t *p, uint64_t len)
+{
+    int digits = (t->flags & ELK_TOKENIZER_FLAG_SPLIT_DIGITS) != 0;
+    for (uint64_t at = 0; at < len;) {
+        uint64_t end = digits ? elk_bl_digit_segment(p, len, at) : len;
+        for (uint64_t i = at; i < end;) {
+            uint64_t j = elk_bl_next(p + at, end - at, i - at) + at;
+            encode_pretoken(t, o, p + i, j - i);
+            i = j;
+        }
+        at = end;
+    }
+}
+
+static void encode_span(const elk_tokenizer *t, tok_out *o, const uint8_t *p, uint64_t len, int prefix)
+{
+    if (t->kind == ELK_TOKENIZER_KIND_BYTE_BPE)
+        encode_bytelevel(t, o, p, len);
+    else
+        encode_text(t, o, p, len, prefix);
 }
 
 int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsigned flags, int32_t *ids,
@@ -638,21 +721,22 @@ int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsi
     if ((flags & ELK_TOKENIZE_BOS) && t->bos >= 0)
         emit(&o, t->bos);
     uint64_t start = 0;
-    if ((flags & ELK_TOKENIZE_SPECIAL) && t->max_ctrl_len) {
+    int special = (flags & ELK_TOKENIZE_SPECIAL) != 0;
+    if ((special || t->kind == ELK_TOKENIZER_KIND_BYTE_BPE) && t->max_ctrl_len) {
         for (uint64_t at = 0; at < len;) {
             int32_t id;
-            uint32_t n = control_at(t, p + at, len - at, &id);
+            uint32_t n = whole_at(t, p + at, len - at, special, &id);
             if (!n) {
                 at++;
                 continue;
             }
-            encode_text(t, &o, p + start, at - start, prefix && start == 0);
+            encode_span(t, &o, p + start, at - start, prefix && start == 0);
             emit(&o, id);
             at += n;
             start = at;
         }
     }
-    encode_text(t, &o, p + start, len - start, prefix && start == 0);
+    encode_span(t, &o, p + start, len - start, prefix && start == 0);
     if ((flags & ELK_TOKENIZE_EOS) && t->eos >= 0)
         emit(&o, t->eos);
     *n_out = o.n;
@@ -668,6 +752,26 @@ int elk_tokenize(const elk_tokenizer *t, const char *text, uint64_t len, int bos
 
 /* ---------------------------------------------------------------------------------------------
  * Decoding one token */
+
+/* The bytes a byte-level piece spells (each character of GPT-2's map is one byte; others are dropped). */
+static int bytelevel_piece(const uint8_t *s, uint32_t n, char *buf, int cap, int *len)
+{
+    int out = 0;
+    for (uint32_t k = 0; k < n;) {
+        uint32_t c = s[k], w = utf8_len(s + k, n - k); /* > 0: checked at init */
+        if (w == 2)
+            c = ((s[k] & 0x1Fu) << 6) | (s[k + 1] & 0x3Fu);
+        int b = w <= 2 ? elk_bl_char_byte(c) : -1;
+        if (b >= 0) {
+            if (out < cap)
+                buf[out] = (char)b;
+            out++;
+        }
+        k += w;
+    }
+    *len = out;
+    return out > cap ? ELK_E_RANGE : ELK_OK;
+}
 
 int elk_token_piece(const elk_tokenizer *t, int prev, int id, char *buf, int cap, int *len)
 {
@@ -686,6 +790,8 @@ int elk_token_piece_ex(const elk_tokenizer *t, int prev, int id, unsigned flags,
     uint8_t byte;
     if (type == ELK_TOKEN_CONTROL && !(flags & ELK_PIECE_SPECIAL))
         return ELK_OK; /* asked for: the control piece's text as stored ("<|im_end|>") */
+    if (t->kind == ELK_TOKENIZER_KIND_BYTE_BPE && type == ELK_TOKEN_NORMAL)
+        return bytelevel_piece(s, n, buf, cap, len);
     if (type == ELK_TOKEN_UNKNOWN) {
         s = (const uint8_t *)UNK_SURFACE;
         n = sizeof(UNK_SURFACE) - 1;

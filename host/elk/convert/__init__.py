@@ -157,7 +157,8 @@ def padded_vocab(vocab, n: int):
     extra = n - have
     return dataclasses.replace(vocab, pieces=list(vocab.pieces) + [f"<pad_{i}>" for i in range(have, n)],
                                scores=list(vocab.scores) + [0.0] * extra,
-                               types=list(vocab.types) + [spec.TOKEN_TYPES["CONTROL"]] * extra)
+                               types=list(vocab.types) + [spec.TOKEN_TYPES["CONTROL"]] * extra,
+                               splits=None if getattr(vocab, "splits", None) is None else list(vocab.splits) + [0] * extra)
 
 
 def detect_chat_template(text: Optional[str]) -> Optional[str]:

@@ -11,8 +11,10 @@ import json
 import pathlib
 
 from elk import spec
-from elk.tokenizer import (CONTROL, FLAG_ADD_DUMMY_PREFIX, FLAG_BYTE_FALLBACK, MAX_TOKENS, UNKNOWN, USER_DEFINED,
-                           TokenizerFormatError, Vocab, _infer_type, add_turn_end_stops)
+from elk.convert import bytelevel
+from elk.tokenizer import (CONTROL, FLAG_ADD_DUMMY_PREFIX, FLAG_BYTE_FALLBACK, FLAG_SPLIT_DIGITS, KIND_BYTE,
+                           MAX_TOKENS, NORMAL, UNKNOWN, USER_DEFINED, TokenizerFormatError, Vocab, _infer_type,
+                           add_turn_end_stops)
 
 
 def read_tokenizer_json(path) -> Vocab:
@@ -28,11 +30,8 @@ def read_tokenizer_json(path) -> Vocab:
         raise TokenizerFormatError(f"{path}: not a tokenizers JSON file ({e})") from None
     if model.get("type") != "BPE" or not isinstance(vocab_map, dict):
         raise TokenizerFormatError(f"{path}: tokenizer model is {model.get('type')!r}, elk needs SentencePiece BPE")
-    if '"ByteLevel"' in json.dumps(doc.get("pre_tokenizer")) + json.dumps(doc.get("decoder")):
-        # GPT-2 style pieces ("Ġthe", bytes mapped to printable chars): read as SentencePiece pieces they
-        # would encode and decode wrong without any error (spaces lost, é as "Ã©").
-        raise TokenizerFormatError(f"{path}: byte-level BPE (GPT-2 / Llama 3 style) is not supported; elk's "
-                                   f"tokenizer is SentencePiece BPE (Llama 2, TinyLlama)")
+    byte_level = '"ByteLevel"' in json.dumps(doc.get("pre_tokenizer")) + json.dumps(doc.get("decoder"))
+    kind_flags = _byte_level_flags(path, doc, model) if byte_level else None
     added = {t["id"]: t for t in doc.get("added_tokens") or []}
     n = max(list(vocab_map.values()) + list(added)) + 1
     if n > MAX_TOKENS:
@@ -46,12 +45,17 @@ def read_tokenizer_json(path) -> Vocab:
         raise TokenizerFormatError(f"{path}: token ids are not contiguous")
     n_merges = len(model.get("merges") or [])
     scores = [-float(n_merges + i) for i in range(n)]  # pieces no merge makes: below every merge
+    splits = [0] * n
     for rank, merge in enumerate(model.get("merges") or []):
-        a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
-        i = vocab_map.get(a + b)
+        try:
+            a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
+            i = vocab_map.get(a + b)
+        except (TypeError, ValueError):
+            raise TokenizerFormatError(f"{path}: merge {rank} is {merge!r}, not a pair") from None
         if i is not None and scores[i] < -rank:
             scores[i] = -float(rank)
-    types = [_infer_type(p) for p in pieces]
+            splits[i] = len(a.encode())
+    types = [_infer_type(p) for p in pieces] if not byte_level else [NORMAL] * n
     unk = model.get("unk_token")
     for i, t in added.items():
         types[i] = CONTROL if t.get("special") else USER_DEFINED
@@ -64,7 +68,44 @@ def read_tokenizer_json(path) -> Vocab:
     index = {p: i for i, p in enumerate(pieces)}
     v = Vocab(pieces, scores, types, bos_id=index.get("<s>", -1), eos_id=index.get("</s>", -1), unk_id=unk_id,
               pad_id=-1, flags=flags)
+    if byte_level:
+        missing = [c for c in bytelevel.BYTE_TO_CHAR if c not in vocab_map]
+        if missing:
+            raise TokenizerFormatError(f"{path}: byte-level vocabulary lacks the byte piece {missing[0]!r} "
+                                       f"(byte 0x{bytelevel.CHAR_TO_BYTE[missing[0]]:02x})")
+        v.kind, v.flags, v.splits, v.unk_id = KIND_BYTE, kind_flags, splits, -1
+        if unk_id >= 0:
+            v.types[unk_id] = NORMAL
     return apply_specials(v, path.parent, added=False)
+
+
+def _byte_level_flags(path, doc: dict, model: dict) -> int:
+    """TOKENIZER flags for a GPT-2 style byte-level tokenizer.json, or a one-line refusal of a variant the
+    runtime does not implement (another split pattern, a normalizer, a prefix space, ...)."""
+    bl = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+
+    def is_gpt2(p):
+        return isinstance(p, dict) and all(p.get(k, True if k == "use_regex" else False) == v for k, v in bl.items())
+
+    pre = doc.get("pre_tokenizer")
+    pres = pre.get("pretokenizers") if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
+    if isinstance(pres, list) and len(pres) == 1 and is_gpt2(pres[0]):
+        flags = 0
+    elif (isinstance(pres, list) and len(pres) == 2 and isinstance(pres[0], dict) and pres[0].get("type") == "Digits"
+          and pres[0].get("individual_digits") and is_gpt2(pres[1])):
+        flags = FLAG_SPLIT_DIGITS
+    else:
+        raise TokenizerFormatError(f"{path}: byte-level pre-tokenizer {json.dumps(pre)[:160]} is not supported "
+                                   f"(elk runs GPT-2's split pattern, optionally after Digits(individual_digits); "
+                                   f"Llama 3 / Qwen patterns are not)")
+    problems = [("normalizer", doc.get("normalizer") is not None),
+                ("byte_fallback", bool(model.get("byte_fallback"))), ("ignore_merges", bool(model.get("ignore_merges"))),
+                ("continuing_subword_prefix", bool(model.get("continuing_subword_prefix"))),
+                ("end_of_word_suffix", bool(model.get("end_of_word_suffix")))]
+    bad = [name for name, on in problems if on]
+    if bad:
+        raise TokenizerFormatError(f"{path}: byte-level BPE with {bad[0]} is not supported")
+    return flags
 
 
 def _hf_added_tokens(folder: pathlib.Path) -> dict:
@@ -123,7 +164,7 @@ def apply_specials(v: Vocab, folder, added: bool = True, chat_template: str | No
     - the chat template text (tokenizer_config.json, else chat_template.jinja; or `chat_template`)."""
     folder = pathlib.Path(folder)
     v = dataclasses.replace(v, pieces=list(v.pieces), scores=list(v.scores), types=list(v.types),
-                            stop_ids=list(v.stop_ids))
+                            stop_ids=list(v.stop_ids), splits=None if v.splits is None else list(v.splits))
     if added:
         for i, (text, special) in sorted(_hf_added_tokens(folder).items()):
             if not 0 <= i < MAX_TOKENS:
@@ -136,6 +177,9 @@ def apply_specials(v: Vocab, folder, added: bool = True, chat_template: str | No
                 v.pieces.append(text)
                 v.scores.append(0.0)
                 v.types.append(CONTROL)
+            if v.splits is not None:
+                v.splits += [0] * (len(v.pieces) - len(v.splits))
+                v.splits[i] = 0
             v.pieces[i] = text
             if v.types[i] not in (UNKNOWN,):
                 v.types[i] = CONTROL if special else USER_DEFINED
@@ -146,6 +190,9 @@ def apply_specials(v: Vocab, folder, added: bool = True, chat_template: str | No
     for key, attr in (("bos_token", "bos_id"), ("eos_token", "eos_id"), ("pad_token", "pad_id")):
         if isinstance(cfg.get(key), str) and cfg[key] in index:
             setattr(v, attr, index[cfg[key]])
+    raw_cfg = _read_json(folder / "tokenizer_config.json")
+    if v.kind == KIND_BYTE and not (isinstance(raw_cfg, dict) and raw_cfg.get("add_bos_token") is True):
+        v.bos_id = -1  # GPT-2 style tokenizers add no BOS (bos_token is a name only) unless configured to
     gen = _read_json(folder / "generation_config.json")
     gen_eos = [i for i in _eos_list(gen.get("eos_token_id")) if 0 <= i < len(v.pieces)] \
         if isinstance(gen, dict) else []

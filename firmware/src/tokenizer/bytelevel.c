@@ -1,0 +1,163 @@
+/* GPT-2's byte-level pre-tokenizer and byte map, for byte-level BPE vocabularies (SmolLM, SmolLM2).
+ * The pattern  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+  is scanned
+ * by hand over UTF-8 (invalid bytes count as "other" characters of one byte), with the Unicode tables
+ * of uclass.h. host/elk/convert/bytelevel.py is the same scanner in Python. Not here: other patterns. */
+#include "tokenizer/bytelevel.h"
+#include "tokenizer/uclass.h"
+
+enum { CLS_OTHER, CLS_LETTER, CLS_NUMBER, CLS_SPACE };
+
+uint32_t elk_bl_byte_char(uint8_t b)
+{
+    if (b <= 0x20)
+        return 0x100u + b;
+    if (b >= 0x7F && b <= 0xA0)
+        return 0x100u + 33u + (b - 0x7Fu);
+    if (b == 0xAD)
+        return 0x100u + 67u;
+    return b;
+}
+
+int elk_bl_char_byte(uint32_t cp)
+{
+    if (cp < 0x100)
+        return elk_bl_byte_char((uint8_t)cp) == cp ? (int)cp : -1;
+    if (cp < 0x100u + 33u)
+        return (int)(cp - 0x100u);
+    if (cp < 0x100u + 67u)
+        return (int)(0x7Fu + cp - 0x121u);
+    return cp == 0x143u ? 0xAD : -1;
+}
+
+/* Length of the UTF-8 character at p[0..n) (RFC 3629, as tokenizer.c's utf8_len) and its code point
+ * in *cp; an invalid byte gives length 1 and *cp = -1. */
+static uint32_t char_at(const uint8_t *p, uint64_t n, int32_t *cp)
+{
+    uint8_t c = p[0], lo = 0x80, hi = 0xBF;
+    uint32_t len, v;
+    *cp = -1;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2, v = c & 0x1Fu;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3, v = c & 0x0Fu;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4, v = c & 0x07u;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else
+        return 1;
+    if (n < len || p[1] < lo || p[1] > hi)
+        return 1;
+    for (uint32_t k = 1; k < len; k++) {
+        if (p[k] < 0x80 || p[k] > 0xBF)
+            return 1;
+        v = (v << 6) | (p[k] & 0x3Fu);
+    }
+    *cp = (int32_t)v;
+    return len;
+}
+
+static int in_ranges(const uint32_t (*r)[2], uint32_t count, uint32_t cp)
+{
+    uint32_t lo = 0, hi = count;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (cp < r[mid][0])
+            hi = mid;
+        else if (cp > r[mid][1])
+            lo = mid + 1;
+        else
+            return 1;
+    }
+    return 0;
+}
+
+static int char_class(int32_t cp)
+{
+    if (cp < 0)
+        return CLS_OTHER;
+    uint32_t c = (uint32_t)cp;
+    if ((c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+        (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000)
+        return CLS_SPACE;
+    if (in_ranges(elk_uclass_letters, sizeof elk_uclass_letters / sizeof elk_uclass_letters[0], c))
+        return CLS_LETTER;
+    if (in_ranges(elk_uclass_numbers, sizeof elk_uclass_numbers / sizeof elk_uclass_numbers[0], c))
+        return CLS_NUMBER;
+    return CLS_OTHER;
+}
+
+/* End of the run of class-cls characters from p[i]. */
+static uint64_t run_end(const uint8_t *p, uint64_t n, uint64_t i, int cls)
+{
+    while (i < n) {
+        int32_t cp;
+        uint32_t len = char_at(p + i, n - i, &cp);
+        if (char_class(cp) != cls)
+            break;
+        i += len;
+    }
+    return i;
+}
+
+/* Length of the contraction ('s 't 're 've 'm 'll 'd) at p[i], or 0. */
+static uint64_t contraction(const uint8_t *p, uint64_t n, uint64_t i)
+{
+    if (p[i] != '\'' || i + 1 >= n)
+        return 0;
+    uint8_t a = p[i + 1], b = i + 2 < n ? p[i + 2] : 0;
+    if (a == 's' || a == 't' || a == 'm' || a == 'd')
+        return 2;
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+        return 3;
+    return 0;
+}
+
+uint64_t elk_bl_next(const uint8_t *p, uint64_t n, uint64_t i)
+{
+    uint64_t c = contraction(p, n, i);
+    if (c)
+        return i + c;
+    int32_t cp, cp2;
+    uint32_t len = char_at(p + i, n - i, &cp);
+    int cls = char_class(cp);
+    if (cp == 0x20 && i + 1 < n) { /* " ?" before a letter, number or other run */
+        char_at(p + i + 1, n - i - 1, &cp2);
+        int cls2 = char_class(cp2);
+        if (cls2 != CLS_SPACE)
+            return run_end(p, n, i + 1, cls2);
+    }
+    if (cls != CLS_SPACE)
+        return run_end(p, n, i, cls);
+    uint64_t end = run_end(p, n, i, CLS_SPACE);
+    if (end == n)
+        return end; /* \s+(?!\S) at the end: the whole run */
+    /* \s+(?!\S) gives the run without its last character (which goes with the next token), if that
+     * leaves one; else \s+ takes the single character */
+    uint64_t last = i;
+    for (uint64_t j = i; j < end; j += len) {
+        last = j;
+        len = char_at(p + j, n - j, &cp);
+    }
+    return last > i ? last : end;
+}
+
+uint64_t elk_bl_digit_segment(const uint8_t *p, uint64_t n, uint64_t i)
+{
+    int32_t cp;
+    uint32_t len = char_at(p + i, n - i, &cp);
+    if (char_class(cp) == CLS_NUMBER)
+        return i + len;
+    for (i += len; i < n; i += len) {
+        len = char_at(p + i, n - i, &cp);
+        if (char_class(cp) == CLS_NUMBER)
+            break;
+    }
+    return i;
+}

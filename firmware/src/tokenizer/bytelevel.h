@@ -1,0 +1,18 @@
+/* Byte-level (GPT-2 style) BPE helpers for tokenizer.c: GPT-2's byte <-> character map and its
+ * pre-tokenizer (split pattern), scanned by hand. Internal to the tokenizer module; the Python
+ * reference is host/elk/convert/bytelevel.py. Not here: merging (tokenizer.c). */
+#ifndef ELK_TOKENIZER_BYTELEVEL_H
+#define ELK_TOKENIZER_BYTELEVEL_H
+
+#include <stdint.h>
+
+/* Code point GPT-2 spells byte b with (b itself for printable Latin-1, else U+0100 + k). */
+uint32_t elk_bl_byte_char(uint8_t b);
+/* The byte a code point of that map stands for, or -1. */
+int elk_bl_char_byte(uint32_t cp);
+/* End of the pre-token of GPT-2's pattern that starts at p[i] (i < n). */
+uint64_t elk_bl_next(const uint8_t *p, uint64_t n, uint64_t i);
+/* End of the digit segment at p[i] (i < n): one number character, or the run up to the next one. */
+uint64_t elk_bl_digit_segment(const uint8_t *p, uint64_t n, uint64_t i);
+
+#endif

@@ -1,0 +1,192 @@
+"""Byte-level BPE helpers (GPT-2 style vocabularies: SmolLM, SmolLM2, StarCoder): GPT-2's byte <-> char
+map, the pre-tokenizer (GPT-2's split pattern, optionally with every digit on its own as SmolLM's
+`Digits(individual_digits)`), and the Unicode class tables the C pre-tokenizer compiles in
+(firmware/src/tokenizer/uclass.h, generated: `python -m elk.convert.bytelevel`).
+
+The pattern is GPT-2's  's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
+scanned by hand, the same way firmware/src/tokenizer/bytelevel.c does, so both agree byte for byte.
+Not here: other split patterns (Llama 3, Qwen), which are refused at import.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import unicodedata
+
+# Unicode White_Space (what \\s matches in the regex engines tokenizers uses)
+WHITE_SPACE = frozenset([*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
+                         0x202F, 0x205F, 0x3000])
+CONTRACTIONS = (b"'s", b"'t", b"'re", b"'ve", b"'m", b"'ll", b"'d")
+
+
+def byte_to_char() -> list[str]:
+    """GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes map
+    to U+0100.. in byte order, so every byte string is a printable text."""
+    keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    out, extra = [""] * 256, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(0x100 + extra)
+            extra += 1
+    return out
+
+
+BYTE_TO_CHAR = byte_to_char()
+CHAR_TO_BYTE = {c: b for b, c in enumerate(BYTE_TO_CHAR)}
+
+
+def to_chars(data: bytes) -> str:
+    return "".join(BYTE_TO_CHAR[b] for b in data)
+
+
+def to_bytes(piece: str) -> bytes | None:
+    """Bytes a byte-level piece spells, or None when it has a character outside the map."""
+    try:
+        return bytes(CHAR_TO_BYTE[c] for c in piece)
+    except KeyError:
+        return None
+
+
+def _ranges(pred) -> list[tuple[int, int]]:
+    out, start = [], None
+    for cp in range(0x110000):
+        ok = pred(cp)
+        if ok and start is None:
+            start = cp
+        elif not ok and start is not None:
+            out.append((start, cp - 1))
+            start = None
+    if start is not None:
+        out.append((start, 0x10FFFF))
+    return out
+
+
+def letter_ranges():
+    return _ranges(lambda cp: unicodedata.category(chr(cp))[0] == "L")
+
+
+def number_ranges():
+    return _ranges(lambda cp: unicodedata.category(chr(cp))[0] == "N")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-tokenizer (reference of bytelevel.c)
+
+OTHER, LETTER, NUMBER, SPACE = 0, 1, 2, 3
+
+
+def _char_at(data: bytes, i: int) -> tuple[int, int]:
+    """(code point, length) of the UTF-8 character at data[i]; an invalid byte is (-1, 1)."""
+    from elk.tokenizer import _char_len
+
+    n = _char_len(data, i)
+    if n == 0:
+        return -1, 1
+    return ord(data[i : i + n].decode("utf-8")), n
+
+
+def char_class(cp: int) -> int:
+    if cp < 0:
+        return OTHER
+    if cp in WHITE_SPACE:
+        return SPACE
+    cat = unicodedata.category(chr(cp))[0]
+    return LETTER if cat == "L" else NUMBER if cat == "N" else OTHER
+
+
+def _run(data: bytes, i: int, cls: int) -> int:
+    """End of the run of characters of class cls starting at i."""
+    while i < len(data):
+        cp, n = _char_at(data, i)
+        if char_class(cp) != cls:
+            break
+        i += n
+    return i
+
+
+def next_split(data: bytes, i: int) -> int:
+    """End of GPT-2's pre-token that starts at data[i] (i < len(data))."""
+    for c in CONTRACTIONS:
+        if data.startswith(c, i):
+            return i + len(c)
+    cp, n = _char_at(data, i)
+    cls = char_class(cp)
+    if cp == 0x20 and i + 1 < len(data):  # " ?" before a letter / number / other run
+        cp2, n2 = _char_at(data, i + 1)
+        cls2 = char_class(cp2)
+        if cls2 != SPACE:
+            return _run(data, i + 1, cls2)
+    if cls != SPACE:
+        return _run(data, i, cls)
+    end = _run(data, i, SPACE)
+    if end == len(data):
+        return end  # \s+(?!\S) at the end of the text: the whole run
+    # \s+(?!\S): the run without its last character (it goes with the next token), if that leaves any
+    last = i
+    j = i
+    while j < end:
+        last = j
+        j += _char_at(data, j)[1]
+    return last if last > i else end
+
+
+def pre_tokenize(data: bytes, split_digits: bool) -> list[bytes]:
+    """The pre-tokens of data: with split_digits every number character is one first (SmolLM)."""
+    out = []
+    for seg in _digit_segments(data) if split_digits else [data]:
+        i = 0
+        while i < len(seg):
+            j = next_split(seg, i)
+            out.append(seg[i:j])
+            i = j
+    return out
+
+
+def _digit_segments(data: bytes) -> list[bytes]:
+    out, start, i = [], 0, 0
+    while i < len(data):
+        cp, n = _char_at(data, i)
+        if char_class(cp) == NUMBER:
+            if start < i:
+                out.append(data[start:i])
+            out.append(data[i : i + n])
+            start = i + n
+        i += n
+    if start < len(data):
+        out.append(data[start:])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The C tables
+
+
+def c_header() -> str:
+    def table(name, ranges):
+        rows = [f"    {{ 0x{a:X}u, 0x{b:X}u }}," for a, b in ranges]
+        return [f"static const uint32_t {name}[][2] = {{", *rows, "};"]
+
+    out = ["/* Generated by `python -m elk.convert.bytelevel` from Python's unicodedata "
+           f"{unicodedata.unidata_version}: do not edit.",
+           " * Code point ranges of the Unicode letters (\\p{L}) and numbers (\\p{N}) for the byte-level",
+           " * pre-tokenizer (bytelevel.c). Not here: the pattern itself. */",
+           "#ifndef ELK_TOKENIZER_UCLASS_H", "#define ELK_TOKENIZER_UCLASS_H", "", "#include <stdint.h>", ""]
+    out += table("elk_uclass_letters", letter_ranges()) + [""]
+    out += table("elk_uclass_numbers", number_ranges()) + ["", "#endif", ""]
+    return "\n".join(out)
+
+
+HEADER = pathlib.Path(__file__).resolve().parents[3] / "firmware" / "src" / "tokenizer" / "uclass.h"
+
+
+def main() -> int:
+    HEADER.write_text(c_header())
+    print(f"wrote {HEADER}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
