@@ -80,7 +80,7 @@ def test_demo_on_a_terminal_opens_the_chat_console(host_build, tmp_path):
     try:
         until(b"/help for commands\r\n> ")
         os.write(master, b"/temp 0\r")
-        until(b"(temperature 0.0)")
+        until(b"(temperature 0, top-p 0.9, top-k 0")
         seen = b""
         os.write(master, b"Once upon a time\r")
         until(b"Once upon a time\r\n")  # the terminal's echo; then the reply streams
