@@ -357,8 +357,9 @@ int main(int argc, char **argv)
         elk_host_close(h);
         return 2;
     }
-    if (npu)
-        npu_padding_notice(h, elk_host_npu_runner(npu)->sec.chunk);
+    const elk_npu_runner *runner = npu ? elk_host_npu_runner(npu) : NULL; /* NULL: fell back to the CPU */
+    if (runner)
+        npu_padding_notice(h, runner->sec.chunk);
     int rc = run(h, &a);
     elk_host_close(h);
     if (npu)
