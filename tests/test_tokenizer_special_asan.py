@@ -1,7 +1,8 @@
 """The special-token paths of the C tokenizer under AddressSanitizer + UBSan (scons mode=asan): a
 TOKENIZER section with control pieces and a stop-id list, its tail damaged in many ways, must be
 rejected or used without one invalid access; ELK_TOKENIZE_SPECIAL on random text full of marker
-fragments, ELK_PIECE_SPECIAL and the stop-id calls run on the valid ones. Same harness as
+fragments, ELK_PIECE_SPECIAL and the stop-id calls run on the valid ones; the same for a byte-level
+(kind 2) section damaged in its merge-split table, entries and head. Same harness as
 test_tokenizer_asan.py: libasan preloaded into Python, Python's allocator switched to malloc."""
 
 import os
@@ -77,7 +78,36 @@ for k in range(400):
         for _ in range(rng.randint(1, 6)):
             b[len(b) - 1 - rng.randrange(64)] = rng.getrandbits(8)
     accepted += use(bytes(b))
-print("accepted", accepted)
+
+# a byte-level vocabulary (kind 2): GPT-2's 256 byte pieces, a few merges, ChatML and a user-defined piece
+from elk.convert import bytelevel as BL
+pieces, splits = list(BL.BYTE_TO_CHAR), [0] * 256
+for a, b2 in (("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("a", "a"), ("aa", "aa"), ("1", "2"), ("Ã", "©")):
+    pieces.append(a + b2)
+    splits.append(len(a.encode()))
+pieces += ["<|im_start|>", "<|im_end|>", "<|tool|>"]
+splits += [0, 0, 0]
+types = [T.NORMAL] * (len(pieces) - 3) + [T.CONTROL, T.CONTROL, T.USER_DEFINED]
+bv = T.Vocab(pieces, [-float(i) for i in range(len(pieces))], types, bos_id=-1, eos_id=len(pieces) - 2, unk_id=-1,
+             pad_id=-1, flags=spec.TOKENIZER_FLAG_SPLIT_DIGITS, kind=spec.TOKENIZER_KIND_BYTE_BPE, splits=splits,
+             stop_ids=[len(pieces) - 3])
+bl_base = T.encode_section(bv)
+bl_accepted = use(bl_base)
+blob = 32 + 16 * len(pieces)
+for k in range(300):
+    b = bytearray(bl_base)
+    if k % 2 == 0:  # other merge splits, mostly still valid: odd merges must not break the engine
+        for _ in range(rng.randint(1, 8)):
+            i = rng.randrange(len(pieces))
+            b[blob + 2 * i : blob + 2 * i + 2] = rng.randrange(len(pieces[i].encode())).to_bytes(2, "little")
+        bl_accepted += use(bytes(b))
+        continue
+    for _ in range(rng.randint(1, 6)):  # the split table, the entries, the head, or anywhere
+        at = rng.choice([blob + rng.randrange(2 * len(pieces)), 32 + rng.randrange(16 * len(pieces)),
+                         rng.randrange(32), rng.randrange(len(b))])
+        b[at] = rng.getrandbits(8)
+    bl_accepted += use(bytes(b))
+print("accepted", accepted, bl_accepted)
 """
 
 
@@ -94,5 +124,6 @@ def test_special_token_paths_are_clean_under_asan():
                           timeout=600, cwd=ROOT / "tests")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "runtime error" not in proc.stderr, proc.stderr[-4000:]  # UBSan reports
-    accepted = int(proc.stdout.split()[1])
+    accepted, bl_accepted = map(int, proc.stdout.split()[1:3])
     assert 20 < accepted < 300, accepted  # the valid section and many damaged ones ran, most were refused
+    assert 60 < bl_accepted < 290, bl_accepted  # the same for the byte-level (kind 2) section
