@@ -92,7 +92,8 @@ def info_lines(path) -> list:
                f"rope_theta {c.rope_theta:g}, norm_eps {c.norm_eps:g}, output {'tied' if c.tied_output else 'separate'}")
     try:
         v = img.vocab()
-        out.append(f"tokenizer: {len(v.pieces)} tokens, bos {v.bos_id}, eos {v.eos_id}, unk {v.unk_id}, "
+        kind = {tk.KIND_SPM: "SentencePiece BPE", tk.KIND_BYTE: "byte-level BPE"}.get(v.kind, str(v.kind))
+        out.append(f"tokenizer: {len(v.pieces)} tokens ({kind}), bos {v.bos_id}, eos {v.eos_id}, unk {v.unk_id}, "
                    f"pad {v.pad_id}, flags 0x{v.flags:x}, stop ids {' '.join(map(str, v.all_stop_ids())) or 'none'}")
         special = [f"{i} {p}" for i, (p, kind) in enumerate(zip(v.pieces, v.types))
                    if kind == tk.CONTROL and p and not p.startswith("<pad_")]
@@ -125,7 +126,7 @@ def info_dict(path) -> dict:
     header = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in h.items()}
     try:
         v = img.vocab()
-        tok = {"n_tokens": len(v.pieces), "bos_id": v.bos_id, "eos_id": v.eos_id, "unk_id": v.unk_id,
+        tok = {"n_tokens": len(v.pieces), "kind": v.kind, "bos_id": v.bos_id, "eos_id": v.eos_id, "unk_id": v.unk_id,
                "pad_id": v.pad_id, "flags": v.flags, "stop_ids": v.all_stop_ids(),
                "special": {str(i): p for i, (p, kind) in enumerate(zip(v.pieces, v.types)) if kind == tk.CONTROL}}
     except Exception as e:  # noqa: BLE001 - reported, like the text summary
