@@ -192,3 +192,40 @@ def test_smollm2_shaped_folder_chats_on_a_board_and_stops_at_im_end(trained, tmp
             assert "".join(link.generate(prompt, max_tokens=8, temperature=0, reset=True)) == ""
             st = link.last_stats
     assert (st.stop, st.gen_tokens, st.prompt_tokens) == ("eos", 0, len(want))
+
+
+def test_gguf_gpt2_vocabulary_encodes_like_tokenizers(trained, tmp_path, host_build):
+    """A GGUF "gpt2" tokenizer as llama.cpp's converter writes SmolLM's (pre "smollm": digits isolated,
+    then GPT-2's pattern): tokens, merges, token types, eos/eot ids. A pre-tokenizer elk does not run
+    ("llama-bpe") is refused in one line."""
+    import gguf
+
+    hf, v, d = trained
+    doc = json.loads((d / "tokenizer.json").read_text())
+    merges = [" ".join(m) if isinstance(m, list) else m for m in doc["model"]["merges"]]
+    im_end = hf.token_to_id("<|im_end|>")
+
+    def write(path, pre):
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre)
+        w.add_token_list(v.pieces)
+        w.add_token_types([{T.CONTROL: 3, T.USER_DEFINED: 4}.get(t, 1) for t in v.types])
+        w.add_token_merges(merges)
+        w.add_eos_token_id(hf.token_to_id("<|endoftext|>"))
+        w.add_uint32("tokenizer.ggml.eot_token_id", im_end)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        w.close()
+
+    write(tmp_path / "smol.gguf", "smollm")
+    g = T.load(tmp_path / "smol.gguf")
+    assert (g.kind, g.flags, g.bos_id, g.all_stop_ids()) == (spec.TOKENIZER_KIND_BYTE_BPE,
+                                                             spec.TOKENIZER_FLAG_SPLIT_DIGITS, -1, [0, im_end])
+    c = CTok(host_build, T.encode_section(g))
+    for text in _texts(300, 13):
+        assert c.encode(text, special=True) == hf.encode(text, add_special_tokens=False).ids, text
+    write(tmp_path / "l3.gguf", "llama-bpe")
+    with pytest.raises(T.TokenizerFormatError, match="pre-tokenizer 'llama-bpe' is not supported"):
+        T.load(tmp_path / "l3.gguf")

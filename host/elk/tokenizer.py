@@ -212,7 +212,8 @@ def add_turn_end_stops(v: Vocab) -> None:
 
 
 def from_gguf(reader) -> Vocab:
-    """The tokenizer.ggml.* metadata of a gguf.GGUFReader (tokenizer.ggml.model must be "llama")."""
+    """The tokenizer.ggml.* metadata of a gguf.GGUFReader: tokenizer.ggml.model "llama" (SentencePiece BPE)
+    or "gpt2" with a pre-tokenizer elk runs (byte-level BPE: "gpt-2", "smollm", "starcoder")."""
     fields = reader.fields
 
     def get(key, default=None):
@@ -225,8 +226,11 @@ def from_gguf(reader) -> Vocab:
             raise TokenizerFormatError(f"GGUF field {key} is damaged ({type(e).__name__}: {e})") from None
 
     model = get("tokenizer.ggml.model")
+    if model == "gpt2":
+        return _from_gguf_bytelevel(get)
     if model != "llama":
-        raise TokenizerFormatError(f"GGUF tokenizer model is {model!r}; elk supports 'llama' (SentencePiece BPE)")
+        raise TokenizerFormatError(f"GGUF tokenizer model is {model!r}; elk supports 'llama' (SentencePiece BPE) "
+                                   f"and 'gpt2' (byte-level BPE)")
     pieces = get("tokenizer.ggml.tokens")
     if not pieces:
         raise TokenizerFormatError("GGUF file has no tokenizer.ggml.tokens")
@@ -252,6 +256,43 @@ def from_gguf(reader) -> Vocab:
               pad_id=special("tokenizer.ggml.padding_token_id", None), flags=flags,
               chat_template=get("tokenizer.chat_template"))
     v.stop_ids = [i for i in stops if i >= 0]
+    add_turn_end_stops(v)
+    return v
+
+
+# llama.cpp's tokenizer.ggml.pre names of GPT-2's split pattern: alone, or after isolating every digit
+GGUF_BYTELEVEL_PRE = {"gpt-2": 0, "smollm": FLAG_SPLIT_DIGITS, "starcoder": FLAG_SPLIT_DIGITS}
+
+
+def _from_gguf_bytelevel(get) -> Vocab:
+    """A GGUF "gpt2" vocabulary: byte-spelled tokens, merges in rank order, token types, special ids."""
+    from elk.convert import bytelevel
+
+    pre = get("tokenizer.ggml.pre", "gpt-2")
+    if pre not in GGUF_BYTELEVEL_PRE:
+        raise TokenizerFormatError(f"GGUF byte-level pre-tokenizer {pre!r} is not supported (elk runs "
+                                   f"{', '.join(GGUF_BYTELEVEL_PRE)})")
+    pieces = list(get("tokenizer.ggml.tokens") or [])
+    merges = list(get("tokenizer.ggml.merges") or [])
+    if not pieces or not merges:
+        raise TokenizerFormatError("GGUF gpt2 tokenizer has no tokenizer.ggml.tokens or tokenizer.ggml.merges")
+    n = len(pieces)
+    types = [int(t) for t in get("tokenizer.ggml.token_type", [NORMAL] * n)]
+    if len(types) != n or len(pieces) > MAX_TOKENS:
+        raise TokenizerFormatError("GGUF tokenizer arrays differ in length")
+    types = [t if t in (CONTROL, USER_DEFINED) else NORMAL for t in types]
+    scores, splits = bytelevel.merge_ranks(pieces, merges, "GGUF tokenizer.ggml.merges")
+
+    def special(key):
+        v = get(key)
+        return int(v) if v is not None and 0 <= int(v) < n else -1
+
+    v = Vocab(pieces, scores, types, bos_id=special("tokenizer.ggml.bos_token_id") if get(
+        "tokenizer.ggml.add_bos_token", False) else -1, eos_id=special("tokenizer.ggml.eos_token_id"), unk_id=-1,
+        pad_id=special("tokenizer.ggml.padding_token_id"), flags=GGUF_BYTELEVEL_PRE[pre], kind=KIND_BYTE,
+        splits=splits, chat_template=get("tokenizer.chat_template"))
+    v.stop_ids = [i for i in (special("tokenizer.ggml.eos_token_id"), special("tokenizer.ggml.eot_token_id"),
+                              special("tokenizer.ggml.eom_token_id")) if i >= 0]
     add_turn_end_stops(v)
     return v
 

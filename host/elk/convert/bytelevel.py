@@ -50,6 +50,34 @@ def to_bytes(piece: str) -> bytes | None:
         return None
 
 
+def merge_ranks(pieces: list, merges: list, where: str) -> tuple[list, list]:
+    """Scores (-rank of the merge that made each piece; pieces no merge makes score below all) and
+    split lengths (UTF-8 length of that merge's left part, 0 for none) from a merge list in rank order
+    ("a b" strings or [a, b] pairs). Refuses a vocabulary without all 256 byte pieces."""
+    from elk.tokenizer import TokenizerFormatError
+
+    index: dict = {}
+    for i, p in enumerate(pieces):
+        index.setdefault(p, i)
+    missing = [c for c in BYTE_TO_CHAR if c not in index]
+    if missing:
+        raise TokenizerFormatError(f"{where}: byte-level vocabulary lacks the byte piece {missing[0]!r} "
+                                   f"(byte 0x{CHAR_TO_BYTE[missing[0]]:02x})")
+    n_merges = len(merges)
+    scores = [-float(n_merges + i) for i in range(len(pieces))]
+    splits = [0] * len(pieces)
+    for rank, merge in enumerate(merges):
+        try:
+            a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
+            i = index.get(a + b)
+        except (TypeError, ValueError):
+            raise TokenizerFormatError(f"{where}: merge {rank} is {merge!r}, not a pair") from None
+        if i is not None and scores[i] < -rank:
+            scores[i] = -float(rank)
+            splits[i] = len(a.encode())
+    return scores, splits
+
+
 def _ranges(pred) -> list[tuple[int, int]]:
     out, start = [], None
     for cp in range(0x110000):
