@@ -1,6 +1,7 @@
 """Serial protocol v1 client (docs/protocol.md) over pyserial: sequence numbers over the frames of
 elk.frame (COBS/CRC-32), retransmission on timeout or NAK, HELLO negotiation, event acknowledgement, and typed commands
-(INFO, flash, boot/commit/rollback, SET_BAUD, GENERATE/ABORT).
+(INFO, flash, boot/commit/rollback, SET_BAUD, GENERATE/ABORT, PROMPT staging for long prompts), and the
+connect budget (a silent port is reported in seconds).
 
 Works on any pyserial port or URL (a /dev/pts/N of `elk emulate`, /dev/ttyUSB0, loop://).
 Not here: the flashing policy (elk.flash) or the chat console (elk.chat).
