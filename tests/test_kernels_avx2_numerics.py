@@ -3,7 +3,8 @@
 Contract (firmware/src/kernels/kernels.h): Q8_0 activation bytes are identical to ref; integer
 block sums are identical (checked with unit scales, where the float result is an exact integer);
 float results agree within a relative 1e-5 of the sum of |terms| (the order of additions differs).
-Run twice: the native libelk.so (AVX-VNNI paths on this CPU) and the kernels built for plain AVX2.
+Run three times: the native libelk.so (AVX-512 VNNI/VBMI/GFNI paths on this CPU), the kernels built
+for AVX-512 without VBMI and GFNI (Cascade Lake class: the GEMV's fallback gathers), and for plain AVX2.
 """
 
 import os
@@ -52,12 +53,29 @@ def build_plain_avx2(out_dir) -> pathlib.Path:
     return out
 
 
-@pytest.fixture(scope="module", params=["native", "plain-avx2"])
+def build_avx512_no_vbmi(out_dir) -> pathlib.Path:
+    """The kernel files for this CPU minus VBMI and GFNI: the 512-bit GEMV then gathers Q4_0 nibbles
+    with 16-byte inserts and scales with scalar loads, as on an AVX-512 VNNI CPU without VBMI."""
+    src = ROOT / "firmware" / "src"
+    out = out_dir / "libkernels_avx512_no_vbmi.so"
+    cmd = ["cc", "-O2", "-std=c11", "-shared", "-fPIC", "-march=native", "-mno-avx512vbmi", "-mno-gfni",
+           "-ffp-contract=off", "-DELK_KERNELS_AVX2", f"-I{ROOT / 'firmware' / 'include'}", f"-I{src}",
+           str(src / "kernels" / "ref.c"), str(src / "kernels" / "tables.c"), str(src / "kernels" / "avx2.c"),
+           str(ROOT / "firmware" / "platform" / "posix" / "cpu.c"), "-o", str(out), "-lm"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode:
+        pytest.fail(f"building the AVX-512 kernels without VBMI failed:\n{p.stderr[-2000:]}")
+    return out
+
+
+@pytest.fixture(scope="module", params=["native", "avx512-no-vbmi", "plain-avx2"])
 def k(request, host_build, tmp_path_factory):
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
     if request.param == "native":
         lib = ffi.dlopen(os.fspath(host_build / "libelk.so"))
+    elif request.param == "avx512-no-vbmi":
+        lib = ffi.dlopen(os.fspath(build_avx512_no_vbmi(tmp_path_factory.mktemp("no-vbmi"))))
     else:
         lib = ffi.dlopen(os.fspath(build_plain_avx2(tmp_path_factory.mktemp("plain"))))
     if lib.elk_cpu_features() & REQUIRED != REQUIRED:
@@ -193,7 +211,9 @@ def gemm(k, wtype, n, w, row_bytes, r0, r1, x, n_tok, rows):
 
 @pytest.mark.parametrize("wtype", [Q8_0, Q4_0])
 @pytest.mark.parametrize("n_tok", [1, 2, 5, 13, 31])  # 31 = 16 + 8 + 4 + 3 token tiles
-@pytest.mark.parametrize("n", [96, 256])  # odd and even block counts (the 512-bit paths pair blocks)
+# block counts: 3 (odd: the 512-bit paths pair blocks), 6 (the Q4_0 GEMV's group of 4 + 2 left over),
+# 8 (groups only), 18 (SmolLM's 576 columns: 4 groups + 2)
+@pytest.mark.parametrize("n", [96, 192, 256, 576])
 def test_avx2_gemm_equals_dot_loop_over_its_row_range_only(k, wtype, n_tok, n):
     rng = np.random.default_rng(wtype * 10 + n_tok + n)
     rows, r0, r1 = 13, 2, 11  # 9 rows: two 4-row tiles and one edge row
@@ -224,3 +244,25 @@ def test_avx2_gemm_with_scales_matches_ref_dots(k):
         for r in range(rows):
             want = dot(k, "elk_kernels_ref", Q4_0, n, w[r * blocks:(r + 1) * blocks], x[t * blocks:(t + 1) * blocks])
             assert abs(y[t, r] - want) <= 1e-5 * (abs(want) + 1.0)
+
+
+@pytest.mark.parametrize("wtype", [Q8_0, Q4_0])
+@pytest.mark.parametrize("n", [576, 2048, 5632])  # SmolLM dim, TinyLlama dim, TinyLlama FFN (176 blocks)
+def test_avx2_decode_gemv_with_scales_matches_ref_dots(k, wtype, n):
+    """One token (the decode GEMV: groups of 4 Q4_0 blocks, pairs of Q8_0 blocks, two row streams)
+    on real model widths, an odd row range, random scales: within rounding of ref's dot."""
+    rng = np.random.default_rng(n + wtype)
+    rows, r0, r1 = 9, 1, 8
+    blocks = n // 32
+    make = random_q8 if wtype == Q8_0 else random_q4
+    w = np.concatenate([make(rng, blocks) for _ in range(rows)])
+    x = random_q8(rng, blocks)
+    y = gemm(k, wtype, n, w, w.itemsize * blocks, r0, r1, x, 1, rows)[0]
+    for r in range(rows):
+        if not r0 <= r < r1:
+            assert np.isnan(y[r])
+            continue
+        wr = w[r * blocks:(r + 1) * blocks]
+        want = dot(k, "elk_kernels_ref", wtype, n, wr, x)
+        bound = float(np.sum(np.abs(wr["d"].astype(np.float32) * x["d"].astype(np.float32)))) * 127 * 127 * 32
+        assert close(y[r], want, bound), (r, y[r], want)
