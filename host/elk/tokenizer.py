@@ -227,7 +227,9 @@ def from_gguf(reader) -> Vocab:
 
     model = get("tokenizer.ggml.model")
     if model == "gpt2":
-        return _from_gguf_bytelevel(get)
+        from elk.convert import bytelevel
+
+        return bytelevel.from_gguf(get)
     if model != "llama":
         raise TokenizerFormatError(f"GGUF tokenizer model is {model!r}; elk supports 'llama' (SentencePiece BPE) "
                                    f"and 'gpt2' (byte-level BPE)")
@@ -256,43 +258,6 @@ def from_gguf(reader) -> Vocab:
               pad_id=special("tokenizer.ggml.padding_token_id", None), flags=flags,
               chat_template=get("tokenizer.chat_template"))
     v.stop_ids = [i for i in stops if i >= 0]
-    add_turn_end_stops(v)
-    return v
-
-
-# llama.cpp's tokenizer.ggml.pre names of GPT-2's split pattern: alone, or after isolating every digit
-GGUF_BYTELEVEL_PRE = {"gpt-2": 0, "smollm": FLAG_SPLIT_DIGITS, "starcoder": FLAG_SPLIT_DIGITS}
-
-
-def _from_gguf_bytelevel(get) -> Vocab:
-    """A GGUF "gpt2" vocabulary: byte-spelled tokens, merges in rank order, token types, special ids."""
-    from elk.convert import bytelevel
-
-    pre = get("tokenizer.ggml.pre", "gpt-2")
-    if pre not in GGUF_BYTELEVEL_PRE:
-        raise TokenizerFormatError(f"GGUF byte-level pre-tokenizer {pre!r} is not supported (elk runs "
-                                   f"{', '.join(GGUF_BYTELEVEL_PRE)})")
-    pieces = list(get("tokenizer.ggml.tokens") or [])
-    merges = list(get("tokenizer.ggml.merges") or [])
-    if not pieces or not merges:
-        raise TokenizerFormatError("GGUF gpt2 tokenizer has no tokenizer.ggml.tokens or tokenizer.ggml.merges")
-    n = len(pieces)
-    types = [int(t) for t in get("tokenizer.ggml.token_type", [NORMAL] * n)]
-    if len(types) != n or len(pieces) > MAX_TOKENS:
-        raise TokenizerFormatError("GGUF tokenizer arrays differ in length")
-    types = [t if t in (CONTROL, USER_DEFINED) else NORMAL for t in types]
-    scores, splits = bytelevel.merge_ranks(pieces, merges, "GGUF tokenizer.ggml.merges")
-
-    def special(key):
-        v = get(key)
-        return int(v) if v is not None and 0 <= int(v) < n else -1
-
-    v = Vocab(pieces, scores, types, bos_id=special("tokenizer.ggml.bos_token_id") if get(
-        "tokenizer.ggml.add_bos_token", False) else -1, eos_id=special("tokenizer.ggml.eos_token_id"), unk_id=-1,
-        pad_id=special("tokenizer.ggml.padding_token_id"), flags=GGUF_BYTELEVEL_PRE[pre], kind=KIND_BYTE,
-        splits=splits, chat_template=get("tokenizer.chat_template"))
-    v.stop_ids = [i for i in (special("tokenizer.ggml.eos_token_id"), special("tokenizer.ggml.eot_token_id"),
-                              special("tokenizer.ggml.eom_token_id")) if i >= 0]
     add_turn_end_stops(v)
     return v
 
@@ -567,7 +532,7 @@ def _encode_plain(v: Vocab, t: _Tables, data: bytes, prefix: bool) -> list[int]:
 
         out = []
         for word in bytelevel.pre_tokenize(data, bool(v.flags & FLAG_SPLIT_DIGITS)):
-            out += _bpe_bytelevel(v, t, bytelevel.to_chars(word))
+            out += bytelevel.bpe(v, t.mergeable, bytelevel.to_chars(word))
         return out
     syms = _split(t, normalize(v, data, prefix))
     piece = [s for s, _ in syms]
@@ -606,40 +571,6 @@ def _encode_plain(v: Vocab, t: _Tables, data: bytes, prefix: bool) -> list[int]:
         _emit(v, t, tree[k], ids)
         k = nxt[k]
     return ids
-
-
-def _bpe_bytelevel(v: Vocab, t: _Tables, word: str) -> list[int]:
-    """Hugging Face BPE over one pre-token spelled in GPT-2's byte chars: the pair (a, b) merges only
-    when a + b is a piece made by exactly that merge (its split is len(a)), lowest rank first, then
-    leftmost. Characters without a piece are dropped (the importer requires all 256)."""
-    piece = [c.encode() for c in word]
-    nxt = list(range(1, len(piece))) + [-1]
-    prev = list(range(-1, len(piece) - 1))
-    heap: list = []
-
-    def push(left):
-        right = nxt[left] if left >= 0 else -1
-        if right < 0:
-            return
-        i = t.mergeable.get(piece[left] + piece[right])
-        if i is not None and v.types[i] == NORMAL and v.splits[i] == len(piece[left]):
-            heapq.heappush(heap, (-v.scores[i], left, len(piece[left]) + len(piece[right])))
-
-    for k in range(len(piece) - 1):
-        push(k)
-    while heap:
-        _, left, size = heapq.heappop(heap)
-        right = nxt[left]
-        if not piece[left] or right < 0 or len(piece[left]) + len(piece[right]) != size:
-            continue
-        piece[left] += piece[right]
-        piece[right] = b""
-        nxt[left] = nxt[right]
-        if nxt[right] >= 0:
-            prev[nxt[right]] = left
-        push(prev[left])
-        push(left)
-    return [i for i in (t.mergeable.get(p) for p in piece if p) if i is not None]
 
 
 def _emit(v: Vocab, t: _Tables, node, ids: list[int]) -> None:

@@ -2,6 +2,7 @@
  * The pattern  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+  is scanned
  * by hand over UTF-8 (invalid bytes count as "other" characters of one byte), with the Unicode tables
  * of uclass.h. host/elk/convert/bytelevel.py is the same scanner in Python. Not here: other patterns. */
+#include "elk/elk.h"
 #include "tokenizer/bytelevel.h"
 #include "tokenizer/uclass.h"
 
@@ -160,4 +161,22 @@ uint64_t elk_bl_digit_segment(const uint8_t *p, uint64_t n, uint64_t i)
             break;
     }
     return i;
+}
+
+int elk_bl_piece_bytes(const uint8_t *s, uint32_t n, char *buf, int cap, int *len)
+{
+    int out = 0;
+    for (uint32_t k = 0; k < n;) {
+        int32_t cp;
+        uint32_t w = char_at(s + k, n - k, &cp);
+        int b = cp >= 0 ? elk_bl_char_byte((uint32_t)cp) : -1;
+        if (b >= 0) {
+            if (out < cap)
+                buf[out] = (char)b;
+            out++;
+        }
+        k += w;
+    }
+    *len = out;
+    return out > cap ? ELK_E_RANGE : ELK_OK;
 }

@@ -15,4 +15,8 @@ uint64_t elk_bl_next(const uint8_t *p, uint64_t n, uint64_t i);
 /* End of the digit segment at p[i] (i < n): one number character, or the run up to the next one. */
 uint64_t elk_bl_digit_segment(const uint8_t *p, uint64_t n, uint64_t i);
 
+/* The bytes the byte-level piece s[0..n) spells (each character of the map is one byte; other
+ * characters are dropped) into buf[0..cap); *len = their count. 0, or ELK_E_RANGE when cap is short. */
+int elk_bl_piece_bytes(const uint8_t *s, uint32_t n, char *buf, int cap, int *len);
+
 #endif

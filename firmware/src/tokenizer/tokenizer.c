@@ -753,26 +753,6 @@ int elk_tokenize(const elk_tokenizer *t, const char *text, uint64_t len, int bos
 /* ---------------------------------------------------------------------------------------------
  * Decoding one token */
 
-/* The bytes a byte-level piece spells (each character of GPT-2's map is one byte; others are dropped). */
-static int bytelevel_piece(const uint8_t *s, uint32_t n, char *buf, int cap, int *len)
-{
-    int out = 0;
-    for (uint32_t k = 0; k < n;) {
-        uint32_t c = s[k], w = utf8_len(s + k, n - k); /* > 0: checked at init */
-        if (w == 2)
-            c = ((s[k] & 0x1Fu) << 6) | (s[k + 1] & 0x3Fu);
-        int b = w <= 2 ? elk_bl_char_byte(c) : -1;
-        if (b >= 0) {
-            if (out < cap)
-                buf[out] = (char)b;
-            out++;
-        }
-        k += w;
-    }
-    *len = out;
-    return out > cap ? ELK_E_RANGE : ELK_OK;
-}
-
 int elk_token_piece(const elk_tokenizer *t, int prev, int id, char *buf, int cap, int *len)
 {
     return elk_token_piece_ex(t, prev, id, 0, buf, cap, len);
@@ -791,7 +771,7 @@ int elk_token_piece_ex(const elk_tokenizer *t, int prev, int id, unsigned flags,
     if (type == ELK_TOKEN_CONTROL && !(flags & ELK_PIECE_SPECIAL))
         return ELK_OK; /* asked for: the control piece's text as stored ("<|im_end|>") */
     if (t->kind == ELK_TOKENIZER_KIND_BYTE_BPE && type == ELK_TOKEN_NORMAL)
-        return bytelevel_piece(s, n, buf, cap, len);
+        return elk_bl_piece_bytes(s, n, buf, cap, len);
     if (type == ELK_TOKEN_UNKNOWN) {
         s = (const uint8_t *)UNK_SURFACE;
         n = sizeof(UNK_SURFACE) - 1;

@@ -10,9 +10,12 @@ Not here: other split patterns (Llama 3, Qwen), which are refused at import.
 
 from __future__ import annotations
 
+import heapq
 import pathlib
 import sys
 import unicodedata
+
+from elk import spec
 
 # Unicode White_Space (what \\s matches in the regex engines tokenizers uses)
 WHITE_SPACE = frozenset([*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
@@ -186,6 +189,81 @@ def _digit_segments(data: bytes) -> list[bytes]:
     if start < len(data):
         out.append(data[start:])
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging and GGUF import
+
+
+def bpe(v, mergeable: dict, word: str) -> list[int]:
+    """Hugging Face BPE over one pre-token spelled in GPT-2's byte chars: the pair (a, b) merges only
+    when a + b is a piece made by exactly that merge (its split is len(a)), lowest rank first, then
+    leftmost. Characters without a piece are dropped (the importer requires all 256)."""
+    piece = [c.encode() for c in word]
+    nxt = list(range(1, len(piece))) + [-1]
+    prev = list(range(-1, len(piece) - 1))
+    heap: list = []
+
+    def push(left):
+        right = nxt[left] if left >= 0 else -1
+        if right < 0:
+            return
+        i = mergeable.get(piece[left] + piece[right])
+        if i is not None and v.types[i] == spec.TOKEN_TYPES["NORMAL"] and v.splits[i] == len(piece[left]):
+            heapq.heappush(heap, (-v.scores[i], left, len(piece[left]) + len(piece[right])))
+
+    for k in range(len(piece) - 1):
+        push(k)
+    while heap:
+        _, left, size = heapq.heappop(heap)
+        right = nxt[left]
+        if not piece[left] or right < 0 or len(piece[left]) + len(piece[right]) != size:
+            continue
+        piece[left] += piece[right]
+        piece[right] = b""
+        nxt[left] = nxt[right]
+        if nxt[right] >= 0:
+            prev[nxt[right]] = left
+        push(prev[left])
+        push(left)
+    return [i for i in (mergeable.get(p) for p in piece if p) if i is not None]
+
+
+def from_gguf(get):
+    """A GGUF "gpt2" vocabulary (`get` reads a tokenizer.ggml.* field): byte-spelled tokens, merges in
+    rank order, token types, special ids."""
+    from elk.tokenizer import (CONTROL, FLAG_SPLIT_DIGITS, KIND_BYTE, MAX_TOKENS, NORMAL, USER_DEFINED,
+                               TokenizerFormatError, Vocab, add_turn_end_stops)
+
+    gguf_pre = {"gpt-2": 0, "smollm": FLAG_SPLIT_DIGITS, "starcoder": FLAG_SPLIT_DIGITS}
+    # llama.cpp's tokenizer.ggml.pre names of GPT-2's split pattern: alone, or after isolating digits
+    pre = get("tokenizer.ggml.pre", "gpt-2")
+    if pre not in gguf_pre:
+        raise TokenizerFormatError(f"GGUF byte-level pre-tokenizer {pre!r} is not supported (elk runs "
+                                   f"{', '.join(gguf_pre)})")
+    pieces = list(get("tokenizer.ggml.tokens") or [])
+    merges = list(get("tokenizer.ggml.merges") or [])
+    if not pieces or not merges:
+        raise TokenizerFormatError("GGUF gpt2 tokenizer has no tokenizer.ggml.tokens or tokenizer.ggml.merges")
+    n = len(pieces)
+    types = [int(t) for t in get("tokenizer.ggml.token_type", [NORMAL] * n)]
+    if len(types) != n or len(pieces) > MAX_TOKENS:
+        raise TokenizerFormatError("GGUF tokenizer arrays differ in length")
+    types = [t if t in (CONTROL, USER_DEFINED) else NORMAL for t in types]
+    scores, splits = merge_ranks(pieces, merges, "GGUF tokenizer.ggml.merges")
+
+    def special(key):
+        v = get(key)
+        return int(v) if v is not None and 0 <= int(v) < n else -1
+
+    v = Vocab(pieces, scores, types, bos_id=special("tokenizer.ggml.bos_token_id") if get(
+        "tokenizer.ggml.add_bos_token", False) else -1, eos_id=special("tokenizer.ggml.eos_token_id"), unk_id=-1,
+        pad_id=special("tokenizer.ggml.padding_token_id"), flags=gguf_pre[pre], kind=KIND_BYTE,
+        splits=splits, chat_template=get("tokenizer.chat_template"))
+    v.stop_ids = [i for i in (special("tokenizer.ggml.eos_token_id"), special("tokenizer.ggml.eot_token_id"),
+                              special("tokenizer.ggml.eom_token_id")) if i >= 0]
+    add_turn_end_stops(v)
+    return v
 
 
 # ---------------------------------------------------------------------------------------------
