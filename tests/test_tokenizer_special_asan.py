@@ -93,6 +93,16 @@ bv = T.Vocab(pieces, [-float(i) for i in range(len(pieces))], types, bos_id=-1, 
              stop_ids=[len(pieces) - 3])
 bl_base = T.encode_section(bv)
 bl_accepted = use(bl_base)
+buf = ffi.new("uint8_t[]", bl_base)
+arena = ffi.new("uint8_t[]", lib.elk_tokenizer_arena_size(buf, len(bl_base)))
+tp = ffi.new("elk_tokenizer **")
+assert lib.elk_tokenizer_init(tp, buf, len(bl_base), arena, len(arena)) == 0
+for long in (b"a" * 5000, "日本語".encode() * 900 + b" end", bytes(rng.getrandbits(8) for _ in range(9000)),
+             b"1" * 3000 + b"<|tool|>" * 200):  # pre-tokens longer than the scratch: merged in windows
+    n = ffi.new("int *")
+    lib.elk_tokenize_ex(tp[0], long, len(long), 4, ffi.NULL, 0, n)
+    ids = ffi.new("int32_t[]", n[0])
+    assert lib.elk_tokenize_ex(tp[0], long, len(long), 4, ids, n[0], n) == 0
 blob = 32 + 16 * len(pieces)
 for k in range(300):
     b = bytearray(bl_base)
