@@ -146,3 +146,23 @@ def test_firmware_without_long_prompts_gets_the_one_frame_limit(board):
             list(link.generate(LONG, max_tokens=4))
         # nothing was sent: the session goes on with the next prompt
         assert "".join(link.generate("Once upon a time", max_tokens=4, temperature=0, raw=True, reset=True))
+
+
+def test_a_long_prompt_is_wrapped_whole_in_the_chat_template(host_build, image, tmp_path):
+    """The board wraps the whole staged prompt (not its first 8 KiB) in the image's ChatML template: the
+    prompt tokens STATS reports equal the host runtime's count of the wrapped text."""
+    from elk.convert import load_model
+    from elk.image import write_image
+
+    model = load_model(str(image.parent / "s4k.bin"), tokenizer=str(fixture_path("tok512.bin")))
+    model.chat_template = "chatml"
+    templated = tmp_path / "chatml.elk"
+    write_image(str(templated), model)
+    with elk.load(str(templated)) as m:
+        want = len(m.tokenize(f"<|im_start|>user\n{LONG}<|im_end|>\n<|im_start|>assistant\n", bos=True))
+    with Emulator("host", baud=0, log=open(os.devnull, "w")) as emu:
+        assert flashing.flash([emu.port], templated, progress=False)[0].ok
+        with connect(emu.port, 0) as link:
+            "".join(link.generate(LONG, max_tokens=2, temperature=0, reset=True))
+            st = link.last_stats
+    assert st.status == 0 and st.prompt_tokens == want > 3732
