@@ -124,6 +124,40 @@ def test_pool_stress_in_c_under_threadsanitizer(tmp_path):
         assert "ThreadSanitizer" not in run.stderr, run.stderr[-3000:]
 
 
+PROBE_C = r"""
+#include <stdio.h>
+#include "threads.h"
+int main(void) {
+    for (int threads = 1; threads <= 8; threads *= 2) {  /* 8 threads: 128 tasks */
+        elk_pool *p;
+        if (elk_pool_create(&p, threads)) return 2;
+        double gbs = elk_pool_probe_bandwidth(p, 4u << 20, 2);
+        elk_pool_destroy(p);
+        if (!(gbs > 0.01)) { printf("threads %d: %g\n", threads, gbs); return 1; }
+    }
+    puts("ok");
+    return 0;
+}
+"""
+
+
+def test_bandwidth_probe_under_addresssanitizer_with_many_threads(tmp_path):
+    # The probe splits its buffer into 16 tasks per thread, each writing its own sink slot and
+    # trying three read loops (scalar; 64-byte vectors in one and two streams): every slot and
+    # every read must stay in bounds at any thread count (the slots once ran out past 4 threads).
+    src = tmp_path / "probe.c"
+    src.write_text(PROBE_C)
+    exe = tmp_path / "probe"
+    posix = ROOT / "firmware" / "platform" / "posix"
+    build = subprocess.run(["cc", "-O1", "-g", "-std=c11", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                            f"-I{ROOT / 'firmware' / 'include'}", f"-I{ROOT / 'firmware' / 'src'}", f"-I{posix}",
+                            str(src), str(posix / "threads.c"), "-o", str(exe), "-lpthread"],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def images(host_build, tmp_path_factory):
     d = tmp_path_factory.mktemp("pool")
