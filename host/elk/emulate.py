@@ -222,7 +222,10 @@ class Emulator:
                     self.proc.wait(timeout=2)
                 except subprocess.TimeoutExpired:
                     pass
-                raise EmulatorError(f"elk-fw for {self.board.name} exited at start (code {self.proc.poll()})")
+                code = self.proc.poll()
+                hint = (f": it refused its arguments, a build older than this elk? (`scons board="
+                        f"{_board_arg(self.board)}`)" if code == 2 else "")
+                raise EmulatorError(f"elk-fw for {self.board.name} exited at start (code {code}){hint}")
 
     def _spawn(self, tie: bool) -> None:
         for attempt in range(20):
