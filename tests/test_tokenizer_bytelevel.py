@@ -229,3 +229,25 @@ def test_gguf_gpt2_vocabulary_encodes_like_tokenizers(trained, tmp_path, host_bu
     write(tmp_path / "l3.gguf", "llama-bpe")
     with pytest.raises(T.TokenizerFormatError, match="pre-tokenizer 'llama-bpe' is not supported"):
         T.load(tmp_path / "l3.gguf")
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d, c: d["added_tokens"].append({"content": "<x>"}),            # an added token without an id
+    lambda d, c: d["model"].update(merges=[["a", "b", "c"]]),            # a merge that is not a pair
+    lambda d, c: d["model"]["vocab"].update({"zz": {"id": 3}}),           # an id that is not a number
+    lambda d, c: d["added_tokens"][0].update(id="first"),                # an added token id that is text
+])
+def test_damaged_tokenizer_files_fail_packing_in_one_line(trained, tmp_path, damage):
+    import shutil
+
+    _, v, d = trained
+    folder = tmp_path / "hf"
+    _model_files(folder, vocab=len(v), target=0)
+    doc, cfg = json.loads((d / "tokenizer.json").read_text()), {"eos_token": "<|im_end|>"}
+    damage(doc, cfg)
+    (folder / "tokenizer.json").write_text(json.dumps(doc))
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    shutil.rmtree(folder / "__pycache__", ignore_errors=True)
+    r = run_elk("pack", folder, "-o", tmp_path / "x.elk")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("elk: error: ") and not (tmp_path / "x.elk").exists()

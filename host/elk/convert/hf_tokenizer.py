@@ -17,11 +17,24 @@ from elk.tokenizer import (CONTROL, FLAG_ADD_DUMMY_PREFIX, FLAG_BYTE_FALLBACK, F
                            add_turn_end_stops)
 
 
+# What a damaged JSON document raises where a field has the wrong type or is missing
+_SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
 def read_tokenizer_json(path) -> Vocab:
-    """Hugging Face tokenizer.json of a Llama-style SentencePiece BPE (byte fallback, "▁" spaces).
-    Scores come from the merge order: the piece made by merge rank r scores -r, so the higher-priority
-    merge wins as in HF. bos/eos/chat template come from tokenizer_config.json beside it when present."""
+    """Hugging Face tokenizer.json of a Llama-style SentencePiece BPE (byte fallback, "▁" spaces) or of a
+    GPT-2 style byte-level BPE. Scores come from the merge order: the piece made by merge rank r scores
+    -r, so the higher-priority merge wins as in HF. Then apply_specials on the file's folder. A field of
+    the wrong shape is one TokenizerFormatError line."""
     path = pathlib.Path(path)
+    try:
+        v = _read_tokenizer_json(path)
+    except _SHAPE_ERRORS as e:
+        raise TokenizerFormatError(f"{path}: malformed tokenizer.json ({type(e).__name__}: {str(e)[:120]})") from None
+    return apply_specials(v, path.parent, added=False)
+
+
+def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         model = doc["model"]
@@ -76,7 +89,7 @@ def read_tokenizer_json(path) -> Vocab:
         v.kind, v.flags, v.splits, v.unk_id = KIND_BYTE, kind_flags, splits, -1
         if unk_id >= 0:
             v.types[unk_id] = NORMAL
-    return apply_specials(v, path.parent, added=False)
+    return v
 
 
 def _byte_level_flags(path, doc: dict, model: dict) -> int:
@@ -154,6 +167,15 @@ def _eos_list(value) -> list[int]:
 
 
 def apply_specials(v: Vocab, folder, added: bool = True, chat_template: str | None = None) -> Vocab:
+    """_apply_specials; a config value of the wrong shape is one TokenizerFormatError line."""
+    try:
+        return _apply_specials(v, folder, added, chat_template)
+    except _SHAPE_ERRORS as e:
+        raise TokenizerFormatError(f"{folder}: malformed tokenizer config ({type(e).__name__}: "
+                                   f"{str(e)[:120]})") from None
+
+
+def _apply_specials(v: Vocab, folder, added: bool, chat_template: str | None) -> Vocab:
     """The special-token facts of a Hugging Face tokenizer folder applied to a vocabulary read from its
     tokenizer.model or tokenizer.json:
     - added tokens (when `added`: tokenizer.json / tokenizer_config / added_tokens.json) with their real
