@@ -61,6 +61,7 @@ def test_import_keeps_byte_level_pieces_merges_and_added_tokens(trained):
     im_end = hf.token_to_id("<|im_end|>")
     assert v.types[im_end] == T.CONTROL and v.types[hf.token_to_id("<|tool|>")] == T.USER_DEFINED
     assert v.bos_id == -1  # no add_bos_token: GPT-2 style tokenizers add none
+    assert v.eos_id == hf.token_to_id("<|endoftext|>")  # no tokenizer_config.json: GPT-2's end of text
     doc = json.loads((trained[2] / "tokenizer.json").read_text())
     a, b = doc["model"]["merges"][0]
     assert v.splits[v.piece_id(a + b)] == len(a.encode())  # the first merge's left part

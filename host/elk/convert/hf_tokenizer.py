@@ -87,6 +87,7 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
             raise TokenizerFormatError(f"{path}: byte-level vocabulary lacks the byte piece {missing[0]!r} "
                                        f"(byte 0x{bytelevel.CHAR_TO_BYTE[missing[0]]:02x})")
         v.kind, v.flags, v.splits, v.unk_id = KIND_BYTE, kind_flags, splits, -1
+        v.eos_id = index.get("<|endoftext|>", -1)  # GPT-2's end of text, unless the config names another
         if unk_id >= 0:
             v.types[unk_id] = NORMAL
     return v
