@@ -144,7 +144,7 @@ def serial_garbage(port: str) -> None:
 
 
 def cases(f: dict, d: pathlib.Path) -> list:
-    big = "once upon a time " * 1200  # 20 KB, more than one frame holds
+    big = "once upon a time " * 1200  # 20 KB: several frames, inside the board's 32 KiB, 6002 tokens
     return [
         Case("image", "file does not exist", ["verify", d / "nope.elk"], expect="cannot read"),
         Case("image", "a directory", ["verify", d], expect=""),
@@ -198,13 +198,21 @@ def cases(f: dict, d: pathlib.Path) -> list:
              expect="owner key is"),
         Case("CLI", "factory reset of a running board's flash file", ["provision", "--factory-reset",
              d / "b1.bin", "--board", "host"], board=True, expect="in use"),
-        Case("chat", "20 KB prompt (more than a frame)", ["chat", "--port", "{port}", "--baud", "0", "-p", big,
-             "-n", "4"], board=True),
+        Case("chat", "20 KB prompt (several frames; 6002 tokens, context 512)", ["chat", "--port", "{port}",
+             "--baud", "0", "-p", big, "-n", "4"], board=True, expect="more than the model's context of 512"),
+        Case("chat", "32768-byte prompt (the board's limit: staged, then too long for the context)", ["chat",
+             "--port", "{port}", "--baud", "0", "-p", "x" * 32768, "-n", "4"], board=True,
+             expect="32770 tokens, more than the model's context"),
+        Case("chat", "32769-byte prompt (one byte over the board's 32 KiB)", ["chat", "--port", "{port}", "--baud",
+             "0", "-p", "x" * 32769, "-n", "4"], board=True, expect="the board takes at most 32768 bytes of prompt"),
         Case("chat", "prompt with invalid UTF-8 and control bytes", ["chat", "--port", "{port}", "--baud", "0", "-p",
              os.fsdecode(b"\xff\xfe\x1b[2J\x07 hi"), "-n", "4"], board=True, succeeds=True),
-        Case("chat", "interactive lines: invalid UTF-8, empty, 10 KB, then /quit", ["chat", "--port", "{port}",
-             "--baud", "0", "-n", "4"], stdin=b"\xff\xfe hi\n\n" + b"x" * 10000 + b"\n/quit\n", board=True,
-             succeeds=True, expect="(the line is 10000 bytes; the board takes at most 8172 bytes of prompt"),
+        Case("chat", "interactive lines: invalid UTF-8, empty, 10 KB (beyond the context), then /quit", ["chat",
+             "--port", "{port}", "--baud", "0", "-n", "4"], stdin=b"\xff\xfe hi\n\n" + b"x" * 10000 + b"\n/quit\n",
+             board=True, succeeds=True, expect="(the prompt is 10001 tokens, more than the model's context of 512"),
+        Case("chat", "interactive 40 KB line, then /quit", ["chat", "--port", "{port}", "--baud", "0", "-n", "4"],
+             stdin=b"x" * 40000 + b"\n/quit\n", board=True, succeeds=True,
+             expect="(the line is 40000 bytes; the board takes at most 32768 bytes of prompt per turn: not sent)"),
         Case("chat", "chat with no model flashed", ["chat", "--port", "{port2}", "--baud", "0", "-p", "hi"],
              board=True),
         Case("CLI", "unknown command", ["frobnicate"]),

@@ -49,5 +49,8 @@ def test_refusals_name_the_reason(outcomes):
     assert "ELK_E_AUTH" in by["flash an image signed by another key to a provisioned board"]
     assert "ELK_E_ROLLBACK" in by["flash an older owner-signed image (security counter 0, board runs 3)"]
     assert "running" in by["factory reset of a running board's flash file"]
-    assert "take" in by["20 KB prompt (more than a frame)"] and "8208" in by["20 KB prompt (more than a frame)"]
+    # multi-frame prompts: 20 KB and exactly 32 KiB reach the board (it counts their tokens), one byte more does not
+    assert "6002 tokens" in by["20 KB prompt (several frames; 6002 tokens, context 512)"]
+    assert "32770 tokens" in by["32768-byte prompt (the board's limit: staged, then too long for the context)"]
+    assert "32769 bytes" in by["32769-byte prompt (one byte over the board's 32 KiB)"]
     assert "no model" in by["chat with no model flashed"]
