@@ -93,6 +93,9 @@ def context_problem(st) -> str | None:
         return None
     if st.status == 0:
         return f"context full ({st.ctx_used}/{st.n_ctx} tokens): /reset starts a new conversation"
+    if st.ctx_used == 0 and st.prompt_tokens == st.n_ctx:  # fits exactly: no room for the reply
+        return (f"the prompt is {st.prompt_tokens} tokens and fills the model's context of {st.n_ctx}, leaving "
+                "no room for a reply; send a shorter prompt")
     if st.ctx_used == 0 or st.prompt_tokens > st.n_ctx:
         return (f"the prompt is {st.prompt_tokens} tokens, more than the model's context of {st.n_ctx}; "
                 "send a shorter prompt")
