@@ -120,7 +120,7 @@ static void set_sampling(elk_fw *fw, const char *l, uint32_t n)
         return;
     }
     elk_fw_gen_params g = fw->console_params;
-    int whole = v == (double)(uint32_t)v && v <= 4294967295.0;
+    int whole = v <= 4294967295.0 && v == (double)(uint32_t)v;  /* range first: a larger cast is undefined */
     if (is_word(name, name_len, "temp"))
         g.sampling.temperature = (float)v;
     else if (is_word(name, name_len, "top-p"))
