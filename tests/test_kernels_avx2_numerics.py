@@ -46,6 +46,7 @@ def build_plain_avx2(out_dir) -> pathlib.Path:
     cmd = ["cc", "-O2", "-std=c11", "-shared", "-fPIC", "-mavx2", "-mfma", "-mf16c", "-mno-avxvnni",
            "-DELK_KERNELS_AVX2", f"-I{ROOT / 'firmware' / 'include'}", f"-I{src}",
            str(src / "kernels" / "ref.c"), str(src / "kernels" / "tables.c"), str(src / "kernels" / "avx2.c"),
+           str(src / "kernels" / "avx2_attn.c"),
            str(ROOT / "firmware" / "platform" / "posix" / "cpu.c"), "-o", str(out), "-lm"]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
@@ -61,6 +62,7 @@ def build_avx512_no_vbmi(out_dir) -> pathlib.Path:
     cmd = ["cc", "-O2", "-std=c11", "-shared", "-fPIC", "-march=native", "-mno-avx512vbmi", "-mno-gfni",
            "-ffp-contract=off", "-DELK_KERNELS_AVX2", f"-I{ROOT / 'firmware' / 'include'}", f"-I{src}",
            str(src / "kernels" / "ref.c"), str(src / "kernels" / "tables.c"), str(src / "kernels" / "avx2.c"),
+           str(src / "kernels" / "avx2_attn.c"),
            str(ROOT / "firmware" / "platform" / "posix" / "cpu.c"), "-o", str(out), "-lm"]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:

@@ -767,6 +767,11 @@ static void gemm_q4_0_avx2(int n, const void *w, size_t row_bytes, int r0, int r
     gemm_q_avx2(ELK_TYPE_Q4_0, n, w, row_bytes, r0, r1, x, x_stride, n_tok, y, rows);
 }
 
+/* avx2_attn.c (same flags) */
+void elk_attend_avx2(int hd, int nq, int n, const float *q, const float *k, const float *v, size_t stride,
+                     float scale, float *scores, size_t score_stride, float *out);
+void elk_swiglu_avx2(float *g, const float *u, int n);
+
 const elk_kernels elk_kernels_avx2 = {
     .name = "avx2",
     .requires = ELK_CPU_AVX2 | ELK_CPU_FMA | ELK_CPU_F16C,
@@ -782,4 +787,6 @@ const elk_kernels elk_kernels_avx2 = {
         [ELK_TYPE_Q8_0] = gemm_q8_0_avx2,
         [ELK_TYPE_Q4_0] = gemm_q4_0_avx2,
     },
+    .attend = elk_attend_avx2,
+    .swiglu = elk_swiglu_avx2,
 };

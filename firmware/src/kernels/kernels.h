@@ -56,6 +56,18 @@ typedef struct elk_kernels {
      * (optional) NULL means: loop over dot. Batched prefill kernels (i8mm, tiled AVX2) go here. */
     void (*gemm[ELK_TYPE_COUNT])(int n, const void *w, size_t row_bytes, int r0, int r1,
                                  const void *x, size_t x_stride, int n_tok, float *y, int rows);
+
+    /* Attention of nq query heads that share one KV head, over n cached positions (optional: NULL
+     * means the ref table's; every table must give ref's results bit for bit). Head j (q + j * hd):
+     * scores_j[s] = scale * dot(q_j, k_s) for s in [0, n), k_s = k + s * stride (hd floats, summed
+     * in element order); softmax over s (exp rounded from double); out + j * hd = sum over s of
+     * scores_j[s] * v_s. scores_j = scores + j * score_stride: n floats of scratch per head. */
+    void (*attend)(int hd, int nq, int n, const float *q, const float *k, const float *v, size_t stride,
+                   float scale, float *scores, size_t score_stride, float *out);
+
+    /* g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] for i in [0, n) (optional, bit for
+     * bit as ref's, as above). */
+    void (*swiglu)(float *g, const float *u, int n);
 } elk_kernels;
 
 /* Which activation type a weight type consumes. */

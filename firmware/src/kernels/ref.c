@@ -208,6 +208,57 @@ static float dot_q4_0_ref(int n, const void *w, const void *x)
     return sum;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Attention and SwiGLU (the model's only transcendental functions) */
+
+/* exp rounded from double: correctly rounded in practice on every C library (glibc's expf is not,
+ * and other libcs differ), so logits are portable across boards and equal the reference's. */
+static float exp_f32(float x)
+{
+    return (float)exp((double)x);
+}
+
+static void attend_head(int hd, int n, const float *q, const float *k, const float *v, size_t stride, float scale,
+                        float *scores, float *out)
+{
+    float max = -INFINITY;
+    for (int s = 0; s < n; s++) {
+        const float *ks = k + (size_t)s * stride;
+        float dot = 0.0f;
+        for (int i = 0; i < hd; i++)
+            dot += q[i] * ks[i];
+        scores[s] = dot * scale;
+        max = scores[s] > max ? scores[s] : max;
+    }
+    float sum = 0.0f;
+    for (int s = 0; s < n; s++) {
+        scores[s] = exp_f32(scores[s] - max);
+        sum += scores[s];
+    }
+    for (int s = 0; s < n; s++)
+        scores[s] /= sum;
+    memset(out, 0, (size_t)hd * sizeof(float));
+    for (int s = 0; s < n; s++) {
+        const float *vs = v + (size_t)s * stride;
+        for (int i = 0; i < hd; i++)
+            out[i] += scores[s] * vs[i];
+    }
+}
+
+static void attend_ref(int hd, int nq, int n, const float *q, const float *k, const float *v, size_t stride,
+                       float scale, float *scores, size_t score_stride, float *out)
+{
+    for (int j = 0; j < nq; j++)
+        attend_head(hd, n, q + (size_t)j * hd, k, v, stride, scale, scores + (size_t)j * score_stride,
+                    out + (size_t)j * hd);
+}
+
+static void swiglu_ref(float *g, const float *u, int n)
+{
+    for (int i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + exp_f32(-g[i])) * u[i];
+}
+
 const elk_kernels elk_kernels_ref = {
     .name = "ref",
     .requires = 0,
@@ -219,4 +270,6 @@ const elk_kernels elk_kernels_ref = {
         [ELK_TYPE_Q8_0] = dot_q8_0_ref,
         [ELK_TYPE_Q4_0] = dot_q4_0_ref,
     },
+    .attend = attend_ref,
+    .swiglu = swiglu_ref,
 };

@@ -246,29 +246,9 @@ static void rope_apply(float *x, const float *rope, int n_heads, int head_dim)
     }
 }
 
-/* exp rounded from double: correctly rounded in practice on every C library (glibc's expf is not,
- * and other libcs differ), so logits are portable across boards and equal the reference's. */
-static float exp_f32(float x)
-{
-    return (float)exp((double)x);
-}
-
-static void softmax(float *x, int n)
-{
-    float max = x[0];
-    for (int i = 1; i < n; i++)
-        max = x[i] > max ? x[i] : max;
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        x[i] = exp_f32(x[i] - max);
-        sum += x[i];
-    }
-    for (int i = 0; i < n; i++)
-        x[i] /= sum;
-}
-
 /* Causal GQA attention of token t (at position p) over cache positions [0, p]:
- * out[h] = sum_s softmax_s(q[h] . k_s[h / group] / sqrt(head_dim)) * v_s[h / group]. */
+ * out[h] = sum_s softmax_s(q[h] . k_s[h / group] / sqrt(head_dim)) * v_s[h / group], by the kernel
+ * table, one call per run of query heads that share a KV head (they share its cache reads). */
 static void attend(elk_model *m, int layer, const float *q, int p, float *out, int h0, int h1)
 {
     const int hd = (int)m->cfg.head_dim, kv_dim = (int)m->kv_dim;
@@ -276,25 +256,13 @@ static void attend(elk_model *m, int layer, const float *q, int p, float *out, i
     const float *kc = m->key_cache + (size_t)layer * m->n_ctx * kv_dim;
     const float *vc = m->value_cache + (size_t)layer * m->n_ctx * kv_dim;
     const float scale = 1.0f / sqrtf((float)hd);
-    for (int h = h0; h < h1; h++) {
-        const float *qh = q + h * hd;
-        const int kvo = (h / group) * hd;
-        float *sc = m->scores + (size_t)h * m->n_ctx;
-        for (int s = 0; s <= p; s++) {
-            const float *ks = kc + (size_t)s * kv_dim + kvo;
-            float dot = 0.0f;
-            for (int i = 0; i < hd; i++)
-                dot += qh[i] * ks[i];
-            sc[s] = dot * scale;
-        }
-        softmax(sc, p + 1);
-        float *oh = out + h * hd;
-        memset(oh, 0, (size_t)hd * sizeof(float));
-        for (int s = 0; s <= p; s++) {
-            const float *vs = vc + (size_t)s * kv_dim + kvo;
-            for (int i = 0; i < hd; i++)
-                oh[i] += sc[s] * vs[i];
-        }
+    void (*heads)(int, int, int, const float *, const float *, const float *, size_t, float, float *, size_t,
+                  float *) = m->kernels->attend ? m->kernels->attend : elk_kernels_ref.attend;
+    for (int h = h0; h < h1;) {
+        const int g = h / group, h_end = (g + 1) * group < h1 ? (g + 1) * group : h1;
+        heads(hd, h_end - h, p + 1, q + h * hd, kc + g * hd, vc + g * hd, (size_t)kv_dim, scale,
+              m->scores + (size_t)h * m->n_ctx, m->n_ctx, out + h * hd);
+        h = h_end;
     }
 }
 
@@ -438,12 +406,11 @@ static void swiglu_rows(void *ctx, int r0, int r1)
 {
     const swiglu_job *j = ctx;
     const size_t hidden = j->m->cfg.hidden_dim;
+    void (*swiglu)(float *, const float *, int) = j->m->kernels->swiglu ? j->m->kernels->swiglu
+                                                                        : elk_kernels_ref.swiglu;
     for (int t = 0; t < j->n; t++) {
         float *hb = j->m->hb + (size_t)t * hidden, *hb2 = j->m->hb2 + (size_t)t * hidden;
-        for (int i = r0; i < r1; i++) {
-            float g = hb[i];
-            hb[i] = g / (1.0f + exp_f32(-g)) * hb2[i];
-        }
+        swiglu(hb + r0, hb2 + r0, r1 - r0);
     }
 }
 

@@ -1,0 +1,214 @@
+/* AVX2 + FMA attention (query heads sharing one KV head, over the KV cache) and SwiGLU for the
+ * avx2 table, bit for bit equal to ref.c: each score is still summed in element order (8 positions
+ * per register, one per lane, from an 8x8 transpose of their keys shared by the group's heads), exp
+ * is (float)exp((double)x) from a double-precision polynomial with an exact fallback, the softmax
+ * sum runs in position order, and the value sum multiplies then adds (no FMA) per element.
+ * Why exact: a last-bit change here flips Q8_0 activation codes downstream and moves logits by
+ * 1e-2 on some models (tests/test_independent_gguf.py); thread counts must not change results.
+ * Not here: threading (model.c splits heads over threads). */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define ELK_INLINE static inline __attribute__((always_inline))
+
+/* ---------------------------------------------------------------------------------------------
+ * (float)exp((double)x), 8 at a time. e^x = 2^n e^r, n = round(x / ln2), r = x - n ln2 (ln2 in
+ * two parts, the first with 32 trailing zero bits so n * part is exact), e^r by its degree-13
+ * Taylor polynomial (|r| <= 0.347: truncation < 5e-18). The double result is within a few ulp of
+ * e^x, as is the C library's exp; both round to the same float unless e^x lies within ~64 double
+ * ulp of a float rounding midpoint (about 1 in 4 million), and those lanes, and results in the
+ * float subnormal range, are recomputed with the library's exp: the float is then exactly ref's. */
+
+static const double exp_taylor[14] = {
+    1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880,
+    1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0,
+};
+
+/* 4 doubles in [-87, 88]; *unsure gets the lanes whose float rounding is too close to call. */
+ELK_INLINE __m256d exp4d(__m256d x, __m256i *unsure)
+{
+    const __m256d n = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(1.4426950408889634)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(0.6931471803691238), x);   /* ln2 high: 21 bits */
+    r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.9082149292705877e-10), r);     /* ln2 - high */
+    __m256d p = _mm256_set1_pd(exp_taylor[13]);
+    for (int i = 12; i >= 0; i--)
+        p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(exp_taylor[i]));
+    const __m256i e = _mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n)),
+                                                         _mm256_set1_epi64x(1023)), 52);
+    const __m256d y = _mm256_mul_pd(p, _mm256_castsi256_pd(e));
+    /* the 29 mantissa bits a float drops: within 64 of half (2^28) means "too close to call" */
+    const __m256i low = _mm256_and_si256(_mm256_castpd_si256(y), _mm256_set1_epi64x((1 << 29) - 1));
+    *unsure = _mm256_and_si256(_mm256_cmpgt_epi64(low, _mm256_set1_epi64x((1 << 28) - 64)),
+                               _mm256_cmpgt_epi64(_mm256_set1_epi64x((1 << 28) + 64), low));
+    return y;
+}
+
+/* exp of 8 floats as ref computes it. */
+ELK_INLINE __m256 exp8_exact(__m256 x)
+{
+    const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256i u0, u1;
+    const __m256d y0 = exp4d(_mm256_cvtps_pd(_mm256_castps256_ps128(xc)), &u0);
+    const __m256d y1 = exp4d(_mm256_cvtps_pd(_mm256_extractf128_ps(xc, 1)), &u1);
+    __m256 y = _mm256_set_m128(_mm256_cvtpd_ps(y1), _mm256_cvtpd_ps(y0));
+    const int unsure = _mm256_movemask_pd(_mm256_castsi256_pd(u0)) | _mm256_movemask_pd(_mm256_castsi256_pd(u1)) << 4;
+    const int outside = _mm256_movemask_ps(_mm256_cmp_ps(x, xc, _CMP_NEQ_UQ)); /* clamped (or NaN) lanes */
+    if (unsure | outside) {
+        float xs[8], ys[8];
+        _mm256_storeu_ps(xs, x);
+        _mm256_storeu_ps(ys, y);
+        for (int l = 0; l < 8; l++)
+            if ((unsure | outside) >> l & 1)
+                ys[l] = (float)exp((double)xs[l]);
+        y = _mm256_loadu_ps(ys);
+    }
+    return y;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Attention */
+
+ELK_INLINE void transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+#define ATTN_MAX_GROUP 16 /* query heads per KV head handled in one pass; larger groups loop */
+
+/* Scores of positions [s, s + 8) for nq heads: lane l sums q . k_{s+l} in element order. */
+static void scores8(int hd, int nq, int s, const float *q, const float *k, size_t stride, float scale,
+                    float *scores, size_t score_stride)
+{
+    __m256 acc[ATTN_MAX_GROUP];
+    for (int j = 0; j < nq; j++)
+        acc[j] = _mm256_setzero_ps();
+    for (int i = 0; i < hd; i += 8) {
+        __m256 kt[8];
+        for (int l = 0; l < 8; l++)
+            kt[l] = _mm256_loadu_ps(k + (size_t)(s + l) * stride + i);
+        transpose8(kt); /* kt[e] lane l = k_{s+l}[i + e] */
+        for (int j = 0; j < nq; j++) {
+            const float *qj = q + (size_t)j * hd + i;
+            __m256 a = acc[j];
+            for (int e = 0; e < 8; e++)
+                a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_broadcast_ss(qj + e), kt[e]));
+            acc[j] = a;
+        }
+    }
+    for (int j = 0; j < nq; j++)
+        _mm256_storeu_ps(scores + (size_t)j * score_stride + s, _mm256_mul_ps(acc[j], _mm256_set1_ps(scale)));
+}
+
+/* Softmax of one head's n scores, as ref: max, exp(x - max), sum in position order, divide. */
+static void softmax_exact(int n, float *sc)
+{
+    float max = -INFINITY;
+    for (int s = 0; s < n; s++)
+        max = sc[s] > max ? sc[s] : max;
+    const __m256 vm = _mm256_set1_ps(max);
+    int s = 0;
+    for (; s + 8 <= n; s += 8)
+        _mm256_storeu_ps(sc + s, exp8_exact(_mm256_sub_ps(_mm256_loadu_ps(sc + s), vm)));
+    for (; s < n; s++)
+        sc[s] = (float)exp((double)(sc[s] - max));
+    float sum = 0.0f;
+    for (s = 0; s < n; s++)
+        sum += sc[s];
+    const __m256 vs = _mm256_set1_ps(sum);
+    for (s = 0; s + 8 <= n; s += 8)
+        _mm256_storeu_ps(sc + s, _mm256_div_ps(_mm256_loadu_ps(sc + s), vs));
+    for (; s < n; s++)
+        sc[s] /= sum;
+}
+
+/* out[0..hd) = sum_s p_s v_s, per element in position order, multiply then add. */
+static void values_exact(int hd, int n, const float *p, const float *v, size_t stride, float *out)
+{
+    int i = 0;
+    for (; i + 32 <= hd; i += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int s = 0; s < n; s++) {
+            const float *vs = v + (size_t)s * stride + i;
+            const __m256 ps = _mm256_broadcast_ss(p + s);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(ps, _mm256_loadu_ps(vs)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(ps, _mm256_loadu_ps(vs + 8)));
+            a2 = _mm256_add_ps(a2, _mm256_mul_ps(ps, _mm256_loadu_ps(vs + 16)));
+            a3 = _mm256_add_ps(a3, _mm256_mul_ps(ps, _mm256_loadu_ps(vs + 24)));
+        }
+        _mm256_storeu_ps(out + i, a0);
+        _mm256_storeu_ps(out + i + 8, a1);
+        _mm256_storeu_ps(out + i + 16, a2);
+        _mm256_storeu_ps(out + i + 24, a3);
+    }
+    for (; i < hd; i += 8) {
+        __m256 a = _mm256_setzero_ps();
+        for (int s = 0; s < n; s++)
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_broadcast_ss(p + s), _mm256_loadu_ps(v + (size_t)s * stride + i)));
+        _mm256_storeu_ps(out + i, a);
+    }
+}
+
+void elk_attend_avx2(int hd, int nq, int n, const float *q, const float *k, const float *v, size_t stride,
+                     float scale, float *scores, size_t score_stride, float *out)
+{
+    if (hd % 8 != 0) { /* no head size in use is; the plain loops then */
+        elk_kernels_ref.attend(hd, nq, n, q, k, v, stride, scale, scores, score_stride, out);
+        return;
+    }
+    for (int j0 = 0; j0 < nq; j0 += ATTN_MAX_GROUP) {
+        const int m = nq - j0 < ATTN_MAX_GROUP ? nq - j0 : ATTN_MAX_GROUP;
+        const float *qg = q + (size_t)j0 * hd;
+        float *sg = scores + (size_t)j0 * score_stride;
+        int s = 0;
+        for (; s + 8 <= n; s += 8)
+            scores8(hd, m, s, qg, k, stride, scale, sg, score_stride);
+        for (; s < n; s++) /* the last 1-7 positions: ref's scalar loop */
+            for (int j = 0; j < m; j++) {
+                const float *qj = qg + (size_t)j * hd, *ks = k + (size_t)s * stride;
+                float dot = 0.0f;
+                for (int i = 0; i < hd; i++)
+                    dot += qj[i] * ks[i];
+                sg[(size_t)j * score_stride + s] = dot * scale;
+            }
+    }
+    for (int j = 0; j < nq; j++) {
+        float *sc = scores + (size_t)j * score_stride;
+        softmax_exact(n, sc);
+        values_exact(hd, n, sc, v, stride, out + (size_t)j * hd);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * SwiGLU */
+
+void elk_swiglu_avx2(float *g, const float *u, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 e = exp8_exact(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+        const __m256 s = _mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++)
+        g[i] = g[i] / (1.0f + (float)exp((double)-g[i])) * u[i];
+}
