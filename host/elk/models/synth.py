@@ -127,10 +127,62 @@ def write_hf(folder: pathlib.Path, cfg: Config, seed: int, std: float, vocab_pat
 # GGUF (llama.cpp's llama architecture, f16 weights, tokenizer from the given vocabulary)
 
 
-def write_gguf(path: pathlib.Path, cfg: Config, vocab, seed: int, std: float, name: str) -> None:
+def write_gguf_vocab(w, vocab) -> None:
+    """The tokenizer.ggml.* keys of an elk vocabulary, as llama.cpp's converter writes them: a
+    SentencePiece vocabulary as model "llama" (pieces, scores, types), a byte-level one (kind 2) as
+    model "gpt2" with its merges in rank order and pre-tokenizer "smollm" (digits split off first)
+    or "gpt-2". Then bos (gpt2: only when the vocabulary adds one), eos, the first two extra stop ids
+    as eot / eom, and the chat template's text."""
     import gguf
 
     from elk import spec
+
+    type_names = {v: k for k, v in spec.TOKEN_TYPES.items()}
+    byte_level = vocab.kind == spec.TOKENIZER_KIND_BYTE_BPE
+    w.add_tokenizer_model("gpt2" if byte_level else "llama")
+    if byte_level:
+        w.add_tokenizer_pre("smollm" if vocab.flags & spec.TOKENIZER_FLAG_SPLIT_DIGITS else "gpt-2")
+    else:
+        w.add_tokenizer_pre("default")
+    w.add_token_list(list(vocab.pieces))
+    if byte_level:
+        w.add_token_merges(byte_level_merges(vocab))
+    else:
+        w.add_token_scores([float(s) for s in vocab.scores])
+    w.add_token_types([int(getattr(gguf.TokenType, type_names.get(t, "NORMAL"))) for t in vocab.types])
+    if vocab.bos_id >= 0:
+        w.add_bos_token_id(vocab.bos_id)
+    w.add_add_bos_token(vocab.bos_id >= 0 if byte_level else True)
+    if vocab.eos_id >= 0:
+        w.add_eos_token_id(vocab.eos_id)
+    if vocab.unk_id >= 0:
+        w.add_unk_token_id(vocab.unk_id)
+    if vocab.pad_id >= 0:
+        w.add_pad_token_id(vocab.pad_id)
+    w.add_add_eos_token(False)
+    extra = [i for i in vocab.all_stop_ids() if i != vocab.eos_id]
+    if extra:
+        w.add_eot_token_id(extra[0])
+    if len(extra) > 1:
+        w.add_eom_token_id(extra[1])
+    if vocab.chat_template:
+        w.add_chat_template(vocab.chat_template)
+
+
+def byte_level_merges(vocab) -> list:
+    """The "left right" merges of a byte-level vocabulary in rank order: each piece a merge made (its
+    split length > 0), cut where that merge joined it, highest score (lowest rank) first."""
+    made = [i for i, k in enumerate(vocab.splits or []) if k > 0]
+    made.sort(key=lambda i: (-vocab.scores[i], i))
+    out = []
+    for i in made:
+        raw = vocab.pieces[i].encode()
+        out.append(raw[:vocab.splits[i]].decode() + " " + raw[vocab.splits[i]:].decode())
+    return out
+
+
+def write_gguf(path: pathlib.Path, cfg: Config, vocab, seed: int, std: float, name: str) -> None:
+    import gguf
 
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(name)
@@ -145,17 +197,7 @@ def write_gguf(path: pathlib.Path, cfg: Config, vocab, seed: int, std: float, na
     w.add_layer_norm_rms_eps(cfg.norm_eps)
     w.add_vocab_size(cfg.vocab_size)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    type_names = {v: k for k, v in spec.TOKEN_TYPES.items()}
-    w.add_token_list(list(vocab.pieces))
-    w.add_token_scores([float(s) for s in vocab.scores])
-    w.add_token_types([int(getattr(gguf.TokenType, type_names.get(t, "NORMAL"))) for t in vocab.types])
-    w.add_bos_token_id(vocab.bos_id)
-    w.add_eos_token_id(vocab.eos_id)
-    w.add_unk_token_id(vocab.unk_id)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
+    write_gguf_vocab(w, vocab)
     for role, layer in cfg.tensor_keys():
         rows, cols = cfg.tensor_shape(role)
         shape = (cols,) if role in NORM_ROLES else (rows, cols)
