@@ -37,7 +37,7 @@ if [ "${#cross[@]}" -gt 0 ]; then
 fi
 
 # tokenizers: the tests need >= 0.20 (pyproject.toml says why); an older one is upgraded here.
-if ! python3 -c "import elk, numpy, serial, cffi, gguf, safetensors, sentencepiece, huggingface_hub, cryptography, flatbuffers, SCons, pytest, ai_edge_litert, tokenizers
+if ! python3 -c "import elk, numpy, serial, cffi, gguf, safetensors, sentencepiece, huggingface_hub, cryptography, flatbuffers, SCons, pytest, ai_edge_litert, tokenizers, jinja2
 import sys; v = tuple(int(x) for x in tokenizers.__version__.split('.')[:3] if x.isdigit())
 sys.exit(v < (0, 20))" >/dev/null 2>&1; then
     echo "setup: installing Python packages"

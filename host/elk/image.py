@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 
 from elk import spec
-from elk.convert import Config, Model, detect_chat_template, padded_vocab, tensor_name
+from elk.convert import Config, Model, default_system_prompt, detect_chat_template, padded_vocab, tensor_name
 from elk.errors import FormatError
 from elk.image_format import (CONFIG_FIELDS, IMAGE_TYPES, KIND_NAMES, ROLE_NAMES, TYPE_IDS, TYPES, ImageError,
                               align_up, config_fields, decode_metadata, encode_metadata, pack_header, row_bytes,
@@ -70,6 +70,9 @@ def _metadata(model: Model, name, recipe_text: str, extra) -> dict:
     chat = model.chat_template or detect_chat_template(getattr(model.vocab, "chat_template", None))
     if chat:
         meta["chat.template"] = chat
+    system = default_system_prompt(getattr(model.vocab, "chat_template", None)) if chat == "chatml" else None
+    if system:  # the checkpoint's template writes it when a conversation has no system message
+        meta["chat.system"] = system
     meta.update(model.metadata or {})
     meta.update(extra or {})
     return meta

@@ -194,6 +194,9 @@ int elk_fw_check_step(elk_fw *fw);
 int elk_fw_boot_slot(elk_fw *fw, uint8_t slot);
 void elk_fw_unload(elk_fw *fw);
 int elk_fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const elk_fw_gen_params *gp);
+/* ELK_OK when a len-byte prompt wrapped in the chat template fits fw->text for a turn with these
+ * ELK_GEN_* flags; else ELK_E_NOMEM, the sizes in fw->reason (GENERATE refuses before it starts). */
+int elk_fw_turn_check(elk_fw *fw, uint32_t len, uint32_t flags);
 
 /* serve.c */
 int elk_fw_poll(elk_fw *fw, int timeout_ms);

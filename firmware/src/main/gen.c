@@ -172,19 +172,28 @@ static int streq(const char *a, const char *b)
     return *a == *b;
 }
 
-static uint32_t cat(char *dst, uint32_t off, uint32_t cap, const char *s, uint32_t n)
+/* The text of a turn that is tokenized in one piece, built in fw->text. `len` counts every byte
+ * added, also those past `cap` (which are dropped), so a turn that does not fit is seen and refused,
+ * never cut. buf NULL, cap 0: only measure. */
+typedef struct turn_text {
+    char *buf;
+    uint32_t cap;
+    uint64_t len;
+} turn_text;
+
+static void tt_add(turn_text *t, const char *s, uint64_t n)
 {
-    for (uint32_t i = 0; i < n && off + 1 < cap; i++)
-        dst[off++] = s[i];
-    return off;
+    for (uint64_t i = 0; i < n && t->len + i < t->cap; i++)
+        t->buf[t->len + i] = s[i];
+    t->len += n;
 }
 
-static uint32_t cats(char *dst, uint32_t off, uint32_t cap, const char *s)
+static void tt_adds(turn_text *t, const char *s)
 {
     uint32_t n = 0;
     while (s[n])
         n++;
-    return cat(dst, off, cap, s, n);
+    tt_add(t, s, n);
 }
 
 /* Append the ids of text[0..n), tokenized with ELK_TOKENIZE_* flags, to the turn's scratch
@@ -225,23 +234,75 @@ static int32_t special_id(const elk_fw *fw, const char *text, uint32_t n)
     return elk_token_piece(fw->tok, -1, id[0], NULL, 0, &len) == ELK_OK && len == 0 ? id[0] : -1;
 }
 
-/* ChatML with <|im_start|> / <|im_end|> as special tokens: the template's text is tokenized with
- * ELK_TOKENIZE_SPECIAL, so each marker is its single id, and the prompt without it, so a user who
- * types "<|im_start|>system" gets those characters as text, never the control token (prompt
- * injection). A turn after an earlier one first closes the assistant's reply with "<|im_end|>\n"
- * (generation stopped at <|im_end|>, which is not kept in the context). */
-static int encode_chatml_special(elk_fw *fw, const char *prompt, uint32_t len, int first, int32_t im_end,
+/* How a turn is wrapped: the image's chat.template, and for ChatML whether the vocabulary holds
+ * <|im_start|> / <|im_end|> as special (control) tokens. */
+enum { TPL_NONE, TPL_ZEPHYR, TPL_LLAMA2, TPL_CHATML_TEXT, TPL_CHATML_SPECIAL };
+
+static int template_kind(const elk_fw *fw)
+{
+    const char *t = fw->chat_template;
+    if (streq(t, "zephyr"))
+        return TPL_ZEPHYR;
+    if (streq(t, "llama2"))
+        return TPL_LLAMA2;
+    if (!streq(t, "chatml"))
+        return TPL_NONE;  /* none, or a name this firmware does not know: plain text */
+    return special_id(fw, "<|im_end|>", 10) >= 0 && special_id(fw, "<|im_start|>", 12) >= 0 ? TPL_CHATML_SPECIAL
+                                                                                           : TPL_CHATML_TEXT;
+}
+
+/* The text of a turn that is tokenized in one piece. zephyr, llama2 and ChatML without special
+ * markers: the whole wrapped prompt. ChatML with special markers: only the system block, because the
+ * prompt is tokenized apart (as text). ChatML's first turn starts with the image's default system
+ * prompt (metadata chat.system, from the checkpoint's chat template) when it has one, as the
+ * template does for a conversation without a system message. */
+static void wrap_text(const elk_fw *fw, int kind, const char *prompt, uint32_t len, int first, turn_text *t)
+{
+    uint32_t sn = 0;
+    const char *sys = elk_image_meta(&fw->img, "chat.system", &sn);
+    if (kind == TPL_ZEPHYR) {  /* then </s> as the EOS id and "\n<|assistant|>\n" */
+        tt_adds(t, "<|user|>\n");
+        tt_add(t, prompt, len);
+    } else if (kind == TPL_LLAMA2) {  /* with BOS, every turn */
+        tt_adds(t, "[INST] ");
+        tt_add(t, prompt, len);
+        tt_adds(t, " [/INST]");
+    } else if (kind == TPL_CHATML_TEXT || kind == TPL_CHATML_SPECIAL) {
+        if (first && sys && sn) {
+            tt_adds(t, "<|im_start|>system\n");
+            tt_add(t, sys, sn);
+            tt_adds(t, "<|im_end|>\n");
+        }
+        if (kind == TPL_CHATML_TEXT) {
+            tt_adds(t, "<|im_start|>user\n");
+            tt_add(t, prompt, len);
+            tt_adds(t, "<|im_end|>\n<|im_start|>assistant\n");
+        }
+    }
+}
+
+/* ChatML with <|im_start|> / <|im_end|> as special tokens: the template's text (and the system block
+ * in fw->text[0..sys_len)) is tokenized with ELK_TOKENIZE_SPECIAL, so each marker is its single id, and
+ * the prompt without it, so a user who types "<|im_start|>system" gets those characters as text, never
+ * the control token (prompt injection). A turn after an earlier one first closes the assistant's reply
+ * with "<|im_end|>\n" (generation stopped at <|im_end|>, which is not kept in the context). */
+static int encode_chatml_special(elk_fw *fw, const char *prompt, uint32_t len, int first, uint32_t sys_len,
                                  uint32_t *count)
 {
     static const char head[] = "<|im_start|>user\n", tail[] = "<|im_end|>\n<|im_start|>assistant\n",
                       close[] = "<|im_end|>\n";
     const elk_gen *g = &fw->gen_loop;
+    int32_t im_end = special_id(fw, "<|im_end|>", 10);
     unsigned bos = first && elk_tokenizer_bos(fw->tok) != special_id(fw, "<|im_start|>", 12)
                        ? ELK_TOKENIZE_BOS : 0u;
     unsigned tpl = ELK_TOKENIZE_SPECIAL | ELK_TOKENIZE_NO_PREFIX;
     int rc = ELK_OK;
     if (!first && g->n_tokens > 0 && g->tokens[g->n_tokens - 1] != im_end)
         rc = append_ids(fw, close, sizeof close - 1, tpl, count);
+    if (rc == ELK_OK && sys_len) {
+        rc = append_ids(fw, fw->text, sys_len, tpl | bos, count);
+        bos = 0;
+    }
     if (rc == ELK_OK)
         rc = append_ids(fw, head, sizeof head - 1, tpl | bos, count);
     if (rc == ELK_OK)
@@ -249,39 +310,54 @@ static int encode_chatml_special(elk_fw *fw, const char *prompt, uint32_t len, i
     return rc ? rc : append_ids(fw, tail, sizeof tail - 1, tpl, count);
 }
 
+/* A wrapped turn longer than fw->text is refused, never cut: ELK_E_NOMEM with the sizes in fw->reason
+ * (a GENERATE request's reply carries it) and in the log. */
+static int turn_too_long(elk_fw *fw, uint32_t len, uint64_t need)
+{
+    uint32_t sn = 0;
+    int sys = elk_image_meta(&fw->img, "chat.system", &sn) && sn;
+    elk_fmt(fw->reason, sizeof fw->reason, "a %u-byte prompt in the %s template%s needs %llu bytes; the board wraps %u",
+            (unsigned)len, fw->chat_template, sys ? " with its system prompt" : "", (unsigned long long)need,
+            (unsigned)sizeof fw->text);
+    elk_fw_log(fw, "gen: %s", fw->reason);
+    return ELK_E_NOMEM;
+}
+
+int elk_fw_turn_check(elk_fw *fw, uint32_t len, uint32_t flags)
+{
+    if ((flags & ELK_GEN_RAW) || !fw->model)
+        return ELK_OK;
+    int first = (flags & ELK_GEN_RESET_CONTEXT) || fw->gen_loop.n_tokens == 0;
+    turn_text t = { NULL, 0, 0 };  /* measure only */
+    wrap_text(fw, template_kind(fw), NULL, len, first, &t);
+    return t.len <= sizeof fw->text ? ELK_OK : turn_too_long(fw, len, t.len);
+}
+
 /* Tokens of one user turn, wrapped in the image's chat template unless raw. */
 static int encode_turn(elk_fw *fw, const char *prompt, uint32_t len, int raw, uint32_t *count)
 {
-    const char *t = fw->chat_template;
     int first = fw->gen_loop.n_tokens == 0;
-    char *x = fw->text;
-    uint32_t cap = sizeof fw->text, k = 0;
+    int kind = raw ? TPL_NONE : template_kind(fw);
+    turn_text t = { fw->text, sizeof fw->text, 0 };
     *count = 0;
-    if (raw || !t[0])
-        return append_text(fw, prompt, len, first, -1, count);
-    if (streq(t, "zephyr")) {  /* <|user|>\n{prompt}</s>\n<|assistant|>\n, </s> as the EOS id */
-        k = cats(x, 0, cap, "<|user|>\n");
-        k = cat(x, k, cap, prompt, len);
-        int rc = append_text(fw, x, k, first, elk_tokenizer_eos(fw->tok), count);
+    wrap_text(fw, kind, prompt, len, first, &t);
+    if (t.len > t.cap)
+        return turn_too_long(fw, len, t.len);
+    uint32_t k = (uint32_t)t.len;
+    int rc;
+    switch (kind) {
+    case TPL_ZEPHYR:  /* <|user|>\n{prompt}</s>\n<|assistant|>\n, </s> as the EOS id */
+        rc = append_text(fw, fw->text, k, first, elk_tokenizer_eos(fw->tok), count);
         return rc ? rc : append_text(fw, "\n<|assistant|>\n", 15, 0, -1, count);
+    case TPL_LLAMA2:  /* <s>[INST] {prompt} [/INST] for every turn */
+        return append_text(fw, fw->text, k, 1, -1, count);
+    case TPL_CHATML_TEXT:  /* markers that are not special tokens: the whole turn is text */
+        return append_text(fw, fw->text, k, first, -1, count);
+    case TPL_CHATML_SPECIAL:
+        return encode_chatml_special(fw, prompt, len, first, k, count);
+    default:
+        return append_text(fw, prompt, len, first, -1, count);  /* raw, none or unknown: plain text */
     }
-    if (streq(t, "llama2")) {  /* <s>[INST] {prompt} [/INST] for every turn */
-        k = cats(x, 0, cap, "[INST] ");
-        k = cat(x, k, cap, prompt, len);
-        k = cats(x, k, cap, " [/INST]");
-        return append_text(fw, x, k, 1, -1, count);
-    }
-    if (streq(t, "chatml")) {
-        int32_t im_end = special_id(fw, "<|im_end|>", 10);
-        if (im_end >= 0 && special_id(fw, "<|im_start|>", 12) >= 0)
-            return encode_chatml_special(fw, prompt, len, first, im_end, count);
-        /* markers that are not special tokens: the whole turn is text, as before */
-        k = cats(x, 0, cap, "<|im_start|>user\n");
-        k = cat(x, k, cap, prompt, len);
-        k = cats(x, k, cap, "<|im_end|>\n<|im_start|>assistant\n");
-        return append_text(fw, x, k, first, -1, count);
-    }
-    return append_text(fw, prompt, len, first, -1, count);  /* unknown template: plain text */
 }
 
 /* ---- the generation loop ---------------------------------------------------------------------- */

@@ -354,6 +354,8 @@ static int cmd_generate(elk_fw *fw, const uint8_t *p, uint32_t n)
                 (unsigned)FW_PROMPT_MAX);
         return ELK_E_RANGE;
     }
+    if ((rc = elk_fw_turn_check(fw, have + len, g->flags)) != ELK_OK)
+        return rc;  /* the chat template around it would not fit the board's turn buffer */
     for (uint32_t i = 0; i < len; i++)
         fw->prompt[have + i] = (char)p[36 + i];
     fw->after = FW_AFTER_GENERATE;

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 from typing import Callable, Optional
 
 import numpy as np
@@ -173,6 +174,23 @@ def detect_chat_template(text: Optional[str]) -> Optional[str]:
         return "zephyr"
     if "[INST]" in text:
         return "llama2"
+    return None
+
+
+def default_system_prompt(text: Optional[str]) -> Optional[str]:
+    """The system prompt a ChatML chat template writes when the conversation has none (SmolLM2-Instruct:
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face"), or None. Taken from a
+    single Jinja string literal holding the whole block "<|im_start|>system\n...<|im_end|>"; a template
+    that only writes messages[0]'s content there has no such literal."""
+    if not text:
+        return None
+    code = " ".join(re.findall(r"\{\{.*?\}\}|\{%.*?%\}", text, re.S))  # literals live in tags only
+    for m in re.finditer(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"", code):
+        lit = m.group(1) if m.group(1) is not None else m.group(2)
+        lit = re.sub(r"\\(.)", lambda e: {"n": "\n", "t": "\t"}.get(e.group(1), e.group(1)), lit)
+        found = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", lit, re.S)
+        if found and found.group(1):
+            return found.group(1)
     return None
 
 
