@@ -3,8 +3,8 @@
 Contract (firmware/src/kernels/kernels.h): Q8_0 activation bytes are identical to ref; integer
 block sums are identical (checked with unit scales, where the float result is an exact integer);
 float results agree within a relative 1e-5 of the sum of |terms| (the order of additions differs).
-Run three times: the native libelk.so (AVX-512 VNNI/VBMI/GFNI paths on this CPU), the kernels built
-for AVX-512 without VBMI and GFNI (Cascade Lake class: the GEMV's fallback gathers), and for plain AVX2.
+Run four times: the native libelk.so (AVX-512 VNNI/VBMI/GFNI paths on this CPU) and the kernel files
+built for three other x86-64 classes (VARIANTS below).
 """
 
 import os
@@ -38,48 +38,41 @@ Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
 REQUIRED = 0b111  # AVX2 | FMA | F16C
 
 
-def build_plain_avx2(out_dir) -> pathlib.Path:
-    """The kernel files alone, built for plain AVX2+FMA+F16C (no -march=native): the maddubs
-    paths a CPU without AVX-VNNI runs, which the native libelk.so here does not contain."""
+# The kernel files alone, built for other x86-64 CPUs than this one: the paths the native libelk.so
+# here (AVX-512 VNNI/VBMI/GFNI) does not contain. Flags as the project builds them (-O3, no FMA
+# contraction); the CPU running the tests must have what the flags ask for (this host has all).
+VARIANTS = {
+    # plain AVX2+FMA+F16C, maddubs (Haswell .. Zen 3)
+    "plain-avx2": ["-mavx2", "-mfma", "-mf16c", "-mno-avxvnni"],
+    # AVX2 with AVX-VNNI (256-bit vpdpbusd, no AVX-512: Alder Lake and later client cores)
+    "avx2-vnni": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
+    # AVX-512 VNNI without VBMI and GFNI (Cascade Lake): the 512-bit GEMV gathers Q4_0 nibbles with
+    # 16-byte inserts and scales with scalar loads
+    "avx512-no-vbmi": ["-march=native", "-mno-avx512vbmi", "-mno-gfni"],
+}
+
+
+def build_variant(name, out_dir) -> pathlib.Path:
     src = ROOT / "firmware" / "src"
-    out = out_dir / "libkernels_plain_avx2.so"
-    cmd = ["cc", "-O2", "-std=c11", "-shared", "-fPIC", "-mavx2", "-mfma", "-mf16c", "-mno-avxvnni",
-           "-DELK_KERNELS_AVX2", f"-I{ROOT / 'firmware' / 'include'}", f"-I{src}",
-           str(src / "kernels" / "ref.c"), str(src / "kernels" / "tables.c"), str(src / "kernels" / "avx2.c"),
-           str(src / "kernels" / "avx2_attn.c"),
+    out = out_dir / f"libkernels_{name}.so"
+    cmd = ["cc", "-O3", "-std=c11", "-shared", "-fPIC", *VARIANTS[name], "-ffp-contract=off", "-DELK_KERNELS_AVX2",
+           f"-I{ROOT / 'firmware' / 'include'}", f"-I{src}",
+           *(str(src / "kernels" / f) for f in ("ref.c", "tables.c", "avx2.c", "avx2_gemv.c", "avx2_attn.c")),
            str(ROOT / "firmware" / "platform" / "posix" / "cpu.c"), "-o", str(out), "-lm"]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
-        pytest.fail(f"building the plain AVX2 kernels failed:\n{p.stderr[-2000:]}")
+        pytest.fail(f"building the {name} kernels failed:\n{p.stderr[-2000:]}")
     return out
 
 
-def build_avx512_no_vbmi(out_dir) -> pathlib.Path:
-    """The kernel files for this CPU minus VBMI and GFNI: the 512-bit GEMV then gathers Q4_0 nibbles
-    with 16-byte inserts and scales with scalar loads, as on an AVX-512 VNNI CPU without VBMI."""
-    src = ROOT / "firmware" / "src"
-    out = out_dir / "libkernels_avx512_no_vbmi.so"
-    cmd = ["cc", "-O2", "-std=c11", "-shared", "-fPIC", "-march=native", "-mno-avx512vbmi", "-mno-gfni",
-           "-ffp-contract=off", "-DELK_KERNELS_AVX2", f"-I{ROOT / 'firmware' / 'include'}", f"-I{src}",
-           str(src / "kernels" / "ref.c"), str(src / "kernels" / "tables.c"), str(src / "kernels" / "avx2.c"),
-           str(src / "kernels" / "avx2_attn.c"),
-           str(ROOT / "firmware" / "platform" / "posix" / "cpu.c"), "-o", str(out), "-lm"]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode:
-        pytest.fail(f"building the AVX-512 kernels without VBMI failed:\n{p.stderr[-2000:]}")
-    return out
-
-
-@pytest.fixture(scope="module", params=["native", "avx512-no-vbmi", "plain-avx2"])
+@pytest.fixture(scope="module", params=["native", *VARIANTS])
 def k(request, host_build, tmp_path_factory):
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
     if request.param == "native":
         lib = ffi.dlopen(os.fspath(host_build / "libelk.so"))
-    elif request.param == "avx512-no-vbmi":
-        lib = ffi.dlopen(os.fspath(build_avx512_no_vbmi(tmp_path_factory.mktemp("no-vbmi"))))
     else:
-        lib = ffi.dlopen(os.fspath(build_plain_avx2(tmp_path_factory.mktemp("plain"))))
+        lib = ffi.dlopen(os.fspath(build_variant(request.param, tmp_path_factory.mktemp(request.param))))
     if lib.elk_cpu_features() & REQUIRED != REQUIRED:
         pytest.fail("this test machine is expected to have AVX2, FMA and F16C")
     return ffi, lib

@@ -8,25 +8,11 @@
 #include <math.h>
 #include <string.h>
 
-#include "kernels.h"
+#include "avx2_common.h"
 
-#define ELK_INLINE static inline __attribute__((always_inline))
 
 /* ---------------------------------------------------------------------------------------------
  * Small helpers */
-
-ELK_INLINE float hsum_ps(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-ELK_INLINE float fp16(elk_fp16 h)
-{
-    return _cvtsh_ss(h);
-}
 
 /* 32 signed int8 weights of a Q4_0 block in activation order: nibbles lo -> [0,16), hi -> [16,32). */
 ELK_INLINE __m256i unpack_q4_0(const elk_block_q4_0 *b)
@@ -35,11 +21,6 @@ ELK_INLINE __m256i unpack_q4_0(const elk_block_q4_0 *b)
     const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
     const __m256i nib = _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
     return _mm256_sub_epi8(nib, _mm256_set1_epi8(8));
-}
-
-ELK_INLINE __m256i load_q8_0(const elk_block_q8_0 *b)
-{
-    return _mm256_loadu_si256((const __m256i *)b->qs);
 }
 
 /* Eight int32 partial sums of w[i] * x[i] over 32 int8 pairs. Both must lie in [-127, 127] for
@@ -207,14 +188,6 @@ static float dot_q4_0_avx2(int n, const void *w, const void *x)
  * registers (R*T float accumulators + R weight vectors must fit the 16 ymm registers: 4x2 or 2x4
  * or 3x3). Weight bytes are streamed from memory once per T tokens instead of once per token. */
 
-/* Q4_0 nibbles unsigned (q + 8, 0..15) in activation order, for the vpdpbusd path. */
-ELK_INLINE __m256i unpack_q4_0_u(const elk_block_q4_0 *b)
-{
-    const __m128i raw = _mm_loadu_si128((const __m128i *)b->qs);
-    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
-}
-
 ELK_INLINE __m256i load_w(int wtype, const void *row, int i)
 {
 #if defined(__AVXVNNI__)
@@ -359,214 +332,6 @@ ELK_INLINE void gemm_tile512(int wtype, int R, int T, int nb, const uint8_t *w, 
         for (int r = 0; r < R; r++)
             y[t * rows + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
-/* Decode GEMV for Q4_0 (one token, many rows), four blocks at a time. A zmm holds the 64 packed
- * nibble bytes of blocks 4g..4g+3 (16 per block); its low nibbles meet the prepared activation bytes
- * 0-15 of each block and its high nibbles bytes 16-31, and both vpdpbusd add into the same int32
- * lanes (lanes 4b..4b+3 belong to block b), seeded with -8 * sum(x) of those lanes so the unsigned
- * nibbles need no sign fix-up. Per 4 blocks and row that leaves: gather, 2 unpack ops, 2 vpdpbusd,
- * one convert, one scale (fp16 -> float, times the activation scale) and one FMA. The activation
- * side (bytes, seeds, scales in lane order) is rearranged once per call. Blocks past the last full
- * group (nb % 4) are added one at a time. */
-#define GEMV_MAX_GROUPS 64 /* rows up to 8192 columns; wider rows take the dot loop (16 KB stack) */
-
-typedef struct {
-    __m512i xlo, xhi; /* activation bytes 0-15 / 16-31 of blocks 4g..4g+3, 16 per block */
-    __m512i fix;      /* lane 4b+k: -8 * (the 8 activation bytes that meet lane 4b+k's nibbles) */
-    __m512 dx;        /* lane 4b+k: block b's activation scale */
-} gemv_quad;
-
-/* The 64 nibble bytes of 4 consecutive Q4_0 blocks (72 bytes from b), block order. */
-ELK_INLINE __m512i q4_quad_bytes(const elk_block_q4_0 *b, __m512i *lo_load)
-{
-#if defined(__AVX512VBMI__)
-    /* byte j of block j / 16 sits at o = 18 * (j / 16) + 2 + j % 16 of the group: o < 64 from a
-     * 64-byte load, the rest from a 16-byte load of the group's last bytes (56..71). Two 64-byte
-     * loads 8 bytes apart (each crossing a line) halved the rate from DRAM here; this pair does not. */
-    static const uint8_t idx_bytes[64] = {
-#define Q(j) (uint8_t)(18 * ((j) / 16) + 2 + (j) % 16 < 64 ? 18 * ((j) / 16) + 2 + (j) % 16 : 8 + 18 * ((j) / 16) + 2 + (j) % 16)
-#define Q4(j) Q(j), Q(j + 1), Q(j + 2), Q(j + 3)
-#define Q16(j) Q4(j), Q4(j + 4), Q4(j + 8), Q4(j + 12)
-        Q16(0), Q16(16), Q16(32), Q16(48)
-#undef Q16
-#undef Q4
-#undef Q
-    };
-    const __m512i a = _mm512_loadu_si512((const void *)b);
-    const __m512i c = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(const void *)((const uint8_t *)(const void *)b + 56)));
-    *lo_load = a;
-    return _mm512_permutex2var_epi8(a, _mm512_loadu_si512((const void *)idx_bytes), c);
-#else
-    (void)lo_load;
-    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)b[0].qs));
-    v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)b[1].qs), 1);
-    v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)b[2].qs), 2);
-    return _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)b[3].qs), 3);
-#endif
-}
-
-/* Lane 4b+k: the fp16 weight scale of block b of the group as float. */
-ELK_INLINE __m512 q4_quad_scales(const elk_block_q4_0 *b, __m512i lo_load)
-{
-#if defined(__AVX512VBMI__)
-    /* word l of the result = the scale bytes of block l / 4 (at 18 * (l / 4)) */
-    const __m512i idx = _mm512_castsi256_si512(_mm256_setr_epi8(
-        0, 1, 0, 1, 0, 1, 0, 1, 18, 19, 18, 19, 18, 19, 18, 19, 36, 37, 36, 37, 36, 37, 36, 37, 54, 55, 54, 55, 54, 55, 54, 55));
-    (void)b;
-    return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi8(idx, lo_load)));
-#else
-    (void)lo_load;
-    const uint64_t h = (uint64_t)b[0].d | (uint64_t)b[1].d << 16 | (uint64_t)b[2].d << 32 | (uint64_t)b[3].d << 48;
-    const __m512 d4 = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)h)));
-    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), d4);
-#endif
-}
-
-/* High nibbles of each byte, moved down (0..15). GFNI does it in one affine op. */
-ELK_INLINE __m512i nibbles_hi(__m512i v)
-{
-#if defined(__GFNI__)
-    return _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(0x1020408000000000LL), 0);
-#else
-    return _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
-#endif
-}
-
-/* sum over one Q4_0 block of w * x as ref.c forms it: (float)isum * (d_w * d_x) */
-ELK_INLINE float q4_block_dot(const elk_block_q4_0 *w, const elk_block_q8_0 *x)
-{
-    const __m256i xv = load_q8_0(x);
-    __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), unpack_q4_0_u(w), xv);
-    p = _mm256_sub_epi32(p, _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), xv));
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return (float)_mm_cvtsi128_si32(s) * (fp16(w->d) * fp16(x->d));
-}
-
-/* acc + the 16 lane products of one group of 4 blocks (bb) with the prepared activations q. */
-ELK_INLINE __m512 q4_quad_fma(const elk_block_q4_0 *bb, const gemv_quad *q, __m512 acc)
-{
-    __m512i first;
-    const __m512i v = q4_quad_bytes(bb, &first);
-    __m512i p = _mm512_dpbusd_epi32(q->fix, _mm512_and_si512(v, _mm512_set1_epi8(0x0f)), q->xlo);
-    p = _mm512_dpbusd_epi32(p, nibbles_hi(v), q->xhi);
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(q4_quad_scales(bb, first), q->dx), acc);
-}
-
-/* K rows (1 or 2, a compile-time constant) against the prepared activation groups. Two rows half a
- * range apart are two independent sequential streams: one core then reads more from DRAM than
- * with one. Each row keeps its own accumulator and order, so its result does not depend on
- * whether (or with which row) it was paired: thread counts still give identical logits.
- * (No loop over the K rows: gcc keeps such an accumulator array in memory, and the store-to-load
- * round trip per group then sets the pace.) */
-ELK_INLINE void gemv_rows_q4_0(int K, int nb, const gemv_quad *px, const elk_block_q8_0 *xb,
-                               const elk_block_q4_0 *b0, const elk_block_q4_0 *b1, float *y0, float *y1)
-{
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    const int ng = nb / 4;
-    for (int g = 0; g < ng; g++) {
-        acc0 = q4_quad_fma(b0 + 4 * g, px + g, acc0);
-        if (K == 2)
-            acc1 = q4_quad_fma(b1 + 4 * g, px + g, acc1);
-    }
-    float t0 = 0.0f, t1 = 0.0f;
-    for (int i = 4 * ng; i < nb; i++) {
-        t0 += q4_block_dot(b0 + i, xb + i);
-        if (K == 2)
-            t1 += q4_block_dot(b1 + i, xb + i);
-    }
-    *y0 = _mm512_reduce_add_ps(acc0) + t0;
-    if (K == 2)
-        *y1 = _mm512_reduce_add_ps(acc1) + t1;
-}
-
-static void gemv_q4_0_512(int nb, const uint8_t *w, size_t row_bytes, int r0, int r1, const elk_block_q8_0 *xb,
-                          float *y)
-{
-    gemv_quad px[GEMV_MAX_GROUPS];
-    for (int g = 0; g < nb / 4; g++) {
-        const elk_block_q8_0 *x4 = xb + 4 * g;
-        uint8_t lo_b[64], hi_b[64];
-        float d[16];
-        for (int b = 0; b < 4; b++) {
-            memcpy(lo_b + 16 * b, x4[b].qs, 16);
-            memcpy(hi_b + 16 * b, x4[b].qs + 16, 16);
-            for (int k = 0; k < 4; k++)
-                d[4 * b + k] = fp16(x4[b].d);
-        }
-        const __m512i lo = _mm512_loadu_si512((const void *)lo_b), hi = _mm512_loadu_si512((const void *)hi_b);
-        px[g].xlo = lo;
-        px[g].xhi = hi;
-        const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), lo),
-                                              _mm512_set1_epi8(8), hi);
-        px[g].fix = _mm512_sub_epi32(_mm512_setzero_si512(), s);
-        px[g].dx = _mm512_loadu_ps(d);
-    }
-    const int half = (r1 - r0) / 2;
-    for (int r = r0; r < r0 + half; r++)
-        gemv_rows_q4_0(2, nb, px, xb, (const elk_block_q4_0 *)(w + (size_t)r * row_bytes),
-                       (const elk_block_q4_0 *)(w + (size_t)(r + half) * row_bytes), y + r, y + r + half);
-    if ((r1 - r0) % 2)
-        gemv_rows_q4_0(1, nb, px, xb, (const elk_block_q4_0 *)(w + (size_t)(r1 - 1) * row_bytes), NULL, y + r1 - 1,
-                       NULL);
-}
-
-/* Decode GEMV for Q8_0, two blocks per zmm (lanes 0-7 block i, 8-15 block i+1). The weight bytes
- * are offset to unsigned (w + 128, one xor) and meet the signed activation bytes in vpdpbusd,
- * seeded with -128 * sum(x) of each lane (prepared once per call), so the sum is exact. */
-#define GEMV_MAX_PAIRS 128 /* rows up to 8192 columns; wider rows take the dot loop */
-
-typedef struct {
-    __m512i x;   /* activation bytes of blocks 2j, 2j+1 */
-    __m512i fix; /* -128 * (sum of the 4 activation bytes of each lane) */
-    __m512 dx;   /* lanes 0-7: block 2j's activation scale, 8-15: block 2j+1's */
-} gemv_pair;
-
-ELK_INLINE __m512 q8_pair_fma(const elk_block_q8_0 *bb, const gemv_pair *q, __m512 acc)
-{
-    const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(load_q8_0(bb)), load_q8_0(bb + 1), 1);
-    const __m512i p = _mm512_dpbusd_epi32(q->fix, _mm512_xor_si512(wv, _mm512_set1_epi8((char)0x80)), q->x);
-    const __m128 dw2 = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)bb[0].d | (uint32_t)bb[1].d << 16)));
-    const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    const __m512 sc = _mm512_mul_ps(_mm512_permutexvar_ps(halves, _mm512_castps128_ps512(dw2)), q->dx);
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc);
-}
-
-/* As gemv_rows_q4_0, for Q8_0 rows (nb even). */
-ELK_INLINE void gemv_rows_q8_0(int K, int nb, const gemv_pair *px, const elk_block_q8_0 *b0,
-                               const elk_block_q8_0 *b1, float *y0, float *y1)
-{
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    for (int j = 0; j < nb / 2; j++) {
-        acc0 = q8_pair_fma(b0 + 2 * j, px + j, acc0);
-        if (K == 2)
-            acc1 = q8_pair_fma(b1 + 2 * j, px + j, acc1);
-    }
-    *y0 = _mm512_reduce_add_ps(acc0);
-    if (K == 2)
-        *y1 = _mm512_reduce_add_ps(acc1);
-}
-
-static void gemv_q8_0_512(int nb, const uint8_t *w, size_t row_bytes, int r0, int r1, const elk_block_q8_0 *xb,
-                          float *y)
-{
-    gemv_pair px[GEMV_MAX_PAIRS];
-    const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    for (int j = 0; j < nb / 2; j++) {
-        const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(load_q8_0(xb + 2 * j)), load_q8_0(xb + 2 * j + 1), 1);
-        px[j].x = both;
-        px[j].fix = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                     _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), both));
-        px[j].dx = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_setr_ps(fp16(xb[2 * j].d), fp16(xb[2 * j + 1].d), 0, 0)));
-    }
-    const int half = (r1 - r0) / 2;
-    for (int r = r0; r < r0 + half; r++)
-        gemv_rows_q8_0(2, nb, px, (const elk_block_q8_0 *)(w + (size_t)r * row_bytes),
-                       (const elk_block_q8_0 *)(w + (size_t)(r + half) * row_bytes), y + r, y + r + half);
-    if ((r1 - r0) % 2)
-        gemv_rows_q8_0(1, nb, px, (const elk_block_q8_0 *)(w + (size_t)(r1 - 1) * row_bytes), NULL, y + r1 - 1, NULL);
-}
-
 /* Prefill (16+ tokens) with the weights transposed per 16-row tile: lane r of a zmm holds 4
  * consecutive weight bytes of row r as unsigned (Q4_0 nibbles as stored, Q8_0 + 128), so one
  * vpdpbusd with 4 broadcast activation bytes advances 16 rows of one token, and a block's exact
@@ -725,16 +490,8 @@ ELK_INLINE void gemm_q_avx2(int wtype, int n, const void *w, size_t row_bytes, i
     const int nb = n / ELK_QK;
     const uint8_t *wb = w, *xb = x;
     if (n_tok == 1) {
-#if defined(ELK_GEMM_512)
-        if (wtype == ELK_TYPE_Q4_0 && nb / 4 <= GEMV_MAX_GROUPS) {
-            gemv_q4_0_512(nb, wb, row_bytes, r0, r1, x, y);
+        if (elk_gemv_avx2(wtype, nb, wb, row_bytes, r0, r1, x, y))
             return;
-        }
-        if (wtype == ELK_TYPE_Q8_0 && nb % 2 == 0 && nb / 2 <= GEMV_MAX_PAIRS) {
-            gemv_q8_0_512(nb, wb, row_bytes, r0, r1, x, y);
-            return;
-        }
-#endif
         float (*dot)(int, const void *, const void *) = wtype == ELK_TYPE_Q4_0 ? dot_q4_0_avx2 : dot_q8_0_avx2;
         for (int r = r0; r < r1; r++)
             y[r] = dot(n, wb + (size_t)r * row_bytes, x);
@@ -766,11 +523,6 @@ static void gemm_q4_0_avx2(int n, const void *w, size_t row_bytes, int r0, int r
 {
     gemm_q_avx2(ELK_TYPE_Q4_0, n, w, row_bytes, r0, r1, x, x_stride, n_tok, y, rows);
 }
-
-/* avx2_attn.c (same flags) */
-void elk_attend_avx2(int hd, int nq, int n, const float *q, const float *k, const float *v, size_t stride,
-                     float scale, float *scores, size_t score_stride, float *out);
-void elk_swiglu_avx2(float *g, const float *u, int n);
 
 const elk_kernels elk_kernels_avx2 = {
     .name = "avx2",
