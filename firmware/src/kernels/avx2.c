@@ -213,8 +213,11 @@ ELK_INLINE void gemm_tile(int wtype, int R, int T, int nb, const uint8_t *w, siz
         for (int t = 0; t < T; t++)
             acc[r][t] = _mm256_setzero_ps();
     for (int i = 0; i < nb; i++) {
-        __m256i wv[4], wfix[4];
+        __m256i wv[4];
         float dw[4];
+#if defined(__AVXVNNI__)
+        __m256i wfix[4];
+#endif
         for (int r = 0; r < R; r++) {
             wv[r] = load_w(wtype, w + r * row_bytes, i);
             dw[r] = w_scale(wtype, w + r * row_bytes, i);
