@@ -72,4 +72,6 @@ const elk_kernels elk_kernels_neon = {
         [ELK_TYPE_Q8_0] = dot_q8_0_neon,
         [ELK_TYPE_Q4_0] = dot_q4_0_neon,
     },
+    .attend = ELK_NEON_ATTEND,
+    .swiglu = ELK_NEON_SWIGLU,
 };

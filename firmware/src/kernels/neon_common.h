@@ -9,6 +9,21 @@
 #include "kernels.h"
 
 /* ---------------------------------------------------------------------------------------------
+ * Attention and SwiGLU (neon_attn.c, equal to ref bit for bit): AArch64 only, shared by all three
+ * tables; ARMv7 tables leave the slots NULL (ref's), for the reasons given in neon_attn.c. */
+
+#if defined(__aarch64__)
+void elk_attend_neon(int hd, int nq, int n, const float *q, const float *k, const float *v, size_t stride,
+                     float scale, float *scores, size_t score_stride, float *out);
+void elk_swiglu_neon(float *g, const float *u, int n);
+#define ELK_NEON_ATTEND elk_attend_neon
+#define ELK_NEON_SWIGLU elk_swiglu_neon
+#else
+#define ELK_NEON_ATTEND NULL
+#define ELK_NEON_SWIGLU NULL
+#endif
+
+/* ---------------------------------------------------------------------------------------------
  * Horizontal reductions (AArch64 has across-vector instructions; armv7 pairs up) */
 
 static inline int32_t elk_neon_hsum_s32(int32x4_t v)

@@ -198,4 +198,6 @@ const elk_kernels elk_kernels_neon_i8mm = {
         [ELK_TYPE_Q8_0] = gemm_q8_0_neon_i8mm,
         [ELK_TYPE_Q4_0] = gemm_q4_0_neon_i8mm,
     },
+    .attend = ELK_NEON_ATTEND,
+    .swiglu = ELK_NEON_SWIGLU,
 };

@@ -1,0 +1,268 @@
+/* AArch64 NEON attention (query heads sharing one KV head, over the KV cache) and SwiGLU for the neon,
+ * neon_dotprod and neon_i8mm tables (built once, with plain neon's ARMv8.0 flags), bit for bit equal
+ * to ref.c: each score lane sums q . k in element order (8 positions per pass, from 4x4 transposes of
+ * their keys shared by the group's heads), multiply then add (no FMA: -ffp-contract=off, and
+ * tests/test_kernels_neon_attn.py checks the object); exp is (float)exp((double)x) from a float64x2
+ * polynomial with an exact libm fallback; the softmax sum runs in position order.
+ * ARMv7: nothing here, the tables keep ref's slots (NULL). ARMv7 NEON has no float64 vectors, and its
+ * float arithmetic always flushes subnormals to zero (FPSCR.FZ is forced for Advanced SIMD), so a
+ * vector score or value sum would differ from ref's VFP sums whenever a product or a softmax weight
+ * is subnormal (peaked softmaxes make such weights). A scalar variant would only reorder ref's loops.
+ * Not here: threading (model.c splits heads over threads). */
+#include "neon_common.h"
+
+#if defined(__aarch64__)
+
+#include <math.h>
+#include <string.h>
+
+#define ELK_INLINE static inline __attribute__((always_inline))
+
+/* ---------------------------------------------------------------------------------------------
+ * (float)exp((double)x), 4 at a time. e^x = 2^n e^r, n = round(x / ln2), r = x - n ln2 (one fused
+ * step: |n| <= 127, so the error of ln2's double is under 1e-14 of r's size), e^r by its degree-9
+ * Taylor polynomial (|r| <= 0.347: truncation < 7e-12 relative, under 2^16 double ulp). The C
+ * library's exp is within a few ulp of e^x, so both round to the same float unless e^x lies within
+ * 2^16 double ulp of a float rounding midpoint; lanes within 2^19 ulp of one (1 in 512) are
+ * recomputed with the library's exp, which makes the float exactly ref's. (A longer polynomial would
+ * narrow the window but costs more than the rare library calls it saves.) Lanes outside [-87, 88]
+ * (float subnormal or overflow results) and NaN also go to the library, except x <= -104
+ * (e^x < 2^-150: the float is +0) and x >= 89 (+inf), which are set directly: a peaked softmax has
+ * many positions far below its maximum. The double polynomial may fuse (its result is an estimate
+ * the midpoint test guards); no float path does. */
+
+#define EXP_DEGREE 9
+#define EXP_WINDOW (1u << 19) /* double ulps either side of a float midpoint that go to the library */
+
+static const double exp_taylor[EXP_DEGREE + 1] = {
+    1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880,
+};
+
+/* 2 doubles in [-87, 88]; *unsure gets all-ones in the lanes whose float rounding is too close to call. */
+ELK_INLINE float64x2_t exp2d(float64x2_t x, uint64x2_t *unsure)
+{
+    const float64x2_t n = vrndnq_f64(vmulq_f64(x, vdupq_n_f64(1.4426950408889634)));
+    const float64x2_t r = vfmsq_f64(x, n, vdupq_n_f64(0.6931471805599453)); /* x - n ln2 */
+    float64x2_t p = vdupq_n_f64(exp_taylor[EXP_DEGREE]);
+    for (int i = EXP_DEGREE - 1; i >= 0; i--)
+        p = vfmaq_f64(vdupq_n_f64(exp_taylor[i]), p, r);
+    const int64x2_t e = vshlq_n_s64(vaddq_s64(vcvtq_s64_f64(n), vdupq_n_s64(1023)), 52);
+    const float64x2_t y = vmulq_f64(p, vreinterpretq_f64_s64(e));
+    /* the 29 mantissa bits a float drops: within EXP_WINDOW of half (2^28) is "too close to call";
+     * low - (2^28 - W) wraps to a huge number below the window, so one unsigned compare */
+    const uint64x2_t low = vandq_u64(vreinterpretq_u64_f64(y), vdupq_n_u64((1u << 29) - 1));
+    *unsure = vcleq_u64(vsubq_u64(low, vdupq_n_u64((1u << 28) - EXP_WINDOW)), vdupq_n_u64(2 * EXP_WINDOW));
+    return y;
+}
+
+/* exp of 4 floats as ref computes it. */
+ELK_INLINE float32x4_t exp4_exact(float32x4_t x)
+{
+    const float32x4_t xc = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
+    uint64x2_t u0, u1;
+    const float64x2_t y0 = exp2d(vcvt_f64_f32(vget_low_f32(xc)), &u0);
+    const float64x2_t y1 = exp2d(vcvt_high_f64_f32(xc), &u1);
+    float32x4_t y = vcvt_high_f32_f64(vcvt_f32_f64(y0), y1);
+    /* x outside [-87, 88] or NaN (vminq/vmaxq pass NaN through, and NaN != NaN) */
+    const uint32x4_t outside = vmvnq_u32(vceqq_f32(x, xc));
+    const uint32x4_t zero = vcleq_f32(x, vdupq_n_f32(-104.0f)), inf = vcgeq_f32(x, vdupq_n_f32(89.0f));
+    y = vbslq_f32(zero, vdupq_n_f32(0.0f), y);
+    y = vbslq_f32(inf, vdupq_n_f32(INFINITY), y);
+    const uint32x4_t unsure = vcombine_u32(vmovn_u64(u0), vmovn_u64(u1));
+    const uint32x4_t slow = vbicq_u32(vorrq_u32(unsure, outside), vorrq_u32(zero, inf));
+    if (vmaxvq_u32(slow)) {
+        float xs[4], ys[4];
+        uint32_t m[4];
+        vst1q_f32(xs, x);
+        vst1q_f32(ys, y);
+        vst1q_u32(m, slow);
+        for (int l = 0; l < 4; l++)
+            if (m[l])
+                ys[l] = (float)exp((double)xs[l]);
+        y = vld1q_f32(ys);
+    }
+    return y;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Attention scores */
+
+#define ATTN_HD_MAX 256 /* larger heads (none in use) take ref's loops */
+
+/* r[e] lane l <- r[l] lane e (a 4x4 transpose: 32-bit then 64-bit transposes). */
+ELK_INLINE void transpose4(float32x4_t r[4])
+{
+    const float32x4_t t0 = vtrn1q_f32(r[0], r[1]), t1 = vtrn2q_f32(r[0], r[1]);
+    const float32x4_t t2 = vtrn1q_f32(r[2], r[3]), t3 = vtrn2q_f32(r[2], r[3]);
+    r[0] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
+    r[1] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
+    r[2] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
+    r[3] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
+}
+
+/* acc + q[e] * k, multiply then add (lane e of q by vector). */
+#define MULADD(acc, k, q, e) vaddq_f32((acc), vmulq_laneq_f32((k), (q), (e)))
+
+/* Scores of positions [s, s + 8) for nq heads. The keys are transposed once into kt (kt[2i + h] lane
+ * l = k_{s + 4h + l}[i]) and read by every head; each lane then sums q . k in element order. Two heads
+ * at a time: four independent add chains hide the add latency. */
+static void scores8(int hd, int nq, int s, const float *q, const float *k, size_t stride, float scale,
+                    float *scores, size_t score_stride)
+{
+    float32x4_t kt[2 * ATTN_HD_MAX];
+    for (int i = 0; i < hd; i += 4)
+        for (int h = 0; h < 2; h++) {
+            float32x4_t r[4];
+            for (int l = 0; l < 4; l++)
+                r[l] = vld1q_f32(k + (size_t)(s + 4 * h + l) * stride + i);
+            transpose4(r);
+            for (int e = 0; e < 4; e++)
+                kt[2 * (i + e) + h] = r[e];
+        }
+    const float32x4_t vscale = vdupq_n_f32(scale);
+    int j = 0;
+    for (; j + 2 <= nq; j += 2) {
+        const float *q0 = q + (size_t)j * hd, *q1 = q0 + hd;
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, b0 = a0, b1 = a0;
+        for (int i = 0; i < hd; i += 4) {
+            const float32x4_t x0 = vld1q_f32(q0 + i), x1 = vld1q_f32(q1 + i);
+            const float32x4_t *kk = kt + 2 * i;
+            a0 = MULADD(a0, kk[0], x0, 0); a1 = MULADD(a1, kk[1], x0, 0);
+            b0 = MULADD(b0, kk[0], x1, 0); b1 = MULADD(b1, kk[1], x1, 0);
+            a0 = MULADD(a0, kk[2], x0, 1); a1 = MULADD(a1, kk[3], x0, 1);
+            b0 = MULADD(b0, kk[2], x1, 1); b1 = MULADD(b1, kk[3], x1, 1);
+            a0 = MULADD(a0, kk[4], x0, 2); a1 = MULADD(a1, kk[5], x0, 2);
+            b0 = MULADD(b0, kk[4], x1, 2); b1 = MULADD(b1, kk[5], x1, 2);
+            a0 = MULADD(a0, kk[6], x0, 3); a1 = MULADD(a1, kk[7], x0, 3);
+            b0 = MULADD(b0, kk[6], x1, 3); b1 = MULADD(b1, kk[7], x1, 3);
+        }
+        float *s0 = scores + (size_t)j * score_stride + s, *s1 = s0 + score_stride;
+        vst1q_f32(s0, vmulq_f32(a0, vscale));
+        vst1q_f32(s0 + 4, vmulq_f32(a1, vscale));
+        vst1q_f32(s1, vmulq_f32(b0, vscale));
+        vst1q_f32(s1 + 4, vmulq_f32(b1, vscale));
+    }
+    if (j < nq) { /* an odd group: the last head alone */
+        const float *q0 = q + (size_t)j * hd;
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0;
+        for (int i = 0; i < hd; i += 4) {
+            const float32x4_t x0 = vld1q_f32(q0 + i);
+            const float32x4_t *kk = kt + 2 * i;
+            a0 = MULADD(a0, kk[0], x0, 0); a1 = MULADD(a1, kk[1], x0, 0);
+            a0 = MULADD(a0, kk[2], x0, 1); a1 = MULADD(a1, kk[3], x0, 1);
+            a0 = MULADD(a0, kk[4], x0, 2); a1 = MULADD(a1, kk[5], x0, 2);
+            a0 = MULADD(a0, kk[6], x0, 3); a1 = MULADD(a1, kk[7], x0, 3);
+        }
+        float *s0 = scores + (size_t)j * score_stride + s;
+        vst1q_f32(s0, vmulq_f32(a0, vscale));
+        vst1q_f32(s0 + 4, vmulq_f32(a1, vscale));
+    }
+}
+
+/* The last 1-7 positions: ref's scalar loop. */
+static void scores_tail(int hd, int nq, int s, int n, const float *q, const float *k, size_t stride,
+                        float scale, float *scores, size_t score_stride)
+{
+    for (; s < n; s++)
+        for (int j = 0; j < nq; j++) {
+            const float *qj = q + (size_t)j * hd, *ks = k + (size_t)s * stride;
+            float dot = 0.0f;
+            for (int i = 0; i < hd; i++)
+                dot += qj[i] * ks[i];
+            scores[(size_t)j * score_stride + s] = dot * scale;
+        }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Softmax and value sums */
+
+/* Softmax of one head's n scores, as ref: max, exp(x - max), sum in position order, divide.
+ * The max uses FMAXNM, which skips NaN as ref's `x > max` does; it may return +0 where ref keeps
+ * a -0 seen first, but x - max then differs only in the sign of a zero, and exp(+-0) = 1. */
+static void softmax_exact(int n, float *sc)
+{
+    float32x4_t vm = vdupq_n_f32(-INFINITY);
+    int s = 0;
+    for (; s + 4 <= n; s += 4)
+        vm = vmaxnmq_f32(vm, vld1q_f32(sc + s));
+    float max = vmaxnmvq_f32(vm);
+    for (; s < n; s++)
+        max = sc[s] > max ? sc[s] : max;
+    vm = vdupq_n_f32(max);
+    for (s = 0; s + 4 <= n; s += 4)
+        vst1q_f32(sc + s, exp4_exact(vsubq_f32(vld1q_f32(sc + s), vm)));
+    for (; s < n; s++)
+        sc[s] = (float)exp((double)(sc[s] - max));
+    float sum = 0.0f;
+    for (s = 0; s < n; s++)
+        sum += sc[s];
+    const float32x4_t vs = vdupq_n_f32(sum);
+    for (s = 0; s + 4 <= n; s += 4)
+        vst1q_f32(sc + s, vdivq_f32(vld1q_f32(sc + s), vs));
+    for (; s < n; s++)
+        sc[s] /= sum;
+}
+
+/* out[0..hd) = sum_s p_s v_s, per element in position order, multiply then add; 32 elements (eight
+ * independent add chains) per pass over the positions, then 4 at a time. */
+static void values_exact(int hd, int n, const float *p, const float *v, size_t stride, float *out)
+{
+    int i = 0;
+    for (; i + 32 <= hd; i += 32) {
+        float32x4_t a[8];
+        for (int r = 0; r < 8; r++)
+            a[r] = vdupq_n_f32(0.0f);
+        for (int s = 0; s < n; s++) {
+            const float *vs = v + (size_t)s * stride + i;
+            const float32x4_t ps = vdupq_n_f32(p[s]);
+            for (int r = 0; r < 8; r++)
+                a[r] = vaddq_f32(a[r], vmulq_f32(ps, vld1q_f32(vs + 4 * r)));
+        }
+        for (int r = 0; r < 8; r++)
+            vst1q_f32(out + i + 4 * r, a[r]);
+    }
+    for (; i < hd; i += 4) {
+        float32x4_t a = vdupq_n_f32(0.0f);
+        for (int s = 0; s < n; s++)
+            a = vaddq_f32(a, vmulq_f32(vdupq_n_f32(p[s]), vld1q_f32(v + (size_t)s * stride + i)));
+        vst1q_f32(out + i, a);
+    }
+}
+
+void elk_attend_neon(int hd, int nq, int n, const float *q, const float *k, const float *v, size_t stride,
+                     float scale, float *scores, size_t score_stride, float *out)
+{
+    if (hd % 4 != 0 || hd > ATTN_HD_MAX) { /* no head size in use is; the plain loops then */
+        elk_kernels_ref.attend(hd, nq, n, q, k, v, stride, scale, scores, score_stride, out);
+        return;
+    }
+    int s = 0;
+    for (; s + 8 <= n; s += 8)
+        scores8(hd, nq, s, q, k, stride, scale, scores, score_stride);
+    scores_tail(hd, nq, s, n, q, k, stride, scale, scores, score_stride);
+    for (int j = 0; j < nq; j++) {
+        float *sc = scores + (size_t)j * score_stride;
+        softmax_exact(n, sc);
+        values_exact(hd, n, sc, v, stride, out + (size_t)j * hd);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * SwiGLU: g = g / (1 + exp(-g)) * u, the same three roundings as ref. */
+
+void elk_swiglu_neon(float *g, const float *u, int n)
+{
+    int i = 0;
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t gv = vld1q_f32(g + i);
+        const float32x4_t e = exp4_exact(vnegq_f32(gv));
+        vst1q_f32(g + i, vmulq_f32(vdivq_f32(gv, vaddq_f32(one, e)), vld1q_f32(u + i)));
+    }
+    for (; i < n; i++)
+        g[i] = g[i] / (1.0f + (float)exp((double)-g[i])) * u[i];
+}
+
+#else /* ARMv7: see the header; the translation unit must not be empty */
+typedef int elk_neon_attn_armv7_uses_ref;
+#endif
