@@ -8,6 +8,8 @@ implement are refused in one line."""
 import json
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -88,6 +90,36 @@ def test_c_and_python_encode_like_tokenizers(trained, host_build):
         assert T.encode(v, text, special=True) == want, text
         assert c.decode(want, special=True) == hf.decode(want, skip_special_tokens=False), text
         assert c.decode(want) == hf.decode(want, skip_special_tokens=True), text
+
+
+LONG_PIECE_DRIVER = r"""
+import sys
+from elk import spec
+from elk import tokenizer as T
+from elk.convert import bytelevel as BL
+from test_tokenizer_special import CTok
+import pathlib
+pieces, splits, k = list(BL.BYTE_TO_CHAR), [0] * 256, 1
+while k < 1024:  # a, aa, aaaa, ..., a*1024: each made by merging two halves
+    pieces.append("a" * 2 * k)
+    splits.append(k)
+    k *= 2
+v = T.Vocab(pieces, [-float(i) for i in range(len(pieces))], [T.NORMAL] * len(pieces), bos_id=-1, eos_id=-1,
+            unk_id=-1, pad_id=-1, flags=0, kind=spec.TOKENIZER_KIND_BYTE_BPE, splits=splits)
+c = CTok(pathlib.Path(sys.argv[1]), T.encode_section(v))
+for n in (1023, 1024, 1025, 1100, 2048, 2049, 5000):
+    assert c.encode("a" * n) == T.encode(v, "a" * n), n
+print("ok")
+"""
+
+
+def test_piece_spanning_the_whole_scratch_window_encodes(host_build):
+    """A pre-token longer than the scratch (1024 symbols) whose first window merges into one piece: the
+    window is all emitted and the rest continues (it read the symbol after the window and crashed)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "host")]))
+    proc = subprocess.run([sys.executable, "-c", LONG_PIECE_DRIVER, str(host_build)], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=ROOT / "tests")
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-3000:])
 
 
 def _as_text(hf):

@@ -675,7 +675,8 @@ static void encode_pretoken(const elk_tokenizer *t, tok_out *o, const uint8_t *p
             return;
         }
         uint32_t seg = encode_segment(t, o, t->syms, (int32_t)n_syms, (int32_t)(n_syms + 1) / 2);
-        uint32_t base = t->syms[seg].start;
+        /* seg == n_syms: one piece spanned the window past its half; all of it is out */
+        uint32_t base = seg < n_syms ? t->syms[seg].start : filled;
         memmove(t->norm, t->norm + base, filled - base);
         filled -= base;
         for (uint32_t k = seg; k < n_syms; k++) {
