@@ -102,6 +102,10 @@ def test_text_console_set_changes_the_sampling_and_refuses_bad_values(board):
         assert b"usage: set temp|top-p|top-k|tokens|seed VALUE" in _read_until(term, b"\r\n> ")
         term.write(b"set colour 3\r")
         assert b"set: temp (0 = greedy), top-p" in _read_until(term, b"\r\n> ")
+        term.write(b"set temp 5000000\r")  # any finite temperature is valid; its milli count passes 2^32
+        assert b"temp 5000000.000, top-p" in _read_until(term, b"\r\n> ")
+        term.write(b"set temp 9999999999999999999\r")
+        assert b"temp 1e15 or more, top-p" in _read_until(term, b"\r\n> ")
         term.write(b"set temp 0\r")
         _read_until(term, b"\r\n> ")
         term.write(b"set tokens 5\r")

@@ -76,11 +76,17 @@ static int parse_dec(const char *s, uint32_t n, double *out)
     return digits > 0;
 }
 
-/* Milli-units as text: 0.8 -> "0.800" (elk_fmt has no %f). */
+/* Milli-units as text: 0.8 -> "0.800" (elk_fmt has no %f). A temperature may be any finite value: past
+ * 1e15 the milli count would not fit (the conversion would be undefined), so it is named as such. */
 static void say_milli(elk_fw *fw, const char *name, float x)
 {
-    unsigned m = (unsigned)(x * 1000.0f + 0.5f);
-    sayf(fw, "%s %u.%u%u%u", name, m / 1000, m / 100 % 10, m / 10 % 10, m % 10);
+    if (!(x < 1e15f)) {
+        sayf(fw, "%s 1e15 or more", name);
+        return;
+    }
+    unsigned long long m = (unsigned long long)((double)x * 1000.0 + 0.5);
+    sayf(fw, "%s %llu.%u%u%u", name, m / 1000, (unsigned)(m / 100 % 10), (unsigned)(m / 10 % 10),
+         (unsigned)(m % 10));
 }
 
 static void show_sampling(elk_fw *fw)
