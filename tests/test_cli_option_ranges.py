@@ -61,6 +61,14 @@ def test_elk_run_command_rejects_out_of_range_option(image, opt, value, rule):
     assert f"{opt}: {value} {rule}" in line or f"{opt}/" in line and f": {value} {rule}" in line, line
 
 
+@pytest.mark.parametrize("opt", ["--npu-tops", "--npu-dma-gbs"])
+def test_elk_run_program_names_the_rule_for_a_non_finite_npu_figure(host_build, image, opt):
+    p = subprocess.run([str(host_build / "elk-run"), str(image), "-p", "hi", "--npu", "sim", opt, "nan"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stdout == "", p.stdout
+    assert f"{opt} nan must be a finite number" in _one_line(p.stderr, "elk-run: error: ")
+
+
 def test_in_range_edges_are_accepted_by_both(host_build, image):
     ok = ["--top-p", "1", "--temperature", "0", "--top-k", "0", "--seed", "18446744073709551615", "-n", "1",
           "--threads", "1", "--ctx", "512", "--repeat-penalty", "1e-3"]

@@ -148,9 +148,9 @@ static int set_option(args *a, const char *o, const char *val)
     else if (!strcmp(o, "--repeat-penalty"))
         rc = real(o, val, positive, "must be finite and > 0 (1 = off)", &v), a->repeat_penalty = (float)v;
     else if (!strcmp(o, "--npu-tops"))
-        rc = real(o, val, any, "", &a->npu_tops);
+        rc = real(o, val, any, "must be a finite number (0 or less: the simulator's default)", &a->npu_tops);
     else if (!strcmp(o, "--npu-dma-gbs"))
-        rc = real(o, val, any, "", &a->npu_dma_gbs);
+        rc = real(o, val, any, "must be a finite number (0 or less: the simulator's default)", &a->npu_dma_gbs);
     else
         return usage("unknown option");
     return rc;
