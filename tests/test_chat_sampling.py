@@ -118,3 +118,13 @@ def test_text_console_set_changes_the_sampling_and_refuses_bad_values(board):
         assert reply.startswith(b"\r\n, there was a little") and b"girl named" not in reply, reply
         term.write(b"set seed 42\r")
         assert b"seed 42" in _read_until(term, b"\r\n> ")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "4294967296"])
+def test_chat_token_limit_out_of_range_is_one_usage_line_before_connecting(value):
+    """-n 0 used to reach the board, which prefilled the prompt and printed nothing (exit 0); elk run,
+    /tokens and the console's set refuse it. The port does not exist: the option is checked first."""
+    r = run_elk("chat", "--port", "/dev/elk-no-such-port", "-p", "Once upon a time", "-n", value)
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"argument -n/--max-tokens: {value} is outside [1, 4294967295]" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

@@ -34,7 +34,11 @@ def register(sub) -> None:
     p.add_argument("--port", required=True)
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("-p", "--prompt", help="one prompt: print the reply and exit")
-    p.add_argument("-n", "--max-tokens", type=int, default=256)
+    from elk.options import cli_int
+
+    # >= 1 as elk run, /tokens and the console's set: 0 would only prefill the prompt and print nothing
+    p.add_argument("-n", "--max-tokens", type=cli_int(1, 2**32 - 1), default=256,
+                   help="most tokens per reply, 1 to 4294967295 (default 256)")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 0.8; 0 with -p)")
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--top-k", type=int, default=0)
