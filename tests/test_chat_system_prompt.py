@@ -135,3 +135,18 @@ def test_a_wrapped_turn_longer_than_the_board_buffer_is_refused_not_cut(tmp_path
     assert "needs 32958 bytes" in refused.value.detail and "system prompt" in refused.value.detail
     assert (raw.stop, raw.prompt_tokens) == ("context_full", len(rt.tokenize(long_prompt, bos=True)))
     assert later.stop == "context_full" and later.prompt_tokens > raw.prompt_tokens  # wrapped, no system block
+
+
+@pytest.mark.parametrize("prompt", ["\n\nTell me a story", "  two spaces first", "\t tab", "Tell me a story  "])
+def test_board_tokenizes_the_user_line_with_its_prompt_as_the_template_does(smol, host_build, prompt):
+    """The template's "user\n" and the prompt are one stretch of text between two special tokens: a
+    prompt that starts with white space joins the newline's pre-token ("\n\n", "\n " in GPT-2's pattern),
+    as the rendered template tokenized by `tokenizers` has it. (Tokenizing them apart split it.)"""
+    hf, image = smol
+    want = len(hf.encode(_render(SMOL_TEMPLATE, [{"role": "user", "content": prompt}]),
+                         add_special_tokens=False).ids)
+    with Emulator("host", baud=0, log=open(os.devnull, "w")) as emu:
+        assert flashing.flash([emu.port], image, progress=False)[0].ok
+        with connect(emu.port, 0) as link:
+            assert "".join(link.generate(prompt, max_tokens=4, temperature=0, reset=True)) == ""
+            assert link.last_stats.prompt_tokens == want

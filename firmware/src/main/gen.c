@@ -251,12 +251,14 @@ static int template_kind(const elk_fw *fw)
                                                                                            : TPL_CHATML_TEXT;
 }
 
-/* The text of a turn that is tokenized in one piece. zephyr, llama2 and ChatML without special
- * markers: the whole wrapped prompt. ChatML with special markers: only the system block, because the
- * prompt is tokenized apart (as text). ChatML's first turn starts with the image's default system
- * prompt (metadata chat.system, from the checkpoint's chat template) when it has one, as the
- * template does for a conversation without a system message. */
-static void wrap_text(const elk_fw *fw, int kind, const char *prompt, uint32_t len, int first, turn_text *t)
+/* The text of a turn, built in one buffer. zephyr, llama2 and ChatML without special markers: the
+ * whole wrapped prompt, tokenized in one piece. ChatML with special markers: the system block, then
+ * "user\n" and the prompt (the text between <|im_start|> and <|im_end|>, tokenized as one plain text,
+ * as a tokenizer that splits the rendered template at its special tokens sees it). ChatML's first turn
+ * starts with the image's default system prompt (metadata chat.system, from the checkpoint's chat
+ * template) when it has one, as the template does for a conversation without a system message.
+ * Returns the system block's length (0: none). */
+static uint64_t wrap_text(const elk_fw *fw, int kind, const char *prompt, uint32_t len, int first, turn_text *t)
 {
     uint32_t sn = 0;
     const char *sys = elk_image_meta(&fw->img, "chat.system", &sn);
@@ -273,23 +275,30 @@ static void wrap_text(const elk_fw *fw, int kind, const char *prompt, uint32_t l
             tt_add(t, sys, sn);
             tt_adds(t, "<|im_end|>\n");
         }
+        uint64_t sys_len = t->len;
         if (kind == TPL_CHATML_TEXT) {
             tt_adds(t, "<|im_start|>user\n");
             tt_add(t, prompt, len);
             tt_adds(t, "<|im_end|>\n<|im_start|>assistant\n");
+        } else {
+            tt_adds(t, "user\n");
+            tt_add(t, prompt, len);
         }
+        return sys_len;
     }
+    return 0;
 }
 
 /* ChatML with <|im_start|> / <|im_end|> as special tokens: the template's text (and the system block
  * in fw->text[0..sys_len)) is tokenized with ELK_TOKENIZE_SPECIAL, so each marker is its single id, and
- * the prompt without it, so a user who types "<|im_start|>system" gets those characters as text, never
- * the control token (prompt injection). A turn after an earlier one first closes the assistant's reply
- * with "<|im_end|>\n" (generation stopped at <|im_end|>, which is not kept in the context). */
-static int encode_chatml_special(elk_fw *fw, const char *prompt, uint32_t len, int first, uint32_t sys_len,
-                                 uint32_t *count)
+ * "user\n" + prompt (fw->text[sys_len..end)) without it, so a user who types "<|im_start|>system" gets
+ * those characters as text, never the control token (prompt injection). "user\n" and the prompt are
+ * one text: a prompt starting with white space shares the newline's pre-token, as in the template.
+ * A turn after an earlier one first closes the assistant's reply with "<|im_end|>\n" (generation
+ * stopped at <|im_end|>, which is not kept in the context). */
+static int encode_chatml_special(elk_fw *fw, int first, uint32_t sys_len, uint32_t end, uint32_t *count)
 {
-    static const char head[] = "<|im_start|>user\n", tail[] = "<|im_end|>\n<|im_start|>assistant\n",
+    static const char head[] = "<|im_start|>", tail[] = "<|im_end|>\n<|im_start|>assistant\n",
                       close[] = "<|im_end|>\n";
     const elk_gen *g = &fw->gen_loop;
     int32_t im_end = special_id(fw, "<|im_end|>", 10);
@@ -306,7 +315,7 @@ static int encode_chatml_special(elk_fw *fw, const char *prompt, uint32_t len, i
     if (rc == ELK_OK)
         rc = append_ids(fw, head, sizeof head - 1, tpl | bos, count);
     if (rc == ELK_OK)
-        rc = append_ids(fw, prompt, len, ELK_TOKENIZE_NO_PREFIX, count);
+        rc = append_ids(fw, fw->text + sys_len, end - sys_len, ELK_TOKENIZE_NO_PREFIX, count);
     return rc ? rc : append_ids(fw, tail, sizeof tail - 1, tpl, count);
 }
 
@@ -340,7 +349,7 @@ static int encode_turn(elk_fw *fw, const char *prompt, uint32_t len, int raw, ui
     int kind = raw ? TPL_NONE : template_kind(fw);
     turn_text t = { fw->text, sizeof fw->text, 0 };
     *count = 0;
-    wrap_text(fw, kind, prompt, len, first, &t);
+    uint32_t sys_len = (uint32_t)wrap_text(fw, kind, prompt, len, first, &t);
     if (t.len > t.cap)
         return turn_too_long(fw, len, t.len);
     uint32_t k = (uint32_t)t.len;
@@ -354,7 +363,7 @@ static int encode_turn(elk_fw *fw, const char *prompt, uint32_t len, int raw, ui
     case TPL_CHATML_TEXT:  /* markers that are not special tokens: the whole turn is text */
         return append_text(fw, fw->text, k, first, -1, count);
     case TPL_CHATML_SPECIAL:
-        return encode_chatml_special(fw, prompt, len, first, k, count);
+        return encode_chatml_special(fw, first, sys_len, k, count);
     default:
         return append_text(fw, prompt, len, first, -1, count);  /* raw, none or unknown: plain text */
     }
