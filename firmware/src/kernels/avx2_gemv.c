@@ -18,6 +18,12 @@
  * one convert, one scale (fp16 -> float, times the activation scale) and one FMA. The activation
  * side (bytes, seeds, scales in lane order) is rearranged once per call. Blocks past the last full
  * group (nb % 4) are added one at a time. */
+/* Software prefetch this many bytes ahead of each Q4_0 row stream. The two rows' compute fills the
+ * reorder window before enough of their loads are in flight to cover DRAM latency (the same loads
+ * without the compute read 39 GB/s here, with it 32); a prefetch retires at once. One core,
+ * 5632 x 2048 from DRAM: 32 -> 34.5 GB/s at 4-16 KB (1-2 KB ahead is worse than none); TinyLlama
+ * decode A/B, 1 thread 50-54 -> 56 tokens/s, 2 threads 72-89 -> 74-93. Q8_0 gained nothing. */
+#define GEMV_PREFETCH 12288
 #define GEMV_MAX_GROUPS 64 /* rows up to 8192 columns; wider rows take the dot loop (16 KB stack) */
 
 typedef struct {
@@ -98,6 +104,7 @@ ELK_INLINE float q4_block_dot(const elk_block_q4_0 *w, const elk_block_q8_0 *x)
 ELK_INLINE __m512 q4_quad_fma(const elk_block_q4_0 *bb, const gemv_quad *q, __m512 acc)
 {
     __m512i first;
+    _mm_prefetch((const char *)(const void *)bb + GEMV_PREFETCH, _MM_HINT_T0);
     const __m512i v = q4_quad_bytes(bb, &first);
     __m512i p = _mm512_dpbusd_epi32(q->fix, _mm512_and_si512(v, _mm512_set1_epi8(0x0f)), q->xlo);
     p = _mm512_dpbusd_epi32(p, nibbles_hi(v), q->xhi);
