@@ -4,7 +4,9 @@ terminal it answers one scripted greedy prompt and exits 0."""
 import subprocess
 import sys
 
-from conftest import ROOT, fixture_path
+import pytest
+
+from conftest import ROOT, fixture_path, run_elk
 
 GREEDY = "Once upon a time, there was a little girl named Lily."
 
@@ -99,3 +101,14 @@ def test_demo_on_a_terminal_opens_the_chat_console(host_build, tmp_path):
             proc.wait()
         os.close(master)
         os.close(slave)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "4294967296"])
+def test_demo_token_limit_out_of_range_is_one_usage_line_before_building(value):
+    """`elk demo -n 0` used to build, pack, emulate and flash, then send the prompt with a limit of 0:
+    the board read the prompt in, nothing was printed and the demo exited 0. -n is refused as elk chat
+    refuses it, before any of that (no output on stdout: nothing was built or started)."""
+    r = run_elk("demo", "-n", value, timeout=60)
+    assert r.returncode == 2 and r.stdout == "", r.stdout[-2000:]
+    assert f"argument -n/--max-tokens: {value} is outside [1, 4294967295]" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

@@ -60,7 +60,9 @@ def register(sub) -> None:
     p.add_argument("--model", help="checkpoint (anything `elk pack` takes; default models/demo/demo.bin)")
     p.add_argument("--tokenizer", help="tokenizer for llama2.c checkpoints")
     p.add_argument("--board", default="host")
-    p.add_argument("-n", "--max-tokens", type=int, default=120)
+    # as elk chat: 0 would build, flash and send the prompt, then print nothing
+    p.add_argument("-n", "--max-tokens", type=cli_int(1, 2**32 - 1), default=120,
+                   help="most tokens in the reply, 1 to 4294967295 (default 120)")
     p.set_defaults(func=_demo)
 
 
