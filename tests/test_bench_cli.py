@@ -2,6 +2,7 @@
 measured with `elk bench`, never asserted), bad input gives one line and exit 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -82,3 +83,15 @@ def test_bench_rejects_bad_input_with_one_line(stories, args, message):
     p = elk_cli(*[str(stories) if a == "STORIES" else a for a in args])
     assert p.returncode == 2
     assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_the_elk_command_keeps_numpy_from_starting_blas_threads():
+    # libelk has its own pool; OpenBLAS's workers (one per core, spinning after numpy loads) showed
+    # up in `elk bench` profiles competing for the same two cores. The CLI caps them before numpy loads.
+    code = ("import os, elk.cli, numpy; "
+            "print(len(os.listdir('/proc/self/task')), os.environ['OPENBLAS_NUM_THREADS'])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENBLAS", "OMP_"))}
+    env["PYTHONPATH"] = str(ROOT / "host")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]

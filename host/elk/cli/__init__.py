@@ -4,9 +4,15 @@ Each area registers its subcommands from its own module (elk/cli/<area>.py) via 
 """
 
 import argparse
+import os
 import sys
 
-from elk.errors import ElkError
+# elk computes in libelk's own thread pool; numpy's OpenBLAS worker threads (started when numpy
+# loads, spinning for a while) would only compete with it for the cores — they showed up in
+# `elk bench` profiles. Set before any area imports numpy; an explicit setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from elk.errors import ElkError  # noqa: E402
 
 # Areas in the order their commands appear in `elk --help`.
 AREAS = ("pack", "run", "boards", "link", "npu", "bench", "trust")
