@@ -59,6 +59,9 @@ def test_connect_timeout_flag_and_environment_set_the_budget(silent_port):
     (("--connect-timeout", "0"), None, "--connect-timeout must be above 0 seconds, got 0"),
     (("--connect-timeout", "-2"), None, "--connect-timeout must be above 0 seconds, got -2"),
     ((), "soon", "ELK_CONNECT_TIMEOUT must be a number of seconds, got 'soon'"),
+    # a large budget was refused as "must be above 0 seconds"
+    (("--connect-timeout", "1e6"), None, "--connect-timeout must be below 1000000 seconds (11.6 days), got 1e+06"),
+    ((), "nan", "ELK_CONNECT_TIMEOUT must be a number of seconds, got nan"),
 ])
 def test_a_bad_connect_budget_is_one_line(silent_port, args, env, message):
     for cmd in (("status",), ("flash", ROOT / "README.md")):

@@ -32,6 +32,7 @@ READ_SLICE = 0.01  # seconds one serial read may block
 # waited for; only a board that says nothing at all for this long is given up on. ELK_CONNECT_TIMEOUT or
 # --connect-timeout override it.
 CONNECT_TIMEOUT_S = 3.0
+CONNECT_TIMEOUT_MAX_S = 1e6  # --connect-timeout / ELK_CONNECT_TIMEOUT must be below this
 HELLO_FIRST_RTO_S = 0.25   # first HELLO try; later tries wait 1.5x longer, at most HELLO_MAX_RTO_S
 HELLO_MAX_RTO_S = 1.0
 STOP_NAMES = {v: k.lower() for k, v in P.STOP_REASONS.items()}
@@ -568,8 +569,12 @@ def connect_timeout(timeout: float | None = None) -> float:
             timeout = float(env)
         except ValueError:
             raise LinkError(f"{where} must be a number of seconds, got {env!r}") from None
-    if not 0 < timeout < 1e6:
+    if timeout != timeout:
+        raise LinkError(f"{where} must be a number of seconds, got nan")
+    if timeout <= 0:
         raise LinkError(f"{where} must be above 0 seconds, got {timeout:g}")
+    if timeout >= CONNECT_TIMEOUT_MAX_S:  # a budget, not "wait forever": a silent port still ends
+        raise LinkError(f"{where} must be below {CONNECT_TIMEOUT_MAX_S:.0f} seconds (11.6 days), got {timeout:g}")
     return float(timeout)
 
 
