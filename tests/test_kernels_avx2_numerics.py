@@ -242,7 +242,7 @@ def test_avx2_gemm_with_scales_matches_ref_dots(k):
 
 
 @pytest.mark.parametrize("wtype", [Q8_0, Q4_0])
-@pytest.mark.parametrize("n", [576, 2048, 5632])  # SmolLM dim, TinyLlama dim, TinyLlama FFN (176 blocks)
+@pytest.mark.parametrize("n", [576, 2048, 5632, 11008])  # SmolLM dim, TinyLlama dim and FFN, a 7B FFN (344 blocks)
 def test_avx2_decode_gemv_with_scales_matches_ref_dots(k, wtype, n):
     """One token (the decode GEMV: groups of 4 Q4_0 blocks, pairs of Q8_0 blocks, two row streams)
     on real model widths, an odd row range, random scales: within rounding of ref's dot."""

@@ -24,7 +24,7 @@
  * 5632 x 2048 from DRAM: 32 -> 34.5 GB/s at 4-16 KB (1-2 KB ahead is worse than none); TinyLlama
  * decode A/B, 1 thread 50-54 -> 56 tokens/s, 2 threads 72-89 -> 74-93. Q8_0 gained nothing. */
 #define GEMV_PREFETCH 12288
-#define GEMV_MAX_GROUPS 64 /* rows up to 8192 columns; wider rows take the dot loop (16 KB stack) */
+#define GEMV_MAX_GROUPS 128 /* rows up to 16384 columns (32 KB of stack); wider rows take the dot loop */
 
 typedef struct {
     __m512i xlo, xhi; /* activation bytes 0-15 / 16-31 of blocks 4g..4g+3, 16 per block */
@@ -172,7 +172,7 @@ static void gemv_q4_0_512(int nb, const uint8_t *w, size_t row_bytes, int r0, in
 /* Decode GEMV for Q8_0, two blocks per zmm (lanes 0-7 block i, 8-15 block i+1). The weight bytes
  * are offset to unsigned (w + 128, one xor) and meet the signed activation bytes in vpdpbusd,
  * seeded with -128 * sum(x) of each lane (prepared once per call), so the sum is exact. */
-#define GEMV_MAX_PAIRS 128 /* rows up to 8192 columns; wider rows take the dot loop */
+#define GEMV_MAX_PAIRS 256 /* rows up to 16384 columns (48 KB of stack); wider rows take the dot loop */
 
 typedef struct {
     __m512i x;   /* activation bytes of blocks 2j, 2j+1 */
@@ -247,7 +247,7 @@ int elk_gemv_avx2(int wtype, int nb, const uint8_t *w, size_t row_bytes, int r0,
  * products are added (|sum| <= 4 * 15 * 127, no saturation) before one madd to int32 lanes (lanes
  * 0-3 block i, 4-7 block i+1), seeded with -8 * sum(x) of each lane's bytes; AVX-VNNI does the same
  * with two vpdpbusd. Then one convert, one scale and one FMA per block pair. */
-#define GEMV2_MAX_PAIRS 128 /* rows up to 8192 columns; wider rows take the dot loop */
+#define GEMV2_MAX_PAIRS 256 /* rows up to 16384 columns (24 KB of stack); wider rows take the dot loop */
 
 typedef struct {
     __m256i xlo, xhi; /* activation bytes 0-15 / 16-31 of blocks 2j and 2j+1 */
