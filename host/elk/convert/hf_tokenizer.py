@@ -46,6 +46,12 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
     byte_level = '"ByteLevel"' in json.dumps(doc.get("pre_tokenizer")) + json.dumps(doc.get("decoder"))
     kind_flags = _byte_level_flags(path, doc, model) if byte_level else None
     added = {t["id"]: t for t in doc.get("added_tokens") or []}
+    # a negative id would index the piece list from its end and silently replace another piece
+    for where, entries in (("the vocab", vocab_map.items()),
+                           ("added_tokens", ((t["content"], i) for i, t in added.items()))):
+        bad = next(((piece, i) for piece, i in entries if isinstance(i, int) and i < 0), None)
+        if bad:
+            raise TokenizerFormatError(f"{path}: token {bad[0]!r} has id {bad[1]} in {where}; ids must be 0 or more")
     n = max(list(vocab_map.values()) + list(added)) + 1
     if n > MAX_TOKENS:
         raise TokenizerFormatError(f"{path}: {n} tokens is too many")
