@@ -184,7 +184,8 @@ def from_sentencepiece(path) -> Vocab:
 
 
 def from_hf_tokenizer_json(path) -> Vocab:
-    """Hugging Face tokenizer.json of a Llama-style SentencePiece BPE (elk.convert.hf_tokenizer)."""
+    """Hugging Face tokenizer.json of a Llama-style SentencePiece BPE or a GPT-2 style byte-level BPE
+    (elk.convert.hf_tokenizer)."""
     from elk.convert import hf_tokenizer
 
     return hf_tokenizer.read_tokenizer_json(path)

@@ -1,8 +1,9 @@
-"""Hugging Face tokenizer files as an elk vocabulary: tokenizer.json of a Llama-style SentencePiece BPE,
-and the facts a HF folder keeps beside its tokenizer: added (special) tokens, bos/eos/pad, stop ids from
-generation_config.json, the chat template (docs/tokenizer.md "Special tokens and stop ids").
-Not here: byte-level BPE (refused), the section bytes or the encoder (elk.tokenizer).
-"""
+"""Hugging Face tokenizer files as an elk vocabulary: tokenizer.json of a Llama-style SentencePiece BPE
+or of a GPT-2 style byte-level BPE (TOKENIZER kind 2: SmolLM, SmolLM2; other split patterns such as
+Llama 3's are refused in one line), and the facts a HF folder keeps beside its tokenizer: added (special)
+tokens, bos/eos/pad, stop ids from generation_config.json, the chat template (docs/tokenizer.md).
+Not here: the byte-level split and merges (elk.convert.bytelevel), the section bytes or the encoder
+(elk.tokenizer)."""
 
 from __future__ import annotations
 
