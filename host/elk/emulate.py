@@ -184,13 +184,22 @@ class Emulator:
             self.on_port(self.port)
         tie = _prctl is not None and threading.current_thread() is threading.main_thread()
         ready_r, self._ready_w = os.pipe()
-        try:
-            self._spawn(tie)
+        try:  # the read end is closed on every path: a failed spawn used to leak it
+            try:
+                self._spawn(tie)
+            finally:
+                os.close(self._ready_w)
+                self._ready_w = None
+            os.close(self._master)
+            self._master = None
+            self._write_record()
+            self._wait_ready(ready_r)
         finally:
-            os.close(self._ready_w)
-            self._ready_w = None
-        os.close(self._master)
-        self._master = None
+            os.close(ready_r)
+        return self
+
+    def _write_record(self) -> None:
+        """The runtime-directory entry `elk ports` lists (none when the directory is not writable)."""
         self.record = RUNTIME_DIR / f"{os.getpid()}-{self.proc.pid}.json"
         try:
             RUNTIME_DIR.mkdir(parents=True, exist_ok=True)
@@ -199,11 +208,6 @@ class Emulator:
                 "flash": self.flash, "baud": self.baud, "started": time.time()}))
         except OSError:
             self.record = None
-        try:
-            self._wait_ready(ready_r)
-        finally:
-            os.close(ready_r)
-        return self
 
     def _wait_ready(self, fd: int) -> None:
         """Until elk-fw first reads its UART (one byte on the --ready-fd pipe); EOF = it exited."""
