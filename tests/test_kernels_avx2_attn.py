@@ -9,22 +9,7 @@ import cffi
 import numpy as np
 import pytest
 
-TYPE_COUNT = 31
-CDEF = f"""
-typedef struct elk_kernels {{
-    const char *name;
-    uint32_t requires;
-    void (*quantize_q8_0)(const float *x, void *y, int n);
-    float (*dot[{TYPE_COUNT}])(int n, const void *w, const void *x);
-    void (*gemm[{TYPE_COUNT}])(int n, const void *w, size_t row_bytes, int r0, int r1,
-                               const void *x, size_t x_stride, int n_tok, float *y, int rows);
-    void (*attend)(int hd, int nq, int n, const float *q, const float *k, const float *v, size_t stride,
-                   float scale, float *scores, size_t score_stride, float *out);
-    void (*swiglu)(float *g, const float *u, int n);
-}} elk_kernels;
-extern elk_kernels elk_kernels_ref;
-extern elk_kernels elk_kernels_avx2;
-"""
+from kernel_table import CDEF
 
 
 @pytest.fixture(scope="module")

@@ -16,23 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from kernel_table import BF16, CDEF, F16, F32, Q4_0, Q8_0
 
-TYPE_COUNT = 31
-F32, F16, Q4_0, Q8_0, BF16 = 0, 1, 2, 8, 30
-CDEF = f"""
-typedef struct elk_kernels {{
-    const char *name;
-    uint32_t requires;
-    void (*quantize_q8_0)(const float *x, void *y, int n);
-    float (*dot[{TYPE_COUNT}])(int n, const void *w, const void *x);
-    void (*gemm[{TYPE_COUNT}])(int n, const void *w, size_t row_bytes, int r0, int r1,
-                               const void *x, size_t x_stride, int n_tok, float *y, int rows);
-}} elk_kernels;
-extern elk_kernels elk_kernels_ref;   /* const in C; cffi reads globals only when declared non-const */
-extern elk_kernels elk_kernels_avx2;
-uint32_t elk_cpu_features(void);
-const elk_kernels *elk_kernels_select(uint32_t features, const char *name);
-"""
 Q8_BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", 32)])
 Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
 REQUIRED = 0b111  # AVX2 | FMA | F16C

@@ -107,17 +107,24 @@ int main(void) {
 """
 
 
+def build_pool_program(tmp_path, name, source, sanitize):
+    """A C program of `source` linked with threads.c alone, under the given sanitizer(s)."""
+    src = tmp_path / f"{name}.c"
+    src.write_text(source)
+    exe = tmp_path / name
+    posix = ROOT / "firmware" / "platform" / "posix"
+    build = subprocess.run(["cc", "-O1", "-g", "-std=c11", f"-fsanitize={sanitize}", "-fno-sanitize-recover=all",
+                            f"-I{ROOT / 'firmware' / 'include'}", f"-I{ROOT / 'firmware' / 'src'}", f"-I{posix}",
+                            str(src), str(posix / "threads.c"), "-o", str(exe), "-lpthread"],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    return exe
+
+
 def test_pool_stress_in_c_under_threadsanitizer(tmp_path):
     # 60,000 jobs of changing sizes straight in C (no GIL), under ThreadSanitizer, whose scheduling
     # shakes out ordering bugs: this found a late worker claiming index n-1 of the next job twice.
-    src = tmp_path / "pool_stress.c"
-    src.write_text(STRESS_C)
-    exe = tmp_path / "pool_stress"
-    posix = ROOT / "firmware" / "platform" / "posix"
-    build = subprocess.run(["cc", "-O1", "-g", "-std=c11", "-fsanitize=thread", f"-I{ROOT / 'firmware' / 'include'}",
-                            f"-I{ROOT / 'firmware' / 'src'}", f"-I{posix}", str(src), str(posix / "threads.c"),
-                            "-o", str(exe), "-lpthread"], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-2000:]
+    exe = build_pool_program(tmp_path, "pool_stress", STRESS_C, "thread")
     for _ in range(2):
         run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
         assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr[-3000:]
@@ -145,15 +152,7 @@ def test_bandwidth_probe_under_addresssanitizer_with_many_threads(tmp_path):
     # The probe splits its buffer into 16 tasks per thread, each writing its own sink slot and
     # trying three read loops (scalar; 64-byte vectors in one and two streams): every slot and
     # every read must stay in bounds at any thread count (the slots once ran out past 4 threads).
-    src = tmp_path / "probe.c"
-    src.write_text(PROBE_C)
-    exe = tmp_path / "probe"
-    posix = ROOT / "firmware" / "platform" / "posix"
-    build = subprocess.run(["cc", "-O1", "-g", "-std=c11", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                            f"-I{ROOT / 'firmware' / 'include'}", f"-I{ROOT / 'firmware' / 'src'}", f"-I{posix}",
-                            str(src), str(posix / "threads.c"), "-o", str(exe), "-lpthread"],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-2000:]
+    exe = build_pool_program(tmp_path, "probe", PROBE_C, "address,undefined")
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr[-3000:]
 
