@@ -145,14 +145,14 @@ def run_elk(*args, cwd=None):
 def test_cli_keygen_sign_and_errors_are_one_line(plain_image, keys, tmp_path):
     img = tmp_path / "m.elk"
     img.write_bytes(plain_image)
-    r = run_elk("keygen", "-o", tmp_path / "me")
+    r = run_elk("keygen", "-o", tmp_path / "me", "--no-passphrase")
     assert r.returncode == 0 and "key id" in r.stdout
     r = run_elk("sign", img, "--key", tmp_path / "me.key", "--security-counter", "5")
     assert r.returncode == 0, r.stderr
     assert trust.read_header(img.read_bytes()).security_counter == 5
     for args, msg in [
         (("sign", img, "--key", tmp_path / "me.pub"), "this is a public key"),
-        (("sign", img, "--key", tmp_path / "m.elk"), "not an unencrypted Ed25519 private key"),
+        (("sign", img, "--key", tmp_path / "m.elk"), "not an Ed25519 private key"),
         (("sign", img, "--key", tmp_path / "nope.key"), "cannot read private key"),
         (("sign", tmp_path / "me.pub", "--key", tmp_path / "me.key"), "image"),
         (("sign", img, "--key", tmp_path / "me.key", "--security-counter", "-1"), "security counter"),

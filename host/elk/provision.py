@@ -72,7 +72,8 @@ def provision(link, new_key: bytes | None, old_private=None) -> tuple[TrustInfo,
     return before, after
 
 
-def provision_port(port: str, key_path, old_key=None, clear: bool = False, baud=None) -> tuple[str, str]:
+def provision_port(port: str, key_path, old_key=None, clear: bool = False, baud=None,
+                   passphrase_file=None) -> tuple[str, str]:
     """`elk provision`: returns (message, warning or "")."""
     from elk import link as elk_link
 
@@ -81,7 +82,7 @@ def provision_port(port: str, key_path, old_key=None, clear: bool = False, baud=
     if not clear and not key_path:
         raise ProvisionError("pass --key owner.pub (or --clear with --old-key)")
     new_key = None if clear else trust.load_public_key(key_path)
-    old_private = trust.load_private_key(old_key) if old_key else None
+    old_private = trust.load_private_key(old_key, passphrase_file) if old_key else None
     with elk_link.connect(port, baud or 115200) as lnk:
         before, after = provision(lnk, new_key, old_private)
     warning = after.note if after.owned else "board has no owner key: it accepts unsigned images"

@@ -36,16 +36,76 @@ class TrustError(ElkError):
 # Keys
 
 
-def keygen(prefix: str | os.PathLike, force: bool = False) -> tuple[pathlib.Path, pathlib.Path]:
-    """Write <prefix>.key (PKCS#8 PEM, mode 0600) and <prefix>.pub (SubjectPublicKeyInfo PEM)."""
-    prefix = pathlib.Path(prefix)
-    key_path, pub_path = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
-    for p in (key_path, pub_path):
-        if p.exists() and not force:
-            raise TrustError(f"{p} exists; refusing to overwrite a key (use --force)")
+PASSPHRASE_ENV = "ELK_KEY_PASSPHRASE"
+
+
+def _passphrase_file(path) -> bytes:
+    """The passphrase in a file: its bytes without one trailing newline (as `echo pw > f` writes it)."""
+    data = _read(path, "passphrase file")
+    if data.endswith(b"\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
+    if not data:
+        raise TrustError(f"passphrase file {path} is empty")
+    return data
+
+
+def _prompt(text: str) -> bytes:
+    import getpass
+
+    try:
+        pw = getpass.getpass(text)
+    except EOFError:
+        raise TrustError("no passphrase read from the terminal") from None
+    return pw.encode("utf-8")
+
+
+def _stdin_is_tty() -> bool:
+    import sys
+
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):
+        return False
+
+
+def passphrase_for_new_key(passphrase_file=None, no_passphrase: bool = False) -> bytes | None:
+    """The passphrase `elk keygen` encrypts with: --passphrase-file, else $ELK_KEY_PASSPHRASE, else asked
+    twice on the terminal; None only with --no-passphrase. Nothing to go on: TrustError (a key is never
+    left unencrypted by accident)."""
+    if no_passphrase:
+        if passphrase_file:
+            raise TrustError("pass either --passphrase-file or --no-passphrase, not both")
+        return None
+    if passphrase_file:
+        return _passphrase_file(passphrase_file)
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env is not None:
+        if not env:
+            raise TrustError(f"{PASSPHRASE_ENV} is set but empty (unset it, or use --no-passphrase "
+                             "for an unencrypted key)")
+        return env.encode("utf-8")
+    if not _stdin_is_tty():
+        raise TrustError(f"no passphrase for the new private key: set {PASSPHRASE_ENV}, pass "
+                         "--passphrase-file FILE, run on a terminal, or --no-passphrase for an unencrypted key")
+    first = _prompt("Passphrase for the new private key: ")
+    if not first:
+        raise TrustError("empty passphrase (use --no-passphrase for an unencrypted key)")
+    if _prompt("Same passphrase again: ") != first:
+        raise TrustError("the two passphrases differ; no key written")
+    return first
+
+
+def keygen(prefix: str | os.PathLike, force: bool = False,
+           passphrase: bytes | None = None) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write <prefix>.key (PKCS#8 PEM, mode 0600; encrypted when passphrase is given) and <prefix>.pub
+    (SubjectPublicKeyInfo PEM)."""
+    key_path, pub_path = key_paths(prefix, force)
     private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    enc = (serialization.BestAvailableEncryption(passphrase) if passphrase is not None
+           else serialization.NoEncryption())
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
     pub = private.public_key().public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
     try:
@@ -61,6 +121,17 @@ def keygen(prefix: str | os.PathLike, force: bool = False) -> tuple[pathlib.Path
     return key_path, pub_path
 
 
+def key_paths(prefix, force: bool = False) -> tuple[pathlib.Path, pathlib.Path]:
+    """(<prefix>.key, <prefix>.pub); TrustError when either exists and not force (checked before any
+    passphrase is asked for)."""
+    prefix = pathlib.Path(prefix)
+    key_path, pub_path = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
+    for p in (key_path, pub_path):
+        if p.exists() and not force:
+            raise TrustError(f"{p} exists; refusing to overwrite a key (use --force)")
+    return key_path, pub_path
+
+
 def _read(path, what: str) -> bytes:
     try:
         return pathlib.Path(path).read_bytes()
@@ -68,20 +139,48 @@ def _read(path, what: str) -> bytes:
         raise TrustError(f"cannot read {what} {path}: {e.strerror or e}") from None
 
 
-def load_private_key(path) -> Ed25519PrivateKey:
-    """An Ed25519 private key from PEM (PKCS#8) or 32 raw seed bytes."""
+def is_encrypted_key(data: bytes) -> bool:
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
+
+
+def load_private_key(path, passphrase_file=None) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PEM (PKCS#8, encrypted or not) or 32 raw seed bytes. An encrypted
+    key's passphrase comes from passphrase_file, else $ELK_KEY_PASSPHRASE, else a terminal prompt."""
     data = _read(path, "private key")
     if len(data) == 32:
         return Ed25519PrivateKey.from_private_bytes(data)
     if b"PUBLIC KEY" in data:
         raise TrustError(f"{path}: this is a public key; signing needs the private key (.key)")
+    password = None
+    if is_encrypted_key(data):
+        password = _passphrase_to_load(path, passphrase_file)
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(data, password=password)
     except (ValueError, TypeError) as e:
-        raise TrustError(f"{path}: not an unencrypted Ed25519 private key ({str(e).splitlines()[0]})") from None
+        if password is not None:
+            raise TrustError(f"{path}: wrong passphrase (or a damaged key file)") from None
+        raise TrustError(f"{path}: not an Ed25519 private key ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # cryptography raises its own types for unsupported encryption schemes
+        raise TrustError(f"{path}: cannot read the private key ({type(e).__name__}: "
+                         f"{(str(e).splitlines() or [''])[0]})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise TrustError(f"{path}: key is {type(key).__name__.lstrip('_')}, not Ed25519")
     return key
+
+
+def _passphrase_to_load(path, passphrase_file) -> bytes:
+    if passphrase_file:
+        return _passphrase_file(passphrase_file)
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env.encode("utf-8")
+    if _stdin_is_tty():
+        pw = _prompt(f"Passphrase for {path}: ")
+        if pw:
+            return pw
+        raise TrustError(f"{path}: empty passphrase; the key is encrypted")
+    raise TrustError(f"{path}: the private key is encrypted; set {PASSPHRASE_ENV}, pass --passphrase-file "
+                     "FILE, or run on a terminal to be asked")
 
 
 def load_public_key(path) -> bytes:
@@ -224,9 +323,10 @@ def sign_bytes(data: bytes, private: Ed25519PrivateKey, security_counter: int | 
                                         (TLV["ED25519"], sig)])
 
 
-def sign_file(path, key_path, security_counter: int | None = None, out_path=None) -> pathlib.Path:
-    """Sign an image file in place (or into out_path); written through a temporary file + rename."""
-    private = load_private_key(key_path)
+def sign_file(path, key, security_counter: int | None = None, out_path=None) -> pathlib.Path:
+    """Sign an image file in place (or into out_path); written through a temporary file + rename.
+    key: an Ed25519PrivateKey, or the path of a private key file (read with load_private_key)."""
+    private = key if isinstance(key, Ed25519PrivateKey) else load_private_key(key)
     data = _read(path, "image")
     signed = sign_bytes(data, private, security_counter)
     dest = pathlib.Path(out_path or path)
