@@ -152,6 +152,18 @@ static void set_sampling(elk_fw *fw, const char *l, uint32_t n)
     show_sampling(fw);
 }
 
+/* A turn that does not fit even an empty context (every console turn asks for a token, so it needs
+ * one free position after the prompt): the same words as `elk chat`. */
+static void say_too_long(elk_fw *fw)
+{
+    unsigned n = (unsigned)fw->turn_tokens, ctx = (unsigned)fw->n_ctx;
+    if (n > ctx)
+        sayf(fw, "\n(the prompt is %u tokens, more than the model's context of %u: send a shorter prompt)", n, ctx);
+    else
+        sayf(fw, "\n(the prompt is %u tokens and fills the model's context of %u, leaving no room for a reply: "
+                 "send a shorter prompt)", n, ctx);
+}
+
 static void run_line(elk_fw *fw)
 {
     char *l = fw->line;
@@ -178,11 +190,14 @@ static void run_line(elk_fw *fw)
         elk_fw_gen_params gp = fw->console_params;
         if (!gp.sampling.seed)
             gp.sampling.seed = elk_fw_now(fw);
+        uint32_t used = (uint32_t)fw->gen_loop.n_tokens;
         fw->console_gen = 1;
         int rc = elk_fw_generate(fw, l, n, &gp);
         fw->console_gen = 0;
         if (fw->abort)
             say(fw, " ^C");
+        else if (rc == ELK_E_RANGE && (used == 0 || fw->turn_tokens >= fw->n_ctx))
+            say_too_long(fw);  /* a new conversation would not take it either: reset does not help */
         else if (rc == ELK_E_RANGE || fw->gen_loop.stop == ELK_GEN_CONTEXT_FULL)
             say(fw, "\n(context full: type reset to start a new conversation)");  /* no sliding window */
         else if (rc)

@@ -155,6 +155,7 @@ typedef struct elk_fw {
     int generating, abort;
     int drop_stats;                     /* the session that asked is gone: no STATS for this turn */
     int console_gen;                    /* the generation streams to the console, not as events */
+    uint32_t turn_tokens;               /* the last turn's prompt tokens (STATS; the console's messages) */
     /* console */
     char line[FW_LINE_MAX];
     uint32_t line_len;

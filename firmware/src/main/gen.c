@@ -479,7 +479,7 @@ int elk_fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const elk_fw_g
     fw->gen_loop.sampler = fw->sampler;
     if (rc == ELK_OK)
         rc = encode_turn(fw, prompt, len, (gp->flags & ELK_GEN_RAW) != 0, &n);
-    st.prompt_tokens = n;
+    st.prompt_tokens = fw->turn_tokens = n;
     uint32_t max_new = gp->max_tokens < fw->n_ctx ? gp->max_tokens : fw->n_ctx;  /* "no limit" = the context */
     elk_npu_stats npu0 = fw->npu.stats;
     if (rc == ELK_OK)
