@@ -91,8 +91,9 @@ def _tensor_plan(model: Model, rec, q) -> list:
 
 
 def _layout(plan: list, kinds: list, blobs: dict, alignment: int) -> tuple:
-    """({kind: (offset, size)}, image_size): the section table after the header, then each section
-    aligned; appends each tensor's data offset to its plan row."""
+    """({kind: (offset, size)}, end): the section table after the header, then each section aligned
+    (the NPU section, last, is placed by the caller once written); appends each tensor's data offset
+    to its plan row."""
     pos = align_up(spec.IMAGE_HEADER_SIZE + len(kinds) * spec.SECTION_ENTRY_SIZE, alignment)
     sections = {"TENSOR_TABLE": (pos, spec.TENSOR_TABLE_HEAD_SIZE + len(plan) * spec.TENSOR_ENTRY_SIZE)}
     pos = data_start = align_up(pos + sections["TENSOR_TABLE"][1], alignment)
@@ -101,7 +102,7 @@ def _layout(plan: list, kinds: list, blobs: dict, alignment: int) -> tuple:
         p.append(pos)
         pos += p[7]
     sections["TENSOR_DATA"] = (data_start, pos - data_start)
-    for kind in ("TOKENIZER", "METADATA", "NPU"):
+    for kind in ("TOKENIZER", "METADATA"):
         if kind in kinds:
             pos = align_up(pos, alignment)
             sections[kind] = (pos, len(blobs[kind]))
@@ -109,11 +110,27 @@ def _layout(plan: list, kinds: list, blobs: dict, alignment: int) -> tuple:
     return sections, pos
 
 
+def _npu_writer(npu):
+    """`npu` as a function (file, offset) -> size that writes the section at offset: bytes are written
+    as they are; a callable (elk.npu.offload's streaming builder) is used as it is."""
+    if callable(npu):
+        return npu
+
+    def write(f, offset):
+        f.seek(offset)
+        f.write(npu)
+        return len(npu)
+    return write
+
+
 def write_image(path, model: Model, *, quant="f32", recipe=None, security_counter: int = 0, name=None,
-                tokenizer: bytes = None, npu: bytes = None, metadata: dict = None,
+                tokenizer: bytes = None, npu=None, metadata: dict = None,
                 alignment: int = spec.IMAGE_ALIGN, progress=None) -> PackResult:
     """Pack `model` into an image at `path`; tensors are quantized one at a time and streamed to
     the file. `quant` is the default type, `recipe` per-tensor rules (see elk.quant.parse_recipe).
+    `npu`: the NPU section as bytes, or a function (file, offset) -> size that writes it at offset
+    (streamed after every other section, so it can be built layer by layer). The image goes to
+    `<path>.part` and is renamed to `path` only when complete; any failure removes the part file.
     `progress(done_bytes, total_bytes, name)` is called after each tensor."""
     from elk import quant as q
 
@@ -130,37 +147,43 @@ def write_image(path, model: Model, *, quant="f32", recipe=None, security_counte
     meta = _metadata(model, name, rec.text(), metadata)
     meta_bytes = encode_metadata(meta)
     plan = _tensor_plan(model, rec, q)
-    kinds = ["TENSOR_TABLE", "TENSOR_DATA", "TOKENIZER", "METADATA"] + (["NPU"] if npu else [])
+    if npu is not None and not callable(npu) and not len(npu):
+        npu = None  # empty bytes: no NPU section, as before
+    kinds = ["TENSOR_TABLE", "TENSOR_DATA", "TOKENIZER", "METADATA"] + (["NPU"] if npu is not None else [])
     hs = spec.IMAGE_HEADER_SIZE
-    sections, image_size = _layout(plan, kinds, {"TOKENIZER": tok, "METADATA": meta_bytes, "NPU": npu}, alignment)
+    sections, image_size = _layout(plan, kinds, {"TOKENIZER": tok, "METADATA": meta_bytes}, alignment)
 
     path = pathlib.Path(path)
     table = struct.pack("<IIQ", len(plan), spec.TENSOR_ENTRY_SIZE, 0) + b"".join(
         tensor_entry(p[0], TYPE_IDS[p[5]], spec.TENSOR_ROLES[p[1]], p[2], p[3], p[4], p[8], p[7]) for p in plan)
-    sect_table = b"".join(struct.pack("<IIQQQ", spec.SECTION_KINDS[k], spec.SECTION_VERSION, *sections[k], 0)
-                          for k in kinds)
     reports, total, done = [], sum(p[7] for p in plan), 0
     tmp = path.with_name(path.name + ".part")
     try:
         with open(tmp, "wb") as f:
-            f.truncate(image_size)
-            f.seek(hs)
-            f.write(sect_table)
+            f.truncate(image_size)  # gaps between sections and tensors read as zero bytes
             f.seek(sections["TENSOR_TABLE"][0])
             f.write(table)
             for tname, role, layer, rows, cols, ttype, note, size, off in plan:
                 raw, rmse, mx = _encode_tensor(model.tensors[(role, layer)], ttype, tname, q)
                 assert raw.size == size, (tname, raw.size, size)
                 f.seek(off)
-                f.write(raw.tobytes())
+                f.write(memoryview(np.ascontiguousarray(raw)).cast("B"))  # no bytes copy of the tensor
+                del raw
                 reports.append(TensorReport(tname, ttype, (rows, cols), size, rmse, mx, note))
                 done += size
                 if progress:
                     progress(done, total, tname)
-            for kind, blob in (("TOKENIZER", tok), ("METADATA", meta_bytes), ("NPU", npu)):
-                if kind in kinds:
-                    f.seek(sections[kind][0])
-                    f.write(blob)
+            for kind, blob in (("TOKENIZER", tok), ("METADATA", meta_bytes)):
+                f.seek(sections[kind][0])
+                f.write(blob)
+            if npu is not None:
+                off = align_up(image_size, alignment)
+                sections["NPU"] = (off, int(_npu_writer(npu)(f, off)))
+                image_size = off + sections["NPU"][1]
+                f.truncate(image_size)
+            f.seek(hs)
+            f.write(b"".join(struct.pack("<IIQQQ", spec.SECTION_KINDS[k], spec.SECTION_VERSION, *sections[k], 0)
+                             for k in kinds))
         digest = _sha256_range(tmp, hs, image_size - hs)
         fields = dict(config_fields(cfg), magic=spec.IMAGE_MAGIC, version=spec.IMAGE_VERSION, header_size=hs,
                       flags=0, alignment=alignment, image_size=image_size, section_table_offset=hs,
@@ -169,6 +192,8 @@ def write_image(path, model: Model, *, quant="f32", recipe=None, security_counte
                       security_counter=int(security_counter), name=meta["general.name"])
         with open(tmp, "r+b") as f:
             f.write(pack_header(fields))
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
     except OSError as e:
         raise FormatError(f"{path}: cannot write ({e.strerror})") from None
@@ -213,7 +238,7 @@ def _sha256_range(path, offset: int, size: int) -> bytes:
         f.seek(offset)
         left = size
         while left > 0:
-            chunk = f.read(min(left, 1 << 22))
+            chunk = f.read(min(left, 1 << 20))  # 1 MiB reads: packing's memory stays small
             if not chunk:
                 break
             h.update(chunk)

@@ -52,16 +52,14 @@ def _pack(args) -> int:
                   security_counter=args.security_counter, progress=sys.stderr.isatty())
     npu = args.npu or board_npu(args.board)
     if npu:
-        result, _ = pack_with_npu(args.src, args.output, board=args.board, chunk=args.npu_chunk,
+        result, npu_table = pack_with_npu(args.src, args.output, board=args.board, chunk=args.npu_chunk,
                                   calib_text=args.npu_calib, max_outliers=args.npu_outliers, **common)
     else:
         result = pack(args.src, args.output, **common)
     lines = report_lines(result)
     print("\n".join(lines[-1:] if args.quiet else lines))
     if npu:
-        from elk.image import read_image
-
-        print(describe(read_image(result.path).npu)[0])  # the section as written
+        print(describe(npu_table)[0])  # the head and entry table as written (not the blobs: bounded memory)
     for w in result.warnings:
         print(f"elk: warning: {w}", file=sys.stderr)
     return 0

@@ -164,14 +164,14 @@ def build_layer(role: str, layer: int, w: np.ndarray, s: LayerStats, outl: np.nd
                     np.ascontiguousarray(w[:, outl].T, dtype=np.float32))
 
 
-def build_section(source, chunk: int = spec.NPU_DEFAULT_CHUNK, text_file=None, outlier_k: float = 4.0,
-                  max_outliers=None, max_tokens: int = 256, token_lists=None, margin: float = 1.0) -> NpuSection:
-    """Calibrate `source` (elk.convert.Model or elk.image.Image) and build every layer's NPU export."""
+def calibration_inputs(vocab, chunk, text_file=None, max_outliers=None, max_tokens: int = 256,
+                       token_lists=None) -> tuple:
+    """Check the options and encode the calibration text: (token_lists, cap), cap(cols) = the most
+    outlier channels a layer of `cols` inputs keeps on the CPU. Raises CalibrationError."""
     if not 1 <= int(chunk) <= 4096:
         raise CalibrationError(f"NPU chunk must be 1..4096 tokens, got {chunk}")
     if max_outliers is not None and not callable(max_outliers) and int(max_outliers) < 0:
         raise CalibrationError(f"NPU outlier channels per layer must be >= 0, got {max_outliers}")
-    ref, weight, vocab = _source_parts(source)
     if token_lists is None:
         if vocab is None:
             raise CalibrationError("the model has no tokenizer to encode calibration text")
@@ -180,6 +180,16 @@ def build_section(source, chunk: int = spec.NPU_DEFAULT_CHUNK, text_file=None, o
         raise CalibrationError("no calibration tokens")
     cap = max_outliers if callable(max_outliers) else (
         (lambda cols: max(1, cols // 64)) if max_outliers is None else (lambda cols: int(max_outliers)))
+    return token_lists, cap
+
+
+def build_section(source, chunk: int = spec.NPU_DEFAULT_CHUNK, text_file=None, outlier_k: float = 4.0,
+                  max_outliers=None, max_tokens: int = 256, token_lists=None, margin: float = 1.0) -> NpuSection:
+    """Calibrate `source` (elk.convert.Model or elk.image.Image) and build every layer's NPU export,
+    all in memory: the whole float model (elk.reference) and every layer's int8 export at once. `elk
+    pack` streams instead (elk.npu.stream: one block at a time, the same bytes)."""
+    ref, weight, vocab = _source_parts(source)
+    token_lists, cap = calibration_inputs(vocab, chunk, text_file, max_outliers, max_tokens, token_lists)
     stats, outliers = collect_stats(ref, token_lists, outlier_k, cap)
     layers = []
     for layer in range(ref.config.n_layers):

@@ -9,7 +9,7 @@ import dataclasses
 
 from elk import spec
 from elk.errors import ElkError
-from elk.npu.section import NpuSectionError, parse_section
+from elk.npu.section import NpuSection, NpuSectionError, parse_section
 
 BACKEND_CHOICES = ("sim", "litert", "off")
 # --npu-accel: LiteRtHwAccelerators bits (CPU 1, GPU 2, NPU 4); the CPU stays in as LiteRT's fallback
@@ -48,28 +48,31 @@ def board_npu(name: str | None) -> BoardNpu | None:
 def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_k: float = 4.0,
                   max_outliers=None, quant="f32", recipe=None, tokenizer=None, name=None, security_counter=0,
                   progress=False, notice=None, **options):
-    """Read a checkpoint, calibrate it, and write an image with an NPU section (elk pack --npu).
-    A chunk longer than the model's context is clamped to it with one `notice` line: every prompt
-    would be padded to the chunk, and no prompt can be longer than the context."""
+    """Read a checkpoint, calibrate it, and write an image with an NPU section (elk pack --npu), block
+    by block in bounded memory (elk.npu.stream); returns (PackResult, the section's head and entry
+    table as an NpuSection of NpuEntry). A chunk longer than the model's context is clamped to it with
+    one `notice` line: every prompt would be padded to the chunk, and no prompt can be longer than the
+    context."""
     from elk import image as im
     from elk.convert import load_model
     from elk.convert.pack import ProgressBar
-    from elk.npu.calibrate import build_section
-    from elk.npu.section import pack_section
+    from elk.npu.section import parse_table
+    from elk.npu.stream import section_writer
 
     bn = board_npu(board)
     n = int(chunk) if chunk is not None else (bn.chunk if bn else spec.NPU_DEFAULT_CHUNK)
     model = load_model(src, tokenizer=tokenizer, **options)
     n = clamp_chunk(n, model.config.seq_len, "--npu-chunk" if chunk is not None else
                     (f"{bn.board}'s NPU chunk" if bn else "the default NPU chunk"), notice or _stderr_notice)
-    sec = build_section(model, chunk=n, text_file=calib_text, outlier_k=outlier_k, max_outliers=max_outliers)
-    blob = pack_section(sec)
+    table = []
+    write_npu = section_writer(model, n, text_file=calib_text, outlier_k=outlier_k, max_outliers=max_outliers,
+                               done=table.append)  # options and calibration text checked here, no file yet
     bar = ProgressBar() if progress else None
     result = im.write_image(out, model, quant=quant, recipe=recipe, security_counter=security_counter,
-                            name=name, npu=blob, progress=bar)
+                            name=name, npu=write_npu, progress=bar)
     if bar:
         bar.close()
-    return result, sec
+    return result, parse_table(table[0])
 
 
 def clamp_chunk(chunk: int, seq_len: int, what: str, notice) -> int:
@@ -179,10 +182,11 @@ def attach(model, backend: str, board: str | None = None, fail_after: int = 0, d
     return sess
 
 
-def describe(blob: bytes) -> list:
-    """Readable lines about an NPU section: chunk, layers, quantization, outlier channels."""
-    sec = parse_section(blob)
-    n_out = sum(len(L.outliers) for L in sec.layers)
+def describe(blob) -> list:
+    """Readable lines about an NPU section (its bytes, checked here, or a parsed NpuSection, e.g.
+    section.parse_table's): chunk, layers, quantization, outlier channels."""
+    sec = blob if isinstance(blob, NpuSection) else parse_section(blob)
+    n_out = sum(L.n_outliers for L in sec.layers)
     macs = sum(L.rows * L.cols for L in sec.layers)
     lines = [f"NPU section v{spec.NPU_VERSION}: {len(sec.layers)} layers, chunk {sec.chunk} tokens, "
              f"{macs / 1e6:.3f} M int8 weights, {n_out} outlier channels (k = {sec.outlier_k:g}), "
@@ -191,7 +195,7 @@ def describe(blob: bytes) -> list:
     for L in sec.layers:
         lines.append(f"blk.{L.layer}.{L.role.lower():<16} {f'{L.rows}x{L.cols}':>11} "
                      f"{f'{L.in_scale:.4g}/{L.in_zp}':>16} {f'{L.out_scale:.4g}/{L.out_zp}':>16} "
-                     f"{len(L.outliers):>8} {len(L.tflite):>9}")
+                     f"{L.n_outliers:>8} {L.tflite_size:>9}")
     return lines
 
 

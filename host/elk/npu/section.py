@@ -53,6 +53,14 @@ class NpuLayer:
         return np.frombuffer(self.tflite, np.int8, self.rows * self.cols, self.weights_offset).reshape(self.rows, self.cols)
 
     @property
+    def n_outliers(self) -> int:
+        return len(self.outliers)
+
+    @property
+    def tflite_size(self) -> int:
+        return len(self.tflite)
+
+    @property
     def bias(self) -> np.ndarray:
         return np.frombuffer(self.tflite, "<i4", self.rows, self.bias_offset)
 
@@ -108,6 +116,98 @@ def pack_section(sec: NpuSection) -> bytes:
     for off, blob in blobs:
         out[off: off + len(blob)] = blob
     return bytes(out)
+
+
+class SectionWriter:
+    """Writes the same bytes as pack_section, one layer at a time, into an open file at `base` (the
+    section's absolute offset): each layer's blobs go out as it arrives, then `finish` writes the head
+    and entry table in the space reserved for them. Holds only the entry table (80 bytes a layer).
+    pack_section is kept as the whole-section builder for callers that want bytes (and tests)."""
+
+    def __init__(self, f, base: int, n_layers: int, chunk: int, outlier_k: float, calib_tokens: int):
+        if not 0 < n_layers <= 1024:
+            raise NpuSectionError(f"NPU section needs 1..1024 layers, got {n_layers}")
+        self.f, self.base, self.n = f, base, n_layers
+        self.chunk, self.outlier_k, self.calib_tokens = chunk, outlier_k, calib_tokens
+        self.entries, self.flags = [], 0
+        self.pos = _align(spec.NPU_HEAD_SIZE + n_layers * spec.NPU_ENTRY_SIZE)  # relative to base
+        f.seek(base)
+        f.write(bytes(self.pos))
+
+    def _put(self, blob: bytes) -> int:
+        """Write blob at the current (aligned) position, zero-pad to the next alignment; its offset."""
+        off = self.pos
+        self.f.write(blob)
+        end = _align(off + len(blob))
+        self.f.write(bytes(end - off - len(blob)))
+        self.pos = end
+        return off
+
+    def add(self, L: NpuLayer) -> None:
+        if len(self.entries) >= self.n:
+            raise NpuSectionError(f"NPU section: more than the {self.n} layers announced")
+        tfl_off = self._put(L.tflite)
+        q_off = self._put(np.asarray(L.multiplier, "<i4").tobytes() + np.asarray(L.shift, "<i4").tobytes())
+        n_out = len(L.outliers)
+        o_off = 0
+        if n_out:
+            o_off = self._put(np.asarray(L.outliers, "<u4").tobytes() + np.asarray(L.outlier_w, "<f4").tobytes())
+            self.flags = spec.NPU_FLAG_SHADOW_OUTLIERS
+        self.entries.append(ENTRY.pack(ROLE_IDS[L.role], L.layer, L.rows, L.cols, n_out, L.in_scale, L.in_zp,
+                                       L.out_scale, L.out_zp, tfl_off, len(L.tflite), L.weights_offset,
+                                       L.bias_offset, 0, q_off, o_off, 0))
+
+    def finish(self) -> int:
+        """Write head + entry table; returns the section's size in bytes (the file ends at base + size)."""
+        if len(self.entries) != self.n:
+            raise NpuSectionError(f"NPU section: {len(self.entries)} of {self.n} layers written")
+        table = b"".join(self.entries)
+        head = HEAD.pack(spec.NPU_MAGIC, spec.NPU_VERSION, spec.NPU_HEAD_SIZE, self.chunk, self.n,
+                         spec.NPU_ENTRY_SIZE, self.flags, self.outlier_k, self.calib_tokens, b"", 0)
+        crc = zlib.crc32(table, zlib.crc32(head[:60]))
+        self.head_and_table = head[:60] + struct.pack("<I", crc) + table
+        self.f.seek(self.base)
+        self.f.write(self.head_and_table)
+        self.f.seek(self.base + self.pos)
+        return self.pos
+
+
+@dataclasses.dataclass
+class NpuEntry:
+    """One entry of the table as stored, without its blobs (parse_table)."""
+
+    role: str
+    layer: int
+    rows: int
+    cols: int
+    in_scale: float
+    in_zp: int
+    out_scale: float
+    out_zp: int
+    n_outliers: int
+    tflite_size: int
+
+
+def parse_table(data: bytes) -> NpuSection:
+    """The head and entry table alone (the section's first bytes, its CRC checked): an NpuSection whose
+    layers are NpuEntry, for describing a section without holding its blobs. parse_section checks more."""
+    if len(data) < spec.NPU_HEAD_SIZE:
+        raise NpuSectionError("NPU section: shorter than its head")
+    magic, ver, hs, chunk, n, es, flags, k, calib, _, crc = HEAD.unpack_from(data)
+    if magic != spec.NPU_MAGIC or ver != spec.NPU_VERSION or hs != spec.NPU_HEAD_SIZE or \
+            es != spec.NPU_ENTRY_SIZE or not 0 < n <= 1024 or len(data) < hs + n * es:
+        raise NpuSectionError("NPU section: bad head or short entry table")
+    table = bytes(data[hs: hs + n * es])
+    if zlib.crc32(table, zlib.crc32(bytes(data[:60]))) != crc:
+        raise NpuSectionError("NPU section: CRC of head and entry table mismatch")
+    layers = []
+    for i in range(n):
+        (role, layer, rows, cols, n_out, s_in, z_in, s_out, z_out, _, tfl_size, *_rest) = \
+            ENTRY.unpack_from(table, i * es)
+        if role not in ROLE_NAMES:
+            raise NpuSectionError(f"NPU section: unknown role (entry {i})")
+        layers.append(NpuEntry(ROLE_NAMES[role], layer, rows, cols, s_in, z_in, s_out, z_out, n_out, tfl_size))
+    return NpuSection(chunk, flags, k, calib, layers)
 
 
 def _inside(off: int, size: int, lo: int, hi: int) -> bool:
