@@ -11,7 +11,9 @@ from elk import image, spec, trust
 
 CDEF = """
 typedef struct { const uint8_t *key_id, *image_sha256, *signature; uint32_t size; } elk_trust_trailer;
-typedef struct { uint32_t sequence, flags, security_floor; uint8_t owner_key[32]; } elk_trust_prov;
+typedef struct { uint32_t sequence, flags, security_floor; uint8_t owner_key[32]; uint32_t challenge_counter; } elk_trust_prov;
+void elk_trust_challenge(const uint8_t *uid, uint32_t uid_len, uint32_t counter, uint32_t k,
+                         uint64_t clock_us, uint8_t *out);
 int elk_trust_trailer_parse(elk_trust_trailer *t, const uint8_t *data, uint64_t avail, char *err, size_t cap);
 int elk_trust_prov_decode(elk_trust_prov *p, const uint8_t *slot, uint64_t size);
 void elk_trust_prov_encode(const elk_trust_prov *p, uint8_t *out);
@@ -172,11 +174,34 @@ def test_c_and_python_trailer_parsers_agree(lib, plain_image, keys):
 def test_prov_record_c_encoding_matches_python(lib, keys):
     ffi, c = lib
     p = prov(ffi, keys["owner"][1], seq=9, floor=3)
+    p.challenge_counter = 0x01020304
     out = ffi.new("uint8_t[128]")
     c.elk_trust_prov_encode(p, out)
-    rec = trust.ProvRecord(9, spec.PROV_FLAG_OWNER_KEY, keys["owner"][1], 3)
+    rec = trust.ProvRecord(9, spec.PROV_FLAG_OWNER_KEY, keys["owner"][1], 3, 0x01020304)
     assert bytes(out) == trust.encode_prov(rec)
     assert trust.decode_prov(bytes(out)) == rec
+    assert bytes(out[52:56]) == bytes([4, 3, 2, 1])  # docs/trust.md: challenge_counter at offset 52
+    back = ffi.new("elk_trust_prov *")
+    assert c.elk_trust_prov_decode(back, out, 128) == 0 and back.challenge_counter == 0x01020304
+
+
+def test_challenge_without_rng_is_the_documented_sha256_and_differs_per_input(lib):
+    """docs/trust.md: SHA-256("elk challenge v1" || u32 uid_len || uid || u32 counter || u32 k || u64 clock)[:16]."""
+    import hashlib
+
+    ffi, c = lib
+    out = ffi.new("uint8_t[16]")
+
+    def ch(uid, counter, k, clock):
+        c.elk_trust_challenge(uid, len(uid), counter, k, clock, out)
+        return bytes(out)
+
+    uid = b"board-0001"
+    want = hashlib.sha256(b"elk challenge v1" + struct.pack("<I", len(uid)) + uid
+                          + struct.pack("<IIQ", 7, 2, 123456789)).digest()[:16]
+    assert ch(uid, 7, 2, 123456789) == want
+    seen = {ch(u, n, k, 0) for u in (b"", b"board-0001", b"board-0002") for n in range(4) for k in range(4)}
+    assert len(seen) == 48  # every (board, counter, k) its own challenge
 
 
 def test_prov_select_prefers_newest_valid_slot_and_survives_torn_write(lib, keys):

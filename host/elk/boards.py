@@ -55,8 +55,9 @@ FIELDS = {
     "kernels": (list, True), "ram_mb": (int, True), "flash_mb": (int, True),
     "erase_block_kb": (int, True), "mem_bandwidth_gbs": (NUMBER, True), "cpu_cores": (int, True),
     "cpu_gops": (NUMBER, True), "npu": (dict, True), "console": (dict, True),
-    "emulation": (dict, True),
+    "emulation": (dict, True), "rng": (str, False),
 }
+RNG_KINDS = ("os", "none")  # rng: the board's random generator ("os": getrandom; "none": docs/trust.md)
 NPU_FIELDS = {
     "kind": (str, True), "tops": (dict, True), "dtypes": (list, True),
     "prefill_chunk_tokens": (int, True), "dma_gbs": (NUMBER, True), "efficiency": (NUMBER, True),
@@ -86,6 +87,7 @@ class Board:
     npu: dict
     console: dict
     emulation: dict
+    rng: str = "os"
     path: pathlib.Path = None
     raw: dict = None
 
@@ -273,6 +275,8 @@ def _check_semantics(path, raw: dict) -> None:
     if raw["console"]["baud"] <= 0:
         raise BoardError(f"{path}: field 'console.baud' must be positive")
     _check_emulation(path, raw)
+    if raw.get("rng", "os") not in RNG_KINDS:
+        raise BoardError(f"{path}: field 'rng': unknown value '{raw['rng']}' (known: {', '.join(RNG_KINDS)})")
 
 
 def load_file(path: pathlib.Path) -> Board:
@@ -286,7 +290,7 @@ def load_file(path: pathlib.Path) -> Board:
     if raw["name"] != path.stem:
         raise BoardError(f"{path}: field 'name': '{raw['name']}' must match the file name '{path.stem}'")
     _check_semantics(path, raw)
-    return Board(**{k: raw[k] for k in FIELDS}, path=path, raw=raw)
+    return Board(**{k: raw[k] for k in FIELDS if k in raw}, path=path, raw=raw)
 
 
 def names() -> list[str]:

@@ -103,7 +103,7 @@ class Emulator:
 
     def __init__(self, board: str = "host", *, flash=None, baud=None, max_baud=FAST_MAX_BAUD,
                  broken_above=0, build_first=False, mode="release", log=None, flash_mb=None, threads=1,
-                 ram_mb=None, on_port=None):
+                 ram_mb=None, on_port=None, rng=None):
         for name, value, low in (("--baud", baud, 0), ("--flash-mb", flash_mb, 1), ("--threads", threads, 1),
                                  ("RAM MiB", ram_mb, 1)):
             if value is not None and int(value) < low:
@@ -123,6 +123,8 @@ class Emulator:
             # elk-fw maps the whole flash; a 32-bit process cannot map more than ~2 GiB of it
             self.flash_mb = min(self.flash_mb, FLASH_CAP_32BIT_MB)
         self.threads = threads
+        # rng: None = as the board file says (field rng), False = a board without an RNG (elk-fw --no-rng)
+        self.rng = (self.board.rng != "none") if rng is None else bool(rng)
         self.ram_mb = ram_mb or min(self.board.ram_mb, RAM_CAP_MB)
         self._tmp = None
         if flash is None:
@@ -147,7 +149,7 @@ class Emulator:
             "--flash-mb", str(self.flash_mb), "--erase-kb", str(b.erase_block_kb),
             "--ram-mb", str(self.ram_mb), "--baud", str(self.baud),
             "--max-baud", str(self.max_baud), "--broken-above", str(self.broken_above),
-            "--threads", str(self.threads)] + ready + npu_args(b)
+            "--threads", str(self.threads)] + ready + npu_args(b) + ([] if self.rng else ["--no-rng"])
 
     def _flash_free(self) -> None:
         """elk-fw locks its flash file (flock); say in one line when another board holds it."""

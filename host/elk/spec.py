@@ -157,6 +157,7 @@ TRUST_KEY_ID_SIZE = 8
 TRUST_NONCE_SIZE = 16  # TRUST_INFO's board challenge, signed into re-provisioning requests (new after each PROVISION)
 SIGN_CONTEXT_IMAGE = b"elk image sig v1"  # 16 bytes: keeps an image signature from passing as anything else
 SIGN_CONTEXT_PROVISION = b"elk provision v1"  # 16 bytes: re-provisioning requests signed by the old key
+CHALLENGE_CONTEXT = b"elk challenge v1"  # 16 bytes: hashed into the challenge of a board without an RNG
 PROV_MAGIC = 0x504B4C45  # bytes "ELKP" little-endian
 PROV_VERSION = 1
 PROV_RECORD_SIZE = 128  # one slot; the boot area holds two slots (A/B), the higher valid sequence wins
@@ -169,6 +170,7 @@ PROV_FIELDS = [
     ("flags", 12, "u32"),  # bit 0: an owner key is set (board refuses unsigned images)
     ("owner_key", 16, "u8[32]"),  # Ed25519 public key
     ("security_floor", 48, "u32"),  # highest security_counter ever committed (anti-rollback)
+    ("challenge_counter", 52, "u32"),  # boards without an RNG: next provisioning challenge counter (docs/trust.md)
     ("crc32", 124, "u32"),  # CRC-32 (zlib's) over bytes [0, 124)
 ]
 PROV_FLAG_OWNER_KEY = 1 << 0
@@ -300,6 +302,7 @@ def _c_header() -> str:
     define("ELK_TRUST_NONCE_SIZE", TRUST_NONCE_SIZE)
     define("ELK_SIGN_CONTEXT_IMAGE", '"' + SIGN_CONTEXT_IMAGE.decode() + '"', "16 bytes, no NUL")
     define("ELK_SIGN_CONTEXT_PROVISION", '"' + SIGN_CONTEXT_PROVISION.decode() + '"', "16 bytes, no NUL")
+    define("ELK_CHALLENGE_CONTEXT", '"' + CHALLENGE_CONTEXT.decode() + '"', "16 bytes, no NUL")
     define("ELK_PROV_MAGIC", f"0x{PROV_MAGIC:08X}u", '"ELKP" little-endian')
     define("ELK_PROV_VERSION", PROV_VERSION)
     define("ELK_PROV_RECORD_SIZE", PROV_RECORD_SIZE)

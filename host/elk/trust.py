@@ -460,6 +460,7 @@ class ProvRecord:
     flags: int = 0              # PROV_FLAG_OWNER_KEY: owner_key is set
     owner_key: bytes = bytes(32)
     security_floor: int = 0
+    challenge_counter: int = 0  # boards without an RNG: next challenge counter (docs/trust.md)
 
     @property
     def owned(self) -> bool:
@@ -472,6 +473,7 @@ def encode_prov(rec: ProvRecord) -> bytes:
                      rec.sequence, rec.flags)
     out[PROV_OFF["owner_key"]:PROV_OFF["owner_key"] + 32] = rec.owner_key
     struct.pack_into("<I", out, PROV_OFF["security_floor"], rec.security_floor)
+    struct.pack_into("<I", out, PROV_OFF["challenge_counter"], rec.challenge_counter)
     struct.pack_into("<I", out, PROV_OFF["crc32"], zlib.crc32(out[: PROV_OFF["crc32"]]))
     return bytes(out)
 
@@ -486,7 +488,8 @@ def decode_prov(slot: bytes) -> ProvRecord | None:
     if zlib.crc32(slot[: PROV_OFF["crc32"]]) != struct.unpack_from("<I", slot, PROV_OFF["crc32"])[0]:
         return None
     floor = struct.unpack_from("<I", slot, PROV_OFF["security_floor"])[0]
-    return ProvRecord(seq, flags, bytes(slot[PROV_OFF["owner_key"]:PROV_OFF["owner_key"] + 32]), floor)
+    counter = struct.unpack_from("<I", slot, PROV_OFF["challenge_counter"])[0]
+    return ProvRecord(seq, flags, bytes(slot[PROV_OFF["owner_key"]:PROV_OFF["owner_key"] + 32]), floor, counter)
 
 
 def select_prov(slot0: bytes, slot1: bytes) -> tuple[ProvRecord, int]:

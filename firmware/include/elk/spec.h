@@ -121,6 +121,7 @@ enum elk_role {
 #define ELK_TRUST_NONCE_SIZE 16
 #define ELK_SIGN_CONTEXT_IMAGE "elk image sig v1"        /* 16 bytes, no NUL */
 #define ELK_SIGN_CONTEXT_PROVISION "elk provision v1"    /* 16 bytes, no NUL */
+#define ELK_CHALLENGE_CONTEXT "elk challenge v1"         /* 16 bytes, no NUL */
 #define ELK_PROV_MAGIC 0x504B4C45u                       /* "ELKP" little-endian */
 #define ELK_PROV_VERSION 1
 #define ELK_PROV_RECORD_SIZE 128
@@ -131,6 +132,7 @@ enum elk_role {
 #define ELK_PROVOFF_FLAGS 12                             /* u32 */
 #define ELK_PROVOFF_OWNER_KEY 16                         /* u8[32] */
 #define ELK_PROVOFF_SECURITY_FLOOR 48                    /* u32 */
+#define ELK_PROVOFF_CHALLENGE_COUNTER 52                 /* u32 */
 #define ELK_PROVOFF_CRC32 124                            /* u32 */
 #define ELK_PROV_FLAG_OWNER_KEY (1u << 0)
 

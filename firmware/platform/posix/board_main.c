@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "board_posix.h"
@@ -36,14 +37,17 @@ static const char usage[] =
     "  --ready-fd N        write one byte to fd N and close it when the firmware first uses its\n"
     "                      UART (the banner, then frames: `elk emulate` waits for it, so a client's\n"
     "                      first HELLO meets a board that serves, however long qemu took to start)\n"
+    "  --no-rng            the board has no random generator (board file rng = \"none\"): provisioning\n"
+    "                      challenges come from a counter in flash and the board id (docs/trust.md)\n"
+    "  --uid TEXT          the board's unique id (default: /etc/machine-id and the flash file's path)\n"
     "  --quiet             no diagnostics on stderr\n";
 
 typedef struct board_args {
     int uart_fd, ready_fd;
     const char *uart_path, *flash_path, *board;
     unsigned long long flash_mb, erase_kb, ram_mb, baud, max_baud, broken_above, threads, npu_chunk;
-    int quiet;
-    const char *npu_kind;
+    int quiet, no_rng;
+    const char *npu_kind, *uid;
     double npu_tops, npu_efficiency, npu_dma_gbs;
 } board_args;
 
@@ -98,6 +102,10 @@ static int parse_args(int argc, char **argv, board_args *a)
             a->npu_kind = v, i++;
         else if (strcmp(f, "--quiet") == 0)
             a->quiet = 1;
+        else if (strcmp(f, "--no-rng") == 0)
+            a->no_rng = 1;
+        else if (strcmp(f, "--uid") == 0 && v && *v)
+            a->uid = v, i++;
         else if (strcmp(f, "--ready-fd") == 0 && parse_num(v, &fd) == 0)
             a->ready_fd = (int)fd, i++;
         else if (strcmp(f, "--uart-fd") == 0 && parse_num(v, &fd) == 0)
@@ -148,6 +156,39 @@ static int uart_write_ready(void *ctx, const uint8_t *buf, int n)
 {
     signal_ready();
     return posix_uart_write(ctx, buf, n);
+}
+
+/* The OS generator (getrandom) as the board's RNG. */
+static int posix_random(void *ctx, uint8_t *out, uint32_t n)
+{
+    (void)ctx;
+    while (n) {
+        ssize_t got = getrandom(out, n, 0);
+        if (got <= 0)
+            return ELK_E_IO;
+        out += got, n -= (uint32_t)got;
+    }
+    return ELK_OK;
+}
+
+/* Board id when --uid is not given: this machine's id and the flash file's absolute path, so two
+ * emulated boards on one host (two flash files) differ, as two chips' serial numbers would. */
+static uint32_t default_uid(const char *flash_path, char *out, uint32_t cap)
+{
+    uint32_t n = 0;
+    FILE *f = fopen("/etc/machine-id", "r");
+    if (f) {
+        n = (uint32_t)fread(out, 1, cap / 2, f);
+        fclose(f);
+    }
+    char *abs = realpath(flash_path, NULL);
+    const char *path = abs ? abs : flash_path;
+    size_t len = strlen(path);
+    if (len > cap - n)
+        len = cap - n;
+    memcpy(out + n, path, len);
+    free(abs);
+    return n + (uint32_t)len;
 }
 
 int main(int argc, char **argv)
@@ -203,7 +244,16 @@ int main(int argc, char **argv)
         .npu_tops = a.npu_tops * a.npu_efficiency,
         .npu_dma_gbs = a.npu_dma_gbs,
         .npu_chunk = (uint32_t)a.npu_chunk,
+        .random = a.no_rng ? NULL : posix_random,
     };
+    static char uid[512];
+    if (a.uid) {
+        b.uid = (const uint8_t *)a.uid;
+        b.uid_len = (uint32_t)strlen(a.uid);
+    } else {
+        b.uid_len = default_uid(a.flash_path, uid, sizeof uid);
+        b.uid = (const uint8_t *)uid;
+    }
     ready_fd = a.ready_fd;
     int rc = elk_fw_run(&b);
     fprintf(stderr, "elk-fw: UART failed (%d), stopping\n", rc);

@@ -44,6 +44,12 @@ typedef struct elk_board {
     double npu_tops;                   /* int8 tera-ops/s reached: peak x efficiency */
     double npu_dma_gbs;                /* weight/activation transfer bandwidth, GB/s */
     uint32_t npu_chunk;                /* the board's prefill chunk in tokens (0 = unknown) */
+    /* (optional) the board's random generator: n bytes into out, 0 or ELK_E_*. NULL = the board has none:
+     * provisioning challenges then come from a counter in flash and uid (docs/trust.md). */
+    int (*random)(void *ctx, uint8_t *out, uint32_t n);
+    void *random_ctx;
+    const uint8_t *uid;                /* (optional) bytes unique to this board (chip serial), uid_len */
+    uint32_t uid_len;
 } elk_board;
 
 /* Serve forever: boot the committed slot, answer frames and the console. Returns only when the
@@ -167,6 +173,10 @@ typedef struct elk_fw {
     elk_trust_prov trust;               /* provisioning record in use (sequence 0: none) */
     uint8_t trust_nonce[ELK_TRUST_NONCE_SIZE]; /* challenge a re-provisioning request signs (TRUST_INFO) */
     uint8_t trust_ok[2];                /* owned board: slot passed the owner check since power-on/PROVISION */
+    uint8_t trust_nonce_ready;          /* trust_nonce holds the current challenge (made on first use) */
+    uint8_t trust_reserved;             /* no RNG: a challenge counter was reserved in flash this run */
+    uint32_t trust_challenge_base;      /* no RNG: that reserved counter */
+    uint32_t trust_challenge_k;         /* no RNG: challenges made since (never reset while running) */
     char reason[128];                   /* why the current command failed (or a warning); sent after the status */
     int after;                          /* FW_AFTER_*: what to do once the response is on the wire */
     uint32_t after_arg;

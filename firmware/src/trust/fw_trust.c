@@ -25,12 +25,12 @@ static const uint8_t *prov_copy(const elk_fw *fw, int i)
     return fw->b->flash + (uint64_t)i * fw->b->erase_block + ELK_BOOT_RECORD_SIZE;
 }
 
-/* A fresh challenge at boot and after every PROVISION: a signed request is good for one board, once.
- * Without a random source it is all-zero: requests then stay bound to the sequence, not to the board. */
+/* The current challenge is used up (after every PROVISION, accepted or not) or belongs to a former power-on:
+ * the next TRUST_INFO or PROVISION makes a new one (challenge below). */
 static void new_nonce(elk_fw *fw)
 {
-    if (elk_trust_random(fw->trust_nonce, sizeof fw->trust_nonce) != ELK_OK)
-        memset(fw->trust_nonce, 0, sizeof fw->trust_nonce);
+    fw->trust_nonce_ready = 0;
+    fw->trust_challenge_k++;
 }
 
 void elk_trust_fw_load(elk_fw *fw)
@@ -38,7 +38,7 @@ void elk_trust_fw_load(elk_fw *fw)
     int active;
     /* elk_fw_layout guarantees erase_block >= boot record + provisioning copy (checked in store). */
     elk_trust_prov_select(prov_copy(fw, 0), prov_copy(fw, 1), ELK_PROV_RECORD_SIZE, &fw->trust, &active);
-    new_nonce(fw);
+    new_nonce(fw);  /* power-on or RESET: never the challenge shown before */
     if (fw->trust.flags & ELK_PROV_FLAG_OWNER_KEY) {
         char id[2 * ELK_TRUST_KEY_ID_SIZE + 1];
         key_hex(fw->trust.owner_key, id);
@@ -75,6 +75,45 @@ static uint32_t running_counter(const elk_fw *fw)
 {
     uint32_t c = active_counter(fw);
     return c > fw->trust.security_floor ? c : fw->trust.security_floor;
+}
+
+/* Make the challenge a re-provisioning request must sign, if there is none yet. With the board's RNG:
+ * 16 random bytes. Without one (docs/trust.md "Challenges without an RNG"): SHA-256 over the board id,
+ * a counter and the number of challenges since, where the counter is reserved in the provisioning record
+ * (+1, written with a boot record store and synced) BEFORE the first challenge of a power-on is shown,
+ * so no restart, power cut or RESET can bring a shown challenge back. Only an owned board reserves: on
+ * any other the challenge is not checked (the first PROVISION needs no signature). */
+static int challenge(elk_fw *fw)
+{
+    const elk_board *b = fw->b;
+    if (fw->trust_nonce_ready)
+        return ELK_OK;
+    if (b->random && b->random(b->random_ctx, fw->trust_nonce, sizeof fw->trust_nonce) == ELK_OK) {
+        fw->trust_nonce_ready = 1;
+        return ELK_OK;
+    }
+    uint32_t base = fw->trust_reserved ? fw->trust_challenge_base : fw->trust.challenge_counter;
+    if (owned(fw) && !fw->trust_reserved) {
+        if (fw->trust.challenge_counter == UINT32_MAX || fw->trust.sequence == UINT32_MAX) {
+            elk_fmt(fw->reason, sizeof fw->reason, "provisioning challenge counter exhausted");
+            return ELK_E_RANGE;
+        }
+        elk_trust_prov saved = fw->trust;
+        fw->trust.challenge_counter++;
+        fw->trust.sequence++;  /* every change of the record takes a new sequence */
+        int rc = elk_fw_record_store(fw);
+        if (rc) {
+            fw->trust = saved;
+            elk_fmt(fw->reason, sizeof fw->reason, "flash write of the challenge counter failed");
+            return rc;
+        }
+        fw->trust_reserved = 1;
+        fw->trust_challenge_base = base;
+    }
+    elk_trust_challenge(b->uid, b->uid ? b->uid_len : 0, base, fw->trust_challenge_k,
+                        b->now_us ? b->now_us(b->clock_ctx) : 0, fw->trust_nonce);
+    fw->trust_nonce_ready = 1;
+    return ELK_OK;
 }
 
 int elk_trust_fw_store(elk_fw *fw, uint64_t block_off)
@@ -141,6 +180,9 @@ uint32_t elk_trust_fw_note(elk_fw *fw, uint32_t off)
 
 int elk_trust_fw_cmd_info(elk_fw *fw)
 {
+    int rc = challenge(fw);  /* first: a reservation changes the record's sequence shown here */
+    if (rc)
+        return rc;
     uint32_t off = 2, cap = sizeof fw->tx;
     uint8_t id[ELK_TRUST_KEY_ID_SIZE];
     elk_trust_key_id(fw->trust.owner_key, id);
@@ -176,11 +218,14 @@ int elk_trust_fw_cmd_provision(elk_fw *fw, const uint8_t *p, uint32_t n)
         elk_fmt(fw->reason, sizeof fw->reason, "PROVISION payload is %u bytes, expected 36 or 100", (unsigned)n);
         return ELK_E_INVAL;
     }
+    int rc = challenge(fw);  /* the one TRUST_INFO showed (made now if it showed none) */
+    if (rc)
+        return rc;
     elk_trust_prov next, old = fw->trust;
     uint8_t nonce[ELK_TRUST_NONCE_SIZE];
     memcpy(nonce, fw->trust_nonce, sizeof nonce);
     new_nonce(fw);  /* used up, accepted or not */
-    int rc = elk_trust_prov_request(&fw->trust, nonce, p + 4, elk_le32(p), n == 100 ? p + 36 : NULL, &next,
+    rc = elk_trust_prov_request(&fw->trust, nonce, p + 4, elk_le32(p), n == 100 ? p + 36 : NULL, &next,
                                     fw->reason, sizeof fw->reason);
     if (rc)
         return rc;

@@ -143,6 +143,7 @@ int elk_trust_prov_decode(elk_trust_prov *p, const uint8_t *slot, uint64_t size)
     p->sequence = seq;
     p->flags = elk_le32(slot + ELK_PROVOFF_FLAGS);
     p->security_floor = elk_le32(slot + ELK_PROVOFF_SECURITY_FLOOR);
+    p->challenge_counter = elk_le32(slot + ELK_PROVOFF_CHALLENGE_COUNTER);
     memcpy(p->owner_key, slot + ELK_PROVOFF_OWNER_KEY, 32);
     return ELK_OK;
 }
@@ -158,6 +159,7 @@ void elk_trust_prov_encode(const elk_trust_prov *p, uint8_t out[ELK_PROV_RECORD_
     put32(out + ELK_PROVOFF_FLAGS, p->flags);
     memcpy(out + ELK_PROVOFF_OWNER_KEY, p->owner_key, 32);
     put32(out + ELK_PROVOFF_SECURITY_FLOOR, p->security_floor);
+    put32(out + ELK_PROVOFF_CHALLENGE_COUNTER, p->challenge_counter);
     put32(out + ELK_PROVOFF_CRC32, elk_crc32(0, out, ELK_PROVOFF_CRC32));
 }
 
@@ -194,6 +196,28 @@ int elk_trust_random(uint8_t *out, size_t n)
         return ELK_E_STATE;
     randombytes_buf(out, n);
     return ELK_OK;
+}
+
+_Static_assert(sizeof(ELK_CHALLENGE_CONTEXT) - 1 == CTX_LEN, "challenge context is 16 bytes");
+
+void elk_trust_challenge(const uint8_t *uid, uint32_t uid_len, uint32_t counter, uint32_t k,
+                         uint64_t clock_us, uint8_t out[ELK_TRUST_NONCE_SIZE])
+{
+    uint8_t head[CTX_LEN + 4], tail[16], digest[32];
+    memcpy(head, ELK_CHALLENGE_CONTEXT, CTX_LEN);
+    put32(head + CTX_LEN, uid_len);
+    put32(tail, counter);
+    put32(tail + 4, k);
+    put32(tail + 8, (uint32_t)clock_us);
+    put32(tail + 12, (uint32_t)(clock_us >> 32));
+    elk_trust_sha256 s;
+    elk_trust_sha256_init(&s);
+    elk_trust_sha256_update(&s, head, sizeof head);
+    if (uid_len)
+        elk_trust_sha256_update(&s, uid, uid_len);
+    elk_trust_sha256_update(&s, tail, sizeof tail);
+    elk_trust_sha256_final(&s, digest);
+    memcpy(out, digest, ELK_TRUST_NONCE_SIZE);
 }
 
 int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t nonce[ELK_TRUST_NONCE_SIZE],

@@ -27,6 +27,7 @@ typedef struct elk_trust_prov {
     uint32_t flags;
     uint32_t security_floor;  /* highest security_counter ever committed */
     uint8_t owner_key[32];
+    uint32_t challenge_counter; /* boards without an RNG: the next challenge counter to reserve */
 } elk_trust_prov;
 
 /* Decode one ELK_PROV_RECORD_SIZE slot: ELK_OK, ELK_E_FORMAT (erased/garbage), ELK_E_CRC (torn write). */
@@ -53,6 +54,14 @@ int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t nonce[ELK_TR
 /* n random bytes from libsodium (randombytes_buf: the OS generator on POSIX boards; a bare-metal port
  * installs its hardware RNG with randombytes_set_implementation). ELK_OK or ELK_E_STATE. */
 int elk_trust_random(uint8_t *out, size_t n);
+
+/* The provisioning challenge of a board without an RNG (docs/trust.md "Challenges without an RNG"):
+ * the first ELK_TRUST_NONCE_SIZE bytes of SHA-256(ELK_CHALLENGE_CONTEXT || u32 uid_len || uid ||
+ * u32 counter || u32 k || u64 clock_us), little-endian. counter is reserved in flash before use
+ * (unique per power-on), k counts challenges within that power-on, uid names the board; clock_us adds
+ * whatever unpredictability the board's clock has and is not relied on. */
+void elk_trust_challenge(const uint8_t *uid, uint32_t uid_len, uint32_t counter, uint32_t k,
+                         uint64_t clock_us, uint8_t out[ELK_TRUST_NONCE_SIZE]);
 
 /* Decide whether image[0..avail) may be committed on a board with provisioning record prov
  * (sequence 0 = unprovisioned) and running security counter `running` (max of the committed
