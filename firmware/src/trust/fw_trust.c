@@ -25,6 +25,36 @@ static const uint8_t *prov_copy(const elk_fw *fw, int i)
     return fw->b->flash + (uint64_t)i * fw->b->erase_block + ELK_BOOT_RECORD_SIZE;
 }
 
+/* The factory owner key (`scons owner_key=owner.pub`): a board whose flash holds no provisioning record
+ * is owned by it, as if record 1 held it, so the first PROVISION must be signed by it and unsigned images
+ * do not run; it can be replaced by another owner key, never removed (docs/trust.md "Factory owner key"). */
+#ifdef ELK_FACTORY_OWNER_KEY_HEX
+static const char factory_hex[] = ELK_FACTORY_OWNER_KEY_HEX;
+_Static_assert(sizeof factory_hex == 65, "factory owner key: 64 hex digits");
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static int factory_key(uint8_t key[32])
+{
+    for (int i = 0; i < 32; i++) {
+        int hi = hex_digit(factory_hex[2 * i]), lo = hex_digit(factory_hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return 0;
+        key[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 1;
+}
+#else
+static int factory_key(uint8_t key[32])
+{
+    (void)key;
+    return 0;
+}
+#endif
+
 /* The current challenge is used up (after every PROVISION, accepted or not) or belongs to a former power-on:
  * the next TRUST_INFO or PROVISION makes a new one (challenge below). */
 static void new_nonce(elk_fw *fw)
@@ -39,6 +69,13 @@ void elk_trust_fw_load(elk_fw *fw)
     /* elk_fw_layout guarantees erase_block >= boot record + provisioning copy (checked in store). */
     elk_trust_prov_select(prov_copy(fw, 0), prov_copy(fw, 1), ELK_PROV_RECORD_SIZE, &fw->trust, &active);
     new_nonce(fw);  /* power-on or RESET: never the challenge shown before */
+    if (active < 0 && factory_key(fw->trust.owner_key)) {
+        /* no record: the factory key owns the board. Written as record 1 at the next store, which no
+         * other record can be (there is none), so equal sequences still mean equal records. */
+        fw->trust.sequence = 1;
+        fw->trust.flags = ELK_PROV_FLAG_OWNER_KEY;
+        elk_fw_log(fw, "trust: no provisioning record: the factory owner key applies");
+    }
     if (fw->trust.flags & ELK_PROV_FLAG_OWNER_KEY) {
         char id[2 * ELK_TRUST_KEY_ID_SIZE + 1];
         key_hex(fw->trust.owner_key, id);
@@ -225,6 +262,12 @@ int elk_trust_fw_cmd_provision(elk_fw *fw, const uint8_t *p, uint32_t n)
     uint8_t nonce[ELK_TRUST_NONCE_SIZE];
     memcpy(nonce, fw->trust_nonce, sizeof nonce);
     new_nonce(fw);  /* used up, accepted or not */
+    uint8_t fkey[32];
+    if (!(elk_le32(p) & ELK_PROV_FLAG_OWNER_KEY) && factory_key(fkey)) {
+        elk_fmt(fw->reason, sizeof fw->reason, "this firmware has a factory owner key: the owner key can be "
+                "changed, not removed");
+        return ELK_E_INVAL;
+    }
     rc = elk_trust_prov_request(&fw->trust, nonce, p + 4, elk_le32(p), n == 100 ? p + 36 : NULL, &next,
                                     fw->reason, sizeof fw->reason);
     if (rc)
