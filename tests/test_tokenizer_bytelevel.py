@@ -284,3 +284,38 @@ def test_damaged_tokenizer_files_fail_packing_in_one_line(trained, tmp_path, dam
     r = run_elk("pack", folder, "-o", tmp_path / "x.elk")
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("elk: error: ") and not (tmp_path / "x.elk").exists()
+
+
+def test_long_special_and_user_piece_spelled_like_a_vocab_piece_match_tokenizers(trained, tmp_path, host_build):
+    """Two edges where C and Python disagreed: a special token longer than 256 bytes (C matched control
+    pieces of at most 256 bytes whole; Python and tokenizers any length), and a non-special added token
+    spelled like an earlier vocabulary piece (Python matched it whole with its own id, C not at all).
+    tokenizers splits such a token off whole and gives it the vocabulary's id (the first piece with that
+    spelling), and so do both elk tokenizers now."""
+    from tokenizers import Tokenizer
+
+    hf0, v0, d = trained
+    doc = json.loads((d / "tokenizer.json").read_text())
+    word = max((p for p in doc["model"]["vocab"] if p.isascii() and p.isalpha()), key=len)  # "Ġ"-free piece
+    long_special = "<|" + "tool_call_" * 30 + "|>"  # 304 bytes
+    n = hf0.get_vocab_size(with_added_tokens=True)
+    doc["added_tokens"] += [
+        {"id": n, "content": long_special, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": True},
+        {"id": n + 1, "content": word, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": False}]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(doc))
+    hf = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    v = T.load(tmp_path / "tokenizer.json")
+    assert (v.types[n], v.types[n + 1], v.pieces[n + 1]) == (T.CONTROL, T.USER_DEFINED, word)
+    assert hf.token_to_id(long_special) == n and hf.token_to_id(word) == doc["model"]["vocab"][word]
+    c = CTok(host_build, T.encode_section(v))
+    texts = [long_special, f"a{long_special}b", long_special * 2, long_special[:-1], f"x {word} y",
+             f"{word}{word}", f" {word}", f"un{word}ed 12{word}", f"{long_special} {word}"]
+    for text in texts + [t.replace("<|tool|>", word) for t in _texts(200, 17)]:
+        want = hf.encode(text, add_special_tokens=False).ids
+        assert T.encode(v, text, special=True) == want, text
+        assert c.encode(text, special=True) == want, text
+        assert c.encode(text) == T.encode(v, text), text  # user text: the long special stays text
+    assert c.encode(long_special, special=True) == [n]
+    assert n + 1 not in c.encode(f"x {word} y")  # the vocabulary's id, as tokenizers gives

@@ -374,3 +374,36 @@ def test_board_chatml_wrapper_inserts_single_ids_and_stops_at_im_end(chat_image,
     assert tail == 3 + len(plain.encode("assistant\n", add_special_tokens=False).ids)
     # the next turn first closes the assistant's reply: <|im_end|> \n, then the same turn without BOS
     assert second.prompt_tokens == 2 + head + body + tail
+
+
+def test_long_special_and_user_piece_spelled_like_a_vocab_piece_match_tokenizers(tmp_path, host_build):
+    """C and Python disagreed on two edges: a control piece longer than 256 bytes (C matched at most 256
+    bytes whole) and a user-defined piece spelled like an earlier normal piece (Python kept it whole, C
+    did not). tokenizers keeps both whole, the second with the vocabulary's id; so do C and Python now."""
+    import tokenizers
+
+    v = T.from_llama2c(fixture_path("tok512.bin"))
+    word = max((p for p in v.pieces if p.isascii() and p.isalpha()), key=len)  # a piece without "▁"
+    long_special = "<|" + "tool_call_" * 30 + "|>"  # 304 bytes
+    doc = _tokenizer_json(v)
+    doc["added_tokens"] += [{"id": i, "content": c, "special": s, "single_word": False, "lstrip": False,
+                             "rstrip": False, "normalized": False}
+                            for i, c, s in ((VOCAB, long_special, True), (VOCAB + 1, word, False))]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(doc), encoding="utf-8")
+    hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    ev = T.load(tmp_path / "tokenizer.json")
+    assert (ev.types[VOCAB], ev.types[VOCAB + 1], ev.pieces[VOCAB + 1]) == (T.CONTROL, T.USER_DEFINED, word)
+    c = CTok(host_build, T.encode_section(ev))
+    for text in [long_special, f"a{long_special}b", long_special * 2, long_special[:-1], f"Hi{long_special[:300]}",
+                 f"x{word}y", f"Once upon a {word}", f"un{word}ed", f"{long_special}{word}", f"a l{word} cat"]:
+        want = hf.encode(text, add_special_tokens=False).ids
+        assert T.encode(ev, text, special=True) == want, text
+        assert c.encode(text, special=True) == want, text
+        assert c.encode(text) == T.encode(ev, text), text  # user text: the long marker stays text
+        assert VOCAB + 1 not in want and c.decode(c.encode(text)) == text
+    # starting with the added token, tokenizers' Metaspace adds no "▁" while SentencePiece (and elk) do
+    for text in [f"{word}{word}", f"{word} {long_special}"]:
+        head = [v.piece_id("▁"), v.piece_id(word)]
+        tail = T.encode(ev, text[len(word):], special=True, prefix=False)
+        assert c.encode(text, special=True) == T.encode(ev, text, special=True) == head + tail, text
+    assert c.encode(long_special, special=True) == [VOCAB]

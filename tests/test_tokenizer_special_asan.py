@@ -26,7 +26,8 @@ lib = ffi.dlopen(sys.argv[1])
 rng = random.Random(2111)
 
 v = T.from_llama2c(fixture_path("tok512.bin"))
-markers = ["<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|a|>", "<"]
+LONG = "<|" + "long_marker_" * 25 + "|>"  # 304 bytes: past the length-by-length match, compared whole
+markers = ["<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|a|>", "<", LONG]
 for k, m in enumerate(markers):
     v.pieces[500 + k], v.types[500 + k] = m, T.CONTROL
 v.stop_ids = [2, 501, 502]
@@ -35,7 +36,8 @@ assert struct.unpack_from("<I", base, 8)[0] & spec.TOKENIZER_FLAG_STOP_IDS
 
 
 def text():
-    parts = [m.encode() for m in markers] + [b"<|im_", b"end|>", b"|>", "héllo 日本 ".encode(), b"  ",
+    parts = [m.encode() for m in markers] + [b"<|im_", b"end|>", b"|>", "héllo 日本 ".encode(), b"  ", b"the ",
+                                             LONG[:-1].encode(),
                                              bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 20)))]
     return b"".join(rng.choice(parts) for _ in range(rng.randint(0, 30)))
 
@@ -88,9 +90,11 @@ for a, b2 in (("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("a", "a"), ("aa", "aa"), 
 pieces += ["<|im_start|>", "<|im_end|>", "<|tool|>"]
 splits += [0, 0, 0]
 types = [T.NORMAL] * (len(pieces) - 3) + [T.CONTROL, T.CONTROL, T.USER_DEFINED]
-bv = T.Vocab(pieces, [-float(i) for i in range(len(pieces))], types, bos_id=-1, eos_id=len(pieces) - 2, unk_id=-1,
+pieces, splits, types = pieces + [LONG, "he"], splits + [0, 0], types + [T.CONTROL, T.USER_DEFINED]  # "he": as 257
+bv = T.Vocab(pieces, [-float(i) for i in range(len(pieces))], types, bos_id=-1, eos_id=pieces.index("<|im_end|>"),
+             unk_id=-1,
              pad_id=-1, flags=spec.TOKENIZER_FLAG_SPLIT_DIGITS, kind=spec.TOKENIZER_KIND_BYTE_BPE, splits=splits,
-             stop_ids=[len(pieces) - 3])
+             stop_ids=[pieces.index("<|im_start|>")])
 bl_base = T.encode_section(bv)
 bl_accepted = use(bl_base)
 buf = ffi.new("uint8_t[]", bl_base)
@@ -98,7 +102,8 @@ arena = ffi.new("uint8_t[]", lib.elk_tokenizer_arena_size(buf, len(bl_base)))
 tp = ffi.new("elk_tokenizer **")
 assert lib.elk_tokenizer_init(tp, buf, len(bl_base), arena, len(arena)) == 0
 for long in (b"a" * 5000, "日本語".encode() * 900 + b" end", bytes(rng.getrandbits(8) for _ in range(9000)),
-             b"1" * 3000 + b"<|tool|>" * 200):  # pre-tokens longer than the scratch: merged in windows
+             b"1" * 3000 + b"<|tool|>" * 200,  # pre-tokens longer than the scratch: merged in windows
+             LONG.encode() * 30 + b" the he" * 500):
     n = ffi.new("int *")
     lib.elk_tokenize_ex(tp[0], long, len(long), 4, ffi.NULL, 0, n)
     ids = ffi.new("int32_t[]", n[0])

@@ -454,9 +454,11 @@ class _Tables:
         self.control_len = max(map(len, self.control), default=0)
         self.user_ids = {}  # byte-level: user-defined pieces, split off the text before pre-tokenizing
         if v.kind == KIND_BYTE:
-            for i in range(len(v.pieces) - 1, -1, -1):
+            for i in range(len(v.pieces)):
                 if v.types[i] == USER_DEFINED and v.pieces[i]:
-                    self.user_ids[v.pieces[i].encode()] = i
+                    # the id of the first piece so spelled: an added token spelled like a vocabulary
+                    # piece is still split off whole, with the vocabulary's id (as tokenizers does)
+                    self.user_ids[v.pieces[i].encode()] = self.mergeable[v.pieces[i].encode()]
             self.user = []
         self.match_len = max(self.control_len, max(map(len, self.user_ids), default=0))
         self.byte_ids = {}

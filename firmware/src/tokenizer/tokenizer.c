@@ -15,7 +15,8 @@
 #define MAX_TOKENS (1u << 22)  /* bounds the hash table; Llama-class vocabularies have ~32k-128k */
 #define SEG_BYTES 4096u        /* normalized bytes held at once while encoding */
 #define SEG_SYMS 1024u         /* initial symbols (characters) BPE-merged at once */
-#define MAX_USER_LEN 256u      /* longest user-defined or control piece matched whole (bytes) */
+#define MAX_USER_LEN 256u      /* longest piece matched whole by lookups per length (longer control and
+                                * byte-level user pieces: long_whole; longer SPM user pieces: never) */
 #define UNK_SURFACE " \xE2\x81\x87 " /* " ⁇ ": SentencePiece's default text for <unk> */
 
 /* One initial symbol of the normalized text: a character, an invalid byte or a user-defined piece. */
@@ -36,6 +37,8 @@ struct elk_tokenizer {
     uint32_t n_stop;                 /* stop ids from the section's tail (eos_id included), or 0 */
     int32_t stop[ELK_TOKENIZER_MAX_STOP_IDS];
     uint8_t ctrl_first[32];          /* bitmap: first bytes of pieces matched whole before encoding */
+    int32_t *long_whole;             /* ids of pieces matched whole longer than MAX_USER_LEN bytes */
+    uint32_t n_long;                 /* entries in long_whole (parse_section: its capacity) */
     int chunk_safe;                  /* no piece crosses "x▁" (x not ▁): words encode independently */
     int32_t *slots;                  /* hash of NORMAL/USER_DEFINED/UNUSED and CONTROL pieces -> id */
     uint32_t slot_mask;
@@ -177,6 +180,7 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
         t->splits = t->blob;
     }
     *n_mergeable = 0;
+    t->n_long = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t off = entry_off(t, i), len = entry_len(t, i), type = entry_type(t, i);
         float score = entry_score(t, i);
@@ -193,6 +197,8 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
             k += c;
         }
         *n_mergeable += (mergeable(type) || type == ELK_TOKEN_CONTROL) && len > 0; /* hashed pieces */
+        t->n_long += len > MAX_USER_LEN && (type == ELK_TOKEN_CONTROL ||
+                                            (type == ELK_TOKEN_USER_DEFINED && kind == ELK_TOKENIZER_KIND_BYTE_BPE));
     }
     return ELK_OK;
 }
@@ -210,9 +216,10 @@ static uint32_t slot_count(uint32_t n_mergeable)
     return cap;
 }
 
-static uint64_t layout_size(uint32_t slots)
+static uint64_t layout_size(uint32_t slots, uint32_t n_long)
 {
-    return align8(sizeof(elk_tokenizer)) + align8((uint64_t)slots * 4) + align8(SEG_BYTES) +
+    return align8(sizeof(elk_tokenizer)) + align8((uint64_t)slots * 4) + align8((uint64_t)n_long * 4) +
+           align8(SEG_BYTES) +
            align8(SEG_SYMS * sizeof(tok_sym)) + align8(SEG_SYMS * sizeof(tok_link)) +
            align8(3u * SEG_SYMS * sizeof(tok_pair)) + align8(SEG_SYMS * sizeof(tok_node)) +
            align8(2u * SEG_SYMS * sizeof(int32_t)) + 8u /* to align the arena start */;
@@ -271,7 +278,7 @@ static void build_tables(elk_tokenizer *t)
     for (uint32_t i = 0; i <= t->slot_mask; i++)
         t->slots[i] = -1;
     t->chunk_safe = 1;
-    t->max_user_len = t->max_ctrl_len = 0;
+    t->max_user_len = t->max_ctrl_len = t->n_long = 0;
     memset(t->ctrl_first, 0, sizeof t->ctrl_first);
     for (uint32_t i = 0; i < t->n_tokens; i++) {
         uint32_t type = entry_type(t, i), len = entry_len(t, i);
@@ -282,17 +289,23 @@ static void build_tables(elk_tokenizer *t)
                 t->byte_id[b] = (int32_t)i;
             continue;
         }
-        int control = type == ELK_TOKEN_CONTROL;
-        if ((!mergeable(type) && !control) || len == 0 || lookup_as(t, s, len, control ? type : 0u) >= 0)
-            continue; /* the first of duplicate spellings wins, as in the Python reference */
+        int control = type == ELK_TOKEN_CONTROL, user = type == ELK_TOKEN_USER_DEFINED;
+        /* The first of duplicate spellings wins, as in the Python reference. A user-defined piece
+         * spelled like an earlier mergeable one is hashed as well: lookup_as(USER_DEFINED) finds it, so
+         * its text is still matched whole, while lookup() meets the earlier piece first (linear probing
+         * keeps insertion order) and gives that id, as tokenizers does for an added token spelled like
+         * a vocabulary piece. */
+        if ((!mergeable(type) && !control) || len == 0 || lookup_as(t, s, len, control || user ? type : 0u) >= 0)
+            continue;
         uint32_t h = hash_bytes(s, len) & t->slot_mask;
         while (t->slots[h] >= 0)
             h = (h + 1) & t->slot_mask;
         t->slots[h] = (int32_t)i;
         /* control pieces, and byte-level user-defined ones, are matched whole in the raw text */
-        int whole = control || (type == ELK_TOKEN_USER_DEFINED && t->kind == ELK_TOKENIZER_KIND_BYTE_BPE);
-        if (whole && len <= MAX_USER_LEN) {
-            if (len > t->max_ctrl_len)
+        if (control || (user && t->kind == ELK_TOKENIZER_KIND_BYTE_BPE)) {
+            if (len > MAX_USER_LEN)
+                t->long_whole[t->n_long++] = (int32_t)i;  /* counted by parse_section */
+            else if (len > t->max_ctrl_len)
                 t->max_ctrl_len = len;
             t->ctrl_first[s[0] >> 3] |= (uint8_t)(1u << (s[0] & 7));
         }
@@ -311,7 +324,7 @@ uint64_t elk_tokenizer_arena_size(const void *section, uint64_t size)
     uint32_t n_mergeable;
     if (parse_section(&t, section, size, &n_mergeable) != ELK_OK)
         return 0;
-    return layout_size(slot_count(n_mergeable));
+    return layout_size(slot_count(n_mergeable), t.n_long);
 }
 
 int elk_tokenizer_init(elk_tokenizer **out, const void *section, uint64_t size, void *arena,
@@ -326,7 +339,7 @@ int elk_tokenizer_init(elk_tokenizer **out, const void *section, uint64_t size, 
     if (rc != ELK_OK)
         return rc;
     uint32_t slots = slot_count(n_mergeable);
-    if (arena_size < layout_size(slots))
+    if (arena_size < layout_size(slots, tmp.n_long))
         return ELK_E_NOMEM;
     uint8_t *p = (uint8_t *)(uintptr_t)align8((uintptr_t)arena);
     elk_tokenizer *t = (elk_tokenizer *)p;
@@ -334,6 +347,7 @@ int elk_tokenizer_init(elk_tokenizer **out, const void *section, uint64_t size, 
     p += align8(sizeof(elk_tokenizer));
     t->slots = (int32_t *)p, p += align8((uint64_t)slots * 4);
     t->slot_mask = slots - 1;
+    t->long_whole = (int32_t *)p, p += align8((uint64_t)tmp.n_long * 4);
     t->norm = p, p += align8(SEG_BYTES);
     t->syms = (tok_sym *)p, p += align8(SEG_SYMS * sizeof(tok_sym));
     t->links = (tok_link *)p, p += align8(SEG_SYMS * sizeof(tok_link));
@@ -561,9 +575,8 @@ static uint32_t split_one(const elk_tokenizer *t, uint32_t at, uint32_t filled, 
     const uint8_t *p = t->norm + at;
     uint32_t avail = filled - at;
     for (uint32_t n = t->max_user_len < avail ? t->max_user_len : avail; n > 0; n--) {
-        int32_t id = lookup(t, p, n);
-        if (id >= 0 && entry_type(t, (uint32_t)id) == ELK_TOKEN_USER_DEFINED) {
-            *out = (tok_sym){ at, n, id, 1 };
+        if (lookup_as(t, p, n, ELK_TOKEN_USER_DEFINED) >= 0) {  /* the first piece so spelled gives the id */
+            *out = (tok_sym){ at, n, lookup(t, p, n), 1 };
             return n;
         }
     }
@@ -638,17 +651,33 @@ static void encode_text(const elk_tokenizer *t, tok_out *o_, const uint8_t *text
 }
 
 /* Length of the longest piece matched whole at p[0..avail) — a control piece when `special`, a
- * byte-level user-defined piece always — and its id in *id; 0 if none. */
+ * byte-level user-defined piece always (a control piece first at equal length) — and its id in *id;
+ * 0 if none. A user-defined piece gives the id of the first piece so spelled (lookup). */
 static uint32_t whole_at(const elk_tokenizer *t, const uint8_t *p, uint64_t avail, int special, int32_t *id)
 {
     int user = t->kind == ELK_TOKENIZER_KIND_BYTE_BPE;
     if (!(t->ctrl_first[p[0] >> 3] & (1u << (p[0] & 7))))
         return 0;
+    uint32_t best = 0;
+    int best_control = 0;
+    for (uint32_t k = 0; k < t->n_long; k++) {  /* longer than MAX_USER_LEN: compared one by one */
+        uint32_t i = (uint32_t)t->long_whole[k], len = entry_len(t, i);
+        int control = entry_type(t, i) == ELK_TOKEN_CONTROL;
+        if (!(control ? special : user) || len > avail || len < best || (len == best && (best_control || !control)) ||
+            memcmp(entry_str(t, i), p, len) != 0)
+            continue;
+        best = len, best_control = control;
+        *id = control ? (int32_t)i : lookup(t, p, len);
+    }
+    if (best)
+        return best;
     for (uint32_t n = avail < t->max_ctrl_len ? (uint32_t)avail : t->max_ctrl_len; n > 0; n--) {
         if (special && (*id = lookup_as(t, p, n, ELK_TOKEN_CONTROL)) >= 0)
             return n;
-        if (user && (*id = lookup_as(t, p, n, ELK_TOKEN_USER_DEFINED)) >= 0)
+        if (user && lookup_as(t, p, n, ELK_TOKEN_USER_DEFINED) >= 0) {
+            *id = lookup(t, p, n);
             return n;
+        }
     }
     return 0;
 }
@@ -723,7 +752,7 @@ int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsi
         emit(&o, t->bos);
     uint64_t start = 0;
     int special = (flags & ELK_TOKENIZE_SPECIAL) != 0;
-    if ((special || t->kind == ELK_TOKENIZER_KIND_BYTE_BPE) && t->max_ctrl_len) {
+    if ((special || t->kind == ELK_TOKENIZER_KIND_BYTE_BPE) && (t->max_ctrl_len || t->n_long)) {
         for (uint64_t at = 0; at < len;) {
             int32_t id;
             uint32_t n = whole_at(t, p + at, len - at, special, &id);
