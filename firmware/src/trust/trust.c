@@ -190,14 +190,6 @@ static int ed25519_ok(const uint8_t key[32], const uint8_t *sig, const uint8_t *
     return crypto_sign_verify_detached(sig, msg, len, key) == 0;
 }
 
-int elk_trust_random(uint8_t *out, size_t n)
-{
-    if (sodium_init() < 0)
-        return ELK_E_STATE;
-    randombytes_buf(out, n);
-    return ELK_OK;
-}
-
 _Static_assert(sizeof(ELK_CHALLENGE_CONTEXT) - 1 == CTX_LEN, "challenge context is 16 bytes");
 
 void elk_trust_challenge(const uint8_t *uid, uint32_t uid_len, uint32_t counter, uint32_t k,

@@ -51,10 +51,6 @@ int elk_trust_prov_request(const elk_trust_prov *cur, const uint8_t nonce[ELK_TR
                            const uint8_t new_key[32], uint32_t new_flags, const uint8_t *signature,
                            elk_trust_prov *next, char *reason, size_t cap);
 
-/* n random bytes from libsodium (randombytes_buf: the OS generator on POSIX boards; a bare-metal port
- * installs its hardware RNG with randombytes_set_implementation). ELK_OK or ELK_E_STATE. */
-int elk_trust_random(uint8_t *out, size_t n);
-
 /* The provisioning challenge of a board without an RNG (docs/trust.md "Challenges without an RNG"):
  * the first ELK_TRUST_NONCE_SIZE bytes of SHA-256(ELK_CHALLENGE_CONTEXT || u32 uid_len || uid ||
  * u32 counter || u32 k || u64 clock_us), little-endian. counter is reserved in flash before use
