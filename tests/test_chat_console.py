@@ -288,7 +288,6 @@ def test_ctrl_c_typed_in_a_terminal_stops_the_reply_not_the_console(slow_board):
 
 
 @pytest.mark.parametrize("args,message", [
-    (("-n", "-5"), "the token limit (-n) must be 0 to 4294967295, got -5"),
     (("--temperature", "-1"), "temperature must be 0 (greedy) or more, got -1.0"),
     (("--temperature", "nan"), "temperature must be 0 (greedy) or more, got nan"),
     (("--top-p", "2"), "top-p must be above 0 and at most 1 (1 = off), got 2.0"),
