@@ -1,9 +1,11 @@
 """Shared test fixtures: paths to ../shared/fixtures, the built host runtime, a scratch dir."""
 
+import contextlib
 import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -50,3 +52,26 @@ def pack_stories260k(out: pathlib.Path, **options) -> pathlib.Path:
 
     pack(str(fixture_path("stories260K.bin")), str(out), tokenizer=str(fixture_path("tok512.bin")), **options)
     return out
+
+
+@contextlib.contextmanager
+def flashed_board(image, board="host", **emulator_options):
+    """An emulated board behind a real pty (no line-rate throttle, log discarded) with `image`
+    flashed over the link as a user would; yields the running Emulator."""
+    from elk import flash as flashing
+    from elk.emulate import Emulator
+
+    with Emulator(board, baud=0, log=open(os.devnull, "w"), **emulator_options) as emu:
+        assert flashing.flash([emu.port], image, progress=False)[0].ok
+        yield emu
+
+
+def read_until(term, marker, timeout=10.0, after=b""):
+    """Console bytes read from `term` up to `marker`, looked for after the echo of `after` (the line
+    just typed) when given; fails the test with the last bytes seen when it does not come."""
+    buf, end = b"", time.monotonic() + timeout
+    while time.monotonic() < end:
+        buf += term.read(4096)
+        if marker in (buf.split(after, 1)[-1] if after else buf):
+            return buf
+    raise AssertionError(buf[-300:])

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, pack_stories260k
+from conftest import ROOT, flashed_board, pack_stories260k
 from elk import chat
 from elk import flash as flashing
 from elk.emulate import Emulator
@@ -25,8 +25,7 @@ def image(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def board(host_build, image):
-    with Emulator("host", baud=0, log=open(os.devnull, "w")) as emu:
-        assert flashing.flash([emu.port], image, progress=False)[0].ok
+    with flashed_board(image) as emu:
         yield emu
 
 

@@ -4,7 +4,6 @@ board keeps answering; a chat that fills the context stops with "context full" a
 firmware keeps no sliding window, docs/protocol.md), in `elk chat` and on the board's text console."""
 
 import io
-import os
 import re
 import subprocess
 import sys
@@ -13,10 +12,8 @@ import time
 import pytest
 import serial
 
-from conftest import ROOT, fixture_path
+from conftest import ROOT, fixture_path, flashed_board, read_until
 from elk import chat
-from elk import flash as flashing
-from elk.emulate import Emulator
 from elk.link import connect
 
 GREEDY = ", there was a little girl named Lily. She loved to play outside in the park."
@@ -29,8 +26,7 @@ def board(host_build, tmp_path_factory):
 
     image = tmp_path_factory.mktemp("ctx") / "s260.elk"
     pack(str(fixture_path("stories260K.bin")), str(image), tokenizer=str(fixture_path("tok512.bin")))
-    with Emulator("host", baud=0, log=open(os.devnull, "w")) as emu:
-        assert flashing.flash([emu.port], image, progress=False)[0].ok
+    with flashed_board(image) as emu:
         yield emu
 
 
@@ -99,25 +95,17 @@ def test_text_console_says_when_the_context_is_full_and_reset_clears_it(board, t
     with serial.Serial(board.port, 115200, timeout=0.2) as term:
         term.reset_input_buffer()
         term.write(b"reset\r")
-        _read_until(term, b"(new conversation)\r\n> ")
+        read_until(term, b"(new conversation)\r\n> ")
         seen = b""
         for _ in range(3):
             term.write(line + b"\r")
-            seen += _read_until(term, b"\r\n> ", timeout=20, after=line)
+            seen += read_until(term, b"\r\n> ", timeout=20, after=line)
             if b"(context full" in seen:
                 break
         assert b"(context full: type reset to start a new conversation)" in seen, seen[-300:]
         term.write(b"reset\r")
-        _read_until(term, b"(new conversation)\r\n> ")
+        read_until(term, b"(new conversation)\r\n> ")
         term.write(b"info\r")
-        assert b"context 0/512" in _read_until(term, b"\r\n> ")
+        assert b"context 0/512" in read_until(term, b"\r\n> ")
 
 
-def _read_until(term, marker, timeout=5.0, after=b""):
-    """Console bytes up to `marker` (seen after the echo of `after`, the line just typed)."""
-    buf, end = b"", time.monotonic() + timeout
-    while time.monotonic() < end:
-        buf += term.read(4096)
-        if marker in (buf.split(after, 1)[-1] if after else buf):
-            return buf
-    raise AssertionError(buf[-300:])

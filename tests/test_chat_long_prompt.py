@@ -10,7 +10,7 @@ import struct
 import pytest
 
 import elk
-from conftest import fixture_path, run_elk
+from conftest import fixture_path, flashed_board, run_elk
 from elk import flash as flashing
 from elk import proto_spec as P
 from elk.emulate import Emulator
@@ -38,8 +38,7 @@ def image(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def board(host_build, image):
-    with Emulator("host", baud=0, log=open(os.devnull, "w")) as emu:
-        assert flashing.flash([emu.port], image, progress=False)[0].ok
+    with flashed_board(image) as emu:
         yield emu
 
 

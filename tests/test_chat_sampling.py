@@ -4,16 +4,13 @@ same image, prompt and settings); the board's own text console has `set` for the
 with the same rules as GENERATE, which refuses bad values with a reason (test_chat_console)."""
 
 import io
-import os
 import time
 
 import pytest
 import serial
 
-from conftest import pack_stories260k, run_elk
+from conftest import flashed_board, pack_stories260k, read_until, run_elk
 from elk import chat
-from elk import flash as flashing
-from elk.emulate import Emulator
 from elk.link import connect
 
 GREEDY = ", there was a little girl named Lily. She loved to play outside in the park."
@@ -26,8 +23,7 @@ def image(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def board(host_build, image):
-    with Emulator("host", baud=0, log=open(os.devnull, "w")) as emu:
-        assert flashing.flash([emu.port], image, progress=False)[0].ok
+    with flashed_board(image) as emu:
         yield emu
 
 
@@ -78,14 +74,6 @@ def test_interactive_settings_apply_to_the_next_turns(board, image):
     assert last.startswith("> , there was a little") and "girl named" not in last
 
 
-def _read_until(term, marker, timeout=10.0, after=b""):
-    buf, end = b"", time.monotonic() + timeout
-    while time.monotonic() < end:
-        buf += term.read(4096)
-        if marker in (buf.split(after, 1)[-1] if after else buf):
-            return buf
-    raise AssertionError(buf[-300:])
-
 
 def test_text_console_set_changes_the_sampling_and_refuses_bad_values(board):
     with connect(board.port, 0) as link:
@@ -95,29 +83,29 @@ def test_text_console_set_changes_the_sampling_and_refuses_bad_values(board):
         term.reset_input_buffer()
         term.write(b"set\r")
         assert b"temp 0.800, top-p 0.900, top-k 0, tokens 256, seed 0 (a new one every reply)" in \
-            _read_until(term, b"\r\n> ")
+            read_until(term, b"\r\n> ")
         term.write(b"set top-p 2\r")
-        assert b"sampling: top-p must be above 0 and at most 1 (1 = off)" in _read_until(term, b"\r\n> ")
+        assert b"sampling: top-p must be above 0 and at most 1 (1 = off)" in read_until(term, b"\r\n> ")
         term.write(b"set temp hot\r")
-        assert b"usage: set temp|top-p|top-k|tokens|seed VALUE" in _read_until(term, b"\r\n> ")
+        assert b"usage: set temp|top-p|top-k|tokens|seed VALUE" in read_until(term, b"\r\n> ")
         term.write(b"set colour 3\r")
-        assert b"set: temp (0 = greedy), top-p" in _read_until(term, b"\r\n> ")
+        assert b"set: temp (0 = greedy), top-p" in read_until(term, b"\r\n> ")
         term.write(b"set temp 5000000\r")  # any finite temperature is valid; its milli count passes 2^32
-        assert b"temp 5000000.000, top-p" in _read_until(term, b"\r\n> ")
+        assert b"temp 5000000.000, top-p" in read_until(term, b"\r\n> ")
         term.write(b"set temp 9999999999999999999\r")
-        assert b"temp 1e15 or more, top-p" in _read_until(term, b"\r\n> ")
+        assert b"temp 1e15 or more, top-p" in read_until(term, b"\r\n> ")
         term.write(b"set temp 0\r")
-        _read_until(term, b"\r\n> ")
+        read_until(term, b"\r\n> ")
         term.write(b"set tokens 5\r")
-        assert b"temp 0.000, top-p 0.900, top-k 0, tokens 5, seed 0" in _read_until(term, b"\r\n> ")
+        assert b"temp 0.000, top-p 0.900, top-k 0, tokens 5, seed 0" in read_until(term, b"\r\n> ")
         term.write(b"reset\r")
-        _read_until(term, b"(new conversation)\r\n> ")
+        read_until(term, b"(new conversation)\r\n> ")
         term.write(b"Once upon a time\r")
-        seen = _read_until(term, b"\r\n> ", after=b"Once upon a time")
+        seen = read_until(term, b"\r\n> ", after=b"Once upon a time")
         reply = seen.split(b"Once upon a time", 1)[1]
         assert reply.startswith(b"\r\n, there was a little") and b"girl named" not in reply, reply
         term.write(b"set seed 42\r")
-        assert b"seed 42" in _read_until(term, b"\r\n> ")
+        assert b"seed 42" in read_until(term, b"\r\n> ")
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "4294967296"])

@@ -8,7 +8,6 @@ for: test_flash_bootrecord.)"""
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 
