@@ -210,7 +210,7 @@ void elk_gen_reset(elk_gen *g);
 /* Append ids[0..n) to the context and prefill them (in max_batch chunks); at most max_new tokens
  * will follow. The context must hold the tokens already in it, the n new ones and, when max_new > 0,
  * one free position for the first generated token: ELK_E_RANGE otherwise (nothing is changed then).
- * Generation stops when the context is full (g->stop = ELK_STOP_CONTEXT_FULL). */
+ * Generation stops when the context is full (g->stop = ELK_GEN_CONTEXT_FULL). */
 int elk_gen_begin(elk_gen *g, const int32_t *ids, int n, int max_new);
 /* Produce the next token: 1 with *id set and its text in piece[0..*len) (cap bytes at most;
  * piece/len may be NULL), 0 when the turn has stopped (g->stop says why), or a negative code. */
