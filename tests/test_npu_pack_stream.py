@@ -147,3 +147,14 @@ def test_section_writer_refuses_a_short_layer_count(tmp_path, vocab):
         data = f.read()
     assert size == len(data) and data == pack_section(sec)
     assert len(parse_section(data).layers) == len(spec.NPU_ROLES)
+
+
+def test_progress_counts_every_layers_int8_weights(tmp_path, vocab):
+    m = tinyllama_shaped(vocab, n_layers=2, seed=6)
+    calls = []
+    im.write_image(tmp_path / "m.elk", m, npu=section_writer(m, 8, token_lists=ONE_SAMPLE,
+                                                             progress=lambda *a: calls.append(a)))
+    sec = parse_section(im.read_image(tmp_path / "m.elk").npu)
+    assert len(calls) == len(sec.layers) == 2 * len(spec.NPU_ROLES)
+    assert calls[-1][0] == calls[-1][1] == sum(L.rows * L.cols for L in sec.layers)
+    assert calls[0][2] == "npu blk.0.wq" and calls[-1][2] == "npu blk.1.w3"

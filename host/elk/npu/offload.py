@@ -65,9 +65,9 @@ def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_
     n = clamp_chunk(n, model.config.seq_len, "--npu-chunk" if chunk is not None else
                     (f"{bn.board}'s NPU chunk" if bn else "the default NPU chunk"), notice or _stderr_notice)
     table = []
-    write_npu = section_writer(model, n, text_file=calib_text, outlier_k=outlier_k, max_outliers=max_outliers,
-                               done=table.append)  # options and calibration text checked here, no file yet
     bar = ProgressBar() if progress else None
+    write_npu = section_writer(model, n, text_file=calib_text, outlier_k=outlier_k, max_outliers=max_outliers,
+                               done=table.append, progress=bar)  # options and text checked here, no file yet
     result = im.write_image(out, model, quant=quant, recipe=recipe, security_counter=security_counter,
                             name=name, npu=write_npu, progress=bar)
     if bar:

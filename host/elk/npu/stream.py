@@ -100,18 +100,24 @@ def stream_layers(model, token_lists: list, chunk: int, outlier_k: float, cap, m
 
 
 def section_writer(model, chunk: int, text_file=None, outlier_k: float = 4.0, max_outliers=None,
-                   max_tokens: int = 256, token_lists=None, margin: float = 1.0, done=None):
+                   max_tokens: int = 256, token_lists=None, margin: float = 1.0, done=None, progress=None):
     """A function (file, offset) -> size for elk.image.write_image(npu=...) that calibrates and writes
     the NPU section layer by layer. The options are checked and the calibration text encoded here,
     before any file is opened (CalibrationError). `done(head_and_table_bytes)` receives the section's
-    head and entry table once written (elk.npu.section.parse_table reads them)."""
+    head and entry table once written (elk.npu.section.parse_table reads them); `progress(done, total,
+    name)` is called after each layer, counting int8 weights (elk pack's progress bar)."""
     token_lists, cap = calibration_inputs(model.vocab, chunk, text_file, max_outliers, max_tokens, token_lists)
     n = model.config.n_layers * len(spec.NPU_ROLES)
 
     def write(f, offset: int) -> int:
         w = SectionWriter(f, offset, n, int(chunk), float(outlier_k), sum(len(t) for t in token_lists))
+        total = model.config.n_layers * sum(np.prod(model.config.tensor_shape(r)) for r in spec.NPU_ROLES)
+        weights = 0
         for L in stream_layers(model, token_lists, chunk, outlier_k, cap, margin):
             w.add(L)
+            weights += L.rows * L.cols
+            if progress:
+                progress(weights, int(total), f"npu blk.{L.layer}.{L.role.lower()}")
         size = w.finish()
         if done:
             done(w.head_and_table)
