@@ -21,7 +21,8 @@
  * Taylor polynomial (|r| <= 0.347: truncation < 5e-18). The double result is within a few ulp of
  * e^x, as is the C library's exp; both round to the same float unless e^x lies within ~64 double
  * ulp of a float rounding midpoint (about 1 in 4 million), and those lanes, and results in the
- * float subnormal range, are recomputed with the library's exp: the float is then exactly ref's. */
+ * float subnormal range (-104 < x < -87), are recomputed with the library's exp: the float is then
+ * exactly ref's. At x <= -104 the float is +0 (peaked softmaxes meet this often). */
 
 static const double exp_taylor[14] = {
     1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880,
@@ -55,15 +56,17 @@ ELK_INLINE __m256 exp8_exact(__m256 x)
     __m256i u0, u1;
     const __m256d y0 = exp4d(_mm256_cvtps_pd(_mm256_castps256_ps128(xc)), &u0);
     const __m256d y1 = exp4d(_mm256_cvtps_pd(_mm256_extractf128_ps(xc, 1)), &u1);
-    __m256 y = _mm256_set_m128(_mm256_cvtpd_ps(y1), _mm256_cvtpd_ps(y0));
+    /* e^x < 2^-150 for x <= -104: half the smallest subnormal or less, which rounds to +0 */
+    const __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(-104.0f), _CMP_LE_OQ);
+    __m256 y = _mm256_andnot_ps(zero, _mm256_set_m128(_mm256_cvtpd_ps(y1), _mm256_cvtpd_ps(y0)));
     const int unsure = _mm256_movemask_pd(_mm256_castsi256_pd(u0)) | _mm256_movemask_pd(_mm256_castsi256_pd(u1)) << 4;
-    const int outside = _mm256_movemask_ps(_mm256_cmp_ps(x, xc, _CMP_NEQ_UQ)); /* clamped (or NaN) lanes */
-    if (unsure | outside) {
+    const int outside = _mm256_movemask_ps(_mm256_andnot_ps(zero, _mm256_cmp_ps(x, xc, _CMP_NEQ_UQ))); /* clamped, NaN */
+    if ((unsure & ~_mm256_movemask_ps(zero)) | outside) {
         float xs[8], ys[8];
         _mm256_storeu_ps(xs, x);
         _mm256_storeu_ps(ys, y);
         for (int l = 0; l < 8; l++)
-            if ((unsure | outside) >> l & 1)
+            if (((unsure & ~_mm256_movemask_ps(zero)) | outside) >> l & 1)
                 ys[l] = (float)exp((double)xs[l]);
         y = _mm256_loadu_ps(ys);
     }
