@@ -111,3 +111,24 @@ def test_avx2_exp_equals_ref_over_the_whole_float_range_it_sees(k):
     u = np.ones_like(g)
     a, b = swiglu(k, "elk_kernels_avx2", g, u), swiglu(k, "elk_kernels_ref", g, u)
     assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_avx2_softmax_exp_equals_ref_at_chosen_score_gaps(k):
+    # q = e0 and keys k_s = (x_s, 0, ...) with scale 1 make the scores exactly x_s, so the softmax
+    # sees exactly these gaps below the maximum (0): the subnormal range, the +0 cut-off near
+    # -103.97, the polynomial's clamp edges, and the far tail
+    # (every other term is below 2^-24 of the maximum's, so the sum is exactly 1 and each probability
+    # is its exp itself)
+    gaps = np.array([0.0, -86.9, -87.0, -87.1, -90.0, -103.0, -103.5, -103.97, -103.972, -104.0, -104.5,
+                     -110.0, -200.0, -1e30, -20.0, -50.0], dtype=np.float32)
+    hd, n = 8, gaps.size
+    kc = np.zeros((n, hd), dtype=np.float32)
+    kc[:, 0] = gaps
+    vc = np.random.default_rng(1).standard_normal((n, hd)).astype(np.float32)
+    q = np.zeros((1, hd), dtype=np.float32)
+    q[0, 0] = 1.0
+    want = attend(k, "elk_kernels_ref", q, kc, vc, n, np.float32(1.0))
+    got = attend(k, "elk_kernels_avx2", q, kc, vc, n, np.float32(1.0))
+    p = want[0][0]
+    assert p[0] == 1.0 and p[6] > 0 and p[9] == 0  # e^-103.5 is the smallest subnormal, e^-104 is +0
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
