@@ -1,8 +1,10 @@
 /* Host NPU session (see npu_host.h): allocation, backend contexts and a log buffer around the core
  * runner. Platform code: malloc and stdio allowed. Not here: the offload arithmetic (src/npu/). */
+#define _DEFAULT_SOURCE /* mkstemp, pread, dup */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "host_api.h"
 #include "model/model.h"
@@ -11,6 +13,22 @@
 
 const elk_litert_api *elk_host_litert_api(void);
 
+/* LiteRT logs through two loggers. Its own obeys the environment's minimum severity (litert.c passes
+ * ELK_LITERT_ENV_MIN_LOGGER_SEVERITY), but the TFLite interpreter under it writes to stderr through a
+ * second, process-wide logger ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", "ERROR: Didn't
+ * find op for builtin opcode ...") that no exported symbol of libLiteRt.so controls: LiteRT 2.3 exports
+ * only LiteRt* functions (no TfLite* error-reporter or severity setter, no logger setter; nm -D) and
+ * reads no environment variable for it. So while the backend creates its environment and compiles the
+ * layers (init + accepts: where it prints), fd 2 goes to an unlinked temporary file; INFO and VERBOSE
+ * lines are dropped, anything else becomes part of elk's own one-line notice (the decline it caused,
+ * or `npu: litert: ...`). Runs on the thread that opens the session, before any generation starts; a
+ * write by another thread in that window would be filtered the same way. Not captured: chunk runs. */
+typedef struct stderr_capture {
+    int fd;      /* the temporary file (fd 2 points at it while capturing) */
+    int saved;   /* the real stderr */
+    off_t seen;  /* bytes already turned into notices */
+} stderr_capture;
+
 struct elk_host_npu {
     elk_npu_runner runner;
     elk_npu_sim_ctx sim;
@@ -18,13 +36,88 @@ struct elk_host_npu {
     void *ctx;
     void *arena;
     int runner_ok;
+    stderr_capture *capture; /* set while LiteRT's output is captured */
     char log[4096];
     size_t log_len;
 };
 
+static int capture_begin(stderr_capture *c)
+{
+    char path[] = "/tmp/elk-litert-XXXXXX";
+    fflush(stderr);
+    c->fd = mkstemp(path);
+    if (c->fd < 0)
+        return -1; /* no temporary file: LiteRT prints as it likes, nothing is lost */
+    unlink(path);
+    c->saved = dup(2);
+    c->seen = 0;
+    if (c->saved < 0 || dup2(c->fd, 2) < 0) {
+        if (c->saved >= 0)
+            close(c->saved);
+        close(c->fd);
+        return -1;
+    }
+    return 0;
+}
+
+static void capture_end(stderr_capture *c)
+{
+    fflush(stderr);
+    dup2(c->saved, 2);
+    close(c->saved);
+    close(c->fd);
+}
+
+/* What LiteRT wrote since the last call, INFO/VERBOSE lines and blank lines dropped, the rest joined
+ * with "; " into out (empty when nothing is left). pread keeps the file offset LiteRT writes at. */
+static void capture_take(stderr_capture *c, char *out, size_t cap)
+{
+    char buf[2048];
+    size_t len = 0;
+    out[0] = 0;
+    for (;;) {
+        ssize_t got = pread(c->fd, buf, sizeof buf - 1, c->seen);
+        if (got <= 0)
+            return;
+        buf[got] = 0;
+        char *end = strrchr(buf, '\n');
+        if (!end && (size_t)got < sizeof buf - 1)
+            return; /* a line still being written: take it next time */
+        size_t used = end ? (size_t)(end - buf) + 1 : (size_t)got;
+        buf[used - (end ? 1 : 0)] = 0;
+        c->seen += (off_t)used;
+        for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+            size_t n = strlen(line);
+            while (n && (line[n - 1] == '\r' || line[n - 1] == ' '))
+                line[--n] = 0;
+            if (!n || strncmp(line, "INFO: ", 6) == 0 || strncmp(line, "VERBOSE: ", 9) == 0)
+                continue;
+            int w = snprintf(out + len, cap - len, "%s%s", len ? "; " : "", line);
+            len = w < 0 || (size_t)w >= cap - len ? cap - 1 : len + (size_t)w;
+        }
+    }
+}
+
+static void host_log_raw(elk_host_npu *h, const char *line);
+
+/* The runner's notices; while LiteRT's output is captured, what it printed for the layer (its reason
+ * for a decline) joins the notice: one line per cause. */
 static void host_log(void *user, const char *line)
 {
     elk_host_npu *h = user;
+    char said[1024], joined[1400];
+    if (h->capture) {
+        capture_take(h->capture, said, sizeof said);
+        if (said[0]) {
+            snprintf(joined, sizeof joined, "%s; LiteRT said: %s", line, said);
+            line = joined;
+        }
+    }
+    host_log_raw(h, line);
+}
+
+static void host_log_raw(elk_host_npu *h, const char *line)
+{
     size_t n = strlen(line);
     if (h->log_len + n + 2 > sizeof h->log)
         return; /* keep the first notices: they name the cause */
@@ -78,7 +171,21 @@ elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *
             return open_fail(h, status, ELK_E_NOMEM, err, errcap, "out of memory");
         h->ctx = &h->litert;
     }
+    stderr_capture cap;
+    /* severity >= 2 (warnings and errors) asks for no INFO lines: filter the TFLite logger's too */
+    if (h->ctx == &h->litert && log_severity >= 2 && capture_begin(&cap) == 0)
+        h->capture = &cap;
     rc = elk_npu_runner_init(&h->runner, section, size, b, h->ctx, host_log, h, h->arena, need);
+    if (h->capture) {
+        char said[1024], line[1100];
+        capture_take(&cap, said, sizeof said);
+        h->capture = NULL;
+        capture_end(&cap);
+        if (said[0]) {
+            snprintf(line, sizeof line, "npu: litert: %s", said);
+            host_log_raw(h, line);
+        }
+    }
     h->runner_ok = rc == ELK_OK;
     if (h->runner_ok && h->ctx == &h->litert && h->litert.n_on_cpu > 0) {
         char line[200];
