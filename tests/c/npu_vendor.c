@@ -3,7 +3,9 @@
  * core runner. The "device" here is float requantization (what many NPUs and XNNPACK do instead of
  * TFLite's fixed-point), and it declines layers wider than 128 outputs, like an NPU with a small SRAM.
  * Not a production backend: tests/test_npu_vendor.py builds it with gcc against libelk.so and checks
- * that it plugs in, agrees with the sim to +-1 and that its declines run on the CPU path.
+ * that it plugs in, agrees with the sim to +-1 and that its declines run on the CPU path;
+ * tests/test_npu_vendor_fw.py builds it into elk-fw (-DNPU_VENDOR_NO_MAIN, registered at the top of
+ * board_main.c's main as docs/npu.md says) and serves an NPU image on an emulated board with it.
  * Usage: npu-vendor SECTION_FILE  (prints "key value" lines) */
 #include <math.h>
 #include <stdio.h>
@@ -14,10 +16,9 @@
 
 /* ---- the vendor backend ------------------------------------------------------------------------ */
 
-typedef struct acme_ctx {
-    int initialized;
-    unsigned runs;
-} acme_ctx;
+/* Device state lives here, not in the runner's context: the firmware passes ctx = NULL (docs/npu.md). */
+static int acme_initialized;
+static unsigned acme_runs;
 
 static int32_t rd32(const uint8_t *p) /* the layer's tables are little-endian and maybe unaligned */
 {
@@ -26,8 +27,8 @@ static int32_t rd32(const uint8_t *p) /* the layer's tables are little-endian an
 
 static int acme_init(void *ctx, uint32_t n_layers)
 {
-    acme_ctx *c = ctx;
-    c->initialized = n_layers > 0;
+    (void)ctx;
+    acme_initialized = n_layers > 0;
     return ELK_OK;
 }
 
@@ -40,10 +41,10 @@ static int acme_accepts(void *ctx, int op, const elk_npu_layer *L)
 /* y = clamp(round((sum (x - zp_in) w + bias) * M) + zp_out), M = multiplier * 2^(shift - 31) in double */
 static int acme_run(void *ctx, const elk_npu_layer *L, const int8_t *x_q, int8_t *y_q)
 {
-    acme_ctx *c = ctx;
-    if (!c->initialized)
+    (void)ctx;
+    if (!acme_initialized)
         return ELK_E_STATE;
-    c->runs++;
+    acme_runs++;
     for (uint32_t r = 0; r < L->rows; r++) {
         double m = ldexp((double)rd32(L->multiplier + 4u * r), rd32(L->shift + 4u * r) - 31);
         for (uint32_t t = 0; t < L->chunk; t++) {
@@ -63,7 +64,8 @@ static double acme_chunk_seconds(void *ctx, const elk_npu_layer *L)
     return 2.0 * L->chunk * L->rows * L->cols / 4e12; /* a 4-TOPS part, weights resident */
 }
 
-static const elk_npu_backend acme_backend = {
+extern const elk_npu_backend acme_npu_backend; /* external: a board's start-up code registers it */
+const elk_npu_backend acme_npu_backend = {
     .abi_version = ELK_NPU_ABI_VERSION,
     .name = "acme",
     .init = acme_init,
@@ -74,6 +76,7 @@ static const elk_npu_backend acme_backend = {
 };
 
 /* ---- the driver: what a board's start-up code and the model's linear layer do -------------------- */
+#ifndef NPU_VENDOR_NO_MAIN
 
 static void log_line(void *user, const char *line)
 {
@@ -127,12 +130,12 @@ int main(int argc, char **argv)
     unsigned char *sec = argc > 1 ? read_file(argv[1], &size) : NULL;
     if (!sec)
         return fprintf(stderr, "usage: npu-vendor SECTION_FILE\n"), 2;
-    elk_npu_backend bad = acme_backend;
+    elk_npu_backend bad = acme_npu_backend;
     bad.abi_version = ELK_NPU_ABI_VERSION + 1;
     printf("register_other_abi %d\n", elk_npu_register(&bad));
-    printf("register %d\n", elk_npu_register(&acme_backend));
+    printf("register %d\n", elk_npu_register(&acme_npu_backend));
     const elk_npu_backend *acme = elk_npu_find("acme"), *sim = elk_npu_find("sim");
-    printf("found %d\n", acme == &acme_backend && sim != NULL);
+    printf("found %d\n", acme == &acme_npu_backend && sim != NULL);
 
     enum { N_TOK = 45 }; /* one full 32-token chunk and a padded one */
     float *x = malloc(sizeof(float) * N_TOK * 4096);
@@ -141,10 +144,9 @@ int main(int argc, char **argv)
         seed = seed * 1103515245u + 12345u;
         x[i] = ((float)((seed >> 9) & 0xFFFF) / 65536.0f - 0.5f) * 4.0f;
     }
-    acme_ctx actx = { 0 };
     int off_acme = 0, off_sim = 0;
     elk_npu_stats st_acme, st_sim;
-    float *ya = run_all(acme, &actx, sec, size, x, N_TOK, &off_acme, &st_acme);
+    float *ya = run_all(acme, NULL, sec, size, x, N_TOK, &off_acme, &st_acme);
     float *ys = run_all(sim, NULL, sec, size, x, N_TOK, &off_sim, &st_sim);
     if (!ya || !ys)
         return fprintf(stderr, "npu-vendor: runner did not start\n"), 1;
@@ -163,7 +165,8 @@ int main(int argc, char **argv)
         }
     }
     printf("layers %u\noffloaded_acme %d\noffloaded_sim %d\n", (unsigned)s.n_entries, off_acme, off_sim);
-    printf("acme_runs %u\nchunks_acme %llu\n", actx.runs, (unsigned long long)st_acme.chunks);
+    printf("acme_runs %u\nchunks_acme %llu\n", acme_runs, (unsigned long long)st_acme.chunks);
     printf("acme_seconds %.9g\nworst_steps %.4f\n", st_acme.npu_seconds, worst_steps);
     return 0;
 }
+#endif /* NPU_VENDOR_NO_MAIN */
