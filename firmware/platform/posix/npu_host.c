@@ -1,6 +1,6 @@
 /* Host NPU session (see npu_host.h): allocation, backend contexts and a log buffer around the core
  * runner. Platform code: malloc and stdio allowed. Not here: the offload arithmetic (src/npu/). */
-#define _DEFAULT_SOURCE /* mkstemp, pread, dup */
+#define _DEFAULT_SOURCE /* mkstemp, pread, dup, strtok_r */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,8 +69,9 @@ static void capture_end(stderr_capture *c)
 }
 
 /* What LiteRT wrote since the last call, INFO/VERBOSE lines and blank lines dropped, the rest joined
- * with "; " into out (empty when nothing is left). pread keeps the file offset LiteRT writes at. */
-static void capture_take(stderr_capture *c, char *out, size_t cap)
+ * with "; " into out (empty when nothing is left); `all`: also a last line without its newline.
+ * pread keeps the file offset LiteRT writes at. */
+static void capture_take(stderr_capture *c, char *out, size_t cap, int all)
 {
     char buf[2048];
     size_t len = 0;
@@ -81,12 +82,13 @@ static void capture_take(stderr_capture *c, char *out, size_t cap)
             return;
         buf[got] = 0;
         char *end = strrchr(buf, '\n');
-        if (!end && (size_t)got < sizeof buf - 1)
+        if (!end && (size_t)got < sizeof buf - 1 && !all)
             return; /* a line still being written: take it next time */
         size_t used = end ? (size_t)(end - buf) + 1 : (size_t)got;
         buf[used - (end ? 1 : 0)] = 0;
         c->seen += (off_t)used;
-        for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        char *save = NULL;
+        for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
             size_t n = strlen(line);
             while (n && (line[n - 1] == '\r' || line[n - 1] == ' '))
                 line[--n] = 0;
@@ -107,7 +109,7 @@ static void host_log(void *user, const char *line)
     elk_host_npu *h = user;
     char said[1024], joined[1400];
     if (h->capture) {
-        capture_take(h->capture, said, sizeof said);
+        capture_take(h->capture, said, sizeof said, 0);
         if (said[0]) {
             snprintf(joined, sizeof joined, "%s; LiteRT said: %s", line, said);
             line = joined;
@@ -178,7 +180,7 @@ elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *
     rc = elk_npu_runner_init(&h->runner, section, size, b, h->ctx, host_log, h, h->arena, need);
     if (h->capture) {
         char said[1024], line[1100];
-        capture_take(&cap, said, sizeof said);
+        capture_take(&cap, said, sizeof said, 1);
         h->capture = NULL;
         capture_end(&cap);
         if (said[0]) {
