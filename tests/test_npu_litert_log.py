@@ -74,3 +74,11 @@ def test_litert_error_is_one_elk_line_on_the_declined_layer(images, host_build):
         assert not [line for line in err if line.startswith(("ERROR", "INFO", "VERBOSE"))], (who, r.stderr)
         assert "XNNPACK" not in r.stderr, (who, r.stderr)
         assert any(line.startswith("npu litert: 34 chunks offloaded, 1 prefill") for line in err), (who, r.stderr)
+
+
+def test_npu_check_names_litert_reason_for_a_layer_it_refused(images):
+    r = run_elk("npu", "check", images[1], timeout=60)
+    assert r.returncode == 2
+    err = r.stderr.splitlines()
+    assert len(err) == 1 and err[0].startswith("elk: error: npu chunk (entry 0): "), r.stderr
+    assert "LiteRT said: ERROR: Didn't find op for builtin opcode 'FULLY_CONNECTED' version '99'" in err[0]

@@ -95,7 +95,8 @@ class Session:
         rc = self.lib.elk_host_npu_run_chunk(self._h, entry, self.ffi.from_buffer("int8_t[]", x_q),
                                              self.ffi.from_buffer("int8_t[]", y, require_writable=True))
         if rc != 0:
-            raise RuntimeFailure(rc, f"npu chunk (entry {entry}): {code_name(rc)[1]}")
+            why = "; ".join(self.log.split("\n")).strip("; ")  # e.g. the backend's reason for declining it
+            raise RuntimeFailure(rc, f"npu chunk (entry {entry}): {code_name(rc)[1]}" + (f" [{why}]" if why else ""))
         return y
 
     def linear(self, role: str, layer: int, x: np.ndarray, rows: int):
