@@ -16,7 +16,8 @@ int elk_host_litert_load(const char *path, char *err, int errcap);
 /* A session over an NPU section (kept by the caller while the session lives) with backend "sim" or
  * "litert". tops/dma_gbs: the board's NPU (sim cost model). accelerators: LiteRT ELK_LITERT_ACCEL_*
  * bits (0 = CPU); dispatch_dir: LiteRT's vendor dispatch library folder (NULL = default);
- * log_severity: LiteRT's minimum log level (< 0 = its default, 3 = errors only).
+ * log_severity: LiteRT's minimum log level (< 0 = its default, 3 = errors only); at 2 or 3 the TFLite
+ * logger's INFO lines are dropped too and its errors join the session log (npu_host.c).
  * decline_mask/fail_after: sim test knobs (elk_npu_sim_ctx). NULL on failure with *status and err
  * set; a session whose runner sends everything to the CPU is not a failure. */
 elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *backend, double tops,
