@@ -36,6 +36,10 @@ CONNECT_TIMEOUT_MAX_S = 1e6  # --connect-timeout / ELK_CONNECT_TIMEOUT must be b
 HELLO_FIRST_RTO_S = 0.25   # first HELLO try; later tries wait 1.5x longer, at most HELLO_MAX_RTO_S
 HELLO_MAX_RTO_S = 1.0
 STOP_NAMES = {v: k.lower() for k, v in P.STOP_REASONS.items()}
+# generate(): the longest the board may stay silent during a reply. A board with capability PROGRESS
+# reports its prefill (docs/protocol.md "Prefill progress"), so this bounds the silence between two reports
+# (one prefill batch), not the whole prefill; older firmware is silent for all of it.
+REPLY_SILENCE_S = 120.0
 
 
 class LinkError(ElkError):
@@ -457,10 +461,17 @@ class Link:
 
     def generate(self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  top_k: int = 0, repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 0,
-                 raw: bool = False, reset: bool = False, idle_timeout: float = 120.0):
-        """Yield text pieces as the board produces them; self.last_stats holds the STATS afterwards."""
+                 raw: bool = False, reset: bool = False, idle_timeout: float = REPLY_SILENCE_S, on_progress=None):
+        """Yield text pieces as the board produces them; self.last_stats holds the STATS afterwards.
+        `idle_timeout`: seconds the board may send nothing (a PROGRESS during the prefill counts) before
+        NoAnswerError. `on_progress(done, total)`: called for each prefill report (capability PROGRESS)."""
         _check_sampling(max_tokens, temperature, top_p, top_k, repeat_penalty, repeat_last_n, seed)
         flags = (P.GEN_FLAGS["RAW"] if raw else 0) | (P.GEN_FLAGS["RESET_CONTEXT"] if reset else 0)
+        caps = self.hello_reply["capabilities"] if self.hello_reply else 0
+        progress = bool(caps & P.CAPABILITIES["PROGRESS"])  # older firmware: silent prefill, as before
+        if progress:
+            flags |= P.GEN_FLAGS["PROGRESS"]
+        self.last_progress = None  # (tokens prefilled, the turn's prompt tokens) of the last report
         head = struct.pack("<IIffIfIQ", flags, max_tokens, temperature, top_p, top_k, repeat_penalty,
                            repeat_last_n, seed)
         self.last_stats = None
@@ -476,11 +487,17 @@ class Link:
             self.events.popleft()
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         last = time.monotonic()
+        pieces = 0
         while True:
             while self.events:
                 ev = self.events.popleft()
                 last = time.monotonic()
-                if ev.code == EVT["PIECE"]:
+                if ev.code == EVT["PROGRESS"] and len(ev.payload) >= 8:
+                    self.last_progress = struct.unpack_from("<II", ev.payload)
+                    if on_progress:
+                        on_progress(*self.last_progress)
+                elif ev.code == EVT["PIECE"]:
+                    pieces += 1
                     text = utf8.decode(ev.payload)
                     if text:
                         yield text
@@ -491,8 +508,21 @@ class Link:
                     self.last_stats = parse_stats(ev.payload)
                     return
             if time.monotonic() - last > idle_timeout:
-                raise NoAnswerError(f"{self.port}: the board stopped sending text")
+                raise NoAnswerError(self._silent_message(idle_timeout, progress, pieces))
             self.pump(0.05)
+
+    def _silent_message(self, seconds: float, progress: bool, pieces: int) -> str:
+        """One line for a board that went silent in the middle of a reply."""
+        took = f"nothing came from the board for {seconds:g} s"
+        if pieces:
+            return f"{self.port}: the board stopped sending text ({took})"
+        if self.last_progress:
+            done, total = self.last_progress
+            return f"{self.port}: the board stopped answering during the prompt's prefill ({done}/{total} tokens; {took})"
+        if progress:
+            return f"{self.port}: the board stopped answering before its first prefill report or token ({took})"
+        return (f"{self.port}: no reply from the board ({took} after GENERATE; this firmware does not report "
+                "prefill progress, so a long prompt on a slow board can take longer: update the firmware)")
 
     def _stage_prompt(self, text: bytes, room: int) -> int:
         """A prompt longer than one GENERATE frame goes ahead in PROMPT frames (docs/protocol.md "Long

@@ -21,6 +21,9 @@ RETRY_BASE_MS = 200
 RETRY_COUNT = 8
 # After a valid frame the board ignores console text this long (noise between frames is not typing).
 CONSOLE_HOLDOFF_MS = 1500
+# PROGRESS events during a prompt's prefill (capability PROGRESS, GENERATE flag PROGRESS): the board sends
+# one after a prefill batch when at least this long has passed since GENERATE or the previous one.
+PROGRESS_MIN_MS = 100
 # After SET_BAUD the board reverts to the old baud unless a valid frame arrives within this time.
 BAUD_CONFIRM_MS = 2000
 
@@ -55,6 +58,7 @@ COMMANDS = {
 EVENTS = {
     "PIECE": 0x01,  # UTF-8 bytes of generated text (a piece may split a multi-byte character)
     "STATS": 0x02,  # the last event of a generation
+    "PROGRESS": 0x03,  # u32 prompt tokens prefilled so far, u32 the turn's prompt tokens (flag PROGRESS)
 }
 
 NAK_REASONS = {
@@ -73,12 +77,14 @@ CAPABILITIES = {  # bits of the u32 capabilities word in HELLO / INFO
     "NPU": 1 << 6,         # prompt prefill runs on an NPU backend (INFO names it)
     "CHECKING": 1 << 7,    # power-on check of the active slot's SHA-256 under way: only HELLO/INFO served
     "LONG_PROMPT": 1 << 8,  # PROMPT + GENERATE flag STAGED: prompts longer than one frame
+    "PROGRESS": 1 << 9,     # GENERATE flag PROGRESS: PROGRESS events during prefill; ABORT/HELLO end a prefill
 }
 
 GEN_FLAGS = {
     "RESET_CONTEXT": 1 << 0,  # forget the conversation before this prompt
     "RAW": 1 << 1,            # do not wrap the prompt in the image's chat template
     "STAGED": 1 << 2,         # the prompt is the bytes staged by PROMPT, then this frame's own bytes
+    "PROGRESS": 1 << 3,       # send PROGRESS events while the prompt is prefilled (capability PROGRESS)
 }
 
 STOP_REASONS = {  # STATS.stop
@@ -126,6 +132,7 @@ def c_lines() -> list:
     out.append(_define("ELK_PROTO_RETRY_COUNT", RETRY_COUNT))
     out.append(_define("ELK_PROTO_CONSOLE_HOLDOFF_MS", CONSOLE_HOLDOFF_MS))
     out.append(_define("ELK_PROTO_BAUD_CONFIRM_MS", BAUD_CONFIRM_MS))
+    out.append(_define("ELK_PROTO_PROGRESS_MIN_MS", PROGRESS_MIN_MS, "PROGRESS events at most this often"))
     out.append(_define("ELK_PROTO_INFO_NAME_MAX", INFO_NAME_MAX))
     out.append(_define("ELK_PROTO_SLOT_NAME_MAX", SLOT_NAME_MAX))
     out.append(_define("ELK_PROTO_BLOCK_HASH_SIZE", BLOCK_HASH_SIZE))

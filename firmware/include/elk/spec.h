@@ -199,6 +199,7 @@ enum elk_status {
 #define ELK_PROTO_RETRY_COUNT 8
 #define ELK_PROTO_CONSOLE_HOLDOFF_MS 1500
 #define ELK_PROTO_BAUD_CONFIRM_MS 2000
+#define ELK_PROTO_PROGRESS_MIN_MS 100                    /* PROGRESS events at most this often */
 #define ELK_PROTO_INFO_NAME_MAX 32
 #define ELK_PROTO_SLOT_NAME_MAX 64
 #define ELK_PROTO_BLOCK_HASH_SIZE 8
@@ -235,6 +236,7 @@ enum {
 enum {
     ELK_EVENT_PIECE = 0x01,
     ELK_EVENT_STATS = 0x02,
+    ELK_EVENT_PROGRESS = 0x03,
 };
 enum {
     ELK_NAK_CRC = 0x01,
@@ -257,9 +259,11 @@ enum {
 #define ELK_CAP_NPU (1u << 6)
 #define ELK_CAP_CHECKING (1u << 7)
 #define ELK_CAP_LONG_PROMPT (1u << 8)
+#define ELK_CAP_PROGRESS (1u << 9)
 #define ELK_GEN_RESET_CONTEXT (1u << 0)
 #define ELK_GEN_RAW (1u << 1)
 #define ELK_GEN_STAGED (1u << 2)
+#define ELK_GEN_PROGRESS (1u << 3)
 #define ELK_SLOT_VALID (1u << 0)
 #define ELK_SLOT_ACTIVE (1u << 1)
 #define ELK_SLOT_RUNNING (1u << 2)

@@ -2,6 +2,7 @@
  * one generation turn: chat template, prompt, sampling loop, streamed pieces and a STATS event.
  * Not here: the decoder numerics (firmware/src/model) or the protocol (serve.c). */
 #include "main/fw.h"
+#include "model/model.h" /* m->max_batch only: prefill slices follow the model's forward batches */
 
 /* Bump allocation from board RAM: set up once per boot, never freed piecemeal. */
 typedef struct ram_cursor {
@@ -440,6 +441,75 @@ static uint32_t stop_reason(int gen_stop)
     }
 }
 
+/* ---- prefill in slices -------------------------------------------------------------------------- */
+
+/* PROGRESS: u32 prompt tokens of this turn prefilled so far, u32 the turn's prompt tokens. Sent only
+ * when no event is in flight (a slow line skips reports, it never stalls the prefill). */
+static void send_progress(elk_fw *fw, uint32_t done, uint32_t total, uint64_t *last_us)
+{
+    uint64_t now = elk_fw_now(fw);
+    if (fw->event_pending || now - *last_us < (uint64_t)ELK_PROTO_PROGRESS_MIN_MS * 1000)
+        return;
+    uint8_t p[8];
+    uint32_t off = elk_put32(p, 0, sizeof p, done);
+    off = elk_put32(p, off, sizeof p, total);
+    if (elk_fw_event_start(fw, ELK_EVENT_PROGRESS, p, off) == ELK_OK)
+        *last_us = now;
+}
+
+/* Between two slices: read the line (EACKs, ABORT, a new session's HELLO, the console's Ctrl-C) and
+ * resend an unacknowledged PROGRESS. 1 when the turn must stop: aborted, the host gone, the line dead. */
+static int prefill_stopped(elk_fw *fw)
+{
+    if (elk_fw_poll(fw, 0) < 0)
+        return 1;
+    if (!fw->console_gen && elk_fw_event_service(fw) != ELK_OK)
+        return 1;
+    return fw->abort != 0;
+}
+
+/* elk_gen_begin for a turn's n prompt ids, run as several begins of whole forward batches (the slices
+ * start where one forward call of the whole prompt would start its batches, so the numbers are the
+ * same) with the line read between them; `report`: PROGRESS events (GENERATE flag PROGRESS). Returns
+ * ELK_OK, a negative code, or 1 when the prefill was stopped (ABORT, a new session's HELLO, Ctrl-C on
+ * the console, the host gone); stopped or failed, the context is as it was before the turn. */
+static int prefill(elk_fw *fw, const int32_t *ids, uint32_t n, uint32_t max_new, int report)
+{
+    elk_gen *g = &fw->gen_loop;
+    int n_tokens0 = g->n_tokens, n_cached0 = g->n_cached;
+    uint32_t batch = fw->model->max_batch ? fw->model->max_batch : 64;
+    uint32_t pending = (uint32_t)(g->n_tokens - g->n_cached);  /* the last reply's final token, not yet run */
+    if ((uint64_t)g->n_tokens + n + (max_new > 0) > fw->n_ctx)
+        return ELK_E_RANGE;  /* checked for the whole turn before any slice runs */
+    uint64_t t_begin = 0, last_us = elk_fw_now(fw);
+    uint32_t done = 0;
+    while (pending + n - done > batch) {
+        uint32_t k = batch - (done ? 0 : pending);  /* the first slice also runs the pending token */
+        int rc = elk_gen_begin(g, ids + done, (int)k, 0);
+        if (!done)
+            t_begin = g->t_begin;
+        done += k;
+        if (rc == ELK_OK && report)
+            send_progress(fw, done, n, &last_us);
+        if (rc == ELK_OK)
+            rc = prefill_stopped(fw);
+        if (rc) {
+            g->n_tokens = n_tokens0, g->n_cached = n_cached0;
+            return rc;
+        }
+    }
+    int rc = elk_gen_begin(g, ids + done, (int)(n - done), (int)max_new);
+    if (rc) {
+        g->n_tokens = n_tokens0, g->n_cached = n_cached0;
+        return rc;
+    }
+    if (done) {  /* the turn's timing and prompt count, as one begin would leave them */
+        g->t_begin = t_begin;
+        g->n_prompt = (int)(n + pending);
+    }
+    return ELK_OK;
+}
+
 /* Sample until the runtime's loop stops, the host aborts or the link dies. */
 static int sample_loop(elk_fw *fw, uint64_t t0, gen_stats *st)
 {
@@ -483,12 +553,16 @@ int elk_fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const elk_fw_g
     uint32_t max_new = gp->max_tokens < fw->n_ctx ? gp->max_tokens : fw->n_ctx;  /* "no limit" = the context */
     elk_npu_stats npu0 = fw->npu.stats;
     if (rc == ELK_OK)
-        rc = elk_gen_begin(&fw->gen_loop, fw->tokens, (int)n, (int)max_new);
+        rc = prefill(fw, fw->tokens, n, max_new, !fw->console_gen && (gp->flags & ELK_GEN_PROGRESS));
+    if (rc == 1) {  /* stopped during the prefill: the prompt was not taken in */
+        st.stop = ELK_STOP_ABORTED;
+        rc = ELK_OK;
+    }
     if (fw->npu_backend) {  /* prefill is the only batched call: the NPU's share is all in there */
         st.npu_us = (uint32_t)((fw->npu.stats.npu_seconds - npu0.npu_seconds) * 1e6 + 0.5);
         st.npu_chunks = (uint32_t)(fw->npu.stats.chunks - npu0.chunks);
     }
-    if (rc == ELK_OK)
+    if (rc == ELK_OK && st.stop != ELK_STOP_ABORTED)
         rc = sample_loop(fw, t0, &st);
     st.status = rc;
     if (rc == ELK_E_RANGE)

@@ -115,7 +115,7 @@ int elk_fw_send_event(elk_fw *fw, uint8_t code, const void *payload, uint32_t le
 static uint32_t capabilities(const elk_fw *fw)
 {
     uint32_t caps = ELK_CAP_FLASH | ELK_CAP_BLOCK_HASHES | ELK_CAP_FLASH_COPY | ELK_CAP_CONSOLE |
-                    ELK_CAP_LONG_PROMPT;
+                    ELK_CAP_LONG_PROMPT | ELK_CAP_PROGRESS;
     if (fw->b->uart_set_baud)
         caps |= ELK_CAP_SET_BAUD;
     if (fw->model)
