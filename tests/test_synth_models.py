@@ -96,6 +96,18 @@ def test_synth_cli_rejects_bad_input_with_one_line(tmp_path, args, message):
     assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("out, option", [("tl-q4_0.gguf", ["--quant", "q4_0"]), ("hf", ["--quant", "q8_0"]),
+                                         ("x.gguf", ["--recipe", "*=q4_0"])])
+def test_synth_refuses_quant_options_for_float16_outputs_instead_of_ignoring_them(tmp_path, out, option):
+    # it used to write an F16 GGUF named tl-q4_0.gguf: a llama.cpp comparison on unequal weights
+    p = subprocess.run([sys.executable, "-m", "elk.models.synth", "tiny", "--vocab", str(fixture_path("tok512.bin")),
+                        "-o", out, *option], cwd=tmp_path, capture_output=True, text=True,
+                       env={"PYTHONPATH": str(ROOT / "host"), "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 2
+    assert "apply to .elk output only" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / out).exists()
+
+
 def test_synth_hf_folder_packs_through_elks_hf_reader_into_the_same_tensors(outputs, tmp_path):
     # The HF reader undoes the rotate-half permutation; every tensor must come back bit for bit.
     out = tmp_path / "from-hf.elk"

@@ -232,6 +232,11 @@ def synthesize(preset: str, out, *, vocab_path=None, seed: int = 0, std: float =
     vocab_path = pathlib.Path(vocab_path) if vocab_path else None
     fmt = fmt or {".gguf": "gguf", ".elk": "elk"}.get(out.suffix, "hf")
     preset_config(preset)  # unknown preset: say so before reading anything
+    if fmt != "elk" and (quant != "f16" or recipe):
+        # GGUF and HF outputs are float16; ignoring the option would write a file named for one
+        # type that holds another (and a comparison with llama.cpp on unequal weights)
+        raise SynthError(f"--quant/--recipe apply to .elk output only; the {fmt} output is float16 "
+                         "(quantize a GGUF with llama-quantize --pure, docs/performance.md)")
     vocab = load_vocab(vocab_path)
     if vocab is None and fmt != "hf":
         raise SynthError(f"the {fmt} output needs --vocab (tokenizer.model, tokenizer.json, a GGUF or tokenizer.bin)")
