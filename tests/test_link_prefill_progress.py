@@ -168,3 +168,42 @@ def test_a_board_that_stops_mid_prefill_is_one_line_in_bounded_time(board):
     assert SILENCE <= waited < SILENCE + 2
     with connect(board.port, 0) as link:  # woken up, the board serves a new session
         assert "".join(link.generate("Once upon a time", max_tokens=4, temperature=0, raw=True, reset=True))
+
+
+def test_elk_chat_stats_shows_prefill_progress_on_a_terminal_only(board):
+    """`elk chat --stats` with stderr on a terminal (a real pty) rewrites `(prefill N/3732 tokens)` in place
+    and erases it before the reply; with stderr on a pipe it prints no progress, only the stats line."""
+    import os
+    import pty
+    import re
+    import subprocess
+    import sys
+
+    from conftest import ROOT, run_elk
+
+    args = ["chat", "--port", board.port, "--baud", "0", "-p", LONG, "--raw", "-n", "4", "--stats"]
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "elk", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the program ended and closed the terminal
+                break
+            if not chunk:
+                break
+            err += chunk
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, err
+    done = [int(d) for d in re.findall(rb"\r\(prefill (\d+)/3732 tokens\)", err)]
+    assert len(done) >= 2 and done == sorted(set(done)) and done[-1] < 3732, err
+    last = err.rindex(b"(prefill ")
+    erase = re.search(rb"\r +\r", err[last:])
+    assert erase and b"prompt 3732 tokens" in err[last + erase.end():]
+    piped = run_elk(*args)
+    assert piped.returncode == 0 and piped.stdout == out.decode() and out.strip()
+    assert "prefill" not in piped.stderr and "prompt 3732 tokens" in piped.stderr

@@ -2,7 +2,8 @@
 they are generated; Ctrl-C stops the reply, not the session; /reset /temp /stats /info /quit) or a
 one-shot prompt for scripts. Sampling (temperature, top-p, top-k, seed, token limit) travels with every
 request and can change between turns (/temp, /top-p, /top-k, /seed, /tokens, /sampling). Prompts longer
-than one frame are staged across frames by elk.link. Not here: the protocol (elk.link).
+than one frame are staged across frames by elk.link; on a terminal a long prompt's prefill shows its progress
+(boards with capability PROGRESS). Not here: the protocol (elk.link).
 """
 
 from __future__ import annotations
@@ -39,6 +40,29 @@ class Sampling:
     raw: bool = False
 
 
+class PrefillNote:
+    """`(prefill 1216/3732 tokens)` on a terminal while a long prompt is prefilled (boards with capability
+    PROGRESS report it), rewritten in place and erased before the reply's first text. Nothing on a pipe."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.on = hasattr(stream, "isatty") and stream.isatty()
+        self.width = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.on:
+            text = f"(prefill {done}/{total} tokens)"
+            self.stream.write("\r" + text.ljust(self.width))
+            self.stream.flush()
+            self.width = len(text)
+
+    def clear(self) -> None:
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+
 def _require_model(link: Link) -> None:
     info = link.info()
     if info.running > 1:
@@ -52,14 +76,17 @@ def one_shot(port: str, prompt: str, s: Sampling, *, baud: int = 115200, out=sys
     with connect(port, baud, connect_timeout) as link:
         _require_model(link)
         wrote = False
+        note = PrefillNote(sys.stderr if stats else None)
         try:
             for piece in link.generate(prompt, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
                                        top_k=s.top_k, repeat_penalty=s.repeat_penalty, seed=s.seed, raw=s.raw,
-                                       reset=True):
+                                       reset=True, on_progress=note):
+                note.clear()
                 out.write(piece)
                 out.flush()
                 wrote = True
         except BaseException:
+            note.clear()
             if wrote:
                 out.write("\n")  # the error line (stderr) starts on a line of its own
                 out.flush()
@@ -201,10 +228,12 @@ class Console:
 
     def reply(self, prompt: str) -> None:
         s = self.s
+        note = PrefillNote(self.out)
         try:
             for piece in self.link.generate(prompt, max_tokens=s.max_tokens, temperature=s.temperature,
                                             top_p=s.top_p, top_k=s.top_k, repeat_penalty=s.repeat_penalty,
-                                            seed=s.seed, raw=s.raw, reset=self.reset_next):
+                                            seed=s.seed, raw=s.raw, reset=self.reset_next, on_progress=note):
+                note.clear()
                 self.out.write(piece)
                 self.out.flush()
             self.reset_next = False
@@ -212,12 +241,14 @@ class Console:
             self.say(f"(the line is {e.size} bytes; the board takes at most {e.limit} bytes of prompt per turn: "
                      "not sent)")
             return
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # also during a long prompt's prefill: the board stops between batches
+            note.clear()
             self.link.abort()
             self.link.drain_generation()
             self.out.write(" ^C")
             self.reset_next = False
         except ElkError:
+            note.clear()
             self.out.write("\n")  # the link failed mid-reply: the error line starts on its own line
             self.out.flush()
             raise
