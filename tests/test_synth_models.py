@@ -108,6 +108,17 @@ def test_synth_refuses_quant_options_for_float16_outputs_instead_of_ignoring_the
     assert not (tmp_path / out).exists()
 
 
+@pytest.mark.parametrize("out", ["missing/tl.gguf", "a-file/tl/", "missing/tl.elk"])
+def test_synth_into_a_folder_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path, out):
+    # a GGUF into a missing folder (docs/performance.md's setup writes into /tmp/elkbench) was a traceback
+    (tmp_path / "a-file").write_text("")
+    p = subprocess.run([sys.executable, "-m", "elk.models.synth", "tiny", "--vocab", str(fixture_path("tok512.bin")),
+                        "-o", out], cwd=tmp_path, capture_output=True, text=True,
+                       env={"PYTHONPATH": str(ROOT / "host"), "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 2
+    assert "cannot write" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
 def test_synth_hf_folder_packs_through_elks_hf_reader_into_the_same_tensors(outputs, tmp_path):
     # The HF reader undoes the rotate-half permutation; every tensor must come back bit for bit.
     out = tmp_path / "from-hf.elk"

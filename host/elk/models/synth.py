@@ -241,6 +241,15 @@ def synthesize(preset: str, out, *, vocab_path=None, seed: int = 0, std: float =
     if vocab is None and fmt != "hf":
         raise SynthError(f"the {fmt} output needs --vocab (tokenizer.model, tokenizer.json, a GGUF or tokenizer.bin)")
     cfg = preset_config(preset, vocab)
+    try:
+        _write(preset, out, fmt, cfg, vocab, vocab_path, seed, std, quant, recipe)
+    except OSError as e:  # a missing folder, a full disk, no permission: one line, as elk pack says it
+        raise SynthError(f"{e.filename or out}: cannot write ({e.strerror or e})") from None
+    return out
+
+
+def _write(preset, out, fmt, cfg, vocab, vocab_path, seed, std, quant, recipe) -> None:
+    """The writer for one output format (synthesize has checked the arguments)."""
     if fmt == "hf" and out.suffix == ".safetensors":
         # the file itself, plus config.json (and the tokenizer) beside it: that folder is what
         # Hugging Face readers (elk's included) open
@@ -257,7 +266,6 @@ def synthesize(preset: str, out, *, vocab_path=None, seed: int = 0, std: float =
         image.write_image(out, synth_model(preset, vocab=vocab, seed=seed, std=std), quant=quant, recipe=recipe)
     else:
         raise SynthError(f"unknown output format '{fmt}' (hf, gguf, elk)")
-    return out
 
 
 def main(argv=None) -> int:
