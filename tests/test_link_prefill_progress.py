@@ -207,3 +207,56 @@ def test_elk_chat_stats_shows_prefill_progress_on_a_terminal_only(board):
     piped = run_elk(*args)
     assert piped.returncode == 0 and piped.stdout == out.decode() and out.strip()
     assert "prefill" not in piped.stderr and "prompt 3732 tokens" in piped.stderr
+
+
+def test_ctrl_c_in_elk_chat_stops_a_prefill_and_the_conversation_goes_on(board):
+    """The interactive console with its output on a terminal: once `(prefill ...)` shows, SIGINT (Ctrl-C)
+    stops the prefill; ` ^C` comes before the prefill could have ended, /info shows none of the prompt in
+    the context, and the next line is answered."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    with connect(board.port, 0) as link:
+        full = _full_prefill_s(link)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "elk", "chat", "--port", board.port, "--baud", "0", "-n", "4",
+                             "--temperature", "0"], cwd=ROOT, stdin=subprocess.PIPE, stdout=slave, stderr=slave)
+    os.close(slave)
+    buf = b""
+
+    def until(marker, timeout=30):
+        nonlocal buf
+        end = time.monotonic() + timeout
+        while marker not in buf and time.monotonic() < end:
+            try:
+                buf += os.read(master, 4096)
+            except OSError:
+                break
+        assert marker in buf or marker == b"\xff", buf[-300:]
+
+    try:
+        until(b"> ")
+        proc.stdin.write(LONG.encode() + b"\n")
+        proc.stdin.flush()
+        until(b"(prefill ")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        until(b" ^C")
+        took = time.monotonic() - t0
+        proc.stdin.write(b"/info\nOnce upon a time\n/quit\n")
+        proc.stdin.flush()
+        until(b"\xff", 30)  # never sent: read until the program ends and closes the terminal
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert took < 0.6 * full, (took, full)
+    assert b"model: context 0/4096" in buf
+    tail = buf.split(b"model: context 0/4096", 1)[1]
+    # the next line is answered as on a fresh context (greedy: ", there was a"), then /quit
+    assert proc.wait(timeout=30) == 0 and tail.endswith(b"\r\n> , there was a\r\n> ")
