@@ -260,3 +260,27 @@ def test_ctrl_c_in_elk_chat_stops_a_prefill_and_the_conversation_goes_on(board):
     tail = buf.split(b"model: context 0/4096", 1)[1]
     # the next line is answered as on a fresh context (greedy: ", there was a"), then /quit
     assert proc.wait(timeout=30) == 0 and tail.endswith(b"\r\n> , there was a\r\n> ")
+
+
+def test_a_later_turn_prefilled_in_slices_matches_the_host_runtime(board, image):
+    """A reply stopped by ABORT leaves its last token still to be run: the next turn's first slice takes
+    it and 63 prompt tokens, so the batches start where the host runtime's one call starts them and the
+    reply is the same (reports count the turn's own tokens: 63, 127, ...)."""
+    second = LONG[:4000]
+    with connect(board.port, 0) as link:
+        a = ""
+        for piece in link.generate("Once upon a time", max_tokens=3000, temperature=0, raw=True, reset=True):
+            if not a:
+                link.abort()
+            a += piece
+        first = link.last_stats
+        b, seen, _ = _reports(link, second, max_tokens=8)
+        st = link.last_stats
+    assert first.stop == "aborted" and first.ctx_used == 5 + first.gen_tokens
+    with elk.load(str(image)) as m:
+        steps = m.generate_tokens("Once upon a time", max_tokens=first.gen_tokens + 1, temperature=0)
+        want_a = b"".join(piece for _, piece in (next(steps) for _ in range(first.gen_tokens))).decode()
+        ids = m.tokenize(second, bos=False)
+        want_b = "".join(m.generate(ids, max_tokens=8, temperature=0, keep_context=True))
+    assert (a, b) == (want_a, want_b) and b
+    assert st.prompt_tokens == len(ids) and seen and all(d % 64 == 63 for _, d, _ in seen)
