@@ -3,6 +3,8 @@
 #include "kernels/kernels.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
 uint32_t elk_cpu_features(void)
 {
     uint32_t f = 0;
@@ -11,7 +13,12 @@ uint32_t elk_cpu_features(void)
         f |= ELK_CPU_AVX2;
     if (__builtin_cpu_supports("fma"))
         f |= ELK_CPU_FMA;
-    return f | (__builtin_cpu_supports("avx") ? ELK_CPU_F16C : 0u); /* F16C ships with AVX2 parts */
+    /* F16C from cpuid leaf 1 (ECX bit 29), usable only where the OS saves ymm state (then "avx"
+     * holds): a VM may hide F16C on an AVX2 CPU, and the avx2 table would then SIGILL */
+    unsigned a, b, c, d;
+    if (__builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C))
+        f |= ELK_CPU_F16C;
+    return f;
 }
 #elif defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
