@@ -76,6 +76,7 @@ def test_bandwidth_probe_reads_faster_than_a_megabyte_per_second(host_build):
 
 @pytest.mark.parametrize("args, message", [
     (["bench", "/nonexistent.elk"], "no such file"),
+    (["bench", "/tmp"], "/tmp: a directory, not an image file"),
     (["bench", "STORIES", "--gen", "0"], "must be at least 1"),
     (["bench", "STORIES", "--prompt", "500", "--gen", "100", "--no-probe"], "exceeds the context"),
 ])

@@ -168,7 +168,7 @@ def run(path, *, threads=None, n_prompt: int = 64, n_gen: int = 32, reps: int = 
     if n_prompt < 1 or n_gen < 1 or reps < 1:
         raise BenchError("--prompt, --gen and --reps must be at least 1")
     if not os.path.isfile(path):
-        raise BenchError(f"{path}: no such file")
+        raise BenchError(f"{path}: " + ("a directory, not an image file" if os.path.isdir(path) else "no such file"))
     runtime.library()
     base_rss = rss_mb()
     bytes_per_token = weight_bytes_per_token(path)

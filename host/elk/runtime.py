@@ -59,7 +59,7 @@ def build_library() -> None:
 
 def _stale(path: pathlib.Path) -> bool:
     """True when libelk is missing or older than a C source, header or build file (e.g. after
-    `git pull`). A stat walk over the firmware tree costs about a millisecond; SCons itself
+    `git pull`). A stat walk over the firmware tree costs a few milliseconds (5 ms measured); SCons itself
     decides what to rebuild."""
     try:
         built = path.stat().st_mtime
