@@ -489,10 +489,10 @@ static int prefill(elk_fw *fw, const int32_t *ids, uint32_t n, uint32_t max_new,
         if (!done)
             t_begin = g->t_begin;
         done += k;
+        if (rc == ELK_OK)  /* first the line: the last report's EACK came in during this batch */
+            rc = prefill_stopped(fw);
         if (rc == ELK_OK && report)
             send_progress(fw, done, n, &last_us);
-        if (rc == ELK_OK)
-            rc = prefill_stopped(fw);
         if (rc) {
             g->n_tokens = n_tokens0, g->n_cached = n_cached0;
             return rc;
