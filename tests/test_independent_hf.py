@@ -290,9 +290,10 @@ def test_independent_hf_pytorch_bin_only_folder_says_safetensors_are_needed(tmp_
 
 
 def test_independent_hf_byte_level_bpe_tokenizer_json_is_refused(tmp_path):
-    """A Llama-architecture folder with a byte-level BPE tokenizer.json whose split pattern is not GPT-2's
-    (Llama 3's Split regex): elk runs GPT-2's pattern only (SmolLM; tests/test_tokenizer_bytelevel.py),
-    so pack refuses in one line rather than split text differently."""
+    """A Llama-architecture folder with a byte-level BPE tokenizer.json whose split pattern elk does not
+    run (Qwen2's Split regex: Llama 3's with single digits, \\p{N} for \\p{N}{1,3}): elk runs GPT-2's
+    and Llama 3's patterns only (tests/test_tokenizer_bytelevel.py, test_tokenizer_llama3.py), so pack
+    refuses in one line rather than split text differently."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
@@ -300,7 +301,8 @@ def test_independent_hf_byte_level_bpe_tokenizer_json_is_refused(tmp_path):
     vocab.update({"Ġt": len(vocab), "Ġth": len(vocab) + 1})
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[("Ġ", "t"), ("Ġt", "h")]))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"), "isolated"),
+        pre_tokenizers.Split(Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                                   r"\s*[\r\n]+|\s+(?!\S)|\s+"), "isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     assert tok.encode(" th").tokens == ["Ġth"]

@@ -148,12 +148,32 @@ def test_uclass_header_is_the_generated_one():
         "regenerate with: cd host && python -m elk.convert.bytelevel"
 
 
+def test_ignore_merges_with_gpt2_split_matches_tokenizers(trained, tmp_path, host_build):
+    """ignore_merges (flag IGNORE_MERGES) is not Llama 3's alone: with GPT-2's split a pre-token that is
+    a piece (here one no merge makes) is that piece, in C, in Python and in tokenizers."""
+    from tokenizers import Tokenizer
+
+    doc = json.loads((trained[2] / "tokenizer.json").read_text())
+    doc["model"]["ignore_merges"] = True
+    doc["model"]["vocab"]["Ġqqzzy"] = tool = 1 + max(doc["model"]["vocab"].values())
+    for t in doc["added_tokens"]:  # tokenizers numbers a non-special added token after the vocabulary
+        t["id"] += t["id"] >= tool
+    (tmp_path / "tokenizer.json").write_text(json.dumps(doc))
+    hf, v = Tokenizer.from_file(str(tmp_path / "tokenizer.json")), T.load(tmp_path / "tokenizer.json")
+    assert v.flags == spec.TOKENIZER_FLAG_SPLIT_DIGITS | spec.TOKENIZER_FLAG_IGNORE_MERGES
+    c = CTok(host_build, T.encode_section(v))
+    assert hf.encode(" qqzzy").ids == [v.pieces.index("Ġqqzzy")]
+    for text in _texts(200, 21) + [" qqzzy qqzzy"]:
+        want = hf.encode(text, add_special_tokens=False).ids
+        assert c.encode(text, special=True) == want and T.encode(v, text, special=True) == want, text
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.update(pre_tokenizer={"type": "Split", "pattern": {"Regex": "(?i:'s)"}, "behavior": "Isolated"},
                         decoder={"type": "ByteLevel"}), "pre-tokenizer"),
     (lambda d: d["pre_tokenizer"]["pretokenizers"][1].update(add_prefix_space=True), "pre-tokenizer"),
     (lambda d: d.update(normalizer={"type": "NFC"}), "normalizer"),
-    (lambda d: d["model"].update(ignore_merges=True), "ignore_merges"),
+    (lambda d: d["model"].update(continuing_subword_prefix="##"), "continuing_subword_prefix"),
     (lambda d: d["model"]["vocab"].update({"Ā-renamed": d["model"]["vocab"].pop("Ā")}), "lacks the byte piece"),
 ])
 def test_byte_level_variants_elk_cannot_run_are_refused(trained, tmp_path, change, message):
@@ -230,7 +250,7 @@ def test_smollm2_shaped_folder_chats_on_a_board_and_stops_at_im_end(trained, tmp
 def test_gguf_gpt2_vocabulary_encodes_like_tokenizers(trained, tmp_path, host_build):
     """A GGUF "gpt2" tokenizer as llama.cpp's converter writes SmolLM's (pre "smollm": digits isolated,
     then GPT-2's pattern): tokens, merges, token types, eos/eot ids. A pre-tokenizer elk does not run
-    ("llama-bpe") is refused in one line."""
+    ("qwen2") is refused in one line."""
     import gguf
 
     hf, v, d = trained
@@ -259,9 +279,9 @@ def test_gguf_gpt2_vocabulary_encodes_like_tokenizers(trained, tmp_path, host_bu
     c = CTok(host_build, T.encode_section(g))
     for text in _texts(300, 13):
         assert c.encode(text, special=True) == hf.encode(text, add_special_tokens=False).ids, text
-    write(tmp_path / "l3.gguf", "llama-bpe")
-    with pytest.raises(T.TokenizerFormatError, match="pre-tokenizer 'llama-bpe' is not supported"):
-        T.load(tmp_path / "l3.gguf")
+    write(tmp_path / "qwen2.gguf", "qwen2")  # Llama 3's "llama-bpe" runs (test_tokenizer_llama3.py)
+    with pytest.raises(T.TokenizerFormatError, match="pre-tokenizer 'qwen2' is not supported"):
+        T.load(tmp_path / "qwen2.gguf")
 
 
 @pytest.mark.parametrize("damage", [

@@ -141,6 +141,11 @@ TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE = 1 << 2
 TOKENIZER_FLAG_STOP_IDS = 1 << 3
 TOKENIZER_MAX_STOP_IDS = 16
 TOKENIZER_FLAG_SPLIT_DIGITS = 1 << 4  # byte-level: every number character is a pre-token of its own
+# byte-level: Llama 3's split pattern instead of GPT-2's (case-insensitive contractions, \p{N}{1,3}, a
+# non-letter prefix on letter runs, newline runs apart; docs/tokenizer.md)
+TOKENIZER_FLAG_LLAMA3_SPLIT = 1 << 5
+# byte-level: a pre-token that is itself a normal piece is that piece, unmerged (tokenizers' ignore_merges)
+TOKENIZER_FLAG_IGNORE_MERGES = 1 << 6
 
 # ---------------------------------------------------------------------------------------------
 # Trust (docs/trust.md): image trailer TLVs, signature message prefixes, the provisioning record.
@@ -292,6 +297,8 @@ def _c_header() -> str:
     define("ELK_TOKENIZER_FLAG_STOP_IDS", "(1u << 3)")
     define("ELK_TOKENIZER_MAX_STOP_IDS", TOKENIZER_MAX_STOP_IDS)
     define("ELK_TOKENIZER_FLAG_SPLIT_DIGITS", "(1u << 4)")
+    define("ELK_TOKENIZER_FLAG_LLAMA3_SPLIT", "(1u << 5)")
+    define("ELK_TOKENIZER_FLAG_IGNORE_MERGES", "(1u << 6)")
     out.append("")
     define("ELK_TRAILER_HEAD_SIZE", TRAILER_HEAD_SIZE)
     define("ELK_TRAILER_TLV_HEAD_SIZE", TRAILER_TLV_HEAD_SIZE)

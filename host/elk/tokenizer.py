@@ -27,11 +27,13 @@ FLAG_ADD_DUMMY_PREFIX = spec.TOKENIZER_FLAG_ADD_DUMMY_PREFIX
 FLAG_REMOVE_EXTRA_WHITESPACE = spec.TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE
 FLAG_STOP_IDS = spec.TOKENIZER_FLAG_STOP_IDS
 FLAG_SPLIT_DIGITS = spec.TOKENIZER_FLAG_SPLIT_DIGITS
+FLAG_LLAMA3_SPLIT = spec.TOKENIZER_FLAG_LLAMA3_SPLIT
+FLAG_IGNORE_MERGES = spec.TOKENIZER_FLAG_IGNORE_MERGES
 KIND_SPM = spec.TOKENIZER_KIND_SPM_BPE
 KIND_BYTE = spec.TOKENIZER_KIND_BYTE_BPE
 KNOWN_FLAGS = {  # per kind: the flags that mean something for it
     KIND_SPM: FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX | FLAG_REMOVE_EXTRA_WHITESPACE | FLAG_STOP_IDS,
-    KIND_BYTE: FLAG_SPLIT_DIGITS | FLAG_STOP_IDS,
+    KIND_BYTE: FLAG_SPLIT_DIGITS | FLAG_STOP_IDS | FLAG_LLAMA3_SPLIT | FLAG_IGNORE_MERGES,
 }
 LLAMA_FLAGS = FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX
 
@@ -214,7 +216,7 @@ def add_turn_end_stops(v: Vocab) -> None:
 
 def from_gguf(reader) -> Vocab:
     """The tokenizer.ggml.* metadata of a gguf.GGUFReader: tokenizer.ggml.model "llama" (SentencePiece BPE)
-    or "gpt2" with a pre-tokenizer elk runs (byte-level BPE: "gpt-2", "smollm", "starcoder")."""
+    or "gpt2" with a pre-tokenizer elk runs (byte-level BPE: "gpt-2", "smollm", "starcoder", "llama-bpe")."""
     fields = reader.fields
 
     def get(key, default=None):
@@ -534,8 +536,14 @@ def _encode_plain(v: Vocab, t: _Tables, data: bytes, prefix: bool) -> list[int]:
         from elk.convert import bytelevel
 
         out = []
-        for word in bytelevel.pre_tokenize(data, bool(v.flags & FLAG_SPLIT_DIGITS)):
-            out += bytelevel.bpe(v, t.mergeable, bytelevel.to_chars(word))
+        digits, llama3 = bool(v.flags & FLAG_SPLIT_DIGITS), bool(v.flags & FLAG_LLAMA3_SPLIT)
+        for word in bytelevel.pre_tokenize(data, digits, llama3):
+            chars = bytelevel.to_chars(word)
+            whole = t.mergeable.get(chars.encode()) if v.flags & FLAG_IGNORE_MERGES else None
+            if whole is not None and v.types[whole] == NORMAL:  # ignore_merges: the pre-token is a piece
+                out.append(whole)
+            else:
+                out += bytelevel.bpe(v, t.mergeable, chars)
         return out
     syms = _split(t, normalize(v, data, prefix))
     piece = [s for s, _ in syms]

@@ -1,7 +1,7 @@
-/* GPT-2's byte-level pre-tokenizer and byte map, for byte-level BPE vocabularies (SmolLM, SmolLM2).
- * The pattern  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+  is scanned
- * by hand over UTF-8 (invalid bytes count as "other" characters of one byte), with the Unicode tables
- * of uclass.h. host/elk/convert/bytelevel.py is the same scanner in Python. Not here: other patterns. */
+/* Byte-level pre-tokenizers and GPT-2's byte map, for byte-level BPE vocabularies (SmolLM, SmolLM2,
+ * Llama 3). GPT-2's pattern  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * and Llama 3's are scanned by hand over UTF-8 (invalid bytes count as "other" characters of one byte),
+ * with the Unicode tables of uclass.h. host/elk/convert/bytelevel.py is the same scanner in Python. */
 #include "elk/elk.h"
 #include "tokenizer/bytelevel.h"
 #include "tokenizer/uclass.h"
@@ -107,6 +107,19 @@ static uint64_t run_end(const uint8_t *p, uint64_t n, uint64_t i, int cls)
     return i;
 }
 
+/* \s+(?!\S)|\s+ over the white-space run p[i..end): all of it at the end of the text, else the run
+ * without its last character (which goes with the next token) if that leaves one, else the run. */
+static uint64_t space_end(const uint8_t *p, uint64_t n, uint64_t i, uint64_t end)
+{
+    if (end == n)
+        return end;
+    int32_t cp;
+    uint64_t last = i;
+    for (uint64_t j = i; j < end; j += char_at(p + j, n - j, &cp))
+        last = j;
+    return last > i ? last : end;
+}
+
 /* Length of the contraction ('s 't 're 've 'm 'll 'd) at p[i], or 0. */
 static uint64_t contraction(const uint8_t *p, uint64_t n, uint64_t i)
 {
@@ -126,7 +139,7 @@ uint64_t elk_bl_next(const uint8_t *p, uint64_t n, uint64_t i)
     if (c)
         return i + c;
     int32_t cp, cp2;
-    uint32_t len = char_at(p + i, n - i, &cp);
+    char_at(p + i, n - i, &cp);
     int cls = char_class(cp);
     if (cp == 0x20 && i + 1 < n) { /* " ?" before a letter, number or other run */
         char_at(p + i + 1, n - i - 1, &cp2);
@@ -136,17 +149,64 @@ uint64_t elk_bl_next(const uint8_t *p, uint64_t n, uint64_t i)
     }
     if (cls != CLS_SPACE)
         return run_end(p, n, i, cls);
-    uint64_t end = run_end(p, n, i, CLS_SPACE);
-    if (end == n)
-        return end; /* \s+(?!\S) at the end: the whole run */
-    /* \s+(?!\S) gives the run without its last character (which goes with the next token), if that
-     * leaves one; else \s+ takes the single character */
-    uint64_t last = i;
-    for (uint64_t j = i; j < end; j += len) {
-        last = j;
-        len = char_at(p + j, n - j, &cp);
+    return space_end(p, n, i, run_end(p, n, i, CLS_SPACE));
+}
+
+/* Length of Llama 3's (?i:'s|'t|'re|'ve|'m|'ll|'d) at p[i], or 0. Case folding makes U+017F (long s,
+ * UTF-8 C5 BF) an 's' as well; no other non-ASCII character folds to these letters. */
+static uint64_t contraction_any_case(const uint8_t *p, uint64_t n, uint64_t i)
+{
+    if (p[i] != '\'' || i + 1 >= n)
+        return 0;
+    if (i + 2 < n && p[i + 1] == 0xC5 && p[i + 2] == 0xBF)
+        return 3;
+    uint8_t a = p[i + 1] | 0x20, b = i + 2 < n ? p[i + 2] | 0x20 : 0; /* ASCII lower case */
+    if (a == 's' || a == 't' || a == 'm' || a == 'd')
+        return 2;
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+        return 3;
+    return 0;
+}
+
+uint64_t elk_bl_next_llama3(const uint8_t *p, uint64_t n, uint64_t i)
+{
+    uint64_t c = contraction_any_case(p, n, i);
+    if (c)
+        return i + c;
+    int32_t cp, cp2 = -1;
+    uint32_t len = char_at(p + i, n - i, &cp);
+    int cls = char_class(cp), cls2 = -1;
+    if (i + len < n) {
+        char_at(p + i + len, n - i - len, &cp2);
+        cls2 = char_class(cp2);
     }
-    return last > i ? last : end;
+    if (cls == CLS_LETTER) /* [^\r\n\p{L}\p{N}]?\p{L}+ without the prefix */
+        return run_end(p, n, i, CLS_LETTER);
+    if (cls2 == CLS_LETTER && cls != CLS_NUMBER && cp != '\r' && cp != '\n') /* ... with it */
+        return run_end(p, n, i + len, CLS_LETTER);
+    if (cls == CLS_NUMBER) { /* \p{N}{1,3} */
+        uint64_t j = i + len;
+        for (int k = 1; k < 3 && j < n; k++) {
+            uint32_t l = char_at(p + j, n - j, &cp);
+            if (char_class(cp) != CLS_NUMBER)
+                break;
+            j += l;
+        }
+        return j;
+    }
+    if (cls == CLS_OTHER || (cp == ' ' && cls2 == CLS_OTHER)) { /*  ?[^\s\p{L}\p{N}]+[\r\n]* */
+        uint64_t j = run_end(p, n, cls == CLS_OTHER ? i : i + 1, CLS_OTHER);
+        while (j < n && (p[j] == '\r' || p[j] == '\n'))
+            j++;
+        return j;
+    }
+    uint64_t end = run_end(p, n, i, CLS_SPACE), after_nl = 0;
+    for (uint64_t j = i; j < end; j += len) { /* \s*[\r\n]+: through the run's last newline */
+        len = char_at(p + j, n - j, &cp);
+        if (cp == '\r' || cp == '\n')
+            after_nl = j + 1;
+    }
+    return after_nl ? after_nl : space_end(p, n, i, end);
 }
 
 uint64_t elk_bl_digit_segment(const uint8_t *p, uint64_t n, uint64_t i)

@@ -12,6 +12,9 @@ uint32_t elk_bl_byte_char(uint8_t b);
 int elk_bl_char_byte(uint32_t cp);
 /* End of the pre-token of GPT-2's pattern that starts at p[i] (i < n). */
 uint64_t elk_bl_next(const uint8_t *p, uint64_t n, uint64_t i);
+/* End of the pre-token of Llama 3's pattern that starts at p[i] (i < n):
+ * (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+uint64_t elk_bl_next_llama3(const uint8_t *p, uint64_t n, uint64_t i);
 /* End of the digit segment at p[i] (i < n): one number character, or the run up to the next one. */
 uint64_t elk_bl_digit_segment(const uint8_t *p, uint64_t n, uint64_t i);
 

@@ -158,7 +158,8 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
     if ((uint64_t)n * ELK_TOKEN_ENTRY_SIZE > size - HEAD_SIZE)
         return ELK_E_BOUNDS;
     uint32_t known = kind == ELK_TOKENIZER_KIND_BYTE_BPE
-                         ? ELK_TOKENIZER_FLAG_SPLIT_DIGITS | ELK_TOKENIZER_FLAG_STOP_IDS
+                         ? ELK_TOKENIZER_FLAG_SPLIT_DIGITS | ELK_TOKENIZER_FLAG_STOP_IDS |
+                               ELK_TOKENIZER_FLAG_LLAMA3_SPLIT | ELK_TOKENIZER_FLAG_IGNORE_MERGES
                          : ELK_TOKENIZER_FLAG_BYTE_FALLBACK | ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX |
                                ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE | ELK_TOKENIZER_FLAG_STOP_IDS;
     if (t->flags & ~known)
@@ -700,7 +701,12 @@ static void encode_pretoken(const elk_tokenizer *t, tok_out *o, const uint8_t *p
             filled += len;
         }
         if (pos >= n) {
-            encode_segment(t, o, t->syms, (int32_t)n_syms, (int32_t)n_syms);
+            int32_t whole = (t->flags & ELK_TOKENIZER_FLAG_IGNORE_MERGES) && n_syms == pos
+                                ? lookup_as(t, t->norm, filled, ELK_TOKEN_NORMAL) : -1;
+            if (whole >= 0) /* ignore_merges: a pre-token that is a piece is that piece */
+                emit(o, whole);
+            else
+                encode_segment(t, o, t->syms, (int32_t)n_syms, (int32_t)n_syms);
             return;
         }
         uint32_t seg = encode_segment(t, o, t->syms, (int32_t)n_syms, (int32_t)(n_syms + 1) / 2);
@@ -716,15 +722,17 @@ static void encode_pretoken(const elk_tokenizer *t, tok_out *o, const uint8_t *p
     }
 }
 
-/* Byte-level: text[0..len) split by GPT-2's pattern (after isolating each digit when the vocabulary
- * says so), each pre-token merged on its own. */
+/* Byte-level: text[0..len) split by GPT-2's pattern or Llama 3's (after isolating each digit when the
+ * vocabulary says so), each pre-token merged on its own. */
 static void encode_bytelevel(const elk_tokenizer *t, tok_out *o, const uint8_t *p, uint64_t len)
 {
     int digits = (t->flags & ELK_TOKENIZER_FLAG_SPLIT_DIGITS) != 0;
+    uint64_t (*next)(const uint8_t *, uint64_t, uint64_t) =
+        (t->flags & ELK_TOKENIZER_FLAG_LLAMA3_SPLIT) ? elk_bl_next_llama3 : elk_bl_next;
     for (uint64_t at = 0; at < len;) {
         uint64_t end = digits ? elk_bl_digit_segment(p, len, at) : len;
         for (uint64_t i = at; i < end;) {
-            uint64_t j = elk_bl_next(p + at, end - at, i - at) + at;
+            uint64_t j = next(p + at, end - at, i - at) + at;
             encode_pretoken(t, o, p + i, j - i);
             i = j;
         }

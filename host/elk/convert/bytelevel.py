@@ -4,8 +4,8 @@ map, the pre-tokenizer (GPT-2's split pattern, optionally with every digit on it
 (firmware/src/tokenizer/uclass.h, generated: `python -m elk.convert.bytelevel`).
 
 The pattern is GPT-2's  's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
-scanned by hand, the same way firmware/src/tokenizer/bytelevel.c does, so both agree byte for byte.
-Not here: other split patterns (Llama 3, Qwen), which are refused at import.
+scanned by hand, the same way firmware/src/tokenizer/bytelevel.c does, so both agree byte for byte;
+also Llama 3's pattern (next_split_llama3). Not here: other split patterns (Qwen2), refused at import.
 """
 
 from __future__ import annotations
@@ -152,25 +152,85 @@ def next_split(data: bytes, i: int) -> int:
             return _run(data, i + 1, cls2)
     if cls != SPACE:
         return _run(data, i, cls)
-    end = _run(data, i, SPACE)
+    return _space_end(data, i, _run(data, i, SPACE))
+
+
+def _space_end(data: bytes, i: int, end: int) -> int:
+    """\\s+(?!\\S)|\\s+ over the white-space run data[i:end): all of it at the end of the text, else
+    the run without its last character (that one goes with the next token) when that leaves any."""
     if end == len(data):
-        return end  # \s+(?!\S) at the end of the text: the whole run
-    # \s+(?!\S): the run without its last character (it goes with the next token), if that leaves any
-    last = i
-    j = i
+        return end
+    last = j = i
     while j < end:
         last = j
         j += _char_at(data, j)[1]
     return last if last > i else end
 
 
-def pre_tokenize(data: bytes, split_digits: bool) -> list[bytes]:
-    """The pre-tokens of data: with split_digits every number character is one first (SmolLM)."""
+LLAMA3_CONTRACTIONS = (b"s", b"t", b"re", b"ve", b"m", b"ll", b"d")
+
+
+def _llama3_contraction(data: bytes, i: int) -> int:
+    """Length of (?i:'s|'t|'re|'ve|'m|'ll|'d) at data[i], or 0. Unicode case folding makes U+017F
+    (long s) an 's' too, as the regex engine of tokenizers sees it."""
+    if data[i : i + 1] != b"'":
+        return 0
+    if data.startswith("\u017f".encode(), i + 1):
+        return 3
+    rest = data[i + 1 : i + 3].lower()  # ASCII case only: no other letter folds to these
+    for c in LLAMA3_CONTRACTIONS:
+        if rest.startswith(c):
+            return 1 + len(c)
+    return 0
+
+
+def next_split_llama3(data: bytes, i: int) -> int:
+    """End of Llama 3's pre-token that starts at data[i] (i < len(data)): the first alternative of
+    (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|
+    \\s*[\\r\\n]+|\\s+(?!\\S)|\\s+ that matches there."""
+    c = _llama3_contraction(data, i)
+    if c:
+        return i + c
+    cp, n = _char_at(data, i)
+    cls = char_class(cp)
+    cp2, n2 = _char_at(data, i + n) if i + n < len(data) else (-2, 0)
+    cls2 = char_class(cp2) if cp2 != -2 else None
+    if cls == LETTER:
+        return _run(data, i, LETTER)
+    if cls2 == LETTER and cls != NUMBER and cp not in (0x0A, 0x0D):  # one non-letter prefix
+        return _run(data, i + n, LETTER)
+    if cls == NUMBER:
+        j = i
+        for _ in range(3):
+            if j < len(data) and char_class(_char_at(data, j)[0]) == NUMBER:
+                j += _char_at(data, j)[1]
+        return j
+    start = i + n if cp == 0x20 and cls2 == OTHER else i  # " ?" before a run of other characters
+    if char_class(_char_at(data, start)[0]) == OTHER:
+        j = _run(data, start, OTHER)
+        while j < len(data) and data[j] in b"\r\n":
+            j += 1
+        return j
+    end = _run(data, i, SPACE)
+    last_nl, j = -1, i  # \\s*[\\r\\n]+: up to the run's last newline
+    while j < end:
+        if data[j] in b"\r\n":
+            last_nl = j
+        j += _char_at(data, j)[1]
+    if last_nl >= 0:
+        return last_nl + 1
+    return _space_end(data, i, end)
+
+
+def pre_tokenize(data: bytes, split_digits: bool, llama3: bool = False) -> list[bytes]:
+    """The pre-tokens of data: with split_digits every number character is one first (SmolLM); llama3
+    picks Llama 3's split pattern instead of GPT-2's."""
     out = []
+    step = next_split_llama3 if llama3 else next_split
     for seg in _digit_segments(data) if split_digits else [data]:
         i = 0
         while i < len(seg):
-            j = next_split(seg, i)
+            j = step(seg, i)
             out.append(seg[i:j])
             i = j
     return out
@@ -231,12 +291,14 @@ def bpe(v, mergeable: dict, word: str) -> list[int]:
 
 def from_gguf(get):
     """A GGUF "gpt2" vocabulary (`get` reads a tokenizer.ggml.* field): byte-spelled tokens, merges in
-    rank order, token types, special ids."""
-    from elk.tokenizer import (CONTROL, FLAG_SPLIT_DIGITS, KIND_BYTE, MAX_TOKENS, NORMAL, USER_DEFINED,
-                               TokenizerFormatError, Vocab, add_turn_end_stops)
+    rank order, token types, special ids; pre "gpt-2", "smollm", "starcoder" or "llama-bpe"."""
+    from elk.tokenizer import (CONTROL, FLAG_IGNORE_MERGES, FLAG_LLAMA3_SPLIT, FLAG_SPLIT_DIGITS, KIND_BYTE,
+                               MAX_TOKENS, NORMAL, USER_DEFINED, TokenizerFormatError, Vocab, add_turn_end_stops)
 
-    gguf_pre = {"gpt-2": 0, "smollm": FLAG_SPLIT_DIGITS, "starcoder": FLAG_SPLIT_DIGITS}
-    # llama.cpp's tokenizer.ggml.pre names of GPT-2's split pattern: alone, or after isolating digits
+    gguf_pre = {"gpt-2": 0, "smollm": FLAG_SPLIT_DIGITS, "starcoder": FLAG_SPLIT_DIGITS,
+                "llama-bpe": FLAG_LLAMA3_SPLIT | FLAG_IGNORE_MERGES}
+    # llama.cpp's tokenizer.ggml.pre names of GPT-2's split pattern (alone, or after isolating digits)
+    # and of Llama 3's, which llama.cpp runs with ignore_merges as tokenizers does
     pre = get("tokenizer.ggml.pre", "gpt-2")
     if pre not in gguf_pre:
         raise TokenizerFormatError(f"GGUF byte-level pre-tokenizer {pre!r} is not supported (elk runs "

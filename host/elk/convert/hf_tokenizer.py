@@ -1,8 +1,8 @@
 """Hugging Face tokenizer files as an elk vocabulary: tokenizer.json of a Llama-style SentencePiece BPE
-or of a GPT-2 style byte-level BPE (TOKENIZER kind 2: SmolLM, SmolLM2; other split patterns such as
-Llama 3's are refused in one line), and the facts a HF folder keeps beside its tokenizer: added (special)
-tokens, bos/eos/pad, stop ids from generation_config.json, the chat template (docs/tokenizer.md).
-Not here: the byte-level split and merges (elk.convert.bytelevel), the section bytes or the encoder
+or of a byte-level BPE (TOKENIZER kind 2: GPT-2's split pattern as SmolLM, SmolLM2; Llama 3's; other
+split patterns such as Qwen2's are refused in one line), and the facts a HF folder keeps beside its
+tokenizer: added (special) tokens, bos/eos/pad (BOS also from a post-processor template), stop ids from
+generation_config.json, the chat template (docs/tokenizer.md). Not here: the byte-level split and merges (elk.convert.bytelevel), the section bytes or the encoder
 (elk.tokenizer)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pathlib
 
 from elk import spec
 from elk.convert import bytelevel
-from elk.tokenizer import (CONTROL, FLAG_ADD_DUMMY_PREFIX, FLAG_BYTE_FALLBACK, FLAG_SPLIT_DIGITS, KIND_BYTE,
+from elk.tokenizer import (CONTROL, FLAG_ADD_DUMMY_PREFIX, FLAG_BYTE_FALLBACK, FLAG_IGNORE_MERGES,
+                           FLAG_LLAMA3_SPLIT, FLAG_SPLIT_DIGITS, KIND_BYTE,
                            MAX_TOKENS, NORMAL, UNKNOWN, USER_DEFINED, TokenizerFormatError, Vocab, _infer_type,
                            add_turn_end_stops)
 
@@ -115,18 +116,41 @@ def _byte_level_flags(path, doc: dict, model: dict) -> int:
     elif (isinstance(pres, list) and len(pres) == 2 and isinstance(pres[0], dict) and pres[0].get("type") == "Digits"
           and pres[0].get("individual_digits") and is_gpt2(pres[1])):
         flags = FLAG_SPLIT_DIGITS
+    elif isinstance(pres, list) and len(pres) == 2 and _is_llama3_split(pres[0]) and _is_bytes_only(pres[1]):
+        flags = FLAG_LLAMA3_SPLIT
     else:
         raise TokenizerFormatError(f"{path}: byte-level pre-tokenizer {json.dumps(pre)[:160]} is not supported "
-                                   f"(elk runs GPT-2's split pattern, optionally after Digits(individual_digits); "
-                                   f"Llama 3 / Qwen patterns are not)")
+                                   f"(elk runs GPT-2's split pattern, optionally after Digits(individual_digits), "
+                                   f"and Llama 3's; other patterns such as Qwen2's are not)")
+    if model.get("ignore_merges"):  # Llama 3: a pre-token that is a vocabulary piece is not merged
+        flags |= FLAG_IGNORE_MERGES
     problems = [("normalizer", doc.get("normalizer") is not None),
-                ("byte_fallback", bool(model.get("byte_fallback"))), ("ignore_merges", bool(model.get("ignore_merges"))),
+                ("byte_fallback", bool(model.get("byte_fallback"))),
                 ("continuing_subword_prefix", bool(model.get("continuing_subword_prefix"))),
                 ("end_of_word_suffix", bool(model.get("end_of_word_suffix")))]
     bad = [name for name, on in problems if on]
     if bad:
         raise TokenizerFormatError(f"{path}: byte-level BPE with {bad[0]} is not supported")
     return flags
+
+
+# Llama 3's split pattern as its tokenizer.json spells it (tokenizers' Split pre-tokenizer)
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _is_llama3_split(p) -> bool:
+    """Split(Regex(LLAMA3_PATTERN)) keeping every match as a pre-token: behavior Isolated, or Removed
+    with invert (the pattern matches at every position, so both keep exactly the matches)."""
+    if not isinstance(p, dict) or p.get("type") != "Split" or p.get("pattern") != {"Regex": LLAMA3_PATTERN}:
+        return False
+    return (p.get("behavior"), bool(p.get("invert"))) in (("Isolated", False), ("Removed", True))
+
+
+def _is_bytes_only(p) -> bool:
+    """ByteLevel that only maps bytes to characters (use_regex false, no prefix space)."""
+    return (isinstance(p, dict) and p.get("type") == "ByteLevel" and p.get("use_regex") is False
+            and not p.get("add_prefix_space"))
 
 
 def _hf_added_tokens(folder: pathlib.Path) -> dict:
@@ -221,8 +245,12 @@ def _apply_specials(v: Vocab, folder, added: bool, chat_template: str | None) ->
         if isinstance(cfg.get(key), str) and cfg[key] in index:
             setattr(v, attr, index[cfg[key]])
     raw_cfg = _read_json(folder / "tokenizer_config.json")
-    if v.kind == KIND_BYTE and not (isinstance(raw_cfg, dict) and raw_cfg.get("add_bos_token") is True):
-        v.bos_id = -1  # GPT-2 style tokenizers add no BOS (bos_token is a name only) unless configured to
+    add_bos = raw_cfg.get("add_bos_token") if isinstance(raw_cfg, dict) else None
+    if v.kind == KIND_BYTE and add_bos is not True:
+        # GPT-2 style tokenizers add no BOS (bos_token is a name only) unless configured to; Llama 3's
+        # tokenizer.json adds <|begin_of_text|> in its post-processor instead
+        bos_text = _post_processor_bos(folder) if add_bos is None else None
+        v.bos_id = index.get(bos_text, -1) if bos_text is not None else -1
     gen = _read_json(folder / "generation_config.json")
     gen_eos = [i for i in _eos_list(gen.get("eos_token_id")) if 0 <= i < len(v.pieces)] \
         if isinstance(gen, dict) else []
@@ -242,6 +270,22 @@ def _apply_specials(v: Vocab, folder, added: bool, chat_template: str | None) ->
         raise TokenizerFormatError(f"{folder}: {len(v.all_stop_ids())} stop ids; an image holds at most "
                                    f"{spec.TOKENIZER_MAX_STOP_IDS}")
     return v
+
+
+def _post_processor_bos(folder: pathlib.Path) -> str | None:
+    """Text of the special token tokenizer.json's post-processor writes before a single text (Llama 3's
+    TemplateProcessing: <|begin_of_text|> $A), or None."""
+    doc = _read_json(folder / "tokenizer.json")
+    pp = doc.get("post_processor") if isinstance(doc, dict) else None
+    procs = pp.get("processors") if isinstance(pp, dict) and pp.get("type") == "Sequence" else [pp]
+    for proc in procs if isinstance(procs, list) else []:
+        if isinstance(proc, dict) and proc.get("type") == "TemplateProcessing":
+            single = proc.get("single")
+            first = single[0] if isinstance(single, list) and single and isinstance(single[0], dict) else {}
+            token = first.get("SpecialToken")
+            if isinstance(token, dict) and isinstance(token.get("id"), str):
+                return token["id"]
+    return None
 
 
 def _hf_prepends_space(doc) -> bool:

@@ -141,7 +141,8 @@ def write_gguf_vocab(w, vocab) -> None:
     byte_level = vocab.kind == spec.TOKENIZER_KIND_BYTE_BPE
     w.add_tokenizer_model("gpt2" if byte_level else "llama")
     if byte_level:
-        w.add_tokenizer_pre("smollm" if vocab.flags & spec.TOKENIZER_FLAG_SPLIT_DIGITS else "gpt-2")
+        w.add_tokenizer_pre("llama-bpe" if vocab.flags & spec.TOKENIZER_FLAG_LLAMA3_SPLIT else
+                            "smollm" if vocab.flags & spec.TOKENIZER_FLAG_SPLIT_DIGITS else "gpt-2")
     else:
         w.add_tokenizer_pre("default")
     w.add_token_list(list(vocab.pieces))
