@@ -127,14 +127,27 @@ def test_independent_gguf_stories260k_greedy_story_in_the_c_runtime(host_build, 
     assert text.startswith(STORY)
 
 
-def test_independent_gguf_llama3_rope_freqs_are_refused_not_ignored(tmp_path):
-    """llama.cpp writes Llama 3.1 RoPE scaling as a rope_freqs.weight tensor with no scaling key: packing
-    it as plain RoPE would give wrong logits, so elk names the tensor and stops."""
-    r = subprocess.run([sys.executable, "-m", "elk", "pack", str(GOLDEN / "gguf" / "llama3_rope.q8_0.gguf"), "-o",
-                        str(tmp_path / "x.elk")], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
-    assert "rope_freqs.weight" in r.stderr and "RoPE" in r.stderr and "[1. 8. 8. 8.]" in r.stderr
-    assert not (tmp_path / "x.elk").exists()
+def test_independent_gguf_llama3_rope_scaling_gives_llama_cpps_logits(host_build, tmp_path):
+    """llama.cpp writes Llama 3 RoPE scaling as a rope_freqs.weight tensor (per-frequency divisors, here
+    [1, 8, 8, 8]) with no scaling key. elk keeps it as the image's ROPE_FREQS tensor, divides each
+    inverse frequency by it, and gives llama.cpp's own logits for the file (made by the same llama.cpp,
+    tests/golden/llama_logits.cpp); those differ from the unscaled model's, so the divisors are applied."""
+    import elk
+
+    image = pack(GOLDEN / "gguf" / "llama3_rope.q8_0.gguf", tmp_path / "l3.elk", "q8_0")
+    t = im.read_image(image).tensors["rope_freqs.weight"]
+    assert (t.type, t.rows, t.cols) == ("F32", 1, 4)
+    assert np.frombuffer(t.data, dtype=np.float32).tolist() == [1.0, 8.0, 8.0, 8.0]
+    want = np.load(GOLDEN / "gguf" / "llama_cpp_logits.npz")
+    for kernels in ("ref", None):
+        with elk.load(image, kernels=kernels) as m:
+            got = m.logits(IDS)
+        assert rel_err(got, want["llama3_rope.q8_0.gguf"]) < 1e-5  # measured 1.5e-7
+        if kernels == "ref":  # the numpy reference applies the same divisors in the same float32 steps
+            from elk.reference import Reference
+
+            assert np.array_equal(Reference(image).logits(IDS), got)
+    assert rel_err(want["gqa_untied_f32.q8_0.gguf"], want["llama3_rope.q8_0.gguf"]) > 1e-3
 
 
 @pytest.mark.parametrize("vocab_file", ["tokenizer.model", "ggml-vocab-llama-spm.gguf"])
@@ -172,3 +185,21 @@ def test_independent_gguf_stories260k_images_give_llama_cpp_logits(host_build, t
         got = m.logits(gold["ids"].tolist())
     assert rel_err(got, want) < tol
     assert np.array_equal(got.argmax(1), want.argmax(1))
+
+
+@pytest.mark.parametrize("bad", [0.0, -8.0, float("nan"), float("inf")])
+def test_rope_divisors_that_are_not_positive_finite_are_refused_at_load(host_build, tmp_path, bad):
+    """A damaged ROPE_FREQS tensor (a divisor of 0, negative, NaN or inf) would give inf/NaN angles:
+    the runtime refuses the image in one line instead."""
+    import elk
+    from elk.errors import RuntimeFailure
+
+    image = pack(GOLDEN / "gguf" / "llama3_rope.q8_0.gguf", tmp_path / "l3.elk", "q8_0")
+    t = im.read_image(image).tensors["rope_freqs.weight"]
+    data = bytearray(image.read_bytes())
+    data[t.offset + 4:t.offset + 8] = np.float32(bad).tobytes()  # the second divisor
+    bad_image = tmp_path / "bad.elk"
+    bad_image.write_bytes(bytes(data))
+    with pytest.raises(RuntimeFailure) as e:
+        elk.load(bad_image)
+    assert "\n" not in str(e.value)

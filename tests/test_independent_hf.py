@@ -235,11 +235,11 @@ def test_independent_hf_tinyllama_chat_config_is_understood(tmp_path):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "RoPE scaling"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                       "original_max_position_embeddings": 8192}}, "RoPE scaling"),
-    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0}}, "RoPE scaling"),
+    ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "RoPE scaling"),
     ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}}, "RoPE scaling"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0,
+                       "original_max_position_embeddings": 64}}, "low_freq_factor < high_freq_factor"),
+    ({"rope_scaling": {"type": "linear", "factor": -2.0}}, "factor -2.0 must be a positive number"),
     ({"attention_bias": True}, "attention_bias is true"),
     ({"mlp_bias": True}, "mlp_bias is true"),
     ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
@@ -255,11 +255,63 @@ def test_independent_hf_configs_elk_cannot_run_are_refused(tmp_path, changes, me
 
 def test_independent_hf_rope_scaling_refused_by_pack_in_one_line(tmp_path):
     folder = copy_case("mha_tied_bf16_sharded", tmp_path)
-    edit_config(folder, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0})
+    edit_config(folder, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0})
     r = elk_cli("pack", folder, "-o", tmp_path / "x.elk")
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
-    assert "RoPE scaling" in r.stderr and "linear" in r.stderr
+    assert "RoPE scaling" in r.stderr and "yarn" in r.stderr
     assert not (tmp_path / "x.elk").exists()
+
+
+def test_independent_hf_llama3_rope_scaling_packs_as_llama_cpp_converts_it(host_build, tmp_path):
+    """The HF case with Llama 3 RoPE scaling in config.json (as tests/golden/make_gguf_golden.py gave
+    llama.cpp's converter): elk's divisors equal the rope_freqs llama.cpp computed, and the HF-packed
+    image equals the one packed from llama.cpp's GGUF tensor for tensor and in its logits."""
+    import elk
+    from elk import image as im
+
+    spec = json.loads((ROOT / "tests" / "golden" / "gguf" / "made_by.json").read_text())["llama3_rope"]
+    folder = copy_case(spec["hf"], tmp_path)
+    edit_config(folder, rope_parameters=spec["rope_parameters"])
+    for src, out in ((folder, "h.elk"), (ROOT / "tests" / "golden" / "gguf" / spec["file"], "g.elk")):
+        r = elk_cli("pack", src, "-o", tmp_path / out, "--quant", "q8_0")
+        assert r.returncode == 0, r.stderr
+    h, g = im.read_image(tmp_path / "h.elk"), im.read_image(tmp_path / "g.elk")
+    assert np.frombuffer(h.tensors["rope_freqs.weight"].data, dtype=np.float32).tolist() == [1.0, 8.0, 8.0, 8.0]
+    for name, t in g.tensors.items():
+        assert (h.tensors[name].type, bytes(h.tensors[name].data)) == (t.type, bytes(t.data)), name
+    ids = json.loads((ROOT / "tests" / "golden" / "hf" / "cases.json").read_text())["ids"]
+    with elk.load(tmp_path / "h.elk") as a, elk.load(tmp_path / "g.elk") as b:
+        assert np.array_equal(a.logits(ids), b.logits(ids))
+
+
+def test_rope_divisors_follow_the_llama3_formula_on_every_band():
+    """Divisors for a config whose frequencies fall in all three llama3 bands (kept, smoothed, divided):
+    theta^(-2i/d) / f_i equals the scaled inverse frequencies as transformers' llama3 rule computes them
+    (written here from its definition, independently of elk's)."""
+    import math
+
+    cfg = hf.Config(dim=64, hidden_dim=128, n_layers=1, n_heads=1, n_kv_heads=1, vocab_size=16, seq_len=64,
+                    rope_theta=10000.0)
+    rp = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 256}
+    f = hf.rope_divisors("config.json", {"rope_scaling": rp}, cfg)
+    low_wl, high_wl = 256 / 1.0, 256 / 4.0
+    bands = set()
+    for i in range(32):
+        inv = 10000.0 ** (-2 * i / 64)
+        wl = 2 * math.pi / inv
+        if wl < high_wl:
+            want, band = inv, "kept"
+        elif wl > low_wl:
+            want, band = inv / 8.0, "divided"
+        else:
+            smooth = (256 / wl - 1.0) / (4.0 - 1.0)
+            want, band = (1 - smooth) * inv / 8.0 + smooth * inv, "smoothed"
+        bands.add(band)
+        assert abs(inv / float(f[i]) - want) <= 1e-6 * want, i
+    assert bands == {"kept", "smoothed", "divided"}
+    lin = hf.rope_divisors("config.json", {"rope_scaling": {"type": "linear", "factor": 2.5}}, cfg)
+    assert lin.tolist() == [2.5] * 32 and hf.rope_divisors("config.json", {}, cfg) is None
 
 
 def test_independent_hf_bias_tensors_are_refused_not_dropped(tmp_path):

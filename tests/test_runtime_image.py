@@ -258,8 +258,8 @@ def test_image_rejects_more_tensors_than_the_config_has(tmp_path, good):
     tt = img.section_off(TT)
     count = img.u32(tt)
     assert count == 9 * 5 + 2  # tied: no output.weight
-    img.put("I", tt, 9 * 5 + 4)
-    open_fails(tmp_path, img.b, E["E_FORMAT"], "49 entries", "at most 48")
+    img.put("I", tt, 9 * 5 + 5)  # 9 per layer + token_embd, output_norm, output, rope_freqs at most
+    open_fails(tmp_path, img.b, E["E_FORMAT"], "50 entries", "at most 49")
 
 
 def test_image_rejects_output_tensor_in_a_tied_image(tmp_path, good):

@@ -82,7 +82,7 @@ def _tensor_plan(model: Model, rec, q) -> list:
     """Per tensor in image order: [name, role, layer, rows, cols, type, recipe note, bytes]; every
     size is known from shapes and chosen types before any tensor is quantized."""
     plan = []
-    for role, layer in model.config.tensor_keys():
+    for role, layer in model.tensor_keys():
         tname = tensor_name(role, layer)
         rows, cols = model.tensors[(role, layer)].shape
         ttype, note = rec.choose(tname, role, cols)
@@ -439,6 +439,10 @@ class _Reader:
                 self.fail(f"norm tensor '{name}' is {t.type}; norms must be F32")
         if cfg.tied_output and ("OUTPUT", 0) in keys:
             self.fail("output.weight is present but model_flags says the output is tied")
+        t = tensors.get(tensor_name("ROPE_FREQS", 0))
+        if t is not None and ((t.rows, t.cols) != cfg.tensor_shape("ROPE_FREQS") or t.type != "F32"):
+            self.fail(f"tensor '{t.name}' is {t.type} {t.rows}x{t.cols}; RoPE divisors are F32 "
+                      f"1x{cfg.head_dim // 2}")
         return tensors
 
     def tensor_entry(self, pos, i, cfg, a, doff, dsize) -> TensorInfo:

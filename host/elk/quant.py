@@ -164,7 +164,7 @@ class Recipe:
 
     def choose(self, name: str, role: str, cols: int) -> tuple:
         """(type, note) for one tensor; note explains a forced type ('' when none)."""
-        if role in ("ATTN_NORM", "FFN_NORM", "OUTPUT_NORM"):
+        if role in ("ATTN_NORM", "FFN_NORM", "OUTPUT_NORM", "ROPE_FREQS"):
             return "F32", ""
         want = self.default
         short = name[: -len(".weight")] if name.endswith(".weight") else name

@@ -117,6 +117,9 @@ class Reference:
         self.out = self.lin[("OUTPUT", 0)] if not c.tied_output else self.embd
         half = c.head_dim // 2
         self.inv_freq = (c.rope_theta ** (-2.0 * np.arange(half) / c.head_dim)).astype(np.float32)
+        freqs = _rope_divisors(source)
+        if freqs is not None:  # Llama 3 RoPE scaling: each frequency divided, in float32 as model.c does
+            self.inv_freq = (self.inv_freq / freqs).astype(np.float32)
         self.reset()
 
     def reset(self) -> None:
@@ -222,3 +225,15 @@ class Reference:
 def logits(source, ids) -> np.ndarray:
     """Shorthand: Reference(source).logits(ids)."""
     return Reference(source).logits(ids)
+
+
+def _rope_divisors(source):
+    """The image's or model's RoPE frequency divisors (float32, head_dim / 2), or None."""
+    from elk.convert import Model
+
+    if isinstance(source, Model):
+        if ("ROPE_FREQS", 0) in source.tensors:
+            return np.asarray(source.get("ROPE_FREQS"), dtype=np.float32).reshape(-1)
+        return None
+    t = source.tensors.get("rope_freqs.weight")
+    return None if t is None else quant.dequantize(t.data, t.type, (t.rows, t.cols)).reshape(-1)

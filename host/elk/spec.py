@@ -99,7 +99,11 @@ TENSOR_ROLES = {
     "W3": 10,          # up   (hidden_dim, dim)
     "OUTPUT_NORM": 11, # (dim,)
     "OUTPUT": 12,      # (vocab, dim); absent when MODEL_FLAG_TIED_OUTPUT
+    "ROPE_FREQS": 13,  # (1, head_dim / 2) F32, optional: per-frequency divisors of RoPE's inverse
+                       # frequencies (Llama 3 RoPE scaling; llama.cpp's rope_freqs): angle_i =
+                       # pos * (theta^(-2i/head_dim) / f_i); absent means every f_i = 1
 }
+OPTIONAL_ROLES = ("ROPE_FREQS",)  # roles an image may omit (every other one is required)
 PER_LAYER_ROLES = ("ATTN_NORM", "WQ", "WK", "WV", "WO", "FFN_NORM", "W1", "W2", "W3")
 
 # Tensor names in images follow GGUF's llama naming; {L} is the layer index.
@@ -116,6 +120,7 @@ TENSOR_NAMES = {
     "W3": "blk.{L}.ffn_up.weight",
     "OUTPUT_NORM": "output_norm.weight",
     "OUTPUT": "output.weight",
+    "ROPE_FREQS": "rope_freqs.weight",
 }
 
 # Tokenizer section

@@ -1,7 +1,7 @@
 """GGUF golden data from llama.cpp (an implementation independent of elk). Not run by the tests.
 
 1. The golden HF folders (tests/golden/hf, from make_hf_golden.py) converted by llama.cpp's own
-   convert_hf_to_gguf.py, plus a Llama 3.1 RoPE-scaled variant elk must refuse.
+   convert_hf_to_gguf.py, plus a Llama 3.1 RoPE-scaled variant (rope_freqs.weight).
 2. With --build (a cmake build of the same llama.cpp) and --logits-tool (llama_logits.cpp built against
    it): a Q4_0 file made by llama-quantize, and llama.cpp's own logits for the quantized files
    (gguf/llama_cpp_logits.npz).
@@ -46,7 +46,7 @@ LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "lo
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
 QUANTIZE = ("gqa_untied_f32.f32.gguf", "Q4_0", "gqa_untied_f32.Q4_0.gguf")  # llama-quantize src, type, dst
 LOGITS = ["gqa_untied_f32.q8_0.gguf", "headdim_f16_sharded.q8_0.gguf", "mha_tied_bf16_sharded.q8_0.gguf",
-          "gqa_untied_f32.Q4_0.gguf"]
+          "gqa_untied_f32.Q4_0.gguf", "llama3_rope.q8_0.gguf"]
 
 
 # Texts llama.cpp tokenizes with the fixture Llama 2 vocabulary (parse_special: "</s>" is the EOS id),
@@ -114,7 +114,7 @@ def main() -> int:
                "source": llama_cpp.parent.parent.name if llama_cpp.parent.name == "vendor" else str(llama_cpp),
                "git": version.stdout.strip() or None,
                "jobs": [{"hf": c, "outtype": t, "file": f"{c}.{t}.gguf"} for c, t in JOBS],
-               "refused": {"file": "llama3_rope.q8_0.gguf", "hf": "gqa_untied_f32", "rope_parameters": LLAMA3_ROPE}}
+               "llama3_rope": {"file": "llama3_rope.q8_0.gguf", "hf": "gqa_untied_f32", "rope_parameters": LLAMA3_ROPE}}
     if args.build and args.logits_tool:
         src, qtype, dst = QUANTIZE
         run([args.build / "bin" / "llama-quantize", OUT / src, OUT / dst, qtype])

@@ -342,6 +342,7 @@ static void expected_shape(const elk_config *c, int role, uint32_t *rows, uint32
     case ELK_ROLE_W1:
     case ELK_ROLE_W3: *rows = c->hidden_dim; break;
     case ELK_ROLE_W2: *rows = c->dim; *cols = c->hidden_dim; break;
+    case ELK_ROLE_ROPE_FREQS: *rows = 1; *cols = c->head_dim / 2; break;
     default: *rows = 1; break; /* norms */
     }
 }
@@ -370,7 +371,7 @@ static int check_required(elk_image *img, int role, int layer)
         return fail(img, ELK_E_FORMAT, "tensor %s (%s): shape %u x %u, config needs %u x %u",
                     role_names[role], found.name, found.rows, found.cols, rows, cols);
     if (rows == 1 && found.type != ELK_TYPE_F32)
-        return fail(img, ELK_E_UNSUPPORTED, "tensor %s (%s): norm weights must be F32, got type %u",
+        return fail(img, ELK_E_UNSUPPORTED, "tensor %s (%s): vectors (norms, RoPE factors) must be F32, got type %u",
                     role_names[role], found.name, found.type);
     return ELK_OK;
 }
@@ -385,6 +386,21 @@ static int check_model_tensors(elk_image *img)
     for (int role = 1; role < ELK_ROLE_COUNT; role++) {
         if (role == ELK_ROLE_OUTPUT && tied)
             continue;
+        if (role == ELK_ROLE_ROPE_FREQS && elk_image_find(img, role, 0, &t) != ELK_OK)
+            continue; /* optional: absent means plain RoPE; present, it is checked like the rest */
+        if (role == ELK_ROLE_ROPE_FREQS) {
+            int rc = check_required(img, role, 0);
+            if (rc)
+                return rc;
+            for (uint32_t i = 0; i < t.cols; i++) { /* divisors of the RoPE frequencies */
+                float v;
+                memcpy(&v, (const uint8_t *)t.data + 4u * i, sizeof v);
+                if (!(v > 0.0f) || v > 1e30f)
+                    return fail(img, ELK_E_FORMAT, "tensor ROPE_FREQS (%s): divisor %u is not a positive finite "
+                                "number", t.name, i);
+            }
+            continue;
+        }
         int layers = is_per_layer(role) ? (int)img->config.n_layers : 1;
         for (int l = 0; l < layers; l++) {
             int rc = check_required(img, role, l);

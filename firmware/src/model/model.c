@@ -115,6 +115,8 @@ static int bind_weights(elk_model *m)
         m->output = m->tok_embd;
     else if (!rc)
         rc = bind(img, ELK_ROLE_OUTPUT, 0, &m->output);
+    elk_tensor f; /* optional; its shape, type and values (positive, finite) were checked at open */
+    m->rope_freqs = !rc && elk_image_find(img, ELK_ROLE_ROPE_FREQS, 0, &f) == ELK_OK ? (const float *)f.data : NULL;
     for (uint32_t l = 0; !rc && l < m->cfg.n_layers; l++) {
         elk_layer *L = &m->layers[l];
         const struct { int role; elk_tensor *t; } want[] = {
@@ -210,13 +212,16 @@ static void rmsnorm(float *o, const float *x, const float *w, int n, int dim, fl
 }
 
 /* Rotation tables for one position: rope[j] = cos(a_i) and rope[head_dim + j] = -sin(a_i) for
- * j = 2i, +sin(a_i) for j = 2i + 1, where a_i = pos * theta^(-2i/head_dim). The angle is rounded to
- * float32 as the reference computes it (it matters at long positions); cos/sin are evaluated in
- * double and rounded, so the tables do not depend on the C library's float cosf/sinf. */
-static void rope_angles(float *rope, int head_dim, int pos, float theta)
+ * j = 2i, +sin(a_i) for j = 2i + 1, where a_i = pos * (theta^(-2i/head_dim) / f_i), f_i = 1 unless
+ * the image has RoPE frequency divisors (Llama 3 scaling). The frequency and the angle are rounded
+ * to float32 as the reference computes them (it matters at long positions); cos/sin are evaluated
+ * in double and rounded, so the tables do not depend on the C library's float cosf/sinf. */
+static void rope_angles(float *rope, int head_dim, int pos, float theta, const float *freqs)
 {
     for (int i = 0; i < head_dim / 2; i++) {
         float freq = (float)pow((double)theta, -2.0 * i / head_dim);
+        if (freqs)
+            freq = freq / freqs[i];
         float a = (float)pos * freq;
         float c = (float)cos((double)a), s = (float)sin((double)a);
         rope[2 * i] = rope[2 * i + 1] = c;
@@ -363,7 +368,7 @@ static int qkv_attention(elk_model *m, int l, int n, int pos)
     if (fused_qkv_ok(m, L, n)) {
         qkv_job j = { m, l, n, pos, { 0 } };
         for (int t = 0; t < n; t++)
-            rope_angles(m->hb2 + (size_t)t * 2 * hd, hd, pos + t, m->cfg.rope_theta);
+            rope_angles(m->hb2 + (size_t)t * 2 * hd, hd, pos + t, m->cfg.rope_theta, m->rope_freqs);
         if ((rc = elk_linear_prepare(m, &L->wq, m->xb, n, &j.in)))
             return rc;
         m->exec.parallel_for(m->exec.pool, qkv_attn_task, &j, m->exec.n_threads);
@@ -374,7 +379,7 @@ static int qkv_attention(elk_model *m, int l, int n, int pos)
     if ((rc = elk_linear_group(m, qkv, qkv_out, 3, 1, m->xb, n, NULL, NULL)))
         return rc;
     for (int t = 0; t < n; t++) {
-        rope_angles(m->rope, hd, pos + t, m->cfg.rope_theta);
+        rope_angles(m->rope, hd, pos + t, m->cfg.rope_theta, m->rope_freqs);
         rope_store(m, l, t, pos + t, m->rope, 0, (int)m->cfg.n_kv_heads);
     }
     attn_job aj = { m, l, n, pos };

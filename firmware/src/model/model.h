@@ -30,6 +30,7 @@ struct elk_model {
 
     elk_tensor tok_embd;          /* (vocab, dim) any type: one row dequantized per token */
     elk_tensor output_norm;       /* (1, dim) f32 */
+    const float *rope_freqs;      /* (head_dim / 2) RoPE frequency divisors, or NULL (plain RoPE) */
     elk_tensor output;            /* (vocab, dim): tok_embd when the output is tied */
     elk_layer *layers;            /* n_layers */
 

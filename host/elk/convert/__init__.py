@@ -80,6 +80,7 @@ class Config:
             "W3": (self.hidden_dim, d),
             "OUTPUT_NORM": (1, d),
             "OUTPUT": (self.vocab_size, d),
+            "ROPE_FREQS": (1, hd // 2),
         }[role]
 
     def tensor_keys(self) -> list:
@@ -134,12 +135,22 @@ class Model:
     def get(self, role: str, layer: int = 0) -> np.ndarray:
         """The float32 (rows, cols) weight; vectors come back 1-D."""
         a = self.tensors[(role, layer)].load()
-        return a.reshape(-1) if role in NORM_ROLES else a
+        return a.reshape(-1) if role in NORM_ROLES + spec.OPTIONAL_ROLES else a
+
+    def tensor_keys(self) -> list:
+        """(role, layer) of every tensor the image gets: the config's, then the optional ones present."""
+        return self.config.tensor_keys() + [(r, 0) for r in spec.OPTIONAL_ROLES if (r, 0) in self.tensors]
 
     def validate(self) -> None:
-        """Check the config and that every tensor the config needs is present with its shape."""
+        """Check the config and that every tensor the config needs is present with its shape; optional
+        RoPE frequency divisors must be positive and finite."""
         self.config.validate(self.source or "model")
-        for role, layer in self.config.tensor_keys():
+        if ("ROPE_FREQS", 0) in self.tensors:
+            f = self.get("ROPE_FREQS")
+            if f.size != self.config.head_dim // 2 or not np.all(np.isfinite(f) & (f > 0)):
+                raise FormatError(f"{self.source or 'model'}: RoPE frequency divisors must be {self.config.head_dim // 2} "
+                                  f"positive finite numbers")
+        for role, layer in self.tensor_keys():
             t = self.tensors.get((role, layer))
             if t is None:
                 raise FormatError(f"{self.source or 'model'}: missing tensor {tensor_name(role, layer)}")

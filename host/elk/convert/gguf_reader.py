@@ -24,8 +24,8 @@ ROLE_OF = {  # GGUF tensor name (without blk.N.) -> role
     "output_norm.weight": "OUTPUT_NORM", "output.weight": "OUTPUT",
 }
 READ_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")  # read directly; other ggml types via gguf.quants
-ROPE_FREQS = "rope_freqs.weight"  # Llama 3.1 RoPE scaling: per-frequency divisors (llama.cpp writes it
-# instead of llama.rope.scaling.type); all ones means plain RoPE, anything else is refused
+ROPE_FREQS = "rope_freqs.weight"  # Llama 3 RoPE scaling: per-frequency divisors (llama.cpp writes it
+# instead of llama.rope.scaling.type); all ones means plain RoPE and is dropped
 
 
 def _field(reader, key, default=None):
@@ -74,7 +74,9 @@ def _tensors(path, reader):
     tensors, shapes = {}, {}
     for t in reader.tensors:
         if t.name == ROPE_FREQS:
-            _check_rope_freqs(path, t)
+            factors = _rope_freqs(path, t)
+            if factors is not None:  # all ones (plain RoPE) adds nothing: those images keep their bytes
+                tensors[("ROPE_FREQS", 0)] = Tensor.of(factors)
             continue
         parts = t.name.split(".")
         if parts[0] == "blk" and len(parts) > 2 and parts[1].isdigit():
@@ -94,12 +96,15 @@ def _tensors(path, reader):
     return tensors, shapes
 
 
-def _check_rope_freqs(path, t) -> None:
-    factors = np.asarray(t.data).reshape(-1)
-    if t.tensor_type.name not in ("F32", "F16") or not np.all(factors.astype(np.float32) == 1.0):
-        shown = np.array2string(factors[:4].astype(np.float32), precision=3) if factors.size else "[]"
-        raise FormatError(f"{path}: {ROPE_FREQS} holds RoPE frequency factors {shown} (Llama 3.1-style RoPE "
-                          f"scaling), which elk does not apply")
+def _rope_freqs(path, t):
+    """llama.cpp's rope_freqs (Llama 3 RoPE scaling: one divisor per frequency) as float32, or None
+    when every divisor is 1; the runtime divides each inverse frequency by its divisor."""
+    if t.tensor_type.name not in ("F32", "F16"):
+        raise FormatError(f"{path}: {ROPE_FREQS} is {t.tensor_type.name}; RoPE divisors must be F32 or F16")
+    factors = np.asarray(t.data).reshape(-1).astype(np.float32)
+    if not np.all(np.isfinite(factors) & (factors > 0)):
+        raise FormatError(f"{path}: {ROPE_FREQS} holds a divisor that is not a positive finite number")
+    return None if np.all(factors == 1.0) else factors
 
 
 def _tensor(path, t, raw, rows, cols) -> Tensor:

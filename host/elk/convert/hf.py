@@ -120,11 +120,10 @@ def _config(folder: pathlib.Path, c: dict) -> Config:
     return cfg
 
 
-def _rope_theta(where, c: dict) -> float:
-    """RoPE base from config.json: transformers < 5 writes `rope_theta` (+ `rope_scaling`), 5.x writes
-    `rope_parameters` {rope_type, rope_theta, ...}. Any scaling type but "default" changes the
-    frequencies, which the runtime does not do: refuse rather than give wrong logits."""
-    params = c.get("rope_parameters")
+def _rope_params(where, c: dict) -> dict:
+    """The RoPE scaling object of config.json ({} for plain RoPE): transformers < 5 writes `rope_theta`
+    (+ `rope_scaling`), 5.x writes `rope_parameters` {rope_type, rope_theta, ...}."""
+    found = {}
     for key in ("rope_scaling", "rope_parameters"):
         rp = c.get(key)
         if rp in (None, {}):
@@ -132,14 +131,56 @@ def _rope_theta(where, c: dict) -> float:
         if not isinstance(rp, dict):
             raise FormatError(f"{where}: {key} {rp!r} is not an object")
         kind = rp.get("rope_type", rp.get("type", "default"))
-        if kind != "default" or any(isinstance(v, dict) for v in rp.values()):
+        if kind not in ("default", "llama3", "linear") or any(isinstance(v, dict) for v in rp.values()):
             raise FormatError(f"{where}: RoPE scaling ({key} {json.dumps(rp)[:120]}) is not supported; "
-                              f"only plain RoPE (rope_type default)")
+                              f"plain RoPE, llama3 and linear are")
+        if kind != "default":
+            found = dict(rp, rope_type=kind)
+    return found
+
+
+def _rope_theta(where, c: dict) -> float:
+    """RoPE base from config.json (see _rope_params for where it lives)."""
+    params = c.get("rope_parameters")
+    _rope_params(where, c)
     theta = (params or {}).get("rope_theta", c.get("rope_theta", 10000.0))
     try:
         return float(theta)
     except (TypeError, ValueError):
         raise FormatError(f"{where}: bad rope_theta {theta!r}") from None
+
+
+def rope_divisors(where, c: dict, cfg: Config):
+    """Per-frequency divisors f_i of RoPE's inverse frequencies theta^(-2i/head_dim) for config.json's
+    scaling (the image's ROPE_FREQS tensor, as llama.cpp's rope_freqs), or None for plain RoPE.
+    linear: every f_i = factor. llama3 (Llama 3.1/3.2): frequencies whose wavelength 2 pi / freq is
+    shorter than original_max_position_embeddings / high_freq_factor keep f = 1, longer than
+    .../ low_freq_factor get f = factor, and in between f = 1 / ((1 - s) / factor + s) with
+    s = (original / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)."""
+    rp = _rope_params(where, c)
+    if not rp:
+        return None
+    try:
+        factor = float(rp.get("factor", 8.0 if rp["rope_type"] == "llama3" else 1.0))
+        low = float(rp.get("low_freq_factor", 1.0))
+        high = float(rp.get("high_freq_factor", 4.0))
+        original = float(rp.get("original_max_position_embeddings", 8192))
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"{where}: bad RoPE scaling value ({e})") from None
+    if not (factor > 0 and np.isfinite(factor)):
+        raise FormatError(f"{where}: RoPE scaling factor {factor} must be a positive number")
+    half = cfg.head_dim // 2
+    if rp["rope_type"] == "linear":
+        return np.full(half, factor, dtype=np.float32)
+    if not (0 < low < high and original > 0):
+        raise FormatError(f"{where}: llama3 RoPE scaling needs 0 < low_freq_factor < high_freq_factor and "
+                          f"original_max_position_embeddings > 0 (got {low}, {high}, {original})")
+    freq = cfg.rope_theta ** (-2.0 * np.arange(half) / cfg.head_dim)
+    wavelen = 2 * np.pi / freq
+    s = (original / wavelen - low) / (high - low)
+    f = np.where(wavelen < original / high, 1.0,
+                 np.where(wavelen > original / low, factor, 1.0 / ((1.0 - s) / factor + s)))
+    return f.astype(np.float32)
 
 
 class _SafetensorsFile:
@@ -207,7 +248,8 @@ def read(folder, tokenizer=None, source=None, name=None, **_) -> Model:
     folder = pathlib.Path(folder)
     if not (folder / "config.json").is_file():
         raise FormatError(f"{folder}: no config.json (not a Hugging Face model folder)")
-    cfg = _config(folder, _load_json(folder / "config.json"))
+    conf = _load_json(folder / "config.json")
+    cfg = _config(folder, conf)
     where = _open_weights(folder)
     if not cfg.tied_output and HF_NAMES["OUTPUT"] not in where:
         cfg.tied_output = True  # some exports leave lm_head out when it equals the embedding
@@ -226,6 +268,9 @@ def read(folder, tokenizer=None, source=None, name=None, **_) -> Model:
             raise FormatError(f"{st.path}: tensor {hname} has shape {list(got)}, config.json needs {list(shape)}")
         heads = {"WQ": cfg.n_heads, "WK": cfg.n_kv_heads}.get(role)
         tensors[(role, layer)] = Tensor(shape=shape, loader=_loader(st, hname, shape, heads))
+    divisors = rope_divisors(folder / "config.json", conf, cfg)
+    if divisors is not None:
+        tensors[("ROPE_FREQS", 0)] = Tensor.of(divisors)
     vocab = _vocab(folder, tokenizer)
     chat = detect_chat_template(_chat_template_text(folder))
     chat = chat or detect_chat_template(getattr(vocab, "chat_template", None))

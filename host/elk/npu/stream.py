@@ -23,13 +23,16 @@ class _Block:
     0 (as Reference.logits does). Uses Reference's own norm, RoPE and attention methods, so activations
     are bit for bit those of the whole-model reference."""
 
-    def __init__(self, config):
-        from elk.reference import Reference
+    def __init__(self, model):
+        from elk.reference import Reference, _rope_divisors
 
         self.ref = Reference.__new__(Reference)  # its methods only: no weights loaded
-        c = self.ref.config = config
+        c = self.ref.config = model.config
         half = c.head_dim // 2
         self.ref.inv_freq = (c.rope_theta ** (-2.0 * np.arange(half) / c.head_dim)).astype(np.float32)
+        freqs = _rope_divisors(model)  # Llama 3 RoPE scaling, as Reference applies it
+        if freqs is not None:
+            self.ref.inv_freq = (self.ref.inv_freq / freqs).astype(np.float32)
 
     def run(self, lin: dict, norms: dict, x: np.ndarray) -> tuple:
         """(x after the block, {role: that linear's input}) for one sample's hidden states x (T, dim)."""
@@ -74,7 +77,7 @@ def stream_layers(model, token_lists: list, chunk: int, outlier_k: float, cap, m
     embd = _load(model, "TOK_EMBD", 0)
     xs = [np.stack([embd.row(i) for i in ids]).astype(np.float32) for ids in token_lists]
     del embd
-    block = _Block(model.config)
+    block = _Block(model)
     for layer in range(model.config.n_layers):
         lin = {role: _load(model, role, layer) for role in spec.NPU_ROLES}
         norms = {role: _load(model, role, layer) for role in ("ATTN_NORM", "FFN_NORM")}
