@@ -75,3 +75,22 @@ def read_until(term, marker, timeout=10.0, after=b""):
         if marker in (buf.split(after, 1)[-1] if after else buf):
             return buf
     raise AssertionError(buf[-300:])
+
+
+def run_driver_under_asan(driver: str, *args, env=None, scons_targets=()) -> subprocess.CompletedProcess:
+    """Python source `driver` (argv[1:] = `args`) in a child with libasan preloaded, against the
+    ASan+UBSan libelk (built first; its path is $ELK_LIB and, if no args are given, argv[1]). Fails
+    the test on a non-zero exit or any UBSan report; returns the finished process."""
+    scons("mode=asan", *scons_targets)
+    lib = ROOT / "build" / "host-asan" / "libelk.so"
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    assert os.path.isfile(libasan), "gcc has no libasan.so"
+    child = dict(os.environ, LD_PRELOAD=libasan, PYTHONMALLOC="malloc", ELK_LIB=str(lib),
+                 ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1",
+                 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
+                 PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "host")]), **(env or {}))
+    proc = subprocess.run([sys.executable, "-c", driver, *(map(str, args) if args else [str(lib)])], env=child,
+                          capture_output=True, text=True, timeout=600, cwd=ROOT / "tests")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "runtime error" not in proc.stderr, proc.stderr[-4000:]  # UBSan reports
+    return proc

@@ -2,11 +2,7 @@
 sections (random bytes, truncation, field overwrites with the CRC recomputed so the deep checks run)
 are rejected or run without one invalid access. Sim backend only (LiteRT is not built with ASan)."""
 
-import os
-import subprocess
-import sys
-
-from conftest import ROOT, scons
+from conftest import ROOT, run_driver_under_asan
 
 DRIVER = r"""
 import random, struct, sys, zlib
@@ -65,18 +61,8 @@ print("accepted", accepted, "rejected", rejected)
 
 
 def test_c_npu_section_and_runner_clean_under_asan_on_damaged_sections():
-    scons("mode=asan", "build/host-asan/libelk.so")  # only the library this test loads
-    lib = ROOT / "build" / "host-asan" / "libelk.so"
-    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    assert os.path.isfile(libasan), "gcc has no libasan.so"
-    env = dict(os.environ, LD_PRELOAD=libasan, PYTHONMALLOC="malloc", ELK_LIB=str(lib),
-               ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1",
-               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
-               PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "host")]))
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(ROOT.parent / "shared" / "fixtures")], env=env,
-                          capture_output=True, text=True, timeout=600, cwd=ROOT / "tests")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "runtime error" not in proc.stderr, proc.stderr[-4000:]
+    proc = run_driver_under_asan(DRIVER, ROOT.parent / "shared" / "fixtures",
+                                 scons_targets=("build/host-asan/libelk.so",))  # only the library it loads
     words = proc.stdout.split()
     accepted, rejected = int(words[1]), int(words[3])
     assert accepted > 50 and rejected > 150  # both the run path and the reject paths ran

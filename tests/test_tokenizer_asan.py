@@ -2,13 +2,7 @@
 must be rejected or encoded without one invalid memory access. Runs in a subprocess with libasan
 preloaded into Python and Python's allocator switched to malloc so every cffi buffer has redzones."""
 
-import os
-import subprocess
-import sys
-
-import pytest
-
-from conftest import ROOT, scons
+from conftest import run_driver_under_asan
 
 DRIVER = r"""
 import random, sys
@@ -83,18 +77,7 @@ print("accepted", accepted, "rejected", rejected)
 
 
 def test_c_tokenizer_is_clean_under_asan_on_malformed_sections_and_random_bytes():
-    scons("mode=asan")
-    lib = ROOT / "build" / "host-asan" / "libelk.so"
-    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    assert os.path.isfile(libasan), "gcc has no libasan.so"
-    env = dict(os.environ, LD_PRELOAD=libasan, PYTHONMALLOC="malloc",
-               ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1",
-               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
-               PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "host")]))
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(lib)], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT / "tests")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "runtime error" not in proc.stderr, proc.stderr[-4000:]  # UBSan reports
+    proc = run_driver_under_asan(DRIVER)
     words = proc.stdout.split()
     accepted, rejected = int(words[1]), int(words[3])
     assert accepted > 20 and rejected > 200  # both the accept path and the reject paths ran

@@ -4,11 +4,7 @@ of the buffer: a lone quote, a cut UTF-8 sequence, a space run), and elk_tokeniz
 with the LLAMA3_SPLIT and IGNORE_MERGES flags, with long pre-tokens and damaged sections. Same harness as
 test_tokenizer_special_asan.py."""
 
-import os
-import subprocess
-import sys
-
-from conftest import ROOT, scons
+from conftest import run_driver_under_asan
 
 DRIVER = r"""
 import random, sys
@@ -92,18 +88,7 @@ print("checked", checked, accepted)
 
 
 def test_llama3_split_and_ignore_merges_are_clean_under_asan():
-    scons("mode=asan")
-    lib = ROOT / "build" / "host-asan" / "libelk.so"
-    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    assert os.path.isfile(libasan), "gcc has no libasan.so"
-    env = dict(os.environ, LD_PRELOAD=libasan, PYTHONMALLOC="malloc",
-               ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1",
-               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
-               PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "host")]))
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(lib)], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT / "tests")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "runtime error" not in proc.stderr, proc.stderr[-4000:]  # UBSan reports
+    proc = run_driver_under_asan(DRIVER)
     checked, accepted = map(int, proc.stdout.split()[1:3])
     assert checked > 10000, checked
     assert 150 <= accepted < 290, accepted  # every re-flagged section ran, most damaged ones were refused

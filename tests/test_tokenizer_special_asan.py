@@ -5,11 +5,7 @@ fragments, ELK_PIECE_SPECIAL and the stop-id calls run on the valid ones; the sa
 (kind 2) section damaged in its merge-split table, entries and head. Same harness as
 test_tokenizer_asan.py: libasan preloaded into Python, Python's allocator switched to malloc."""
 
-import os
-import subprocess
-import sys
-
-from conftest import ROOT, scons
+from conftest import run_driver_under_asan
 
 DRIVER = r"""
 import random, struct, sys
@@ -127,18 +123,7 @@ print("accepted", accepted, bl_accepted)
 
 
 def test_special_token_paths_are_clean_under_asan():
-    scons("mode=asan")
-    lib = ROOT / "build" / "host-asan" / "libelk.so"
-    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    assert os.path.isfile(libasan), "gcc has no libasan.so"
-    env = dict(os.environ, LD_PRELOAD=libasan, PYTHONMALLOC="malloc",
-               ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1",
-               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
-               PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "host")]))
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(lib)], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT / "tests")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "runtime error" not in proc.stderr, proc.stderr[-4000:]  # UBSan reports
+    proc = run_driver_under_asan(DRIVER)
     accepted, bl_accepted = map(int, proc.stdout.split()[1:3])
     assert 20 < accepted < 300, accepted  # the valid section and many damaged ones ran, most were refused
     assert 60 < bl_accepted < 290, bl_accepted  # the same for the byte-level (kind 2) section
