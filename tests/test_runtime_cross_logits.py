@@ -69,3 +69,16 @@ def test_elk_run_logits_rejects_an_unwritable_file(setup, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"elk-run: error: --logits {tmp_path / 'missing' / 'x.bin'}: "
                                                 "No such file or directory"]
+
+
+def test_llama3_rope_scaled_logits_bit_identical_on_host_arm_and_reference(setup, tmp_path):
+    # The image's RoPE divisors (Llama 3 scaling, from llama.cpp's GGUF) go through the same float32
+    # steps on both builds and in the reference: ref-kernel logits equal bit for bit. (`setup` has
+    # built the ARM board.)
+    image = tmp_path / "l3.elk"
+    pack(str(ROOT / "tests" / "golden" / "gguf" / "llama3_rope.q8_0.gguf"), str(image), quant="f32")
+    ids = [1, 17, 301, 5, 99, 42, 250, 8, 3, 77, 120, 64, 200, 11, 2, 300]
+    want = Reference(image).logits(ids)
+    host, _ = elk_run_logits("host", image, ids, tmp_path / "host.bin", "ref")
+    arm, _ = elk_run_logits(BOARD, image, ids, tmp_path / "arm.bin", "ref")
+    assert np.array_equal(host, arm) and np.array_equal(arm, want)
