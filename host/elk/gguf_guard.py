@@ -125,6 +125,11 @@ def check(path) -> None:
             s.short(f"tensor {name}", nbytes, data_start + offset)
 
 
+def printable_name(name: str, limit: int = 96) -> str:
+    """A tensor or key name from a GGUF for a one-line message (control characters escaped, cut)."""
+    return _printable(name.encode("utf-8", "surrogateescape"), limit)
+
+
 def _printable(raw: bytes, limit: int = 96) -> str:
     """A key or tensor name for a one-line message: control characters escaped, long names cut."""
     text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in raw.decode("utf-8", "replace"))

@@ -16,6 +16,7 @@ import numpy as np
 from elk import quant
 from elk.convert import Config, Model, Tensor, detect_chat_template
 from elk.errors import FormatError
+from elk.gguf_guard import printable_name
 
 ROLE_OF = {  # GGUF tensor name (without blk.N.) -> role
     "token_embd.weight": "TOK_EMBD", "attn_norm.weight": "ATTN_NORM", "attn_q.weight": "WQ",
@@ -85,10 +86,10 @@ def _tensors(path, reader):
             layer, key = 0, t.name
         role = ROLE_OF.get(key)
         if role is None:
-            raise FormatError(f"{path}: tensor '{t.name}' is not part of a llama model elk knows")
+            raise FormatError(f"{path}: tensor '{printable_name(t.name)}' is not part of a llama model elk knows")
         ne = [int(n) for n in t.shape]
         if len(ne) > 2 or any(n <= 0 for n in ne):
-            raise FormatError(f"{path}: tensor '{t.name}' has dims {ne}")
+            raise FormatError(f"{path}: tensor '{printable_name(t.name)}' has dims {ne}")
         cols, rows = ne[0], (ne[1] if len(ne) == 2 else 1)
         raw = np.asarray(t.data).reshape(-1).view(np.uint8)
         tensors[(role, layer)] = _tensor(path, t, raw, rows, cols)
@@ -119,7 +120,7 @@ def _tensor(path, t, raw, rows, cols) -> Tensor:
         be, bb = gguf.GGML_QUANT_SIZES.get(t.tensor_type, (0, 0))
         need = rows * (cols // be) * bb if be and cols % be == 0 else -1
     if raw.size != need:
-        raise FormatError(f"{path}: tensor '{t.name}' holds {raw.size} bytes, {tname} {rows}x{cols} needs {need}")
+        raise FormatError(f"{path}: tensor '{printable_name(t.name)}' holds {raw.size} bytes, {tname} {rows}x{cols} needs {need}")
     if tname in READ_TYPES:
         native = (tname, raw) if tname != "BF16" else None
         return Tensor(shape=(rows, cols), native=native,
@@ -129,7 +130,7 @@ def _tensor(path, t, raw, rows, cols) -> Tensor:
         try:
             return gguf.quants.dequantize(raw.reshape(rows, -1), t.tensor_type).reshape(rows, cols)
         except NotImplementedError:
-            raise FormatError(f"{path}: tensor '{t.name}' has type {tname}, which the gguf package cannot "
+            raise FormatError(f"{path}: tensor '{printable_name(t.name)}' has type {tname}, which the gguf package cannot "
                               f"dequantize; start from an F16/F32/Q8_0 file") from None
 
     return Tensor(shape=(rows, cols), loader=load)
