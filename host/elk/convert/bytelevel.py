@@ -66,9 +66,16 @@ def merge_ranks(pieces: list, merges: list, where: str) -> tuple[list, list]:
     if missing:
         raise TokenizerFormatError(f"{where}: byte-level vocabulary lacks the byte piece {missing[0]!r} "
                                    f"(byte 0x{CHAR_TO_BYTE[missing[0]]:02x})")
-    n_merges = len(merges)
-    scores = [-float(n_merges + i) for i in range(len(pieces))]
-    splits = [0] * len(pieces)
+    return rank_merges(index, len(pieces), merges, where)
+
+
+def rank_merges(index: dict, n: int, merges: list, where) -> tuple[list, list]:
+    """Scores and split lengths of n pieces (see merge_ranks) from merges in rank order, with `index`
+    mapping a piece's text to its id."""
+    from elk.tokenizer import TokenizerFormatError
+
+    scores = [-float(len(merges) + i) for i in range(n)]  # pieces no merge makes: below every merge
+    splits = [0] * n
     for rank, merge in enumerate(merges):
         try:
             a, b = merge.split(" ", 1) if isinstance(merge, str) else merge

@@ -64,18 +64,7 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
         pieces[i] = t["content"]
     if any(p is None for p in pieces):
         raise TokenizerFormatError(f"{path}: token ids are not contiguous")
-    n_merges = len(model.get("merges") or [])
-    scores = [-float(n_merges + i) for i in range(n)]  # pieces no merge makes: below every merge
-    splits = [0] * n
-    for rank, merge in enumerate(model.get("merges") or []):
-        try:
-            a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
-            i = vocab_map.get(a + b)
-        except (TypeError, ValueError):
-            raise TokenizerFormatError(f"{path}: merge {rank} is {merge!r}, not a pair") from None
-        if i is not None and scores[i] < -rank:
-            scores[i] = -float(rank)
-            splits[i] = len(a.encode())
+    scores, splits = bytelevel.rank_merges(vocab_map, n, model.get("merges") or [], path)
     types = [_infer_type(p) for p in pieces] if not byte_level else [NORMAL] * n
     unk = model.get("unk_token")
     for i, t in added.items():
