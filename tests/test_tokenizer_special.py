@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT, fixture_path, run_elk
 from elk import cheader, spec
 from elk import tokenizer as T
+from test_tokenizer_vocab import spm_merges
 
 IM_START, IM_END, TOOL = 512, 513, 514  # ids of the added tokens (after tok512's 512 pieces)
 VOCAB = 515
@@ -32,13 +33,7 @@ def _tokenizer_json(v: T.Vocab, prepend_scheme="first", added=True) -> dict:
     fallback, Metaspace that prepends "▁" only at the start of the text), plus added tokens: <unk>,
     <s>, </s>, the ChatML markers (special) and <|tool|> (not special). added=False: none at all."""
     index = {p: i for i, p in enumerate(v.pieces)}
-    merges = []
-    for i in sorted(range(len(v)), key=lambda i: -v.scores[i]):
-        piece = v.pieces[i]
-        if v.types[i] != T.NORMAL:
-            continue
-        pairs = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in index and piece[k:] in index]
-        merges += sorted(pairs, key=lambda ab: (index[ab[0]], index[ab[1]]))
+    merges = spm_merges(v)
     tokens = []
     if added:
         tokens = [(0, "<unk>", True), (1, "<s>", True), (2, "</s>", True), (IM_START, "<|im_start|>", True),

@@ -106,9 +106,9 @@ def test_llama2c_tok512_reads_space_as_lower_block():
     assert [v.pieces[i] for i in T.encode(v, "Once upon a time")] == ["▁Once", "▁upon", "▁a", "▁time"]
 
 
-def _llama_tokenizer_json(v: T.Vocab) -> dict:
-    """A tokenizers JSON as Hugging Face writes it for Llama: BPE vocab + merges ordered by the merged
-    piece's SentencePiece score, the legacy Prepend/Replace normalizer, special added tokens."""
+def spm_merges(v) -> list:
+    """The BPE merges of a SentencePiece vocabulary as Hugging Face's converter orders them: by the
+    merged piece's score, each piece's splits into two vocabulary pieces by their ids."""
     index = {p: i for i, p in enumerate(v.pieces)}
     merges = []
     for i in sorted(range(len(v)), key=lambda i: -v.scores[i]):
@@ -117,6 +117,14 @@ def _llama_tokenizer_json(v: T.Vocab) -> dict:
             continue
         pairs = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in index and piece[k:] in index]
         merges += sorted(pairs, key=lambda ab: (index[ab[0]], index[ab[1]]))
+    return merges
+
+
+def _llama_tokenizer_json(v: T.Vocab) -> dict:
+    """A tokenizers JSON as Hugging Face writes it for Llama: BPE vocab + merges ordered by the merged
+    piece's SentencePiece score, the legacy Prepend/Replace normalizer, special added tokens."""
+    index = {p: i for i, p in enumerate(v.pieces)}
+    merges = spm_merges(v)
     return {
         "version": "1.0",
         "added_tokens": [{"id": i, "content": v.pieces[i], "special": True, "single_word": False,
