@@ -94,3 +94,19 @@ def run_driver_under_asan(driver: str, *args, env=None, scons_targets=()) -> sub
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "runtime error" not in proc.stderr, proc.stderr[-4000:]  # UBSan reports
     return proc
+
+
+def pack_stories260k_long(d: pathlib.Path, seq_len: int = 4096) -> pathlib.Path:
+    """stories260K with a longer context, packed to d/s4k.elk: the legacy llama2.c file grows by the
+    longer RoPE tables its header then declares (zeros; elk computes RoPE itself)."""
+    import struct
+
+    from elk.convert.pack import pack
+
+    raw = bytearray(fixture_path("stories260K.bin").read_bytes())
+    dim, _hidden, _layers, heads = struct.unpack_from("<4i", raw)
+    struct.pack_into("<i", raw, 24, seq_len)
+    raw += bytes((seq_len - 512) * (dim // heads) * 4)  # freq_cis real + imag, f32, for the extra positions
+    (d / "s4k.bin").write_bytes(raw)
+    pack(str(d / "s4k.bin"), str(d / "s4k.elk"), tokenizer=str(fixture_path("tok512.bin")))
+    return d / "s4k.elk"

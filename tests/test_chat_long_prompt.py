@@ -10,7 +10,7 @@ import struct
 import pytest
 
 import elk
-from conftest import fixture_path, flashed_board, run_elk
+from conftest import fixture_path, flashed_board, pack_stories260k_long, run_elk
 from elk import flash as flashing
 from elk import proto_spec as P
 from elk.emulate import Emulator
@@ -22,18 +22,7 @@ LONG = "".join(f"Lily and Tom went to the park {i} times to play with the ball. 
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    """stories260K with seq_len 4096: the legacy llama2.c file grows by the longer RoPE tables it
-    declares (zeros; elk computes RoPE itself)."""
-    from elk.convert.pack import pack
-
-    d = tmp_path_factory.mktemp("long")
-    raw = bytearray(fixture_path("stories260K.bin").read_bytes())
-    dim, _hidden, _layers, heads = struct.unpack_from("<4i", raw)
-    struct.pack_into("<i", raw, 24, 4096)
-    raw += bytes(4096 * (dim // heads) * 4 - 512 * (dim // heads) * 4)  # freq_cis real + imag, f32
-    (d / "s4k.bin").write_bytes(raw)
-    pack(str(d / "s4k.bin"), str(d / "s4k.elk"), tokenizer=str(fixture_path("tok512.bin")))
-    return d / "s4k.elk"
+    return pack_stories260k_long(tmp_path_factory.mktemp("long"))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ end), and it never writes outside [r0, r1)."""
 import numpy as np
 import pytest
 
-from test_kernels_avx2_numerics import CDEF, Q4_0, Q8_0, Q4_BLOCK, Q8_BLOCK, random_q4, random_q8  # noqa: F401
+from test_kernels_avx2_numerics import CDEF, Q4_0, Q8_0, Q4_BLOCK, Q8_BLOCK, gemm, random_q4, random_q8  # noqa: F401
 import os
 
 import cffi
@@ -27,14 +27,6 @@ def k(host_build):
 def native_has_avx512_vnni():
     flags = open("/proc/cpuinfo").read()
     return " avx512_vnni" in flags and " avx512bw" in flags
-
-
-def gemm(k, wtype, n, w, row_bytes, r0, r1, x, n_tok, rows):
-    ffi, lib = k
-    y = np.full(n_tok * rows, np.nan, dtype=np.float32)
-    ffi.addressof(lib, "elk_kernels_avx2").gemm[wtype](n, ffi.from_buffer(w), row_bytes, r0, r1, ffi.from_buffer(x),
-                                                       (n // 32) * 34, n_tok, ffi.from_buffer("float[]", y), rows)
-    return y.reshape(n_tok, rows)
 
 
 @pytest.mark.parametrize("wtype", [Q4_0, Q8_0])

@@ -5,13 +5,12 @@ context raised to 4096 (as tests/test_chat_long_prompt.py), the 3732-token promp
 second here, so the host's silence timeout is made smaller than that rather than the prefill longer."""
 
 import signal
-import struct
 import time
 
 import pytest
 
 import elk
-from conftest import fixture_path, flashed_board
+from conftest import flashed_board, pack_stories260k_long
 from elk import proto_spec as P
 from elk.link import NoAnswerError, connect
 
@@ -22,16 +21,7 @@ SILENCE = 0.3  # the host's no-answer timeout in these tests, seconds
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    from elk.convert.pack import pack
-
-    d = tmp_path_factory.mktemp("progress")
-    raw = bytearray(fixture_path("stories260K.bin").read_bytes())
-    dim, _hidden, _layers, heads = struct.unpack_from("<4i", raw)
-    struct.pack_into("<i", raw, 24, 4096)
-    raw += bytes(4096 * (dim // heads) * 4 - 512 * (dim // heads) * 4)  # the longer RoPE tables, f32
-    (d / "s4k.bin").write_bytes(raw)
-    pack(str(d / "s4k.bin"), str(d / "s4k.elk"), tokenizer=str(fixture_path("tok512.bin")))
-    return d / "s4k.elk"
+    return pack_stories260k_long(tmp_path_factory.mktemp("progress"))
 
 
 @pytest.fixture(scope="module")
