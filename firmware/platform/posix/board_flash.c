@@ -47,6 +47,9 @@ int posix_flash_open(posix_flash *f, const char *path, uint64_t size, char *err,
         close(f->fd);
         return ELK_E_IO;
     }
+#ifdef MADV_HUGEPAGE
+    (void)madvise(m, (size_t)size, MADV_HUGEPAGE);  /* weights run in place: 2 MiB folios, see host_api.c */
+#endif
     f->map = m;
     f->size = size;
     return ELK_OK;

@@ -1,0 +1,83 @@
+"""The image writer lays a file down in whole 2 MiB-aligned windows (so a large-folio page cache holds
+a fresh image in 2 MiB folios, docs/performance.md "Huge pages"), and the bytes are the same as
+writing each piece where it goes."""
+
+import os
+import random
+
+import pytest
+
+from elk import image
+
+W = image._WINDOW
+
+
+def _pieces(seed, size):
+    rnd = random.Random(seed)
+    out, off = [], rnd.randrange(0, 4096)
+    while True:
+        n = rnd.choice([1, 63, 4096, W - 1, W, W + 1, 3 * W + 17, rnd.randrange(1, 5 * W)])
+        if off + n > size:
+            return out
+        out.append((off, rnd.randbytes(n)))
+        off += n + rnd.choice([0, 0, 1, 64, 4000, W])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_window_writer_bytes_and_alignment(tmp_path, monkeypatch, seed):
+    size = 24 * W + 12345
+    pieces = _pieces(seed, size)
+    want = bytearray(size)
+    for off, b in pieces:
+        want[off:off + len(b)] = b
+
+    calls, real = [], os.pwrite
+
+    def pwrite(fd, data, off):
+        calls.append((off, len(data)))
+        return real(fd, data, off)
+    monkeypatch.setattr(image.os, "pwrite", pwrite)
+    path = tmp_path / "img"
+    with open(path, "wb") as f:
+        f.truncate(size)
+        w = image._WindowWriter(f)
+        for off, b in pieces:
+            w.write_at(off, b)
+        w.flush()
+    assert path.read_bytes() == bytes(want)
+    assert calls
+    # every write starts a window and none crosses into the next one but a whole-window write
+    for off, n in calls:
+        assert off % W == 0, (off, n)
+        assert n <= W
+    # each window is written at most once
+    assert len({off for off, _ in calls}) == len(calls)
+
+
+def test_window_writer_is_forward_only(tmp_path):
+    with open(tmp_path / "img", "wb") as f:
+        w = image._WindowWriter(f)
+        w.write_at(100, b"abc")
+        with pytest.raises(AssertionError):
+            w.write_at(50, b"x")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc/self/smaps")
+def test_runtime_marks_image_mapping_for_huge_pages(tmp_path):
+    """libelk asks for 2 MiB folios on the image mapping (VmFlags 'hg' in smaps): without it, a cold
+    image is read into small folios and decode streams the weights through 4 KiB TLB entries."""
+    from conftest import pack_stories260k
+    from elk.runtime import Model
+
+    img = pack_stories260k(tmp_path / "s.elk")
+    with Model(img):
+        flags, inside = None, False
+        for line in open("/proc/self/smaps"):
+            head = line.split()
+            if head and "-" in head[0] and not line.endswith(":\n") and ":" not in head[0]:
+                inside = line.rstrip().endswith(str(img))
+            elif inside and line.startswith("VmFlags:"):
+                flags = line.split()[1:]
+                break
+    assert flags is not None, "image mapping not found in /proc/self/smaps"
+    assert "hg" in flags
