@@ -41,6 +41,9 @@ def cache(rng, n, kv_dim, spread):
     (8, 2, 37), (32, 1, 64), (48, 3, 19),               # stories260K's head size; 48 = no 32-wide block
     (64, 20, 17),                                       # a group wider than one pass (16 heads)
     (12, 2, 9),                                         # head size not a multiple of 8: ref's loops
+    (64, 12, 70), (64, 4, 33), (64, 3, 9), (64, 1, 200),  # 8-, 4- and 1-head score paths, sums 8 at a time
+    (128, 4, 100), (256, 5, 40),                        # value chunks of 32 and 16 positions, 2-4 passes of 64
+    (16, 65, 9),                                        # more heads than the vector path takes: ref's loops
 ])
 @pytest.mark.parametrize("spread", [0.1, 3.0, 40.0])   # flat, typical, peaked (exp underflows to 0)
 def test_avx2_attention_equals_ref_bit_for_bit(k, hd, nq, n, spread):
@@ -132,3 +135,25 @@ def test_avx2_softmax_exp_equals_ref_at_chosen_score_gaps(k):
     p = want[0][0]
     assert p[0] == 1.0 and p[6] > 0 and p[9] == 0  # e^-103.5 is the smallest subnormal, e^-104 is +0
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_avx2_attention_signed_zero_and_nan_scores_match_ref(k):
+    """Scores of +0 and -0 (a zero query) and a NaN score: the vector max may pick either zero and
+    skips NaN as ref does, and the results still equal ref's bit for bit (NaN where ref has NaN)."""
+    rng = np.random.default_rng(7)
+    hd, nq, n = 64, 8, 41
+    kc, vc = cache(rng, n, hd, 1.0), cache(rng, n, hd, 1.0)
+    q = (rng.standard_normal((nq, hd))).astype(np.float32)
+    q[:4] = 0.0
+    q[1] = -0.0
+    scale = np.float32(0.125)
+    want = attend(k, "elk_kernels_ref", q, kc, vc, n, scale)
+    got = attend(k, "elk_kernels_avx2", q, kc, vc, n, scale)
+    assert np.array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
+    assert np.array_equal(got[1].view(np.uint32), want[1].view(np.uint32))
+    kc[5, 3] = np.nan  # position 5's score is NaN for every head that reads element 3
+    want = attend(k, "elk_kernels_ref", q, kc, vc, n, scale)
+    got = attend(k, "elk_kernels_avx2", q, kc, vc, n, scale)
+    assert np.isnan(want[1][4:]).all()
+    assert np.array_equal(np.isnan(got[1]), np.isnan(want[1]))
+    assert np.array_equal(got[1], want[1], equal_nan=True)

@@ -95,52 +95,189 @@ ELK_INLINE void transpose8(__m256 r[8])
     }
 }
 
-#define ATTN_MAX_GROUP 16 /* query heads per KV head handled in one pass; larger groups loop */
+#define ATTN_MAX_HEAD 256 /* head sizes up to this take the vector path (8 KB of transposed keys) */
+#define ATTN_MAX_HEADS_SUM 64 /* query heads per KV head the vector path takes */
 
-/* Scores of positions [s, s + 8) for nq heads: lane l sums q . k_{s+l} in element order. */
+/* Scores of positions [s, s + 8) for nq heads: lane l sums q . k_{s+l} in element order. The keys
+ * are transposed once into kt (hd rows of 8 lanes, L1-resident) and then read by every head; heads
+ * go 8 at a time, each with its own accumulator chain, so 8 independent add chains keep the add
+ * units busy instead of one chain's latency setting the pace. */
 static void scores8(int hd, int nq, int s, const float *q, const float *k, size_t stride, float scale,
-                    float *scores, size_t score_stride)
+                    float *scores, size_t score_stride, __m256 *kt)
 {
-    __m256 acc[ATTN_MAX_GROUP];
-    for (int j = 0; j < nq; j++)
-        acc[j] = _mm256_setzero_ps();
     for (int i = 0; i < hd; i += 8) {
-        __m256 kt[8];
+        __m256 *t = kt + i;
         for (int l = 0; l < 8; l++)
-            kt[l] = _mm256_loadu_ps(k + (size_t)(s + l) * stride + i);
-        transpose8(kt); /* kt[e] lane l = k_{s+l}[i + e] */
-        for (int j = 0; j < nq; j++) {
-            const float *qj = q + (size_t)j * hd + i;
-            __m256 a = acc[j];
-            for (int e = 0; e < 8; e++)
-                a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_broadcast_ss(qj + e), kt[e]));
-            acc[j] = a;
-        }
+            t[l] = _mm256_loadu_ps(k + (size_t)(s + l) * stride + i);
+        transpose8(t); /* kt[i + e] lane l = k_{s+l}[i + e] */
     }
-    for (int j = 0; j < nq; j++)
-        _mm256_storeu_ps(scores + (size_t)j * score_stride + s, _mm256_mul_ps(acc[j], _mm256_set1_ps(scale)));
+    const __m256 vs = _mm256_set1_ps(scale);
+    int j = 0;
+    for (; j + 4 <= nq; j += 4) {
+        const float *q0 = q + (size_t)j * hd, *q1 = q0 + hd, *q2 = q1 + hd, *q3 = q2 + hd;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        if (j + 8 <= nq) {
+            const float *q4 = q3 + hd, *q5 = q4 + hd, *q6 = q5 + hd, *q7 = q6 + hd;
+            __m256 a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (int e = 0; e < hd; e++) {
+                const __m256 kv = kt[e];
+                a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_broadcast_ss(q0 + e), kv));
+                a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_broadcast_ss(q1 + e), kv));
+                a2 = _mm256_add_ps(a2, _mm256_mul_ps(_mm256_broadcast_ss(q2 + e), kv));
+                a3 = _mm256_add_ps(a3, _mm256_mul_ps(_mm256_broadcast_ss(q3 + e), kv));
+                a4 = _mm256_add_ps(a4, _mm256_mul_ps(_mm256_broadcast_ss(q4 + e), kv));
+                a5 = _mm256_add_ps(a5, _mm256_mul_ps(_mm256_broadcast_ss(q5 + e), kv));
+                a6 = _mm256_add_ps(a6, _mm256_mul_ps(_mm256_broadcast_ss(q6 + e), kv));
+                a7 = _mm256_add_ps(a7, _mm256_mul_ps(_mm256_broadcast_ss(q7 + e), kv));
+            }
+            _mm256_storeu_ps(scores + (size_t)(j + 4) * score_stride + s, _mm256_mul_ps(a4, vs));
+            _mm256_storeu_ps(scores + (size_t)(j + 5) * score_stride + s, _mm256_mul_ps(a5, vs));
+            _mm256_storeu_ps(scores + (size_t)(j + 6) * score_stride + s, _mm256_mul_ps(a6, vs));
+            _mm256_storeu_ps(scores + (size_t)(j + 7) * score_stride + s, _mm256_mul_ps(a7, vs));
+        } else {
+            for (int e = 0; e < hd; e++) {
+                const __m256 kv = kt[e];
+                a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_broadcast_ss(q0 + e), kv));
+                a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_broadcast_ss(q1 + e), kv));
+                a2 = _mm256_add_ps(a2, _mm256_mul_ps(_mm256_broadcast_ss(q2 + e), kv));
+                a3 = _mm256_add_ps(a3, _mm256_mul_ps(_mm256_broadcast_ss(q3 + e), kv));
+            }
+        }
+        _mm256_storeu_ps(scores + (size_t)j * score_stride + s, _mm256_mul_ps(a0, vs));
+        _mm256_storeu_ps(scores + (size_t)(j + 1) * score_stride + s, _mm256_mul_ps(a1, vs));
+        _mm256_storeu_ps(scores + (size_t)(j + 2) * score_stride + s, _mm256_mul_ps(a2, vs));
+        _mm256_storeu_ps(scores + (size_t)(j + 3) * score_stride + s, _mm256_mul_ps(a3, vs));
+        if (j + 8 <= nq)
+            j += 4;
+    }
+    for (; j < nq; j++) {
+        const float *qj = q + (size_t)j * hd;
+        __m256 a = _mm256_setzero_ps();
+        for (int e = 0; e < hd; e++)
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_broadcast_ss(qj + e), kt[e]));
+        _mm256_storeu_ps(scores + (size_t)j * score_stride + s, _mm256_mul_ps(a, vs));
+    }
 }
 
-/* Softmax of one head's n scores, as ref: max, exp(x - max), sum in position order, divide. */
-static void softmax_exact(int n, float *sc)
+/* max over n scores as ref finds it: NaN never wins (max_ps returns its second operand, the running
+ * max, when the score is NaN); of +0 and -0 either may come back, and exp(s - max) is the same. */
+static float max_scores(int n, const float *sc)
 {
-    float max = -INFINITY;
-    for (int s = 0; s < n; s++)
-        max = sc[s] > max ? sc[s] : max;
-    const __m256 vm = _mm256_set1_ps(max);
+    __m256 vm = _mm256_set1_ps(-INFINITY);
     int s = 0;
     for (; s + 8 <= n; s += 8)
-        _mm256_storeu_ps(sc + s, exp8_exact(_mm256_sub_ps(_mm256_loadu_ps(sc + s), vm)));
+        vm = _mm256_max_ps(_mm256_loadu_ps(sc + s), vm);
+    float m[8], max = -INFINITY;
+    _mm256_storeu_ps(m, vm);
+    for (int l = 0; l < 8; l++)
+        max = m[l] > max ? m[l] : max;
     for (; s < n; s++)
-        sc[s] = (float)exp((double)(sc[s] - max));
-    float sum = 0.0f;
-    for (s = 0; s < n; s++)
-        sum += sc[s];
-    const __m256 vs = _mm256_set1_ps(sum);
-    for (s = 0; s + 8 <= n; s += 8)
-        _mm256_storeu_ps(sc + s, _mm256_div_ps(_mm256_loadu_ps(sc + s), vs));
-    for (; s < n; s++)
-        sc[s] /= sum;
+        max = sc[s] > max ? sc[s] : max;
+    return max;
+}
+
+/* Softmax of nq heads' n scores (rows score_stride apart), as ref does each: max, exp(x - max), sum
+ * in position order, divide. The sums of 8 heads run side by side, one lane per head, from 8x8
+ * transposes of their exps: each lane still adds its own head's values in position order, but 8
+ * add chains are in flight instead of one. */
+static void softmax_heads(int nq, int n, float *scores, size_t score_stride)
+{
+    float sums[ATTN_MAX_HEADS_SUM];
+    for (int j = 0; j < nq; j++) {
+        float *sc = scores + (size_t)j * score_stride;
+        const __m256 vm = _mm256_set1_ps(max_scores(n, sc));
+        int s = 0;
+        for (; s + 8 <= n; s += 8)
+            _mm256_storeu_ps(sc + s, exp8_exact(_mm256_sub_ps(_mm256_loadu_ps(sc + s), vm)));
+        const float max = _mm256_cvtss_f32(vm);
+        for (; s < n; s++)
+            sc[s] = (float)exp((double)(sc[s] - max));
+    }
+    int j = 0;
+    for (; j + 8 <= nq && j + 8 <= ATTN_MAX_HEADS_SUM; j += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        int s = 0;
+        for (; s + 8 <= n; s += 8) {
+            __m256 t[8];
+            for (int h = 0; h < 8; h++)
+                t[h] = _mm256_loadu_ps(scores + (size_t)(j + h) * score_stride + s);
+            transpose8(t); /* t[e] lane h = head j+h's exp at position s+e */
+            for (int e = 0; e < 8; e++)
+                acc = _mm256_add_ps(acc, t[e]);
+        }
+        float a[8];
+        _mm256_storeu_ps(a, acc);
+        for (int h = 0; h < 8; h++) {
+            const float *sc = scores + (size_t)(j + h) * score_stride;
+            for (int r = s; r < n; r++)
+                a[h] += sc[r];
+            sums[j + h] = a[h];
+        }
+    }
+    for (; j < nq; j++) {
+        const float *sc = scores + (size_t)j * score_stride;
+        float sum = 0.0f;
+        for (int r = 0; r < n; r++)
+            sum += sc[r];
+        sums[j] = sum;
+    }
+    for (j = 0; j < nq; j++) {
+        float *sc = scores + (size_t)j * score_stride;
+        const __m256 vs = _mm256_set1_ps(sums[j]);
+        int s = 0;
+        for (; s + 8 <= n; s += 8)
+            _mm256_storeu_ps(sc + s, _mm256_div_ps(_mm256_loadu_ps(sc + s), vs));
+        for (; s < n; s++)
+            sc[s] /= sums[j];
+    }
+}
+
+/* 64 elements of out += sum over positions [s0, s1) of p_s v_s, in position order, multiply then add:
+ * 8 independent add chains, so the adds' throughput sets the pace, not their latency. */
+ELK_INLINE void values64(int s0, int s1, const float *p, const float *v, size_t stride, float *out, int first)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    if (!first) {
+        a0 = _mm256_loadu_ps(out), a1 = _mm256_loadu_ps(out + 8), a2 = _mm256_loadu_ps(out + 16);
+        a3 = _mm256_loadu_ps(out + 24), a4 = _mm256_loadu_ps(out + 32), a5 = _mm256_loadu_ps(out + 40);
+        a6 = _mm256_loadu_ps(out + 48), a7 = _mm256_loadu_ps(out + 56);
+    }
+    for (int s = s0; s < s1; s++) {
+        const float *vs = v + (size_t)s * stride;
+        const __m256 ps = _mm256_broadcast_ss(p + s);
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(ps, _mm256_loadu_ps(vs)));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(ps, _mm256_loadu_ps(vs + 8)));
+        a2 = _mm256_add_ps(a2, _mm256_mul_ps(ps, _mm256_loadu_ps(vs + 16)));
+        a3 = _mm256_add_ps(a3, _mm256_mul_ps(ps, _mm256_loadu_ps(vs + 24)));
+        a4 = _mm256_add_ps(a4, _mm256_mul_ps(ps, _mm256_loadu_ps(vs + 32)));
+        a5 = _mm256_add_ps(a5, _mm256_mul_ps(ps, _mm256_loadu_ps(vs + 40)));
+        a6 = _mm256_add_ps(a6, _mm256_mul_ps(ps, _mm256_loadu_ps(vs + 48)));
+        a7 = _mm256_add_ps(a7, _mm256_mul_ps(ps, _mm256_loadu_ps(vs + 56)));
+    }
+    _mm256_storeu_ps(out, a0);
+    _mm256_storeu_ps(out + 8, a1);
+    _mm256_storeu_ps(out + 16, a2);
+    _mm256_storeu_ps(out + 24, a3);
+    _mm256_storeu_ps(out + 32, a4);
+    _mm256_storeu_ps(out + 40, a5);
+    _mm256_storeu_ps(out + 48, a6);
+    _mm256_storeu_ps(out + 56, a7);
+}
+
+/* out_j = sum_s p_js v_s for nq heads sharing v. Positions go in chunks of ~16 KB of values, every
+ * head taking a chunk before the next is read, so the group's heads read v from L1 rather than each
+ * streaming all of it from L2; each head's accumulators carry over from chunk to chunk, so every
+ * element is still summed in position order, multiply then add. */
+static void values_heads(int hd, int nq, int n, const float *scores, size_t score_stride, const float *v,
+                         size_t stride, float *out)
+{
+    const int chunk = 4096 / hd > 16 ? 4096 / hd : 16;
+    for (int s0 = 0; s0 < n; s0 += chunk) {
+        const int s1 = n - s0 < chunk ? n : s0 + chunk;
+        for (int j = 0; j < nq; j++)
+            for (int i = 0; i < hd; i += 64)
+                values64(s0, s1, scores + (size_t)j * score_stride, v + i, stride, out + (size_t)j * hd + i, s0 == 0);
+    }
 }
 
 /* out[0..hd) = sum_s p_s v_s, per element in position order, multiply then add. */
@@ -177,13 +314,18 @@ void elk_attend_avx2(int hd, int nq, int n, const float *q, const float *k, cons
         elk_kernels_ref.attend(hd, nq, n, q, k, v, stride, scale, scores, score_stride, out);
         return;
     }
-    for (int j0 = 0; j0 < nq; j0 += ATTN_MAX_GROUP) {
-        const int m = nq - j0 < ATTN_MAX_GROUP ? nq - j0 : ATTN_MAX_GROUP;
-        const float *qg = q + (size_t)j0 * hd;
-        float *sg = scores + (size_t)j0 * score_stride;
+    if (hd > ATTN_MAX_HEAD || nq > ATTN_MAX_HEADS_SUM) {
+        elk_kernels_ref.attend(hd, nq, n, q, k, v, stride, scale, scores, score_stride, out);
+        return;
+    }
+    __m256 kt[ATTN_MAX_HEAD]; /* 8 positions' keys, transposed */
+    {
+        const int m = nq;
+        const float *qg = q;
+        float *sg = scores;
         int s = 0;
         for (; s + 8 <= n; s += 8)
-            scores8(hd, m, s, qg, k, stride, scale, sg, score_stride);
+            scores8(hd, m, s, qg, k, stride, scale, sg, score_stride, kt);
         for (; s < n; s++) /* the last 1-7 positions: ref's scalar loop */
             for (int j = 0; j < m; j++) {
                 const float *qj = qg + (size_t)j * hd, *ks = k + (size_t)s * stride;
@@ -193,11 +335,12 @@ void elk_attend_avx2(int hd, int nq, int n, const float *q, const float *k, cons
                 sg[(size_t)j * score_stride + s] = dot * scale;
             }
     }
-    for (int j = 0; j < nq; j++) {
-        float *sc = scores + (size_t)j * score_stride;
-        softmax_exact(n, sc);
-        values_exact(hd, n, sc, v, stride, out + (size_t)j * hd);
-    }
+    softmax_heads(nq, n, scores, score_stride);
+    if (hd % 64 == 0)
+        values_heads(hd, nq, n, scores, score_stride, v, stride, out);
+    else
+        for (int j = 0; j < nq; j++)
+            values_exact(hd, n, scores + (size_t)j * score_stride, v, stride, out + (size_t)j * hd);
 }
 
 /* ---------------------------------------------------------------------------------------------
