@@ -15,6 +15,12 @@ def register(sub) -> None:
     p.add_argument("--name", help="model name stored in the header (default: from the source)")
     p.add_argument("--security-counter", type=int, default=0, help="anti-rollback counter (default 0)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-tensor report")
+    sys_group = p.add_mutually_exclusive_group()
+    sys_group.add_argument("--system-prompt", metavar="TEXT",
+                           help="ChatML models: the system prompt that opens each conversation on the board, "
+                                "instead of the checkpoint's default (recorded as metadata chat.system)")
+    sys_group.add_argument("--no-system-prompt", action="store_true",
+                           help="record no system prompt, even when the checkpoint's template has a default")
     # NPU export (elk.npu): on request, or when --board names a board with an NPU.
     p.add_argument("--npu", action="store_true", help="add an NPU section (int8 .tflite per linear layer)")
     p.add_argument("--board", help="target board; a board with an NPU implies --npu and sets the chunk")
@@ -48,8 +54,11 @@ def _pack(args) -> int:
     from elk.convert.pack import pack, report_lines
     from elk.npu.offload import board_npu, describe, pack_with_npu
 
+    from elk.convert.pack import KEEP
+
+    system = None if args.no_system_prompt else KEEP if args.system_prompt is None else args.system_prompt
     common = dict(quant=args.quant, recipe=args.recipe, tokenizer=args.tokenizer, name=args.name,
-                  security_counter=args.security_counter, progress=sys.stderr.isatty())
+                  security_counter=args.security_counter, progress=sys.stderr.isatty(), system_prompt=system)
     npu = args.npu or board_npu(args.board)
     if npu:
         result, npu_table = pack_with_npu(args.src, args.output, board=args.board, chunk=args.npu_chunk,

@@ -10,17 +10,82 @@ import sys
 import time
 
 from elk import image as im
+from elk import spec
 from elk import tokenizer as tk
 from elk.convert import load_model
+from elk.errors import ElkError
+
+
+KEEP = "keep"  # system_prompt: the checkpoint's own default (or, re-packing an image, the image's)
+SYSTEM_PROMPT_MAX = 32768  # bytes: the board's longest prompt; a longer system block leaves no room for one
+
+
+def check_system_prompt(system_prompt) -> None:
+    """--system-prompt's text, checked before the checkpoint is read: one line naming the problem."""
+    if system_prompt in (KEEP, None):
+        return
+    try:
+        size = len(system_prompt.encode("utf-8"))
+    except UnicodeEncodeError:  # bytes from argv that are not UTF-8 (surrogateescape)
+        raise ElkError("--system-prompt is not valid UTF-8 text") from None
+    if not system_prompt.strip():
+        raise ElkError("--system-prompt is empty; --no-system-prompt records none")
+    if "\0" in system_prompt:
+        raise ElkError("--system-prompt contains a NUL character")
+    if size > SYSTEM_PROMPT_MAX:
+        raise ElkError(f"--system-prompt is {size} bytes; at most {SYSTEM_PROMPT_MAX} (the board's prompt limit)")
+
+
+def set_system_prompt(model, system_prompt, src=None):
+    """The conversation-opening system prompt the image records (METADATA chat.system, used by the board's
+    ChatML wrapper): KEEP the checkpoint's default (an image being re-packed keeps its own), a text to
+    replace it, or None to record none. A text needs a ChatML model: other templates write no system block."""
+    import dataclasses
+
+    from elk.convert import detect_chat_template
+
+    chat = model.chat_template or detect_chat_template(getattr(model.vocab, "chat_template", None))
+    if system_prompt == KEEP:
+        if src is not None and chat == "chatml" and "chat.system" not in (model.metadata or {}):
+            old = _image_system_prompt(src)
+            if old:
+                model.metadata = {**(model.metadata or {}), "chat.system": old}
+        return model
+    model.chat_template = chat  # decided here, so dropping the template text below cannot change it
+    if getattr(model.vocab, "chat_template", None) is not None:  # the default is read from this text
+        model.vocab = dataclasses.replace(model.vocab, chat_template=None)
+    model.metadata = {k: v for k, v in (model.metadata or {}).items() if k != "chat.system"}
+    if system_prompt is not None:
+        if chat != "chatml":
+            raise ElkError(f"--system-prompt: {model.source or 'the model'} has "
+                           f"{'the ' + chat + ' chat template' if chat else 'no chat template'}; the board writes a "
+                           "system prompt only in ChatML (<|im_start|>) conversations")
+        model.metadata["chat.system"] = system_prompt
+    return model
+
+
+def _image_system_prompt(src):
+    """chat.system of `src` when it is an elk image (re-packing one keeps it), else None."""
+    import pathlib
+
+    path = pathlib.Path(str(src))
+    try:
+        if not path.is_file() or path.open("rb").read(4) != spec.IMAGE_MAGIC.to_bytes(4, "little"):
+            return None
+        return im.read_image(path).metadata.get("chat.system")
+    except (OSError, ElkError):
+        return None
 
 
 def pack(src, out, *, quant="f32", recipe=None, tokenizer=None, name=None, security_counter=0,
-         npu=None, progress=False, **options) -> im.PackResult:
-    """Read `src` (llama2.c .bin, GGUF, HF folder or hub id) and write the image `out`."""
+         npu=None, progress=False, system_prompt=KEEP, **options) -> im.PackResult:
+    """Read `src` (llama2.c .bin, GGUF, HF folder or hub id) and write the image `out`. `system_prompt`:
+    see set_system_prompt."""
     from elk import quant as q
 
     q.parse_recipe(quant, recipe)  # a typo in the recipe fails before a 2 GB checkpoint is read
-    model = load_model(src, tokenizer=tokenizer, **options)
+    check_system_prompt(system_prompt)
+    model = set_system_prompt(load_model(src, tokenizer=tokenizer, **options), system_prompt, src)
     bar = ProgressBar() if progress else None
     result = im.write_image(out, model, quant=quant, recipe=recipe, security_counter=security_counter,
                             name=name, npu=npu, progress=bar)
@@ -103,8 +168,8 @@ def info_lines(path) -> list:
     except Exception as e:  # noqa: BLE001 - the summary still shows the rest
         out.append(f"tokenizer: unreadable ({e})")
     out.append("sections: " + ", ".join(f"{k} @{off} {size} B" for k, (_, off, size) in img.sections.items()))
-    for k, v in img.metadata.items():
-        out.append(f"meta {k} = {v}")
+    for k, v in img.metadata.items():  # control characters escaped: one key, one line
+        out.append(f"meta {k} = " + "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(v)))
     out.append(f"{'tensor':<28} {'type':<5} {'shape':>12} {'offset':>11} {'bytes':>11}")
     by_type, params = {}, 0
     for t in img.tensors.values():

@@ -47,7 +47,7 @@ def board_npu(name: str | None) -> BoardNpu | None:
 
 def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_k: float = 4.0,
                   max_outliers=None, quant="f32", recipe=None, tokenizer=None, name=None, security_counter=0,
-                  progress=False, notice=None, **options):
+                  progress=False, notice=None, system_prompt="keep", **options):
     """Read a checkpoint, calibrate it, and write an image with an NPU section (elk pack --npu), block
     by block in bounded memory (elk.npu.stream); returns (PackResult, the section's head and entry
     table as an NpuSection of NpuEntry). A chunk longer than the model's context is clamped to it with
@@ -61,7 +61,10 @@ def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_
 
     bn = board_npu(board)
     n = int(chunk) if chunk is not None else (bn.chunk if bn else spec.NPU_DEFAULT_CHUNK)
-    model = load_model(src, tokenizer=tokenizer, **options)
+    from elk.convert.pack import check_system_prompt, set_system_prompt
+
+    check_system_prompt(system_prompt)
+    model = set_system_prompt(load_model(src, tokenizer=tokenizer, **options), system_prompt, src)  # elk pack --system-prompt
     n = clamp_chunk(n, model.config.seq_len, "--npu-chunk" if chunk is not None else
                     (f"{bn.board}'s NPU chunk" if bn else "the default NPU chunk"), notice or _stderr_notice)
     table = []
