@@ -9,63 +9,11 @@
 
 #include "elk/elk.h"
 #include "tokenizer/bytelevel.h"
+#include "tokenizer/internal.h"
 #include "util/util.h"
-
-#define HEAD_SIZE 32u
-#define MAX_TOKENS (1u << 22)  /* bounds the hash table; Llama-class vocabularies have ~32k-128k */
-#define SEG_BYTES 4096u        /* normalized bytes held at once while encoding */
-#define SEG_SYMS 1024u         /* initial symbols (characters) BPE-merged at once */
-#define MAX_USER_LEN 256u      /* longest piece matched whole by lookups per length (longer control and
-                                * byte-level user pieces: long_whole; longer SPM user pieces: never) */
-#define UNK_SURFACE " \xE2\x81\x87 " /* " ⁇ ": SentencePiece's default text for <unk> */
-
-/* One initial symbol of the normalized text: a character, an invalid byte or a user-defined piece. */
-typedef struct { uint32_t start, len; int32_t id; uint32_t frozen; } tok_sym; /* id: -1 = not a piece */
-/* A live symbol during merging (index = initial symbol it started as; merged-away symbols have len 0). */
-typedef struct { int32_t prev, next; uint32_t len; int32_t node; } tok_link;
-/* A candidate merge of link[left] and link[right] whose bytes form piece `id`. */
-typedef struct { float score; int32_t left, right; uint32_t size; int32_t id; } tok_pair;
-/* A merge: piece id made of nodes a and b (node < n_syms: an initial symbol). */
-typedef struct { int32_t id, a, b; } tok_node;
-
-struct elk_tokenizer {
-    const uint8_t *entries, *blob;   /* in the section */
-    uint64_t blob_size;
-    uint32_t n_tokens, kind, flags, max_len, max_user_len, max_ctrl_len;
-    const uint8_t *splits;           /* byte-level: u16 left-part length of each piece's merge (blob start) */
-    int32_t bos, eos, unk, pad;
-    uint32_t n_stop;                 /* stop ids from the section's tail (eos_id included), or 0 */
-    int32_t stop[ELK_TOKENIZER_MAX_STOP_IDS];
-    uint8_t ctrl_first[32];          /* bitmap: first bytes of pieces matched whole before encoding */
-    int32_t *long_whole;             /* ids of pieces matched whole longer than MAX_USER_LEN bytes */
-    uint32_t n_long;                 /* entries in long_whole (parse_section: its capacity) */
-    int chunk_safe;                  /* no piece crosses "x▁" (x not ▁): words encode independently */
-    int32_t *slots;                  /* hash of NORMAL/USER_DEFINED/UNUSED and CONTROL pieces -> id */
-    uint32_t slot_mask;
-    int32_t byte_id[256];            /* <0xXX> piece per byte, -1 if absent */
-    /* encode scratch (not thread-safe: one elk_tokenize at a time per tokenizer) */
-    uint8_t *norm;                   /* SEG_BYTES */
-    tok_sym *syms;                   /* SEG_SYMS */
-    tok_link *links;                 /* SEG_SYMS */
-    tok_pair *heap;                  /* 3 * SEG_SYMS: n - 1 initial pairs + 2 per merge */
-    tok_node *nodes;                 /* SEG_SYMS merges */
-    int32_t *stack;                  /* 2 * SEG_SYMS node indices while expanding unused pieces */
-};
 
 /* ---------------------------------------------------------------------------------------------
  * Section access and validation */
-
-static uint32_t entry_off(const elk_tokenizer *t, uint32_t i) { return elk_le32(t->entries + 16u * i); }
-static uint32_t entry_len(const elk_tokenizer *t, uint32_t i) { return elk_le32(t->entries + 16u * i + 4); }
-static float entry_score(const elk_tokenizer *t, uint32_t i) { return elk_lef32(t->entries + 16u * i + 8); }
-static uint32_t entry_type(const elk_tokenizer *t, uint32_t i) { return elk_le32(t->entries + 16u * i + 12); }
-static const uint8_t *entry_str(const elk_tokenizer *t, uint32_t i) { return t->blob + entry_off(t, i); }
-static uint32_t split_len(const elk_tokenizer *t, uint32_t i) { return elk_le16(t->splits + 2u * i); }
-
-static int mergeable(uint32_t type)
-{
-    return type == ELK_TOKEN_NORMAL || type == ELK_TOKEN_USER_DEFINED || type == ELK_TOKEN_UNUSED;
-}
 
 /* Length of the valid UTF-8 character at p[0..n), or 0 if p[0] starts none (RFC 3629 ranges). */
 static uint32_t utf8_len(const uint8_t *p, uint64_t n)
@@ -92,28 +40,6 @@ static uint32_t utf8_len(const uint8_t *p, uint64_t n)
         if (p[k] < 0x80 || p[k] > 0xBF)
             return 0;
     return len;
-}
-
-static int is_space_sym(const uint8_t *p, uint64_t n) /* U+2581 "▁" */
-{
-    return n >= 3 && p[0] == 0xE2 && p[1] == 0x96 && p[2] == 0x81;
-}
-
-static int hex_digit(uint8_t c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
-
-/* The byte b of a piece spelled "<0xXX>", or -1. */
-static int byte_piece_value(const uint8_t *s, uint32_t len)
-{
-    if (len != 6 || s[0] != '<' || s[1] != '0' || s[2] != 'x' || s[5] != '>')
-        return -1;
-    int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
-    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
 /* The optional stop-id list at the end of the section (flag STOP_IDS): k x i32 id, then u32 k as the
@@ -358,38 +284,6 @@ int elk_tokenizer_init(elk_tokenizer **out, const void *section, uint64_t size, 
     build_tables(t);
     *out = t;
     return ELK_OK;
-}
-
-int elk_tokenizer_bos(const elk_tokenizer *t) { return t ? t->bos : -1; }
-int elk_tokenizer_eos(const elk_tokenizer *t) { return t ? t->eos : -1; }
-
-int elk_tokenizer_is_stop(const elk_tokenizer *t, int id)
-{
-    if (!t || id < 0)
-        return 0;
-    if (id == t->eos)
-        return 1;
-    for (uint32_t j = 0; j < t->n_stop; j++)
-        if (t->stop[j] == id)
-            return 1;
-    return 0;
-}
-
-int elk_tokenizer_stop_ids(const elk_tokenizer *t, int32_t *ids, int cap)
-{
-    if (!t || cap < 0 || (!ids && cap > 0))
-        return ELK_E_INVAL;
-    int n = 0;
-    if (t->eos >= 0 && n++ < cap)
-        ids[0] = t->eos;
-    for (uint32_t j = 0; j < t->n_stop; j++) {
-        if (t->stop[j] == t->eos)
-            continue;
-        if (n < cap)
-            ids[n] = t->stop[j];
-        n++;
-    }
-    return n;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -786,53 +680,4 @@ int elk_tokenize(const elk_tokenizer *t, const char *text, uint64_t len, int bos
 {
     unsigned flags = (bos ? ELK_TOKENIZE_BOS : 0u) | (eos ? ELK_TOKENIZE_EOS : 0u);
     return elk_tokenize_ex(t, text, len, flags, ids, cap, n_out);
-}
-
-/* ---------------------------------------------------------------------------------------------
- * Decoding one token */
-
-int elk_token_piece(const elk_tokenizer *t, int prev, int id, char *buf, int cap, int *len)
-{
-    return elk_token_piece_ex(t, prev, id, 0, buf, cap, len);
-}
-
-int elk_token_piece_ex(const elk_tokenizer *t, int prev, int id, unsigned flags, char *buf, int cap, int *len)
-{
-    if (!t || !len || cap < 0 || (!buf && cap > 0))
-        return ELK_E_INVAL;
-    *len = 0;
-    if (id < 0 || (uint32_t)id >= t->n_tokens)
-        return ELK_E_RANGE;
-    uint32_t type = entry_type(t, (uint32_t)id), n = entry_len(t, (uint32_t)id);
-    const uint8_t *s = entry_str(t, (uint32_t)id);
-    uint8_t byte;
-    if (type == ELK_TOKEN_CONTROL && !(flags & ELK_PIECE_SPECIAL))
-        return ELK_OK; /* asked for: the control piece's text as stored ("<|im_end|>") */
-    if (t->kind == ELK_TOKENIZER_KIND_BYTE_BPE && type == ELK_TOKEN_NORMAL)
-        return elk_bl_piece_bytes(s, n, buf, cap, len);
-    if (type == ELK_TOKEN_UNKNOWN) {
-        s = (const uint8_t *)UNK_SURFACE;
-        n = sizeof(UNK_SURFACE) - 1;
-    } else if (type == ELK_TOKEN_BYTE) {
-        int b = byte_piece_value(s, n);
-        if (b < 0)
-            return ELK_OK;
-        byte = (uint8_t)b;
-        s = &byte;
-        n = 1;
-    } else if (type != ELK_TOKEN_CONTROL && (prev < 0 || prev == t->bos) &&
-               (t->flags & ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX) && is_space_sym(s, n)) {
-        s += 3, n -= 3; /* the dummy prefix SentencePiece added at the start of the text */
-    }
-    int out = 0;
-    for (uint32_t k = 0; k < n;) {
-        int space = (type == ELK_TOKEN_NORMAL || type == ELK_TOKEN_USER_DEFINED || type == ELK_TOKEN_UNUSED) &&
-                    is_space_sym(s + k, n - k);
-        if (out < cap)
-            buf[out] = space ? ' ' : (char)s[k];
-        out++;
-        k += space ? 3 : 1;
-    }
-    *len = out;
-    return out > cap ? ELK_E_RANGE : ELK_OK;
 }
