@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 
 from elk.errors import ElkError
-from elk.link import Link, PromptTooLongError, connect
+from elk.link import REPLY_SILENCE_S, Link, PromptTooLongError, connect
 
 HELP = """commands:
   /reset        start a new conversation
@@ -38,6 +39,19 @@ class Sampling:
     repeat_penalty: float = 1.0
     seed: int = 0
     raw: bool = False
+    seed_drawn: bool = False  # the seed was drawn at random (no --seed): say it, so the run can be repeated
+
+
+def choose_seed(seed: int | None) -> tuple:
+    """(seed, drawn): `seed` when given, else one drawn at random, as `elk run` does without --seed."""
+    if seed is not None:
+        return seed, False
+    return int.from_bytes(os.urandom(8), "little"), True
+
+
+def seed_note(seed: int, what: str) -> str:
+    """The stderr line that makes a run with a drawn seed repeatable (`elk run`, `elk chat -p`)."""
+    return f"elk: seed {seed} (drawn at random; --seed {seed} repeats {what})"
 
 
 class PrefillNote:
@@ -71,16 +85,19 @@ def _require_model(link: Link) -> None:
 
 
 def one_shot(port: str, prompt: str, s: Sampling, *, baud: int = 115200, out=sys.stdout, stats=False,
-             connect_timeout: float | None = None) -> int:
-    """Print the reply to one prompt as it streams (a fresh conversation); return 0."""
+             connect_timeout: float | None = None, reply_timeout: float = REPLY_SILENCE_S) -> int:
+    """Print the reply to one prompt as it streams (a fresh conversation); return 0. `reply_timeout`:
+    seconds the board may stay silent during the reply (elk.link.Link.generate's idle_timeout)."""
     with connect(port, baud, connect_timeout) as link:
         _require_model(link)
+        if s.seed_drawn and s.temperature > 0:  # greedy replies do not depend on it
+            print(seed_note(s.seed, "this reply"), file=sys.stderr, flush=True)
         wrote = False
         note = PrefillNote(sys.stderr if stats else None)
         try:
             for piece in link.generate(prompt, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
                                        top_k=s.top_k, repeat_penalty=s.repeat_penalty, seed=s.seed, raw=s.raw,
-                                       reset=True, on_progress=note):
+                                       reset=True, on_progress=note, idle_timeout=reply_timeout):
                 note.clear()
                 out.write(piece)
                 out.flush()
@@ -177,8 +194,9 @@ TTY_LINE_MAX = 4095
 class Console:
     """The interactive loop, separated from the terminal so tests can drive it with pipes."""
 
-    def __init__(self, link: Link, s: Sampling, inp=sys.stdin, out=sys.stdout):
+    def __init__(self, link: Link, s: Sampling, inp=sys.stdin, out=sys.stdout, reply_timeout: float = REPLY_SILENCE_S):
         self.link, self.s, self.inp, self.out = link, s, inp, out
+        self.reply_timeout = reply_timeout  # seconds the board may stay silent during a reply
         self.reset_next = True
         self.last_stats = None
 
@@ -224,6 +242,8 @@ class Console:
             self.say(f"usage: {word} {usage}")
             return
         setattr(self.s, field, value)
+        if field == "seed":
+            self.s.seed_drawn = False
         self.say(self.sampling_line())
 
     def reply(self, prompt: str) -> None:
@@ -232,7 +252,8 @@ class Console:
         try:
             for piece in self.link.generate(prompt, max_tokens=s.max_tokens, temperature=s.temperature,
                                             top_p=s.top_p, top_k=s.top_k, repeat_penalty=s.repeat_penalty,
-                                            seed=s.seed, raw=s.raw, reset=self.reset_next, on_progress=note):
+                                            seed=s.seed, raw=s.raw, reset=self.reset_next, on_progress=note,
+                                            idle_timeout=self.reply_timeout):
                 note.clear()
                 self.out.write(piece)
                 self.out.flush()
@@ -294,13 +315,15 @@ class Console:
 
 
 def interactive(port: str, s: Sampling, *, baud: int = 115200, inp=sys.stdin, out=sys.stdout,
-                connect_timeout: float | None = None) -> int:
+                connect_timeout: float | None = None, reply_timeout: float = REPLY_SILENCE_S) -> int:
     with connect(port, baud, connect_timeout) as link:
         _require_model(link)  # one line with the board's reason (e.g. secure boot refused the slot)
         info = link.info()
         model = info.slots[info.running].name
-        print(f"connected to {info.board} ({info.firmware}) running {model}; /help for commands", file=out)
-        return Console(link, s, inp, out).run()
+        # a drawn seed serves the whole session (every turn, as --seed N does): shown so it can be repeated
+        seed = f" (seed {s.seed}, drawn at random: --seed {s.seed} repeats this session)" if s.seed_drawn else ""
+        print(f"connected to {info.board} ({info.firmware}) running {model}{seed}; /help for commands", file=out)
+        return Console(link, s, inp, out, reply_timeout=reply_timeout).run()
 
 
 def status(port: str, *, baud: int = 115200, as_json: bool = False, out=sys.stdout,

@@ -43,10 +43,21 @@ def register(sub) -> None:
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--repeat-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed, 0 to 2^64-1 (default: drawn at random for the session; said on stderr "
+                        "with -p and a temperature above 0, and in the interactive greeting)")
     p.add_argument("--raw", action="store_true", help="send the prompt as is (no chat template)")
     p.add_argument("--stats", action="store_true", help="with -p: print speed figures to stderr")
     _connect_timeout_arg(p)
+    from elk.link import REPLY_SILENCE_S, REPLY_TIMEOUT_MAX_S
+    from elk.options import cli_float
+
+    p.add_argument("--reply-timeout", type=cli_float(lambda v: 0 < v < REPLY_TIMEOUT_MAX_S,
+                                                     f"is outside (0, {REPLY_TIMEOUT_MAX_S:.0f}) seconds"),
+                   default=REPLY_SILENCE_S, metavar="SECONDS",
+                   help=f"how long the board may stay silent during a reply (default {REPLY_SILENCE_S:g}); a "
+                        "long prompt's prefill counts as one silence per 64-token report, or all of it on "
+                        "firmware that does not report prefill progress")
     p.set_defaults(func=_chat)
 
     p = sub.add_parser("status", help="show a board's firmware, slots and running model")
@@ -106,12 +117,14 @@ def _chat(args) -> int:
     from elk import chat
 
     temp = args.temperature if args.temperature is not None else (0.0 if args.prompt is not None else 0.8)
+    seed, drawn = chat.choose_seed(args.seed)
     s = chat.Sampling(max_tokens=args.max_tokens, temperature=temp, top_p=args.top_p, top_k=args.top_k,
-                      repeat_penalty=args.repeat_penalty, seed=args.seed, raw=args.raw)
+                      repeat_penalty=args.repeat_penalty, seed=seed, raw=args.raw, seed_drawn=drawn)
     if args.prompt is not None:
         return chat.one_shot(args.port, args.prompt, s, baud=args.baud, stats=args.stats,
-                             connect_timeout=args.connect_timeout)
-    return chat.interactive(args.port, s, baud=args.baud, connect_timeout=args.connect_timeout)
+                             connect_timeout=args.connect_timeout, reply_timeout=args.reply_timeout)
+    return chat.interactive(args.port, s, baud=args.baud, connect_timeout=args.connect_timeout,
+                            reply_timeout=args.reply_timeout)
 
 
 def _status(args) -> int:
