@@ -13,7 +13,7 @@ import pathlib
 
 from elk import spec
 from elk.convert import bytelevel
-from elk.tokenizer import (CONTROL, FLAG_ADD_DUMMY_PREFIX, FLAG_BYTE_FALLBACK, FLAG_IGNORE_MERGES,
+from elk.tokenizer import (BYTE, CONTROL, FLAG_ADD_DUMMY_PREFIX, FLAG_BYTE_FALLBACK, FLAG_IGNORE_MERGES,
                            FLAG_LLAMA3_SPLIT, FLAG_SPLIT_DIGITS, KIND_BYTE,
                            MAX_TOKENS, NORMAL, UNKNOWN, USER_DEFINED, TokenizerFormatError, Vocab, _infer_type,
                            add_turn_end_stops)
@@ -47,29 +47,33 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
         raise TokenizerFormatError(f"{path}: tokenizer model is {model.get('type')!r}, elk needs SentencePiece BPE")
     byte_level = '"ByteLevel"' in json.dumps(doc.get("pre_tokenizer")) + json.dumps(doc.get("decoder"))
     kind_flags = _byte_level_flags(path, doc, model) if byte_level else None
-    added = {t["id"]: t for t in doc.get("added_tokens") or []}
+    added_list = [(t["id"], str(t["content"]), bool(t.get("special"))) for t in doc.get("added_tokens") or []]
     # a negative id would index the piece list from its end and silently replace another piece
-    for where, entries in (("the vocab", vocab_map.items()),
-                           ("added_tokens", ((t["content"], i) for i, t in added.items()))):
+    for where, entries in (("the vocab", vocab_map.items()), ("added_tokens", ((c, i) for i, c, _ in added_list))):
         bad = next(((piece, i) for piece, i in entries if isinstance(i, int) and i < 0), None)
         if bad:
             raise TokenizerFormatError(f"{path}: token {bad[0]!r} has id {bad[1]} in {where}; ids must be 0 or more")
-    n = max(list(vocab_map.values()) + list(added)) + 1
+    n = max(list(vocab_map.values()) + [i for i, _, _ in added_list]) + 1
     if n > MAX_TOKENS:
         raise TokenizerFormatError(f"{path}: {n} tokens is too many")
     pieces: list[str | None] = [None] * n
     for piece, i in vocab_map.items():
+        if pieces[i] is not None:  # tokenizers keeps one of the two at random (a hash map): ambiguous
+            raise TokenizerFormatError(f"{path}: the vocab gives id {i} to both {pieces[i]!r} and {piece!r}")
         pieces[i] = piece
-    for i, t in added.items():
-        pieces[i] = t["content"]
+    added = check_added_ids(path, pieces, added_list)
+    for i, (text, _, alias) in added.items():
+        pieces[i] = text if alias is None or not added[i][1] else ""
     if any(p is None for p in pieces):
         raise TokenizerFormatError(f"{path}: token ids are not contiguous")
     scores, splits = bytelevel.rank_merges(vocab_map, n, model.get("merges") or [], path)
     types = [_infer_type(p) for p in pieces] if not byte_level else [NORMAL] * n
     unk = model.get("unk_token")
-    for i, t in added.items():
-        types[i] = CONTROL if t.get("special") else USER_DEFINED
     unk_id = vocab_map.get(unk, -1) if unk else -1
+    for i, (text, special, alias) in added.items():
+        types[i] = CONTROL if special else USER_DEFINED
+        if alias is not None and special:  # tokenizers: the vocabulary's id is the special token
+            _make_special(path, types, alias, text, byte_level)
     if unk_id >= 0:
         types[unk_id] = UNKNOWN
     flags = FLAG_BYTE_FALLBACK if model.get("byte_fallback") else 0
@@ -88,6 +92,51 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
         if unk_id >= 0:
             v.types[unk_id] = NORMAL
     return v
+
+
+def check_added_ids(where, pieces: list, added: list) -> dict:
+    """The added tokens [(declared id, text, special), ...] of a tokenizer.json, in file order, on a
+    vocabulary `pieces` (id -> piece; None for ids the vocabulary does not use), as the `tokenizers`
+    library numbers them: a token spelled like a vocabulary piece takes that piece's id, every other
+    one the next id after the vocabulary and the added tokens before it. Returns declared id ->
+    (text, special, alias): alias is the vocabulary id of a token spelled like a vocabulary piece at
+    another id (tokenizers' id for it), else None. A file whose declared ids tokenizers would not
+    keep (two tokens on one id, a token on another piece's id, a token listed twice, ids out of
+    order) is refused in one line: the model's rows follow one numbering, and the two disagree."""
+    index = {p: i for i, p in enumerate(pieces) if p is not None}
+    n_vocab = len(index)
+    out: dict = {}
+    first: dict = {}  # text -> declared id of the first added token so spelled
+    top = -1  # largest id tokenizers has given an added token so far
+    for i, text, special in added:
+        if i in out:
+            raise TokenizerFormatError(f"{where}: added tokens {out[i][0]!r} and {text!r} both have id {i}")
+        if text in first:
+            raise TokenizerFormatError(f"{where}: added_tokens lists {text!r} twice (ids {first[text]} and {i})")
+        if i < len(pieces) and pieces[i] is not None and pieces[i] != text:
+            raise TokenizerFormatError(f"{where}: added token {text!r} has id {i}, which the vocab gives to "
+                                       f"{pieces[i]!r}")
+        alias = index.get(text)
+        given = alias if alias is not None else (top + 1 if top >= n_vocab else n_vocab)
+        if alias is None and given != i:
+            raise TokenizerFormatError(f"{where}: added token {text!r} has id {i}, but tokenizers numbers it {given} "
+                                       f"(in file order, each new added token takes the next id after the vocab's {n_vocab} "
+                                       f"pieces and the added tokens before it)")
+        top = max(top, given)
+        first[text] = i
+        out[i] = (text, special, alias if alias is not None and alias != i else None)
+    return out
+
+
+def _make_special(where, types: list, i: int, text: str, byte_level: bool) -> None:
+    """A special added token spelled like vocabulary piece i: tokenizers gives the token id i (and
+    skips i when decoding), so piece i becomes the control piece; the added token's own row, which
+    tokenizers never produces, is an empty control piece."""
+    if types[i] == BYTE and not byte_level:
+        raise TokenizerFormatError(f"{where}: special token {text!r} is the byte piece {i}; elk cannot use one id "
+                                   f"as both")
+    if types[i] != UNKNOWN:
+        types[i] = CONTROL
 
 
 def _byte_level_flags(path, doc: dict, model: dict) -> int:
@@ -142,27 +191,35 @@ def _is_bytes_only(p) -> bool:
             and not p.get("add_prefix_space"))
 
 
-def _hf_added_tokens(folder: pathlib.Path) -> dict:
-    """id -> (content, special) of the tokens a HF tokenizer adds to its model's vocabulary: from
-    tokenizer.json's added_tokens, else tokenizer_config.json's added_tokens_decoder, else
-    added_tokens.json (special when listed as a special token in tokenizer_config.json)."""
+def _hf_added_tokens(folder: pathlib.Path, pieces: list) -> dict:
+    """id -> (content, special) of the tokens a HF tokenizer adds to its model's vocabulary `pieces`:
+    from tokenizer.json's added_tokens (checked as tokenizers numbers them: check_added_ids; a token
+    spelled like a special vocabulary piece at another id is left out: _apply_specials), else
+    tokenizer_config.json's added_tokens_decoder, else added_tokens.json (special when listed as a
+    special token in tokenizer_config.json)."""
     doc = _read_json(folder / "tokenizer.json")
     if isinstance(doc, dict) and isinstance(doc.get("added_tokens"), list):
         try:
-            return {int(t["id"]): (str(t["content"]), bool(t.get("special"))) for t in doc["added_tokens"]}
+            listed = [(int(t["id"]), str(t["content"]), bool(t.get("special"))) for t in doc["added_tokens"]]
         except (KeyError, TypeError, ValueError) as e:
             raise TokenizerFormatError(f"{folder / 'tokenizer.json'}: bad added_tokens entry ({e})") from None
+        bad = next(((c, i) for i, c, _ in listed if i < 0), None)
+        if bad:
+            raise TokenizerFormatError(f"{folder / 'tokenizer.json'}: token {bad[0]!r} has id {bad[1]} in "
+                                       f"added_tokens; ids must be 0 or more")
+        return {i: (text, special, alias) for i, (text, special, alias)
+                in check_added_ids(folder / "tokenizer.json", pieces, listed).items()}
     cfg = _read_json(folder / "tokenizer_config.json")
     cfg = cfg if isinstance(cfg, dict) else {}
     dec = cfg.get("added_tokens_decoder")
     try:
         if isinstance(dec, dict) and dec:
-            return {int(i): (str(t["content"]), bool(t.get("special"))) for i, t in dec.items()}
+            return {int(i): (str(t["content"]), bool(t.get("special")), None) for i, t in dec.items()}
         extra = _read_json(folder / "added_tokens.json")
         if isinstance(extra, dict):
             named = {_content(cfg.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
             named |= {_content(t) for t in cfg.get("additional_special_tokens") or []}
-            return {int(i): (str(c), c in named) for c, i in extra.items()}
+            return {int(i): (str(c), c in named, None) for c, i in extra.items()}
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise TokenizerFormatError(f"{folder}: bad added-token list ({e})") from None
     return {}
@@ -209,9 +266,12 @@ def _apply_specials(v: Vocab, folder, added: bool, chat_template: str | None) ->
     v = dataclasses.replace(v, pieces=list(v.pieces), scores=list(v.scores), types=list(v.types),
                             stop_ids=list(v.stop_ids), splits=None if v.splits is None else list(v.splits))
     if added:
-        for i, (text, special) in sorted(_hf_added_tokens(folder).items()):
+        for i, (text, special, alias) in sorted(_hf_added_tokens(folder, v.pieces).items()):
             if not 0 <= i < MAX_TOKENS:
                 raise TokenizerFormatError(f"{folder}: added token {text!r} has id {i}")
+            if alias is not None and special:  # tokenizers' id for it is the vocabulary piece's
+                _make_special(folder / "tokenizer.json", v.types, alias, text, v.kind == KIND_BYTE)
+                text = ""  # its own row: never produced, decodes to nothing (tokenizers has no such id)
             while len(v.pieces) < i:  # a gap: never produced by text, as padding rows are
                 v.pieces.append(f"<pad_{len(v.pieces)}>")
                 v.scores.append(0.0)
