@@ -73,3 +73,10 @@ def test_an_interactive_session_without_seed_says_its_seed_in_the_greeting(board
     reply = text.split("> ", 1)[1]
     again = _session(board, "--seed", m.group(1))
     assert "drawn at random" not in again and again.split("> ", 1)[1] == reply and reply.strip()
+
+
+def test_a_refused_prompt_with_a_drawn_seed_is_still_one_line(board, image):
+    r = run_elk("chat", "--port", board.port, "--baud", "0", "-p", "a" * 40000, "--temperature", "1")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "40000 bytes" in r.stderr, r.stderr
+    r = run_elk("run", image, "-p", "Once upon a time " * 200, "--temperature", "1")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "prompt is" in r.stderr, r.stderr

@@ -90,8 +90,6 @@ def one_shot(port: str, prompt: str, s: Sampling, *, baud: int = 115200, out=sys
     seconds the board may stay silent during the reply (elk.link.Link.generate's idle_timeout)."""
     with connect(port, baud, connect_timeout) as link:
         _require_model(link)
-        if s.seed_drawn and s.temperature > 0:  # greedy replies do not depend on it
-            print(seed_note(s.seed, "this reply"), file=sys.stderr, flush=True)
         wrote = False
         note = PrefillNote(sys.stderr if stats else None)
         try:
@@ -109,6 +107,9 @@ def one_shot(port: str, prompt: str, s: Sampling, *, baud: int = 115200, out=sys
                 out.flush()
             raise
         out.write("\n")
+        out.flush()
+        if s.seed_drawn and s.temperature > 0:  # after the reply (a refused prompt stays one line); greedy
+            print(seed_note(s.seed, "this reply"), file=sys.stderr, flush=True)  # replies do not depend on it
         st = link.last_stats
         if stats and st:
             print(stats_line(st), file=sys.stderr)

@@ -57,13 +57,13 @@ def _run(args) -> int:
 
     seed, drawn = choose_seed(args.seed)  # drawn here, not in the runtime, so it can be said
     with _open(args, n_ctx=args.ctx, threads=args.threads, kernels=args.kernels) as m:
-        if drawn and args.temperature > 0:  # greedy text does not depend on it
-            print(seed_note(seed, "this run"), file=sys.stderr, flush=True)
         npu = attach(m, resolve_backend(args.npu, args.npu_board, args.image), args.npu_board, accel=args.npu_accel,
                      dispatch_dir=args.litert_dispatch)
         pieces = m.generate(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, repeat_penalty=args.repeat_penalty,
                             seed=seed)
+        if drawn and args.temperature > 0:  # after the prompt was taken; greedy text does not depend on it
+            print(seed_note(seed, "this run"), file=sys.stderr, flush=True)
         out = sys.stdout
         out.write(args.prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))  # argv bytes
         out.flush()
