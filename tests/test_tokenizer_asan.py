@@ -63,6 +63,16 @@ for k in range(600):
 v = T.from_llama2c(fixture_path("tok512.bin"))
 for i in range(300, 320):
     v.types[i] = T.USER_DEFINED if i % 2 else T.UNUSED
+# user-defined pieces past the 256-byte lookups, up to the 2048-byte limit, met whole, cut and at ends
+w = T.from_llama2c(fixture_path("tok512.bin"))
+longs = ["<" + "ab" * 150 + ">", "x\u2581" * 511 + "wxyz", "<" + "ab" * 120 + ">"]  # 302, 2048, 242 bytes
+for i, piece in zip((320, 321, 322), longs):
+    w.pieces[i], w.types[i] = piece, T.USER_DEFINED
+cuts = [p.replace("\u2581", " ") for p in longs]
+cuts += [p[: rng.randint(1, len(p))] for p in cuts]
+c = CTokenizer(lib, T.encode_section(w))
+for _ in range(150):
+    c.encode(b"".join(rng.choice(cuts + ["a", " ", "日本"]).encode() for _ in range(rng.randint(0, 20))), bos=True)
 for section in (bytes(base), T.encode_section(v), T.encode_section(T.load(fixture_path("tokenizer.model")))):
     c = CTokenizer(lib, section)
     for _ in range(150):

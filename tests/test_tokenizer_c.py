@@ -407,3 +407,54 @@ def test_c_init_rejects_a_small_arena_and_null_arguments(tok512):
     n = ffi.new("int *")
     assert lib.elk_tokenize(tok512.t, ffi.NULL, 5, 0, 0, ffi.NULL, 0, n) == E["E_INVAL"]
     assert lib.elk_tokenize(tok512.t, ffi.NULL, 0, 1, 1, ffi.NULL, 0, n) == E["E_RANGE"] and n[0] == 2
+
+
+# SentencePiece user-defined symbols longer than 256 bytes: the C tokenizer looked at most 256 bytes
+# ahead for them, so it split such a symbol into characters where sentencepiece and the Python
+# reference keep it whole. It now compares them one by one (up to 2048 normalized bytes, half its
+# scratch); a longer one is refused by the writer, the Python reader and the C reader.
+LONG_USER = "<tool_call:" + "abcdefghij" * 30 + ">"  # 312 bytes
+LONGER_USER = "<doc>" + "▁the▁cat▁sat" * 110 + "</doc>"  # 1991 bytes normalized, spaces inside
+
+
+def test_user_defined_pieces_longer_than_256_bytes_are_matched_whole_like_sentencepiece(host_build, tmp_path):
+    import sentencepiece as spm
+
+    path = _train(tmp_path, "long_user", vocab_size=360, byte_fallback=True,
+                  user_defined_symbols=[LONG_USER, LONG_USER[:200], LONGER_USER, "<tool>"])
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    v = T.load(path)
+    c = CTokenizer(host_build / "libelk.so", T.encode_section(v))
+    longer = LONGER_USER.replace("▁", " ")
+    rng = random.Random(11)
+    words = ["the", "cat", LONG_USER, LONG_USER[:-1], LONG_USER[:250], longer, longer[:-3], "<tool>", "日本", "  "]
+    texts = [LONG_USER, f"a{LONG_USER}b", LONG_USER * 3, LONG_USER[:-1], f"the cat {LONG_USER}<tool>{longer}x",
+             f"{longer} {longer}", "the cat sat " * 400 + LONG_USER + longer + " mat" * 300, "x" * 5000 + longer]
+    texts += [" ".join(rng.choice(words) for _ in range(rng.randint(1, 30))) for _ in range(60)]
+    ids_long = {v.piece_id(LONG_USER), v.piece_id(LONGER_USER)}
+    for text in texts:
+        want = sp.encode(text)
+        assert c.encode(text) == want == T.encode(v, text), text[:80]
+        assert (LONG_USER in text or longer in text) <= bool(ids_long & set(want))
+        text_back = b"".join(c.piece(p, i, cap=4096) for p, i in zip([-1] + want, want)).decode()
+        assert text_back == sp.decode(want)
+
+
+def test_user_defined_piece_over_2048_bytes_is_refused_by_writer_and_readers(host_build, monkeypatch):
+    v = T.from_llama2c(fixture_path("tok512.bin"))
+    v.pieces[300], v.types[300] = "x" * 2049, T.USER_DEFINED
+    with pytest.raises(T.TokenizerFormatError, match="user-defined token 300 .* is 2049 bytes; elk matches "
+                                                     "user-defined pieces of at most 2048 bytes"):
+        T.encode_section(v)
+    monkeypatch.setattr(T, "MAX_USER_PIECE_BYTES", 4096)  # to write the section a reader must refuse
+    section = T.encode_section(v)
+    monkeypatch.undo()
+    with pytest.raises(T.TokenizerFormatError, match="token 300: user-defined piece of 2049 bytes"):
+        T.decode_section(section)
+    with pytest.raises(CTokenizerError) as e:
+        CTokenizer(host_build / "libelk.so", section)
+    assert e.value.code == E["E_UNSUPPORTED"]
+    v.pieces[300] = "x" * 2048  # the limit itself is matched whole
+    c = CTokenizer(host_build / "libelk.so", T.encode_section(v))
+    assert c.encode("a" + "x" * 2048 + "b") == T.encode(v, "a" + "x" * 2048 + "b")
+    assert 300 in c.encode("x" * 2048)

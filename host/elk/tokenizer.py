@@ -41,6 +41,9 @@ HEAD = struct.Struct("<IIIiiiiI")  # n_tokens, kind, flags, bos, eos, unk, pad, 
 ENTRY = struct.Struct("<IIfI")  # offset into blob, length, score, type
 assert HEAD.size == 32 and ENTRY.size == spec.TOKEN_ENTRY_SIZE
 MAX_TOKENS = 1 << 20  # more than any Llama-class vocabulary; bounds what a reader allocates
+# Longest SentencePiece user-defined piece (UTF-8 bytes, "▁" spelling): the C runtime matches one whole
+# in its 4 KiB normalized scratch (firmware/src/tokenizer/internal.h MAX_LONG_USER_LEN)
+MAX_USER_PIECE_BYTES = 2048
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
@@ -320,6 +323,10 @@ def encode_section(v: Vocab) -> bytes:
             raise TokenizerFormatError(f"token {i} has type {kind}; known types are {min(known)}..{max(known)}")
         if not abs(score) <= 3.4e38:
             raise TokenizerFormatError(f"token {i} has score {score}, not a finite float32")
+        size = len(v.pieces[i].encode())
+        if v.kind == KIND_SPM and kind == USER_DEFINED and size > MAX_USER_PIECE_BYTES:
+            raise TokenizerFormatError(f"user-defined token {i} ({v.pieces[i][:24]!r}...) is {size} bytes; elk matches "
+                                       f"user-defined pieces of at most {MAX_USER_PIECE_BYTES} bytes")
     if v.kind not in KNOWN_FLAGS:
         raise TokenizerFormatError(f"tokenizer kind {v.kind} is not one elk writes")
     blob = bytearray()
@@ -394,6 +401,9 @@ def decode_section(b: bytes) -> Vocab:
             pieces.append(bytes(blob[off : off + length]).decode("utf-8"))
         except UnicodeDecodeError:
             raise TokenizerFormatError(f"TOKENIZER token {i}: piece is not UTF-8") from None
+        if kind == KIND_SPM and kind_i == USER_DEFINED and length > MAX_USER_PIECE_BYTES:
+            raise TokenizerFormatError(f"TOKENIZER token {i}: user-defined piece of {length} bytes, above "
+                                       f"{MAX_USER_PIECE_BYTES}")
         if splits and splits[i] >= max(length, 1):
             raise TokenizerFormatError(f"TOKENIZER token {i}: merge split {splits[i]} not inside its {length} bytes")
         scores.append(score)

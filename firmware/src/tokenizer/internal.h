@@ -13,8 +13,10 @@
 #define MAX_TOKENS (1u << 22)  /* bounds the hash table; Llama-class vocabularies have ~32k-128k */
 #define SEG_BYTES 4096u        /* normalized bytes held at once while encoding */
 #define SEG_SYMS 1024u         /* initial symbols (characters) BPE-merged at once */
-#define MAX_USER_LEN 256u      /* longest piece matched whole by lookups per length (longer control and
-                                * byte-level user pieces: long_whole; longer SPM user pieces: never) */
+#define MAX_USER_LEN 256u      /* longest piece matched whole by lookups per length (longer ones:
+                                * long_whole, compared one by one) */
+#define MAX_LONG_USER_LEN 2048u /* longest SentencePiece user-defined piece (normalized bytes): half the
+                                 * scratch, so one is whole in it with room to split what comes before */
 #define UNK_SURFACE " \xE2\x81\x87 " /* " ⁇ ": SentencePiece's default text for <unk> */
 
 /* One initial symbol of the normalized text: a character, an invalid byte or a user-defined piece. */
@@ -37,6 +39,9 @@ struct elk_tokenizer {
     uint8_t ctrl_first[32];          /* bitmap: first bytes of pieces matched whole before encoding */
     int32_t *long_whole;             /* ids of pieces matched whole longer than MAX_USER_LEN bytes */
     uint32_t n_long;                 /* entries in long_whole (parse_section: its capacity) */
+    uint32_t max_long_user;          /* longest SentencePiece user-defined piece in long_whole, or 0 */
+    uint8_t user_first[32];          /* bitmap: first bytes of SentencePiece user-defined pieces */
+    uint8_t user_lens[32];           /* bitmap: their lengths 1..MAX_USER_LEN (bit len - 1) */
     int chunk_safe;                  /* no piece crosses "x▁" (x not ▁): words encode independently */
     int32_t *slots;                  /* hash of NORMAL/USER_DEFINED/UNUSED and CONTROL pieces -> id */
     uint32_t slot_mask;

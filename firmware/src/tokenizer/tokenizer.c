@@ -124,8 +124,9 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
             k += c;
         }
         *n_mergeable += (mergeable(type) || type == ELK_TOKEN_CONTROL) && len > 0; /* hashed pieces */
-        t->n_long += len > MAX_USER_LEN && (type == ELK_TOKEN_CONTROL ||
-                                            (type == ELK_TOKEN_USER_DEFINED && kind == ELK_TOKENIZER_KIND_BYTE_BPE));
+        if (type == ELK_TOKEN_USER_DEFINED && kind == ELK_TOKENIZER_KIND_SPM_BPE && len > MAX_LONG_USER_LEN)
+            return ELK_E_UNSUPPORTED; /* matched in the normalized scratch: it must fit there whole */
+        t->n_long += len > MAX_USER_LEN && (type == ELK_TOKEN_CONTROL || type == ELK_TOKEN_USER_DEFINED);
     }
     return ELK_OK;
 }
@@ -205,8 +206,10 @@ static void build_tables(elk_tokenizer *t)
     for (uint32_t i = 0; i <= t->slot_mask; i++)
         t->slots[i] = -1;
     t->chunk_safe = 1;
-    t->max_user_len = t->max_ctrl_len = t->n_long = 0;
+    t->max_user_len = t->max_ctrl_len = t->n_long = t->max_long_user = 0;
     memset(t->ctrl_first, 0, sizeof t->ctrl_first);
+    memset(t->user_first, 0, sizeof t->user_first);
+    memset(t->user_lens, 0, sizeof t->user_lens);
     for (uint32_t i = 0; i < t->n_tokens; i++) {
         uint32_t type = entry_type(t, i), len = entry_len(t, i);
         const uint8_t *s = entry_str(t, i);
@@ -240,8 +243,16 @@ static void build_tables(elk_tokenizer *t)
             continue;
         if (crosses_word(t, i))
             t->chunk_safe = 0;
-        if (type == ELK_TOKEN_USER_DEFINED && len > t->max_user_len)
-            t->max_user_len = len < MAX_USER_LEN ? len : MAX_USER_LEN;
+        if (!user)
+            continue;
+        t->user_first[s[0] >> 3] |= (uint8_t)(1u << (s[0] & 7));
+        if (len > MAX_USER_LEN) { /* split_one compares these one by one */
+            t->long_whole[t->n_long++] = (int32_t)i;  /* counted by parse_section */
+            t->max_long_user = len > t->max_long_user ? len : t->max_long_user;
+        } else {
+            t->user_lens[(len - 1) >> 3] |= (uint8_t)(1u << ((len - 1) & 7));
+            t->max_user_len = len > t->max_user_len ? len : t->max_user_len;
+        }
     }
 }
 
@@ -468,9 +479,22 @@ static uint32_t fill(const elk_tokenizer *t, tok_src *s, uint32_t filled)
 static uint32_t split_one(const elk_tokenizer *t, uint32_t at, uint32_t filled, tok_sym *out)
 {
     const uint8_t *p = t->norm + at;
-    uint32_t avail = filled - at;
-    for (uint32_t n = t->max_user_len < avail ? t->max_user_len : avail; n > 0; n--) {
-        if (lookup_as(t, p, n, ELK_TOKEN_USER_DEFINED) >= 0) {  /* the first piece so spelled gives the id */
+    uint32_t avail = filled - at, best = 0;
+    /* no user-defined piece starts with this byte: one character */
+    uint32_t reach = (t->user_first[p[0] >> 3] & (1u << (p[0] & 7))) ? avail : 0;
+    for (uint32_t k = 0; k < t->n_long && t->max_long_user; k++) { /* user pieces over MAX_USER_LEN */
+        uint32_t i = (uint32_t)t->long_whole[k], len = entry_len(t, i);
+        if (entry_type(t, i) == ELK_TOKEN_USER_DEFINED && len > best && len <= reach &&
+            memcmp(entry_str(t, i), p, len) == 0)
+            best = len;
+    }
+    if (best) {
+        *out = (tok_sym){ at, best, lookup(t, p, best), 1 };
+        return best;
+    }
+    for (uint32_t n = t->max_user_len < reach ? t->max_user_len : reach; n > 0; n--) {
+        if ((t->user_lens[(n - 1) >> 3] & (1u << ((n - 1) & 7))) &&  /* only lengths some piece has */
+            lookup_as(t, p, n, ELK_TOKEN_USER_DEFINED) >= 0) {  /* the first piece so spelled gives the id */
             *out = (tok_sym){ at, n, lookup(t, p, n), 1 };
             return n;
         }
@@ -515,6 +539,7 @@ static void encode_text(const elk_tokenizer *t, tok_out *o_, const uint8_t *text
     }
     s.prefix = prefix && s.pos < s.end && (t->flags & ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX);
     uint32_t margin = t->max_user_len > 4 ? t->max_user_len : 4; /* a whole character or user piece */
+    margin = t->max_long_user > margin ? t->max_long_user : margin;  /* <= MAX_LONG_USER_LEN = SEG_BYTES / 2 */
     uint32_t filled = 0, split = 0, n_syms = 0;
     for (;;) {
         filled = fill(t, &s, filled);
