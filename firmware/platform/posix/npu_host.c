@@ -1,6 +1,7 @@
 /* Host NPU session (see npu_host.h): allocation, backend contexts and a log buffer around the core
  * runner. Platform code: malloc and stdio allowed. Not here: the offload arithmetic (src/npu/). */
 #define _DEFAULT_SOURCE /* mkstemp, pread, dup, strtok_r */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,11 @@ const elk_litert_api *elk_host_litert_api(void);
  * layers (init + accepts: where it prints), fd 2 goes to an unlinked temporary file; INFO and VERBOSE
  * lines are dropped, anything else becomes part of elk's own one-line notice (the decline it caused,
  * or `npu: litert: ...`). Runs on the thread that opens the session, before any generation starts; a
- * write by another thread in that window would be filtered the same way. Not captured: chunk runs. */
+ * write by another thread in that window would be filtered the same way. Chunk runs print too (LiteRT
+ * allocates a compiled model's tensors, and XNNPACK prepares its subgraph, at the first run: "ERROR:
+ * Node number 1 (TfLiteXNNPackDelegate) failed to prepare."), so each run of the session's chunks sends
+ * fd 2 to the same file (captured_run; a dup and two dup2 per chunk) and its words join the runner's
+ * `failed on` notice. */
 typedef struct stderr_capture {
     int fd;      /* the temporary file (fd 2 points at it while capturing) */
     int saved;   /* the real stderr */
@@ -37,35 +42,48 @@ struct elk_host_npu {
     void *arena;
     int runner_ok;
     stderr_capture *capture; /* set while LiteRT's output is captured */
+    stderr_capture cap;      /* LiteRT's file, kept open for the chunk runs when cap_open */
+    int cap_open;
+    const elk_npu_backend *inner; /* the LiteRT backend that captured_run wraps */
+    elk_npu_backend outer;        /* what the runner calls: the backend with captured_run */
     char log[4096];
     size_t log_len;
 };
 
-static int capture_begin(stderr_capture *c)
+/* fd 2 to the capture file until capture_restore; -1 (nothing redirected) when it cannot be. */
+static int capture_redirect(stderr_capture *c)
 {
-    char path[] = "/tmp/elk-litert-XXXXXX";
     fflush(stderr);
-    c->fd = mkstemp(path);
-    if (c->fd < 0)
-        return -1; /* no temporary file: LiteRT prints as it likes, nothing is lost */
-    unlink(path);
     c->saved = dup(2);
-    c->seen = 0;
-    if (c->saved < 0 || dup2(c->fd, 2) < 0) {
-        if (c->saved >= 0)
-            close(c->saved);
-        close(c->fd);
+    if (c->saved < 0)
+        return -1;
+    if (dup2(c->fd, 2) < 0) {
+        close(c->saved);
         return -1;
     }
     return 0;
 }
 
-static void capture_end(stderr_capture *c)
+static void capture_restore(stderr_capture *c)
 {
     fflush(stderr);
     dup2(c->saved, 2);
     close(c->saved);
-    close(c->fd);
+}
+
+static int capture_begin(stderr_capture *c)
+{
+    char path[] = "/tmp/elk-litert-XXXXXX";
+    c->fd = mkstemp(path);
+    if (c->fd < 0)
+        return -1; /* no temporary file: LiteRT prints as it likes, nothing is lost */
+    unlink(path);
+    c->seen = 0;
+    if (capture_redirect(c) != 0) {
+        close(c->fd);
+        return -1;
+    }
+    return 0;
 }
 
 /* What LiteRT wrote since the last call, INFO/VERBOSE lines and blank lines dropped, the rest joined
@@ -129,6 +147,26 @@ static void host_log_raw(elk_host_npu *h, const char *line)
     h->log[h->log_len] = 0;
 }
 
+/* The LiteRT backend's chunk run with LiteRT's output captured: a failed run's words join the runner's
+ * `failed on` notice that follows (host_log); what a run that worked printed is one `npu: litert:` line. */
+static int captured_run(void *vctx, const elk_npu_layer *L, const int8_t *x, int8_t *y)
+{
+    elk_host_npu *h = (elk_host_npu *)(void *)((char *)vctx - offsetof(elk_host_npu, litert));
+    if (capture_redirect(&h->cap) != 0)
+        return h->inner->run_linear_chunk(vctx, L, x, y);
+    int rc = h->inner->run_linear_chunk(vctx, L, x, y);
+    capture_restore(&h->cap);
+    if (rc == ELK_OK) {
+        char said[1024], line[1100];
+        capture_take(&h->cap, said, sizeof said, 1);
+        if (said[0]) {
+            snprintf(line, sizeof line, "npu: litert: %s", said);
+            host_log_raw(h, line);
+        }
+    }
+    return rc;
+}
+
 static elk_host_npu *open_fail(elk_host_npu *h, int *status, int code, char *err, int errcap, const char *msg)
 {
     if (status)
@@ -173,16 +211,21 @@ elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *
             return open_fail(h, status, ELK_E_NOMEM, err, errcap, "out of memory");
         h->ctx = &h->litert;
     }
-    stderr_capture cap;
     /* severity >= 2 (warnings and errors) asks for no INFO lines: filter the TFLite logger's too */
-    if (h->ctx == &h->litert && log_severity >= 2 && capture_begin(&cap) == 0)
-        h->capture = &cap;
+    if (h->ctx == &h->litert && log_severity >= 2 && capture_begin(&h->cap) == 0) {
+        h->capture = &h->cap;
+        h->cap_open = 1;
+        h->inner = b;
+        h->outer = *b;
+        h->outer.run_linear_chunk = captured_run;
+        b = &h->outer;
+    }
     rc = elk_npu_runner_init(&h->runner, section, size, b, h->ctx, host_log, h, h->arena, need);
     if (h->capture) {
         char said[1024], line[1100];
-        capture_take(&cap, said, sizeof said, 1);
+        capture_take(&h->cap, said, sizeof said, 1);
         h->capture = NULL;
-        capture_end(&cap);
+        capture_restore(&h->cap);
         if (said[0]) {
             snprintf(line, sizeof line, "npu: litert: %s", said);
             host_log_raw(h, line);
@@ -196,6 +239,8 @@ elk_host_npu *elk_host_npu_open(const void *section, uint64_t size, const char *
                  (accelerators & ELK_LITERT_ACCEL_NPU) ? "NPU" : "GPU");
         host_log(h, line);
     }
+    if (h->cap_open)
+        h->capture = &h->cap; /* from now on: what a chunk run printed (captured_run) */
     if (status)
         *status = rc;
     if (err && errcap > 0)
@@ -209,6 +254,8 @@ void elk_host_npu_close(elk_host_npu *h)
         return;
     if (h->runner_ok)
         elk_npu_runner_deinit(&h->runner);
+    if (h->cap_open)
+        close(h->cap.fd);
     free(h->litert.slots);
     free(h->arena);
     free(h);
