@@ -7,11 +7,13 @@
  *       tools/bench/gemv_bench.c $K/src/kernels/{avx2,avx2_gemv,avx2_attn,ref,tables}.c -lm -o /tmp/gemv_bench
  *   /tmp/gemv_bench 4      # Q4_0;  /tmp/gemv_bench 8 for Q8_0
  * Not a test: numbers only (tests/test_kernels_avx2_numerics.py checks the results). */
+#define _DEFAULT_SOURCE
 #include <immintrin.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "kernels.h"
@@ -52,7 +54,10 @@ int main(int argc, char **argv)
     const int wtype = argc > 1 && argv[1][0] == '8' ? ELK_TYPE_Q8_0 : ELK_TYPE_Q4_0;
     const size_t row_bytes = elk_row_bytes(wtype, COLS);
     const int n_mat = (int)(DRAM_BYTES / (row_bytes * ROWS));
-    uint8_t *w = aligned_alloc(64, row_bytes * ROWS * (size_t)n_mat + 64);
+    const size_t w_bytes = (row_bytes * ROWS * (size_t)n_mat + 64 + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+    uint8_t *w = aligned_alloc(2u << 20, w_bytes);
+    if (w)
+        madvise(w, w_bytes, MADV_HUGEPAGE); /* 2 MiB pages, as the runtime gets for an image (host_api.c) */
     float x[COLS], *y = malloc(ROWS * sizeof(float)), *want = malloc(ROWS * sizeof(float));
     elk_block_q8_0 xq[COLS / 32];
     if (!w || !y || !want)
