@@ -109,3 +109,10 @@ def test_pack_refuses_a_system_prompt_for_a_model_without_chatml(tmp_path, host_
     r = run_elk("pack", fixture_path("stories260K.bin"), "--tokenizer", fixture_path("tok512.bin"),
                 "-o", tmp_path / "y.elk", "--quiet", "--no-system-prompt")
     assert r.returncode == 0 and "chat.system" not in _meta(tmp_path / "y.elk"), r.stderr
+
+
+def test_an_npu_pack_takes_the_system_prompt_too(images, tmp_path):
+    r = run_elk("pack", images["base"], "-o", tmp_path / "npu.elk", "--quiet", "--npu", "--system-prompt", OURS)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(run_elk("info", tmp_path / "npu.elk", "--json").stdout)
+    assert info["metadata"]["chat.system"] == OURS and "NPU" in info["sections"]
