@@ -1,7 +1,8 @@
 """`elk chat`: talk to a board's model over the serial link. Interactive console (replies stream as
 they are generated; Ctrl-C stops the reply, not the session; /reset /temp /stats /info /quit) or a
 one-shot prompt for scripts. Sampling (temperature, top-p, top-k, seed, token limit) travels with every
-request and can change between turns (/temp, /top-p, /top-k, /seed, /tokens, /sampling). Prompts longer
+request and can change between turns (/temp, /top-p, /top-k, /seed, /tokens, /sampling); without --seed a
+session draws one at random and says it (choose_seed, seed_note), as `elk run` does. Prompts longer
 than one frame are staged across frames by elk.link; on a terminal a long prompt's prefill shows its progress
 (boards with capability PROGRESS). Not here: the protocol (elk.link).
 """
