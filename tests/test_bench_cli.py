@@ -33,6 +33,7 @@ def test_bench_json_has_every_field_with_sane_values(stories):
         assert isinstance(r[key], float) and r[key] > 0, key
     assert r["kernels"] == "avx2" and r["threads"] == 2 and r["n_prompt"] == 16 and r["n_gen"] == 8
     assert len(r["decode_runs"]) == 2 and len(r["prefill_runs"]) == 2
+    assert r["huge_pages_pct"] is None or 0 <= r["huge_pages_pct"] <= 100
     # decode GB/s is exactly bytes/token x tokens/s; the figure the percentage is taken from is the probe's
     assert r["decode_gb_s"] == pytest.approx(r["weight_bytes_per_token"] * r["decode_tok_s"] / 1e9)
     assert r["bandwidth_pct"] == pytest.approx(100 * r["decode_gb_s"] / r["machine_gb_s"])
@@ -96,3 +97,21 @@ def test_the_elk_command_keeps_numpy_from_starting_blas_threads():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "1"]
+
+
+def test_huge_pages_pct_reads_this_process_mapping_of_the_file(tmp_path):
+    """bench.huge_pages_pct finds the file's mapping in /proc/self/smaps (a percentage while it is
+    mapped and touched, NaN once it is not): the figure `elk bench --json` reports as huge_pages_pct."""
+    import math
+    import mmap
+
+    if not os.path.exists("/proc/self/smaps"):
+        pytest.skip("needs Linux /proc/self/smaps")
+    f = tmp_path / "w.bin"
+    f.write_bytes(os.urandom(4 << 20))
+    assert math.isnan(bench.huge_pages_pct(f))
+    with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        assert sum(m[i] for i in range(0, len(m), 4096)) >= 0  # touch every page: Rss > 0
+        pct = bench.huge_pages_pct(f)
+        assert 0.0 <= pct <= 100.0
+    assert math.isnan(bench.huge_pages_pct(f))

@@ -66,6 +66,7 @@ class BenchResult:
     load_avg: float           # 1-minute load average at the end (the machine is shared)
     prefill_runs: list
     decode_runs: list
+    huge_pages_pct: float = float("nan")  # share of the mapped image on 2 MiB pages (Linux smaps)
 
     def lines(self) -> list:
         return [
@@ -81,12 +82,37 @@ class BenchResult:
             f"CPU time    {self.prefill_cpu_ms:8.2f} ms/prompt token, {self.decode_cpu_ms:.2f} ms/decoded token "
             "(all threads; steadier than wall time on a busy machine)",
             f"peak RSS    {self.peak_rss_mb:8.1f} MB ({self.baseline_rss_mb:.1f} MB before opening the image)",
-        ]
+        ] + ([] if math.isnan(self.huge_pages_pct) or self.huge_pages_pct >= 50 else [
+            f"note        only {self.huge_pages_pct:.0f}% of the image is mapped on 2 MiB pages: its page cache "
+            "was filled in small pages (by a copy or a download; `elk pack` writes 2 MiB pages): decode may be a "
+            "few % slower until the image is read from disk again (docs/performance.md, huge pages)"])
 
     def to_json(self) -> str:
         """One JSON object; figures not measured (--no-probe) are null, not NaN."""
         d = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in dataclasses.asdict(self).items()}
         return json.dumps(d, sort_keys=True)
+
+
+def huge_pages_pct(path) -> float:
+    """Percent of this process's mapping of `path` that the kernel maps with 2 MiB pages (smaps
+    FilePmdMapped / Rss), NaN where there is no /proc/self/smaps or no such mapping. Weights on
+    2 MiB pages take a TLB entry per 2 MiB: decode streams them a few % faster (docs/performance.md)."""
+    target = os.path.realpath(path)
+    rss = pmd = 0
+    inside = False
+    try:
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                head = line.split(None, 5)
+                if head and "-" in head[0] and not head[0].endswith(":"):
+                    inside = len(head) == 6 and head[5].rstrip("\n") == target
+                elif inside and head[0] == "Rss:":
+                    rss += int(head[1])
+                elif inside and head[0] == "FilePmdMapped:":
+                    pmd += int(head[1])
+    except OSError:
+        return float("nan")
+    return 100.0 * pmd / rss if rss else float("nan")
 
 
 def weight_bytes_per_token(path) -> int:
@@ -183,6 +209,7 @@ def run(path, *, threads=None, n_prompt: int = 64, n_gen: int = 32, reps: int = 
         prompt = rng.integers(3, cfg.vocab_size, size=n_prompt).astype(np.int32)  # llama-bench also uses random ids
         prompt[0] = cfg.bos_id
         runs = _measure(_Runner(model), prompt, n_gen, reps)
+        huge = huge_pages_pct(path)
         threads_used = cfg.n_threads
         kname = cfg.kernels
     finally:
@@ -201,7 +228,8 @@ def run(path, *, threads=None, n_prompt: int = 64, n_gen: int = 32, reps: int = 
         bandwidth_pct=100.0 * gbs / machine, bandwidth_pct_same_threads=100.0 * gbs / same,
         prefill_cpu_ms=med["prefill_cpu"], decode_cpu_ms=med["decode_cpu"], peak_rss_mb=peak,
         baseline_rss_mb=base_rss, load_avg=os.getloadavg()[0],
-        prefill_runs=[round(x, 2) for x in runs["prefill"]], decode_runs=[round(x, 2) for x in runs["decode"]])
+        prefill_runs=[round(x, 2) for x in runs["prefill"]], decode_runs=[round(x, 2) for x in runs["decode"]],
+        huge_pages_pct=huge)
 
 
 def _measure(r: _Runner, prompt: np.ndarray, n_gen: int, reps: int) -> dict:
