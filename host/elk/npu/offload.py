@@ -64,7 +64,8 @@ def pack_with_npu(src, out, *, board=None, chunk=None, calib_text=None, outlier_
     from elk.convert.pack import check_system_prompt, set_system_prompt
 
     check_system_prompt(system_prompt)
-    model = set_system_prompt(load_model(src, tokenizer=tokenizer, **options), system_prompt, src)  # elk pack --system-prompt
+    # elk pack --system-prompt / --no-system-prompt (elk.convert.pack)
+    model = set_system_prompt(load_model(src, tokenizer=tokenizer, **options), system_prompt, src)
     n = clamp_chunk(n, model.config.seq_len, "--npu-chunk" if chunk is not None else
                     (f"{bn.board}'s NPU chunk" if bn else "the default NPU chunk"), notice or _stderr_notice)
     table = []
