@@ -38,6 +38,13 @@ def test_bench_json_has_every_field_with_sane_values(stories):
     assert r["decode_gb_s"] == pytest.approx(r["weight_bytes_per_token"] * r["decode_tok_s"] / 1e9)
     assert r["bandwidth_pct"] == pytest.approx(100 * r["decode_gb_s"] / r["machine_gb_s"])
     assert 0.5 < r["machine_gb_s"] < 1000 and r["probe_gb_s"] <= r["machine_gb_s"]
+    # a same-thread probe before the first repetition and after each; each repetition is rated
+    # against the mean of the two around it, and the median of those ratings is reported
+    assert len(r["probe_runs"]) == 3 and max(r["probe_runs"]) <= r["machine_gb_s"]
+    p_ = r["probe_runs"]
+    rated = sorted(100 * r["weight_bytes_per_token"] * d / 1e9 / ((p_[i] + p_[i + 1]) / 2)
+                   for i, d in enumerate(r["decode_runs"]))
+    assert r["bandwidth_pct_same_threads"] == pytest.approx((rated[0] + rated[1]) / 2, rel=0.02)
     # the time to first token cannot be shorter than the prefill of the prompt
     assert r["ttft_ms"] >= 1000 * 16 / r["prefill_tok_s"] * 0.999
     # RSS: Python's baseline plus a 1 MB model and its arena, not hundreds of MB

@@ -54,10 +54,10 @@ class BenchResult:
     open_ms: float
     weight_bytes_per_token: int
     decode_gb_s: float
-    machine_gb_s: float       # probe, all CPUs
-    probe_gb_s: float         # probe, the same thread count as the bench
+    machine_gb_s: float       # best probe of any thread count
+    probe_gb_s: float         # median probe, the same thread count as the bench (probe_runs)
     bandwidth_pct: float      # decode_gb_s / machine_gb_s
-    bandwidth_pct_same_threads: float
+    bandwidth_pct_same_threads: float  # median over reps of each rep's GB/s / its neighbouring probes' mean
     prefill_cpu_ms: float     # CPU time (all threads) per prompt token
     decode_cpu_ms: float      # CPU time (all threads, incl. spinning) per decoded token: steadier than
                               # wall time on a loaded machine; ~1000/decode_tok_s x threads when idle
@@ -66,6 +66,7 @@ class BenchResult:
     load_avg: float           # 1-minute load average at the end (the machine is shared)
     prefill_runs: list
     decode_runs: list
+    probe_runs: list = dataclasses.field(default_factory=list)  # same-thread probe before rep 1 and after each
     huge_pages_pct: float = float("nan")  # share of the mapped image on 2 MiB pages (Linux smaps)
 
     def lines(self) -> list:
@@ -78,7 +79,8 @@ class BenchResult:
             f"bandwidth   {self.decode_gb_s:8.2f} GB/s of weights ({self.weight_bytes_per_token / 1e6:.1f} MB/token)"
             + ("; not probed" if math.isnan(self.machine_gb_s) else
                f" = {self.bandwidth_pct:.0f}% of the machine's {self.machine_gb_s:.1f} GB/s "
-               f"({self.bandwidth_pct_same_threads:.0f}% of {self.probe_gb_s:.1f} GB/s on {self.threads} thread(s))"),
+               f"({self.bandwidth_pct_same_threads:.0f}% of the {self.threads}-thread probe run around each "
+               f"repetition, median {self.probe_gb_s:.1f} GB/s)"),
             f"CPU time    {self.prefill_cpu_ms:8.2f} ms/prompt token, {self.decode_cpu_ms:.2f} ms/decoded token "
             "(all threads; steadier than wall time on a busy machine)",
             f"peak RSS    {self.peak_rss_mb:8.1f} MB ({self.baseline_rss_mb:.1f} MB before opening the image)",
@@ -208,37 +210,42 @@ def run(path, *, threads=None, n_prompt: int = 64, n_gen: int = 32, reps: int = 
         rng = np.random.default_rng(seed)
         prompt = rng.integers(3, cfg.vocab_size, size=n_prompt).astype(np.int32)  # llama-bench also uses random ids
         prompt[0] = cfg.bos_id
-        runs = _measure(_Runner(model), prompt, n_gen, reps)
+        probe_same = (lambda: probe_in_child(cfg.n_threads)) if probe else None
+        runs = _measure(_Runner(model), prompt, n_gen, reps, probe_same)
         huge = huge_pages_pct(path)
         threads_used = cfg.n_threads
         kname = cfg.kernels
     finally:
         model.close()
     peak = rss_mb()
-    same, machine = float("nan"), float("nan")
-    if probe:  # the machine's figure is the best any thread count reaches (1 thread may win on a busy host)
-        probes = {n: probe_in_child(n) for n in sorted({1, threads_used, os.cpu_count() or 1})}
-        same, machine = probes[threads_used], max(probes.values())
-    med = {k: statistics.median(v) for k, v in runs.items()}
+    same, machine, same_pct = float("nan"), float("nan"), float("nan")
+    med = {k: statistics.median(v) for k, v in runs.items() if v}
     gbs = bytes_per_token * med["decode"] / 1e9
+    if probe:  # the machine's figure is the best any thread count reaches (1 thread may win on a busy host)
+        others = [probe_in_child(n) for n in sorted({1, os.cpu_count() or 1} - {threads_used})]
+        same, machine = med["probe"], max(runs["probe"] + others)
+        same_pct = same_thread_pct(bytes_per_token, runs["decode"], runs["probe"])
     return BenchResult(
         model=str(path), kernels=kname, threads=threads_used, n_prompt=n_prompt, n_gen=n_gen, reps=reps,
         prefill_tok_s=med["prefill"], decode_tok_s=med["decode"], ttft_ms=med["ttft"], open_ms=open_ms,
         weight_bytes_per_token=bytes_per_token, decode_gb_s=gbs, machine_gb_s=machine, probe_gb_s=same,
-        bandwidth_pct=100.0 * gbs / machine, bandwidth_pct_same_threads=100.0 * gbs / same,
+        bandwidth_pct=100.0 * gbs / machine, bandwidth_pct_same_threads=same_pct,
         prefill_cpu_ms=med["prefill_cpu"], decode_cpu_ms=med["decode_cpu"], peak_rss_mb=peak,
         baseline_rss_mb=base_rss, load_avg=os.getloadavg()[0],
         prefill_runs=[round(x, 2) for x in runs["prefill"]], decode_runs=[round(x, 2) for x in runs["decode"]],
-        huge_pages_pct=huge)
+        probe_runs=[round(x, 2) for x in runs["probe"]], huge_pages_pct=huge)
 
 
-def _measure(r: _Runner, prompt: np.ndarray, n_gen: int, reps: int) -> dict:
-    """Per repetition: prefill tok/s, TTFT ms, decode tok/s and CPU ms per token of each."""
+def _measure(r: _Runner, prompt: np.ndarray, n_gen: int, reps: int, probe=None) -> dict:
+    """Per repetition: prefill tok/s, TTFT ms, decode tok/s and CPU ms per token of each; with
+    `probe` (a function returning GB/s), the probe before the first repetition and after each."""
     n_prompt = prompt.size
-    runs = {k: [] for k in ("prefill", "ttft", "decode", "prefill_cpu", "decode_cpu")}
+    runs = {k: [] for k in ("prefill", "ttft", "decode", "prefill_cpu", "decode_cpu", "probe")}
     r.forward(prompt, 0)  # warm-up, untimed: faults the mapped weights in, as llama-bench's warm-up run does
     r.forward(prompt[:1], n_prompt)
     one = np.empty(1, dtype=np.int32)
+    if probe:
+        runs["probe"].append(probe())
     for _ in range(reps):
         t, c = time.perf_counter(), cpu_s()
         tok = r.forward(prompt, 0)
@@ -252,4 +259,16 @@ def _measure(r: _Runner, prompt: np.ndarray, n_gen: int, reps: int) -> dict:
             tok = r.forward(one, n_prompt + i)
         runs["decode"].append(n_gen / (time.perf_counter() - t))
         runs["decode_cpu"].append((cpu_s() - c) * 1e3 / n_gen)
+        if probe:
+            runs["probe"].append(probe())
     return runs
+
+
+def same_thread_pct(bytes_per_token: int, decode_runs: list, probe_runs: list) -> float:
+    """Median over repetitions of decode GB/s as a percentage of the mean of the probes run right
+    before and right after that repetition: the machine's bandwidth moves with its neighbours
+    (44-77 GB/s within an hour here), so each repetition is rated against what the machine
+    delivered at that time, not at another."""
+    pct = [100.0 * bytes_per_token * d / 1e9 / ((probe_runs[i] + probe_runs[i + 1]) / 2)
+           for i, d in enumerate(decode_runs)]
+    return statistics.median(pct)
