@@ -24,6 +24,7 @@ import json, sys
 r = json.load(sys.stdin)
 keys = ['prefill_tok_s', 'decode_tok_s', 'decode_gb_s', 'probe_gb_s', 'bandwidth_pct_same_threads',
         'prefill_cpu_ms', 'decode_cpu_ms', 'peak_rss_mb', 'open_ms', 'load_avg']
-print('elk', {k: round(r[k], 2) for k in keys}, 'decode reps', [round(x, 1) for x in r['decode_runs']])"
+print('elk', {k: round(r[k], 2) for k in keys}, 'decode reps', [round(x, 1) for x in r['decode_runs']],
+      'probes', r['probe_runs'], 'on 2 MiB pages %', r['huge_pages_pct'] and round(r['huge_pages_pct']))"
   done
 done
