@@ -187,19 +187,24 @@ TEXTS = ["", " ", "  two  spaces", "\n", "line\nbreak\n\n", " leading", "trailin
 
 def test_independent_hf_tokenizer_model_and_json_encode_like_sentencepiece(images):
     """The golden vocabulary (byte fallback for é, 中 and the emoji; split digits) through the C runtime
-    (tokenizer.model) and through transformers' tokenizer.json conversion, against SentencePiece itself."""
+    (tokenizer.model) against SentencePiece itself, and transformers' tokenizer.json conversion against
+    the tokenizers library that runs that file (its Metaspace adds no "▁" to text starting with a space,
+    where SentencePiece does; user text keeps "<s>" as text: encode_special_tokens)."""
     import sentencepiece as spm
+    import tokenizers
 
     import elk
 
     sp = spm.SentencePieceProcessor(model_file=str(GOLDEN / "gqa_untied_f32" / "tokenizer.model"))
     vj = tk.load(GOLDEN / "gqa_untied_f32" / "tokenizer.json")
+    hf = tokenizers.Tokenizer.from_file(str(GOLDEN / "gqa_untied_f32" / "tokenizer.json"))
+    hf.encode_special_tokens = True
     assert [1] + sp.encode(META["text"]) == IDS
     with elk.load(images["gqa_untied_f32"]) as m:
         for text in TEXTS:
             want = [1] + sp.encode(text)
             assert m.tokenize(text, bos=True) == want, text
-            assert tk.encode(vj, text, bos=True) == want, text
+            assert tk.encode(vj, text, bos=True) == [1] + hf.encode(text, add_special_tokens=False).ids, text
         assert m.detokenize(IDS[1:]) == META["text"]
 
 
@@ -421,19 +426,20 @@ def test_independent_hf_odd_config_json_is_a_format_error(tmp_path, text):
 
 
 def test_independent_hf_folder_with_only_tokenizer_json(tmp_path):
-    """Repos without tokenizer.model: transformers' tokenizer.json is read instead and encodes like
-    SentencePiece in the packed image (C runtime)."""
-    import sentencepiece as spm
+    """Repos without tokenizer.model: transformers' tokenizer.json is read instead and encodes in the
+    packed image (C runtime) like the tokenizers library on that file (user text: encode_special_tokens)."""
+    import tokenizers
 
     import elk
 
     folder = copy_case("gqa_untied_f32", tmp_path)
-    sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    hf_tok = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    hf_tok.encode_special_tokens = True
     (folder / "tokenizer.model").unlink()
     r = elk_cli("pack", folder, "-o", tmp_path / "j.elk", "--quant", "f32")
     assert r.returncode == 0, r.stderr
     with elk.load(tmp_path / "j.elk") as m:
         assert (m.config.bos_id, m.config.eos_id) == (1, 2)
         for text in TEXTS:
-            assert m.tokenize(text, bos=True) == [1] + sp.encode(text), text
+            assert m.tokenize(text, bos=True) == [1] + hf_tok.encode(text, add_special_tokens=False).ids, text
         assert m.meta("chat.template") == "zephyr"

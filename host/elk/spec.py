@@ -151,6 +151,14 @@ TOKENIZER_FLAG_SPLIT_DIGITS = 1 << 4  # byte-level: every number character is a 
 TOKENIZER_FLAG_LLAMA3_SPLIT = 1 << 5
 # byte-level: a pre-token that is itself a normal piece is that piece, unmerged (tokenizers' ignore_merges)
 TOKENIZER_FLAG_IGNORE_MERGES = 1 << 6
+# SentencePiece kind, with ADD_DUMMY_PREFIX (Hugging Face tokenizer.json files; docs/tokenizer.md):
+# text after a special token gets the dummy prefix too (the legacy Prepend("▁") normalizer, Metaspace
+# prepend_scheme "always"), and no dummy prefix goes on text that starts with a space or "▁" (Metaspace)
+TOKENIZER_FLAG_PREFIX_SEGMENTS = 1 << 7
+TOKENIZER_FLAG_PREFIX_UNLESS_SPACE = 1 << 8
+# SentencePiece kind: user-defined pieces are split off the raw text before normalization, as tokenizers
+# splits off added tokens, and the text after one is a new segment (dummy prefix as the PREFIX flags say)
+TOKENIZER_FLAG_USER_SPLIT_RAW = 1 << 9
 
 # ---------------------------------------------------------------------------------------------
 # Trust (docs/trust.md): image trailer TLVs, signature message prefixes, the provisioning record.
@@ -304,6 +312,9 @@ def _c_header() -> str:
     define("ELK_TOKENIZER_FLAG_SPLIT_DIGITS", "(1u << 4)")
     define("ELK_TOKENIZER_FLAG_LLAMA3_SPLIT", "(1u << 5)")
     define("ELK_TOKENIZER_FLAG_IGNORE_MERGES", "(1u << 6)")
+    define("ELK_TOKENIZER_FLAG_PREFIX_SEGMENTS", "(1u << 7)")
+    define("ELK_TOKENIZER_FLAG_PREFIX_UNLESS_SPACE", "(1u << 8)")
+    define("ELK_TOKENIZER_FLAG_USER_SPLIT_RAW", "(1u << 9)")
     out.append("")
     define("ELK_TRAILER_HEAD_SIZE", TRAILER_HEAD_SIZE)
     define("ELK_TRAILER_TLV_HEAD_SIZE", TRAILER_TLV_HEAD_SIZE)

@@ -29,10 +29,14 @@ FLAG_STOP_IDS = spec.TOKENIZER_FLAG_STOP_IDS
 FLAG_SPLIT_DIGITS = spec.TOKENIZER_FLAG_SPLIT_DIGITS
 FLAG_LLAMA3_SPLIT = spec.TOKENIZER_FLAG_LLAMA3_SPLIT
 FLAG_IGNORE_MERGES = spec.TOKENIZER_FLAG_IGNORE_MERGES
+FLAG_PREFIX_SEGMENTS = spec.TOKENIZER_FLAG_PREFIX_SEGMENTS
+FLAG_PREFIX_UNLESS_SPACE = spec.TOKENIZER_FLAG_PREFIX_UNLESS_SPACE
+FLAG_USER_SPLIT_RAW = spec.TOKENIZER_FLAG_USER_SPLIT_RAW
 KIND_SPM = spec.TOKENIZER_KIND_SPM_BPE
 KIND_BYTE = spec.TOKENIZER_KIND_BYTE_BPE
 KNOWN_FLAGS = {  # per kind: the flags that mean something for it
-    KIND_SPM: FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX | FLAG_REMOVE_EXTRA_WHITESPACE | FLAG_STOP_IDS,
+    KIND_SPM: FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX | FLAG_REMOVE_EXTRA_WHITESPACE | FLAG_STOP_IDS |
+              FLAG_PREFIX_SEGMENTS | FLAG_PREFIX_UNLESS_SPACE | FLAG_USER_SPLIT_RAW,
     KIND_BYTE: FLAG_SPLIT_DIGITS | FLAG_STOP_IDS | FLAG_LLAMA3_SPLIT | FLAG_IGNORE_MERGES,
 }
 LLAMA_FLAGS = FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX
@@ -324,7 +328,7 @@ def encode_section(v: Vocab) -> bytes:
         if not abs(score) <= 3.4e38:
             raise TokenizerFormatError(f"token {i} has score {score}, not a finite float32")
         size = len(v.pieces[i].encode())
-        if v.kind == KIND_SPM and kind == USER_DEFINED and size > MAX_USER_PIECE_BYTES:
+        if v.kind == KIND_SPM and not v.flags & FLAG_USER_SPLIT_RAW and kind == USER_DEFINED and size > MAX_USER_PIECE_BYTES:
             raise TokenizerFormatError(f"user-defined token {i} ({v.pieces[i][:24]!r}...) is {size} bytes; elk matches "
                                        f"user-defined pieces of at most {MAX_USER_PIECE_BYTES} bytes")
     if v.kind not in KNOWN_FLAGS:
@@ -401,7 +405,7 @@ def decode_section(b: bytes) -> Vocab:
             pieces.append(bytes(blob[off : off + length]).decode("utf-8"))
         except UnicodeDecodeError:
             raise TokenizerFormatError(f"TOKENIZER token {i}: piece is not UTF-8") from None
-        if kind == KIND_SPM and kind_i == USER_DEFINED and length > MAX_USER_PIECE_BYTES:
+        if kind == KIND_SPM and not flags & FLAG_USER_SPLIT_RAW and kind_i == USER_DEFINED and length > MAX_USER_PIECE_BYTES:
             raise TokenizerFormatError(f"TOKENIZER token {i}: user-defined piece of {length} bytes, above "
                                        f"{MAX_USER_PIECE_BYTES}")
         if splits and splits[i] >= max(length, 1):
@@ -444,6 +448,8 @@ def normalize(v: Vocab, data: bytes, prefix: bool = True) -> bytes:
         data = re.sub(b" +", b" ", data).strip(b" ")
     if not data:
         return b""
+    if v.flags & FLAG_PREFIX_UNLESS_SPACE and data.startswith((b" ", SPACE.encode())):
+        prefix = False  # Hugging Face's Metaspace: the text already starts with a space
     if prefix and v.flags & FLAG_ADD_DUMMY_PREFIX:
         data = b" " + data
     return data.replace(b" ", SPACE.encode())
@@ -459,13 +465,14 @@ class _Tables:
                 self.mergeable[v.pieces[i].encode()] = i
         self.user = sorted({v.pieces[i].encode() for i in range(len(v)) if v.types[i] == USER_DEFINED},
                            key=len, reverse=True)
-        self.control = {}  # piece bytes -> id of non-empty CONTROL pieces (first id wins)
-        for i in range(len(v.pieces) - 1, -1, -1):
-            if v.types[i] == CONTROL and v.pieces[i]:
-                self.control[v.pieces[i].encode()] = i
+        self.control = {}  # piece bytes -> id of non-empty CONTROL, then UNKNOWN pieces (first id wins)
+        for kind in (UNKNOWN, CONTROL):  # matched in template text (special=True): both are special tokens
+            for i in range(len(v.pieces) - 1, -1, -1):
+                if v.types[i] == kind and v.pieces[i]:
+                    self.control[v.pieces[i].encode()] = i
         self.control_len = max(map(len, self.control), default=0)
-        self.user_ids = {}  # byte-level: user-defined pieces, split off the text before pre-tokenizing
-        if v.kind == KIND_BYTE:
+        self.user_ids = {}  # user-defined pieces split off the raw text first (byte-level, USER_SPLIT_RAW)
+        if v.kind == KIND_BYTE or v.flags & FLAG_USER_SPLIT_RAW:
             for i in range(len(v.pieces)):
                 if v.types[i] == USER_DEFINED and v.pieces[i]:
                     # the id of the first piece so spelled: an added token spelled like a vocabulary
@@ -513,11 +520,12 @@ def encode(v: Vocab, text: str | bytes, bos: bool = False, eos: bool = False, sp
     data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
     ids = [v.bos_id] if bos and v.bos_id >= 0 else []
     start = 0
+    every = bool(v.flags & FLAG_PREFIX_SEGMENTS)  # the dummy prefix after special tokens too
     for at, length, i in _control_matches(t, data, special):
-        ids += _encode_plain(v, t, data[start:at], prefix and start == 0)
+        ids += _encode_plain(v, t, data[start:at], prefix and (start == 0 or every))
         ids.append(i)
         start = at + length
-    ids += _encode_plain(v, t, data[start:], prefix and start == 0)
+    ids += _encode_plain(v, t, data[start:], prefix and (start == 0 or every))
     if eos and v.eos_id >= 0:
         ids.append(v.eos_id)
     return ids
@@ -639,10 +647,10 @@ def decode(v: Vocab, ids: list[int], special: bool = False) -> str:
     """Text of ids (invalid UTF-8 from byte tokens becomes U+FFFD); drops the dummy prefix space.
     special: control pieces appear as their text."""
     out = bytearray()
-    start = True  # until the first token with text, a leading "▁" is the dummy prefix
+    start = True  # the first piece that is not a control piece may start with the dummy prefix "▁"
     for i in ids:
         b = token_bytes(v, -1 if start else len(v), i, special)  # len(v): a "previous" that is not BOS
-        if b:
+        if 0 <= i < len(v) and (v.types[i] != CONTROL or b):  # as sentencepiece: only that one piece
             start = False
         out += b
     return out.decode("utf-8", errors="replace")

@@ -15,6 +15,20 @@
 /* ---------------------------------------------------------------------------------------------
  * Section access and validation */
 
+/* Pieces matched whole in template text (ELK_TOKENIZE_SPECIAL): control pieces and the unknown piece
+ * ("<unk>"), both special tokens in Hugging Face's tokenizers and llama.cpp. */
+static int special_type(uint32_t type)
+{
+    return type == ELK_TOKEN_CONTROL || type == ELK_TOKEN_UNKNOWN;
+}
+
+/* User-defined pieces are split off the raw text before encoding (byte-level vocabularies, and
+ * SentencePiece ones from tokenizer.json: USER_SPLIT_RAW), not matched in the normalized text. */
+static int raw_users(const elk_tokenizer *t)
+{
+    return t->kind == ELK_TOKENIZER_KIND_BYTE_BPE || (t->flags & ELK_TOKENIZER_FLAG_USER_SPLIT_RAW);
+}
+
 /* Length of the valid UTF-8 character at p[0..n), or 0 if p[0] starts none (RFC 3629 ranges). */
 static uint32_t utf8_len(const uint8_t *p, uint64_t n)
 {
@@ -87,7 +101,9 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
                          ? ELK_TOKENIZER_FLAG_SPLIT_DIGITS | ELK_TOKENIZER_FLAG_STOP_IDS |
                                ELK_TOKENIZER_FLAG_LLAMA3_SPLIT | ELK_TOKENIZER_FLAG_IGNORE_MERGES
                          : ELK_TOKENIZER_FLAG_BYTE_FALLBACK | ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX |
-                               ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE | ELK_TOKENIZER_FLAG_STOP_IDS;
+                               ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE | ELK_TOKENIZER_FLAG_STOP_IDS |
+                               ELK_TOKENIZER_FLAG_PREFIX_SEGMENTS | ELK_TOKENIZER_FLAG_PREFIX_UNLESS_SPACE |
+                               ELK_TOKENIZER_FLAG_USER_SPLIT_RAW;
     if (t->flags & ~known)
         return ELK_E_FORMAT;
     int32_t ids[4] = { t->bos, t->eos, t->unk, t->pad };
@@ -123,10 +139,10 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
                 return ELK_E_FORMAT;
             k += c;
         }
-        *n_mergeable += (mergeable(type) || type == ELK_TOKEN_CONTROL) && len > 0; /* hashed pieces */
-        if (type == ELK_TOKEN_USER_DEFINED && kind == ELK_TOKENIZER_KIND_SPM_BPE && len > MAX_LONG_USER_LEN)
+        *n_mergeable += (mergeable(type) || special_type(type)) && len > 0; /* hashed pieces */
+        if (type == ELK_TOKEN_USER_DEFINED && !raw_users(t) && len > MAX_LONG_USER_LEN)
             return ELK_E_UNSUPPORTED; /* matched in the normalized scratch: it must fit there whole */
-        t->n_long += len > MAX_USER_LEN && (type == ELK_TOKEN_CONTROL || type == ELK_TOKEN_USER_DEFINED);
+        t->n_long += len > MAX_USER_LEN && (special_type(type) || type == ELK_TOKEN_USER_DEFINED);
     }
     return ELK_OK;
 }
@@ -219,7 +235,7 @@ static void build_tables(elk_tokenizer *t)
                 t->byte_id[b] = (int32_t)i;
             continue;
         }
-        int control = type == ELK_TOKEN_CONTROL, user = type == ELK_TOKEN_USER_DEFINED;
+        int control = special_type(type), user = type == ELK_TOKEN_USER_DEFINED;
         /* The first of duplicate spellings wins, as in the Python reference. A user-defined piece
          * spelled like an earlier mergeable one is hashed as well: lookup_as(USER_DEFINED) finds it, so
          * its text is still matched whole, while lookup() meets the earlier piece first (linear probing
@@ -231,15 +247,15 @@ static void build_tables(elk_tokenizer *t)
         while (t->slots[h] >= 0)
             h = (h + 1) & t->slot_mask;
         t->slots[h] = (int32_t)i;
-        /* control pieces, and byte-level user-defined ones, are matched whole in the raw text */
-        if (control || (user && t->kind == ELK_TOKENIZER_KIND_BYTE_BPE)) {
+        /* control pieces, and byte-level or USER_SPLIT_RAW user-defined ones, are matched whole in the raw text */
+        if (control || (user && raw_users(t))) {
             if (len > MAX_USER_LEN)
                 t->long_whole[t->n_long++] = (int32_t)i;  /* counted by parse_section */
             else if (len > t->max_ctrl_len)
                 t->max_ctrl_len = len;
             t->ctrl_first[s[0] >> 3] |= (uint8_t)(1u << (s[0] & 7));
         }
-        if (control || t->kind == ELK_TOKENIZER_KIND_BYTE_BPE)
+        if (control || raw_users(t))
             continue;
         if (crosses_word(t, i))
             t->chunk_safe = 0;
@@ -538,6 +554,9 @@ static void encode_text(const elk_tokenizer *t, tok_out *o_, const uint8_t *text
             s.end--;
     }
     s.prefix = prefix && s.pos < s.end && (t->flags & ELK_TOKENIZER_FLAG_ADD_DUMMY_PREFIX);
+    if ((t->flags & ELK_TOKENIZER_FLAG_PREFIX_UNLESS_SPACE) && s.prefix &&
+        (s.p[s.pos] == ' ' || is_space_sym(s.p + s.pos, s.end - s.pos)))
+        s.prefix = 0; /* Hugging Face's Metaspace: the text already starts with a space */
     uint32_t margin = t->max_user_len > 4 ? t->max_user_len : 4; /* a whole character or user piece */
     margin = t->max_long_user > margin ? t->max_long_user : margin;  /* <= MAX_LONG_USER_LEN = SEG_BYTES / 2 */
     uint32_t filled = 0, split = 0, n_syms = 0;
@@ -575,14 +594,14 @@ static void encode_text(const elk_tokenizer *t, tok_out *o_, const uint8_t *text
  * 0 if none. A user-defined piece gives the id of the first piece so spelled (lookup). */
 static uint32_t whole_at(const elk_tokenizer *t, const uint8_t *p, uint64_t avail, int special, int32_t *id)
 {
-    int user = t->kind == ELK_TOKENIZER_KIND_BYTE_BPE;
+    int user = raw_users(t);
     if (!(t->ctrl_first[p[0] >> 3] & (1u << (p[0] & 7))))
         return 0;
     uint32_t best = 0;
     int best_control = 0;
     for (uint32_t k = 0; k < t->n_long; k++) {  /* longer than MAX_USER_LEN: compared one by one */
         uint32_t i = (uint32_t)t->long_whole[k], len = entry_len(t, i);
-        int control = entry_type(t, i) == ELK_TOKEN_CONTROL;
+        int control = special_type(entry_type(t, i));
         if (!(control ? special : user) || len > avail || len < best || (len == best && (best_control || !control)) ||
             memcmp(entry_str(t, i), p, len) != 0)
             continue;
@@ -592,7 +611,8 @@ static uint32_t whole_at(const elk_tokenizer *t, const uint8_t *p, uint64_t avai
     if (best)
         return best;
     for (uint32_t n = avail < t->max_ctrl_len ? (uint32_t)avail : t->max_ctrl_len; n > 0; n--) {
-        if (special && (*id = lookup_as(t, p, n, ELK_TOKEN_CONTROL)) >= 0)
+        if (special && ((*id = lookup_as(t, p, n, ELK_TOKEN_CONTROL)) >= 0 ||
+                        (*id = lookup_as(t, p, n, ELK_TOKEN_UNKNOWN)) >= 0))
             return n;
         if (user && lookup_as(t, p, n, ELK_TOKEN_USER_DEFINED) >= 0) {
             *id = lookup(t, p, n);
@@ -679,7 +699,8 @@ int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsi
         emit(&o, t->bos);
     uint64_t start = 0;
     int special = (flags & ELK_TOKENIZE_SPECIAL) != 0;
-    if ((special || t->kind == ELK_TOKENIZER_KIND_BYTE_BPE) && (t->max_ctrl_len || t->n_long)) {
+    int every = (t->flags & ELK_TOKENIZER_FLAG_PREFIX_SEGMENTS) != 0; /* a prefix after special tokens too */
+    if ((special || raw_users(t)) && (t->max_ctrl_len || t->n_long)) {
         for (uint64_t at = 0; at < len;) {
             int32_t id;
             uint32_t n = whole_at(t, p + at, len - at, special, &id);
@@ -687,13 +708,13 @@ int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsi
                 at++;
                 continue;
             }
-            encode_span(t, &o, p + start, at - start, prefix && start == 0);
+            encode_span(t, &o, p + start, at - start, prefix && (start == 0 || every));
             emit(&o, id);
             at += n;
             start = at;
         }
     }
-    encode_span(t, &o, p + start, len - start, prefix && start == 0);
+    encode_span(t, &o, p + start, len - start, prefix && (start == 0 || every));
     if ((flags & ELK_TOKENIZE_EOS) && t->eos >= 0)
         emit(&o, t->eos);
     *n_out = o.n;

@@ -14,7 +14,8 @@ import pathlib
 from elk import spec
 from elk.convert import bytelevel
 from elk.tokenizer import (BYTE, CONTROL, FLAG_ADD_DUMMY_PREFIX, FLAG_BYTE_FALLBACK, FLAG_IGNORE_MERGES,
-                           FLAG_LLAMA3_SPLIT, FLAG_SPLIT_DIGITS, KIND_BYTE,
+                           FLAG_LLAMA3_SPLIT, FLAG_PREFIX_SEGMENTS, FLAG_PREFIX_UNLESS_SPACE, FLAG_SPLIT_DIGITS,
+                           FLAG_USER_SPLIT_RAW, KIND_BYTE,
                            MAX_TOKENS, NORMAL, UNKNOWN, USER_DEFINED, TokenizerFormatError, Vocab, _infer_type,
                            add_turn_end_stops)
 
@@ -77,8 +78,7 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
     if unk_id >= 0:
         types[unk_id] = UNKNOWN
     flags = FLAG_BYTE_FALLBACK if model.get("byte_fallback") else 0
-    if _hf_prepends_space(doc):
-        flags |= FLAG_ADD_DUMMY_PREFIX
+    flags |= _hf_prefix_flags(doc) | _user_split_flag(path, doc)
     index = {p: i for i, p in enumerate(pieces)}
     v = Vocab(pieces, scores, types, bos_id=index.get("<s>", -1), eos_id=index.get("</s>", -1), unk_id=unk_id,
               pad_id=-1, flags=flags)
@@ -337,17 +337,39 @@ def _post_processor_bos(folder: pathlib.Path) -> str | None:
     return None
 
 
-def _hf_prepends_space(doc) -> bool:
-    """Llama's legacy normalizer (Prepend "▁" + Replace " "→"▁") or a Metaspace pre-tokenizer."""
+def _user_split_flag(path, doc) -> int:
+    """FLAG_USER_SPLIT_RAW when tokenizers splits the non-special added tokens off the raw text, before
+    the normalizer runs: always when there is no normalizer, else for tokens marked normalized: false.
+    Tokens marked normalized: true are matched in the normalized text (elk's SentencePiece way, no flag);
+    a file with both kinds is refused."""
+    users = [t for t in doc.get("added_tokens") or [] if not t.get("special")]
+    if doc.get("normalizer") is None:
+        return FLAG_USER_SPLIT_RAW
+    raw = {t.get("normalized", True) is False for t in users}
+    if len(raw) > 1:
+        raise TokenizerFormatError(f"{path}: non-special added tokens are matched both before and after the "
+                                   f"normalizer (normalized true and false); elk supports one of the two")
+    return FLAG_USER_SPLIT_RAW if raw == {True} else 0
+
+
+def _hf_prefix_flags(doc) -> int:
+    """Dummy-prefix flags of a SentencePiece-style tokenizer.json. Llama's legacy normalizer (Prepend "▁"
+    + Replace " "→"▁") prepends "▁" to every non-empty text between added tokens; a Metaspace
+    pre-tokenizer prepends it only to text that does not start with "▁" (a space), with prepend_scheme
+    "first" only at the start of the text, with "always" (or the older add_prefix_space) after added
+    tokens too."""
     text = json.dumps(doc.get("normalizer")) + json.dumps(doc.get("pre_tokenizer"))
     if '"Prepend"' in text:
-        return True
+        return FLAG_ADD_DUMMY_PREFIX | FLAG_PREFIX_SEGMENTS
     pre = doc.get("pre_tokenizer") or {}
     pres = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     for p in pres:
         if p and p.get("type") == "Metaspace":
-            return p.get("add_prefix_space", False) or p.get("prepend_scheme", "never") != "never"
-    return False
+            scheme = p.get("prepend_scheme", "always" if p.get("add_prefix_space", False) else "never")
+            if scheme == "never":
+                return 0
+            return FLAG_ADD_DUMMY_PREFIX | FLAG_PREFIX_UNLESS_SPACE | (FLAG_PREFIX_SEGMENTS if scheme == "always" else 0)
+    return 0
 
 
 def _hf_config(path: pathlib.Path) -> dict:
