@@ -115,40 +115,33 @@ _ZEROS = bytes(_WINDOW)
 
 
 class _WindowWriter:
-    """Writes a file front to back in whole 2 MiB-aligned windows (a partial one at most at the end).
-    Where the page cache keeps large folios (ext4 and XFS on Linux 6.x) a freshly packed image is then
-    held in 2 MiB folios, which the runtime maps with one TLB entry each; written piece by piece, the
-    folios around every tensor boundary stay small and decode reads them slower (docs/performance.md,
-    "Huge pages"). Bytes never written read as zero, as in the sparse file below them."""
+    """Writes a file front to back so that the page cache holds it in whole 2 MiB folios: a window
+    (2 MiB, 2 MiB-aligned) that a piece covers only in part is first written whole with zeros,
+    then the piece goes into the folio that made. Where the page cache keeps large folios (ext4 and
+    XFS on Linux 6.x) a write sizes its folios by its own length and alignment, so pieces written as
+    they come left the folios around every tensor boundary small, and decode reads small folios
+    slower (docs/performance.md, "Huge pages"). No buffer: the file under it is sparse (zeros), so
+    priming a window changes no byte, and the pieces are written where they are."""
 
-    def __init__(self, f):
+    def __init__(self, f, size: int):
         f.flush()
-        self.fd, self.base, self.used, self.buf = f.fileno(), None, 0, bytearray(_WINDOW)
-        self.end = 0  # forward only: nothing before `end` may be written again
+        self.fd, self.size = f.fileno(), size
+        self.end = 0      # forward only: nothing before `end` may be written again
+        self.primed = -1  # windows up to this index hold their folio (primed or written whole)
 
     def write_at(self, off: int, data) -> None:
         mv = memoryview(data).cast("B")
-        assert off >= self.end, (off, self.end)
+        assert off >= self.end and off + len(mv) <= self.size, (off, len(mv), self.end, self.size)
+        if not len(mv):
+            return
         self.end = off + len(mv)
-        while len(mv):
-            base = off - off % _WINDOW
-            n = min(len(mv), base + _WINDOW - off)
-            if n == _WINDOW:  # a whole window: straight to the file
-                self.flush()
-                self._pwrite(mv[:n], off)
-            else:
-                if base != self.base:
-                    self.flush()
-                    self.base, self.used = base, 0
-                    self.buf[:] = _ZEROS
-                self.buf[off - base:off - base + n] = mv[:n]
-                self.used = off - base + n
-            off, mv = off + n, mv[n:]
-
-    def flush(self) -> None:
-        if self.base is not None:
-            self._pwrite(memoryview(self.buf)[:self.used], self.base)
-            self.base = None
+        for w in range(max(off // _WINDOW, self.primed + 1), (self.end - 1) // _WINDOW + 1):
+            base = w * _WINDOW
+            whole = min(_WINDOW, self.size - base)
+            if not (off <= base and base + whole <= self.end):  # covered in part: zeros first
+                self._pwrite(memoryview(_ZEROS)[:whole], base)
+        self.primed = max(self.primed, (self.end - 1) // _WINDOW)
+        self._pwrite(mv, off)
 
     def _pwrite(self, mv, off: int) -> None:
         while len(mv):
@@ -207,7 +200,7 @@ def write_image(path, model: Model, *, quant="f32", recipe=None, security_counte
     try:
         with open(tmp, "wb") as f:
             f.truncate(image_size)  # gaps between sections and tensors read as zero bytes
-            w = _WindowWriter(f)
+            w = _WindowWriter(f, image_size)
             w.write_at(sections["TENSOR_TABLE"][0], table)
             for tname, role, layer, rows, cols, ttype, note, size, off in plan:
                 raw, rmse, mx = _encode_tensor(model.tensors[(role, layer)], ttype, tname, q)
@@ -220,7 +213,6 @@ def write_image(path, model: Model, *, quant="f32", recipe=None, security_counte
                     progress(done, total, tname)
             for kind, blob in (("TOKENIZER", tok), ("METADATA", meta_bytes)):
                 w.write_at(sections[kind][0], blob)
-            w.flush()
             if npu is not None:
                 off = align_up(image_size, alignment)
                 sections["NPU"] = (off, int(_npu_writer(npu)(f, off)))
