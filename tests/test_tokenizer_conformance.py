@@ -199,3 +199,18 @@ def test_packing_a_spm_tokenizer_json_records_its_prefix_flags(tmp_path):
     assert r.returncode == 0, r.stderr
     # a llama2.c vocabulary keeps SentencePiece's rules (and its section its old bytes)
     assert T.decode_section(read_image(tmp_path / "plain.elk").tokenizer).flags == T.LLAMA_FLAGS
+
+
+def test_no_prefix_template_text_still_prefixes_after_each_special_token_of_a_legacy_file(tmp_path, host_build):
+    """ELK_TOKENIZE_NO_PREFIX (the board's ChatML wrapper sends template text with it) drops the dummy
+    prefix at the start of the text only: with the legacy normalizer the text after each marker gets its
+    "▁" as tokenizers gives it, so the wrapper's system block and tail encode as tokenizers does."""
+    from tokenizers import Tokenizer
+
+    _legacy(tmp_path)
+    hf = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    v = T.load(tmp_path / "tokenizer.json")
+    c = CTok(host_build, T.encode_section(v))
+    for text in ["<|im_start|>system\nBe brief.<|im_end|>\n", "<|im_end|>\n<|im_start|>assistant\n"]:
+        want = hf.encode(text, add_special_tokens=False).ids
+        assert T.encode(v, text, special=True, prefix=False) == c.encode(text, special=True, prefix=False) == want

@@ -514,18 +514,19 @@ def encode(v: Vocab, text: str | bytes, bos: bool = False, eos: bool = False, sp
            prefix: bool = True) -> list[int]:
     """Token ids of text, as SentencePiece's BPE encodes it (invalid UTF-8 bytes: byte pieces).
     special: the text of a control piece ("<|im_start|>", "</s>") becomes that piece's id, longest
-    match first; for template text only, never for what a user typed. The dummy prefix goes only at
-    the start of the whole text (prefix=False: not at all, the text continues earlier text)."""
+    match first; for template text only, never for what a user typed. The dummy prefix goes at the
+    start of the whole text (prefix=False: not there, the text continues earlier text) and, with
+    FLAG_PREFIX_SEGMENTS, after each special or raw-split added token."""
     t = _tables(v)
     data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
     ids = [v.bos_id] if bos and v.bos_id >= 0 else []
     start = 0
-    every = bool(v.flags & FLAG_PREFIX_SEGMENTS)  # the dummy prefix after special tokens too
+    every = bool(v.flags & FLAG_PREFIX_SEGMENTS)  # the dummy prefix after special tokens (prefix: at the start)
     for at, length, i in _control_matches(t, data, special):
-        ids += _encode_plain(v, t, data[start:at], prefix and (start == 0 or every))
+        ids += _encode_plain(v, t, data[start:at], prefix if start == 0 else every)
         ids.append(i)
         start = at + length
-    ids += _encode_plain(v, t, data[start:], prefix and (start == 0 or every))
+    ids += _encode_plain(v, t, data[start:], prefix if start == 0 else every)
     if eos and v.eos_id >= 0:
         ids.append(v.eos_id)
     return ids

@@ -699,7 +699,8 @@ int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsi
         emit(&o, t->bos);
     uint64_t start = 0;
     int special = (flags & ELK_TOKENIZE_SPECIAL) != 0;
-    int every = (t->flags & ELK_TOKENIZER_FLAG_PREFIX_SEGMENTS) != 0; /* a prefix after special tokens too */
+    /* NO_PREFIX is about the start of the text; after a special token PREFIX_SEGMENTS decides */
+    int every = (t->flags & ELK_TOKENIZER_FLAG_PREFIX_SEGMENTS) != 0;
     if ((special || raw_users(t)) && (t->max_ctrl_len || t->n_long)) {
         for (uint64_t at = 0; at < len;) {
             int32_t id;
@@ -708,13 +709,13 @@ int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsi
                 at++;
                 continue;
             }
-            encode_span(t, &o, p + start, at - start, prefix && (start == 0 || every));
+            encode_span(t, &o, p + start, at - start, start == 0 ? prefix : every);
             emit(&o, id);
             at += n;
             start = at;
         }
     }
-    encode_span(t, &o, p + start, len - start, prefix && (start == 0 || every));
+    encode_span(t, &o, p + start, len - start, start == 0 ? prefix : every);
     if ((flags & ELK_TOKENIZE_EOS) && t->eos >= 0)
         emit(&o, t->eos);
     *n_out = o.n;
