@@ -1,6 +1,7 @@
 """`elk demo` runs the whole path (build, pack, emulate, flash over the pty, chat); with stdin not a
 terminal it answers one scripted greedy prompt and exits 0."""
 
+import re
 import subprocess
 import sys
 
@@ -81,6 +82,8 @@ def test_demo_on_a_terminal_opens_the_chat_console(host_build, tmp_path):
 
     try:
         until(b"/help for commands\r\n> ")
+        # no --seed: the session's seed is drawn at random and shown, as `elk chat` does
+        assert re.search(rb"\(seed \d+, drawn at random: --seed \d+ repeats this session\)", seen), seen[-500:]
         os.write(master, b"/temp 0\r")
         until(b"(temperature 0, top-p 0.9, top-k 0")
         seen = b""

@@ -51,7 +51,8 @@ def demo(model=None, tokenizer=None, board="host", out=sys.stdout, inp=sys.stdin
             if not res.ok:
                 raise ElkError(f"demo: flashing failed: {res.error}")
             print(res.summary(), file=out, flush=True)
-            s = chat.Sampling(max_tokens=max_tokens)
+            seed, drawn = chat.choose_seed(None)  # as `elk chat` without --seed: drawn, shown in the greeting
+            s = chat.Sampling(max_tokens=max_tokens, seed=seed, seed_drawn=drawn)
             if hasattr(inp, "isatty") and inp.isatty():
                 return chat.interactive(emu.port, s, baud=baud, inp=inp, out=out)
             step(f"not a terminal: one scripted prompt ({SCRIPTED_PROMPT!r}, greedy)")
