@@ -288,9 +288,12 @@ def _check_no_extra_tensors(folder, cfg, where) -> None:
     known.add(HF_NAMES["OUTPUT"])
     extra = sorted(n for n in where if n not in known and not n.endswith("rotary_emb.inv_freq"))
     if extra:
+        # biases first: attention_bias/mlp_bias absent or false, yet the file holds them (say why)
+        extra.sort(key=lambda n: not n.endswith(".bias"))
         more = f" (+{len(extra) - 1} more)" if len(extra) > 1 else ""
+        why = "; elk's Llama runtime has no bias terms" if extra[0].endswith(".bias") else ""
         raise FormatError(f"{folder}: tensor {extra[0]}{more} is not part of a {cfg.n_layers}-layer Llama model "
-                          f"elk knows")
+                          f"elk knows{why}")
 
 
 def _chat_template_text(folder):
