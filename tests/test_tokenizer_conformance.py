@@ -153,14 +153,34 @@ def test_template_text_encodes_and_decodes_like_tokenizers(case, host_build):
             assert T.decode(v, want, special=True) == hf.decode(want, skip_special_tokens=False), (name, text[:80])
 
 
+def _always(d):
+    """Metaspace prepend_scheme "always": a "▁" after every added token too."""
+    _first(d)
+    doc = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+    doc["pre_tokenizer"]["prepend_scheme"] = "always"
+    (d / "tokenizer.json").write_text(json.dumps(doc), encoding="utf-8")
+
+
+def _legacy_normalized(d):
+    """Legacy normalizer with the non-special added token marked normalized: true (transformers' default
+    for add_tokens): tokenizers matches it as the normalizer spells it, "▁<|tool|>"."""
+    _legacy(d)
+    doc = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+    doc["added_tokens"][-1]["normalized"] = True
+    (d / "tokenizer.json").write_text(json.dumps(doc), encoding="utf-8")
+
+
 def test_spm_tokenizer_json_dummy_prefix_rules_follow_tokenizers(tmp_path, host_build):
-    """The three prefix rules the sweep found, each on its own (these failed before the fix): Metaspace
-    keeps a leading space as the only "▁"; the legacy normalizer prefixes the text after a special token;
-    a non-special added token is split off before the text is prefixed."""
+    """The prefix rules the sweep found, each on its own (these failed before the fix): Metaspace keeps
+    a leading space as the only "▁"; the legacy normalizer prefixes the text after a special token; a
+    non-special added token is split off before the text is prefixed, unless it is matched in the
+    normalized text; "always" prefixes after every added token."""
     from tokenizers import Tokenizer
 
     for build, texts in ((_first, [" leading", "  two", "\u2581x", "<|tool|>x", "a<|tool|> b"]),
-                         (_legacy, ["<|im_start|>user", "<|im_end|> x", "<|tool|>x", "a<|tool|>b"])):
+                         (_legacy, ["<|im_start|>user", "<|im_end|> x", "<|tool|>x", "a<|tool|>b"]),
+                         (_always, ["<|im_start|>user", "<|im_end|> x", "<|tool|>x", " a<|tool|>b"]),
+                         (_legacy_normalized, ["<|tool|>", "a <|tool|> b", "a<|tool|>", "\t<|tool|>x"])):
         d = tmp_path / build.__name__
         d.mkdir()
         build(d)
@@ -170,6 +190,43 @@ def test_spm_tokenizer_json_dummy_prefix_rules_follow_tokenizers(tmp_path, host_
         for text in texts:
             want = hf.encode(text, add_special_tokens=False).ids
             assert T.encode(v, text, special=True) == c.encode(text, special=True) == want, (build.__name__, text)
+            assert T.decode(v, want) == hf.decode(want), (build.__name__, text)
+            if v.types[want[0]] != T.CONTROL:  # elk_token_piece drops the prefix after BOS only (docs)
+                assert c.decode(want) == hf.decode(want), (build.__name__, text)
+
+
+def _edit(change):
+    def build(d):
+        _first(d)
+        doc = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+        change(doc)
+        (d / "tokenizer.json").write_text(json.dumps(doc), encoding="utf-8")
+    return build
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda doc: doc.update(normalizer={"type": "NFKC"}), 'normalizer {"type": "NFKC"} is not supported'),
+    (lambda doc: doc["pre_tokenizer"].pop("split"), "Metaspace pre-tokenizer with split"),
+    (lambda doc: doc.update(normalizer=json.loads(json.dumps(_llama_normalizer())), pre_tokenizer=None) or
+     doc["added_tokens"].append({**doc["added_tokens"][-1], "id": len(doc["model"]["vocab"]) + 3, "content": "<x>",
+                                 "normalized": True}), "matched both before and after the normalizer"),
+    (lambda doc: doc.update(normalizer=_llama_normalizer(), pre_tokenizer=None) or
+     doc["added_tokens"][-2].update(normalized=True), "a special added token is matched after the normalizer"),
+])
+def test_spm_tokenizer_json_variants_elk_cannot_run_are_refused_in_one_line(tmp_path, change, message):
+    """Each of these gave ids that differ from tokenizers before (an NFKC normalizer was ignored, Metaspace's
+    split merged across spaces, added tokens were matched in the wrong text)."""
+    _edit(change)(tmp_path)
+    r = run_elk("pack", fixture_path("stories260K.bin"), "--tokenizer", tmp_path / "tokenizer.json",
+                "-o", tmp_path / "m.elk")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    assert r.stderr.startswith(f"elk: error: {tmp_path / 'tokenizer.json'}: ") and not (tmp_path / "m.elk").exists()
+
+
+def _llama_normalizer():
+    from elk.convert.hf_tokenizer import LEGACY_NORMALIZER
+
+    return LEGACY_NORMALIZER
 
 
 def test_python_decode_drops_only_the_first_dummy_prefix_like_sentencepiece():

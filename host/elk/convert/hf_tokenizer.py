@@ -13,7 +13,7 @@ import pathlib
 
 from elk import spec
 from elk.convert import bytelevel
-from elk.tokenizer import (BYTE, CONTROL, FLAG_ADD_DUMMY_PREFIX, FLAG_BYTE_FALLBACK, FLAG_IGNORE_MERGES,
+from elk.tokenizer import (BYTE, CONTROL, SPACE, FLAG_ADD_DUMMY_PREFIX, FLAG_BYTE_FALLBACK, FLAG_IGNORE_MERGES,
                            FLAG_LLAMA3_SPLIT, FLAG_PREFIX_SEGMENTS, FLAG_PREFIX_UNLESS_SPACE, FLAG_SPLIT_DIGITS,
                            FLAG_USER_SPLIT_RAW, KIND_BYTE,
                            MAX_TOKENS, NORMAL, UNKNOWN, USER_DEFINED, TokenizerFormatError, Vocab, _infer_type,
@@ -63,8 +63,11 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
             raise TokenizerFormatError(f"{path}: the vocab gives id {i} to both {pieces[i]!r} and {piece!r}")
         pieces[i] = piece
     added = check_added_ids(path, pieces, added_list)
-    for i, (text, _, alias) in added.items():
-        pieces[i] = text if alias is None or not added[i][1] else ""
+    in_normalized = not byte_level and _spm_normalizer(path, doc) and not _user_split_flag(path, doc)
+    for i, (text, special, alias) in added.items():
+        pieces[i] = text if alias is None or not special else ""
+        if in_normalized and not special:  # matched (and spelled, and decoded) as the normalizer writes it
+            pieces[i] = SPACE + text.replace(" ", SPACE)
     if any(p is None for p in pieces):
         raise TokenizerFormatError(f"{path}: token ids are not contiguous")
     scores, splits = bytelevel.rank_merges(vocab_map, n, model.get("merges") or [], path)
@@ -78,7 +81,7 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
     if unk_id >= 0:
         types[unk_id] = UNKNOWN
     flags = FLAG_BYTE_FALLBACK if model.get("byte_fallback") else 0
-    flags |= _hf_prefix_flags(doc) | _user_split_flag(path, doc)
+    flags |= _hf_prefix_flags(path, doc) | _user_split_flag(path, doc)
     index = {p: i for i, p in enumerate(pieces)}
     v = Vocab(pieces, scores, types, bos_id=index.get("<s>", -1), eos_id=index.get("</s>", -1), unk_id=unk_id,
               pad_id=-1, flags=flags)
@@ -337,14 +340,34 @@ def _post_processor_bos(folder: pathlib.Path) -> str | None:
     return None
 
 
+LEGACY_NORMALIZER = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": SPACE},
+                                                         {"type": "Replace", "pattern": {"String": " "},
+                                                          "content": SPACE}]}
+
+
+def _spm_normalizer(path, doc) -> bool:
+    """True for Llama 2's legacy normalizer (Prepend "▁", then spaces -> "▁"), False for none; any
+    other normalizer (NFKC, Lowercase, ...) is refused in one line: elk normalizes nothing else."""
+    norm = doc.get("normalizer")
+    if norm is None:
+        return False
+    if norm != LEGACY_NORMALIZER:
+        raise TokenizerFormatError(f"{path}: normalizer {json.dumps(norm)[:120]} is not supported (elk runs none, "
+                                   f"or Llama's Prepend(\"▁\") + Replace(\" \", \"▁\"))")
+    return True
+
+
 def _user_split_flag(path, doc) -> int:
     """FLAG_USER_SPLIT_RAW when tokenizers splits the non-special added tokens off the raw text, before
     the normalizer runs: always when there is no normalizer, else for tokens marked normalized: false.
-    Tokens marked normalized: true are matched in the normalized text (elk's SentencePiece way, no flag);
-    a file with both kinds is refused."""
+    Tokens marked normalized: true are matched in the normalized text, spelled as the normalizer writes
+    them ("▁" first: elk's SentencePiece way, no flag); a file with both kinds is refused."""
     users = [t for t in doc.get("added_tokens") or [] if not t.get("special")]
-    if doc.get("normalizer") is None:
+    if not _spm_normalizer(path, doc):
         return FLAG_USER_SPLIT_RAW
+    if any(t.get("normalized", True) is not False for t in doc.get("added_tokens") or [] if t.get("special")):
+        raise TokenizerFormatError(f"{path}: a special added token is matched after the normalizer "
+                                   f"(normalized: true); elk matches special tokens in the raw text")
     raw = {t.get("normalized", True) is False for t in users}
     if len(raw) > 1:
         raise TokenizerFormatError(f"{path}: non-special added tokens are matched both before and after the "
@@ -352,7 +375,7 @@ def _user_split_flag(path, doc) -> int:
     return FLAG_USER_SPLIT_RAW if raw == {True} else 0
 
 
-def _hf_prefix_flags(doc) -> int:
+def _hf_prefix_flags(path, doc) -> int:
     """Dummy-prefix flags of a SentencePiece-style tokenizer.json. Llama's legacy normalizer (Prepend "▁"
     + Replace " "→"▁") prepends "▁" to every non-empty text between added tokens; a Metaspace
     pre-tokenizer prepends it only to text that does not start with "▁" (a space), with prepend_scheme
@@ -365,6 +388,9 @@ def _hf_prefix_flags(doc) -> int:
     pres = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     for p in pres:
         if p and p.get("type") == "Metaspace":
+            if p.get("split", True) is not False:  # tokenizers' default: every "▁" starts a new pre-token
+                raise TokenizerFormatError(f"{path}: Metaspace pre-tokenizer with split (every space starts a "
+                                           f"pre-token) is not supported; elk runs split: false, as Llama's")
             scheme = p.get("prepend_scheme", "always" if p.get("add_prefix_space", False) else "never")
             if scheme == "never":
                 return 0
