@@ -50,7 +50,7 @@ def q6_k_random(rows, cols, seed):
 
 
 def write_gguf(path, c, w, qtype=QT.F32, *, output_qtype=None, rope_dim=True, vocab_size=True, alignment=None,
-               key_length=False, kv_count=True):
+               key_length=False, kv_count=True, extra_kv=None):
     """The GGUF convert_hf_to_gguf.py writes for config `c` and HF weights `w`; returns name -> the float32
     values the file holds for every tensor in HF layout (decoded with gguf.quants)."""
     nh = c["num_attention_heads"]
@@ -76,6 +76,8 @@ def write_gguf(path, c, w, qtype=QT.F32, *, output_qtype=None, rope_dim=True, vo
     if key_length:
         wr.add_key_length(hd)
         wr.add_value_length(hd)
+    if extra_kv:
+        extra_kv(wr)
     write_gguf_vocab(wr, tk.load(TOK))
     held = {}
     for name in ["model.embed_tokens.weight"] + sorted(n for n in w if n.startswith("model.layers.")) + \
@@ -186,8 +188,45 @@ def test_gguf_from_an_hf_folder_gives_the_folders_logits(host_build, tmp_path, t
     assert np.max(np.abs(wrong - from_hf)) > 0.01 * np.max(np.abs(from_hf))
 
 
-def test_gguf_partial_rotary_dimension_count_is_refused_in_one_line(tmp_path):
+def linear_2(wr):  # what convert_hf_to_gguf.py writes for rope_scaling {"type": "linear", "factor": 2}
+    wr.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    wr.add_rope_scaling_factor(2.0)
+
+
+SCALED = {  # name -> (metadata writer, the config.json rope_scaling it stands for)
+    "linear_type_and_factor": (linear_2, {"type": "linear", "factor": 2.0}),
+    "factor_without_type_is_linear": (lambda wr: wr.add_rope_scaling_factor(4.0), {"type": "linear", "factor": 4.0}),
+    "old_scale_linear_key": (lambda wr: wr.add_float32("llama.rope.scale_linear", 2.0),
+                             {"type": "linear", "factor": 2.0}),
+    "type_none_ignores_factor": (lambda wr: (wr.add_rope_scaling_type(gguf.RopeScalingType.NONE),
+                                             wr.add_rope_scaling_factor(8.0)), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCALED))
+def test_gguf_linear_rope_scaling_is_applied_as_llama_cpp_does(host_build, tmp_path, name):
+    """llama.cpp reads llama.rope.scaling.factor (or the older rope.scale_linear) as linear scaling unless
+    the type says none; elk refused every scaled GGUF before, though it packs the HF folder they came from."""
+    writer, scaling = SCALED[name]
+    c = base_config(rope_scaling=scaling)
+    held = write_gguf(tmp_path / "m.gguf", c, random_weights(c, seed=8), extra_kv=writer)
+    got = assert_logits(pack(tmp_path / "m.gguf", tmp_path / "m.elk", tokenizer=False), hf_logits(held, c, IDS))
+    if scaling:
+        assert np.max(np.abs(got - hf_logits(held, base_config(), IDS))) > 0.01 * np.max(np.abs(got))
+
+
+REFUSED = {
+    "yarn": (lambda wr: (wr.add_rope_scaling_type(gguf.RopeScalingType.YARN), wr.add_rope_scaling_factor(4.0)),
+             "RoPE scaling 'yarn' is not supported (plain, linear and llama3 RoPE are)"),
+    "experts": (lambda wr: wr.add_expert_count(8), "a mixture of experts (llama.expert_count 8) is not supported"),
+    "partial_rotary": (None, "RoPE over 8 of 16 head dims is not supported"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_gguf_variant_elk_cannot_run_is_refused_in_one_line(tmp_path, name):
+    writer, words = REFUSED[name]
     c = base_config()
-    write_gguf(tmp_path / "m.gguf", c, random_weights(c), rope_dim=8)
+    write_gguf(tmp_path / "m.gguf", c, random_weights(c), extra_kv=writer, rope_dim=8 if writer is None else True)
     line = refusal(tmp_path / "m.gguf", tmp_path, tokenizer=False)
-    assert "RoPE over 8 of 16 head dims is not supported" in line, line
+    assert words in line, line

@@ -4,7 +4,9 @@ from `llama.*` metadata and the vocabulary via elk.tokenizer.from_gguf.
 
 GGUF stores dims as ne[0] = cols (fastest), so a (rows, cols) matrix has shape [cols, rows] in GGUF.
 llama.cpp's converters already put Wq/Wk in the interleaved RoPE convention: tensors pass unchanged,
-and Q8_0/Q4_0 blocks are kept bit for bit when the target type is the same.
+and Q8_0/Q4_0 blocks are kept bit for bit when the target type is the same. RoPE scaling: llama.cpp's
+rope_freqs.weight (Llama 3) and linear llama.rope.scaling.factor become the image's RoPE divisors;
+yarn/longrope and mixtures of experts are refused.
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ def read(path, tokenizer=None) -> Model:
         raise FormatError(f"{path}: GGUF architecture '{arch}' is not supported (llama only)")
     tensors, shapes = _tensors(path, reader)
     cfg = _config(path, reader, shapes)
+    factor = _linear_rope_factor(path, reader)
+    if factor is not None:  # llama.cpp multiplies every angle by 1/factor, on top of any rope_freqs divisors
+        base = tensors.get(("ROPE_FREQS", 0))
+        divisors = base.load().reshape(-1) if base is not None else np.ones(cfg.head_dim // 2, np.float32)
+        if divisors.size != cfg.head_dim // 2:
+            raise FormatError(f"{path}: {ROPE_FREQS} holds {divisors.size} divisors, head_dim {cfg.head_dim} needs "
+                              f"{cfg.head_dim // 2}")
+        tensors[("ROPE_FREQS", 0)] = Tensor.of((divisors * np.float32(factor)).astype(np.float32))
     from elk import tokenizer as tk
 
     if tokenizer is not None:
@@ -158,9 +168,31 @@ def _config(path, reader, shapes) -> Config:
     rot = _field(reader, "llama.rope.dimension_count")
     if rot is not None and int(rot) != cfg.head_dim:
         raise FormatError(f"{path}: RoPE over {int(rot)} of {cfg.head_dim} head dims is not supported")
-    if _field(reader, "llama.rope.scaling.type") not in (None, "none"):
-        raise FormatError(f"{path}: RoPE scaling '{_field(reader, 'llama.rope.scaling.type')}' is not supported")
+    experts = _field(reader, "llama.expert_count")
+    if experts:  # Mixtral-style files say arch llama too
+        raise FormatError(f"{path}: a mixture of experts (llama.expert_count {experts}) is not supported; elk runs "
+                          f"dense Llama models")
     return cfg
+
+
+def _linear_rope_factor(path, reader):
+    """The linear RoPE scaling factor as llama.cpp reads it, or None: llama.rope.scaling.factor (older
+    files: llama.rope.scale_linear) with llama.rope.scaling.type absent or "linear" (convert_hf_to_gguf.py
+    writes both for config.json's linear rope_scaling); type "none" means no scaling whatever the factor.
+    Other types (yarn, longrope) are refused."""
+    kind = _field(reader, "llama.rope.scaling.type")
+    if kind not in (None, "none", "linear"):
+        raise FormatError(f"{path}: RoPE scaling '{kind}' is not supported (plain, linear and llama3 RoPE are)")
+    factor = _field(reader, "llama.rope.scaling.factor") or _field(reader, "llama.rope.scale_linear")
+    if kind == "none" or factor is None:
+        return None
+    try:
+        factor = float(factor)
+    except (TypeError, ValueError):
+        raise FormatError(f"{path}: llama.rope.scaling.factor {factor!r} is not a number") from None
+    if not (factor > 0 and np.isfinite(factor)):
+        raise FormatError(f"{path}: llama.rope.scaling.factor {factor} must be a positive number")
+    return None if factor == 1.0 else factor
 
 
 def tie_if_identical(model: Model) -> Model:
