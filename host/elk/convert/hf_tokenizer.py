@@ -48,6 +48,7 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
         raise TokenizerFormatError(f"{path}: tokenizer model is {model.get('type')!r}, elk needs SentencePiece BPE")
     byte_level = '"ByteLevel"' in json.dumps(doc.get("pre_tokenizer")) + json.dumps(doc.get("decoder"))
     kind_flags = _byte_level_flags(path, doc, model) if byte_level else None
+    check_no_strip(path, doc.get("added_tokens") or [])
     added_list = [(t["id"], str(t["content"]), bool(t.get("special"))) for t in doc.get("added_tokens") or []]
     # a negative id would index the piece list from its end and silently replace another piece
     for where, entries in (("the vocab", vocab_map.items()), ("added_tokens", ((c, i) for i, c, _ in added_list))):
@@ -95,6 +96,17 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
         if unk_id >= 0:
             v.types[unk_id] = NORMAL
     return v
+
+
+def check_no_strip(where, tokens) -> None:
+    """tokenizers lets an added token take the white space beside it (lstrip, rstrip) or match only as
+    a whole word (single_word); elk matches the token's text alone, which would give other ids around
+    it: refused in one line."""
+    for t in tokens:
+        on = [k for k in ("lstrip", "rstrip", "single_word") if isinstance(t, dict) and t.get(k)]
+        if on:
+            raise TokenizerFormatError(f"{where}: added token {t.get('content')!r} has {on[0]}: true; elk matches "
+                                       f"added tokens by their text alone")
 
 
 def check_added_ids(where, pieces: list, added: list) -> dict:
@@ -202,6 +214,7 @@ def _hf_added_tokens(folder: pathlib.Path, pieces: list) -> dict:
     special token in tokenizer_config.json)."""
     doc = _read_json(folder / "tokenizer.json")
     if isinstance(doc, dict) and isinstance(doc.get("added_tokens"), list):
+        check_no_strip(folder / "tokenizer.json", doc["added_tokens"])
         try:
             listed = [(int(t["id"]), str(t["content"]), bool(t.get("special"))) for t in doc["added_tokens"]]
         except (KeyError, TypeError, ValueError) as e:
