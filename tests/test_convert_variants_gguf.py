@@ -230,3 +230,15 @@ def test_gguf_variant_elk_cannot_run_is_refused_in_one_line(tmp_path, name):
     write_gguf(tmp_path / "m.gguf", c, random_weights(c), extra_kv=writer, rope_dim=8 if writer is None else True)
     line = refusal(tmp_path / "m.gguf", tmp_path, tokenizer=False)
     assert words in line, line
+
+
+def test_gguf_version_2_file_reads_like_version_3(host_build, tmp_path):
+    """GGUF v2 (2023 files) has the v3 layout (64-bit counts); only the version number differs."""
+    import struct
+
+    c = base_config()
+    held = write_gguf(tmp_path / "m.gguf", c, random_weights(c, seed=12))
+    raw = bytearray((tmp_path / "m.gguf").read_bytes())
+    raw[4:8] = struct.pack("<I", 2)
+    (tmp_path / "m.gguf").write_bytes(bytes(raw))
+    assert_logits(pack(tmp_path / "m.gguf", tmp_path / "m.elk", tokenizer=False), hf_logits(held, c, IDS))

@@ -27,6 +27,13 @@ VARIANTS = {  # name -> (config changes, safetensors dtype, shards)
     "rope_linear_factor_2": ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "F32", 1),
     "rope_llama3": ({"rope_scaling": LLAMA3, "rope_theta": 10000.0}, "F32", 2),
     "no_num_key_value_heads_is_mha": ({"num_key_value_heads": KeyError}, "F32", 1),
+    "vocab_size_padded_past_the_tokenizer": ({"vocab_size": 544}, "F32", 1),
+    # Llama-3.2-1B's mix: tied, explicit head_dim, llama3 RoPE, bf16, two shards
+    "llama_3_2_style": ({"tie_word_embeddings": True, "head_dim": 16, "rope_scaling": LLAMA3,
+                         "torch_dtype": "bfloat16", "rope_theta": 500000.0}, "BF16", 2),
+    # SmolLM's: tied, 9 query / 3 KV heads (here 6 / 3, not a power of two), no lm_head
+    "smollm_style": ({"tie_word_embeddings": True, "hidden_size": 96, "num_attention_heads": 6,
+                      "num_key_value_heads": 3, "intermediate_size": 128}, "F32", 1),
 }
 
 
@@ -169,3 +176,9 @@ def test_hf_dtype_other_than_float_is_one_line(tmp_path):
     (tmp_path / "q" / "model.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n:])
     line = refusal(tmp_path / "q", tmp_path)
     assert name in line and "I32" in line, line
+
+
+def test_hf_vocab_size_below_the_tokenizer_is_one_line(tmp_path):
+    c = base_config(vocab_size=500)
+    write_hf_folder(tmp_path / "v", c, random_weights(c))
+    assert refusal(tmp_path / "v", tmp_path).endswith("tokenizer has 512 tokens, model vocab_size is 500")
