@@ -4,7 +4,8 @@ huggingface_hub.snapshot_download.
 
 Tensors are read lazily, one at a time while packing, so a 1.1B model never sits in RAM as float32. HF stores Wq/Wk permuted for the rotate-half RoPE; they are permuted back here to the
 interleaved-pairs convention of the image (permute_rope and config_dict are the writing side, for
-elk.models.synth). Not here: non-Llama architectures or RoPE scaling.
+elk.models.synth). RoPE scaling of type linear or llama3 becomes the image's RoPE divisors. Not here:
+non-Llama architectures, yarn/dynamic/partial RoPE, bias terms, pickled (.bin/.pth) weights: refused in one line.
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ def _config(folder: pathlib.Path, c: dict) -> Config:
     rope_theta = _rope_theta(where, c)
     if c.get("hidden_act", "silu") not in ("silu", "swish"):  # transformers maps both to SiLU
         raise FormatError(f"{where}: hidden_act '{c['hidden_act']}' is not supported (Llama uses silu)")
+    partial = c.get("partial_rotary_factor", 1.0)
+    if partial not in (None, 1, 1.0):  # transformers then rotates only that share of each head
+        raise FormatError(f"{where}: partial_rotary_factor {partial} is not supported (elk rotates whole heads)")
     for key in ("attention_bias", "mlp_bias"):
         if c.get(key):
             raise FormatError(f"{where}: {key} is true; elk's Llama runtime has no bias terms")
