@@ -64,10 +64,12 @@ def random_weights(c: dict, seed: int = 0, std: float = 0.25) -> dict:
 
 
 def inv_freq(c: dict) -> np.ndarray:
-    """RoPE inverse frequencies as transformers computes them for rope_scaling None/default/linear/llama3."""
+    """RoPE inverse frequencies as transformers computes them for rope_scaling (4.x) or rope_parameters (5.x)
+    None/default/linear/llama3."""
     hd = head_dim(c)
-    base = 1.0 / c.get("rope_theta", 10000.0) ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
-    rs = c.get("rope_scaling") or {}
+    rs = c.get("rope_parameters") or c.get("rope_scaling") or {}  # transformers 5 / 4 spelling
+    theta = rs.get("rope_theta", c.get("rope_theta", 10000.0))
+    base = 1.0 / theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
     kind = rs.get("rope_type", rs.get("type", "default"))
     if kind == "default":
         return base

@@ -26,6 +26,10 @@ VARIANTS = {  # name -> (config changes, safetensors dtype, shards)
     "rope_type_default": ({"rope_scaling": {"rope_type": "default"}}, "F32", 1),
     "rope_linear_factor_2": ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "F32", 1),
     "rope_llama3": ({"rope_scaling": LLAMA3, "rope_theta": 10000.0}, "F32", 2),
+    "transformers5_rope_parameters_linear": ({"rope_theta": KeyError, "rope_parameters": {
+        "rope_type": "linear", "factor": 2.0, "rope_theta": 50000.0}}, "F32", 1),
+    "transformers5_rope_parameters_llama3": ({"rope_theta": KeyError, "rope_parameters": dict(
+        LLAMA3, rope_theta=500000.0)}, "F16", 1),
     "no_num_key_value_heads_is_mha": ({"num_key_value_heads": KeyError}, "F32", 1),
     "vocab_size_padded_past_the_tokenizer": ({"vocab_size": 544}, "F32", 1),
     # Llama-3.2-1B's mix: tied, explicit head_dim, llama3 RoPE, bf16, two shards
