@@ -132,9 +132,9 @@ hf_base = T.encode_section(hv)
 hf_accepted = use(hf_base)
 for k in range(100):
     b = bytearray(hf_base)
-    b[8:12] = (struct.unpack_from("<I", b, 8)[0] ^ (1 << rng.randrange(12))).to_bytes(4, "little")
+    b[8:12] = (struct.unpack_from("<I", b, 8)[0] ^ (1 << rng.randrange(10))).to_bytes(4, "little")
     hf_accepted += use(bytes(b))
-assert hf_accepted > 50, hf_accepted
+assert hf_accepted > 40, hf_accepted  # 7 of the 10 flips keep a valid kind-1 section
 print("accepted", accepted, bl_accepted, hf_accepted)
 """
 
