@@ -16,6 +16,7 @@ after every special token; added tokens are split off the raw text before that; 
 token in template text; the Python decoder dropped the dummy-prefix space from more than the first
 piece. All four are fixed (docs/tokenizer.md, "Hugging Face tokenizer.json")."""
 
+import functools
 import json
 import random
 import subprocess
@@ -78,19 +79,27 @@ def _added(doc, n):
     return doc
 
 
-def _legacy(d):
+@functools.lru_cache(maxsize=None)
+def _spm_json(kind: str) -> str:
+    """The SentencePiece-style tokenizer.json text of `kind` ("legacy" or "first"), built once: the
+    merge list of 32000 pieces takes a second."""
     v = T.load(fixture_path("tokenizer.model"))
-    doc = _added(_llama_tokenizer_json(v), len(v))
-    doc["decoder"] = _tokenizer_json(v)["decoder"]  # Llama 2's: "▁" -> " ", bytes, strip one leading space
-    (d / "tokenizer.json").write_text(json.dumps(doc), encoding="utf-8")
-
-
-def _first(d):
-    v = T.load(fixture_path("tokenizer.model"))
+    if kind == "legacy":
+        doc = _added(_llama_tokenizer_json(v), len(v))
+        doc["decoder"] = _tokenizer_json(v)["decoder"]  # Llama 2's: "▁" -> " ", bytes, strip one leading space
+        return json.dumps(doc)
     doc = _tokenizer_json(v, added=False)
     doc["added_tokens"] = [{"id": i, "content": v.pieces[i], "special": True, "single_word": False, "lstrip": False,
                             "rstrip": False, "normalized": False} for i in (0, 1, 2)]
-    (d / "tokenizer.json").write_text(json.dumps(_added(doc, len(v))), encoding="utf-8")
+    return json.dumps(_added(doc, len(v)))
+
+
+def _legacy(d):
+    (d / "tokenizer.json").write_text(_spm_json("legacy"), encoding="utf-8")
+
+
+def _first(d):
+    (d / "tokenizer.json").write_text(_spm_json("first"), encoding="utf-8")
 
 
 def _gpt2(d):
