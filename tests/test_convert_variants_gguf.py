@@ -1,11 +1,12 @@
 """GGUF variants as llama.cpp's convert_hf_to_gguf.py writes them (gguf.GGUFWriter; Q and K rows
 permuted from HF's rotate-half order to interleaved pairs, per KV head for K): with and without
 output.weight, llama.rope.dimension_count, without llama.vocab_size, general.alignment 8 and 64, an
-explicit attention.key_length, tensor types F16, BF16, Q8_0, Q4_0 and a Q6_K output beside Q4_0 layers
-(llama.cpp's q4_0 mix). `elk pack --quant f32` then the C runtime must give the float64 numpy
-LlamaForCausalLM logits of the values the file holds (decoded with gguf.quants, not elk), and a GGUF
-made from an HF folder must give the folder's logits. Q6_K blocks are random bytes with a fixed scale:
-the gguf package cannot quantize K-quants (its quantize raises NotImplementedError)."""
+explicit attention.key_length, tensor types F16, BF16, Q8_0, Q4_0, a Q6_K output beside Q4_0 layers
+(llama.cpp's q4_0 mix) and a Q4_K_M-like mix of Q4_K and Q6_K, linear RoPE scaling keys. `elk pack
+--quant f32` then the C runtime must give the float64 numpy LlamaForCausalLM logits of the values the
+file holds (decoded with gguf.quants, not elk), and a GGUF made from an HF folder must give the folder's
+logits. K-quant blocks are random bytes with fixed scales: the gguf package cannot quantize K-quants
+(its quantize raises NotImplementedError)."""
 
 import gguf
 import numpy as np
@@ -40,17 +41,22 @@ def llama_cpp_permute(w, n_head, n_head_kv=None):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def q6_k_random(rows, cols, seed):
-    """Random Q6_K blocks (ql, qh, int8 scales, fp16 d = 1/512): any bytes are a valid block."""
+def kquant_random(rows, cols, seed, qtype=QT.Q6_K):
+    """Random Q6_K blocks (ql, qh, int8 scales, fp16 d = 1/512) or Q4_K blocks (fp16 d = 1/4096,
+    dmin = 1/8192, 6-bit scales and mins, nibbles): with the scales fixed, any bytes are a valid block."""
     rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, (rows, cols // 256, 210), dtype=np.uint8)
-    blocks[:, :, 192:208] = rng.integers(-40, 41, (rows, cols // 256, 16)).astype(np.int8).view(np.uint8)
-    blocks[:, :, 208:210] = np.array([1 / 512], np.float16).view(np.uint8)
+    size = gguf.GGML_QUANT_SIZES[qtype][1]
+    blocks = rng.integers(0, 256, (rows, cols // 256, size), dtype=np.uint8)
+    if qtype == QT.Q6_K:
+        blocks[:, :, 192:208] = rng.integers(-40, 41, (rows, cols // 256, 16)).astype(np.int8).view(np.uint8)
+        blocks[:, :, 208:210] = np.array([1 / 512], np.float16).view(np.uint8)
+    else:
+        blocks[:, :, 0:4] = np.array([1 / 4096, 1 / 8192], np.float16).view(np.uint8)
     return blocks.reshape(rows, -1)
 
 
 def write_gguf(path, c, w, qtype=QT.F32, *, output_qtype=None, rope_dim=True, vocab_size=True, alignment=None,
-               key_length=False, kv_count=True, extra_kv=None):
+               key_length=False, kv_count=True, extra_kv=None, per_tensor=None):
     """The GGUF convert_hf_to_gguf.py writes for config `c` and HF weights `w`; returns name -> the float32
     values the file holds for every tensor in HF layout (decoded with gguf.quants)."""
     nh = c["num_attention_heads"]
@@ -88,12 +94,13 @@ def write_gguf(path, c, w, qtype=QT.F32, *, output_qtype=None, rope_dim=True, vo
         elif ".k_proj." in name:
             a = llama_cpp_permute(a, nh, nkv)
         t = output_qtype if name == "lm_head.weight" and output_qtype else qtype
+        t = (per_tensor or {}).get(gguf_name(name), t)
         if a.ndim == 1 or t == QT.F32:
             wr.add_tensor(gguf_name(name), a.astype(np.float32))
             held[name] = w[name]
             continue
-        if t == QT.Q6_K:
-            data = q6_k_random(*a.shape, seed=7)
+        if t in (QT.Q6_K, QT.Q4_K):
+            data = kquant_random(*a.shape, seed=len(name), qtype=t)
         elif t == QT.F16:
             data = a.astype(np.float16)
         else:
@@ -152,6 +159,17 @@ def test_gguf_q4_0_layers_with_q6_k_output_like_llama_cpp_q4_0_files(host_build,
     assert img.tensors["output.weight"].type == "Q4_0"
     got = runtime_logits(image)
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.75
+
+
+def test_gguf_q4_k_m_mix_of_k_quants(host_build, tmp_path):
+    """llama.cpp's Q4_K_M mix: token_embd and most matrices Q4_K, output and some attn_v/ffn_down Q6_K
+    (random blocks: the gguf package cannot quantize K-quants); every one is dequantized, row order kept."""
+    c = base_config(hidden_size=256, intermediate_size=256, num_attention_heads=8, num_key_value_heads=2)
+    held = write_gguf(tmp_path / "m.gguf", c, random_weights(c, seed=14), QT.Q4_K, output_qtype=QT.Q6_K,
+                      per_tensor={"blk.0.attn_v.weight": QT.Q6_K, "blk.1.ffn_down.weight": QT.Q6_K})
+    kinds = {t.name: t.tensor_type for t in gguf.GGUFReader(str(tmp_path / "m.gguf")).tensors}
+    assert kinds["token_embd.weight"] == QT.Q4_K and kinds["blk.0.attn_v.weight"] == QT.Q6_K
+    assert_logits(pack(tmp_path / "m.gguf", tmp_path / "m.elk", tokenizer=False), hf_logits(held, c, IDS))
 
 
 @pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q4_0])
