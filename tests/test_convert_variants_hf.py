@@ -109,7 +109,8 @@ REFUSED = {  # name -> (config changes, extra tensors (callable on config), word
     "mlp_bias": ({"mlp_bias": True}, "mlp", ["mlp_bias is true", "no bias"]),
     "partial_rotary_factor": ({"partial_rotary_factor": 0.5}, None,
                               ["partial_rotary_factor 0.5 is not supported"]),
-    "bias_tensors_without_flag": ({}, "attn", ["tensor model.layers.0.self_attn.k_proj.bias (+7 more) is not part of", "no bias terms"]),
+    "bias_tensors_without_flag": ({}, "attn", ["tensor model.layers.0.self_attn.k_proj.bias (+7 more) is not part of",
+                                               "no bias terms"]),
 }
 
 
