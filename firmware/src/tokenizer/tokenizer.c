@@ -77,6 +77,30 @@ static int parse_stop_ids(elk_tokenizer *t)
     return ELK_OK;
 }
 
+/* Checks entry i against the blob and the head: its string inside the blob, UTF-8, at most max_len
+ * bytes, a known type, a score that is a number, a merge split inside the piece (byte-level), and a
+ * SentencePiece user-defined piece that fits the normalized scratch. */
+static int check_entry(const elk_tokenizer *t, uint32_t i)
+{
+    uint32_t off = entry_off(t, i), len = entry_len(t, i), type = entry_type(t, i);
+    float score = entry_score(t, i);
+    if (!elk_range_inside(off, len, 0, t->blob_size))
+        return ELK_E_BOUNDS;
+    if (len > t->max_len || type < ELK_TOKEN_NORMAL || type > ELK_TOKEN_BYTE || score != score)
+        return ELK_E_FORMAT;
+    if (t->splits && split_len(t, i) >= (len ? len : 1u))
+        return ELK_E_FORMAT; /* a merge's left part lies inside its piece */
+    for (uint32_t k = 0; k < len;) { /* pieces are UTF-8 text */
+        uint32_t c = utf8_len(t->blob + off + k, len - k);
+        if (!c)
+            return ELK_E_FORMAT;
+        k += c;
+    }
+    if (type == ELK_TOKEN_USER_DEFINED && !raw_users(t) && len > MAX_LONG_USER_LEN)
+        return ELK_E_UNSUPPORTED; /* matched in the normalized scratch: it must fit there whole */
+    return ELK_OK;
+}
+
 /* Reads and checks the head and every entry; fills the section fields of t. Returns ELK_OK or an error. */
 static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, uint32_t *n_mergeable)
 {
@@ -125,23 +149,11 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
     *n_mergeable = 0;
     t->n_long = 0;
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t off = entry_off(t, i), len = entry_len(t, i), type = entry_type(t, i);
-        float score = entry_score(t, i);
-        if (!elk_range_inside(off, len, 0, t->blob_size))
-            return ELK_E_BOUNDS;
-        if (len > t->max_len || type < ELK_TOKEN_NORMAL || type > ELK_TOKEN_BYTE || score != score)
-            return ELK_E_FORMAT;
-        if (t->splits && split_len(t, i) >= (len ? len : 1u))
-            return ELK_E_FORMAT; /* a merge's left part lies inside its piece */
-        for (uint32_t k = 0; k < len;) { /* pieces are UTF-8 text */
-            uint32_t c = utf8_len(t->blob + off + k, len - k);
-            if (!c)
-                return ELK_E_FORMAT;
-            k += c;
-        }
+        int rc = check_entry(t, i);
+        if (rc != ELK_OK)
+            return rc;
+        uint32_t len = entry_len(t, i), type = entry_type(t, i);
         *n_mergeable += (mergeable(type) || special_type(type)) && len > 0; /* hashed pieces */
-        if (type == ELK_TOKEN_USER_DEFINED && !raw_users(t) && len > MAX_LONG_USER_LEN)
-            return ELK_E_UNSUPPORTED; /* matched in the normalized scratch: it must fit there whole */
         t->n_long += len > MAX_USER_LEN && (special_type(type) || type == ELK_TOKEN_USER_DEFINED);
     }
     return ELK_OK;
