@@ -88,3 +88,15 @@ def test_added_tokens_beside_a_sentencepiece_model_are_checked_the_same_way(tmp_
     (tmp_path / "tokenizer.json").write_text(json.dumps({"added_tokens": added}))
     v = T.load(tmp_path)
     assert v.pieces[3] == "<0x00>" and v.pieces[32000] == "<|im_end|>" and v.types[32000] == T.CONTROL
+    # a special token spelled like a vocabulary piece: that piece is the special token (tokenizers' id),
+    # its declared row an empty control piece; spelled like a byte piece: refused
+    added.append({"id": 32001, "content": "▁the", "special": True})
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"added_tokens": added}))
+    v = T.load(tmp_path)
+    the = v.piece_id("▁the")
+    assert the < 32000 and v.types[the] == T.CONTROL and (v.pieces[32001], v.types[32001]) == ("", T.CONTROL)
+    assert T.encode(v, "the▁the", special=True)[-1] == the and the not in T.encode(v, "the the")
+    added[2]["content"] = "<0x0A>"
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"added_tokens": added}))
+    with pytest.raises(T.TokenizerFormatError, match="special token '<0x0A>' is the byte piece 13; elk cannot use"):
+        T.load(tmp_path)
