@@ -135,6 +135,10 @@ int elk_tokenize(const elk_tokenizer *t, const char *text, uint64_t len, int bos
 #define ELK_TOKENIZE_EOS 2u
 #define ELK_TOKENIZE_SPECIAL 4u
 #define ELK_TOKENIZE_NO_PREFIX 8u
+/* The text follows a special token of earlier text (a chat template's user line after <|im_start|>):
+ * its start gets the dummy prefix exactly when the tokenizer prefixes text after a special token
+ * (ELK_TOKENIZER_FLAG_PREFIX_SEGMENTS, the legacy Llama normalizer); overrides NO_PREFIX. */
+#define ELK_TOKENIZE_AFTER_SPECIAL 16u
 int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsigned flags, int32_t *ids,
                     int cap, int *n_out);
 

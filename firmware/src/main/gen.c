@@ -294,7 +294,9 @@ static uint64_t wrap_text(const elk_fw *fw, int kind, const char *prompt, uint32
  * in fw->text[0..sys_len)) is tokenized with ELK_TOKENIZE_SPECIAL, so each marker is its single id, and
  * "user\n" + prompt (fw->text[sys_len..end)) without it, so a user who types "<|im_start|>system" gets
  * those characters as text, never the control token (prompt injection). "user\n" and the prompt are
- * one text: a prompt starting with white space shares the newline's pre-token, as in the template.
+ * one text: a prompt starting with white space shares the newline's pre-token, as in the template;
+ * it follows <|im_start|>, so it starts with a dummy prefix exactly when the tokenizer puts one after
+ * a special token (the legacy Llama normalizer: "▁user").
  * A turn after an earlier one first closes the assistant's reply with "<|im_end|>\n" (generation
  * stopped at <|im_end|>, which is not kept in the context). */
 static int encode_chatml_special(elk_fw *fw, int first, uint32_t sys_len, uint32_t end, uint32_t *count)
@@ -316,7 +318,7 @@ static int encode_chatml_special(elk_fw *fw, int first, uint32_t sys_len, uint32
     if (rc == ELK_OK)
         rc = append_ids(fw, head, sizeof head - 1, tpl | bos, count);
     if (rc == ELK_OK)
-        rc = append_ids(fw, fw->text + sys_len, end - sys_len, ELK_TOKENIZE_NO_PREFIX, count);
+        rc = append_ids(fw, fw->text + sys_len, end - sys_len, ELK_TOKENIZE_AFTER_SPECIAL, count);
     return rc ? rc : append_ids(fw, tail, sizeof tail - 1, tpl, count);
 }
 

@@ -705,14 +705,14 @@ int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsi
     if (!t || !n_out || cap < 0 || (!text && len > 0) || (!ids && cap > 0))
         return ELK_E_INVAL;
     const uint8_t *p = (const uint8_t *)text;
-    int prefix = !(flags & ELK_TOKENIZE_NO_PREFIX);
+    /* NO_PREFIX is about the start of the text; after a special token PREFIX_SEGMENTS decides */
+    const int every = (t->flags & ELK_TOKENIZER_FLAG_PREFIX_SEGMENTS) != 0;
+    const int prefix = (flags & ELK_TOKENIZE_AFTER_SPECIAL) ? every : !(flags & ELK_TOKENIZE_NO_PREFIX);
     tok_out o = { ids, cap, 0, -1, 0 };
     if ((flags & ELK_TOKENIZE_BOS) && t->bos >= 0)
         emit(&o, t->bos);
     uint64_t start = 0;
     int special = (flags & ELK_TOKENIZE_SPECIAL) != 0;
-    /* NO_PREFIX is about the start of the text; after a special token PREFIX_SEGMENTS decides */
-    int every = (t->flags & ELK_TOKENIZER_FLAG_PREFIX_SEGMENTS) != 0;
     if ((special || raw_users(t)) && (t->max_ctrl_len || t->n_long)) {
         for (uint64_t at = 0; at < len;) {
             int32_t id;
