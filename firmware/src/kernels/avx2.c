@@ -456,6 +456,113 @@ static __attribute__((noinline)) int gemm_t512(int wtype, int nb, const uint8_t 
 #else
 #define GEMM_TILE gemm_tile
 #define GEMM_TOKENS 4
+
+/* Q4_0 prefill (4+ tokens) on 256-bit registers with the weights transposed per 8-row tile, as
+ * gemm_t512 does with 16: lane r of a ymm holds 4 consecutive nibbles of row r (0..15), so one
+ * maddubs + madd with 4 broadcast activation bytes (one vpdpbusd with AVX-VNNI) advances 8 rows of
+ * one token, and after 8 of them a block's exact integer sum (seeded with -8 x the activations' block
+ * sum) sits in one lane per row. maddubs cannot overflow here: 2 x 15 x 127 < 32767 (not so for
+ * Q8_0's bytes, which keep the 4 x 4 tiles). Blocks are added in ref.c's order and rounding, so each
+ * result equals the reference dot bit for bit. The 4 x 4 tiles pay unpack, convert, scale and FMA
+ * per block pair of every (row, token); TinyLlama q4_0 pp64 on a -march=x86-64-v3 build, 1 thread:
+ * see docs/performance.md. */
+#define TG2_ROWS 8
+#define TG2_TOKENS 64 /* tokens per transposed tile */
+#define TG2_T 4       /* token sub-tile */
+#define TG2_MAX_BLOCKS 192 /* rows up to 6144 columns; wider ones take the 4 x 4 tiles */
+
+typedef struct {
+    __m256i w[TG2_MAX_BLOCKS][8]; /* [block][k/4] lane r: nibbles k..k+3 of row r */
+    __m256 d[TG2_MAX_BLOCKS];     /* lane r: row r's block scale */
+    int32_t fix[TG2_TOKENS][TG2_MAX_BLOCKS]; /* -8 x sum of the block's x bytes */
+    float dx[TG2_TOKENS][TG2_MAX_BLOCKS];
+} tgemm2_scratch;
+
+static void tgemm2_prepare(int R, int nb, const uint8_t *w, size_t row_bytes, int T, const uint8_t *x,
+                           size_t x_stride, tgemm2_scratch *s)
+{
+    if (R < TG2_ROWS) {
+        memset(s->w, 0, sizeof(__m256i) * 8 * (size_t)nb);
+        memset(s->d, 0, sizeof(__m256) * (size_t)nb);
+    }
+    for (int r = 0; r < R; r++) {
+        const elk_block_q4_0 *row = (const elk_block_q4_0 *)(const void *)(w + (size_t)r * row_bytes);
+        for (int i = 0; i < nb; i++) {
+            int32_t u[8];
+            _mm256_storeu_si256((__m256i *)u, unpack_q4_0_u(row + i));
+            int32_t *lane = (int32_t *)&s->w[i][0] + r;
+            for (int g = 0; g < 8; g++)
+                lane[8 * g] = u[g];
+            ((float *)&s->d[i])[r] = fp16(row[i].d);
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        const elk_block_q8_0 *xb = (const elk_block_q8_0 *)(const void *)(x + (size_t)t * x_stride);
+        for (int i = 0; i < nb; i++) {
+            int sum = 0;
+            for (int k = 0; k < ELK_QK; k++)
+                sum += xb[i].qs[k];
+            s->fix[t][i] = -8 * sum;
+            s->dx[t][i] = fp16(xb[i].d);
+        }
+    }
+}
+
+/* T (<= 4) tokens starting at t0 of the prepared chunk against the transposed R-row tile. */
+ELK_INLINE void tgemm2_tile(int T, int nb, const tgemm2_scratch *s, int t0, const uint8_t *x, size_t x_stride,
+                            float *y, int rows, __m256i mask)
+{
+    __m256 acc[TG2_T];
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        const __m256 dw = s->d[i];
+        for (int t = 0; t < T; t++) {
+            const int32_t *xq = (const int32_t *)(const void *)((const elk_block_q8_0 *)(const void *)
+                                                                (x + (size_t)t * x_stride) + i)->qs;
+            __m256i p = _mm256_set1_epi32(s->fix[t0 + t][i]);
+            for (int g = 0; g < 8; g++) {
+                int32_t xg;
+                memcpy(&xg, xq + g, 4);
+#if defined(__AVXVNNI__)
+                p = _mm256_dpbusd_avx_epi32(p, _mm256_load_si256(&s->w[i][g]), _mm256_set1_epi32(xg));
+#else
+                p = _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(&s->w[i][g]),
+                                                                               _mm256_set1_epi32(xg)),
+                                                          _mm256_set1_epi16(1)));
+#endif
+            }
+            /* (float)isum * (dw * dx), rounded, then added: ref.c's order (no FMA on purpose) */
+            const __m256 prod = _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, _mm256_set1_ps(s->dx[t0 + t][i])));
+            acc[t] = _mm256_add_ps(acc[t], prod);
+        }
+    }
+    for (int t = 0; t < T; t++)
+        _mm256_maskstore_ps(y + (size_t)t * rows, mask, acc[t]);
+}
+
+/* Q4_0 tokens [0, n_tok rounded down to 4) of rows [r0, r1); returns how many tokens it did. */
+static __attribute__((noinline)) int gemm_t256(int nb, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                                               const uint8_t *x, size_t x_stride, int n_tok, float *y, int rows)
+{
+    const int done = n_tok - n_tok % TG2_T;
+    if (nb > TG2_MAX_BLOCKS || done == 0)
+        return 0;
+    tgemm2_scratch s; /* ~150 KB of stack: host threads only, as gemm_t512's */
+    for (int tc = 0; tc < done; tc += TG2_TOKENS) {
+        const int tn = done - tc < TG2_TOKENS ? done - tc : TG2_TOKENS;
+        const uint8_t *xc = x + (size_t)tc * x_stride;
+        for (int r = r0; r < r1; r += TG2_ROWS) {
+            const int R = r1 - r < TG2_ROWS ? r1 - r : TG2_ROWS;
+            tgemm2_prepare(R, nb, w + (size_t)r * row_bytes, row_bytes, r == r0 ? tn : 0, xc, x_stride, &s);
+            const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(R), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            for (int t = 0; t < tn; t += TG2_T)
+                tgemm2_tile(TG2_T, nb, &s, t, xc + (size_t)t * x_stride, x_stride, y + (size_t)(tc + t) * rows + r,
+                            rows, mask);
+        }
+    }
+    return done;
+}
 #endif
 
 /* One row tile against every token: the tile's weight blocks (R x ~1 KB) stay in L1 while the
@@ -502,12 +609,14 @@ ELK_INLINE void gemm_q_avx2(int wtype, int n, const void *w, size_t row_bytes, i
     }
 #if defined(ELK_GEMM_512)
     const int prepared = gemm_t512(wtype, nb, wb, row_bytes, r0, r1, xb, x_stride, n_tok, y, rows);
+#else
+    const int prepared = wtype == ELK_TYPE_Q4_0 ? gemm_t256(nb, wb, row_bytes, r0, r1, xb, x_stride, n_tok, y, rows) : 0;
+#endif
     xb += (size_t)prepared * x_stride;
     y += (size_t)prepared * rows;
     n_tok -= prepared;
     if (n_tok == 0)
         return;
-#endif
     int r = r0;
     for (; r + 4 <= r1; r += 4)
         gemm_rows(wtype, 4, nb, wb + (size_t)r * row_bytes, row_bytes, xb, x_stride, n_tok, y + r, rows);
