@@ -1,6 +1,7 @@
 """The transposed-tile prefill GEMMs: the AVX-512 VNNI build's (gemm_t512 in firmware/src/kernels/avx2.c),
 which carries every block of 16 tokens in batched prefill for Q4_0 and Q8_0 weights, and the plain-AVX2
-and AVX-VNNI builds' 8-row version (gemm_t256), which carries every block of 4 tokens for Q4_0.
+and AVX-VNNI builds' 8-row version (gemm_t256), which carries every block of 4 tokens (Q8_0 through
+maddubs as |w| against sign(x, w) on the plain build).
 
 Decision: it adds each block's exact integer sum as (float)isum * (d_w * d_x), rounded, then added, in
 block order — the reference dot's own order — so its results equal ref.c's dot bit for bit with real
@@ -19,7 +20,7 @@ import cffi
 from conftest import ROOT
 
 # build -> (weight types its transposed tile takes, token sub-tile)
-TILES = {"native": ((Q4_0, Q8_0), 16), "plain-avx2": ((Q4_0,), 4), "avx2-vnni": ((Q4_0,), 4)}
+TILES = {"native": ((Q4_0, Q8_0), 16), "plain-avx2": ((Q4_0, Q8_0), 4), "avx2-vnni": ((Q4_0, Q8_0), 4)}
 
 
 @pytest.fixture(scope="module")

@@ -457,60 +457,104 @@ static __attribute__((noinline)) int gemm_t512(int wtype, int nb, const uint8_t 
 #define GEMM_TILE gemm_tile
 #define GEMM_TOKENS 4
 
-/* Q4_0 prefill (4+ tokens) on 256-bit registers with the weights transposed per 8-row tile, as
- * gemm_t512 does with 16: lane r of a ymm holds 4 consecutive nibbles of row r (0..15), so one
- * maddubs + madd with 4 broadcast activation bytes (one vpdpbusd with AVX-VNNI) advances 8 rows of
- * one token, and after 8 of them a block's exact integer sum (seeded with -8 x the activations' block
- * sum) sits in one lane per row. maddubs cannot overflow here: 2 x 15 x 127 < 32767 (not so for
- * Q8_0's bytes, which keep the 4 x 4 tiles). Blocks are added in ref.c's order and rounding, so each
- * result equals the reference dot bit for bit. The 4 x 4 tiles pay unpack, convert, scale and FMA
- * per block pair of every (row, token); TinyLlama q4_0 pp64 on a -march=x86-64-v3 build, 1 thread:
- * see docs/performance.md. */
+/* Prefill (4+ tokens) on 256-bit registers with the weights transposed per 8-row tile, as gemm_t512
+ * does with 16: lane r of a ymm holds 4 consecutive weight bytes of row r, so 4 broadcast activation
+ * bytes advance 8 rows of one token per step, and after 8 steps a block's exact integer sum sits in
+ * one lane per row. A step is one vpdpbusd with AVX-VNNI (unsigned weights: Q4_0 nibbles, Q8_0 + 128,
+ * seeded with -8 / -128 x the activations' block sum), else maddubs + madd: Q4_0 nibbles as they are
+ * (2 x 15 x 127 < 32767: no saturation), Q8_0 as |w| against sign(x, w) (2 x 128 x 127 < 32767; the
+ * Q8_0 quantizer never writes -128, whose sign flip would wrap). Blocks are added in ref.c's order and
+ * rounding, so each result equals the reference dot bit for bit. The 4 x 4 tiles pay unpack,
+ * convert, scale and FMA per block pair of every (row, token). TinyLlama pp64, 1 thread, a
+ * -march=x86-64-v3 build: see docs/performance.md. */
 #define TG2_ROWS 8
 #define TG2_TOKENS 64 /* tokens per transposed tile */
 #define TG2_T 4       /* token sub-tile */
 #define TG2_MAX_BLOCKS 192 /* rows up to 6144 columns; wider ones take the 4 x 4 tiles */
 
+#if defined(__AVXVNNI__)
+#define TG2_SIGNED 0
+#else
+#define TG2_SIGNED 1 /* Q8_0 through maddubs: |w| in w, the signed bytes in ws */
+#endif
+
 typedef struct {
-    __m256i w[TG2_MAX_BLOCKS][8]; /* [block][k/4] lane r: nibbles k..k+3 of row r */
+    __m256i w[TG2_MAX_BLOCKS][8]; /* [block][k/4] lane r: weight bytes k..k+3 of row r, unsigned */
+#if TG2_SIGNED
+    __m256i ws[TG2_MAX_BLOCKS][8]; /* Q8_0: the signed bytes, for sign(x, w) */
+#endif
     __m256 d[TG2_MAX_BLOCKS];     /* lane r: row r's block scale */
-    int32_t fix[TG2_TOKENS][TG2_MAX_BLOCKS]; /* -8 x sum of the block's x bytes */
+    int32_t fix[TG2_TOKENS][TG2_MAX_BLOCKS]; /* -8 (Q4_0) or -128 (Q8_0, VNNI) x sum of the x bytes */
     float dx[TG2_TOKENS][TG2_MAX_BLOCKS];
 } tgemm2_scratch;
 
-static void tgemm2_prepare(int R, int nb, const uint8_t *w, size_t row_bytes, int T, const uint8_t *x,
+/* The 32 bytes of block i of a row as the tile stores them (and the signed ones for maddubs Q8_0). */
+ELK_INLINE __m256i tg2_bytes(int wtype, const uint8_t *row, int i, __m256i *sgn)
+{
+    if (wtype == ELK_TYPE_Q4_0)
+        return unpack_q4_0_u((const elk_block_q4_0 *)(const void *)row + i);
+    const __m256i q = load_q8_0((const elk_block_q8_0 *)(const void *)row + i);
+    *sgn = q;
+    return TG2_SIGNED ? _mm256_abs_epi8(q) : _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
+}
+
+static void tgemm2_prepare(int wtype, int R, int nb, const uint8_t *w, size_t row_bytes, int T, const uint8_t *x,
                            size_t x_stride, tgemm2_scratch *s)
 {
     if (R < TG2_ROWS) {
         memset(s->w, 0, sizeof(__m256i) * 8 * (size_t)nb);
         memset(s->d, 0, sizeof(__m256) * (size_t)nb);
+#if TG2_SIGNED
+        memset(s->ws, 0, sizeof(__m256i) * 8 * (size_t)nb);
+#endif
     }
     for (int r = 0; r < R; r++) {
-        const elk_block_q4_0 *row = (const elk_block_q4_0 *)(const void *)(w + (size_t)r * row_bytes);
+        const uint8_t *row = w + (size_t)r * row_bytes;
         for (int i = 0; i < nb; i++) {
-            int32_t u[8];
-            _mm256_storeu_si256((__m256i *)u, unpack_q4_0_u(row + i));
+            int32_t u[8], v[8];
+            __m256i sgn = _mm256_setzero_si256();
+            _mm256_storeu_si256((__m256i *)u, tg2_bytes(wtype, row, i, &sgn));
+            _mm256_storeu_si256((__m256i *)v, sgn);
             int32_t *lane = (int32_t *)&s->w[i][0] + r;
             for (int g = 0; g < 8; g++)
                 lane[8 * g] = u[g];
-            ((float *)&s->d[i])[r] = fp16(row[i].d);
+#if TG2_SIGNED
+            int32_t *slane = (int32_t *)&s->ws[i][0] + r;
+            for (int g = 0; g < 8; g++)
+                slane[8 * g] = v[g];
+#endif
+            ((float *)&s->d[i])[r] = w_scale(wtype, row, i);
         }
     }
+    const int offset = wtype == ELK_TYPE_Q4_0 ? -8 : TG2_SIGNED ? 0 : -128;
     for (int t = 0; t < T; t++) {
         const elk_block_q8_0 *xb = (const elk_block_q8_0 *)(const void *)(x + (size_t)t * x_stride);
         for (int i = 0; i < nb; i++) {
             int sum = 0;
             for (int k = 0; k < ELK_QK; k++)
                 sum += xb[i].qs[k];
-            s->fix[t][i] = -8 * sum;
+            s->fix[t][i] = offset * sum;
             s->dx[t][i] = fp16(xb[i].d);
         }
     }
 }
 
+/* p + the 4-byte dot products of one step: weights (unsigned) wv, broadcast activation bytes xg. */
+ELK_INLINE __m256i tg2_step(int wtype, __m256i p, const tgemm2_scratch *s, int i, int g, int32_t xg)
+{
+    const __m256i wv = _mm256_load_si256(&s->w[i][g]), xv = _mm256_set1_epi32(xg);
+#if defined(__AVXVNNI__)
+    (void)wtype;
+    return _mm256_dpbusd_avx_epi32(p, wv, xv);
+#else
+    const __m256i xs = wtype == ELK_TYPE_Q4_0 ? xv : _mm256_sign_epi8(xv, _mm256_load_si256(&s->ws[i][g]));
+    return _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xs), _mm256_set1_epi16(1)));
+#endif
+}
+
 /* T (<= 4) tokens starting at t0 of the prepared chunk against the transposed R-row tile. */
-ELK_INLINE void tgemm2_tile(int T, int nb, const tgemm2_scratch *s, int t0, const uint8_t *x, size_t x_stride,
-                            float *y, int rows, __m256i mask)
+ELK_INLINE void tgemm2_tile(int wtype, int T, int nb, const tgemm2_scratch *s, int t0, const uint8_t *x,
+                            size_t x_stride, float *y, int rows, __m256i mask)
 {
     __m256 acc[TG2_T];
     for (int t = 0; t < T; t++)
@@ -524,13 +568,7 @@ ELK_INLINE void tgemm2_tile(int T, int nb, const tgemm2_scratch *s, int t0, cons
             for (int g = 0; g < 8; g++) {
                 int32_t xg;
                 memcpy(&xg, xq + g, 4);
-#if defined(__AVXVNNI__)
-                p = _mm256_dpbusd_avx_epi32(p, _mm256_load_si256(&s->w[i][g]), _mm256_set1_epi32(xg));
-#else
-                p = _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(&s->w[i][g]),
-                                                                               _mm256_set1_epi32(xg)),
-                                                          _mm256_set1_epi16(1)));
-#endif
+                p = tg2_step(wtype, p, s, i, g, xg);
             }
             /* (float)isum * (dw * dx), rounded, then added: ref.c's order (no FMA on purpose) */
             const __m256 prod = _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, _mm256_set1_ps(s->dx[t0 + t][i])));
@@ -541,24 +579,25 @@ ELK_INLINE void tgemm2_tile(int T, int nb, const tgemm2_scratch *s, int t0, cons
         _mm256_maskstore_ps(y + (size_t)t * rows, mask, acc[t]);
 }
 
-/* Q4_0 tokens [0, n_tok rounded down to 4) of rows [r0, r1); returns how many tokens it did. */
-static __attribute__((noinline)) int gemm_t256(int nb, const uint8_t *w, size_t row_bytes, int r0, int r1,
-                                               const uint8_t *x, size_t x_stride, int n_tok, float *y, int rows)
+/* Tokens [0, n_tok rounded down to 4) of rows [r0, r1); returns how many tokens it did. */
+static __attribute__((noinline)) int gemm_t256(int wtype, int nb, const uint8_t *w, size_t row_bytes, int r0,
+                                               int r1, const uint8_t *x, size_t x_stride, int n_tok, float *y,
+                                               int rows)
 {
     const int done = n_tok - n_tok % TG2_T;
     if (nb > TG2_MAX_BLOCKS || done == 0)
         return 0;
-    tgemm2_scratch s; /* ~150 KB of stack: host threads only, as gemm_t512's */
+    tgemm2_scratch s; /* ~150-200 KB of stack: host threads only, as gemm_t512's */
     for (int tc = 0; tc < done; tc += TG2_TOKENS) {
         const int tn = done - tc < TG2_TOKENS ? done - tc : TG2_TOKENS;
         const uint8_t *xc = x + (size_t)tc * x_stride;
         for (int r = r0; r < r1; r += TG2_ROWS) {
             const int R = r1 - r < TG2_ROWS ? r1 - r : TG2_ROWS;
-            tgemm2_prepare(R, nb, w + (size_t)r * row_bytes, row_bytes, r == r0 ? tn : 0, xc, x_stride, &s);
+            tgemm2_prepare(wtype, R, nb, w + (size_t)r * row_bytes, row_bytes, r == r0 ? tn : 0, xc, x_stride, &s);
             const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(R), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             for (int t = 0; t < tn; t += TG2_T)
-                tgemm2_tile(TG2_T, nb, &s, t, xc + (size_t)t * x_stride, x_stride, y + (size_t)(tc + t) * rows + r,
-                            rows, mask);
+                tgemm2_tile(wtype, TG2_T, nb, &s, t, xc + (size_t)t * x_stride, x_stride,
+                            y + (size_t)(tc + t) * rows + r, rows, mask);
         }
     }
     return done;
@@ -610,7 +649,7 @@ ELK_INLINE void gemm_q_avx2(int wtype, int n, const void *w, size_t row_bytes, i
 #if defined(ELK_GEMM_512)
     const int prepared = gemm_t512(wtype, nb, wb, row_bytes, r0, r1, xb, x_stride, n_tok, y, rows);
 #else
-    const int prepared = wtype == ELK_TYPE_Q4_0 ? gemm_t256(nb, wb, row_bytes, r0, r1, xb, x_stride, n_tok, y, rows) : 0;
+    const int prepared = gemm_t256(wtype, nb, wb, row_bytes, r0, r1, xb, x_stride, n_tok, y, rows);
 #endif
     xb += (size_t)prepared * x_stride;
     y += (size_t)prepared * rows;
