@@ -99,6 +99,7 @@ class Link:
         self._pending = None       # (seq, wire) of the request awaiting its RESP
         self._resp = None
         self._events_before_resp = 0
+        self._turn_open = False    # a GENERATE of this session was accepted and its STATS not yet seen
         self.tries = 0             # transmissions of the last request
         self._info = None          # INFO cached for generate()'s prompt limit
         try:
@@ -248,6 +249,7 @@ class Link:
             raise BoardReplyError("HELLO", status)
         self.payload_max = min(board_max, HOST_PAYLOAD_MAX)
         self.baud = baud
+        self._turn_open = False  # HELLO ends a generation the board was running (no STATS follows)
         self.hello_reply = {"version": version, "max_payload": board_max, "capabilities": caps,
                             "baud": baud, "max_baud": max_baud}
         return self.hello_reply
@@ -331,6 +333,10 @@ class Link:
         head = struct.pack("<IIffIfIQ", flags, max_tokens, temperature, top_p, top_k, repeat_penalty,
                            repeat_last_n, seed)
         self.last_stats = None
+        # Events that arrive before GENERATE's RESP are this turn's when that RESP was lost and came again
+        # from the board's reply cache (the reply then streams first): keep them. Only an earlier turn of
+        # this session left unfinished can send a late STATS; end it first so the two cannot mix.
+        stale = self._turn_open and self.drain_generation(abort=True) is None
         self.events.clear()
         # surrogateescape: bytes a terminal sent that are not UTF-8 (argv, stdin) pass through as they came
         # and the board's tokenizer byte-falls-back on them, instead of a UnicodeEncodeError here
@@ -339,8 +345,11 @@ class Link:
         if own != len(text):
             head = struct.pack("<I", flags | P.GEN_FLAGS["STAGED"]) + head[4:]
         self.request(CMD["GENERATE"], head + text[len(text) - own:])
-        for _ in range(self._events_before_resp):  # a late STATS of a turn before this one
-            self.events.popleft()
+        self._turn_open = True
+        if stale:  # the earlier turn did not end in time: drop its events up to its STATS
+            early = [self.events.popleft() for _ in range(self._events_before_resp)]
+            ends = [i for i, ev in enumerate(early) if ev.code == EVT["STATS"]]
+            self.events.extendleft(reversed(early[ends[0] + 1:] if ends else []))
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         last = time.monotonic()
         pieces = 0
@@ -362,6 +371,7 @@ class Link:
                     if tail:
                         yield tail
                     self.last_stats = parse_stats(ev.payload)
+                    self._turn_open = False
                     return
             if time.monotonic() - last > idle_timeout:
                 raise NoAnswerError(self._silent_message(idle_timeout, progress, pieces))
@@ -407,14 +417,17 @@ class Link:
     def abort(self) -> None:
         self.request(CMD["ABORT"])
 
-    def drain_generation(self, timeout: float = 10.0) -> GenStats | None:
-        """After abort(): consume pieces until STATS."""
+    def drain_generation(self, timeout: float = 10.0, abort: bool = False) -> GenStats | None:
+        """After abort() (or with abort=True, which sends it): consume pieces until STATS."""
+        if abort:
+            self.request(CMD["ABORT"], check=False)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             while self.events:
                 ev = self.events.popleft()
                 if ev.code == EVT["STATS"]:
                     self.last_stats = parse_stats(ev.payload)
+                    self._turn_open = False
                     return self.last_stats
             self.pump(0.05)
         return None
