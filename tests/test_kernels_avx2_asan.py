@@ -1,7 +1,7 @@
 """The avx2 table under AddressSanitizer + UBSan. The numerics tests call the kernels through cffi on
 numpy buffers, where an over-read past a matrix's last row or a token's last block goes unnoticed;
-here a C driver gives every gemm call (decode GEMV at one token, row-pair and 16-token tiles, the
-fallback past 16384 columns) weights, activations and outputs malloc'd to their exact size, with
+here a C driver gives every gemm call (decode GEMV at one token, row-pair, 16-token and 8-row
+transposed tiles, the fallback past 16384 columns; built for this host, plain AVX2 and AVX-VNNI) weights, activations and outputs malloc'd to their exact size, with
 the last row inside the range, and checks each output against ref's dot. The kernel and attention
 drivers of the asan build run as well."""
 
@@ -82,12 +82,17 @@ int main(void)
 """
 
 
-def test_avx2_gemm_paths_stay_inside_exact_size_buffers_and_equal_ref(tmp_path):
+@pytest.mark.parametrize("isa", [
+    ["-march=native"],                                   # this host: AVX-512 VNNI tiles and GEMV
+    ["-mavx2", "-mfma", "-mf16c", "-mno-avxvnni"],       # plain AVX2: 8-row maddubs tiles, 256-bit GEMV
+    ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],          # AVX-VNNI: 8-row vpdpbusd tiles
+], ids=["native", "plain-avx2", "avx2-vnni"])
+def test_avx2_gemm_paths_stay_inside_exact_size_buffers_and_equal_ref(tmp_path, isa):
     src, fw = tmp_path / "gemm_asan.c", ROOT / "firmware"
     src.write_text(DRIVER)
     exe = tmp_path / "gemm_asan"
     san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
-    cmd = ["cc", "-O1", "-g", "-std=c11", "-march=native", "-ffp-contract=off", *san, "-DELK_KERNELS_AVX2",
+    cmd = ["cc", "-O1", "-g", "-std=c11", *isa, "-ffp-contract=off", *san, "-DELK_KERNELS_AVX2",
            f"-I{fw / 'include'}", f"-I{fw / 'src'}", f"-I{fw / 'src' / 'kernels'}", str(src),
            *(str(fw / "src" / "kernels" / f) for f in ("ref.c", "tables.c", "avx2.c", "avx2_gemv.c", "avx2_attn.c")),
            "-o", str(exe), "-lm"]
