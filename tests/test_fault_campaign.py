@@ -1,0 +1,498 @@
+"""A seeded, bounded fault campaign against the real emulated board (elk-fw behind a real pty) and the
+real `elk` command, as an outside tester would run it. Faults at random points:
+
+* power cut: elk-fw SIGKILLed once the host has sent a random number of bytes of a flash (onto a blank
+  board, or over a committed image), then restarted on the same flash file;
+* the host killed: SIGKILL of `elk flash` (or `elk chat`) after a random delay, then a new run;
+* line noise: bit flips, dropped and duplicated bytes between host and board (a pty proxy, the same
+  mechanism as test_link_noise.py) during a flash, a chat and a status;
+* the board stopped (SIGSTOP) for a random time, also longer than the host's timeouts, then continued;
+* truncated, bit-flipped and too-large images offered to `elk flash`.
+
+The promises checked: bad input is one `elk: error:` line and exit 2; nothing crashes or hangs; a
+committed image is never lost (after a cut the board boots the last committed image or the new one if
+its commit completed, and `elk status` says which, truthfully: the flash file holds what it reports);
+the host never reports success for an image the board does not hold; a new `elk flash` finishes.
+
+Budget: ELK_FAULT_BUDGET seconds for the whole file (default 30; every kind runs at least once),
+ELK_FAULT_SEED (default 20261121). Every assertion message names the seed, the kind, the run and the
+fault's parameters; ELK_FAULT_RUN=<kind>:<n> replays that one run.
+"""
+
+import hashlib
+import json
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+
+import pytest
+
+from conftest import ROOT, pack_stories260k
+from elk import flash as flashing
+from elk.emulate import Emulator
+from elk.link import connect
+
+SEED = int(os.environ.get("ELK_FAULT_SEED", "20261121"))
+BUDGET = float(os.environ.get("ELK_FAULT_BUDGET", "30"))
+ONLY = os.environ.get("ELK_FAULT_RUN", "")  # "kind:n": replay one run
+SHARE = {"power_cut": 0.3, "host_kill": 0.15, "noise": 0.25, "board_stop": 0.15, "bad_image": 0.15}
+PROMPT = "Once upon a time"
+CLI_TIMEOUT = 180  # a hang, not a slow run: every command here ends in seconds
+TALLY = {}  # kind -> [runs, faults]
+
+
+def _quiet():
+    return open(os.devnull, "w")
+
+
+def _runs(kind):
+    """Run numbers of this kind, until its share of the budget is spent (at least one)."""
+    if ONLY:
+        want, _, n = ONLY.partition(":")
+        if want == kind:
+            yield int(n)
+        return
+    end = time.monotonic() + BUDGET * SHARE[kind]
+    i = 0
+    while i == 0 or time.monotonic() < end:
+        t0 = time.monotonic()
+        yield i
+        if os.environ.get("ELK_FAULT_VERBOSE"):
+            print(f"{kind}:{i} {time.monotonic() - t0:.1f} s")
+        i += 1
+
+
+def _rng(kind, i):
+    return random.Random(f"{SEED}:{kind}:{i}")
+
+
+def _count(kind, faults=1):
+    t = TALLY.setdefault(kind, [0, 0])
+    t[0] += 1
+    t[1] += faults
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    yield
+    total = [sum(v[0] for v in TALLY.values()), sum(v[1] for v in TALLY.values())]
+    print(f"\nfault campaign seed {SEED}, budget {BUDGET:g} s: " +
+          ", ".join(f"{k} {v[0]} runs/{v[1]} faults" for k, v in TALLY.items()) +
+          f"; total {total[0]} runs, {total[1]} faults")
+
+
+def elk(*args, timeout=CLI_TIMEOUT):
+    try:
+        return subprocess.run([sys.executable, "-m", "elk", *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"`elk {' '.join(map(str, args))}` hung for {timeout} s") from None
+
+
+def one_line_error(r, where):
+    assert r.returncode == 2, f"{where}: exit {r.returncode}, stderr {r.stderr[-800:]!r}"
+    assert r.stderr.startswith("elk: error: ") and r.stderr.count("\n") == 1, f"{where}: {r.stderr[-800:]!r}"
+    assert "Traceback" not in r.stderr, where
+
+
+class FaultLine:
+    """A pty proxy between the board's port and a new pty the host opens: flips bits, drops and
+    duplicates bytes (per direction), and can cut the board's power once the host has sent `kill_at`
+    bytes (the bytes before that point reach the board; then the host side hangs up, as a USB serial
+    adapter powered by the board does)."""
+
+    def __init__(self, board_port, rng, *, flip=0.0, drop=0.0, dup=0.0, directions=("to_board", "to_host"),
+                 kill_at=None, on_kill=None):
+        self.rng, self.flip, self.drop, self.dup = rng, flip, drop, dup
+        self.directions = set(directions)
+        self.kill_at, self.on_kill = kill_at, on_kill
+        self.board = os.open(board_port, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self.board)
+        self.master, slave = os.openpty()
+        tty.setraw(slave)
+        self.port = os.ttyname(slave)
+        os.close(slave)  # the host opens it by name; a closed slave reads EIO on the master until then
+        self.sent = 0    # host -> board bytes forwarded
+        self.hits = 0    # bytes flipped, dropped or duplicated
+        self.cut = False
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _mangle(self, data, direction):
+        if direction not in self.directions or not (self.flip or self.drop or self.dup):
+            return data
+        out = bytearray()
+        for b in data:
+            r = self.rng.random()
+            if r < self.drop:
+                self.hits += 1
+                continue
+            if r < self.drop + self.flip:
+                b ^= 1 << self.rng.randrange(8)
+                self.hits += 1
+            out.append(b)
+            if self.rng.random() < self.dup:
+                out.append(b)
+                self.hits += 1
+        return bytes(out)
+
+    def _write(self, fd, data):
+        while data:
+            try:
+                n = os.write(fd, data)
+            except BlockingIOError:
+                time.sleep(0.001)
+                continue
+            data = data[n:]
+
+    def _run(self):
+        fds = [self.board, self.master]
+        while not self.stop and not self.cut:
+            ready, _, _ = select.select(fds, [], [], 0.05)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    if fd == self.board:  # the board's pty went away: the host side hangs up too
+                        self._hang_up()
+                        return
+                    time.sleep(0.01)  # the host has not opened its side yet, or closed it
+                    continue
+                try:
+                    if fd == self.master:
+                        if self.kill_at is not None and self.sent + len(data) >= self.kill_at:
+                            self._write(self.board, data[:self.kill_at - self.sent])
+                            self.sent = self.kill_at
+                            self.on_kill()
+                            self._hang_up()
+                            return
+                        self.sent += len(data)
+                        self._write(self.board, self._mangle(data, "to_board"))
+                    else:
+                        self._write(self.master, self._mangle(data, "to_host"))
+                except OSError:
+                    time.sleep(0.01)
+
+    def _hang_up(self):
+        self.cut = True
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+        self.master = None
+
+    def close(self):
+        self.stop = True
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the fault proxy did not stop"
+        for fd in (self.board, self.master):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+@pytest.fixture(scope="module")
+def images(host_build, tmp_path_factory):
+    d = tmp_path_factory.mktemp("img")
+    x = pack_stories260k(d / "x.elk", name="campaign-x")
+    y = pack_stories260k(d / "y.elk", quant="q8_0", name="campaign-y")
+    return {"x": x, "y": y, "sha": {hashlib.sha256(p.read_bytes()).hexdigest(): k for k, p in
+                                    (("x", x), ("y", y))}}
+
+
+@pytest.fixture(scope="module")
+def reference(images, tmp_path_factory):
+    """What a clean line gives: the greedy reply of each image (from `elk chat`), the host->board
+    bytes of a flash of Y onto a blank board and over X, and how long `elk flash` takes."""
+    ref = {}
+    for over in (False, True):
+        with Emulator("host", baud=0, log=_quiet()) as emu:
+            if over:
+                assert flashing.flash([emu.port], images["x"], progress=False)[0].ok
+            line = FaultLine(emu.port, random.Random(0))
+            try:
+                res = flashing.flash([line.port], images["y"], progress=False)[0]
+                assert res.ok, res.error
+            finally:
+                line.close()
+            ref["bytes_over" if over else "bytes_blank"] = line.sent
+            if over:
+                t0 = time.monotonic()
+                r = elk("flash", images["x"], "--port", emu.port, "--quiet")
+                ref["flash_s"] = time.monotonic() - t0
+                assert r.returncode == 0, r.stderr
+                ref["text_x"] = _chat(emu.port).stdout
+                assert elk("flash", images["y"], "--port", emu.port, "--quiet").returncode == 0
+                ref["text_y"] = _chat(emu.port).stdout
+    assert ref["text_x"].strip() and ref["text_y"].strip()
+    return ref
+
+
+def _chat(port, *extra):
+    r = elk("chat", "--port", port, "-p", PROMPT, "--raw", "-n", "40", *extra)
+    assert r.returncode == 0 or "--reply-timeout" in extra, r.stderr
+    return r
+
+
+def _flash_slot_sha(flash_file, block, slot_size, slot, size):
+    with open(flash_file, "rb") as f:
+        f.seek(2 * block + slot * slot_size)
+        return hashlib.sha256(f.read(size)).hexdigest()
+
+
+def _check_committed(emu, flash_file, images, allowed, where):
+    """`elk status` on a (restarted) board: it runs its committed image, that image is one of
+    `allowed` ("x", "y" or None for a blank board), and the flash file holds what status reports.
+    Returns the committed image's key."""
+    r = elk("status", "--json", "--port", emu.port)
+    assert r.returncode == 0, f"{where}: status failed: {r.stderr}"
+    st = json.loads(r.stdout)
+    if st["active"] is None:
+        assert None in allowed, f"{where}: the committed image is lost: {st}"
+        assert st["running"] is None, f"{where}: {st}"
+        return None
+    slot = st["slots"]["AB".index(st["active"])]
+    which = images["sha"].get(slot["sha256"])
+    assert which in allowed, f"{where}: the board's active slot holds {which or slot['sha256']}: {st}"
+    assert slot["valid"] and st["running"] == st["active"] and st["boot_error"] == "", f"{where}: {st}"
+    got = _flash_slot_sha(flash_file, emu.board.erase_block_kb * 1024, st["slot_size"], "AB".index(st["active"]),
+                          slot["image_size"])
+    assert got == slot["sha256"], f"{where}: status reports {slot['sha256']}, the flash holds {got}"
+    return which
+
+
+def _flash_ok(port, image, where):
+    r = elk("flash", image, "--port", port, "--quiet")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, f"{where}: the next flash failed: {r.stderr}"
+    return r
+
+
+def _holds(port, images, want, where):
+    with connect(port, 0) as link:
+        info = link.info()
+    assert info.active < 2 and info.running == info.active, f"{where}: {info}"
+    got = images["sha"].get(info.slots[info.active].sha256)
+    assert got == want, f"{where}: the board runs {got}, expected {want}: {info}"
+    return info
+
+
+def test_power_cut_at_a_random_byte_of_a_flash(images, reference, tmp_path):
+    for i in _runs("power_cut"):
+        rng = _rng("power_cut", i)
+        over = rng.random() < 0.6
+        total = reference["bytes_over" if over else "bytes_blank"]
+        kill_at = rng.randrange(0, total + total // 50 + 1)
+        where = f"seed {SEED} power_cut:{i} ({'over committed x' if over else 'blank board'}, kill after " \
+                f"{kill_at} of {total} host bytes)"
+        flash_file = tmp_path / f"cut{i}.bin"
+        with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
+            if over:
+                assert flashing.flash([emu.port], images["x"], progress=False)[0].ok
+            line = FaultLine(emu.port, rng, kill_at=kill_at, on_kill=emu.kill)
+            try:
+                res = flashing.flash([line.port], images["y"], progress=False)[0]
+            finally:
+                line.close()
+            if not line.cut:
+                assert res.ok, f"{where}: no cut, yet the flash failed: {res.error}"
+        _count("power_cut", int(line.cut))
+        with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
+            allowed = {"y"} if res.ok else ({"x", "y"} if over else {None, "y"})
+            _check_committed(emu, flash_file, images, allowed, where + f", host said ok={res.ok}")
+            _flash_ok(emu.port, images["y"], where)
+            info = _holds(emu.port, images, "y", where)
+            if over:
+                prev = info.previous
+                assert prev < 2 and images["sha"].get(info.slots[prev].sha256) == "x", f"{where}: {info}"
+
+
+def test_host_killed_mid_flash_or_mid_chat(images, reference, tmp_path):
+    for i in _runs("host_kill"):
+        rng = _rng("host_kill", i)
+        during = rng.choice(["flash", "flash", "chat"])
+        delay = rng.uniform(0.0, reference["flash_s"] * 1.2)
+        where = f"seed {SEED} host_kill:{i} (elk {during} SIGKILLed after {delay:.3f} s)"
+        flash_file = tmp_path / f"host{i}.bin"
+        with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
+            assert flashing.flash([emu.port], images["x"], progress=False)[0].ok
+            args = (["flash", images["y"], "--port", emu.port, "--quiet"] if during == "flash" else
+                    ["chat", "--port", emu.port, "-p", PROMPT, "--raw", "-n", "400"])
+            proc = subprocess.Popen([sys.executable, "-m", "elk", *map(str, args)], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(delay)
+            proc.kill()
+            proc.wait()
+            _count("host_kill")
+            assert emu.alive(), f"{where}: elk-fw died"
+            which = _check_committed(emu, flash_file, images, {"x", "y"}, where)
+            if during == "chat":
+                assert which == "x", where
+                r = _chat(emu.port)
+                assert r.stdout == reference["text_x"], f"{where}: the next chat: {r.stdout!r}"
+            else:
+                _flash_ok(emu.port, images["y"], where)
+                _holds(emu.port, images, "y", where)
+                assert _chat(emu.port).stdout == reference["text_y"], where
+
+
+def _noise(rng, top):
+    level = 10 ** rng.uniform(-5.0, top)
+    kinds = rng.sample(["flip", "drop", "dup"], rng.randint(1, 3))
+    return {k: level for k in kinds}, rng.choice([("to_board",), ("to_host",), ("to_board", "to_host")])
+
+
+def test_line_noise_during_flash_chat_and_status(images, reference, tmp_path):
+    for i in _runs("noise"):
+        rng = _rng("noise", i)
+        action = rng.choice(["flash", "chat", "status"])
+        rates, directions = _noise(rng, -3.7 if action == "flash" else -2.3)
+        where = f"seed {SEED} noise:{i} ({action}, {rates}, {'+'.join(directions)})"
+        flash_file = tmp_path / f"noise{i}.bin"
+        with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
+            assert flashing.flash([emu.port], images["x" if action == "flash" else "y"], progress=False)[0].ok
+            clean = json.loads(elk("status", "--json", "--port", emu.port).stdout) if action == "status" else None
+            line = FaultLine(emu.port, rng, directions=directions, **rates)
+            try:
+                if action == "flash":
+                    r = elk("flash", images["y"], "--port", line.port, "--quiet")
+                elif action == "chat":
+                    r = elk("chat", "--port", line.port, "-p", PROMPT, "--raw", "-n", "40")
+                else:
+                    r = elk("status", "--json", "--port", line.port)
+            finally:
+                line.close()
+            _count("noise", line.hits)
+            where += f", {line.hits} bytes hit"
+            assert emu.alive(), f"{where}: elk-fw died"
+            if r.returncode != 0:
+                one_line_error(r, where)
+            if action == "flash":
+                which = _check_committed(emu, flash_file, images, {"x", "y"}, where)
+                if r.returncode == 0:
+                    assert which == "y", f"{where}: elk flash said OK, the board runs {which}"
+                _flash_ok(emu.port, images["y"], where)
+                _holds(emu.port, images, "y", where)
+            elif action == "chat":
+                if r.returncode == 0:
+                    assert r.stdout == reference["text_y"], f"{where}: {r.stdout!r}"
+                assert _chat(emu.port).stdout == reference["text_y"], f"{where}: the next clean chat"
+            else:
+                if r.returncode == 0:
+                    st = json.loads(r.stdout)
+                    for key in ("active", "running", "previous", "board", "firmware", "slot_size", "slots",
+                                "capabilities", "boot_error"):
+                        assert st[key] == clean[key], f"{where}: {key} {st[key]!r} != {clean[key]!r}"
+                assert elk("status", "--port", emu.port).returncode == 0, where
+
+
+def _stop_board(emu, after, seconds, done=None):
+    """SIGSTOP elk-fw `after` seconds from now for `seconds`, then SIGCONT (in a thread)."""
+    def run():
+        if done is not None and done.wait(after):
+            return
+        if done is None:
+            time.sleep(after)
+        try:
+            os.kill(emu.proc.pid, signal.SIGSTOP)
+            time.sleep(seconds)
+        finally:
+            os.kill(emu.proc.pid, signal.SIGCONT)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_board_stopped_longer_than_the_host_waits(images, reference, tmp_path):
+    long_stop = BUDGET >= 120  # past the host's whole retry ladder (about 15 s) only in long runs
+    for i in _runs("board_stop"):
+        rng = _rng("board_stop", i)
+        action = rng.choice(["flash", "chat", "status"])
+        delay = rng.uniform(0.0, reference["flash_s"] if action == "flash" else 0.6)
+        seconds = rng.uniform(0.3, 20.0 if long_stop and action == "flash" else 3.0)
+        where = f"seed {SEED} board_stop:{i} ({action}, SIGSTOP after {delay:.3f} s for {seconds:.2f} s)"
+        flash_file = tmp_path / f"stop{i}.bin"
+        with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
+            assert flashing.flash([emu.port], images["x"], progress=False)[0].ok
+            stopper = _stop_board(emu, delay, seconds)
+            if action == "flash":
+                r = elk("flash", images["y"], "--port", emu.port, "--quiet")
+            elif action == "chat":  # the host gives up after 1 s of silence
+                r = elk("chat", "--port", emu.port, "-p", PROMPT, "--raw", "-n", "400", "--reply-timeout", "1",
+                        "--connect-timeout", "1")
+            else:
+                r = elk("status", "--json", "--port", emu.port, "--connect-timeout", "1")
+            stopper.join()
+            _count("board_stop")
+            assert emu.alive(), f"{where}: elk-fw died"
+            if r.returncode != 0:
+                one_line_error(r, where)
+            which = _check_committed(emu, flash_file, images, {"x", "y"}, where)
+            if action == "flash":
+                if r.returncode == 0:
+                    assert which == "y", f"{where}: elk flash said OK, the board runs {which}"
+                _flash_ok(emu.port, images["y"], where)
+                _holds(emu.port, images, "y", where)
+            else:
+                assert which == "x", where
+                if action == "chat" and r.returncode == 0:
+                    long_text = r.stdout
+                    assert long_text.startswith(reference["text_x"].rstrip("\n")[:40]), f"{where}: {long_text!r}"
+                assert _chat(emu.port).stdout == reference["text_x"], f"{where}: the next chat"
+
+
+def _bad_image(rng, data):
+    kind = rng.choice(["truncated", "bitflip", "bitflip", "too_large"])
+    if kind == "truncated":
+        n = rng.randrange(0, len(data))
+        return kind, data[:n], f"cut to {n} of {len(data)} bytes"
+    if kind == "bitflip":
+        pos, bit = rng.randrange(len(data)), rng.randrange(8)
+        out = bytearray(data)
+        out[pos] ^= 1 << bit
+        return kind, bytes(out), f"bit {bit} of byte {pos} flipped"
+    return kind, data, "whole image, a board with 1 MiB of flash"
+
+
+def _flash_digest(emu, flash_file, size):
+    """SHA-256 of the boot record blocks and the first `size` bytes (plus a block) of both slots: what
+    a flash would change (the whole emulated flash is gigabytes of sparse file)."""
+    block = emu.board.erase_block_kb * 1024
+    slot = (os.path.getsize(flash_file) - 2 * block) // 2 // block * block
+    h = hashlib.sha256()
+    with open(flash_file, "rb") as f:
+        for start, n in ((0, 2 * block), (2 * block, size + block), (2 * block + slot, size + block)):
+            f.seek(start)
+            h.update(f.read(n))
+    return h.hexdigest()
+
+
+def test_bad_images_are_one_line_and_leave_the_board_untouched(images, tmp_path):
+    data = images["x"].read_bytes()
+    for i in _runs("bad_image"):
+        rng = _rng("bad_image", i)
+        kind, bad, how = _bad_image(rng, data)
+        where = f"seed {SEED} bad_image:{i} ({kind}: {how})"
+        path = tmp_path / f"bad{i}.elk"
+        path.write_bytes(bad)
+        flash_file = tmp_path / f"bad{i}.bin"
+        opts = {"flash_mb": 1} if kind == "too_large" else {}
+        with Emulator("host", baud=0, flash=flash_file, log=_quiet(), **opts) as emu:
+            if kind != "too_large":
+                assert flashing.flash([emu.port], images["y"], progress=False)[0].ok
+            before = _flash_digest(emu, flash_file, len(data))
+            r = elk("flash", path, "--port", emu.port, "--quiet")
+            _count("bad_image")
+            one_line_error(r, where)
+            assert emu.alive(), where
+            assert _flash_digest(emu, flash_file, len(data)) == before, f"{where}: the flash changed"
+            if kind != "too_large":
+                _holds(emu.port, images, "y", where)
