@@ -214,18 +214,18 @@ def reference(images, tmp_path_factory):
     """What a clean line gives: the greedy reply of each image (from `elk chat`), the host->board
     bytes of a flash of Y onto a blank board and over X, and how long `elk flash` takes."""
     ref = {}
-    for over in (False, True):
+    for variant, before, new in VARIANTS:
         with Emulator("host", baud=0, log=_quiet()) as emu:
-            if over:
-                assert flashing.flash([emu.port], images["x"], progress=False)[0].ok
+            for key in before:
+                assert flashing.flash([emu.port], images[key], progress=False)[0].ok
             line = FaultLine(emu.port, random.Random(0))
             try:
-                res = flashing.flash([line.port], images["y"], progress=False)[0]
+                res = flashing.flash([line.port], images[new], progress=False)[0]
                 assert res.ok, res.error
             finally:
                 line.close()
-            ref["bytes_over" if over else "bytes_blank"] = line.sent
-            if over:
+            ref["bytes_" + variant] = line.sent
+            if variant == "over":
                 t0 = time.monotonic()
                 r = elk("flash", images["x"], "--port", emu.port, "--quiet")
                 ref["flash_s"] = time.monotonic() - t0
@@ -249,10 +249,11 @@ def _flash_slot_sha(flash_file, block, slot_size, slot, size):
         return hashlib.sha256(f.read(size)).hexdigest()
 
 
-def _check_committed(emu, flash_file, images, allowed, where):
+def _check_committed(emu, flash_file, images, allowed, where, booted=False):
     """`elk status` on a (restarted) board: it runs its committed image, that image is one of
     `allowed` ("x", "y" or None for a blank board), and the flash file holds what status reports.
-    Returns the committed image's key."""
+    booted: the board was not restarted, so it may also run the new image (Y) that BOOT started and a
+    COMMIT never made active (the host died between the two). Returns the committed image's key."""
     r = elk("status", "--json", "--port", emu.port)
     assert r.returncode == 0, f"{where}: status failed: {r.stderr}"
     st = json.loads(r.stdout)
@@ -263,7 +264,13 @@ def _check_committed(emu, flash_file, images, allowed, where):
     slot = st["slots"]["AB".index(st["active"])]
     which = images["sha"].get(slot["sha256"])
     assert which in allowed, f"{where}: the board's active slot holds {which or slot['sha256']}: {st}"
-    assert slot["valid"] and st["running"] == st["active"] and st["boot_error"] == "", f"{where}: {st}"
+    assert slot["valid"] and st["boot_error"] == "", f"{where}: {st}"
+    if st["running"] != st["active"]:
+        run = st["slots"]["AB".index(st["running"])] if st["running"] else None
+        assert booted and run and run["valid"] and images["sha"].get(run["sha256"]) == "y", f"{where}: {st}"
+        got = _flash_slot_sha(flash_file, emu.board.erase_block_kb * 1024, st["slot_size"],
+                              "AB".index(st["running"]), run["image_size"])
+        assert got == run["sha256"], f"{where}: status reports {run['sha256']} running, the flash holds {got}"
     got = _flash_slot_sha(flash_file, emu.board.erase_block_kb * 1024, st["slot_size"], "AB".index(st["active"]),
                           slot["image_size"])
     assert got == slot["sha256"], f"{where}: status reports {slot['sha256']}, the flash holds {got}"
@@ -285,34 +292,39 @@ def _holds(port, images, want, where):
     return info
 
 
+# power-cut variants: (name, images flashed and committed first, image whose flash is cut)
+VARIANTS = (("blank", (), "y"), ("over", ("x",), "y"), ("twice", ("x", "y"), "x"))
+
+
 def test_power_cut_at_a_random_byte_of_a_flash(images, reference, tmp_path):
     for i in _runs("power_cut"):
         rng = _rng("power_cut", i)
-        over = rng.random() < 0.6
-        total = reference["bytes_over" if over else "bytes_blank"]
+        variant, before, new = rng.choices(VARIANTS, weights=(3, 4, 3))[0]
+        old = before[-1] if before else None
+        total = reference["bytes_" + variant]
         kill_at = rng.randrange(0, total + total // 50 + 1)
-        where = f"seed {SEED} power_cut:{i} ({'over committed x' if over else 'blank board'}, kill after " \
+        where = f"seed {SEED} power_cut:{i} ({variant}: {'+'.join(before) or 'blank'} then {new}, kill after " \
                 f"{kill_at} of {total} host bytes)"
         flash_file = tmp_path / f"cut{i}.bin"
         with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
-            if over:
-                assert flashing.flash([emu.port], images["x"], progress=False)[0].ok
+            for key in before:
+                assert flashing.flash([emu.port], images[key], progress=False)[0].ok
             line = FaultLine(emu.port, rng, kill_at=kill_at, on_kill=emu.kill)
             try:
-                res = flashing.flash([line.port], images["y"], progress=False)[0]
+                res = flashing.flash([line.port], images[new], progress=False)[0]
             finally:
                 line.close()
             if not line.cut:
                 assert res.ok, f"{where}: no cut, yet the flash failed: {res.error}"
         _count("power_cut", int(line.cut))
         with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
-            allowed = {"y"} if res.ok else ({"x", "y"} if over else {None, "y"})
+            allowed = {new} if res.ok else {old, new}
             _check_committed(emu, flash_file, images, allowed, where + f", host said ok={res.ok}")
-            _flash_ok(emu.port, images["y"], where)
-            info = _holds(emu.port, images, "y", where)
-            if over:
+            _flash_ok(emu.port, images[new], where)
+            info = _holds(emu.port, images, new, where)
+            if old is not None and old != new:
                 prev = info.previous
-                assert prev < 2 and images["sha"].get(info.slots[prev].sha256) == "x", f"{where}: {info}"
+                assert prev < 2 and images["sha"].get(info.slots[prev].sha256) == old, f"{where}: {info}"
 
 
 def test_host_killed_mid_flash_or_mid_chat(images, reference, tmp_path):
@@ -333,7 +345,7 @@ def test_host_killed_mid_flash_or_mid_chat(images, reference, tmp_path):
             proc.wait()
             _count("host_kill")
             assert emu.alive(), f"{where}: elk-fw died"
-            which = _check_committed(emu, flash_file, images, {"x", "y"}, where)
+            which = _check_committed(emu, flash_file, images, {"x", "y"}, where, booted=during == "flash")
             if during == "chat":
                 assert which == "x", where
                 r = _chat(emu.port)
@@ -376,7 +388,7 @@ def test_line_noise_during_flash_chat_and_status(images, reference, tmp_path):
             if r.returncode != 0:
                 one_line_error(r, where)
             if action == "flash":
-                which = _check_committed(emu, flash_file, images, {"x", "y"}, where)
+                which = _check_committed(emu, flash_file, images, {"x", "y"}, where, booted=action == "flash")
                 if r.returncode == 0:
                     assert which == "y", f"{where}: elk flash said OK, the board runs {which}"
                 _flash_ok(emu.port, images["y"], where)
@@ -435,7 +447,7 @@ def test_board_stopped_longer_than_the_host_waits(images, reference, tmp_path):
             assert emu.alive(), f"{where}: elk-fw died"
             if r.returncode != 0:
                 one_line_error(r, where)
-            which = _check_committed(emu, flash_file, images, {"x", "y"}, where)
+            which = _check_committed(emu, flash_file, images, {"x", "y"}, where, booted=action == "flash")
             if action == "flash":
                 if r.returncode == 0:
                     assert which == "y", f"{where}: elk flash said OK, the board runs {which}"
