@@ -98,6 +98,22 @@ ELK_INLINE void transpose8(__m256 r[8])
 #define ATTN_MAX_HEAD 256 /* head sizes up to this take the vector path (8 KB of transposed keys) */
 #define ATTN_MAX_HEADS_SUM 64 /* query heads per KV head the vector path takes */
 
+/* H heads' (H a constant: 1, 4 or 8, each with its own add chain) scores of 8 positions from the
+ * transposed keys kt: lane l of head h sums q_h[e] * kt[e][l] in element order. */
+ELK_INLINE void scores_heads(int H, int hd, const float *q, const __m256 *kt, __m256 vs, float *out, size_t stride)
+{
+    __m256 a[8];
+    for (int h = 0; h < H; h++)
+        a[h] = _mm256_setzero_ps();
+    for (int e = 0; e < hd; e++) {
+        const __m256 kv = kt[e];
+        for (int h = 0; h < H; h++)
+            a[h] = _mm256_add_ps(a[h], _mm256_mul_ps(_mm256_broadcast_ss(q + (size_t)h * hd + e), kv));
+    }
+    for (int h = 0; h < H; h++)
+        _mm256_storeu_ps(out + (size_t)h * stride, _mm256_mul_ps(a[h], vs));
+}
+
 /* Scores of positions [s, s + 8) for nq heads: lane l sums q . k_{s+l} in element order. The keys
  * are transposed once into kt (hd rows of 8 lanes, L1-resident) and then read by every head; heads
  * go 8 at a time, each with its own accumulator chain, so 8 independent add chains keep the add
@@ -113,50 +129,12 @@ static void scores8(int hd, int nq, int s, const float *q, const float *k, size_
     }
     const __m256 vs = _mm256_set1_ps(scale);
     int j = 0;
-    for (; j + 4 <= nq; j += 4) {
-        const float *q0 = q + (size_t)j * hd, *q1 = q0 + hd, *q2 = q1 + hd, *q3 = q2 + hd;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        if (j + 8 <= nq) {
-            const float *q4 = q3 + hd, *q5 = q4 + hd, *q6 = q5 + hd, *q7 = q6 + hd;
-            __m256 a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-            for (int e = 0; e < hd; e++) {
-                const __m256 kv = kt[e];
-                a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_broadcast_ss(q0 + e), kv));
-                a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_broadcast_ss(q1 + e), kv));
-                a2 = _mm256_add_ps(a2, _mm256_mul_ps(_mm256_broadcast_ss(q2 + e), kv));
-                a3 = _mm256_add_ps(a3, _mm256_mul_ps(_mm256_broadcast_ss(q3 + e), kv));
-                a4 = _mm256_add_ps(a4, _mm256_mul_ps(_mm256_broadcast_ss(q4 + e), kv));
-                a5 = _mm256_add_ps(a5, _mm256_mul_ps(_mm256_broadcast_ss(q5 + e), kv));
-                a6 = _mm256_add_ps(a6, _mm256_mul_ps(_mm256_broadcast_ss(q6 + e), kv));
-                a7 = _mm256_add_ps(a7, _mm256_mul_ps(_mm256_broadcast_ss(q7 + e), kv));
-            }
-            _mm256_storeu_ps(scores + (size_t)(j + 4) * score_stride + s, _mm256_mul_ps(a4, vs));
-            _mm256_storeu_ps(scores + (size_t)(j + 5) * score_stride + s, _mm256_mul_ps(a5, vs));
-            _mm256_storeu_ps(scores + (size_t)(j + 6) * score_stride + s, _mm256_mul_ps(a6, vs));
-            _mm256_storeu_ps(scores + (size_t)(j + 7) * score_stride + s, _mm256_mul_ps(a7, vs));
-        } else {
-            for (int e = 0; e < hd; e++) {
-                const __m256 kv = kt[e];
-                a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_broadcast_ss(q0 + e), kv));
-                a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_broadcast_ss(q1 + e), kv));
-                a2 = _mm256_add_ps(a2, _mm256_mul_ps(_mm256_broadcast_ss(q2 + e), kv));
-                a3 = _mm256_add_ps(a3, _mm256_mul_ps(_mm256_broadcast_ss(q3 + e), kv));
-            }
-        }
-        _mm256_storeu_ps(scores + (size_t)j * score_stride + s, _mm256_mul_ps(a0, vs));
-        _mm256_storeu_ps(scores + (size_t)(j + 1) * score_stride + s, _mm256_mul_ps(a1, vs));
-        _mm256_storeu_ps(scores + (size_t)(j + 2) * score_stride + s, _mm256_mul_ps(a2, vs));
-        _mm256_storeu_ps(scores + (size_t)(j + 3) * score_stride + s, _mm256_mul_ps(a3, vs));
-        if (j + 8 <= nq)
-            j += 4;
-    }
-    for (; j < nq; j++) {
-        const float *qj = q + (size_t)j * hd;
-        __m256 a = _mm256_setzero_ps();
-        for (int e = 0; e < hd; e++)
-            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_broadcast_ss(qj + e), kt[e]));
-        _mm256_storeu_ps(scores + (size_t)j * score_stride + s, _mm256_mul_ps(a, vs));
-    }
+    for (; j + 8 <= nq; j += 8)
+        scores_heads(8, hd, q + (size_t)j * hd, kt, vs, scores + (size_t)j * score_stride + s, score_stride);
+    for (; j + 4 <= nq; j += 4)
+        scores_heads(4, hd, q + (size_t)j * hd, kt, vs, scores + (size_t)j * score_stride + s, score_stride);
+    for (; j < nq; j++)
+        scores_heads(1, hd, q + (size_t)j * hd, kt, vs, scores + (size_t)j * score_stride + s, score_stride);
 }
 
 /* max over n scores as ref finds it: NaN never wins (max_ps returns its second operand, the running
