@@ -96,6 +96,23 @@ def run_driver_under_asan(driver: str, *args, env=None, scons_targets=()) -> sub
     return proc
 
 
+def read_pty_to_end(master: int, on_output=None) -> bytes:
+    """Everything a program writes to the slave side of a pty, until it ends (EIO or EOF on the
+    master); on_output(all bytes so far) is called after each read."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the program ended and closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+        if on_output:
+            on_output(out)
+    return out
+
+
 def pack_stories260k_long(d: pathlib.Path, seq_len: int = 4096) -> pathlib.Path:
     """stories260K with a longer context, packed to d/s4k.elk: the legacy llama2.c file grows by the
     longer RoPE tables its header then declares (zeros; elk computes RoPE itself)."""

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, flashed_board, pack_stories260k_long, run_elk
+from conftest import ROOT, flashed_board, pack_stories260k_long, read_pty_to_end, run_elk
 
 LONG = "".join(f"Lily and Tom went to the park {i} times to play with the ball. " for i in range(160))
 
@@ -49,18 +49,13 @@ def _chat_and_stop_board(board, bound):
         proc = subprocess.Popen([sys.executable, "-m", "elk", *args], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=slave)
         os.close(slave)
-        err = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: the program ended and closed the terminal
-                break
-            if not chunk:
-                break
-            err += chunk
+
+        def stop_at_first_report(err):
+            nonlocal stopped
             if stopped is None and b"(prefill " in err:
                 board.proc.send_signal(signal.SIGSTOP)
                 stopped = time.monotonic()
+        err = read_pty_to_end(master, stop_at_first_report)
         proc.wait(timeout=60)
         ended = time.monotonic()
     finally:

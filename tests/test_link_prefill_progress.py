@@ -169,22 +169,14 @@ def test_elk_chat_stats_shows_prefill_progress_on_a_terminal_only(board):
     import subprocess
     import sys
 
-    from conftest import ROOT, run_elk
+    from conftest import ROOT, read_pty_to_end, run_elk
 
     args = ["chat", "--port", board.port, "--baud", "0", "-p", LONG, "--raw", "-n", "4", "--stats"]
     master, slave = pty.openpty()
     try:
         proc = subprocess.Popen([sys.executable, "-m", "elk", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=slave)
         os.close(slave)
-        err = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: the program ended and closed the terminal
-                break
-            if not chunk:
-                break
-            err += chunk
+        err = read_pty_to_end(master)
         out = proc.communicate(timeout=60)[0]
     finally:
         os.close(master)
