@@ -88,22 +88,50 @@ def test_pack_writes_the_image_in_whole_windows(tmp_path, monkeypatch):
     image.verify_image(img)
 
 
+def _image_vmas(img):
+    """[(size in kB, VmFlags)] of this process's mappings of the file img, from /proc/self/smaps."""
+    vmas, inside = [], False
+    for line in open("/proc/self/smaps"):
+        head = line.split()
+        if head and "-" in head[0] and ":" not in head[0]:
+            inside = line.rstrip().endswith(str(img))
+            if inside:
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                vmas.append([(hi - lo) // 1024, None])
+        elif inside and line.startswith("VmFlags:"):
+            vmas[-1][1] = line.split()[1:]
+    return vmas
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc/self/smaps")
 def test_runtime_marks_image_mapping_for_huge_pages(tmp_path):
     """libelk asks for 2 MiB folios on the image mapping (VmFlags 'hg' in smaps): without it, a cold
-    image is read into small folios and decode streams the weights through 4 KiB TLB entries."""
+    image is read into small folios and decode streams the weights through 4 KiB TLB entries. A tied
+    embedding (stories260K's, also the output matrix) is streamed too and stays in that range."""
     from conftest import pack_stories260k
     from elk.runtime import Model
 
     img = pack_stories260k(tmp_path / "s.elk")
     with Model(img):
-        flags, inside = None, False
-        for line in open("/proc/self/smaps"):
-            head = line.split()
-            if head and "-" in head[0] and not line.endswith(":\n") and ":" not in head[0]:
-                inside = line.rstrip().endswith(str(img))
-            elif inside and line.startswith("VmFlags:"):
-                flags = line.split()[1:]
-                break
-    assert flags is not None, "image mapping not found in /proc/self/smaps"
-    assert "hg" in flags
+        vmas = _image_vmas(img)
+    assert vmas, "image mapping not found in /proc/self/smaps"
+    assert all("hg" in flags for _, flags in vmas), vmas
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc/self/smaps")
+def test_runtime_keeps_an_untied_embedding_on_small_pages(tmp_path):
+    """An embedding that is not the output matrix is read a row per token: libelk marks its pages
+    'nh' (no huge pages), so a 2 MiB page is not mapped (and counted in the RSS) for one row."""
+    from conftest import fixture_path
+    from elk import image as im
+    from elk.models import synth
+    from elk.runtime import Model
+
+    img = synth.synthesize("tiny", tmp_path / "tiny.elk", vocab_path=fixture_path("tok512.bin"), quant="q8_0")
+    embd = im.read_image(img).tensor("TOK_EMBD")
+    assert "output.weight" in im.read_image(img).tensors and embd.size > 3 * 4096
+    with Model(img):
+        vmas = _image_vmas(img)
+    small = [kb for kb, flags in vmas if "nh" in flags]
+    assert len(small) == 1 and embd.size // 1024 - 8 <= small[0] <= embd.size // 1024, (vmas, embd.size)
+    assert sum(1 for _, flags in vmas if "hg" in flags) >= 1

@@ -91,6 +91,24 @@ static int map_file(elk_host *h, const char *path)
     return ELK_OK;
 }
 
+/* The token embedding is read a row per token, not streamed: on 4 KiB pages only the rows used count
+ * in the RSS, where each 2 MiB page would map 2 MiB for one row (70 MB of a q8_0 TinyLlama table
+ * after a long prompt). Not when it is also the output matrix, which every token streams. */
+static void embedding_small_pages(const elk_host *h)
+{
+#ifdef MADV_NOHUGEPAGE
+    elk_tensor e, o;
+    if (elk_image_find(&h->img, ELK_ROLE_TOK_EMBD, 0, &e) || elk_image_find(&h->img, ELK_ROLE_OUTPUT, 0, &o))
+        return;
+    const uintptr_t page = 4096, a = ((uintptr_t)e.data + page - 1) & ~(page - 1);
+    const uintptr_t b = ((uintptr_t)e.data + (uintptr_t)e.size) & ~(page - 1);
+    if (b > a)
+        (void)madvise((void *)a, b - a, MADV_NOHUGEPAGE);
+#else
+    (void)h;
+#endif
+}
+
 /* Lay out model | tokenizer | sampler | gen in one arena and initialize them. */
 static int build(elk_host *h, const char *path, const elk_model_opts *opts)
 {
@@ -144,6 +162,8 @@ int elk_host_open(const char *path, uint32_t n_ctx, int n_threads, const char *k
     int rc = map_file(h, path);
     if (!rc && (rc = elk_image_open(&h->img, h->map, h->map_size)))
         set_error(h, rc, "%s: %s", path, h->img.error);
+    if (!rc)
+        embedding_small_pages(h);
     if (!rc && n_ctx > h->img.config.seq_len)
         rc = set_error(h, ELK_E_RANGE, "%s: context %u is larger than the model's seq_len %u", path,
                        n_ctx, h->img.config.seq_len);
