@@ -34,6 +34,7 @@ void elk_pool_destroy(elk_pool *pool);
 double elk_pool_probe_bandwidth(elk_pool *pool, uint64_t bytes, int reps);
 """
 PROBE_BYTES = 512 << 20  # 16x the 32 MiB L3 here: the probe reads DRAM, not cache
+HUGE_PAGES_MATTER = 64 << 20  # weights per token below which 2 MiB pages make no difference worth a note
 
 
 class BenchError(ElkError):
@@ -84,7 +85,8 @@ class BenchResult:
             f"CPU time    {self.prefill_cpu_ms:8.2f} ms/prompt token, {self.decode_cpu_ms:.2f} ms/decoded token "
             "(all threads; steadier than wall time on a busy machine)",
             f"peak RSS    {self.peak_rss_mb:8.1f} MB ({self.baseline_rss_mb:.1f} MB before opening the image)",
-        ] + ([] if math.isnan(self.huge_pages_pct) or self.huge_pages_pct >= 50 else [
+        ] + ([] if math.isnan(self.huge_pages_pct) or self.huge_pages_pct >= 50 or
+             self.weight_bytes_per_token < HUGE_PAGES_MATTER else [
             f"note        only {self.huge_pages_pct:.0f}% of the image is mapped on 2 MiB pages: its page cache "
             "was filled in small pages (by a copy or a download; `elk pack` writes 2 MiB pages): decode may be a "
             "few % slower until the image is read from disk again (docs/performance.md, huge pages)"])
