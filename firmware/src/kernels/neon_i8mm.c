@@ -141,34 +141,35 @@ static inline void store_tile(float *y, int rows, int r, int t, float32x4_t v)
     y[(size_t)(t + 1) * rows + r + 1] = vgetq_lane_f32(v, 3);
 }
 
-/* Y[t * rows + r] for r in [r0, r1), t in [0, n_tok) (kernels.h): token pairs x groups of up to
- * ROW_PAIRS row pairs in 2x2 tiles, then the odd row and the odd token with the SDOT dot. */
+/* Y[t * rows + r] for r in [r0, r1), t in [0, n_tok) (kernels.h): groups of up to ROW_PAIRS row pairs
+ * x token pairs in 2x2 tiles, then the odd row and the odd token with the SDOT dot. Row group outer,
+ * tokens inner: the group's rows stay in L1 while the activations (L2) go past, so a batched prefill
+ * reads each weight byte from DRAM once, not once per token pair. Every element is computed as before. */
 static inline void gemm_tiles(int wtype, int n, const uint8_t *w, size_t row_bytes, int r0, int r1,
                               const uint8_t *x, size_t x_stride, int n_tok, float *y, int rows)
 {
     float (*dot)(int, const void *, const void *) =
         wtype == ELK_TYPE_Q4_0 ? dot_q4_0_neon_i8mm : dot_q8_0_neon_i8mm;
     float32x4_t acc[ROW_PAIRS];
-    int t = 0;
-    for (; t + 2 <= n_tok; t += 2) {
-        const elk_block_q8_0 *x0 = (const elk_block_q8_0 *)(x + (size_t)t * x_stride);
-        const elk_block_q8_0 *x1 = (const elk_block_q8_0 *)(x + (size_t)(t + 1) * x_stride);
-        int r = r0;
-        while (r + 2 <= r1) {
-            const int pairs = (r1 - r) / 2 < ROW_PAIRS ? (r1 - r) / 2 : ROW_PAIRS;
+    const int t_even = n_tok - n_tok % 2;
+    int r = r0;
+    while (r + 2 <= r1) {
+        const int pairs = (r1 - r) / 2 < ROW_PAIRS ? (r1 - r) / 2 : ROW_PAIRS;
+        for (int t = 0; t < t_even; t += 2) {
+            const elk_block_q8_0 *x0 = (const elk_block_q8_0 *)(x + (size_t)t * x_stride);
+            const elk_block_q8_0 *x1 = (const elk_block_q8_0 *)(x + (size_t)(t + 1) * x_stride);
             tile_group(wtype, n / ELK_QK, w + (size_t)r * row_bytes, row_bytes, pairs, x0, x1, acc);
             for (int k = 0; k < pairs; k++)
                 store_tile(y, rows, r + 2 * k, t, acc[k]);
-            r += 2 * pairs;
         }
-        if (r < r1) {
-            y[(size_t)t * rows + r] = dot(n, w + (size_t)r * row_bytes, x0);
-            y[(size_t)(t + 1) * rows + r] = dot(n, w + (size_t)r * row_bytes, x1);
-        }
+        r += 2 * pairs;
     }
-    for (; t < n_tok; t++)
-        for (int r = r0; r < r1; r++)
+    if (r < r1)
+        for (int t = 0; t < t_even; t++)
             y[(size_t)t * rows + r] = dot(n, w + (size_t)r * row_bytes, x + (size_t)t * x_stride);
+    for (int t = t_even; t < n_tok; t++)
+        for (int rr = r0; rr < r1; rr++)
+            y[(size_t)t * rows + rr] = dot(n, w + (size_t)rr * row_bytes, x + (size_t)t * x_stride);
 }
 
 static void gemm_q8_0_neon_i8mm(int n, const void *w, size_t row_bytes, int r0, int r1, const void *x,
