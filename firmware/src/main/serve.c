@@ -365,6 +365,9 @@ static int cmd_generate(elk_fw *fw, const uint8_t *p, uint32_t n)
 
 static int dispatch(elk_fw *fw, const elk_frame *f)
 {
+    if (f->code == ELK_CMD_HELLO)
+        fw->event_pending = 0;  /* the last STATS of a session that left before its EACK came is nobody's:
+                                 * resent after this, the new session would take it for its own turn's */
     if (fw->generating && f->code == ELK_CMD_HELLO) {
         /* A new session takes over the line: the old one's reply ends here, without waiting for
          * acknowledgements or a STATS nobody will read. The generation loop returns as soon as this
