@@ -16,7 +16,12 @@ the host never reports success for an image the board does not hold; a new `elk 
 
 Budget: ELK_FAULT_BUDGET seconds for the whole file (default 30; every kind runs at least once),
 ELK_FAULT_SEED (default 20261121). Every assertion message names the seed, the kind, the run and the
-fault's parameters; ELK_FAULT_RUN=<kind>:<n> replays that one run.
+fault's parameters; ELK_FAULT_RUN=<kind>:<n> replays that one run. ELK_FAULT_MODE=asan runs it against
+the AddressSanitizer build of elk-fw.
+
+Defects it found (fixed, with focused tests in test_link_lost_reply.py): a GENERATE whose reply was
+lost made the host wait 120 s for a turn that had already streamed; a session that left before its last
+STATS was acknowledged had that STATS resent into the next session (an empty reply, exit 0).
 """
 
 import hashlib
@@ -33,7 +38,7 @@ import tty
 
 import pytest
 
-from conftest import ROOT, pack_stories260k
+from conftest import ROOT, pack_stories260k, scons
 from elk import flash as flashing
 from elk.emulate import Emulator
 from elk.link import connect
@@ -41,6 +46,7 @@ from elk.link import connect
 SEED = int(os.environ.get("ELK_FAULT_SEED", "20261121"))
 BUDGET = float(os.environ.get("ELK_FAULT_BUDGET", "30"))
 ONLY = os.environ.get("ELK_FAULT_RUN", "")  # "kind:n": replay one run
+MODE = os.environ.get("ELK_FAULT_MODE", "release")  # or "asan"
 SHARE = {"power_cut": 0.3, "host_kill": 0.15, "noise": 0.25, "board_stop": 0.15, "bad_image": 0.15}
 PROMPT = "Once upon a time"
 CLI_TIMEOUT = 180  # a hang, not a slow run: every command here ends in seconds
@@ -49,6 +55,14 @@ TALLY = {}  # kind -> [runs, faults]
 
 def _quiet():
     return open(os.devnull, "w")
+
+
+def _board(**kw):
+    """The emulated host board, unthrottled; ELK_FAULT_MODE=asan runs the campaign against the
+    AddressSanitizer build of elk-fw (a memory error kills it and the next check fails)."""
+    if MODE != "release":
+        scons(f"mode={MODE}", f"build/host-{MODE}/elk-fw")
+    return Emulator("host", baud=0, log=_quiet(), mode=MODE, **kw)
 
 
 def _runs(kind):
@@ -81,10 +95,8 @@ def _count(kind, faults=1):
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     yield
-    total = [sum(v[0] for v in TALLY.values()), sum(v[1] for v in TALLY.values())]
-    print(f"\nfault campaign seed {SEED}, budget {BUDGET:g} s: " +
-          ", ".join(f"{k} {v[0]} runs/{v[1]} faults" for k, v in TALLY.items()) +
-          f"; total {total[0]} runs, {total[1]} faults")
+    print(f"\nfault campaign seed {SEED}, budget {BUDGET:g} s, elk-fw {MODE}: " +
+          ", ".join(f"{k} {v[0]} runs/{v[1]} {'bytes hit' if k == 'noise' else 'faults'}" for k, v in TALLY.items()))
 
 
 def elk(*args, timeout=CLI_TIMEOUT):
@@ -215,7 +227,7 @@ def reference(images, tmp_path_factory):
     bytes of a flash of Y onto a blank board and over X, and how long `elk flash` takes."""
     ref = {}
     for variant, before, new in VARIANTS:
-        with Emulator("host", baud=0, log=_quiet()) as emu:
+        with _board() as emu:
             for key in before:
                 assert flashing.flash([emu.port], images[key], progress=False)[0].ok
             line = FaultLine(emu.port, random.Random(0))
@@ -306,7 +318,7 @@ def test_power_cut_at_a_random_byte_of_a_flash(images, reference, tmp_path):
         where = f"seed {SEED} power_cut:{i} ({variant}: {'+'.join(before) or 'blank'} then {new}, kill after " \
                 f"{kill_at} of {total} host bytes)"
         flash_file = tmp_path / f"cut{i}.bin"
-        with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
+        with _board(flash=flash_file) as emu:
             for key in before:
                 assert flashing.flash([emu.port], images[key], progress=False)[0].ok
             line = FaultLine(emu.port, rng, kill_at=kill_at, on_kill=emu.kill)
@@ -317,7 +329,7 @@ def test_power_cut_at_a_random_byte_of_a_flash(images, reference, tmp_path):
             if not line.cut:
                 assert res.ok, f"{where}: no cut, yet the flash failed: {res.error}"
         _count("power_cut", int(line.cut))
-        with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
+        with _board(flash=flash_file) as emu:
             allowed = {new} if res.ok else {old, new}
             _check_committed(emu, flash_file, images, allowed, where + f", host said ok={res.ok}")
             _flash_ok(emu.port, images[new], where)
@@ -334,7 +346,7 @@ def test_host_killed_mid_flash_or_mid_chat(images, reference, tmp_path):
         delay = rng.uniform(0.0, reference["flash_s"] * 1.2)
         where = f"seed {SEED} host_kill:{i} (elk {during} SIGKILLed after {delay:.3f} s)"
         flash_file = tmp_path / f"host{i}.bin"
-        with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
+        with _board(flash=flash_file) as emu:
             assert flashing.flash([emu.port], images["x"], progress=False)[0].ok
             args = (["flash", images["y"], "--port", emu.port, "--quiet"] if during == "flash" else
                     ["chat", "--port", emu.port, "-p", PROMPT, "--raw", "-n", "400"])
@@ -369,7 +381,7 @@ def test_line_noise_during_flash_chat_and_status(images, reference, tmp_path):
         rates, directions = _noise(rng, -3.7 if action == "flash" else -2.3)
         where = f"seed {SEED} noise:{i} ({action}, {rates}, {'+'.join(directions)})"
         flash_file = tmp_path / f"noise{i}.bin"
-        with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
+        with _board(flash=flash_file) as emu:
             assert flashing.flash([emu.port], images["x" if action == "flash" else "y"], progress=False)[0].ok
             clean = json.loads(elk("status", "--json", "--port", emu.port).stdout) if action == "status" else None
             line = FaultLine(emu.port, rng, directions=directions, **rates)
@@ -432,7 +444,7 @@ def test_board_stopped_longer_than_the_host_waits(images, reference, tmp_path):
         seconds = rng.uniform(0.3, 20.0 if long_stop and action == "flash" else 3.0)
         where = f"seed {SEED} board_stop:{i} ({action}, SIGSTOP after {delay:.3f} s for {seconds:.2f} s)"
         flash_file = tmp_path / f"stop{i}.bin"
-        with Emulator("host", baud=0, flash=flash_file, log=_quiet()) as emu:
+        with _board(flash=flash_file) as emu:
             assert flashing.flash([emu.port], images["x"], progress=False)[0].ok
             stopper = _stop_board(emu, delay, seconds)
             if action == "flash":
@@ -497,7 +509,7 @@ def test_bad_images_are_one_line_and_leave_the_board_untouched(images, tmp_path)
         path.write_bytes(bad)
         flash_file = tmp_path / f"bad{i}.bin"
         opts = {"flash_mb": 1} if kind == "too_large" else {}
-        with Emulator("host", baud=0, flash=flash_file, log=_quiet(), **opts) as emu:
+        with _board(flash=flash_file, **opts) as emu:
             if kind != "too_large":
                 assert flashing.flash([emu.port], images["y"], progress=False)[0].ok
             before = _flash_digest(emu, flash_file, len(data))
