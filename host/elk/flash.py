@@ -306,6 +306,10 @@ def check_image(data, name) -> None:
         raise ElkError(f"{name}: damaged image: header CRC-32 mismatch (`elk verify` says more)")
     if po < hs or po + ps > len(data):
         raise ElkError(f"{name}: truncated image: the payload ends at byte {po + ps}, the file has {len(data)}")
+    if not h["flags"] & spec.IMAGE_FLAG_HAS_TRAILER and len(data) > po + ps:
+        # as `elk verify` says: the board would store and run these bytes as part of the image
+        raise ElkError(f"{name}: damaged image: {len(data) - po - ps} bytes follow the image (it ends at byte "
+                       f"{po + ps}) but its header says no trailer follows (`elk verify` says more)")
     if hashlib.sha256(data[po:po + ps]).digest() != h["payload_sha256"]:
         raise ElkError(f"{name}: damaged image: payload SHA-256 does not match the header (`elk verify` says more)")
 

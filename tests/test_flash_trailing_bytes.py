@@ -1,0 +1,29 @@
+"""`elk flash` refuses a file with bytes after the image when its header says no trailer follows (a
+concatenated or padded file), in one line before any board is touched, as `elk verify` does. It used
+to send them: the board stored and ran 'image + junk' as the image. Signed images (trailer flag set)
+are unaffected (test_trust_*)."""
+
+import os
+
+from conftest import pack_stories260k, run_elk
+from elk import flash as flashing
+from elk.emulate import Emulator
+from elk.link import connect
+
+
+def test_flash_refuses_bytes_after_an_image_without_trailer(host_build, tmp_path):
+    image = pack_stories260k(tmp_path / "s.elk", quant="q8_0")
+    data = image.read_bytes()
+    padded = tmp_path / "padded.elk"
+    padded.write_bytes(data + b"\xff" * 4096)
+    with Emulator("host", baud=0, log=open(os.devnull, "w")) as emu:
+        assert flashing.flash([emu.port], image, progress=False)[0].ok
+        with connect(emu.port, 0) as link:
+            before = link.info()
+        r = run_elk("flash", padded, "--port", emu.port, "--quiet")
+        assert r.returncode == 2 and r.stdout == ""
+        assert r.stderr == (f"elk: error: {padded}: damaged image: 4096 bytes follow the image (it ends at byte "
+                            f"{len(data)}) but its header says no trailer follows (`elk verify` says more)\n")
+        with connect(emu.port, 0) as link:
+            after = link.info()
+    assert after.slots == before.slots and after.active == before.active and after.running == before.running
