@@ -7,7 +7,7 @@ real `elk` command, as an outside tester would run it. Faults at random points:
 * line noise: bit flips, dropped and duplicated bytes between host and board (a pty proxy, the same
   mechanism as test_link_noise.py) during a flash, a chat and a status;
 * the board stopped (SIGSTOP) for a random time, also longer than the host's timeouts, then continued;
-* truncated, bit-flipped and too-large images offered to `elk flash`.
+* truncated, bit-flipped, padded and too-large images offered to `elk flash`.
 
 The promises checked: bad input is one `elk: error:` line and exit 2; nothing crashes or hangs; a
 committed image is never lost (after a cut the board boots the last committed image or the new one if
@@ -474,7 +474,10 @@ def test_board_stopped_longer_than_the_host_waits(images, reference, tmp_path):
 
 
 def _bad_image(rng, data):
-    kind = rng.choice(["truncated", "bitflip", "bitflip", "too_large"])
+    kind = rng.choice(["truncated", "bitflip", "bitflip", "appended", "too_large"])
+    if kind == "appended":  # a concatenated or padded file: no trailer flag, bytes after the image
+        n = rng.randrange(1, 3 * 4096)
+        return kind, data + bytes(rng.randrange(256) for _ in range(n)), f"{n} random bytes appended"
     if kind == "truncated":
         n = rng.randrange(0, len(data))
         return kind, data[:n], f"cut to {n} of {len(data)} bytes"
