@@ -152,6 +152,12 @@ int elk_fw_cmd_flash_end(elk_fw *fw, const uint8_t *p, uint32_t n)
             return ELK_E_HASH;  /* the session stays open: the host can resend blocks */
     elk_image im;
     int rc = elk_image_open(&im, img, fw->fs.size);
+    if (rc == ELK_OK && !(im.flags & ELK_IMAGE_FLAG_HAS_TRAILER) && im.size != fw->fs.size) {
+        /* bytes after the image that no trailer accounts for: a concatenated or padded file */
+        elk_fmt(im.error, sizeof im.error, "%llu bytes follow the image but its header says no trailer follows",
+                (unsigned long long)(fw->fs.size - im.size));
+        rc = ELK_E_FORMAT;
+    }
     if (rc == ELK_OK)
         rc = elk_image_verify(&im);
     if (rc == ELK_OK && (rc = elk_trust_fw_check(fw, img, fw->fs.size)) != ELK_OK)
