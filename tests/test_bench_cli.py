@@ -40,7 +40,7 @@ def test_bench_json_has_every_field_with_sane_values(stories):
     assert 0.5 < r["machine_gb_s"] < 1000 and r["probe_gb_s"] <= r["machine_gb_s"]
     # a same-thread probe before the first repetition and after each; each repetition is rated
     # against the mean of the two around it, and the median of those ratings is reported
-    assert len(r["probe_runs"]) == 3 and max(r["probe_runs"]) <= r["machine_gb_s"]
+    assert len(r["probe_runs"]) == 3 and max(r["probe_runs"]) <= r["machine_gb_s"] + 0.005  # runs: 2 decimals
     p_ = r["probe_runs"]
     rated = sorted(100 * r["weight_bytes_per_token"] * d / 1e9 / ((p_[i] + p_[i + 1]) / 2)
                    for i, d in enumerate(r["decode_runs"]))
