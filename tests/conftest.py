@@ -96,6 +96,17 @@ def run_driver_under_asan(driver: str, *args, env=None, scons_targets=()) -> sub
     return proc
 
 
+def owner_keys(d: pathlib.Path, names) -> dict:
+    """name -> {"key", "pub": the files `elk keygen` writes (no passphrase), "priv", "raw": loaded}."""
+    from elk import trust
+
+    out = {}
+    for name in names:
+        k, p = trust.keygen(d / name)
+        out[name] = {"key": k, "pub": p, "priv": trust.load_private_key(k), "raw": trust.load_public_key(p)}
+    return out
+
+
 def read_pty_to_end(master: int, on_output=None) -> bytes:
     """Everything a program writes to the slave side of a pty, until it ends (EIO or EOF on the
     master); on_output(all bytes so far) is called after each read."""

@@ -12,7 +12,7 @@ import time
 import zlib
 
 import pytest
-from conftest import ROOT, fixture_path, pack_stories260k
+from conftest import ROOT, fixture_path, owner_keys, pack_stories260k
 
 from elk import flash as flashing
 from elk import provision, spec, trust
@@ -36,12 +36,7 @@ def plain(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
-    d = tmp_path_factory.mktemp("keys")
-    out = {}
-    for name in ("a", "b"):
-        k, p = trust.keygen(d / name)
-        out[name] = {"key": k, "pub": p, "priv": trust.load_private_key(k), "raw": trust.load_public_key(p)}
-    return out
+    return owner_keys(tmp_path_factory.mktemp("keys"), ("a", "b"))
 
 
 def write(tmp_path, name, data):

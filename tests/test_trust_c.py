@@ -5,7 +5,7 @@ import struct
 
 import cffi
 import pytest
-from conftest import fixture_path, pack_stories260k
+from conftest import fixture_path, owner_keys, pack_stories260k
 
 from elk import image, spec, trust
 
@@ -51,12 +51,8 @@ def plain_image(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
-    d = tmp_path_factory.mktemp("keys")
-    out = {}
-    for name in ("owner", "other"):
-        k, p = trust.keygen(d / name)
-        out[name] = (trust.load_private_key(k), trust.load_public_key(p))
-    return out
+    made = owner_keys(tmp_path_factory.mktemp("keys"), ("owner", "other"))
+    return {name: (k["priv"], k["raw"]) for name, k in made.items()}
 
 
 def prov(ffi, key=None, seq=1, floor=0):

@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from conftest import owner_keys
 from elk import boards, proto_spec, provision, spec, trust
 from elk.emulate import Emulator
 from elk.link import LinkError, connect
@@ -18,12 +19,7 @@ PROVISION = proto_spec.COMMANDS["PROVISION"]
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
-    d = tmp_path_factory.mktemp("keys")
-    out = {}
-    for name in ("a", "b"):
-        k, p = trust.keygen(d / name)
-        out[name] = {"priv": trust.load_private_key(k), "raw": trust.load_public_key(p)}
-    return out
+    return owner_keys(tmp_path_factory.mktemp("keys"), ("a", "b"))
 
 
 def board(tmp_path, name="board.bin", rng=False):
