@@ -214,25 +214,42 @@ def load_model(src, tokenizer=None, **options) -> Model:
     if path.is_dir():
         from elk.convert import hf
 
-        return hf.read(path, tokenizer=tokenizer, **options)
+        return _vocab_fits(hf.read(path, tokenizer=tokenizer, **options), tokenizer, path)
     if path.is_file():
         with open(path, "rb") as f:
             head = f.read(4)
         if head == spec.IMAGE_MAGIC.to_bytes(4, "little"):
-            return from_image(path, tokenizer=tokenizer)
+            return _vocab_fits(from_image(path, tokenizer=tokenizer), tokenizer, path)
         if head == b"GGUF":
             from elk.convert import gguf_reader
 
-            return gguf_reader.read(path, tokenizer=tokenizer)
+            return _vocab_fits(gguf_reader.read(path, tokenizer=tokenizer), tokenizer, path)
         from elk.convert import llama2c
 
-        return llama2c.read(path, tokenizer=tokenizer)
+        return _vocab_fits(llama2c.read(path, tokenizer=tokenizer), tokenizer, path)
     file_like = path.suffix.lower() in (".bin", ".gguf", ".elk", ".safetensors", ".model", ".json", ".pt")
     if "/" in text and not text.startswith((".", "/", "~")) and text.count("/") == 1 and not file_like:
         from elk.convert import hf
 
         return hf.read_hub(text, tokenizer=tokenizer, **options)
     raise ElkError(f"{text}: no such file, folder or Hugging Face model id")
+
+
+def _vocab_fits(model: Model, tokenizer, src: pathlib.Path) -> Model:
+    """The model, checked to have an embedding row for every token of its tokenizer (fewer tokens are
+    padded later: padded_vocab). Too many is one line naming the file the tokenizer came from (the
+    --tokenizer file, else the folder's tokenizer.model / tokenizer.json, else the checkpoint itself)
+    and both sizes (elk.image's own check cannot say which file it was)."""
+    vocab, rows = model.vocab, model.config.vocab_size
+    if vocab is None or len(vocab.pieces) <= rows:
+        return model
+    if isinstance(tokenizer, (str, pathlib.Path)):
+        where = str(tokenizer)
+    elif src.is_dir():
+        where = next((str(src / f) for f in ("tokenizer.model", "tokenizer.json") if (src / f).is_file()), str(src))
+    else:
+        where = str(src)
+    raise FormatError(f"{where}: tokenizer has {len(vocab.pieces)} tokens, model vocab_size is {rows}")
 
 
 def from_image(path, tokenizer=None) -> Model:
