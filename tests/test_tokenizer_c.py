@@ -382,7 +382,7 @@ MALFORMED = {
     "nan_score": (lambda b: _put(b, 32 + 16 * 300 + 8, "<f", float("nan")), "E_FORMAT"),
     "bos_out_of_range": (lambda b: _put(b, 12, "<i", 512), "E_FORMAT"),
     "unk_below_minus_one": (lambda b: _put(b, 20, "<i", -2), "E_FORMAT"),
-    "unknown_flag": (lambda b: _put(b, 8, "<I", 1 << 10), "E_FORMAT"),
+    "unknown_flag": (lambda b: _put(b, 8, "<I", 1 << 11), "E_FORMAT"),
     "piece_not_utf8": (lambda b: b[:-1] + b"\xff", "E_FORMAT"),
 }
 

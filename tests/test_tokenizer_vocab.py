@@ -203,7 +203,7 @@ def _section(v):
     (lambda b: b.__setitem__(slice(32 + 16 * 5, 32 + 16 * 5 + 4), struct.pack("<I", 1 << 31)) or b, "outside"),
     (lambda b: b.__setitem__(slice(32 + 16 * 5 + 12, 32 + 16 * 5 + 16), struct.pack("<I", 9)) or b, "bad type"),
     (lambda b: b.__setitem__(slice(12, 16), struct.pack("<i", 600)) or b, "bos_id"),
-    (lambda b: b.__setitem__(slice(8, 12), struct.pack("<I", 0x400)) or b, "unknown bits"),
+    (lambda b: b.__setitem__(slice(8, 12), struct.pack("<I", 0x800)) or b, "unknown bits"),
 ])
 def test_decode_section_rejects_damaged_sections(damage, message):
     v = T.from_llama2c(fixture_path("tok512.bin"))

@@ -159,6 +159,14 @@ TOKENIZER_FLAG_PREFIX_UNLESS_SPACE = 1 << 8
 # SentencePiece kind: user-defined pieces are split off the raw text before normalization, as tokenizers
 # splits off added tokens, and the text after one is a new segment (dummy prefix as the PREFIX flags say)
 TOKENIZER_FLAG_USER_SPLIT_RAW = 1 << 9
+# Added-token options (tokenizers' lstrip / rstrip / single_word) for pieces matched whole in the raw
+# text: before the stop-id list (or at the end without one) the section holds k x (i32 id, u32 options),
+# ids ascending, then u32 k (1..TOKENIZER_MAX_ADDED_OPTIONS). A reader without this flag refuses the image.
+TOKENIZER_FLAG_ADDED_OPTIONS = 1 << 10
+TOKENIZER_MAX_ADDED_OPTIONS = 4096
+TOKENIZER_ADDED_LSTRIP = 1 << 0  # the white space before a match belongs to the token
+TOKENIZER_ADDED_RSTRIP = 1 << 1  # the white space after a match belongs to the token
+TOKENIZER_ADDED_SINGLE_WORD = 1 << 2  # a match with a word character (\w) right before or after it is text
 
 # ---------------------------------------------------------------------------------------------
 # Trust (docs/trust.md): image trailer TLVs, signature message prefixes, the provisioning record.
@@ -315,6 +323,11 @@ def _c_header() -> str:
     define("ELK_TOKENIZER_FLAG_PREFIX_SEGMENTS", "(1u << 7)")
     define("ELK_TOKENIZER_FLAG_PREFIX_UNLESS_SPACE", "(1u << 8)")
     define("ELK_TOKENIZER_FLAG_USER_SPLIT_RAW", "(1u << 9)")
+    define("ELK_TOKENIZER_FLAG_ADDED_OPTIONS", "(1u << 10)")
+    define("ELK_TOKENIZER_MAX_ADDED_OPTIONS", TOKENIZER_MAX_ADDED_OPTIONS)
+    define("ELK_TOKENIZER_ADDED_LSTRIP", "(1u << 0)")
+    define("ELK_TOKENIZER_ADDED_RSTRIP", "(1u << 1)")
+    define("ELK_TOKENIZER_ADDED_SINGLE_WORD", "(1u << 2)")
     out.append("")
     define("ELK_TRAILER_HEAD_SIZE", TRAILER_HEAD_SIZE)
     define("ELK_TRAILER_TLV_HEAD_SIZE", TRAILER_TLV_HEAD_SIZE)

@@ -32,12 +32,13 @@ FLAG_IGNORE_MERGES = spec.TOKENIZER_FLAG_IGNORE_MERGES
 FLAG_PREFIX_SEGMENTS = spec.TOKENIZER_FLAG_PREFIX_SEGMENTS
 FLAG_PREFIX_UNLESS_SPACE = spec.TOKENIZER_FLAG_PREFIX_UNLESS_SPACE
 FLAG_USER_SPLIT_RAW = spec.TOKENIZER_FLAG_USER_SPLIT_RAW
+FLAG_ADDED_OPTIONS = spec.TOKENIZER_FLAG_ADDED_OPTIONS
 KIND_SPM = spec.TOKENIZER_KIND_SPM_BPE
 KIND_BYTE = spec.TOKENIZER_KIND_BYTE_BPE
 KNOWN_FLAGS = {  # per kind: the flags that mean something for it
     KIND_SPM: FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX | FLAG_REMOVE_EXTRA_WHITESPACE | FLAG_STOP_IDS |
-              FLAG_PREFIX_SEGMENTS | FLAG_PREFIX_UNLESS_SPACE | FLAG_USER_SPLIT_RAW,
-    KIND_BYTE: FLAG_SPLIT_DIGITS | FLAG_STOP_IDS | FLAG_LLAMA3_SPLIT | FLAG_IGNORE_MERGES,
+              FLAG_PREFIX_SEGMENTS | FLAG_PREFIX_UNLESS_SPACE | FLAG_USER_SPLIT_RAW | FLAG_ADDED_OPTIONS,
+    KIND_BYTE: FLAG_SPLIT_DIGITS | FLAG_STOP_IDS | FLAG_LLAMA3_SPLIT | FLAG_IGNORE_MERGES | FLAG_ADDED_OPTIONS,
 }
 LLAMA_FLAGS = FLAG_BYTE_FALLBACK | FLAG_ADD_DUMMY_PREFIX
 
@@ -71,6 +72,8 @@ class Vocab:
     stop_ids: list[int] = dataclasses.field(default_factory=list)  # generation also stops here (+ eos_id)
     kind: int = KIND_SPM  # spec.TOKENIZER_KIND_*
     splits: list[int] | None = None  # byte-level: UTF-8 length of the left part of the merge making each piece
+    # id -> spec.TOKENIZER_ADDED_* bits (lstrip, rstrip, single_word) of pieces matched whole in the raw text
+    added_options: dict[int, int] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.pieces)
@@ -418,7 +421,7 @@ def encode(v: Vocab, text: str | bytes, bos: bool = False, eos: bool = False, sp
     ids = [v.bos_id] if bos and v.bos_id >= 0 else []
     start = 0
     every = bool(v.flags & FLAG_PREFIX_SEGMENTS)  # the dummy prefix after special tokens (prefix: at the start)
-    for at, length, i in _control_matches(t, data, special):
+    for at, length, i in _control_matches(t, data, special, v.added_options):
         ids += _encode_plain(v, t, data[start:at], prefix if start == 0 else every)
         ids.append(i)
         start = at + length
@@ -428,20 +431,31 @@ def encode(v: Vocab, text: str | bytes, bos: bool = False, eos: bool = False, sp
     return ids
 
 
-def _control_matches(t: _Tables, data: bytes, special: bool):
-    """(offset, length, id) of control pieces (when `special`) and of byte-level user-defined pieces in
-    data, scanning left to right, longest match first."""
+def _control_matches(t: _Tables, data: bytes, special: bool, options: dict | None = None):
+    """(offset, length, id) of control pieces (when `special`) and of raw-split user-defined pieces in
+    data, scanning left to right, longest match first. A piece with added-token options takes the white
+    space beside it into its span (lstrip, rstrip) or stays text unless it is a whole word (single_word;
+    the scan then goes on after it, as tokenizers' matcher does): elk.tokenizer_added."""
     if not special and not t.user_ids:
         return
-    at = 0
+    from elk import tokenizer_added
+
+    at = floor = 0  # floor: end of the last match (lstrip stops there)
     while at < len(data):
         for n in range(min(t.match_len, len(data) - at), 0, -1):
             i = t.control.get(data[at : at + n]) if special else None
             i = t.user_ids.get(data[at : at + n]) if i is None else i
-            if i is not None:
-                yield at, n, i
+            if i is None:
+                continue
+            span = (at, at + n)
+            if options and options.get(i):
+                span = tokenizer_added.apply(options[i], data, at, at + n, floor)
+            if span is None:
                 at += n
-                break
+            else:
+                yield span[0], span[1] - span[0], i
+                at = floor = span[1]
+            break
         else:
             at += 1
 

@@ -9,8 +9,9 @@ import struct
 
 from elk import spec
 from elk import tokenizer as _tok  # MAX_USER_PIECE_BYTES is read from there at call time (one setting)
-from elk.tokenizer import (ENTRY, FLAG_STOP_IDS, FLAG_USER_SPLIT_RAW, HEAD, KIND_BYTE, KIND_SPM, KNOWN_FLAGS,
-                           MAX_TOKENS, USER_DEFINED, TokenizerFormatError, Vocab)
+from elk.tokenizer import (CONTROL, ENTRY, FLAG_ADDED_OPTIONS, FLAG_STOP_IDS, FLAG_USER_SPLIT_RAW, HEAD, KIND_BYTE,
+                           KIND_SPM, KNOWN_FLAGS, MAX_TOKENS, UNKNOWN, USER_DEFINED, TokenizerFormatError, Vocab)
+from elk.tokenizer_added import ALL as ADDED_ALL
 
 
 def encode_section(v: Vocab) -> bytes:
@@ -44,7 +45,14 @@ def encode_section(v: Vocab) -> bytes:
         entries += ENTRY.pack(len(blob), len(raw), score, kind)
         blob += raw
         max_len = max(max_len, len(raw))
-    flags = v.flags & ~FLAG_STOP_IDS
+    flags = v.flags & ~(FLAG_STOP_IDS | FLAG_ADDED_OPTIONS)
+    options = sorted((i, o) for i, o in v.added_options.items() if o)
+    if options:  # before the stop-id list, which stays the section's end
+        if len(options) > spec.TOKENIZER_MAX_ADDED_OPTIONS:
+            raise TokenizerFormatError(f"{len(options)} added tokens with options; at most "
+                                       f"{spec.TOKENIZER_MAX_ADDED_OPTIONS}")
+        blob += b"".join(struct.pack("<iI", i, o) for i, o in options) + struct.pack("<I", len(options))
+        flags |= FLAG_ADDED_OPTIONS
     stops = [i for i in v.stop_ids if i != v.eos_id]
     if any(not 0 <= i < n for i in v.stop_ids):
         raise TokenizerFormatError(f"stop ids {v.stop_ids} outside 0..{n - 1}")
@@ -87,6 +95,19 @@ def decode_section(b: bytes) -> Vocab:
         if any(not 0 <= i < n for i in stop_ids):
             raise TokenizerFormatError(f"TOKENIZER stop id outside 0..{n - 1}: {stop_ids}")
         blob = blob[: len(blob) - 4 - 4 * k]
+    options = {}
+    if flags & FLAG_ADDED_OPTIONS:  # k x (i32 id, u32 options), then u32 k, before the stop ids
+        k = struct.unpack_from("<I", blob, len(blob) - 4)[0] if len(blob) >= 4 else 0
+        if not 1 <= k <= spec.TOKENIZER_MAX_ADDED_OPTIONS or 4 + 8 * k > len(blob):
+            raise TokenizerFormatError(f"TOKENIZER added-token option list of {k} entries does not fit "
+                                       f"(1..{spec.TOKENIZER_MAX_ADDED_OPTIONS} after the strings)")
+        raw = struct.unpack_from(f"<{2 * k}i", blob, len(blob) - 4 - 8 * k)
+        options = {raw[2 * j]: raw[2 * j + 1] for j in range(k)}
+        ids = list(raw[0::2])
+        if ids != sorted(set(ids)) or any(not 0 <= i < n or not 0 < o <= ADDED_ALL for i, o in options.items()):
+            raise TokenizerFormatError(f"TOKENIZER added-token options: ids not ascending in 0..{n - 1}, or "
+                                       f"options outside 1..{ADDED_ALL}")
+        blob = blob[: len(blob) - 4 - 8 * k]
     splits = None
     if kind == KIND_BYTE:
         if len(blob) < 2 * n:
@@ -111,5 +132,11 @@ def decode_section(b: bytes) -> Vocab:
             raise TokenizerFormatError(f"TOKENIZER token {i}: merge split {splits[i]} not inside its {length} bytes")
         scores.append(score)
         types.append(kind_i)
+    raw_users = kind == KIND_BYTE or flags & FLAG_USER_SPLIT_RAW
+    whole = {CONTROL, UNKNOWN} | ({USER_DEFINED} if raw_users else set())
+    bad = next((i for i in options if types[i] not in whole or not pieces[i]), None)
+    if bad is not None:  # options apply to pieces matched whole in the raw text only
+        raise TokenizerFormatError(f"TOKENIZER token {bad}: added-token options on a piece not matched whole "
+                                   f"in the raw text")
     return Vocab(pieces, scores, types, bos_id=bos, eos_id=eos, unk_id=unk, pad_id=pad,
-                 flags=flags, stop_ids=stop_ids, kind=kind, splits=splits)
+                 flags=flags, stop_ids=stop_ids, kind=kind, splits=splits, added_options=options)

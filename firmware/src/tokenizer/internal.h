@@ -46,6 +46,8 @@ struct elk_tokenizer {
     int32_t *slots;                  /* hash of NORMAL/USER_DEFINED/UNUSED and CONTROL pieces -> id */
     uint32_t slot_mask;
     int32_t byte_id[256];            /* <0xXX> piece per byte, -1 if absent */
+    const uint8_t *added;            /* added-token options in the section: n_added x (i32 id, u32 bits) */
+    uint32_t n_added;
     /* encode scratch (not thread-safe: one elk_tokenize at a time per tokenizer) */
     uint8_t *norm;                   /* SEG_BYTES */
     tok_sym *syms;                   /* SEG_SYMS */
@@ -88,5 +90,17 @@ static inline int byte_piece_value(const uint8_t *s, uint32_t len)
     int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
+
+/* Length of the valid UTF-8 character at p[0..n), or 0 if p[0] starts none (tokenizer.c). */
+uint32_t elk_tok_utf8_len(const uint8_t *p, uint64_t n);
+/* added.c: the section's added-token option list (flag ADDED_OPTIONS), taken off t->blob_size. */
+int elk_tok_parse_added(elk_tokenizer *t);
+/* The option bits of piece id (spec ELK_TOKENIZER_ADDED_*), 0 if it has none. */
+uint32_t elk_tok_added_options(const elk_tokenizer *t, int32_t id);
+/* Applies options to a match p[*at..*end) of the raw text p[0..len) as tokenizers does: 0 when
+ * single_word leaves it as text; else 1, *at moved back over white space down to `floor` (the end of
+ * the previous match) for lstrip and *end forward over white space for rstrip. */
+int elk_tok_added_span(uint32_t options, const uint8_t *p, uint64_t len, uint64_t floor, uint64_t *at,
+                       uint64_t *end);
 
 #endif

@@ -30,7 +30,7 @@ static int raw_users(const elk_tokenizer *t)
 }
 
 /* Length of the valid UTF-8 character at p[0..n), or 0 if p[0] starts none (RFC 3629 ranges). */
-static uint32_t utf8_len(const uint8_t *p, uint64_t n)
+uint32_t elk_tok_utf8_len(const uint8_t *p, uint64_t n)
 {
     uint8_t c = p[0], lo = 0x80, hi = 0xBF;
     uint32_t len;
@@ -91,7 +91,7 @@ static int check_entry(const elk_tokenizer *t, uint32_t i)
     if (t->splits && split_len(t, i) >= (len ? len : 1u))
         return ELK_E_FORMAT; /* a merge's left part lies inside its piece */
     for (uint32_t k = 0; k < len;) { /* pieces are UTF-8 text */
-        uint32_t c = utf8_len(t->blob + off + k, len - k);
+        uint32_t c = elk_tok_utf8_len(t->blob + off + k, len - k);
         if (!c)
             return ELK_E_FORMAT;
         k += c;
@@ -128,6 +128,7 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
                                ELK_TOKENIZER_FLAG_REMOVE_EXTRA_WHITESPACE | ELK_TOKENIZER_FLAG_STOP_IDS |
                                ELK_TOKENIZER_FLAG_PREFIX_SEGMENTS | ELK_TOKENIZER_FLAG_PREFIX_UNLESS_SPACE |
                                ELK_TOKENIZER_FLAG_USER_SPLIT_RAW;
+    known |= ELK_TOKENIZER_FLAG_ADDED_OPTIONS;
     if (t->flags & ~known)
         return ELK_E_FORMAT;
     int32_t ids[4] = { t->bos, t->eos, t->unk, t->pad };
@@ -138,7 +139,7 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
     t->entries = s + HEAD_SIZE;
     t->blob = t->entries + (uint64_t)n * ELK_TOKEN_ENTRY_SIZE;
     t->blob_size = size - HEAD_SIZE - (uint64_t)n * ELK_TOKEN_ENTRY_SIZE;
-    if (parse_stop_ids(t) != ELK_OK)
+    if (parse_stop_ids(t) != ELK_OK || elk_tok_parse_added(t) != ELK_OK)
         return ELK_E_FORMAT;
     t->splits = NULL;
     if (kind == ELK_TOKENIZER_KIND_BYTE_BPE) { /* u16 per piece at the start of the blob */
@@ -155,6 +156,11 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
         uint32_t len = entry_len(t, i), type = entry_type(t, i);
         *n_mergeable += (mergeable(type) || special_type(type)) && len > 0; /* hashed pieces */
         t->n_long += len > MAX_USER_LEN && (special_type(type) || type == ELK_TOKEN_USER_DEFINED);
+    }
+    for (uint32_t j = 0; j < t->n_added; j++) { /* options belong to pieces matched whole in the raw text */
+        uint32_t i = elk_le32(t->added + 8u * j), type = entry_type(t, i);
+        if (entry_len(t, i) == 0 || !(special_type(type) || (type == ELK_TOKEN_USER_DEFINED && raw_users(t))))
+            return ELK_E_FORMAT;
     }
     return ELK_OK;
 }
@@ -217,7 +223,7 @@ static int crosses_word(const elk_tokenizer *t, uint32_t i)
     const uint8_t *s = entry_str(t, i);
     uint32_t len = entry_len(t, i), prev_space = 1;
     for (uint32_t k = 0; k < len;) {
-        uint32_t c = utf8_len(s + k, len - k); /* > 0: checked by parse_section */
+        uint32_t c = elk_tok_utf8_len(s + k, len - k); /* > 0: checked by parse_section */
         int space = is_space_sym(s + k, len - k);
         if (space && !prev_space)
             return 1;
@@ -527,7 +533,7 @@ static uint32_t split_one(const elk_tokenizer *t, uint32_t at, uint32_t filled, 
             return n;
         }
     }
-    uint32_t c = utf8_len(p, avail);
+    uint32_t c = elk_tok_utf8_len(p, avail);
     *out = (tok_sym){ at, c ? c : 1, c ? lookup(t, p, c) : -1, 0 };
     return out->len;
 }
@@ -721,10 +727,15 @@ int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsi
                 at++;
                 continue;
             }
-            encode_span(t, &o, p + start, at - start, start == 0 ? prefix : every);
+            uint64_t from = at, to = at + n;  /* the white space lstrip / rstrip take joins the token */
+            uint32_t options = t->n_added ? elk_tok_added_options(t, id) : 0;
+            if (options && !elk_tok_added_span(options, p, len, start, &from, &to)) {
+                at = to;  /* single_word inside a word: text, and the scan goes on after it */
+                continue;
+            }
+            encode_span(t, &o, p + start, from - start, start == 0 ? prefix : every);
             emit(&o, id);
-            at += n;
-            start = at;
+            at = start = to;
         }
     }
     encode_span(t, &o, p + start, len - start, start == 0 ? prefix : every);

@@ -48,7 +48,6 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
         raise TokenizerFormatError(f"{path}: tokenizer model is {model.get('type')!r}, elk needs SentencePiece BPE")
     byte_level = '"ByteLevel"' in json.dumps(doc.get("pre_tokenizer")) + json.dumps(doc.get("decoder"))
     kind_flags = _byte_level_flags(path, doc, model) if byte_level else None
-    check_no_strip(path, doc.get("added_tokens") or [])
     added_list = [(t["id"], str(t["content"]), bool(t.get("special"))) for t in doc.get("added_tokens") or []]
     # a negative id would index the piece list from its end and silently replace another piece
     for where, entries in (("the vocab", vocab_map.items()), ("added_tokens", ((c, i) for i, c, _ in added_list))):
@@ -71,6 +70,7 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
             pieces[i] = SPACE + text.replace(" ", SPACE)
     if any(p is None for p in pieces):
         raise TokenizerFormatError(f"{path}: token ids are not contiguous")
+    options = _added_options(path, doc.get("added_tokens") or [], added, in_normalized)
     scores, splits = bytelevel.rank_merges(vocab_map, n, model.get("merges") or [], path)
     types = [_infer_type(p) for p in pieces] if not byte_level else [NORMAL] * n
     unk = model.get("unk_token")
@@ -85,7 +85,7 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
     flags |= _hf_prefix_flags(path, doc) | _user_split_flag(path, doc)
     index = {p: i for i, p in enumerate(pieces)}
     v = Vocab(pieces, scores, types, bos_id=index.get("<s>", -1), eos_id=index.get("</s>", -1), unk_id=unk_id,
-              pad_id=-1, flags=flags)
+              pad_id=-1, flags=flags, added_options=options)
     if byte_level:
         missing = [c for c in bytelevel.BYTE_TO_CHAR if c not in vocab_map]
         if missing:
@@ -98,10 +98,36 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
     return v
 
 
+def _added_options(path, tokens: list, added: dict, in_normalized: bool) -> dict:
+    """id -> lstrip / rstrip / single_word bits (elk.tokenizer_added) of the added tokens that have any.
+    elk applies them where it matches a token whole in the raw text, as tokenizers does: special tokens,
+    and non-special ones unless the legacy normalizer matches them in the normalized text (refused in one
+    line then, as is a token spelled like a vocabulary piece at another id: its matches carry that id)."""
+    from elk import tokenizer_added
+
+    out = {}
+    for t in tokens:
+        bits = tokenizer_added.options_of(t) if isinstance(t, dict) else 0
+        if not bits:
+            continue
+        i = t["id"]
+        text, special, alias = added[i]
+        names = [k for k in ("lstrip", "rstrip", "single_word") if t.get(k)]
+        if alias is not None:
+            raise TokenizerFormatError(f"{path}: added token {text!r} has {names[0]}: true and is spelled like vocabulary "
+                                       f"piece {alias}; elk applies added-token options to added ids only")
+        if in_normalized and not special:
+            raise TokenizerFormatError(f"{path}: added token {text!r} has {names[0]}: true and is matched in the "
+                                       f"normalized text (normalized: true); elk applies added-token options to "
+                                       f"tokens matched in the raw text")
+        out[i] = bits
+    return out
+
+
 def check_no_strip(where, tokens) -> None:
-    """tokenizers lets an added token take the white space beside it (lstrip, rstrip) or match only as
-    a whole word (single_word); elk matches the token's text alone, which would give other ids around
-    it: refused in one line."""
+    """Added tokens read beside a tokenizer.model (the folder's tokenizer.json): their lstrip, rstrip and
+    single_word are not carried over (elk does for a tokenizer.json vocabulary: _added_options), so a
+    token with any is refused in one line rather than matched differently."""
     for t in tokens:
         on = [k for k in ("lstrip", "rstrip", "single_word") if isinstance(t, dict) and t.get(k)]
         if on:
