@@ -1,0 +1,99 @@
+"""Added-token options (lstrip / rstrip / single_word, firmware/src/tokenizer/added.c) under AddressSanitizer
++ UBSan: sections whose control and raw-split user pieces carry every option combination encode random
+text full of white space of every kind, word characters, marks and invalid UTF-8 right beside the
+markers (the backward and forward character scans at the text's ends), each result checked against
+the Python reference; the option list damaged in many ways is refused or used without one invalid
+access. Same harness as test_tokenizer_asan.py."""
+
+from conftest import run_driver_under_asan
+
+DRIVER = r"""
+import random, struct, sys
+import cffi
+from conftest import ROOT, fixture_path
+from elk import cheader, spec
+from elk import tokenizer as T
+
+ffi = cffi.FFI()
+ffi.cdef(cheader.declarations(ROOT / "firmware/include/elk/elk.h", names=[
+    "elk_tokenizer", "elk_tokenizer_arena_size", "elk_tokenizer_init", "elk_tokenize_ex"]))
+lib = ffi.dlopen(sys.argv[1])
+rng = random.Random(1021)
+
+v = T.from_llama2c(fixture_path("tok512.bin"))
+markers = ["<|a|>", "<|b|>", "<|c|>", "<|d|>", "<|e|>", "<|f|>", "<|g|>", "<|" + "long_" * 60 + "|>"]
+for k, m in enumerate(markers):
+    v.pieces[500 + k], v.types[500 + k] = m, (T.CONTROL if k % 2 else T.USER_DEFINED)
+v.flags |= T.FLAG_USER_SPLIT_RAW | T.FLAG_PREFIX_UNLESS_SPACE
+v.added_options = {500 + k: 1 + k % 7 for k in range(len(markers))}
+v.stop_ids = [501]
+base = T.encode_section(v)
+SPACES = [" ", "\t", "\n", "\u00a0", "\u3000", "\u2028", "\u0085", "\u1680", "\u200a"]
+WORDS = ["a", "é", "_", "\u0301", "日", "٣", "²", "-", "\u200d", "😀"]
+
+
+def text():
+    parts = [m.encode() for m in markers] + [s.encode() for s in SPACES + WORDS] + [
+        b"\xe3\x80", b"\x80", b"\xc2", b"\xf0\x9f\x98", b"<|", b"|>"]
+    return b"".join(rng.choice(parts) for _ in range(rng.randint(0, 24)))
+
+
+def init(sec):
+    buf = ffi.new("uint8_t[]", sec)
+    need = lib.elk_tokenizer_arena_size(buf, len(sec))
+    arena = ffi.new("uint8_t[]", max(need, 1 << 16))
+    out = ffi.new("elk_tokenizer **")
+    rc = lib.elk_tokenizer_init(out, buf, len(sec), arena, len(arena))
+    assert (rc == 0) == (need > 0)
+    return (out[0], buf, arena) if rc == 0 else None
+
+
+def encode(t, data, flags, cap=4096):
+    ids, n = ffi.new("int32_t[]", cap), ffi.new("int *")
+    rc = lib.elk_tokenize_ex(t, data, len(data), flags, ids, rng.randint(0, cap), n)
+    return rc, list(ids[0 : min(n[0], cap)])
+
+
+t, *_keep = init(base)
+checked = 0
+for _ in range(1500):
+    data = text()
+    for special in (0, 4):
+        n = ffi.new("int *")
+        ids = ffi.new("int32_t[]", 4 * len(data) + 8)
+        assert lib.elk_tokenize_ex(t, data, len(data), special, ids, 4 * len(data) + 8, n) == 0
+        assert list(ids[0 : n[0]]) == T.encode(v, data, special=bool(special)), data
+        checked += 1
+        encode(t, data, special | rng.randrange(16))  # any flags, any capacity
+
+accepted = 0
+for k in range(400):
+    b = bytearray(base)
+    at = len(b) - 4 - 4 * len(v.all_stop_ids()) - 4  # the option count
+    how = k % 4
+    if how == 0:
+        off = at - 4 * rng.randint(0, 2 * len(markers))
+        b[off : off + 4] = rng.choice([0, 1, 7, 8, 499, 512, 1 << 31, rng.getrandbits(32)]).to_bytes(4, "little")
+    elif how == 1:
+        b = b[: len(b) - rng.randint(1, 96)]
+    elif how == 2:
+        b[8] ^= 1 << rng.randrange(8)
+        b[9] ^= 1 << rng.randrange(3)
+    else:
+        for _ in range(rng.randint(1, 6)):
+            b[len(b) - 1 - rng.randrange(120)] = rng.getrandbits(8)
+    got = init(bytes(b))
+    if got:
+        accepted += 1
+        for _ in range(20):
+            encode(got[0], text(), rng.randrange(16))
+print("checked", checked, "accepted", accepted)
+"""
+
+
+def test_added_token_options_are_clean_under_asan():
+    proc = run_driver_under_asan(DRIVER)
+    words = proc.stdout.split()
+    checked, accepted = int(words[1]), int(words[3])
+    assert checked == 3000, proc.stdout
+    assert 10 < accepted < 390, accepted  # damaged lists: many refused, some (flag flips) still valid
