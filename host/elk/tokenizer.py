@@ -555,16 +555,12 @@ def token_bytes(v: Vocab, prev: int, i: int, special: bool = False) -> bytes:
 
 
 def decode(v: Vocab, ids: list[int], special: bool = False) -> str:
-    """Text of ids (invalid UTF-8 from byte tokens becomes U+FFFD); drops the dummy prefix space.
-    special: control pieces appear as their text."""
-    out = bytearray()
-    start = True  # the first piece that is not a control piece may start with the dummy prefix "▁"
-    for i in ids:
-        b = token_bytes(v, -1 if start else len(v), i, special)  # len(v): a "previous" that is not BOS
-        if 0 <= i < len(v) and (v.types[i] != CONTROL or b):  # as sentencepiece: only that one piece
-            start = False
-        out += b
-    return out.decode("utf-8", errors="replace")
+    """Text of ids as `sentencepiece` (or, for a tokenizer.json import, `tokenizers`) decodes them: the
+    dummy prefix dropped, byte-fallback runs as text (invalid bytes: U+FFFD), control pieces skipped
+    unless `special` (then their text). elk.tokenizer_stream.StreamDecoder gives it id by id."""
+    from elk import tokenizer_stream
+
+    return tokenizer_stream.decode(v, ids, special)
 
 
 def encode_section(v: Vocab) -> bytes:

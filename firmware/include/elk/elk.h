@@ -149,6 +149,23 @@ int elk_token_piece(const elk_tokenizer *t, int prev, int id, char *buf, int cap
 #define ELK_PIECE_SPECIAL 1u
 int elk_token_piece_ex(const elk_tokenizer *t, int prev, int id, unsigned flags, char *buf, int cap, int *len);
 
+/* Streaming decode of a whole id sequence (generation output): begin, then piece for each id in order,
+ * then end. The text written so far is always whole UTF-8 characters, and all of it is the decode of
+ * the whole sequence as sentencepiece (tokenizers, for tokenizer.json imports) decodes it: the dummy
+ * prefix dropped at the start of the sequence only, byte-fallback runs held until they end (invalid
+ * bytes: U+FFFD), control tokens "" unless ELK_PIECE_SPECIAL (docs/tokenizer.md, "Streaming decode").
+ * ELK_E_RANGE: id out of range, or cap too small (*len = the bytes needed; the state is unchanged). */
+#define ELK_TOKEN_STREAM_HOLD 64
+typedef struct elk_token_stream {
+    uint32_t started, bad, n_run;          /* internal */
+    uint8_t run[64];                       /* ELK_TOKEN_STREAM_HOLD byte pieces held (a run, or an
+                                            * unfinished character); a literal for cffi's cdef */
+} elk_token_stream;
+void elk_token_stream_begin(elk_token_stream *s);
+int elk_token_stream_piece(const elk_tokenizer *t, elk_token_stream *s, int id, unsigned flags, char *buf, int cap,
+                           int *len);
+int elk_token_stream_end(const elk_tokenizer *t, elk_token_stream *s, char *buf, int cap, int *len);
+
 int elk_tokenizer_bos(const elk_tokenizer *t);
 int elk_tokenizer_eos(const elk_tokenizer *t);
 /* 1 if generation stops at id: eos_id or an id of the section's stop list (<|im_end|>, <|eot_id|>). */
