@@ -3,7 +3,8 @@
 text full of white space of every kind, word characters, marks and invalid UTF-8 right beside the
 markers (the backward and forward character scans at the text's ends), each result checked against
 the Python reference; the option list damaged in many ways is refused or used without one invalid
-access. Same harness as test_tokenizer_asan.py."""
+access; the streaming decoder (stream.c) takes random ids, byte runs past its hold and short buffers.
+Same harness as test_tokenizer_asan.py."""
 
 from conftest import run_driver_under_asan
 
@@ -87,6 +88,23 @@ for k in range(400):
         accepted += 1
         for _ in range(20):
             encode(got[0], text(), rng.randrange(16))
+
+# streaming decode (stream.c) on the same section and a byte-level one: random ids, any flags, any cap
+ffi.cdef(cheader.declarations(ROOT / "firmware/include/elk/elk.h", names=[
+    "elk_token_stream", "elk_token_stream_begin", "elk_token_stream_piece", "elk_token_stream_end"]))
+from elk.convert import bytelevel as BL
+bv = T.Vocab(list(BL.BYTE_TO_CHAR) + ["<|im_end|>", "\u00e6\u0139"], [0.0] * 258, [T.NORMAL] * 256 + [T.CONTROL, T.NORMAL],
+             bos_id=-1, eos_id=256, unk_id=-1, pad_id=-1, flags=0, kind=spec.TOKENIZER_KIND_BYTE_BPE, splits=[0] * 258)
+for sec, n_ids in ((base, 512), (T.encode_section(bv), 258), (T.encode_section(T.from_llama2c(fixture_path("tok512.bin"))), 512)):
+    st = init(sec)
+    s = ffi.new("elk_token_stream *")
+    buf, n = ffi.new("char[]", 256), ffi.new("int *")
+    for _ in range(300):
+        lib.elk_token_stream_begin(s)
+        for _ in range(rng.randint(0, 150)):  # runs of byte pieces longer than the 64-byte hold
+            i = rng.choice([rng.randrange(3, 259), rng.randrange(-3, n_ids + 3), 1, 2, 501])
+            lib.elk_token_stream_piece(st[0], s, i, rng.randrange(2), buf, rng.choice([0, 1, 3, 256]), n)
+        lib.elk_token_stream_end(st[0], s, buf, rng.choice([0, 2, 256]), n)
 print("checked", checked, "accepted", accepted)
 """
 
