@@ -28,20 +28,20 @@ import hashlib
 import json
 import os
 import random
-import select
-import signal
 import subprocess
 import sys
-import threading
 import time
-import tty
 
 import pytest
 
 from conftest import ROOT, pack_stories260k, scons
+from fault_tools import Campaign, FaultLine, elk, one_line_error
+from fault_tools import check_committed as _check_committed
+from fault_tools import flash_ok as _flash_ok
+from fault_tools import holds as _holds
+from fault_tools import stop_board as _stop_board
 from elk import flash as flashing
 from elk.emulate import Emulator
-from elk.link import connect
 
 SEED = int(os.environ.get("ELK_FAULT_SEED", "20261121"))
 BUDGET = float(os.environ.get("ELK_FAULT_BUDGET", "30"))
@@ -49,8 +49,6 @@ ONLY = os.environ.get("ELK_FAULT_RUN", "")  # "kind:n": replay one run
 MODE = os.environ.get("ELK_FAULT_MODE", "release")  # or "asan"
 SHARE = {"power_cut": 0.3, "host_kill": 0.15, "noise": 0.25, "board_stop": 0.15, "bad_image": 0.15}
 PROMPT = "Once upon a time"
-CLI_TIMEOUT = 180  # a hang, not a slow run: every command here ends in seconds
-TALLY = {}  # kind -> [runs, faults]
 
 
 def _quiet():
@@ -65,31 +63,8 @@ def _board(**kw):
     return Emulator("host", baud=0, log=_quiet(), mode=MODE, **kw)
 
 
-def _runs(kind):
-    """Run numbers of this kind, until its share of the budget is spent (at least one)."""
-    if ONLY:
-        want, _, n = ONLY.partition(":")
-        if want == kind:
-            yield int(n)
-        return
-    end = time.monotonic() + BUDGET * SHARE[kind]
-    i = 0
-    while i == 0 or time.monotonic() < end:
-        t0 = time.monotonic()
-        yield i
-        if os.environ.get("ELK_FAULT_VERBOSE"):
-            print(f"{kind}:{i} {time.monotonic() - t0:.1f} s")
-        i += 1
-
-
-def _rng(kind, i):
-    return random.Random(f"{SEED}:{kind}:{i}")
-
-
-def _count(kind, faults=1):
-    t = TALLY.setdefault(kind, [0, 0])
-    t[0] += 1
-    t[1] += faults
+CAMPAIGN = Campaign(SEED, BUDGET, ONLY, SHARE)
+_runs, _rng, _count, TALLY = CAMPAIGN.runs, CAMPAIGN.rng, CAMPAIGN.count, CAMPAIGN.tally
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -97,119 +72,6 @@ def _report():
     yield
     print(f"\nfault campaign seed {SEED}, budget {BUDGET:g} s, elk-fw {MODE}: " +
           ", ".join(f"{k} {v[0]} runs/{v[1]} {'bytes hit' if k == 'noise' else 'faults'}" for k, v in TALLY.items()))
-
-
-def elk(*args, timeout=CLI_TIMEOUT):
-    try:
-        return subprocess.run([sys.executable, "-m", "elk", *map(str, args)], capture_output=True, text=True,
-                              timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"`elk {' '.join(map(str, args))}` hung for {timeout} s") from None
-
-
-def one_line_error(r, where):
-    assert r.returncode == 2, f"{where}: exit {r.returncode}, stderr {r.stderr[-800:]!r}"
-    assert r.stderr.startswith("elk: error: ") and r.stderr.count("\n") == 1, f"{where}: {r.stderr[-800:]!r}"
-    assert "Traceback" not in r.stderr, where
-
-
-class FaultLine:
-    """A pty proxy between the board's port and a new pty the host opens: flips bits, drops and
-    duplicates bytes (per direction), and can cut the board's power once the host has sent `kill_at`
-    bytes (the bytes before that point reach the board; then the host side hangs up, as a USB serial
-    adapter powered by the board does)."""
-
-    def __init__(self, board_port, rng, *, flip=0.0, drop=0.0, dup=0.0, directions=("to_board", "to_host"),
-                 kill_at=None, on_kill=None):
-        self.rng, self.flip, self.drop, self.dup = rng, flip, drop, dup
-        self.directions = set(directions)
-        self.kill_at, self.on_kill = kill_at, on_kill
-        self.board = os.open(board_port, os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(self.board)
-        self.master, slave = os.openpty()
-        tty.setraw(slave)
-        self.port = os.ttyname(slave)
-        os.close(slave)  # the host opens it by name; a closed slave reads EIO on the master until then
-        self.sent = 0    # host -> board bytes forwarded
-        self.hits = 0    # bytes flipped, dropped or duplicated
-        self.cut = False
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _mangle(self, data, direction):
-        if direction not in self.directions or not (self.flip or self.drop or self.dup):
-            return data
-        out = bytearray()
-        for b in data:
-            r = self.rng.random()
-            if r < self.drop:
-                self.hits += 1
-                continue
-            if r < self.drop + self.flip:
-                b ^= 1 << self.rng.randrange(8)
-                self.hits += 1
-            out.append(b)
-            if self.rng.random() < self.dup:
-                out.append(b)
-                self.hits += 1
-        return bytes(out)
-
-    def _write(self, fd, data):
-        while data:
-            try:
-                n = os.write(fd, data)
-            except BlockingIOError:
-                time.sleep(0.001)
-                continue
-            data = data[n:]
-
-    def _run(self):
-        fds = [self.board, self.master]
-        while not self.stop and not self.cut:
-            ready, _, _ = select.select(fds, [], [], 0.05)
-            for fd in ready:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:
-                    if fd == self.board:  # the board's pty went away: the host side hangs up too
-                        self._hang_up()
-                        return
-                    time.sleep(0.01)  # the host has not opened its side yet, or closed it
-                    continue
-                try:
-                    if fd == self.master:
-                        if self.kill_at is not None and self.sent + len(data) >= self.kill_at:
-                            self._write(self.board, data[:self.kill_at - self.sent])
-                            self.sent = self.kill_at
-                            self.on_kill()
-                            self._hang_up()
-                            return
-                        self.sent += len(data)
-                        self._write(self.board, self._mangle(data, "to_board"))
-                    else:
-                        self._write(self.master, self._mangle(data, "to_host"))
-                except OSError:
-                    time.sleep(0.01)
-
-    def _hang_up(self):
-        self.cut = True
-        try:
-            os.close(self.master)
-        except OSError:
-            pass
-        self.master = None
-
-    def close(self):
-        self.stop = True
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "the fault proxy did not stop"
-        for fd in (self.board, self.master):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
 
 
 @pytest.fixture(scope="module")
@@ -253,55 +115,6 @@ def _chat(port, *extra):
     r = elk("chat", "--port", port, "-p", PROMPT, "--raw", "-n", "40", *extra)
     assert r.returncode == 0 or "--reply-timeout" in extra, r.stderr
     return r
-
-
-def _flash_slot_sha(flash_file, block, slot_size, slot, size):
-    with open(flash_file, "rb") as f:
-        f.seek(2 * block + slot * slot_size)
-        return hashlib.sha256(f.read(size)).hexdigest()
-
-
-def _check_committed(emu, flash_file, images, allowed, where, booted=False):
-    """`elk status` on a (restarted) board: it runs its committed image, that image is one of
-    `allowed` ("x", "y" or None for a blank board), and the flash file holds what status reports.
-    booted: the board was not restarted, so it may also run the new image (Y) that BOOT started and a
-    COMMIT never made active (the host died between the two). Returns the committed image's key."""
-    r = elk("status", "--json", "--port", emu.port)
-    assert r.returncode == 0, f"{where}: status failed: {r.stderr}"
-    st = json.loads(r.stdout)
-    if st["active"] is None:
-        assert None in allowed, f"{where}: the committed image is lost: {st}"
-        assert st["running"] is None, f"{where}: {st}"
-        return None
-    slot = st["slots"]["AB".index(st["active"])]
-    which = images["sha"].get(slot["sha256"])
-    assert which in allowed, f"{where}: the board's active slot holds {which or slot['sha256']}: {st}"
-    assert slot["valid"] and st["boot_error"] == "", f"{where}: {st}"
-    if st["running"] != st["active"]:
-        run = st["slots"]["AB".index(st["running"])] if st["running"] else None
-        assert booted and run and run["valid"] and images["sha"].get(run["sha256"]) == "y", f"{where}: {st}"
-        got = _flash_slot_sha(flash_file, emu.board.erase_block_kb * 1024, st["slot_size"],
-                              "AB".index(st["running"]), run["image_size"])
-        assert got == run["sha256"], f"{where}: status reports {run['sha256']} running, the flash holds {got}"
-    got = _flash_slot_sha(flash_file, emu.board.erase_block_kb * 1024, st["slot_size"], "AB".index(st["active"]),
-                          slot["image_size"])
-    assert got == slot["sha256"], f"{where}: status reports {slot['sha256']}, the flash holds {got}"
-    return which
-
-
-def _flash_ok(port, image, where):
-    r = elk("flash", image, "--port", port, "--quiet")
-    assert r.returncode == 0 and "Traceback" not in r.stderr, f"{where}: the next flash failed: {r.stderr}"
-    return r
-
-
-def _holds(port, images, want, where):
-    with connect(port, 0) as link:
-        info = link.info()
-    assert info.active < 2 and info.running == info.active, f"{where}: {info}"
-    got = images["sha"].get(info.slots[info.active].sha256)
-    assert got == want, f"{where}: the board runs {got}, expected {want}: {info}"
-    return info
 
 
 # power-cut variants: (name, images flashed and committed first, image whose flash is cut)
@@ -416,23 +229,6 @@ def test_line_noise_during_flash_chat_and_status(images, reference, tmp_path):
                                 "capabilities", "boot_error"):
                         assert st[key] == clean[key], f"{where}: {key} {st[key]!r} != {clean[key]!r}"
                 assert elk("status", "--port", emu.port).returncode == 0, where
-
-
-def _stop_board(emu, after, seconds, done=None):
-    """SIGSTOP elk-fw `after` seconds from now for `seconds`, then SIGCONT (in a thread)."""
-    def run():
-        if done is not None and done.wait(after):
-            return
-        if done is None:
-            time.sleep(after)
-        try:
-            os.kill(emu.proc.pid, signal.SIGSTOP)
-            time.sleep(seconds)
-        finally:
-            os.kill(emu.proc.pid, signal.SIGCONT)
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
 
 
 def test_board_stopped_longer_than_the_host_waits(images, reference, tmp_path):
