@@ -176,11 +176,13 @@ class _Transfer:
             self.res.slot, self.res.up_to_date, self.res.ok = "AB"[act], True, True
             self.tick(size)
             return
-        self._switch_baud(link, info)
         r = link.request(CMD["FLASH_BEGIN"], struct.pack("<Q", size) + self.sha)
         slot, block, _slot_size = struct.unpack_from("<B3xIQ", r)
         self.res.slot, self.res.block_size = "AB"[slot], block
+        # hashed before the switch: a board away from its console rate goes back to it after
+        # BAUD_IDLE_MS of silence, and hashing a large image takes seconds on a slow host
         local = block_hashes(self.data, block)
+        self._switch_baud(link, info)
         for attempt in range(2):
             self.done = 0
             target = link.block_hashes(slot, size, block, len(local))

@@ -26,6 +26,9 @@ CONSOLE_HOLDOFF_MS = 1500
 PROGRESS_MIN_MS = 100
 # After SET_BAUD the board reverts to the old baud unless a valid frame arrives within this time.
 BAUD_CONFIRM_MS = 2000
+# A board away from its console rate (SET_BAUD) returns to it after this long without a valid frame: the
+# host that switched it died or was unplugged before switching back, and the next host looks there.
+BAUD_IDLE_MS = 5000
 
 FRAME_KINDS = {
     "REQ": 1,    # host -> board: a command; code = command, seq = host sequence number
@@ -132,6 +135,7 @@ def c_lines() -> list:
     out.append(_define("ELK_PROTO_RETRY_COUNT", RETRY_COUNT))
     out.append(_define("ELK_PROTO_CONSOLE_HOLDOFF_MS", CONSOLE_HOLDOFF_MS))
     out.append(_define("ELK_PROTO_BAUD_CONFIRM_MS", BAUD_CONFIRM_MS))
+    out.append(_define("ELK_PROTO_BAUD_IDLE_MS", BAUD_IDLE_MS, "back to the console rate after this much silence"))
     out.append(_define("ELK_PROTO_PROGRESS_MIN_MS", PROGRESS_MIN_MS, "PROGRESS events at most this often"))
     out.append(_define("ELK_PROTO_INFO_NAME_MAX", INFO_NAME_MAX))
     out.append(_define("ELK_PROTO_SLOT_NAME_MAX", SLOT_NAME_MAX))

@@ -455,6 +455,7 @@ static void handle_request(elk_fw *fw, const elk_frame *f)
     fw->last_seq = f->seq;
     fw->have_last = 1;
     uart_write(fw, fw->last_resp, fw->last_resp_len);
+    fw->last_frame_us = elk_fw_now(fw);  /* a long command's own time is not the host's silence */
     /* fw->after runs from the main loop, never nested inside a generation's event wait */
 }
 
@@ -511,6 +512,17 @@ int elk_fw_poll(elk_fw *fw, int timeout_ms)
         fw->baud = fw->baud_fallback;
         fw->baud_confirm_by_us = 0;
         elk_fw_log(fw, "baud: no frame at the new rate, back to %u", (unsigned)fw->baud);
+    }
+    if (!fw->baud_confirm_by_us && fw->baud != fw->b->baud && fw->b->uart_set_baud &&
+        elk_fw_now(fw) - fw->last_frame_us > (uint64_t)ELK_PROTO_BAUD_IDLE_MS * 1000) {
+        /* the host that switched the rate went away without switching back (killed, unplugged, power
+         * cut): listen where the next host and a terminal look for the board, its console rate */
+        fw->last_frame_us = elk_fw_now(fw);
+        if (fw->b->uart_set_baud(fw->b->uart.ctx, fw->b->baud) == ELK_OK) {
+            fw->baud = fw->b->baud;
+            elk_fw_log(fw, "baud: no frame for %u ms, back to the console rate %u",
+                       (unsigned)ELK_PROTO_BAUD_IDLE_MS, (unsigned)fw->baud);
+        }
     }
     return n;
 }
