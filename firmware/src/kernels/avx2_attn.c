@@ -49,6 +49,63 @@ ELK_INLINE __m256d exp4d(__m256d x, __m256i *unsure)
     return y;
 }
 
+#if defined(__AVX512F__)
+/* AVX-512 builds: the 8 lanes as one vector of doubles, and a shorter polynomial: x = k ln2/16 + r,
+ * k = 16 m + j, e^x = 2^m 2^(j/16) e^r with |r| <= ln2/32, where the degree-7 Taylor polynomial
+ * truncates below 2e-18. 2^(j/16) comes correctly rounded from a 16-entry table (one two-register
+ * permute); with the roundings of r, the polynomial and the product the double is within ~4 ulp of
+ * e^x, inside the same "too close to call" window as exp4d, so the float results are the same. */
+static const double exp2_sixteenths[16] = {
+    0x1.0000000000000p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
+    0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
+    0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
+    0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0,
+};
+
+/* 8 doubles in [-87, 88]; *unsure gets the lanes whose float rounding is too close to call. */
+ELK_INLINE __m512d exp8d(__m512d x, __mmask8 *unsure)
+{
+    const __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(23.083120654223414)), /* 16 / ln2 */
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512d r = _mm512_fnmadd_pd(k, _mm512_set1_pd(0.6931471803691238 / 16), x); /* exact: 21-bit part */
+    r = _mm512_fnmadd_pd(k, _mm512_set1_pd(1.9082149292705877e-10 / 16), r);
+    __m512d p = _mm512_set1_pd(exp_taylor[7]);
+    for (int i = 6; i >= 0; i--)
+        p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(exp_taylor[i]));
+    const __m256i ki = _mm512_cvtpd_epi32(k);
+    const __m512i j = _mm512_cvtepi32_epi64(_mm256_and_si256(ki, _mm256_set1_epi32(15)));
+    const __m512d t = _mm512_permutex2var_pd(_mm512_loadu_pd(exp2_sixteenths), j, _mm512_loadu_pd(exp2_sixteenths + 8));
+    const __m512i m = _mm512_slli_epi64(_mm512_cvtepi32_epi64(_mm256_srai_epi32(ki, 4)), 52);
+    const __m512i y = _mm512_add_epi64(_mm512_castpd_si512(_mm512_mul_pd(p, t)), m); /* times 2^m, exact */
+    const __m512i low = _mm512_and_si512(y, _mm512_set1_epi64((1 << 29) - 1));
+    *unsure = _mm512_cmpgt_epi64_mask(low, _mm512_set1_epi64((1 << 28) - 64)) &
+              _mm512_cmpgt_epi64_mask(_mm512_set1_epi64((1 << 28) + 64), low);
+    return _mm512_castsi512_pd(y);
+}
+
+/* exp of 8 floats as ref computes it. */
+ELK_INLINE __m256 exp8_exact(__m256 x)
+{
+    const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __mmask8 unsure;
+    const __m512d yd = exp8d(_mm512_cvtps_pd(xc), &unsure);
+    /* e^x < 2^-150 for x <= -104: half the smallest subnormal or less, which rounds to +0 */
+    const __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(-104.0f), _CMP_LE_OQ);
+    __m256 y = _mm256_andnot_ps(zero, _mm512_cvtpd_ps(yd));
+    const int outside = _mm256_movemask_ps(_mm256_andnot_ps(zero, _mm256_cmp_ps(x, xc, _CMP_NEQ_UQ))); /* clamped, NaN */
+    const int redo = ((int)unsure & ~_mm256_movemask_ps(zero)) | outside;
+    if (redo) {
+        float xs[8], ys[8];
+        _mm256_storeu_ps(xs, x);
+        _mm256_storeu_ps(ys, y);
+        for (int l = 0; l < 8; l++)
+            if (redo >> l & 1)
+                ys[l] = (float)exp((double)xs[l]);
+        y = _mm256_loadu_ps(ys);
+    }
+    return y;
+}
+#else
 /* exp of 8 floats as ref computes it. */
 ELK_INLINE __m256 exp8_exact(__m256 x)
 {
@@ -72,6 +129,7 @@ ELK_INLINE __m256 exp8_exact(__m256 x)
     }
     return y;
 }
+#endif
 
 /* ---------------------------------------------------------------------------------------------
  * Attention */
