@@ -69,7 +69,7 @@ static elk_model *layout(carver *c, const elk_image *img, const elk_model_opts *
     float *att = carve(c, B * q_dim, 4);
     float *hb = carve(c, B * cfg->hidden_dim, 4), *hb2 = carve(c, B * cfg->hidden_dim, 4);
     float *scores = carve(c, (uint64_t)cfg->n_heads * n_ctx, 4);
-    float *rope = carve(c, 2 * (uint64_t)cfg->head_dim, 4); /* cos table then signed-sin table */
+    float *rope = carve(c, B * 2 * (uint64_t)cfg->head_dim, 4); /* per token: cos table, signed-sin table */
     size_t xq_row = elk_row_bytes(ELK_TYPE_Q8_0, (int64_t)((widest + ELK_QK - 1) / ELK_QK * ELK_QK));
     void *xq = carve(c, B, xq_row);
     if (!c->base || c->overflow)
@@ -196,15 +196,42 @@ const char *elk_model_kernels_name(const elk_model *m)
 /* ---------------------------------------------------------------------------------------------
  * Forward pass building blocks. Shapes: n rows of `dim` floats, one per token. */
 
+/* Sum of (double)(x[i] * x[i]) (each square rounded in float32) in numpy's pairwise order, so the
+ * double is the reference's to the last bit: below 8 terms one after another; up to 128, eight
+ * running sums over strides of 8 combined as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)), then the rest;
+ * above, the two halves (the first a multiple of 8 long) summed apart. Eight independent chains are
+ * also ~8x faster than one. */
+static double sum_squares(const float *x, int n)
+{
+    if (n < 8) {
+        double res = 0.0;
+        for (int i = 0; i < n; i++)
+            res += (double)(x[i] * x[i]);
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        for (int j = 0; j < 8; j++)
+            r[j] = (double)(x[j] * x[j]);
+        int i = 8;
+        for (; i < n - n % 8; i += 8)
+            for (int j = 0; j < 8; j++)
+                r[j] += (double)(x[i + j] * x[i + j]);
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++)
+            res += (double)(x[i] * x[i]);
+        return res;
+    }
+    const int half = n / 2 - (n / 2) % 8;
+    return sum_squares(x, half) + sum_squares(x + half, n - half);
+}
+
 /* o = (x / sqrt(mean(x^2) + eps)) * w per row, rounded step by step in float32 as the reference
- * does (a different rounding here can flip a Q8_0 activation downstream); the sum of squares is
- * accumulated in double, close to numpy's pairwise float32 sum. */
+ * does (a different rounding here can flip a Q8_0 activation downstream). */
 static void rmsnorm(float *o, const float *x, const float *w, int n, int dim, float eps)
 {
     for (int t = 0; t < n; t++, o += dim, x += dim) {
-        double ss = 0.0;
-        for (int i = 0; i < dim; i++)
-            ss += (double)(x[i] * x[i]);
+        const double ss = sum_squares(x, dim);
         float rms = sqrtf((float)ss / (float)dim + eps);
         for (int i = 0; i < dim; i++)
             o[i] = (x[i] / rms) * w[i];
@@ -323,8 +350,8 @@ typedef struct qkv_job {
 
 /* parallel_for task of the fused attention step: for KV groups [g0, g1) it computes the Q rows of
  * the group's query heads and the K and V rows, rotates them, stores K/V in the cache and attends,
- * so one barrier covers Q, K, V, RoPE and attention. RoPE tables for the batch's positions are in
- * m->hb2 (unused until the FFN). Every element is computed exactly as the serial path does. */
+ * so one barrier covers Q, K, V, RoPE and attention. Every element is computed exactly as the
+ * serial path does. */
 static void qkv_attn_task(void *ctx, int index, int count)
 {
     const qkv_job *j = ctx;
@@ -337,20 +364,20 @@ static void qkv_attn_task(void *ctx, int index, int count)
     elk_linear_range(m, &L->wk, &j->in, m->k, g0 * hd, g1 * hd);
     elk_linear_range(m, &L->wv, &j->in, m->v, g0 * hd, g1 * hd);
     for (int t = 0; t < j->n; t++)
-        rope_store(m, j->layer, t, j->pos + t, m->hb2 + (size_t)t * 2 * hd, g0, g1);
+        rope_store(m, j->layer, t, j->pos + t, m->rope + (size_t)t * 2 * hd, g0, g1);
     for (int t = 0; t < j->n; t++)
         attend(m, j->layer, m->q + (size_t)t * q_dim, j->pos + t, m->att + (size_t)t * q_dim,
                g0 * group, g1 * group);
 }
 
 /* Can Q, K, V and attention run as one split by KV groups? Needs a pool whose thread count
- * divides the KV heads, 4-row aligned heads, room for the RoPE tables in hb2, one activation
- * type for the three weights, no NPU prefill (it takes whole matrices) and enough work. */
+ * divides the KV heads, 4-row aligned heads, one activation type for the three weights, no NPU
+ * prefill (it takes whole matrices) and enough work. */
 static int fused_qkv_ok(const elk_model *m, const elk_layer *L, int n)
 {
     const uint32_t T = (uint32_t)m->exec.n_threads, hd = m->cfg.head_dim, G = m->cfg.n_kv_heads;
     const uint64_t rows = (uint64_t)m->q_dim + 2u * m->kv_dim;
-    if (!m->exec.parallel_for || T < 2 || G % T || hd % 4 || 2 * hd > m->cfg.hidden_dim)
+    if (!m->exec.parallel_for || T < 2 || G % T || hd % 4)
         return 0;
     if ((m->npu && m->npu_ctx && n > 1) || rows * m->cfg.dim * (uint64_t)n < MIN_PARALLEL_WORK)
         return 0;
@@ -367,8 +394,6 @@ static int qkv_attention(elk_model *m, int l, int n, int pos)
     int rc;
     if (fused_qkv_ok(m, L, n)) {
         qkv_job j = { m, l, n, pos, { 0 } };
-        for (int t = 0; t < n; t++)
-            rope_angles(m->hb2 + (size_t)t * 2 * hd, hd, pos + t, m->cfg.rope_theta, m->rope_freqs);
         if ((rc = elk_linear_prepare(m, &L->wq, m->xb, n, &j.in)))
             return rc;
         m->exec.parallel_for(m->exec.pool, qkv_attn_task, &j, m->exec.n_threads);
@@ -378,10 +403,8 @@ static int qkv_attention(elk_model *m, int l, int n, int pos)
     float *const qkv_out[3] = { m->q, m->k, m->v };
     if ((rc = elk_linear_group(m, qkv, qkv_out, 3, 1, m->xb, n, NULL, NULL)))
         return rc;
-    for (int t = 0; t < n; t++) {
-        rope_angles(m->rope, hd, pos + t, m->cfg.rope_theta, m->rope_freqs);
-        rope_store(m, l, t, pos + t, m->rope, 0, (int)m->cfg.n_kv_heads);
-    }
+    for (int t = 0; t < n; t++)
+        rope_store(m, l, t, pos + t, m->rope + (size_t)t * 2 * hd, 0, (int)m->cfg.n_kv_heads);
     attn_job aj = { m, l, n, pos };
     split(m, attn_task, &aj, (uint64_t)q_dim * (uint64_t)n * (uint64_t)(pos + n) * 2u);
     return ELK_OK;
@@ -444,9 +467,13 @@ static int forward_batch(elk_model *m, const int32_t *tokens, int n, int pos, fl
     const int dim = (int)m->cfg.dim;
     const elk_tensor *e = &m->tok_embd;
     const size_t erow = elk_row_bytes((int)e->type, e->cols);
-    for (int t = 0; t < n; t++)
+    const int hd = (int)m->cfg.head_dim;
+    for (int t = 0; t < n; t++) {
         elk_dequantize_row((int)e->type, (const char *)e->data + (size_t)tokens[t] * erow,
                            m->x + (size_t)t * dim, dim);
+        /* the batch's RoPE tables, once for all layers (pow, cos and sin are not cheap) */
+        rope_angles(m->rope + (size_t)t * 2 * hd, hd, pos + t, m->cfg.rope_theta, m->rope_freqs);
+    }
     for (int l = 0; l < (int)m->cfg.n_layers; l++) {
         int rc = attention_block(m, l, n, pos);
         rc = rc ? rc : ffn_block(m, l, n);

@@ -45,7 +45,7 @@ struct elk_model {
     float *att;      /* (B, q_dim) attention output */
     float *hb, *hb2; /* (B, hidden_dim) */
     float *scores;   /* (n_heads, n_ctx) attention weights, one row per head */
-    float *rope;     /* (2 * head_dim) cos table, signed-sin table for one position (rope_angles) */
+    float *rope;     /* (B, 2 * head_dim) per token of the batch: cos table, signed-sin table (rope_angles) */
     void *xq;        /* activations quantized for linear layers: B rows of xq_row_bytes */
     size_t xq_row_bytes;
 };
