@@ -192,3 +192,36 @@ def test_word_table_header_is_what_its_generator_writes():
     assert tokenizer_added.HEADER.read_text(encoding="utf-8") == tokenizer_added.c_header()
     assert tokenizer_added.is_word(ord("é")) and tokenizer_added.is_word(ord("_")) and tokenizer_added.is_word(0x0301)
     assert not tokenizer_added.is_word(ord("²")) and not tokenizer_added.is_word(ord("-"))
+
+
+def test_legacy_file_with_added_tokens_matched_both_before_and_after_the_normalizer(tmp_path, host_build):
+    """Llama 2's legacy normalizer with non-special added tokens of both kinds (refused before): those
+    marked normalized: false are split off the raw text (the RAW option), those marked true are matched
+    in the normalized text as "▁<x>"; with options on the raw ones. Python and C equal tokenizers."""
+    from tokenizers import Tokenizer
+
+    doc = json.loads(_spm_json("legacy"))
+    n = len(doc["model"]["vocab"])
+    tool = doc["added_tokens"][-1]
+    doc["added_tokens"] += [{**tool, "id": n + 3, "content": "<x>", "normalized": True},
+                            {**tool, "id": n + 4, "content": "<y>", "normalized": False, "rstrip": True},
+                            {**tool, "id": n + 5, "content": "<|tool|>y", "normalized": True}]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(doc), encoding="utf-8")
+    hf = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    v = T.load(tmp_path / "tokenizer.json")
+    assert not v.flags & T.FLAG_USER_SPLIT_RAW
+    assert v.added_options == {n + 2: spec.TOKENIZER_ADDED_RAW, n + 4: spec.TOKENIZER_ADDED_RAW | RSTRIP}
+    assert v.pieces[n + 3] == "\u2581<x>" and v.pieces[n + 2] == "<|tool|>"
+    c = CTok(host_build, T.encode_section(v))
+    texts = ["<x>", "a <x> b", "a<x>", "<|tool|>x", "a <|tool|> <x> <y>  z", "<y>\n\nq", " <|tool|>y", "<x><y><x>",
+             "a<|tool|>y b", "<|im_start|>user\n<x> <y> hi<|im_end|>"] + AROUND
+    rng = __import__("random").Random(3)
+    parts = ["<x>", "<y>", "<|tool|>", "<|im_end|>", " ", "  ", "\n", "a", "y", "日本", "<", ">"]
+    texts += ["".join(rng.choice(parts) for _ in range(rng.randint(0, 12))) for _ in range(400)]
+    plain = Tokenizer.from_str(hf.to_str())
+    plain.encode_special_tokens = True
+    for text in texts:
+        for special, ref in ((True, hf), (False, plain)):
+            want = ref.encode(text, add_special_tokens=False).ids
+            assert T.encode(v, text, special=special) == want, (special, text)
+            assert c.encode(text, special=special) == want, (special, text)

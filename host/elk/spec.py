@@ -167,6 +167,9 @@ TOKENIZER_MAX_ADDED_OPTIONS = 4096
 TOKENIZER_ADDED_LSTRIP = 1 << 0  # the white space before a match belongs to the token
 TOKENIZER_ADDED_RSTRIP = 1 << 1  # the white space after a match belongs to the token
 TOKENIZER_ADDED_SINGLE_WORD = 1 << 2  # a match with a word character (\w) right before or after it is text
+# a kind-1 user-defined piece split off the raw text although the section has no USER_SPLIT_RAW (tokenizers'
+# normalized: false beside normalized: true tokens)
+TOKENIZER_ADDED_RAW = 1 << 3
 
 # ---------------------------------------------------------------------------------------------
 # Trust (docs/trust.md): image trailer TLVs, signature message prefixes, the provisioning record.
@@ -328,6 +331,7 @@ def _c_header() -> str:
     define("ELK_TOKENIZER_ADDED_LSTRIP", "(1u << 0)")
     define("ELK_TOKENIZER_ADDED_RSTRIP", "(1u << 1)")
     define("ELK_TOKENIZER_ADDED_SINGLE_WORD", "(1u << 2)")
+    define("ELK_TOKENIZER_ADDED_RAW", "(1u << 3)")
     out.append("")
     define("ELK_TRAILER_HEAD_SIZE", TRAILER_HEAD_SIZE)
     define("ELK_TRAILER_TLV_HEAD_SIZE", TRAILER_TLV_HEAD_SIZE)

@@ -362,7 +362,8 @@ class _Tables:
         for i in range(len(v.pieces) - 1, -1, -1):
             if v.types[i] in (NORMAL, USER_DEFINED, UNUSED):
                 self.mergeable[v.pieces[i].encode()] = i
-        self.user = sorted({v.pieces[i].encode() for i in range(len(v)) if v.types[i] == USER_DEFINED},
+        raw = {i for i, o in v.added_options.items() if o & spec.TOKENIZER_ADDED_RAW}  # split off the raw text
+        self.user = sorted({v.pieces[i].encode() for i in range(len(v)) if v.types[i] == USER_DEFINED and i not in raw},
                            key=len, reverse=True)
         self.control = {}  # piece bytes -> id of non-empty CONTROL, then UNKNOWN pieces (first id wins)
         for kind in (UNKNOWN, CONTROL):  # matched in template text (special=True): both are special tokens
@@ -371,13 +372,14 @@ class _Tables:
                     self.control[v.pieces[i].encode()] = i
         self.control_len = max(map(len, self.control), default=0)
         self.user_ids = {}  # user-defined pieces split off the raw text first (byte-level, USER_SPLIT_RAW)
-        if v.kind == KIND_BYTE or v.flags & FLAG_USER_SPLIT_RAW:
+        if v.kind == KIND_BYTE or v.flags & FLAG_USER_SPLIT_RAW or raw:
+            every = v.kind == KIND_BYTE or v.flags & FLAG_USER_SPLIT_RAW
             for i in range(len(v.pieces)):
-                if v.types[i] == USER_DEFINED and v.pieces[i]:
+                if v.types[i] == USER_DEFINED and v.pieces[i] and (every or i in raw):
                     # the id of the first piece so spelled: an added token spelled like a vocabulary
                     # piece is still split off whole, with the vocabulary's id (as tokenizers does)
                     self.user_ids[v.pieces[i].encode()] = self.mergeable[v.pieces[i].encode()]
-            self.user = []
+            self.user = self.user if raw and not every else []
         self.match_len = max(self.control_len, max(map(len, self.user_ids), default=0))
         self.byte_ids = {}
         for i in range(len(v.pieces) - 1, -1, -1):
@@ -387,7 +389,7 @@ class _Tables:
 
 
 def _tables(v: Vocab) -> _Tables:
-    key = (id(v.pieces), len(v.pieces), hash(tuple(v.types)))  # rebuilt when the vocabulary changes
+    key = (id(v.pieces), len(v.pieces), hash(tuple(v.types)), hash(tuple(sorted(v.added_options.items()))))
     if getattr(v, "_tables_key", None) != key:
         v._tables = _Tables(v)
         v._tables_key = key

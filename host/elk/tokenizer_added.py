@@ -19,7 +19,8 @@ from elk import spec
 LSTRIP = spec.TOKENIZER_ADDED_LSTRIP
 RSTRIP = spec.TOKENIZER_ADDED_RSTRIP
 SINGLE_WORD = spec.TOKENIZER_ADDED_SINGLE_WORD
-ALL = LSTRIP | RSTRIP | SINGLE_WORD
+RAW = spec.TOKENIZER_ADDED_RAW  # a kind-1 user-defined piece split off the raw text (normalized: false)
+ALL = LSTRIP | RSTRIP | SINGLE_WORD | RAW
 WHITE_SPACE = frozenset([*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
                          0x202F, 0x205F, 0x3000])
 HEADER = pathlib.Path(__file__).resolve().parents[2] / "firmware" / "src" / "tokenizer" / "uword.h"

@@ -134,7 +134,9 @@ def decode_section(b: bytes) -> Vocab:
         types.append(kind_i)
     raw_users = kind == KIND_BYTE or flags & FLAG_USER_SPLIT_RAW
     whole = {CONTROL, UNKNOWN} | ({USER_DEFINED} if raw_users else set())
-    bad = next((i for i in options if types[i] not in whole or not pieces[i]), None)
+    raw_bit = spec.TOKENIZER_ADDED_RAW
+    bad = next((i for i, o in options.items() if not pieces[i] or (
+        types[i] != USER_DEFINED if o & raw_bit else types[i] not in whole)), None)
     if bad is not None:  # options apply to pieces matched whole in the raw text only
         raise TokenizerFormatError(f"TOKENIZER token {bad}: added-token options on a piece not matched whole "
                                    f"in the raw text")

@@ -5,7 +5,8 @@
 #include "tokenizer/internal.h"
 #include "tokenizer/uword.h"
 
-#define ALL_OPTIONS (ELK_TOKENIZER_ADDED_LSTRIP | ELK_TOKENIZER_ADDED_RSTRIP | ELK_TOKENIZER_ADDED_SINGLE_WORD)
+#define ALL_OPTIONS \
+    (ELK_TOKENIZER_ADDED_LSTRIP | ELK_TOKENIZER_ADDED_RSTRIP | ELK_TOKENIZER_ADDED_SINGLE_WORD | ELK_TOKENIZER_ADDED_RAW)
 
 int elk_tok_parse_added(elk_tokenizer *t)
 {

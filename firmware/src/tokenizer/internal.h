@@ -43,6 +43,7 @@ struct elk_tokenizer {
     uint8_t user_first[32];          /* bitmap: first bytes of SentencePiece user-defined pieces */
     uint8_t user_lens[32];           /* bitmap: their lengths 1..MAX_USER_LEN (bit len - 1) */
     int chunk_safe;                  /* no piece crosses "x▁" (x not ▁): words encode independently */
+    int any_raw_user;                /* some user-defined piece is split off the raw text */
     int32_t *slots;                  /* hash of NORMAL/USER_DEFINED/UNUSED and CONTROL pieces -> id */
     uint32_t slot_mask;
     int32_t byte_id[256];            /* <0xXX> piece per byte, -1 if absent */

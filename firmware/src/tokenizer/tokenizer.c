@@ -29,6 +29,13 @@ static int raw_users(const elk_tokenizer *t)
     return t->kind == ELK_TOKENIZER_KIND_BYTE_BPE || (t->flags & ELK_TOKENIZER_FLAG_USER_SPLIT_RAW);
 }
 
+/* User-defined piece i is split off the raw text: all are (raw_users), or its added-token options say
+ * so (ELK_TOKENIZER_ADDED_RAW: tokenizers' normalized: false beside normalized: true ones). */
+static int raw_user(const elk_tokenizer *t, uint32_t i)
+{
+    return raw_users(t) || (t->n_added && (elk_tok_added_options(t, (int32_t)i) & ELK_TOKENIZER_ADDED_RAW));
+}
+
 /* Length of the valid UTF-8 character at p[0..n), or 0 if p[0] starts none (RFC 3629 ranges). */
 uint32_t elk_tok_utf8_len(const uint8_t *p, uint64_t n)
 {
@@ -159,6 +166,12 @@ static int parse_section(elk_tokenizer *t, const void *section, uint64_t size, u
     }
     for (uint32_t j = 0; j < t->n_added; j++) { /* options belong to pieces matched whole in the raw text */
         uint32_t i = elk_le32(t->added + 8u * j), type = entry_type(t, i);
+        uint32_t opt = elk_le32(t->added + 8u * j + 4);
+        if (opt & ELK_TOKENIZER_ADDED_RAW) { /* the RAW bit alone makes a user-defined piece raw-split */
+            if (type != ELK_TOKEN_USER_DEFINED || entry_len(t, i) == 0)
+                return ELK_E_FORMAT;
+            continue;
+        }
         if (entry_len(t, i) == 0 || !(special_type(type) || (type == ELK_TOKEN_USER_DEFINED && raw_users(t))))
             return ELK_E_FORMAT;
     }
@@ -240,6 +253,7 @@ static void build_tables(elk_tokenizer *t)
     for (uint32_t i = 0; i <= t->slot_mask; i++)
         t->slots[i] = -1;
     t->chunk_safe = 1;
+    t->any_raw_user = 0;
     t->max_user_len = t->max_ctrl_len = t->n_long = t->max_long_user = 0;
     memset(t->ctrl_first, 0, sizeof t->ctrl_first);
     memset(t->user_first, 0, sizeof t->user_first);
@@ -266,14 +280,16 @@ static void build_tables(elk_tokenizer *t)
             h = (h + 1) & t->slot_mask;
         t->slots[h] = (int32_t)i;
         /* control pieces, and byte-level or USER_SPLIT_RAW user-defined ones, are matched whole in the raw text */
-        if (control || (user && raw_users(t))) {
+        int raw = user && raw_user(t, i);
+        t->any_raw_user |= raw;
+        if (control || raw) {
             if (len > MAX_USER_LEN)
                 t->long_whole[t->n_long++] = (int32_t)i;  /* counted by parse_section */
             else if (len > t->max_ctrl_len)
                 t->max_ctrl_len = len;
             t->ctrl_first[s[0] >> 3] |= (uint8_t)(1u << (s[0] & 7));
         }
-        if (control || raw_users(t))
+        if (control || raw_users(t) || raw)
             continue;
         if (crosses_word(t, i))
             t->chunk_safe = 0;
@@ -519,7 +535,7 @@ static uint32_t split_one(const elk_tokenizer *t, uint32_t at, uint32_t filled, 
     for (uint32_t k = 0; k < t->n_long && t->max_long_user; k++) { /* user pieces over MAX_USER_LEN */
         uint32_t i = (uint32_t)t->long_whole[k], len = entry_len(t, i);
         if (entry_type(t, i) == ELK_TOKEN_USER_DEFINED && len > best && len <= reach &&
-            memcmp(entry_str(t, i), p, len) == 0)
+            memcmp(entry_str(t, i), p, len) == 0 && !raw_user(t, i))
             best = len;
     }
     if (best) {
@@ -527,8 +543,10 @@ static uint32_t split_one(const elk_tokenizer *t, uint32_t at, uint32_t filled, 
         return best;
     }
     for (uint32_t n = t->max_user_len < reach ? t->max_user_len : reach; n > 0; n--) {
+        int32_t u;
         if ((t->user_lens[(n - 1) >> 3] & (1u << ((n - 1) & 7))) &&  /* only lengths some piece has */
-            lookup_as(t, p, n, ELK_TOKEN_USER_DEFINED) >= 0) {  /* the first piece so spelled gives the id */
+            (u = lookup_as(t, p, n, ELK_TOKEN_USER_DEFINED)) >= 0 && !raw_user(t, (uint32_t)u)) {
+            /* the first piece so spelled gives the id */
             *out = (tok_sym){ at, n, lookup(t, p, n), 1 };
             return n;
         }
@@ -612,7 +630,7 @@ static void encode_text(const elk_tokenizer *t, tok_out *o_, const uint8_t *text
  * 0 if none. A user-defined piece gives the id of the first piece so spelled (lookup). */
 static uint32_t whole_at(const elk_tokenizer *t, const uint8_t *p, uint64_t avail, int special, int32_t *id)
 {
-    int user = raw_users(t);
+    int user = t->any_raw_user;
     if (!(t->ctrl_first[p[0] >> 3] & (1u << (p[0] & 7))))
         return 0;
     uint32_t best = 0;
@@ -620,8 +638,8 @@ static uint32_t whole_at(const elk_tokenizer *t, const uint8_t *p, uint64_t avai
     for (uint32_t k = 0; k < t->n_long; k++) {  /* longer than MAX_USER_LEN: compared one by one */
         uint32_t i = (uint32_t)t->long_whole[k], len = entry_len(t, i);
         int control = special_type(entry_type(t, i));
-        if (!(control ? special : user) || len > avail || len < best || (len == best && (best_control || !control)) ||
-            memcmp(entry_str(t, i), p, len) != 0)
+        if (!(control ? special : user && raw_user(t, i)) || len > avail || len < best ||
+            (len == best && (best_control || !control)) || memcmp(entry_str(t, i), p, len) != 0)
             continue;
         best = len, best_control = control;
         *id = control ? (int32_t)i : lookup(t, p, len);
@@ -632,7 +650,8 @@ static uint32_t whole_at(const elk_tokenizer *t, const uint8_t *p, uint64_t avai
         if (special && ((*id = lookup_as(t, p, n, ELK_TOKEN_CONTROL)) >= 0 ||
                         (*id = lookup_as(t, p, n, ELK_TOKEN_UNKNOWN)) >= 0))
             return n;
-        if (user && lookup_as(t, p, n, ELK_TOKEN_USER_DEFINED) >= 0) {
+        int32_t u = user ? lookup_as(t, p, n, ELK_TOKEN_USER_DEFINED) : -1;
+        if (u >= 0 && raw_user(t, (uint32_t)u)) {
             *id = lookup(t, p, n);
             return n;
         }
@@ -719,7 +738,7 @@ int elk_tokenize_ex(const elk_tokenizer *t, const char *text, uint64_t len, unsi
         emit(&o, t->bos);
     uint64_t start = 0;
     int special = (flags & ELK_TOKENIZE_SPECIAL) != 0;
-    if ((special || raw_users(t)) && (t->max_ctrl_len || t->n_long)) {
+    if ((special || t->any_raw_user) && (t->max_ctrl_len || t->n_long)) {
         for (uint64_t at = 0; at < len;) {
             int32_t id;
             uint32_t n = whole_at(t, p + at, len - at, special, &id);

@@ -64,13 +64,17 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
         pieces[i] = piece
     added = check_added_ids(path, pieces, added_list)
     in_normalized = not byte_level and _spm_normalizer(path, doc) and not _user_split_flag(path, doc)
+    # with the legacy normalizer, tokens marked normalized: false are split off the raw text even when
+    # others are matched in the normalized text (then each carries the RAW option)
+    raw_ids = {t["id"] for t in doc.get("added_tokens") or [] if t.get("normalized", True) is False} \
+        if in_normalized else set()
     for i, (text, special, alias) in added.items():
         pieces[i] = text if alias is None or not special else ""
-        if in_normalized and not special:  # matched (and spelled, and decoded) as the normalizer writes it
+        if in_normalized and not special and i not in raw_ids:  # matched (spelled, decoded) as normalized
             pieces[i] = SPACE + text.replace(" ", SPACE)
     if any(p is None for p in pieces):
         raise TokenizerFormatError(f"{path}: token ids are not contiguous")
-    options = _added_options(path, doc.get("added_tokens") or [], added, in_normalized)
+    options = _added_options(path, doc.get("added_tokens") or [], added, in_normalized, raw_ids)
     scores, splits = bytelevel.rank_merges(vocab_map, n, model.get("merges") or [], path)
     types = [_infer_type(p) for p in pieces] if not byte_level else [NORMAL] * n
     unk = model.get("unk_token")
@@ -98,7 +102,7 @@ def _read_tokenizer_json(path: pathlib.Path) -> Vocab:
     return v
 
 
-def _added_options(path, tokens: list, added: dict, in_normalized: bool) -> dict:
+def _added_options(path, tokens: list, added: dict, in_normalized: bool, raw_ids=frozenset()) -> dict:
     """id -> lstrip / rstrip / single_word bits (elk.tokenizer_added) of the added tokens that have any.
     elk applies them where it matches a token whole in the raw text, as tokenizers does: special tokens,
     and non-special ones unless the legacy normalizer matches them in the normalized text (refused in one
@@ -108,15 +112,23 @@ def _added_options(path, tokens: list, added: dict, in_normalized: bool) -> dict
     out = {}
     for t in tokens:
         bits = tokenizer_added.options_of(t) if isinstance(t, dict) else 0
-        if not bits:
-            continue
         i = t["id"]
         text, special, alias = added[i]
+        if i in raw_ids and not special:
+            if alias is not None:
+                raise TokenizerFormatError(f"{path}: added token {text!r} (normalized: false) is spelled like "
+                                           f"vocabulary piece {alias}; elk splits off the raw text added ids only")
+            bits |= tokenizer_added.RAW
+            if bits == tokenizer_added.RAW:
+                out[i] = bits
+                continue
+        if not bits:
+            continue
         names = [k for k in ("lstrip", "rstrip", "single_word") if t.get(k)]
         if alias is not None:
             raise TokenizerFormatError(f"{path}: added token {text!r} has {names[0]}: true and is spelled like vocabulary "
                                        f"piece {alias}; elk applies added-token options to added ids only")
-        if in_normalized and not special:
+        if in_normalized and not special and i not in raw_ids:
             raise TokenizerFormatError(f"{path}: added token {text!r} has {names[0]}: true and is matched in the "
                                        f"normalized text (normalized: true); elk applies added-token options to "
                                        f"tokens matched in the raw text")
@@ -400,7 +412,7 @@ def _user_split_flag(path, doc) -> int:
     """FLAG_USER_SPLIT_RAW when tokenizers splits the non-special added tokens off the raw text, before
     the normalizer runs: always when there is no normalizer, else for tokens marked normalized: false.
     Tokens marked normalized: true are matched in the normalized text, spelled as the normalizer writes
-    them ("▁" first: elk's SentencePiece way, no flag); a file with both kinds is refused."""
+    them ("▁" first: elk's SentencePiece way, no flag); with both kinds, no flag either."""
     users = [t for t in doc.get("added_tokens") or [] if not t.get("special")]
     if not _spm_normalizer(path, doc):
         return FLAG_USER_SPLIT_RAW
@@ -408,9 +420,7 @@ def _user_split_flag(path, doc) -> int:
         raise TokenizerFormatError(f"{path}: a special added token is matched after the normalizer "
                                    f"(normalized: true); elk matches special tokens in the raw text")
     raw = {t.get("normalized", True) is False for t in users}
-    if len(raw) > 1:
-        raise TokenizerFormatError(f"{path}: non-special added tokens are matched both before and after the "
-                                   f"normalizer (normalized true and false); elk supports one of the two")
+    # both kinds: no flag, the normalized: false ones carry the RAW added-token option (_added_options)
     return FLAG_USER_SPLIT_RAW if raw == {True} else 0
 
 
