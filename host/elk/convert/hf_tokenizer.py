@@ -137,12 +137,12 @@ def _added_options(path, tokens: list, added: dict, in_normalized: bool, raw_ids
 
 
 def check_no_strip(where, tokens) -> None:
-    """Added tokens read beside a tokenizer.model (the folder's tokenizer.json): their lstrip, rstrip and
-    single_word are not carried over (elk does for a tokenizer.json vocabulary: _added_options), so a
-    token with any is refused in one line rather than matched differently."""
+    """Added tokens read beside a tokenizer.model (the folder's tokenizer.json): the options of special
+    ones are kept (_special_options); a non-special one is matched in the SentencePiece-normalized text,
+    where elk applies no options, so one with any is refused in one line rather than matched differently."""
     for t in tokens:
         on = [k for k in ("lstrip", "rstrip", "single_word") if isinstance(t, dict) and t.get(k)]
-        if on:
+        if on and not t.get("special"):
             raise TokenizerFormatError(f"{where}: added token {t.get('content')!r} has {on[0]}: true; elk matches "
                                        f"added tokens by their text alone")
 
@@ -279,6 +279,16 @@ def _hf_added_tokens(folder: pathlib.Path, pieces: list) -> dict:
     return {}
 
 
+def _special_options(folder: pathlib.Path) -> dict:
+    """declared id -> option bits of the special tokens in the folder's tokenizer.json added_tokens."""
+    from elk import tokenizer_added
+
+    doc = _read_json(folder / "tokenizer.json")
+    tokens = doc.get("added_tokens") if isinstance(doc, dict) else None
+    return {t["id"]: tokenizer_added.options_of(t) for t in tokens or []
+            if isinstance(t, dict) and t.get("special") and isinstance(t.get("id"), int) and tokenizer_added.options_of(t)}
+
+
 def _content(value):
     return value.get("content") if isinstance(value, dict) else value
 
@@ -317,7 +327,9 @@ def _apply_specials(v: Vocab, folder, added: bool, chat_template: str | None) ->
       the tokenizer's own eos, plus a turn-end marker (<|im_end|>, <|eot_id|>) the chat template uses;
     - the chat template text (tokenizer_config.json, else chat_template.jinja; or `chat_template`)."""
     folder = pathlib.Path(folder)
+    options = _special_options(folder) if added else {}
     v = dataclasses.replace(v, pieces=list(v.pieces), scores=list(v.scores), types=list(v.types),
+                            added_options=dict(v.added_options),
                             stop_ids=list(v.stop_ids), splits=None if v.splits is None else list(v.splits))
     if added:
         for i, (text, special, alias) in sorted(_hf_added_tokens(folder, v.pieces).items()):
@@ -340,6 +352,12 @@ def _apply_specials(v: Vocab, folder, added: bool, chat_template: str | None) ->
             v.pieces[i] = text
             if v.types[i] not in (UNKNOWN,):
                 v.types[i] = CONTROL if special else USER_DEFINED
+            if options.get(i) and special:  # tokenizer.json's lstrip / rstrip / single_word of a special token
+                if alias is not None or not text:
+                    raise TokenizerFormatError(f"{folder / 'tokenizer.json'}: added token {text or v.pieces[alias]!r} "
+                                               f"has options and is spelled like vocabulary piece {alias}; elk "
+                                               f"applies added-token options to added ids only")
+                v.added_options[i] = options[i]
     cfg = _hf_config(folder / "tokenizer_config.json")
     index: dict = {}
     for i, p in enumerate(v.pieces):
