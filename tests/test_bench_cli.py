@@ -124,3 +124,24 @@ def test_huge_pages_pct_reads_this_process_mapping_of_the_file(tmp_path):
         pct = bench.huge_pages_pct(f)
         assert 0.0 <= pct <= 100.0
     assert math.isnan(bench.huge_pages_pct(f))
+
+
+def _result(huge_pct, bytes_per_token, path="/data/my model.elk"):
+    nan = float("nan")
+    return bench.BenchResult(
+        model=path, kernels="avx2", threads=1, n_prompt=64, n_gen=32, reps=3, prefill_tok_s=100.0,
+        decode_tok_s=50.0, ttft_ms=600.0, open_ms=5.0, weight_bytes_per_token=bytes_per_token, decode_gb_s=30.0,
+        machine_gb_s=40.0, probe_gb_s=nan, bandwidth_pct=75.0, bandwidth_pct_same_threads=nan, prefill_cpu_ms=10.0,
+        decode_cpu_ms=20.0, peak_rss_mb=600.0, baseline_rss_mb=35.0, load_avg=0.1, prefill_runs=[], decode_runs=[],
+        probe_runs=[], huge_pages_pct=huge_pct)
+
+
+def test_bench_notes_an_image_partly_in_small_pages_with_a_command_that_fixes_it():
+    """A large image under 90% on 2 MiB pages (a copy, or memory pressure that split its page cache) gets a
+    note naming the share and a shell command, quoted for the path, that reads it back in 2 MiB pages;
+    one at 90% or more, a small model, or no smaps (NaN) get none."""
+    note = [line for line in _result(76.0, 582 << 20).lines() if line.startswith("note")]
+    assert len(note) == 1 and "only 76%" in note[0]
+    assert "dd if='/data/my model.elk' iflag=nocache count=0; cat '/data/my model.elk' >/dev/null" in note[0]
+    for quiet in (_result(95.0, 582 << 20), _result(10.0, 1 << 20), _result(float("nan"), 582 << 20)):
+        assert not [line for line in quiet.lines() if line.startswith("note")]

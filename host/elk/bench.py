@@ -16,6 +16,7 @@ import json
 import math
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,7 @@ double elk_pool_probe_bandwidth(elk_pool *pool, uint64_t bytes, int reps);
 """
 PROBE_BYTES = 512 << 20  # 16x the 32 MiB L3 here: the probe reads DRAM, not cache
 HUGE_PAGES_MATTER = 64 << 20  # weights per token below which 2 MiB pages make no difference worth a note
+HUGE_PAGES_WANTED = 90  # % of the mapping on 2 MiB pages below which `elk bench` notes it (~1% per 5 points here)
 
 
 class BenchError(ElkError):
@@ -85,11 +87,13 @@ class BenchResult:
             f"CPU time    {self.prefill_cpu_ms:8.2f} ms/prompt token, {self.decode_cpu_ms:.2f} ms/decoded token "
             "(all threads; steadier than wall time on a busy machine)",
             f"peak RSS    {self.peak_rss_mb:8.1f} MB ({self.baseline_rss_mb:.1f} MB before opening the image)",
-        ] + ([] if math.isnan(self.huge_pages_pct) or self.huge_pages_pct >= 50 or
+        ] + ([] if math.isnan(self.huge_pages_pct) or self.huge_pages_pct >= HUGE_PAGES_WANTED or
              self.weight_bytes_per_token < HUGE_PAGES_MATTER else [
             f"note        only {self.huge_pages_pct:.0f}% of the image is mapped on 2 MiB pages: its page cache "
-            "was filled in small pages (by a copy or a download; `elk pack` writes 2 MiB pages): decode may be a "
-            "few % slower until the image is read from disk again (docs/performance.md, huge pages)"])
+            "is partly in small pages (a copy, a download, or memory pressure that split it): decode may be a "
+            f"few % slower; `dd if={shlex.quote(self.model)} iflag=nocache count=0; cat {shlex.quote(self.model)} "
+            ">/dev/null` reads it "
+            "back in 2 MiB pages (docs/performance.md, huge pages)"])
 
     def to_json(self) -> str:
         """One JSON object; figures not measured (--no-probe) are null, not NaN."""
