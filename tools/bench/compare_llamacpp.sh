@@ -5,9 +5,14 @@
 # model files the setup section makes; nothing here downloads.
 #   LLAMA_BENCH=/tmp/llamacpp/build/bin/llama-bench MODELS=/tmp/elkbench tools/bench/compare_llamacpp.sh
 #   QUANTS="q4_0" THREADS="2" ... to run a subset
+#   The files' page cache is dropped and read back first (both runtimes then read weights that were
+#   filled in 2 MiB folios; memory pressure splits them over time: docs/performance.md, huge pages).
 set -u
 B=${LLAMA_BENCH:-/tmp/llamacpp/build/bin/llama-bench}
 M=${MODELS:-/tmp/elkbench}
+for f in "$M"/tl-*.gguf "$M"/tl-*.elk; do
+  [ -f "$f" ] && dd if="$f" iflag=nocache count=0 status=none && cat "$f" >/dev/null
+done
 for q in ${QUANTS:-q4_0 q8_0}; do
   for t in ${THREADS:-1 2}; do
     for f in "$M/tl-$q.gguf" "$M/tl-$q.elk"; do
