@@ -125,8 +125,16 @@ class Link:
         try:
             self.ser.write(wire)
         except Exception as e:  # noqa: BLE001 (SerialTimeoutException, OSError)
-            raise LinkError(f"{self.port}: write failed: {e}") from None
+            text = str(e)
+            # pyserial words an EIO as SerialException("write failed: [Errno 5] ..."), without errno
+            if isinstance(e, OSError) and e.errno == errno.EIO or f"[Errno {errno.EIO}]" in text:
+                raise LinkError(self._lost()) from None
+            raise LinkError(f"{self.port}: write failed: {text.removeprefix('write failed: ')}") from None
         self.counters.wire_out += len(wire)
+
+    def _lost(self) -> str:
+        return (f"{self.port}: connection lost: the port closed (the emulated board stopped, or the cable was "
+                "unplugged)")
 
     def wire_time(self, nbytes: int) -> float:
         return nbytes * 10 / self.baud if self.baud else 0.0
@@ -143,8 +151,7 @@ class Link:
                     break
         except Exception as e:  # noqa: BLE001 (port vanished: the emulator stopped)
             if "returned no data" in str(e) or isinstance(e, OSError) and e.errno == errno.EIO:
-                raise LinkError(f"{self.port}: connection lost: the port closed (the emulated board stopped, "
-                                "or the cable was unplugged)") from None
+                raise LinkError(self._lost()) from None
             raise LinkError(f"{self.port}: read failed: {e}") from None
         self.counters.wire_in += len(data)
         for f in self.dec.feed(data):
