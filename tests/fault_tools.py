@@ -85,6 +85,7 @@ class FaultLine:
         self.frames = []  # (host bytes sent when the frame ended, command code) of each clean host frame
         self._dec = FrameDecoder()
         self._timer = None
+        self.killed = False
         self.board = os.open(board_port, os.O_RDWR | os.O_NOCTTY)
         tty.setraw(self.board)
         self.master, slave = os.openpty()
@@ -128,12 +129,17 @@ class FaultLine:
     def _run(self):
         fds = [self.board, self.master]
         while not self.stop and not self.cut:
+            if self.killed:
+                self._hang_up()
+                return
             ready, _, _ = select.select(fds, [], [], 0.05)
             for fd in ready:
                 try:
                     data = os.read(fd, 65536)
                 except OSError:
-                    if fd == self.board:  # the board's pty went away: the host side hangs up too
+                    data = None
+                if not data:
+                    if fd == self.board:  # the board's pty went away (EIO or EOF): the host side hangs up too
                         self._hang_up()
                         return
                     time.sleep(0.01)  # the host has not opened its side yet, or closed it
@@ -147,7 +153,7 @@ class FaultLine:
                             self.sent = self.kill_at
                             self.kill_at = None
                             if self.kill_delay > 0:  # the line goes on until the board dies
-                                self._timer = threading.Timer(self.kill_delay, self.on_kill)
+                                self._timer = threading.Timer(self.kill_delay, self._kill_later)
                                 self._timer.start()
                                 data = data[len(head):]
                             else:
@@ -161,6 +167,10 @@ class FaultLine:
                         self._write(self.master, self._mangle(data, "to_host"))
                 except OSError:
                     time.sleep(0.01)
+
+    def _kill_later(self):
+        self.on_kill()
+        self.killed = True  # the next pass of the proxy hangs the host side up, as at once
 
     def _note_frames(self, data):
         at = 0
