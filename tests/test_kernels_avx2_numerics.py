@@ -213,6 +213,27 @@ def test_avx2_gemm_equals_dot_loop_over_its_row_range_only(k, wtype, n_tok, n):
                 assert np.isnan(y[t, r]), f"gemm wrote row {r} outside [{r0}, {r1})"
 
 
+@pytest.mark.parametrize("n_tok", [1, 3])
+def test_avx2_q8_0_products_take_weight_bytes_of_minus_128(k, n_tok):
+    """Q8_0 weights from other quantizers may hold -128 (ours stop at -127): the decode GEMV's
+    sign trick (|w| against x with w's signs) and the batched tiles must still give ref's exact
+    integer sums. Rows of all -128, and random bytes over the whole int8 range; activations at +-127."""
+    rng = np.random.default_rng(128 + n_tok)
+    rows, n = 6, 2048
+    blocks = n // 32
+    w = np.concatenate([random_q8(rng, blocks, unit_scale=True) for _ in range(rows)])
+    w["qs"][:blocks] = -128
+    w["qs"][blocks:] = rng.integers(-128, 128, size=w["qs"][blocks:].shape)
+    x = np.concatenate([random_q8(rng, blocks, unit_scale=True) for _ in range(n_tok)])
+    x["qs"][:, ::3] = 127
+    x["qs"][:, 1::3] = -127
+    y = gemm(k, Q8_0, n, w, w.itemsize * blocks, 0, rows, x, n_tok, rows)
+    for t in range(n_tok):
+        for r in range(rows):
+            want = dot(k, "elk_kernels_ref", Q8_0, n, w[r * blocks:(r + 1) * blocks], x[t * blocks:(t + 1) * blocks])
+            assert y[t, r] == want, (t, r)
+
+
 def test_avx2_gemm_with_scales_matches_ref_dots(k):
     rng = np.random.default_rng(11)
     rows, n, n_tok = 8, 256, 3

@@ -9,6 +9,11 @@
 
 #include "avx2_common.h"
 
+/* Software prefetch this far ahead of each Q8_0 row stream, every line once. Sharp optimum on the
+ * AVX-512 kernel: the decode matrix sequence alternating in one process, 4-5 KB ahead +5-6% GB/s,
+ * 2-3 KB or 8-12 KB ahead no gain or a loss. */
+#define GEMV_Q8_PREFETCH 4096
+
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 /* Decode GEMV for Q4_0 (one token, many rows), four blocks at a time. A zmm holds the 64 packed
  * nibble bytes of blocks 4g..4g+3 (16 per block); its low nibbles meet the prepared activation bytes
@@ -186,16 +191,11 @@ typedef struct {
     __m512 dx;   /* lanes 0-7: block 2j's activation scale, 8-15: block 2j+1's */
 } gemv_pair;
 
-/* Software prefetch this far ahead of each Q8_0 row stream, every line (a pair is 68 bytes, so every
- * 16th step jumps over one, fetched too). Sharp optimum: the decode matrix sequence alternating in
- * one process, 4-5 KB ahead +5-6% GB/s, 2-3 KB or 8-12 KB ahead no gain or a loss. */
-#define GEMV_Q8_PREFETCH 4096
-
 ELK_INLINE __m512 q8_pair_fma(const elk_block_q8_0 *bb, const gemv_pair *q, __m512 acc)
 {
     const char *pf = (const char *)(const void *)bb + GEMV_Q8_PREFETCH;
     _mm_prefetch(pf, _MM_HINT_T0);
-    if (((uintptr_t)pf & 63) >= 64 - 4)
+    if (((uintptr_t)pf & 63) >= 64 - 4) /* a pair is 68 bytes: every 16th step jumps a line */
         _mm_prefetch(pf + 64, _MM_HINT_T0);
     const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(load_q8_0(bb)), load_q8_0(bb + 1), 1);
     const __m512i p = _mm512_dpbusd_epi32(q->fix, _mm512_xor_si512(wv, _mm512_set1_epi8((char)0x80)), q->x);
@@ -381,6 +381,70 @@ static void gemv_q4_0_256(int nb, const uint8_t *w, size_t row_bytes, int r0, in
                         (const elk_block_q4_0 *)(w + (size_t)(r1 - 1) * row_bytes), y + r1 - 1, NULL);
 }
 
+/* Decode GEMV for Q8_0, one block per ymm, two rows half a range apart (two streams; the dot loop
+ * read one). AVX-VNNI: the weight bytes offset to unsigned (xor 0x80) meet the activation bytes in
+ * vpdpbusd seeded with -128 * sum(x) per lane, prepared once per call. Plain AVX2: maddubs wants one
+ * unsigned operand, so |w| meets x with w's signs (exact for any weight byte: |x| <= 127 keeps each
+ * int16 pair sum within 2 * 128 * 127). Every line is prefetched once, 4 KB ahead. */
+typedef struct {
+    __m256i x;   /* activation bytes of block j */
+    __m256i fix; /* (AVX-VNNI) lane l: -128 * (the 4 activation bytes of lane l) */
+} gemv2_q8;
+
+ELK_INLINE __m256i q8_block_sums(const elk_block_q8_0 *bb, const gemv2_q8 *q)
+{
+    const char *pf = (const char *)(const void *)bb + GEMV_Q8_PREFETCH;
+    if (((uintptr_t)pf & 63) < sizeof(elk_block_q8_0)) /* the first block reaching into this line */
+        _mm_prefetch(pf, _MM_HINT_T0);
+    const __m256i w = load_q8_0(bb);
+#if defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(q->fix, _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80)), q->x);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q->x, w)),
+                             _mm256_set1_epi16(1));
+#endif
+}
+
+/* K rows (1 or 2) against the prepared blocks; each row keeps its own accumulators and order. */
+ELK_INLINE void gemv2_rows_q8_0(int K, int nb, const gemv2_q8 *px, const float *dx, const elk_block_q8_0 *b0,
+                                const elk_block_q8_0 *b1, float *y0, float *y1)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int j = 0; j < nb; j++) {
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q8_block_sums(b0 + j, px + j)), _mm256_set1_ps(fp16(b0[j].d) * dx[j]), acc0);
+        if (K == 2)
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q8_block_sums(b1 + j, px + j)), _mm256_set1_ps(fp16(b1[j].d) * dx[j]), acc1);
+    }
+    *y0 = hsum_ps(acc0);
+    if (K == 2)
+        *y1 = hsum_ps(acc1);
+}
+
+#define GEMV2_MAX_Q8 512 /* rows up to 16384 columns (32 KB of stack); wider rows take the dot loop */
+
+static void gemv_q8_0_256(int nb, const uint8_t *w, size_t row_bytes, int r0, int r1, const elk_block_q8_0 *xb,
+                          float *y)
+{
+    gemv2_q8 px[GEMV2_MAX_Q8];
+    float dx[GEMV2_MAX_Q8];
+    for (int j = 0; j < nb; j++) {
+        px[j].x = load_q8_0(xb + j);
+#if defined(__AVXVNNI__)
+        px[j].fix = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                     _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), px[j].x));
+#else
+        px[j].fix = _mm256_setzero_si256();
+#endif
+        dx[j] = fp16(xb[j].d);
+    }
+    const int half = (r1 - r0) / 2;
+    for (int r = r0; r < r0 + half; r++)
+        gemv2_rows_q8_0(2, nb, px, dx, (const elk_block_q8_0 *)(w + (size_t)r * row_bytes),
+                        (const elk_block_q8_0 *)(w + (size_t)(r + half) * row_bytes), y + r, y + r + half);
+    if ((r1 - r0) % 2)
+        gemv2_rows_q8_0(1, nb, px, dx, (const elk_block_q8_0 *)(w + (size_t)(r1 - 1) * row_bytes), NULL, y + r1 - 1, NULL);
+}
+
 int elk_gemv_avx2(int wtype, int nb, const uint8_t *w, size_t row_bytes, int r0, int r1, const elk_block_q8_0 *x,
                   float *y)
 {
@@ -388,7 +452,11 @@ int elk_gemv_avx2(int wtype, int nb, const uint8_t *w, size_t row_bytes, int r0,
         gemv_q4_0_256(nb, w, row_bytes, r0, r1, x, y);
         return 1;
     }
-    return 0; /* Q8_0: the dot loop reads 30 GB/s per core here already */
+    if (wtype == ELK_TYPE_Q8_0 && nb <= GEMV2_MAX_Q8) {
+        gemv_q8_0_256(nb, w, row_bytes, r0, r1, x, y);
+        return 1;
+    }
+    return 0;
 }
 
 #endif
