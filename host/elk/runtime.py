@@ -14,7 +14,6 @@ Not here: numerics (firmware/src) or the numpy oracle (elk.reference).
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import os
 import pathlib
@@ -33,6 +32,7 @@ FIRMWARE = ROOT / "firmware"
 
 STOP_REASONS = {0: "running", 1: "eos", 2: "max_tokens", 3: "context_full"}
 ELK_E_RANGE = spec.ERRORS["E_RANGE"][0]
+GEN_TEXT_CAP = 4096  # ELK_GEN_TEXT_CAP (elk.h): the most text one generation step gives
 
 _lock = threading.Lock()
 _loaded = None
@@ -257,13 +257,21 @@ class Model:
         return self._ffi.unpack(buf, n[0])
 
     def detokenize(self, ids) -> str:
-        """Text of ids; the first piece is read as following BOS (its leading space dropped, as
-        SentencePiece decodes)."""
-        out, prev = [], self.config.bos_id
-        for t in ids:
-            out.append(self.piece(int(t), prev))
-            prev = int(t)
-        return b"".join(out).decode("utf-8", "replace")
+        """Text of ids as the decode of the whole sequence gives it (sentencepiece's decode, or tokenizers'
+        for a tokenizer.json import; docs/tokenizer.md "Streaming decode"): the C token stream."""
+        arr = self._ids_array(ids)
+        ffi, n = self._ffi, self._ffi.new("int *")
+        cap = 16 * arr.size + 64
+        for _ in range(2):
+            buf = ffi.new("char[]", cap)
+            rc = self._lib.elk_host_decode(self._handle(), ffi.from_buffer("int32_t[]", arr), arr.size, buf, cap, n)
+            if rc == ELK_E_RANGE and n[0] > cap:
+                cap = n[0]
+                continue
+            if rc:
+                self._fail(rc)
+            return ffi.unpack(buf, n[0]).decode("utf-8", "replace")
+        self._fail(ELK_E_RANGE)
 
     # -----------------------------------------------------------------------------------------
     # Decoder
@@ -339,22 +347,37 @@ class Model:
 
     def generate(self, prompt, max_tokens: int = 256, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, repeat_penalty: float = 1.0, seed=None, **kw):
-        """Generate text after prompt; returns an iterator of str pieces as they are produced
-        (multi-byte characters split across tokens come out whole). Greedy when temperature is 0."""
-        steps = self.generate_tokens(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
-                                     top_p=top_p, repeat_penalty=repeat_penalty, seed=seed, **kw)
-        return self._texts(steps)
+        """Generate text after prompt; returns an iterator of str pieces as they are produced. The text
+        continues the prompt's: prompt + "".join(pieces) is the decode of prompt ids + generated ids
+        (the C token stream, docs/runtime.md "Generated text"); a character split across byte-fallback
+        tokens comes out whole. Greedy when temperature is 0."""
+        ids = self.tokenize(prompt, bos=True) if isinstance(prompt, (str, bytes)) else list(prompt)
+        self.generate_tokens(ids, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
+                             top_p=top_p, repeat_penalty=repeat_penalty, seed=seed, **kw)
+        arr = self._ids_array(ids)
+        rc = self._lib.elk_host_gen_text_begin(self._handle(), self._ffi.from_buffer("int32_t[]", arr), arr.size)
+        if rc:
+            self._fail(rc)
+        return self._texts(self._epoch)
 
-    @staticmethod
-    def _texts(steps):
-        dec = codecs.getincrementaldecoder("utf-8")("replace")
-        for _, piece in steps:
-            text = dec.decode(piece)
-            if text:
-                yield text
-        tail = dec.decode(b"", final=True)
-        if tail:
-            yield tail
+    def _texts(self, epoch: int):
+        ffi, lib = self._ffi, self._lib
+        tok, buf, n = ffi.new("int32_t *"), ffi.new("char[]", GEN_TEXT_CAP), ffi.new("int *")
+        try:
+            while True:
+                if epoch != self._epoch:
+                    raise ElkError("this generation was ended by a later generate() or logits() call on the "
+                                   "same model (one generation at a time per model)")
+                rc = lib.elk_host_gen_next_text(self._handle(), tok, buf, GEN_TEXT_CAP, n)
+                if rc < 0:
+                    self._fail(rc)
+                if n[0]:  # whole UTF-8 characters (U+FFFD already in place of invalid bytes)
+                    yield ffi.unpack(buf, n[0]).decode("utf-8", "replace")
+                if rc == 0:
+                    return
+        finally:
+            if epoch == self._epoch:
+                self._update_stats()
 
     def _update_stats(self) -> None:
         if self._h is None:

@@ -221,6 +221,11 @@ typedef struct elk_gen {
     /* Timing of this turn (microseconds of `clock`): prefill, first and last sampled token. */
     int n_prompt;
     uint64_t t_begin, t_prefilled, t_first, t_last;
+    /* The turn's text stream (elk_gen_text_begin, elk_gen_next_text): appended, older callers of
+     * elk_gen_next never touch it; here, not in the arena, so elk_gen_arena_size is what it was. */
+    elk_token_stream text_stream;
+    int text_ended;            /* the stream's held bytes were given out (the turn stopped) */
+    char text[4096];           /* ELK_GEN_TEXT_CAP: the last elk_gen_next_text call's text */
 } elk_gen;
 
 uint64_t elk_gen_arena_size(const elk_model *m);
@@ -236,6 +241,19 @@ int elk_gen_begin(elk_gen *g, const int32_t *ids, int n, int max_new);
 /* Produce the next token: 1 with *id set and its text in piece[0..*len) (cap bytes at most;
  * piece/len may be NULL), 0 when the turn has stopped (g->stop says why), or a negative code. */
 int elk_gen_next(elk_gen *g, int32_t *id, char *piece, int cap, int *len);
+
+/* Streamed text of a turn (docs/runtime.md "Generated text"): the text of the generated ids as the decode
+ * of the whole sequence gives it (elk_token_stream_*), whole UTF-8 characters in every call.
+ * elk_gen_text_begin, after elk_gen_begin: ids[0..n) are read into the stream first and their text dropped;
+ * a continuation passes its prompt ids (" there" after "Once upon a time" keeps its space), a chat reply
+ * passes none (n = 0: the reply is decoded on its own, the default after elk_gen_begin). */
+int elk_gen_text_begin(elk_gen *g, const int32_t *ids, int n);
+/* elk_gen_next with the stream's text: *text points at *len bytes in the loop's arena (at most
+ * ELK_GEN_TEXT_CAP = 4096), valid until the next call; a byte-fallback character split across tokens comes out
+ * whole with its last byte. Returning 0 (the turn stopped), the first time: what the stream still held.
+ * ELK_E_RANGE: a token's text does not fit ELK_GEN_TEXT_CAP (nothing taken). */
+#define ELK_GEN_TEXT_CAP ((int)sizeof(((elk_gen *)0)->text))
+int elk_gen_next_text(elk_gen *g, int32_t *id, const char **text, int *len);
 
 #ifdef __cplusplus
 }

@@ -376,6 +376,54 @@ int elk_host_gen_next(elk_host *h, int32_t *id, char *buf, int cap, int *len)
     return rc < 0 ? set_error(h, rc, "generate: %s", elk_strerror(rc)) : rc;
 }
 
+int elk_host_gen_text_begin(elk_host *h, const int32_t *ids, int n)
+{
+    int rc = n < 0 ? ELK_E_INVAL : check_ids(h, ids, n);
+    if (rc == ELK_OK)
+        rc = elk_gen_text_begin(&h->gen, ids, n);
+    return rc ? set_error(h, rc, "generate: prompt text: %s", elk_strerror(rc)) : ELK_OK;
+}
+
+int elk_host_gen_next_text(elk_host *h, int32_t *id, char *buf, int cap, int *len)
+{
+    const char *text = NULL;
+    if (!buf || !len || cap < ELK_GEN_TEXT_CAP)
+        return set_error(h, ELK_E_INVAL, "generate: a text buffer of %d bytes, %d needed", cap, ELK_GEN_TEXT_CAP);
+    int rc = elk_gen_next_text(&h->gen, id, &text, len);
+    if (rc < 0)
+        return set_error(h, rc, "generate: %s", elk_strerror(rc));
+    memcpy(buf, text, (size_t)*len); /* *len <= ELK_GEN_TEXT_CAP <= cap */
+    return rc;
+}
+
+int elk_host_decode(elk_host *h, const int32_t *ids, int n, char *buf, int cap, int *len)
+{
+    char spill[ELK_GEN_TEXT_CAP]; /* the text past cap, only counted */
+    int rc = n < 0 || cap < 0 || !len || (!buf && cap > 0) ? ELK_E_INVAL : check_ids(h, ids, n);
+    if (rc)
+        return set_error(h, rc, "decode: %s", elk_strerror(rc));
+    elk_token_stream s;
+    elk_token_stream_begin(&s);
+    int64_t total = 0;
+    int over = 0; /* once the text passes cap, the rest goes to spill */
+    for (int i = 0; i <= n; i++) {
+        int k = 0, room = over ? 0 : cap - (int)total;
+        char *dst = over ? spill : buf + total;
+        rc = i < n ? elk_token_stream_piece(h->tok, &s, ids[i], 0, dst, room, &k)
+                   : elk_token_stream_end(h->tok, &s, dst, room, &k);
+        if (rc == ELK_E_RANGE && k > room) {
+            over = 1;
+            rc = i < n ? elk_token_stream_piece(h->tok, &s, ids[i], 0, spill, sizeof spill, &k)
+                       : elk_token_stream_end(h->tok, &s, spill, sizeof spill, &k);
+        }
+        if (rc)
+            return set_error(h, rc, "decode: token %d: %s", i < n ? (int)ids[i] : -1, elk_strerror(rc));
+        total += k;
+    }
+    *len = total > 0x7FFFFFFF ? 0x7FFFFFFF : (int)total;
+    return over ? ELK_E_RANGE : ELK_OK;
+}
+
 int elk_host_gen_stats(const elk_host *h, double *out, int n)
 {
     const elk_gen *g = &h->gen;

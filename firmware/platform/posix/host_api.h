@@ -52,6 +52,15 @@ int elk_host_gen_begin(elk_host *h, const int32_t *ids, int n, int max_new, floa
                        int keep_context);
 /* 1: one more token (*id, text in buf[0..*len)); 0: stopped; < 0: error. */
 int elk_host_gen_next(elk_host *h, int32_t *id, char *buf, int cap, int *len);
+/* The turn's text through the token stream (elk_gen_text_begin / elk_gen_next_text in elk/elk.h): after
+ * elk_host_gen_begin, text_begin reads ids[0..n) (a continuation's prompt; none for a reply) with their
+ * text dropped; next_text is gen_next with the stream's text (whole UTF-8 characters, possibly none) in
+ * buf, cap >= ELK_GEN_TEXT_CAP (4096); returning 0 the first time, buf holds the stream's last bytes. */
+int elk_host_gen_text_begin(elk_host *h, const int32_t *ids, int n);
+int elk_host_gen_next_text(elk_host *h, int32_t *id, char *buf, int cap, int *len);
+/* Text of ids[0..n) as the decode of the whole sequence (elk_token_stream_*): into buf[0..cap), *len the
+ * full length; ELK_E_RANGE when cap is too small (call again with *len bytes). */
+int elk_host_decode(elk_host *h, const int32_t *ids, int n, char *buf, int cap, int *len);
 /* Timing of the current turn (fills min(n, 7)): n_prompt, prefill seconds, time to first token
  * (seconds), n_generated, decode seconds (first to last token), decode tokens/s, stop reason
  * (enum elk_gen_stop). */

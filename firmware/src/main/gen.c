@@ -386,7 +386,7 @@ static int flush_pieces(elk_fw *fw)
 }
 
 /* Queue a token's text; it leaves at once when no event is in flight, else with the next ones. The
- * model keeps generating while the line carries the previous piece. */
+ * model keeps generating while the line carries the previous piece. len <= FW_PIECES_MAX (emit_text). */
 static int emit_piece(elk_fw *fw, const char *piece, int len)
 {
     if (len <= 0)
@@ -407,6 +407,24 @@ static int emit_piece(elk_fw *fw, const char *piece, int len)
     if ((rc = elk_fw_event_service(fw)) != ELK_OK)
         return rc;
     return fw->event_pending ? ELK_OK : flush_pieces(fw);
+}
+
+/* A token's text (whole UTF-8 characters, up to ELK_GEN_TEXT_CAP bytes) in parts that fit fw->pieces, each
+ * cut before a character's lead byte so every PIECE event is UTF-8 on its own. */
+static int emit_text(elk_fw *fw, const char *text, int len)
+{
+    int rc = ELK_OK;
+    while (rc == ELK_OK && len > 0) {
+        int k = len;
+        if (k > FW_PIECES_MAX) {
+            k = FW_PIECES_MAX;
+            while (k > FW_PIECES_MAX - 4 && ((uint8_t)text[k] & 0xC0u) == 0x80u)  /* text[k] continues one */
+                k--;
+        }
+        rc = emit_piece(fw, text, k);
+        text += k, len -= k;
+    }
+    return rc;
 }
 
 typedef struct gen_stats {
@@ -517,18 +535,18 @@ static int sample_loop(elk_fw *fw, uint64_t t0, gen_stats *st)
 {
     for (;;) {
         int32_t id;
-        char piece[64];
-        int plen = 0;
-        int r = elk_gen_next(&fw->gen_loop, &id, piece, sizeof piece, &plen);
+        const char *text = NULL;
+        int len = 0;
+        int r = elk_gen_next_text(&fw->gen_loop, &id, &text, &len);
         if (r < 0)
             return r;
-        if (r == 0) {
+        if (r == 1 && st->gen_tokens++ == 0)
+            st->ttft_us = (uint32_t)(elk_fw_now(fw) - t0);
+        int rc = emit_text(fw, text, len);  /* at r == 0: what the stream still held */
+        if (r == 0 && rc != ELK_E_TIMEOUT && rc != ELK_E_IO) {
             st->stop = stop_reason(fw->gen_loop.stop);
             return ELK_OK;
         }
-        if (st->gen_tokens++ == 0)
-            st->ttft_us = (uint32_t)(elk_fw_now(fw) - t0);
-        int rc = emit_piece(fw, piece, plen);
         if (rc == ELK_E_TIMEOUT || rc == ELK_E_IO || fw->abort) {
             st->stop = ELK_STOP_ABORTED;
             return ELK_OK;
@@ -563,6 +581,12 @@ int elk_fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const elk_fw_g
     if (fw->npu_backend) {  /* prefill is the only batched call: the NPU's share is all in there */
         st.npu_us = (uint32_t)((fw->npu.stats.npu_seconds - npu0.npu_seconds) * 1e6 + 0.5);
         st.npu_chunks = (uint32_t)(fw->npu.stats.chunks - npu0.chunks);
+    }
+    if (rc == ELK_OK && st.stop != ELK_STOP_ABORTED) {
+        /* plain text (raw, or no template) continues the prompt's text: its ids go into the stream
+         * first; a templated reply is decoded on its own (no dummy-prefix space at its start) */
+        int plain = (gp->flags & ELK_GEN_RAW) || template_kind(fw) == TPL_NONE;
+        rc = elk_gen_text_begin(&fw->gen_loop, fw->tokens, plain ? (int)n : 0);
     }
     if (rc == ELK_OK && st.stop != ELK_STOP_ABORTED)
         rc = sample_loop(fw, t0, &st);

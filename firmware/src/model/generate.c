@@ -31,6 +31,7 @@ int elk_gen_init(elk_gen *g, elk_model *m, const elk_tokenizer *tok, elk_sampler
     char *a = (char *)(((uintptr_t)arena + 15u) & ~(uintptr_t)15u);
     g->logits = (float *)a;
     g->tokens = (int32_t *)(a + (size_t)m->cfg.vocab_size * sizeof(float));
+    elk_token_stream_begin(&g->text_stream);
     return ELK_OK;
 }
 
@@ -39,6 +40,8 @@ void elk_gen_reset(elk_gen *g)
     g->n_tokens = g->n_cached = 0;
     g->n_new = 0;
     g->stop = ELK_GEN_RUNNING;
+    elk_token_stream_begin(&g->text_stream);
+    g->text_ended = 0;
 }
 
 /* Run the tokens not yet in the cache; leaves the last one's logits in g->logits. */
@@ -74,6 +77,8 @@ int elk_gen_begin(elk_gen *g, const int32_t *ids, int n, int max_new)
     g->max_new = max_new;
     g->n_new = 0;
     g->stop = ELK_GEN_RUNNING;
+    elk_token_stream_begin(&g->text_stream); /* a turn's text starts fresh (a reply) */
+    g->text_ended = 0;
     int rc = catch_up(g);
     if (rc) { /* keep the context consistent with the cache */
         g->n_tokens = g->n_cached;
@@ -88,12 +93,10 @@ static int is_end(const elk_gen *g, int32_t id)
     return g->tok && (elk_tokenizer_is_stop(g->tok, id) || id == elk_tokenizer_bos(g->tok));
 }
 
-int elk_gen_next(elk_gen *g, int32_t *id, char *piece, int cap, int *len)
+/* The next token of the turn in *next, not yet taken into the context: 1, 0 when the turn has stopped
+ * (g->stop says why), or a negative code. */
+static int sample_next(elk_gen *g, int32_t *next)
 {
-    if (len)
-        *len = 0;
-    if (!g)
-        return ELK_E_INVAL;
     if (g->stop != ELK_GEN_RUNNING)
         return 0;
     /* A full context has no position for another token: stop before running the last one, whose
@@ -110,24 +113,88 @@ int elk_gen_next(elk_gen *g, int32_t *id, char *piece, int cap, int *len)
         g->stop = ELK_GEN_CONTEXT_FULL;
         return 0;
     }
-    int32_t next = elk_sampler_sample(g->sampler, g->logits, g->tokens, g->n_tokens);
-    if (next < 0)
-        return next;
-    if (is_end(g, next)) {
+    *next = elk_sampler_sample(g->sampler, g->logits, g->tokens, g->n_tokens);
+    if (*next < 0)
+        return *next;
+    if (is_end(g, *next)) {
         g->stop = ELK_GEN_EOS;
         return 0;
     }
-    int32_t prev = g->n_tokens ? g->tokens[g->n_tokens - 1] : -1;
+    return 1;
+}
+
+/* Append the sampled token to the context (run by the next call) and time it. */
+static void take(elk_gen *g, int32_t next)
+{
     g->tokens[g->n_tokens++] = next;
     g->t_last = now(g);
     if (g->n_new++ == 0)
         g->t_first = g->t_last;
+}
+
+int elk_gen_next(elk_gen *g, int32_t *id, char *piece, int cap, int *len)
+{
+    if (len)
+        *len = 0;
+    if (!g)
+        return ELK_E_INVAL;
+    int32_t next = -1;
+    int r = sample_next(g, &next);
+    if (r <= 0)
+        return r;
+    int32_t prev = g->n_tokens ? g->tokens[g->n_tokens - 1] : -1;
+    take(g, next);
     if (id)
         *id = next;
     if (piece && len && g->tok) {
-        rc = elk_token_piece(g->tok, prev, next, piece, cap, len);
+        int rc = elk_token_piece(g->tok, prev, next, piece, cap, len);
         if (rc)
             return rc;
     }
+    return 1;
+}
+
+int elk_gen_text_begin(elk_gen *g, const int32_t *ids, int n)
+{
+    if (!g || n < 0 || (n > 0 && !ids))
+        return ELK_E_INVAL;
+    elk_token_stream_begin(&g->text_stream);
+    g->text_ended = 0;
+    for (int i = 0; g->tok && i < n; i++) {
+        int len = 0; /* the prompt's text: the caller has it already */
+        int rc = elk_token_stream_piece(g->tok, &g->text_stream, ids[i], 0, g->text, ELK_GEN_TEXT_CAP, &len);
+        if (rc)
+            return rc;
+    }
+    return ELK_OK;
+}
+
+int elk_gen_next_text(elk_gen *g, int32_t *id, const char **text, int *len)
+{
+    if (len)
+        *len = 0;
+    if (text)
+        *text = g ? g->text : NULL;
+    if (!g || !len)
+        return ELK_E_INVAL;
+    int32_t next = -1;
+    int r = sample_next(g, &next);
+    if (r < 0)
+        return r;
+    if (r == 0) { /* stopped: the bytes the stream still holds, once */
+        int rc = g->tok && !g->text_ended ? elk_token_stream_end(g->tok, &g->text_stream, g->text,
+                                                                 ELK_GEN_TEXT_CAP, len)
+                                          : ELK_OK;
+        g->text_ended = 1;
+        return rc ? rc : 0;
+    }
+    if (g->tok) { /* before the token is taken: a text that does not fit leaves the turn as it was */
+        int rc = elk_token_stream_piece(g->tok, &g->text_stream, next, 0, g->text, ELK_GEN_TEXT_CAP, len);
+        if (rc)
+            return rc;
+    }
+    take(g, next);
+    if (id)
+        *id = next;
     return 1;
 }
