@@ -49,9 +49,9 @@ def test_board_chatml_turn_is_the_templates_tokens(chatml):
     user = want[2]  # BOS, <|im_start|>, then the user line's first piece
     assert hf.id_to_token(user) == ("▁user" if kind == "legacy" else "user")
     wrong = want[:2] + [hf.token_to_id("user" if kind == "legacy" else "▁user")] + want[3:]
-    with elk.load(image) as m:
-        host = "".join(m.generate(want, max_tokens=12, temperature=0))
-        other = "".join(m.generate(wrong, max_tokens=12, temperature=0))
+    with elk.load(image) as m:  # a reply reads as tokenizers decodes its ids alone (no leading space)
+        host = hf.decode([t for t, _ in m.generate_tokens(want, max_tokens=12, temperature=0)])
+        other = hf.decode([t for t, _ in m.generate_tokens(wrong, max_tokens=12, temperature=0)])
     assert host != other  # the model's reply tells the two prefixes apart, so the check below can fail
     with Emulator("host", baud=0, log=open(os.devnull, "w")) as emu:
         assert flashing.flash([emu.port], image, progress=False)[0].ok

@@ -378,6 +378,8 @@ static int encode_turn(elk_fw *fw, const char *prompt, uint32_t len, int raw, ui
 static int flush_pieces(elk_fw *fw)
 {
     int rc = elk_fw_event_wait(fw);
+    if (fw->drop_stats)  /* a new session's HELLO came in the wait: this reply's text is nobody's */
+        fw->pieces_len = 0;
     if (rc == ELK_OK && fw->pieces_len) {
         rc = elk_fw_event_start(fw, ELK_EVENT_PIECE, fw->pieces, fw->pieces_len);
         fw->pieces_len = 0;
