@@ -69,7 +69,9 @@ static void quantize_q8_0_avx2(const float *x, elk_block_q8_0 *y, int n)
         const float amax = _mm_cvtss_f32(m4);
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = elk_fp32_to_fp16(d);
+        /* F16C rounds as elk_fp32_to_fp16 does (to nearest even, subnormals, overflow to inf);
+         * only its NaN encoding differs, so a NaN scale takes the reference conversion */
+        y[i].d = d == d ? (elk_fp16)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT) : elk_fp32_to_fp16(d);
         const __m256 vid = _mm256_set1_ps(id);
         __m256i q[4];
         for (int k = 0; k < 4; k++)
