@@ -1,5 +1,5 @@
 """Generated text is the decode of the ids generated: `elk run`, Model.generate, Model.detokenize and the
-emulated board's chat reply give what `sentencepiece` / `tokenizers` decode from exactly the ids emitted
+emulated board's chat reply (and build/host/elk-run) give what `sentencepiece` / `tokenizers` decode from exactly the ids emitted
 (a continuation: prompt ids + generated ids; a templated chat reply: the generated ids alone), a
 character split across byte-fallback tokens whole, invalid byte runs replaced as the reference does.
 
@@ -9,6 +9,7 @@ separate classifier maps it to the successor, every layer weight zero), with the
 tokenizer.model or a tokenizer.json built by the tokenizer tests."""
 
 import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def llama_image(tmp_path_factory, host_build):
                   [[prompt_ids[-1]] + GEN]), prompt_ids
 
 
-def test_elk_run_and_generate_continue_the_prompt_as_sentencepiece_decodes(llama_image):
+def test_elk_run_and_generate_continue_the_prompt_as_sentencepiece_decodes(llama_image, host_build):
     image, prompt_ids = llama_image
     sp = _sp_model()
     with Model(image) as m:
@@ -101,6 +102,31 @@ def test_elk_run_and_generate_continue_the_prompt_as_sentencepiece_decodes(llama
     r = run_elk("run", image, "-p", PROMPT, "-n", "40", "--temperature", "0")
     assert r.returncode == 0, r.stderr
     assert r.stdout == want + "\n"
+    r = subprocess.run([str(host_build / "elk-run"), str(image), "-p", PROMPT, "-n", "40", "--temperature", "0"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode("utf-8") == want
+
+
+def test_every_step_of_the_host_api_is_whole_utf8(llama_image):
+    """The C side of Model.generate: each step's bytes are UTF-8 on their own (no decoder in between), the
+    held bytes come in the step that completes them, and a buffer below ELK_GEN_TEXT_CAP is one error."""
+    image, prompt_ids = llama_image
+    with Model(image) as m:
+        ffi, lib = m._ffi, m._lib
+        ids = ffi.new("int32_t[]", prompt_ids)
+        tok, buf, n = ffi.new("int32_t *"), ffi.new("char[]", 4096), ffi.new("int *")
+        assert lib.elk_host_gen_begin(m._handle(), ids, len(prompt_ids), 40, 0.0, 0, 1.0, 1.0, 0, 0, 0) == 0
+        assert lib.elk_host_gen_text_begin(m._handle(), ids, len(prompt_ids)) == 0
+        assert lib.elk_host_gen_next_text(m._handle(), tok, buf, 4095, n) < 0
+        assert "4096 needed" in ffi.string(lib.elk_host_error(m._handle())).decode()
+        steps = []
+        while (rc := lib.elk_host_gen_next_text(m._handle(), tok, buf, 4096, n)) == 1:
+            steps.append((tok[0], ffi.unpack(buf, n[0])))
+        assert rc == 0
+    texts = [b.decode("utf-8") for _, b in steps]  # strict: a split character would raise here
+    assert [t for t, _ in steps] == GEN
+    assert texts[1:4] == ["", "", "日"]  # <0xE6> <0x97> held, out with <0xA5>
 
 
 def test_stories260k_sampled_hot_streams_as_sentencepiece_decodes(tmp_path, host_build):

@@ -281,7 +281,7 @@ static int run(elk_host *h, const args *a)
 {
     int32_t *ids = NULL, id;
     int n = 0, rc = prompt_ids(h, a, &ids, &n), len;
-    char piece[256];
+    char piece[ELK_GEN_TEXT_CAP];
     if (rc) {
         free(ids);
         fprintf(stderr, "elk-run: error: %s\n", rc == ELK_E_INVAL ? "--ids: prompt is not a list of ids"
@@ -294,6 +294,8 @@ static int run(elk_host *h, const args *a)
     }
     rc = elk_host_gen_begin(h, ids, n, a->n, a->temperature, a->top_k, a->top_p, a->repeat_penalty,
                             64, a->seed, 0);
+    if (rc == ELK_OK && !a->ids) /* the text continues the prompt's (docs/runtime.md "Generated text") */
+        rc = elk_host_gen_text_begin(h, ids, n);
     free(ids);
     if (rc < 0) { /* a prompt that does not fit, bad settings: one line, nothing on stdout */
         fprintf(stderr, "elk-run: error: %s\n", elk_host_error(h));
@@ -303,13 +305,15 @@ static int run(elk_host *h, const args *a)
         fputs(a->prompt, stdout);
         fflush(stdout);
     }
-    while (rc == ELK_OK && (rc = elk_host_gen_next(h, &id, piece, sizeof piece, &len)) == 1) {
-        if (a->ids)
+    for (int r = 1; rc == ELK_OK && r == 1;) { /* text mode: at r == 0, what the token stream still held */
+        r = a->ids ? elk_host_gen_next(h, &id, NULL, 0, &len) : elk_host_gen_next_text(h, &id, piece, sizeof piece, &len);
+        if (r < 0)
+            rc = r;
+        else if (a->ids && r == 1)
             printf("%d ", (int)id);
-        else
+        else if (!a->ids)
             fwrite(piece, 1, (size_t)len, stdout);
         fflush(stdout);
-        rc = ELK_OK;
     }
     if (rc < 0) {
         fprintf(stderr, "\nelk-run: error: %s\n", elk_host_error(h));
