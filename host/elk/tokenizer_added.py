@@ -36,18 +36,10 @@ def word_ranges() -> list[tuple[int, int]]:
     """Code point ranges of \\w (the `regex` package's Unicode tables; used to generate uword.h)."""
     import regex
 
+    from elk.convert.bytelevel import _ranges
+
     word = regex.compile(r"\w")
-    out, start = [], None
-    for cp in range(0x110000):
-        ok = not 0xD800 <= cp <= 0xDFFF and word.match(chr(cp)) is not None
-        if ok and start is None:
-            start = cp
-        elif not ok and start is not None:
-            out.append((start, cp - 1))
-            start = None
-    if start is not None:
-        out.append((start, 0x10FFFF))
-    return out
+    return _ranges(lambda cp: not 0xD800 <= cp <= 0xDFFF and word.match(chr(cp)) is not None)
 
 
 @functools.lru_cache(maxsize=1)
