@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import termios
 import threading
 import time
 import tty
@@ -132,6 +133,7 @@ class FaultLine:
             if self.killed:
                 self._hang_up()
                 return
+            self._mirror_rate()
             ready, _, _ = select.select(fds, [], [], 0.05)
             for fd in ready:
                 try:
@@ -167,6 +169,22 @@ class FaultLine:
                         self._write(self.master, self._mangle(data, "to_host"))
                 except OSError:
                     time.sleep(0.01)
+
+    def _mirror_rate(self):
+        """The rate the host set on its pty goes to the board's pty, so a board run with strict_rate
+        (elk-fw --strict-rate) sees the host's rate through the proxy as it would on a cable."""
+        try:
+            host = termios.tcgetattr(self.master)
+            board = termios.tcgetattr(self.board)
+        except (termios.error, TypeError):
+            return
+        if host[4:6] != board[4:6]:
+            board[4:6] = host[4:6]
+            board[2] = (board[2] & ~termios.CBAUD) | (host[2] & termios.CBAUD)
+            try:
+                termios.tcsetattr(self.board, termios.TCSANOW, board)
+            except termios.error:
+                pass
 
     def _kill_later(self):
         self.on_kill()
@@ -247,8 +265,8 @@ def flash_ok(port, image, where, baud=None):
     return r
 
 
-def holds(port, images, want, where):
-    with connect(port, 0) as link:
+def holds(port, images, want, where, baud=0):
+    with connect(port, baud) as link:
         info = link.info()
     assert info.active < 2 and info.running == info.active, f"{where}: {info}"
     got = images["sha"].get(info.slots[info.active].sha256)

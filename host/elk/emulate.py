@@ -99,11 +99,13 @@ class Emulator:
     """One emulated board. `with Emulator("host", flash=path) as emu: Link(emu.port)`.
 
     baud: the line rate the firmware paces to (0 = unthrottled; default the board file's console baud).
+    strict_rate: bytes arrive garbled while the host's side of the pty is set to another rate than the
+    board's (elk-fw --strict-rate), as on a real line; by default a pty carries them whatever the rates.
     """
 
     def __init__(self, board: str = "host", *, flash=None, baud=None, max_baud=FAST_MAX_BAUD,
                  broken_above=0, build_first=False, mode="release", log=None, flash_mb=None, threads=1,
-                 ram_mb=None, on_port=None, rng=None):
+                 ram_mb=None, on_port=None, rng=None, strict_rate=False):
         for name, value, low in (("--baud", baud, 0), ("--flash-mb", flash_mb, 1), ("--threads", threads, 1),
                                  ("RAM MiB", ram_mb, 1)):
             if value is not None and int(value) < low:
@@ -118,6 +120,7 @@ class Emulator:
         self.baud = self.board.console.get("baud", 115200) if baud is None else int(baud)
         self.max_baud = max_baud
         self.broken_above = broken_above
+        self.strict_rate = strict_rate
         self.flash_mb = flash_mb or self.board.flash_mb
         if self.board.arch == "armv7":
             # elk-fw maps the whole flash; a 32-bit process cannot map more than ~2 GiB of it
@@ -149,7 +152,8 @@ class Emulator:
             "--flash-mb", str(self.flash_mb), "--erase-kb", str(b.erase_block_kb),
             "--ram-mb", str(self.ram_mb), "--baud", str(self.baud),
             "--max-baud", str(self.max_baud), "--broken-above", str(self.broken_above),
-            "--threads", str(self.threads)] + ready + npu_args(b) + ([] if self.rng else ["--no-rng"])
+            "--threads", str(self.threads)] + ready + npu_args(b) + ([] if self.rng else ["--no-rng"]) + (
+            ["--strict-rate"] if self.strict_rate else [])
 
     def _flash_free(self) -> None:
         """elk-fw locks its flash file (flock); say in one line when another board holds it."""

@@ -27,8 +27,9 @@ PROGRESS_MIN_MS = 100
 # After SET_BAUD the board reverts to the old baud unless a valid frame arrives within this time.
 BAUD_CONFIRM_MS = 2000
 # A board away from its console rate (SET_BAUD) returns to it after this long without a valid frame: the
-# host that switched it died or was unplugged before switching back, and the next host looks there.
-BAUD_IDLE_MS = 5000
+# host that switched it died or was unplugged before switching back, and the next host looks there. Below
+# the connect budget (3 s), so a command started right after such a host died still finds the board.
+BAUD_IDLE_MS = 2000
 
 FRAME_KINDS = {
     "REQ": 1,    # host -> board: a command; code = command, seq = host sequence number

@@ -211,7 +211,7 @@ enum elk_status {
 #define ELK_PROTO_RETRY_COUNT 8
 #define ELK_PROTO_CONSOLE_HOLDOFF_MS 1500
 #define ELK_PROTO_BAUD_CONFIRM_MS 2000
-#define ELK_PROTO_BAUD_IDLE_MS 5000                      /* back to the console rate after this much silence */
+#define ELK_PROTO_BAUD_IDLE_MS 2000                      /* back to the console rate after this much silence */
 #define ELK_PROTO_PROGRESS_MIN_MS 100                    /* PROGRESS events at most this often */
 #define ELK_PROTO_INFO_NAME_MAX 32
 #define ELK_PROTO_SLOT_NAME_MAX 64

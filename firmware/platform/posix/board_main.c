@@ -27,6 +27,9 @@ static const char usage[] =
     "  --baud N            line rate; 0 = unthrottled emulated line (default 115200)\n"
     "  --max-baud N        highest rate SET_BAUD accepts (default 3000000)\n"
     "  --broken-above N    emulate a cable that corrupts everything above N baud\n"
+    "  --strict-rate       emulated line: bytes arrive garbled while the host's side of the pty is\n"
+    "                      set to another rate than the board's (a real UART pair; default: a pty\n"
+    "                      carries bytes whatever rate either end set)\n"
     "  --threads N         model threads (default 1)\n"
     "  --npu-kind KIND     the board has an NPU (board file npu.kind): prompt prefill runs on the\n"
     "                      sim backend when the image has an NPU section (docs/npu.md)\n"
@@ -46,7 +49,7 @@ typedef struct board_args {
     int uart_fd, ready_fd;
     const char *uart_path, *flash_path, *board;
     unsigned long long flash_mb, erase_kb, ram_mb, baud, max_baud, broken_above, threads, npu_chunk;
-    int quiet, no_rng;
+    int quiet, no_rng, strict_rate;
     const char *npu_kind, *uid;
     double npu_tops, npu_efficiency, npu_dma_gbs;
 } board_args;
@@ -104,6 +107,8 @@ static int parse_args(int argc, char **argv, board_args *a)
             a->quiet = 1;
         else if (strcmp(f, "--no-rng") == 0)
             a->no_rng = 1;
+        else if (strcmp(f, "--strict-rate") == 0)
+            a->strict_rate = 1;
         else if (strcmp(f, "--uid") == 0 && v && *v)
             a->uid = v, i++;
         else if (strcmp(f, "--ready-fd") == 0 && parse_num(v, &fd) == 0)
@@ -206,6 +211,7 @@ int main(int argc, char **argv)
         return 1;
     }
     uart.broken_above = (uint32_t)a.broken_above;
+    uart.strict_rate = a.strict_rate;
     if (posix_flash_open(&flash, a.flash_path, a.flash_mb << 20, err, sizeof err) != ELK_OK) {
         fprintf(stderr, "elk-fw: %s\n", err);
         return 1;

@@ -11,6 +11,8 @@ typedef struct posix_uart {
     int is_tty;              /* a real serial device: termios sets the rate, no software pacing */
     uint32_t baud;           /* 0 = unthrottled */
     uint32_t broken_above;   /* emulate a cable that fails above this rate (0 = never) */
+    int strict_rate;         /* emulated line: bytes arrive garbled while the host's side of the pty is
+                                set to another rate than the board's, as on a real UART pair */
     uint64_t tx_free_us;     /* when the emulated line has sent everything written so far */
     uint64_t rx_free_us;     /* when the emulated line has delivered everything read so far */
 } posix_uart;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <string.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -99,6 +100,37 @@ static int broken(const posix_uart *u)
     return u->broken_above && u->baud > u->broken_above;
 }
 
+/* --strict-rate: the rate the host set on its side of the pty (the pair shares one termios; 0 = not
+ * one of the rates tty_speed knows), and whether it differs from the board's. */
+static uint32_t host_rate(const posix_uart *u)
+{
+    static const uint32_t rates[] = { 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1000000,
+                                      1500000, 2000000, 3000000 };
+    struct termios t;
+    if (tcgetattr(u->fd, &t) != 0)
+        return 0;
+    speed_t s = cfgetospeed(&t);
+    for (size_t i = 0; i < sizeof rates / sizeof rates[0]; i++)
+        if (tty_speed(rates[i]) == s)
+            return rates[i];
+    return 0;
+}
+
+static int mismatched(const posix_uart *u)
+{
+    if (!u->strict_rate || u->is_tty || !u->baud)
+        return 0;
+    uint32_t h = host_rate(u);
+    return h && h != u->baud;
+}
+
+/* What a receiver at the wrong rate makes of the bytes: garbage (never a valid frame: the CRC fails). */
+static void garble(uint8_t *buf, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (uint8_t)(buf[i] ^ 0xA5u);
+}
+
 int posix_uart_read(void *ctx, uint8_t *buf, int cap, int timeout_ms)
 {
     posix_uart *u = ctx;
@@ -133,6 +165,8 @@ int posix_uart_read(void *ctx, uint8_t *buf, int cap, int timeout_ms)
         if (u->rx_free_us > now)
             posix_sleep_us(u->rx_free_us - now);
     }
+    if (n > 0 && mismatched(u))
+        garble(buf, (size_t)n);
     return broken(u) ? 0 : (int)n;  /* a failing cable at this rate: nothing arrives intact */
 }
 
@@ -169,12 +203,20 @@ int posix_uart_write(void *ctx, const uint8_t *buf, int n)
         chunk = 1;
     for (size_t off = 0; off < (size_t)n;) {
         size_t k = (size_t)n - off < chunk ? (size_t)n - off : chunk;
+        uint8_t bad[256];
+        int wrong = mismatched(u);
+        if (wrong && k > sizeof bad)
+            k = sizeof bad;
         uint64_t now = posix_now_us(NULL);
         if (u->tx_free_us > now)
             posix_sleep_us(u->tx_free_us - now);
         else if (u->tx_free_us + 2000 < now)
             u->tx_free_us = now;
-        int rc = write_all(u, buf + off, k);
+        if (wrong) {
+            memcpy(bad, buf + off, k);
+            garble(bad, k);
+        }
+        int rc = write_all(u, wrong ? bad : buf + off, k);
         if (rc)
             return rc;
         u->tx_free_us += wire_us(u, k);

@@ -513,10 +513,12 @@ int elk_fw_poll(elk_fw *fw, int timeout_ms)
         fw->baud_confirm_by_us = 0;
         elk_fw_log(fw, "baud: no frame at the new rate, back to %u", (unsigned)fw->baud);
     }
-    if (!fw->baud_confirm_by_us && fw->baud != fw->b->baud && fw->b->uart_set_baud &&
+    if (!fw->baud_confirm_by_us && fw->baud != fw->b->baud && fw->b->uart_set_baud && !fw->generating &&
         elk_fw_now(fw) - fw->last_frame_us > (uint64_t)ELK_PROTO_BAUD_IDLE_MS * 1000) {
         /* the host that switched the rate went away without switching back (killed, unplugged, power
-         * cut): listen where the next host and a terminal look for the board, its console rate */
+         * cut): listen where the next host and a terminal look for the board, its console rate. Not
+         * during a generation: a long prefill is the board's silence, not the host's (a vanished host
+         * ends the generation through its unacknowledged events, then this applies) */
         fw->last_frame_us = elk_fw_now(fw);
         if (fw->b->uart_set_baud(fw->b->uart.ctx, fw->b->baud) == ELK_OK) {
             fw->baud = fw->b->baud;
