@@ -2,7 +2,7 @@
  * attend/swiglu slots against ref's, bit for bit (kernels.h's contract), plus ref against a double
  * textbook formula so the inputs are not degenerate. With --bench, times ref and each table on a
  * TinyLlama-shaped head group instead. A host/qemu program (stdio allowed); not part of the firmware.
- *   elk-attn-test [--bench | --count TABLE|none attend|swiglu]      exit 0 = all checks passed */
+ *   elk-attn-test [--bench | --count TABLE|none attend|swiglu [POSITIONS]]   exit 0 = all checks passed */
 #define _POSIX_C_SOURCE 199309L /* clock_gettime under -std=c11 */
 #include <math.h>
 #include <stdio.h>
@@ -222,13 +222,17 @@ static void bench(const elk_kernels *k)
            k->name, HD, NQ, N, best_a, FF, best_g, k->attend ? "" : "   [attend slot NULL: ref's]");
 }
 
-/* --count TABLE attend|swiglu: one call on cheap (libm-free) inputs, for counting executed
+/* --count TABLE attend|swiglu [POSITIONS]: one call on cheap (libm-free) inputs, for counting executed
  * instructions under qemu (-d exec,nochain -singlestep); TABLE "none" runs only the input setup, the
- * baseline to subtract. TinyLlama's shapes: head 64, a group of 8 heads over 256 positions; ffn 5632. */
-static int count_one(const char *table, const char *what)
+ * baseline to subtract (with the same POSITIONS). TinyLlama's shapes: head 64, a group of 8 heads over
+ * POSITIONS (default 256, at most COUNT_MAX_N) positions; ffn 5632. */
+#define COUNT_MAX_N 1024
+static int count_one(const char *table, const char *what, int n)
 {
-    enum { HD = 64, NQ = 8, N = 256, FF = 5632 };
-    static float ck[N * HD], cv[N * HD], cq[NQ * HD], cs[NQ * N], co[NQ * HD], cg[FF], cu[FF];
+    enum { HD = 64, NQ = 8, FF = 5632 };
+    const int N = n;
+    static float ck[COUNT_MAX_N * HD], cv[COUNT_MAX_N * HD], cq[NQ * HD], cs[NQ * COUNT_MAX_N], co[NQ * HD],
+        cg[FF], cu[FF];
     uint32_t x = 12345;
     for (int i = 0; i < N * HD; i++) { /* uniform in [-2, 2): scores of spread ~1 */
         x = x * 1664525u + 1013904223u;
@@ -258,11 +262,18 @@ static int count_one(const char *table, const char *what)
 
 int main(int argc, char **argv)
 {
-    if (argc == 4 && strcmp(argv[1], "--count") == 0)
-        return count_one(argv[2], argv[3]);
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "--count") == 0) {
+        char *end = NULL;
+        const long n = argc == 5 ? strtol(argv[4], &end, 10) : 256;
+        if (argc == 5 && (*argv[4] == '\0' || *end != '\0' || n < 1 || n > COUNT_MAX_N)) {
+            fprintf(stderr, "%s: --count: POSITIONS must be 1..%d, not '%s'\n", argv[0], COUNT_MAX_N, argv[4]);
+            return 2;
+        }
+        return count_one(argv[2], argv[3], (int)n);
+    }
     const int do_bench = argc == 2 && strcmp(argv[1], "--bench") == 0;
     if (argc > 1 && !do_bench) {
-        fprintf(stderr, "usage: %s [--bench | --count TABLE|none attend|swiglu]\n", argv[0]);
+        fprintf(stderr, "usage: %s [--bench | --count TABLE|none attend|swiglu [POSITIONS]]\n", argv[0]);
         return 2;
     }
     const uint32_t features = elk_cpu_features();

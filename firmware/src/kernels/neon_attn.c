@@ -1,9 +1,11 @@
 /* AArch64 NEON attention (query heads sharing one KV head, over the KV cache) and SwiGLU for the neon,
  * neon_dotprod and neon_i8mm tables (built once, with plain neon's ARMv8.0 flags), bit for bit equal
  * to ref.c: each score lane sums q . k in element order (8 positions per pass, from 4x4 transposes of
- * their keys shared by the group's heads), multiply then add (no FMA: -ffp-contract=off, and
- * tests/test_kernels_neon_attn.py checks the object); exp is (float)exp((double)x) from a float64x2
- * polynomial with an exact libm fallback; the softmax sum runs in position order.
+ * their keys shared by the group's heads; a last pass of 1-7 positions has zero lanes for the missing
+ * keys), multiply then add (no FMA: -ffp-contract=off, and tests/test_kernels_neon_attn.py checks the
+ * object); exp is (float)exp((double)x) from a float64x2 polynomial with an exact libm fallback; the
+ * softmax sum runs in position order; the value sums go over position chunks shared by the group's
+ * heads, each element still summed in position order. Cache rows are software-prefetched.
  * ARMv7: nothing here, the tables keep ref's slots (NULL). ARMv7 NEON has no float64 vectors, and its
  * float arithmetic always flushes subnormals to zero (FPSCR.FZ is forced for Advanced SIMD), so a
  * vector score or value sum would differ from ref's VFP sums whenever a product or a softmax weight
@@ -103,18 +105,36 @@ ELK_INLINE void transpose4(float32x4_t r[4])
 /* acc + q[e] * k, multiply then add (lane e of q by vector). */
 #define MULADD(acc, k, q, e) vaddq_f32((acc), vmulq_laneq_f32((k), (q), (e)))
 
-/* Scores of positions [s, s + 8) for nq heads. The keys are transposed once into kt (kt[2i + h] lane
- * l = k_{s + 4h + l}[i]) and read by every head; each lane then sums q . k in element order. Two heads
- * at a time: four independent add chains hide the add latency. */
-static void scores8(int hd, int nq, int s, const float *q, const float *k, size_t stride, float scale,
-                    float *scores, size_t score_stride)
+/* dst[0..valid) <- the 8 lanes lo, hi (valid <= 8). NEON has no masked store: a last chunk of fewer
+ * than 8 positions goes through a stack buffer, so nothing past position n is written. */
+ELK_INLINE void store8(float *dst, float32x4_t lo, float32x4_t hi, int valid)
+{
+    if (valid == 8) {
+        vst1q_f32(dst, lo);
+        vst1q_f32(dst + 4, hi);
+        return;
+    }
+    float t[8];
+    vst1q_f32(t, lo);
+    vst1q_f32(t + 4, hi);
+    for (int l = 0; l < valid; l++)
+        dst[l] = t[l];
+}
+
+/* Scores of positions [s, s + valid) (valid <= 8) for nq heads. The keys are transposed once into kt
+ * (kt[2i + h] lane l = k_{s + 4h + l}[i]) and read by every head; each lane then sums q . k in element
+ * order. Two heads at a time: four independent add chains hide the add latency. A last chunk of fewer
+ * than 8 positions reads no key past the end (its missing lanes are zeros, and their scores are
+ * dropped by store8): each valid lane's sum is the same as in a full chunk. */
+ELK_INLINE void scores8(int hd, int nq, int s, int valid, const float *q, const float *k, size_t stride,
+                        float scale, float *scores, size_t score_stride)
 {
     float32x4_t kt[2 * ATTN_HD_MAX];
     for (int i = 0; i < hd; i += 4)
         for (int h = 0; h < 2; h++) {
             float32x4_t r[4];
             for (int l = 0; l < 4; l++)
-                r[l] = vld1q_f32(k + (size_t)(s + 4 * h + l) * stride + i);
+                r[l] = 4 * h + l < valid ? vld1q_f32(k + (size_t)(s + 4 * h + l) * stride + i) : vdupq_n_f32(0.0f);
             transpose4(r);
             for (int e = 0; e < 4; e++)
                 kt[2 * (i + e) + h] = r[e];
@@ -136,11 +156,9 @@ static void scores8(int hd, int nq, int s, const float *q, const float *k, size_
             a0 = MULADD(a0, kk[6], x0, 3); a1 = MULADD(a1, kk[7], x0, 3);
             b0 = MULADD(b0, kk[6], x1, 3); b1 = MULADD(b1, kk[7], x1, 3);
         }
-        float *s0 = scores + (size_t)j * score_stride + s, *s1 = s0 + score_stride;
-        vst1q_f32(s0, vmulq_f32(a0, vscale));
-        vst1q_f32(s0 + 4, vmulq_f32(a1, vscale));
-        vst1q_f32(s1, vmulq_f32(b0, vscale));
-        vst1q_f32(s1 + 4, vmulq_f32(b1, vscale));
+        float *s0 = scores + (size_t)j * score_stride + s;
+        store8(s0, vmulq_f32(a0, vscale), vmulq_f32(a1, vscale), valid);
+        store8(s0 + score_stride, vmulq_f32(b0, vscale), vmulq_f32(b1, vscale), valid);
     }
     if (j < nq) { /* an odd group: the last head alone */
         const float *q0 = q + (size_t)j * hd;
@@ -153,24 +171,21 @@ static void scores8(int hd, int nq, int s, const float *q, const float *k, size_
             a0 = MULADD(a0, kk[4], x0, 2); a1 = MULADD(a1, kk[5], x0, 2);
             a0 = MULADD(a0, kk[6], x0, 3); a1 = MULADD(a1, kk[7], x0, 3);
         }
-        float *s0 = scores + (size_t)j * score_stride + s;
-        vst1q_f32(s0, vmulq_f32(a0, vscale));
-        vst1q_f32(s0 + 4, vmulq_f32(a1, vscale));
+        store8(scores + (size_t)j * score_stride + s, vmulq_f32(a0, vscale), vmulq_f32(a1, vscale), valid);
     }
 }
 
-/* The last 1-7 positions: ref's scalar loop. */
-static void scores_tail(int hd, int nq, int s, int n, const float *q, const float *k, size_t stride,
-                        float scale, float *scores, size_t score_stride)
+/* Full chunks (valid a constant 8: no per-row test, plain stores) and the last 1-7 positions. */
+static void scores8_full(int hd, int nq, int s, const float *q, const float *k, size_t stride, float scale,
+                         float *scores, size_t score_stride)
 {
-    for (; s < n; s++)
-        for (int j = 0; j < nq; j++) {
-            const float *qj = q + (size_t)j * hd, *ks = k + (size_t)s * stride;
-            float dot = 0.0f;
-            for (int i = 0; i < hd; i++)
-                dot += qj[i] * ks[i];
-            scores[(size_t)j * score_stride + s] = dot * scale;
-        }
+    scores8(hd, nq, s, 8, q, k, stride, scale, scores, score_stride);
+}
+
+static void scores8_part(int hd, int nq, int s, int valid, const float *q, const float *k, size_t stride,
+                         float scale, float *scores, size_t score_stride)
+{
+    scores8(hd, nq, s, valid, q, k, stride, scale, scores, score_stride);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -179,6 +194,8 @@ static void scores_tail(int hd, int nq, int s, int n, const float *q, const floa
 /* Softmax of one head's n scores, as ref: max, exp(x - max), sum in position order, divide.
  * The max uses FMAXNM, which skips NaN as ref's `x > max` does; it may return +0 where ref keeps
  * a -0 seen first, but x - max then differs only in the sign of a zero, and exp(+-0) = 1. */
+__attribute__((noinline)) /* inlined into the attention, its exp loop lost registers: +7 instructions
+                            * per 4 positions */
 static void softmax_exact(int n, float *sc)
 {
     float32x4_t vm = vdupq_n_f32(-INFINITY);
@@ -191,8 +208,14 @@ static void softmax_exact(int n, float *sc)
     vm = vdupq_n_f32(max);
     for (s = 0; s + 4 <= n; s += 4)
         vst1q_f32(sc + s, exp4_exact(vsubq_f32(vld1q_f32(sc + s), vm)));
-    for (; s < n; s++)
-        sc[s] = (float)exp((double)(sc[s] - max));
+    if (s < n) { /* the last 1-3: the same lanes through a buffer; padding with max gives exp(0) */
+        float t[4] = {max, max, max, max};
+        for (int r = s; r < n; r++)
+            t[r - s] = sc[r];
+        vst1q_f32(t, exp4_exact(vsubq_f32(vld1q_f32(t), vm)));
+        for (int r = s; r < n; r++)
+            sc[r] = t[r - s];
+    }
     float sum = 0.0f;
     for (s = 0; s < n; s++)
         sum += sc[s];
@@ -203,16 +226,18 @@ static void softmax_exact(int n, float *sc)
         sc[s] /= sum;
 }
 
-/* out[0..hd) = sum_s p_s v_s, per element in position order, multiply then add; 32 elements (eight
- * independent add chains) per pass over the positions, then 4 at a time. */
-static void values_exact(int hd, int n, const float *p, const float *v, size_t stride, float *out)
+/* out[0..hd) += sum over positions [s0, s1) of p_s v_s (out = that sum when first), per element in
+ * position order, multiply then add; 32 elements (eight independent add chains) per pass over the
+ * positions, then 4 at a time. */
+static void values_range(int hd, int s0, int s1, const float *p, const float *v, size_t stride, float *out,
+                         int first)
 {
     int i = 0;
     for (; i + 32 <= hd; i += 32) {
         float32x4_t a[8];
         for (int r = 0; r < 8; r++)
-            a[r] = vdupq_n_f32(0.0f);
-        for (int s = 0; s < n; s++) {
+            a[r] = first ? vdupq_n_f32(0.0f) : vld1q_f32(out + i + 4 * r);
+        for (int s = s0; s < s1; s++) {
             const float *vs = v + (size_t)s * stride + i;
             const float32x4_t ps = vdupq_n_f32(p[s]);
             for (int r = 0; r < 8; r++)
@@ -222,10 +247,48 @@ static void values_exact(int hd, int n, const float *p, const float *v, size_t s
             vst1q_f32(out + i + 4 * r, a[r]);
     }
     for (; i < hd; i += 4) {
-        float32x4_t a = vdupq_n_f32(0.0f);
-        for (int s = 0; s < n; s++)
+        float32x4_t a = first ? vdupq_n_f32(0.0f) : vld1q_f32(out + i);
+        for (int s = s0; s < s1; s++)
             a = vaddq_f32(a, vmulq_f32(vdupq_n_f32(p[s]), vld1q_f32(v + (size_t)s * stride + i)));
         vst1q_f32(out + i, a);
+    }
+}
+
+/* out_j = sum_s p_js v_s for nq heads sharing v. Positions go in chunks of ~16 KB of values, every
+ * head taking a chunk before the next is read, so the group's heads read v from L1 instead of each
+ * streaming all of it from L2 (or DRAM); each head's sums carry over from chunk to chunk (through
+ * out, stored and reloaded exactly), so every element is still summed in position order. */
+static void values_heads(int hd, int nq, int n, const float *scores, size_t score_stride, const float *v,
+                         size_t stride, float *out)
+{
+    const int chunk = 4096 / hd > 16 ? 4096 / hd : 16;
+    for (int s0 = 0; s0 < n; s0 += chunk) {
+        const int s1 = n - s0 < chunk ? n : s0 + chunk;
+        for (int j = 0; j < nq; j++)
+            values_range(hd, s0, s1, scores + (size_t)j * score_stride, v, stride, out + (size_t)j * hd, s0 == 0);
+    }
+}
+
+/* At decode the cache rows are usually in no cache: the token's weight stream (hundreds of MB) went
+ * through them since this layer last read its rows, and one KV head's rows are `stride` floats apart,
+ * which the hardware prefetchers follow late. So the keys are prefetched this many positions ahead of
+ * the score pass, and each chunk's values while its scores are computed (64-byte lines, PRFM PLDL1KEEP). */
+#define ATTN_PREFETCH_AHEAD 16
+
+/* Rows [s0, s1), 4 lines (256 bytes) per step: for the usual head of 64 one step a row (a PRFM past a
+ * row's end is harmless: it never faults). Inline asm, not __builtin_prefetch: GCC 12 deletes or
+ * hoists the builtin's loops as side-effect free (this loop written with the builtin compiled to no
+ * PRFM at all at -O3); tests/test_kernels_neon_attn.py checks the object holds them. */
+#define PRFM_256B(p) \
+    __asm__ volatile("prfm pldl1keep, [%0]\n\tprfm pldl1keep, [%0, #64]\n\t" \
+                     "prfm pldl1keep, [%0, #128]\n\tprfm pldl1keep, [%0, #192]" : : "r"(p))
+
+static inline void prefetch_rows(const float *base, size_t stride, int hd, int s0, int s1)
+{
+    for (int s = s0; s < s1; s++) {
+        const float *row = base + (size_t)s * stride;
+        for (int i = 0; i < hd; i += 64)
+            PRFM_256B(row + i);
     }
 }
 
@@ -236,15 +299,19 @@ void elk_attend_neon(int hd, int nq, int n, const float *q, const float *k, cons
         elk_kernels_ref.attend(hd, nq, n, q, k, v, stride, scale, scores, score_stride, out);
         return;
     }
-    int s = 0;
-    for (; s + 8 <= n; s += 8)
-        scores8(hd, nq, s, q, k, stride, scale, scores, score_stride);
-    scores_tail(hd, nq, s, n, q, k, stride, scale, scores, score_stride);
-    for (int j = 0; j < nq; j++) {
-        float *sc = scores + (size_t)j * score_stride;
-        softmax_exact(n, sc);
-        values_exact(hd, n, sc, v, stride, out + (size_t)j * hd);
+    prefetch_rows(k, stride, hd, 0, ATTN_PREFETCH_AHEAD < n ? ATTN_PREFETCH_AHEAD : n);
+    for (int s = 0; s < n; s += 8) {
+        const int ahead = s + ATTN_PREFETCH_AHEAD, end = s + 8 < n ? s + 8 : n;
+        prefetch_rows(k, stride, hd, ahead, ahead + 8 < n ? ahead + 8 : n);
+        prefetch_rows(v, stride, hd, s, end);
+        if (end - s == 8)
+            scores8_full(hd, nq, s, q, k, stride, scale, scores, score_stride);
+        else
+            scores8_part(hd, nq, s, end - s, q, k, stride, scale, scores, score_stride);
     }
+    for (int j = 0; j < nq; j++)
+        softmax_exact(n, scores + (size_t)j * score_stride);
+    values_heads(hd, nq, n, scores, score_stride, v, stride, out);
 }
 
 /* ---------------------------------------------------------------------------------------------
