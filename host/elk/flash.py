@@ -159,7 +159,12 @@ class _Transfer:
         want = self.baud if self.baud else info.max_baud
         if link.baud == 0 or not want or want == link.baud or not info.capabilities & P.CAPABILITIES["SET_BAUD"]:
             return
-        if not link.set_baud(min(want, info.max_baud)) and self.progress:
+        # twice: one lost reply at the new rate looks like a cable that cannot carry it, and would leave
+        # the whole flash at the slow rate (hours for a large image); a cable that really cannot fails twice
+        for _attempt in range(2):
+            if link.set_baud(min(want, info.max_baud)):
+                return
+        if self.progress:
             self.progress.note(self.res.port, f"link failed at {want} baud, staying at {link.baud}")
 
     def _run(self, link):
