@@ -1,7 +1,8 @@
 """NEON attention and SwiGLU (firmware/src/kernels/neon_attn.c) against ref, bit for bit, under qemu:
 elk-attn-test (firmware/tests/attn_test.c) cross-built for qemu-max runs once under -cpu max, where all
-three AArch64 tables are supported, over head sizes 8/32/48/64, GQA groups 1/2/8/20, 1/7/8/301
-positions and spreads 0.1/3/40, and SwiGLU over [-90, 90] plus specials. The object is checked for
+three AArch64 tables are supported, over head sizes 8/32/48/64, GQA groups 1/2/3/8/20, 1-9/15/17/65/301
+positions (the tested table reads cache rows that end at an inaccessible page) and spreads 0.1/3/40, and
+SwiGLU over [-90, 90] plus specials. The object is checked for
 fused float multiply-adds (one would change the last bit), a q8_0 model's logits stay ref's bits
 end to end, and armv7 keeps ref's slots."""
 
@@ -42,8 +43,9 @@ def test_neon_attention_and_swiglu_equal_ref_bit_for_bit_under_qemu():
     for t in ("neon_dotprod", "neon"):
         assert f"same  {t:<13} attend as neon_i8mm" in out and f"same  {t:<13} swiglu as neon_i8mm" in out
     rows = checks(out)
+    assert "read the KV cache past position n" not in proc.stderr
     for hd in (8, 32, 48, 64):
-        assert rows[("neon_i8mm", f"attend_hd{hd}")] == (48, 0, True)  # 4 groups x 4 lengths x 3 spreads
+        assert rows[("neon_i8mm", f"attend_hd{hd}")] == (195, 0, True)  # 5 groups x 13 lengths x 3 spreads
         assert rows[("ref", f"ref_textbook_hd{hd}")][2]  # ref itself is the softmax formula
     for what in ("swiglu_u1", "swiglu_random_u"):
         cases, mismatches, ok = rows[("neon_i8mm", what)]
@@ -68,6 +70,33 @@ def test_neon_attention_object_never_fuses_a_float_multiply_add():
         if name == "neon_attn.o":
             assert len(fused) >= 10  # the polynomial's fused steps: the pattern sees them
             assert re.search(r"\sfmul\s+v\d+\.4s, v\d+\.4s, v\d+\.s\[\d\]", text)  # scores: multiply by lane
+
+
+def test_neon_attention_object_prefetches_the_cache_rows():
+    """At decode the KV rows come from DRAM: the keys are prefetched ahead of the scores and the values
+    during them. GCC 12 deleted a __builtin_prefetch loop outright at -O3, so the object is read for
+    the PRFMs (4 per 256 bytes of a row) rather than trusting the source."""
+    scons("board=qemu-max", "build/qemu-max/elk-attn-test")
+    text = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(ROOT / "build" / "qemu-max" / "obj" / "src" /
+                                                                  "kernels" / "neon_attn.o")],
+                          capture_output=True, text=True, check=True).stdout
+    body = text.split("<elk_attend_neon>:")[1].split(">:\n")[0]
+    assert len(re.findall(r"\sprfm\s+pldl1keep, \[x\d+(?:, #(?:64|128|192))?\]", body)) >= 8
+
+
+def test_attn_test_count_takes_a_position_count_and_rejects_a_bad_one():
+    """elk-attn-test --count TABLE attend [POSITIONS] (docs/boards.md counts instructions with it):
+    a position count in 1..1024 runs, anything else is one line and exit 2 (native build: the
+    argument handling is the same C)."""
+    scons("build/host/elk-attn-test")
+    exe = str(ROOT / "build" / "host" / "elk-attn-test")
+    for args in (["ref", "attend", "255"], ["none", "attend", "1"], ["ref", "attend"]):
+        proc = subprocess.run([exe, "--count", *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stderr == "", (args, proc.stderr)
+    for bad in ("0", "1025", "12x", ""):
+        proc = subprocess.run([exe, "--count", "ref", "attend", bad], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "POSITIONS must be 1..1024" in proc.stderr, (bad, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_neon_armv7_table_keeps_ref_attention():

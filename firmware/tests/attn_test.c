@@ -3,12 +3,15 @@
  * textbook formula so the inputs are not degenerate. With --bench, times ref and each table on a
  * TinyLlama-shaped head group instead. A host/qemu program (stdio allowed); not part of the firmware.
  *   elk-attn-test [--bench | --count TABLE|none attend|swiglu [POSITIONS]]   exit 0 = all checks passed */
-#define _POSIX_C_SOURCE 199309L /* clock_gettime under -std=c11 */
+#define _DEFAULT_SOURCE /* clock_gettime, mmap's MAP_ANONYMOUS under -std=c11 */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kernels/kernels.h"
 
@@ -48,6 +51,37 @@ static float kc[MAX_N * KV_DIM], vc[MAX_N * KV_DIM], q[MAX_NQ * MAX_HD];
 static float sc_want[MAX_NQ * SC_STRIDE], sc_got[MAX_NQ * SC_STRIDE];
 static float out_want[MAX_NQ * MAX_HD], out_got[MAX_NQ * MAX_HD];
 
+/* The tested table reads copies of the cache's n rows that end where an inaccessible page begins:
+ * a key or value read at position n or later (a last partial chunk loading whole vectors of rows)
+ * stops the program with the case named, instead of passing unseen. */
+static float *guarded_end[2]; /* k, v: the first float of the guard page */
+static char guard_case[96];
+static size_t guard_case_len;
+
+static void on_guard_fault(int sig)
+{
+    static const char msg[] = "FAIL: attend read the KV cache past position n (guard page): ";
+    (void)sig;
+    (void)!write(2, msg, sizeof msg - 1);
+    (void)!write(2, guard_case, guard_case_len);
+    _exit(1);
+}
+
+static int guard_init(void)
+{
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t rows = ((size_t)MAX_N * KV_DIM * sizeof(float) + page - 1) / page * page;
+    for (int b = 0; b < 2; b++) {
+        char *m = mmap(NULL, rows + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED || mprotect(m + rows, page, PROT_NONE) != 0)
+            return -1;
+        guarded_end[b] = (float *)(m + rows);
+    }
+    signal(SIGSEGV, on_guard_fault);
+    signal(SIGBUS, on_guard_fault);
+    return 0;
+}
+
 static void run_attend(const elk_kernels *k, int hd, int nq, int n, float *sc, float *out)
 {
     const float nan = nanf("");
@@ -55,7 +89,15 @@ static void run_attend(const elk_kernels *k, int hd, int nq, int n, float *sc, f
         sc[i] = nan;
     for (int i = 0; i < MAX_NQ * MAX_HD; i++)
         out[i] = nan;
-    k->attend(hd, nq, n, q, kc + hd, vc + hd, KV_DIM, 1.0f / sqrtf((float)hd), sc, SC_STRIDE, out);
+    const float *kr = kc, *vr = vc;
+    if (k != &elk_kernels_ref && guarded_end[0]) {
+        float *kg = guarded_end[0] - (size_t)n * KV_DIM, *vg = guarded_end[1] - (size_t)n * KV_DIM;
+        memcpy(kg, kc, (size_t)n * KV_DIM * sizeof(float));
+        memcpy(vg, vc, (size_t)n * KV_DIM * sizeof(float));
+        kr = kg, vr = vg;
+        guard_case_len = (size_t)snprintf(guard_case, sizeof guard_case, "%s hd=%d nq=%d n=%d\n", k->name, hd, nq, n);
+    }
+    k->attend(hd, nq, n, q, kr + hd, vr + hd, KV_DIM, 1.0f / sqrtf((float)hd), sc, SC_STRIDE, out);
 }
 
 /* ref's output within 1e-4 (relative, plus 1e-5) of the double-precision formula. */
@@ -84,11 +126,16 @@ static int ref_is_textbook(int hd, int nq, int n)
     return 1;
 }
 
-/* Head sizes 8/32/48/64, groups 1/2/8/20, positions 1/7/8/301, spreads 0.1/3/40 (flat to peaked:
- * at 40 most softmax weights underflow to 0 and some are subnormal). */
+/* Head sizes 8/32/48/64; groups 1/2/3/8/20 (3: a head pair and a lone head); positions 1-9 (every
+ * partial last chunk of 8, and of 4, alone and after full ones), 15, 17, 65 (one past a 64-position
+ * value chunk) and 301; spreads 0.1/3/40 (flat to peaked: at 40 most softmax weights underflow
+ * to 0 and some are subnormal). */
+static const int hds[] = {8, 32, 48, 64}, nqs[] = {1, 2, 3, 8, 20}, ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 17, 65, MAX_N};
+#define N_NQS ((int)(sizeof nqs / sizeof nqs[0]))
+#define N_NS ((int)(sizeof ns / sizeof ns[0]))
+
 static void check_attend(const elk_kernels *k)
 {
-    static const int hds[] = {8, 32, 48, 64}, nqs[] = {1, 2, 8, 20}, ns[] = {1, 7, 8, MAX_N};
     static const double spreads[] = {0.1, 3.0, 40.0};
     long underflow = 0, subnormal = 0;
     rng_state = 0x9e3779b97f4a7c15ull; /* the same inputs for every table */
@@ -96,8 +143,8 @@ static void check_attend(const elk_kernels *k)
         const int hd = hds[a];
         int cases = 0, textbook = 1;
         long mismatches = 0;
-        for (int b = 0; b < 4; b++)
-            for (int c = 0; c < 4; c++)
+        for (int b = 0; b < N_NQS; b++)
+            for (int c = 0; c < N_NS; c++)
                 for (int d = 0; d < 3; d++) {
                     const int nq = nqs[b], n = ns[c];
                     for (int i = 0; i < n * KV_DIM; i++) {
@@ -274,6 +321,10 @@ int main(int argc, char **argv)
     const int do_bench = argc == 2 && strcmp(argv[1], "--bench") == 0;
     if (argc > 1 && !do_bench) {
         fprintf(stderr, "usage: %s [--bench | --count TABLE|none attend|swiglu [POSITIONS]]\n", argv[0]);
+        return 2;
+    }
+    if (!do_bench && guard_init() != 0) {
+        fprintf(stderr, "%s: cannot map the guarded KV cache copies\n", argv[0]);
         return 2;
     }
     const uint32_t features = elk_cpu_features();
