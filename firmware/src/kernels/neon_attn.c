@@ -191,12 +191,12 @@ static void scores8_part(int hd, int nq, int s, int valid, const float *q, const
 /* ---------------------------------------------------------------------------------------------
  * Softmax and value sums */
 
-/* Softmax of one head's n scores, as ref: max, exp(x - max), sum in position order, divide.
+/* One head's n scores -> exp(x - max), as ref: max, then exp of the differences.
  * The max uses FMAXNM, which skips NaN as ref's `x > max` does; it may return +0 where ref keeps
  * a -0 seen first, but x - max then differs only in the sign of a zero, and exp(+-0) = 1. */
 __attribute__((noinline)) /* inlined into the attention, its exp loop lost registers: +7 instructions
                             * per 4 positions */
-static void softmax_exact(int n, float *sc)
+static void exp_head(int n, float *sc)
 {
     float32x4_t vm = vdupq_n_f32(-INFINITY);
     int s = 0;
@@ -216,14 +216,54 @@ static void softmax_exact(int n, float *sc)
         for (int r = s; r < n; r++)
             sc[r] = t[r - s];
     }
-    float sum = 0.0f;
-    for (s = 0; s < n; s++)
-        sum += sc[s];
+}
+
+static void divide_head(int n, float *sc, float sum)
+{
     const float32x4_t vs = vdupq_n_f32(sum);
-    for (s = 0; s + 4 <= n; s += 4)
+    int s = 0;
+    for (; s + 4 <= n; s += 4)
         vst1q_f32(sc + s, vdivq_f32(vld1q_f32(sc + s), vs));
     for (; s < n; s++)
         sc[s] /= sum;
+}
+
+/* Softmax of nq heads' n scores (rows score_stride apart), as ref does each: max, exp(x - max), sum
+ * in position order, divide. The sums of 4 heads run side by side, one lane per head, from 4x4
+ * transposes of their exps: each lane still adds its own head's values in position order, but four
+ * add chains are in flight instead of one (a head's chain alone is n dependent adds). */
+static void softmax_heads(int nq, int n, float *scores, size_t score_stride)
+{
+    for (int j = 0; j < nq; j++)
+        exp_head(n, scores + (size_t)j * score_stride);
+    int j = 0;
+    for (; j + 4 <= nq; j += 4) {
+        float *sc[4];
+        for (int h = 0; h < 4; h++)
+            sc[h] = scores + (size_t)(j + h) * score_stride;
+        float32x4_t acc = vdupq_n_f32(0.0f);
+        int s = 0;
+        for (; s + 4 <= n; s += 4) {
+            float32x4_t t[4];
+            for (int h = 0; h < 4; h++)
+                t[h] = vld1q_f32(sc[h] + s);
+            transpose4(t); /* t[e] lane h = head j+h's exp at position s+e */
+            acc = vaddq_f32(vaddq_f32(vaddq_f32(vaddq_f32(acc, t[0]), t[1]), t[2]), t[3]);
+        }
+        float sum[4];
+        vst1q_f32(sum, acc);
+        for (int h = 0; h < 4; h++) {
+            for (int r = s; r < n; r++)
+                sum[h] += sc[h][r];
+            divide_head(n, sc[h], sum[h]);
+        }
+    }
+    for (; j < nq; j++) {
+        float *sc = scores + (size_t)j * score_stride, sum = 0.0f;
+        for (int s = 0; s < n; s++)
+            sum += sc[s];
+        divide_head(n, sc, sum);
+    }
 }
 
 /* out[0..hd) += sum over positions [s0, s1) of p_s v_s (out = that sum when first), per element in
@@ -309,8 +349,7 @@ void elk_attend_neon(int hd, int nq, int n, const float *q, const float *k, cons
         else
             scores8_part(hd, nq, s, end - s, q, k, stride, scale, scores, score_stride);
     }
-    for (int j = 0; j < nq; j++)
-        softmax_exact(n, scores + (size_t)j * score_stride);
+    softmax_heads(nq, n, scores, score_stride);
     values_heads(hd, nq, n, scores, score_stride, v, stride, out);
 }
 
