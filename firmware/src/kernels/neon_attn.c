@@ -267,12 +267,25 @@ static void softmax_heads(int nq, int n, float *scores, size_t score_stride)
 }
 
 /* out[0..hd) += sum over positions [s0, s1) of p_s v_s (out = that sum when first), per element in
- * position order, multiply then add; 32 elements (eight independent add chains) per pass over the
- * positions, then 4 at a time. */
+ * position order, multiply then add; 64 elements (16 independent add chains: 16 accumulators and 8
+ * loaded values fit the 32 registers) per pass over the positions, then 32, then 4 at a time. */
 static void values_range(int hd, int s0, int s1, const float *p, const float *v, size_t stride, float *out,
                          int first)
 {
     int i = 0;
+    for (; i + 64 <= hd; i += 64) {
+        float32x4_t a[16];
+        for (int r = 0; r < 16; r++)
+            a[r] = first ? vdupq_n_f32(0.0f) : vld1q_f32(out + i + 4 * r);
+        for (int s = s0; s < s1; s++) {
+            const float *vs = v + (size_t)s * stride + i;
+            const float32x4_t ps = vdupq_n_f32(p[s]);
+            for (int r = 0; r < 16; r++)
+                a[r] = vaddq_f32(a[r], vmulq_f32(ps, vld1q_f32(vs + 4 * r)));
+        }
+        for (int r = 0; r < 16; r++)
+            vst1q_f32(out + i + 4 * r, a[r]);
+    }
     for (; i + 32 <= hd; i += 32) {
         float32x4_t a[8];
         for (int r = 0; r < 8; r++)
