@@ -8,9 +8,10 @@ real emulated board behind a real pty and the real `elk` command, with the fault
 * power cuts inside the board's own work: at a random time while it generates (cut_gen), around the
   SET_BAUD of a flash on a throttled line, on the way up to the fast rate or back to the console rate
   (cut_baud), and at or just after COMMIT (cut_commit);
-* a software-throttled line (9600-115200 baud, as an emulated board paces it): flash (switching to a
-  faster rate, or interrupted at the slow rate and resumed after a power cycle), chat, status, and a
-  board stopped longer than the host waits (throttled);
+* a software-throttled line (9600-115200 baud, as an emulated board paces it, with strict rates): flash
+  (switching to a faster rate, with or without noise, or interrupted at the slow rate and resumed after
+  a power cycle), chat (clean or noisy), status, a board stopped longer than the host waits, and a host
+  killed while the board may be at the fast rate (throttled);
 * one run against the cross-built qemu-a76 board under qemu: a power cut mid-flash (qemu_cut).
 
 The promises are the first campaign's: one `elk: error:` line and exit 2, or success with the exact
@@ -356,7 +357,7 @@ def test_throttled_line(images, reference, tmp_path):
         rng = CAMPAIGN.rng("throttled", i)
         baud = rng.choice(SLOW)
         action = rng.choice(["flash", "slow_flash_cut", "chat", "status", "stop", "flash", "slow_flash_cut", "chat",
-                             "status", "stop", "host_kill", "noisy_chat", "noisy_chat"])
+                             "status", "stop", "host_kill", "noisy_chat", "noisy_chat", "noisy_flash", "noisy_flash"])
         where = f"seed {SEED} throttled:{i} ({action} at {baud} baud"
         flash_file = tmp_path / f"th{i}.bin"
         with _board(flash=flash_file) as emu:
@@ -372,6 +373,26 @@ def test_throttled_line(images, reference, tmp_path):
                 assert st["baud"] == baud, f"{where}: the board was left at {st['baud']} baud"
                 r = _chat(emu.port, "--baud", baud)
                 assert r.returncode == 0 and r.stdout == reference["text_y"], f"{where}: {r.stdout!r} {r.stderr!r}"
+        elif action == "noisy_flash":
+            # noise through the switch to the fast rate and back (the slow part is bounded: 57600 at least)
+            baud = max(baud, 57600)
+            level = 10 ** rng.uniform(-5.0, -3.7)
+            rates = {k: level for k in rng.sample(["flip", "drop", "dup"], rng.randint(1, 3))}
+            where = f"seed {SEED} throttled:{i} (noisy_flash at {baud} baud, up to 3000000, {rates}"
+            with _board(flash=flash_file, baud=baud) as emu:
+                fl = FaultLine(emu.port, rng, **rates)
+                try:
+                    r = elk("flash", images["y"], "--port", fl.port, "--quiet", "--connect-baud", baud)
+                finally:
+                    fl.close()
+                where += f", {fl.hits} bytes hit)"
+                if r.returncode != 0:
+                    one_line_error(r, where)
+                which = check_committed(emu, flash_file, images, {"x", "y"}, where, booted=True, baud=baud)
+                if r.returncode == 0:
+                    assert which == "y", f"{where}: elk flash said OK, the board runs {which}"
+                flash_ok(emu.port, images["y"], where, baud=baud)
+                holds(emu.port, images, "y", where, baud=baud)
         elif action == "slow_flash_cut":
             # no faster rate: the flash crawls; a power cut after a random time, then a power-on with a
             # board that can go faster: the flash resumes and keeps what the slow one delivered
