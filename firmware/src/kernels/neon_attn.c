@@ -123,7 +123,8 @@ ELK_INLINE void store8(float *dst, float32x4_t lo, float32x4_t hi, int valid)
 
 /* Scores of positions [s, s + valid) (valid <= 8) for nq heads. The keys are transposed once into kt
  * (kt[2i + h] lane l = k_{s + 4h + l}[i]) and read by every head; each lane then sums q . k in element
- * order. Two heads at a time: four independent add chains hide the add latency. A last chunk of fewer
+ * order. Four heads at a time (then two, then one): eight independent add chains hide the add latency,
+ * and each transposed key vector is loaded once for four heads. A last chunk of fewer
  * than 8 positions reads no key past the end (its missing lanes are zeros, and their scores are
  * dropped by store8): each valid lane's sum is the same as in a full chunk. */
 ELK_INLINE void scores8(int hd, int nq, int s, int valid, const float *q, const float *k, size_t stride,
@@ -141,6 +142,27 @@ ELK_INLINE void scores8(int hd, int nq, int s, int valid, const float *q, const 
         }
     const float32x4_t vscale = vdupq_n_f32(scale);
     int j = 0;
+    for (; j + 4 <= nq; j += 4) { /* four heads: eight add chains, each key vector loaded once for four */
+        const float *q0 = q + (size_t)j * hd, *q1 = q0 + hd, *q2 = q1 + hd, *q3 = q2 + hd;
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
+        for (int i = 0; i < hd; i += 4) {
+            const float32x4_t x0 = vld1q_f32(q0 + i), x1 = vld1q_f32(q1 + i);
+            const float32x4_t x2 = vld1q_f32(q2 + i), x3 = vld1q_f32(q3 + i);
+            const float32x4_t *kk = kt + 2 * i;
+#define STEP4(e)                                                                                      \
+    a0 = MULADD(a0, kk[2 * (e)], x0, e); a1 = MULADD(a1, kk[2 * (e) + 1], x0, e);                       \
+    b0 = MULADD(b0, kk[2 * (e)], x1, e); b1 = MULADD(b1, kk[2 * (e) + 1], x1, e);                       \
+    c0 = MULADD(c0, kk[2 * (e)], x2, e); c1 = MULADD(c1, kk[2 * (e) + 1], x2, e);                       \
+    d0 = MULADD(d0, kk[2 * (e)], x3, e); d1 = MULADD(d1, kk[2 * (e) + 1], x3, e)
+            STEP4(0); STEP4(1); STEP4(2); STEP4(3);
+#undef STEP4
+        }
+        float *s0 = scores + (size_t)j * score_stride + s;
+        store8(s0, vmulq_f32(a0, vscale), vmulq_f32(a1, vscale), valid);
+        store8(s0 + score_stride, vmulq_f32(b0, vscale), vmulq_f32(b1, vscale), valid);
+        store8(s0 + 2 * score_stride, vmulq_f32(c0, vscale), vmulq_f32(c1, vscale), valid);
+        store8(s0 + 3 * score_stride, vmulq_f32(d0, vscale), vmulq_f32(d1, vscale), valid);
+    }
     for (; j + 2 <= nq; j += 2) {
         const float *q0 = q + (size_t)j * hd, *q1 = q0 + hd;
         float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, b0 = a0, b1 = a0;
