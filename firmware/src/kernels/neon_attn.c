@@ -57,8 +57,8 @@ ELK_INLINE float64x2_t exp2d(float64x2_t x, uint64x2_t *unsure)
     return y;
 }
 
-/* exp of 4 floats as ref computes it. */
-ELK_INLINE float32x4_t exp4_exact(float32x4_t x)
+/* exp of 4 floats as ref computes it, except the lanes set in *slow (which need the library). */
+ELK_INLINE float32x4_t exp4_fast(float32x4_t x, uint32x4_t *slow)
 {
     const float32x4_t xc = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
     uint64x2_t u0, u1;
@@ -71,7 +71,17 @@ ELK_INLINE float32x4_t exp4_exact(float32x4_t x)
     y = vbslq_f32(zero, vdupq_n_f32(0.0f), y);
     y = vbslq_f32(inf, vdupq_n_f32(INFINITY), y);
     const uint32x4_t unsure = vcombine_u32(vmovn_u64(u0), vmovn_u64(u1));
-    const uint32x4_t slow = vbicq_u32(vorrq_u32(unsure, outside), vorrq_u32(zero, inf));
+    *slow = vbicq_u32(vorrq_u32(unsure, outside), vorrq_u32(zero, inf));
+    return y;
+}
+
+/* exp of 4 floats as ref computes it. Loops call exp4_fast and redo only the blocks with a slow lane
+ * here, after the loop: a library call inside a loop clobbers the vector registers, and GCC then
+ * reloads the polynomial's constants at every block (about 30 instructions per 4 exps). */
+ELK_INLINE float32x4_t exp4_exact(float32x4_t x)
+{
+    uint32x4_t slow;
+    float32x4_t y = exp4_fast(x, &slow);
     if (vmaxvq_u32(slow)) {
         float xs[4], ys[4];
         uint32_t m[4];
@@ -228,8 +238,22 @@ static void exp_head(int n, float *sc)
     for (; s < n; s++)
         max = sc[s] > max ? sc[s] : max;
     vm = vdupq_n_f32(max);
-    for (s = 0; s + 4 <= n; s += 4)
-        vst1q_f32(sc + s, exp4_exact(vsubq_f32(vld1q_f32(sc + s), vm)));
+    for (s = 0; s + 4 <= n;) { /* up to 64 blocks of 4; those with a slow lane are redone after them */
+        const int s0 = s;
+        uint64_t redo = 0;
+        for (int b = 0; b < 64 && s + 4 <= n; b++, s += 4) {
+            uint32x4_t slow;
+            const float32x4_t y = exp4_fast(vsubq_f32(vld1q_f32(sc + s), vm), &slow);
+            if (vmaxvq_u32(slow))
+                redo |= 1ull << b; /* sc keeps its score for the redo */
+            else
+                vst1q_f32(sc + s, y);
+        }
+        for (; redo; redo &= redo - 1) {
+            float *r = sc + s0 + 4 * __builtin_ctzll(redo);
+            vst1q_f32(r, exp4_exact(vsubq_f32(vld1q_f32(r), vm)));
+        }
+    }
     if (s < n) { /* the last 1-3: the same lanes through a buffer; padding with max gives exp(0) */
         float t[4] = {max, max, max, max};
         for (int r = s; r < n; r++)
@@ -395,10 +419,24 @@ void elk_swiglu_neon(float *g, const float *u, int n)
 {
     int i = 0;
     const float32x4_t one = vdupq_n_f32(1.0f);
-    for (; i + 4 <= n; i += 4) {
-        const float32x4_t gv = vld1q_f32(g + i);
-        const float32x4_t e = exp4_exact(vnegq_f32(gv));
-        vst1q_f32(g + i, vmulq_f32(vdivq_f32(gv, vaddq_f32(one, e)), vld1q_f32(u + i)));
+    while (i + 4 <= n) { /* up to 64 blocks of 4; those with a slow exp lane are redone after them */
+        const int i0 = i;
+        uint64_t redo = 0;
+        for (int b = 0; b < 64 && i + 4 <= n; b++, i += 4) {
+            const float32x4_t gv = vld1q_f32(g + i);
+            uint32x4_t slow;
+            const float32x4_t e = exp4_fast(vnegq_f32(gv), &slow);
+            if (vmaxvq_u32(slow))
+                redo |= 1ull << b; /* g keeps its input for the redo */
+            else
+                vst1q_f32(g + i, vmulq_f32(vdivq_f32(gv, vaddq_f32(one, e)), vld1q_f32(u + i)));
+        }
+        for (; redo; redo &= redo - 1) {
+            const int r = i0 + 4 * __builtin_ctzll(redo);
+            const float32x4_t gv = vld1q_f32(g + r);
+            const float32x4_t e = exp4_exact(vnegq_f32(gv));
+            vst1q_f32(g + r, vmulq_f32(vdivq_f32(gv, vaddq_f32(one, e)), vld1q_f32(u + r)));
+        }
     }
     for (; i < n; i++)
         g[i] = g[i] / (1.0f + (float)exp((double)-g[i])) * u[i];
