@@ -4,7 +4,8 @@ real emulated board behind a real pty and the real `elk` command, with the fault
 * two faults in one run: line noise plus a power cut mid-flash (noise_cut); the host killed mid-flash
   and then the board stopped while the next command runs (kill_stop); a flash interrupted by a pulled
   cable and its resume (of the same image, or of the committed one: FLASH_COPY) cut by a power cut
-  (cut_resume); a parallel flash of two boards, one cut, one on a noisy line (parallel);
+  (cut_resume); a parallel flash of two boards, one cut, one on a noisy line (parallel); a cut mid-flash
+  of a signed image on a provisioned board (owned_cut);
 * power cuts inside the board's own work: at a random time while it generates (cut_gen), around the
   SET_BAUD of a flash on a throttled line, on the way up to the fast rate or back to the console rate
   (cut_baud), and at or just after COMMIT (cut_commit);
@@ -37,7 +38,7 @@ import pytest
 from conftest import ROOT, pack_stories260k, scons
 from elk import flash as flashing
 from elk.emulate import Emulator
-from elk.link import CMD
+from elk.link import CMD, connect
 from fault_tools import (Campaign, FaultLine, check_committed, elk, flash_ok, holds, one_line_error,
                          stop_board)
 
@@ -45,8 +46,8 @@ SEED = int(os.environ.get("ELK_FAULT_SEED", "20261121"))
 BUDGET = float(os.environ.get("ELK_FAULT_BUDGET", "20"))
 ONLY = os.environ.get("ELK_FAULT_RUN", "")
 MODE = os.environ.get("ELK_FAULT_MODE", "release")
-SHARE = {"noise_cut": 0.12, "kill_stop": 0.1, "cut_resume": 0.12, "parallel": 0.06, "cut_gen": 0.1,
-         "cut_baud": 0.14, "cut_commit": 0.08, "throttled": 0.28, "qemu_cut": 0.0}
+SHARE = {"noise_cut": 0.11, "kill_stop": 0.1, "cut_resume": 0.11, "parallel": 0.06, "owned_cut": 0.06,
+         "cut_gen": 0.08, "cut_baud": 0.13, "cut_commit": 0.07, "throttled": 0.28, "qemu_cut": 0.0}
 PROMPT = "Once upon a time"
 SLOW = (9600, 19200, 38400, 57600, 115200)  # console rates of the throttled runs
 CAMPAIGN = Campaign(SEED, BUDGET, ONLY, SHARE)
@@ -271,6 +272,39 @@ def test_parallel_flash_with_one_board_cut_and_one_noisy(images, reference, tmp_
             if not cut.cut:
                 assert res[0].ok, f"{where}: no cut, yet board 1 failed: {res[0].error}"
         _after_cut(files[0], images, "x", "y", res[0].ok, where + " (board 1)")
+
+
+def test_power_cut_mid_flash_on_a_provisioned_board(images, reference, tmp_path):
+    """A board with an owner key runs only images signed by it (checked at FLASH_END, COMMIT and every
+    power-on): a cut mid-flash of a signed image leaves the signed committed one running, no boot error."""
+    from conftest import owner_keys
+    from elk import provision, trust
+
+    key = owner_keys(tmp_path, ["owner"])["owner"]
+    signed = {k: trust.sign_file(images[k], key["priv"], out_path=tmp_path / f"{k}-signed.elk") for k in ("x", "y")}
+    signed["sha"] = {hashlib.sha256(signed[k].read_bytes()).hexdigest(): k for k in ("x", "y")}
+    for i in CAMPAIGN.runs("owned_cut"):
+        rng = CAMPAIGN.rng("owned_cut", i)
+        total = reference["bytes_over"]
+        kill_at = rng.randrange(0, total + total // 50)
+        where = f"seed {SEED} owned_cut:{i} (provisioned board, signed X then signed Y, cut after {kill_at} host bytes)"
+        flash_file = tmp_path / f"oc{i}.bin"
+        with _board(flash=flash_file) as emu:
+            with connect(emu.port, 0) as link:
+                assert provision.provision(link, key["raw"])[1].owned
+            assert flashing.flash([emu.port], signed["x"], progress=False)[0].ok
+            res, fl = _cut_flash(emu, signed, rng, "y", kill_at=kill_at)
+        CAMPAIGN.count("owned_cut", int(fl.cut))
+        if not fl.cut:
+            assert res.ok, f"{where}: no cut, yet the flash failed: {res.error}"
+        with _board(flash=flash_file) as emu:
+            check_committed(emu, flash_file, signed, {"y"} if res.ok else {"x", "y"}, where + f", host said ok={res.ok}")
+            r = elk("flash", images["y"], "--port", emu.port, "--quiet")  # unsigned: refused, board unchanged
+            one_line_error(r, where + ", unsigned Y")
+            flash_ok(emu.port, signed["y"], where)
+            holds(emu.port, signed, "y", where)
+            r = _chat(emu.port)
+            assert r.returncode == 0 and r.stdout == reference["text_y"], f"{where}: {r.stdout!r} {r.stderr!r}"
 
 
 # -- power cuts inside the board's own work ------------------------------------------------------
