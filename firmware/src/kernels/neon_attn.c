@@ -131,6 +131,20 @@ ELK_INLINE void store8(float *dst, float32x4_t lo, float32x4_t hi, int valid)
         dst[l] = t[l];
 }
 
+/* kt[2i + h] lane l <- k_{s + 4h + l}[i], zeros for the lanes 4h + l >= valid (no key read there). */
+ELK_INLINE void keys8(int hd, int s, int valid, const float *k, size_t stride, float32x4_t *kt)
+{
+    for (int i = 0; i < hd; i += 4)
+        for (int h = 0; h < 2; h++) {
+            float32x4_t r[4];
+            for (int l = 0; l < 4; l++)
+                r[l] = 4 * h + l < valid ? vld1q_f32(k + (size_t)(s + 4 * h + l) * stride + i) : vdupq_n_f32(0.0f);
+            transpose4(r);
+            for (int e = 0; e < 4; e++)
+                kt[2 * (i + e) + h] = r[e];
+        }
+}
+
 /* Scores of positions [s, s + valid) (valid <= 8) for nq heads. The keys are transposed once into kt
  * (kt[2i + h] lane l = k_{s + 4h + l}[i]) and read by every head; each lane then sums q . k in element
  * order. Four heads at a time (then two, then one): eight independent add chains hide the add latency,
@@ -141,15 +155,7 @@ ELK_INLINE void scores8(int hd, int nq, int s, int valid, const float *q, const 
                         float scale, float *scores, size_t score_stride)
 {
     float32x4_t kt[2 * ATTN_HD_MAX];
-    for (int i = 0; i < hd; i += 4)
-        for (int h = 0; h < 2; h++) {
-            float32x4_t r[4];
-            for (int l = 0; l < 4; l++)
-                r[l] = 4 * h + l < valid ? vld1q_f32(k + (size_t)(s + 4 * h + l) * stride + i) : vdupq_n_f32(0.0f);
-            transpose4(r);
-            for (int e = 0; e < 4; e++)
-                kt[2 * (i + e) + h] = r[e];
-        }
+    keys8(hd, s, valid, k, stride, kt);
     const float32x4_t vscale = vdupq_n_f32(scale);
     int j = 0;
     for (; j + 4 <= nq; j += 4) { /* four heads: eight add chains, each key vector loaded once for four */
