@@ -400,7 +400,8 @@ static inline void prefetch_rows(const float *base, size_t stride, int hd, int s
 void elk_attend_neon(int hd, int nq, int n, const float *q, const float *k, const float *v, size_t stride,
                      float scale, float *scores, size_t score_stride, float *out)
 {
-    if (hd % 4 != 0 || hd > ATTN_HD_MAX) { /* no head size in use is; the plain loops then */
+    if (hd % 4 != 0 || hd > ATTN_HD_MAX || n < 1) { /* no head size in use is, and n >= 1 at every step;
+                                                      * ref's loops then (n = 0: out = zeros) */
         elk_kernels_ref.attend(hd, nq, n, q, k, v, stride, scale, scores, score_stride, out);
         return;
     }
