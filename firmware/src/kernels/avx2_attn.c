@@ -364,7 +364,7 @@ static inline void prefetch_rows(const float *base, size_t stride, int hd, int s
 void elk_attend_avx2(int hd, int nq, int n, const float *q, const float *k, const float *v, size_t stride,
                      float scale, float *scores, size_t score_stride, float *out)
 {
-    if (hd % 8 != 0) { /* no head size in use is; the plain loops then */
+    if (hd % 8 != 0 || n < 1) { /* no head size in use is (and n = 0: ref writes the zeros); the plain loops then */
         elk_kernels_ref.attend(hd, nq, n, q, k, v, stride, scale, scores, score_stride, out);
         return;
     }
