@@ -45,7 +45,7 @@ def test_neon_attention_and_swiglu_equal_ref_bit_for_bit_under_qemu():
     rows = checks(out)
     assert "read the KV cache past position n" not in proc.stderr
     for hd in (8, 32, 48, 64):
-        assert rows[("neon_i8mm", f"attend_hd{hd}")] == (195, 0, True)  # 5 groups x 13 lengths x 3 spreads
+        assert rows[("neon_i8mm", f"attend_hd{hd}")] == (210, 0, True)  # 5 groups x 14 lengths (0 included) x 3 spreads
         assert rows[("ref", f"ref_textbook_hd{hd}")][2]  # ref itself is the softmax formula
     for what in ("swiglu_u1", "swiglu_random_u"):
         cases, mismatches, ok = rows[("neon_i8mm", what)]

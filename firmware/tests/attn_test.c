@@ -130,7 +130,7 @@ static int ref_is_textbook(int hd, int nq, int n)
  * partial last chunk of 8, and of 4, alone and after full ones), 15, 17, 65 (one past a 64-position
  * value chunk) and 301; spreads 0.1/3/40 (flat to peaked: at 40 most softmax weights underflow
  * to 0 and some are subnormal). */
-static const int hds[] = {8, 32, 48, 64}, nqs[] = {1, 2, 3, 8, 20}, ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 17, 65, MAX_N};
+static const int hds[] = {8, 32, 48, 64}, nqs[] = {1, 2, 3, 8, 20}, ns[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 17, 65, MAX_N};
 #define N_NQS ((int)(sizeof nqs / sizeof nqs[0]))
 #define N_NS ((int)(sizeof ns / sizeof ns[0]))
 
