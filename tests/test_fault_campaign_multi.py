@@ -5,7 +5,7 @@ real emulated board behind a real pty and the real `elk` command, with the fault
   and then the board stopped while the next command runs (kill_stop); a flash interrupted by a pulled
   cable and its resume (of the same image, or of the committed one: FLASH_COPY) cut by a power cut
   (cut_resume); a parallel flash of two boards, one cut, one on a noisy line (parallel); a cut mid-flash
-  of a signed image on a provisioned board (owned_cut);
+  of a signed image on a provisioned board (owned_cut); elk chat SIGSTOPped mid-reply (host_stop);
 * power cuts inside the board's own work: at a random time while it generates (cut_gen), around the
   SET_BAUD of a flash on a throttled line, on the way up to the fast rate or back to the console rate
   (cut_baud), and at or just after COMMIT (cut_commit);
@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -46,8 +47,8 @@ SEED = int(os.environ.get("ELK_FAULT_SEED", "20261121"))
 BUDGET = float(os.environ.get("ELK_FAULT_BUDGET", "20"))
 ONLY = os.environ.get("ELK_FAULT_RUN", "")
 MODE = os.environ.get("ELK_FAULT_MODE", "release")
-SHARE = {"noise_cut": 0.11, "kill_stop": 0.1, "cut_resume": 0.11, "parallel": 0.06, "owned_cut": 0.06,
-         "cut_gen": 0.08, "cut_baud": 0.13, "cut_commit": 0.07, "throttled": 0.28, "qemu_cut": 0.0}
+SHARE = {"noise_cut": 0.1, "kill_stop": 0.09, "cut_resume": 0.1, "parallel": 0.06, "owned_cut": 0.06,
+         "host_stop": 0.07, "cut_gen": 0.07, "cut_baud": 0.12, "cut_commit": 0.06, "throttled": 0.27, "qemu_cut": 0.0}
 PROMPT = "Once upon a time"
 SLOW = (9600, 19200, 38400, 57600, 115200)  # console rates of the throttled runs
 CAMPAIGN = Campaign(SEED, BUDGET, ONLY, SHARE)
@@ -305,6 +306,42 @@ def test_power_cut_mid_flash_on_a_provisioned_board(images, reference, tmp_path)
             holds(emu.port, signed, "y", where)
             r = _chat(emu.port)
             assert r.returncode == 0 and r.stdout == reference["text_y"], f"{where}: {r.stdout!r} {r.stderr!r}"
+
+
+def test_host_stopped_mid_reply(images, reference, tmp_path):
+    """elk chat SIGSTOPped mid-reply, then continued (a busy machine, a terminal paused with Ctrl-S): a
+    stall the board's resends outlast gives the whole reply; a longer one (long runs only) one line."""
+    longest = 20.0 if BUDGET >= 120 else 4.0
+    for i in CAMPAIGN.runs("host_stop"):
+        rng = CAMPAIGN.rng("host_stop", i)
+        after, seconds = rng.uniform(0.3, 1.2), rng.uniform(0.5, longest)
+        where = f"seed {SEED} host_stop:{i} (elk chat at 19200 baud SIGSTOPped after {after:.3f} s for {seconds:.2f} s)"
+        flash_file = tmp_path / f"hs{i}.bin"
+        with _board(flash=flash_file) as emu:
+            assert flashing.flash([emu.port], images["x"], progress=False)[0].ok
+        with _board(flash=flash_file, baud=19200) as emu:
+            proc = subprocess.Popen([sys.executable, "-m", "elk", "chat", "--port", emu.port, "--baud", "19200",
+                                     "-p", PROMPT, "--raw", "-n", "40"], cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            time.sleep(after)
+            os.kill(proc.pid, signal.SIGSTOP)
+            time.sleep(seconds)
+            os.kill(proc.pid, signal.SIGCONT)
+            try:
+                out, err = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise AssertionError(f"{where}: elk chat hung") from None
+            CAMPAIGN.count("host_stop")
+            r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+            if r.returncode != 0:  # only past the board's ~15 s of resends may it give the reply up
+                assert seconds > 12, f"{where}: a short stall failed the reply: {r.stderr!r}"
+                one_line_error(r, where)
+            else:
+                assert r.stdout == reference["text_x"], f"{where}: exit 0 with {r.stdout!r}"
+            r = _chat(emu.port, "--baud", "19200")
+            assert r.returncode == 0 and r.stdout == reference["text_x"], f"{where}: the next chat {r.stderr!r}"
 
 
 # -- power cuts inside the board's own work ------------------------------------------------------

@@ -23,7 +23,8 @@ from elk import proto_spec as P
 from elk.errors import ElkError
 from elk.frame import HOST_PAYLOAD_MAX, BadFrame, FrameDecoder, encode_frame
 from elk.link_replies import (BoardInfo, BoardReplyError, GenStats, LinkError, NoAnswerError,  # noqa: F401
-                              PromptTooLongError, ProtocolVersionError, SlotInfo, parse_info, parse_stats)
+                              PromptTooLongError, ProtocolVersionError, ReplyCutError, SlotInfo, parse_info,
+                              parse_stats)
 
 KIND = P.FRAME_KINDS
 CMD = P.COMMANDS
@@ -100,6 +101,7 @@ class Link:
         self._resp = None
         self._events_before_resp = 0
         self._turn_open = False    # a GENERATE of this session was accepted and its STATS not yet seen
+        self._abort_sent = False   # this host sent ABORT since the last GENERATE
         self.tries = 0             # transmissions of the last request
         self._info = None          # INFO cached for generate()'s prompt limit
         try:
@@ -184,6 +186,8 @@ class Link:
         if len(payload) > self.payload_max:
             raise LinkError(f"{self.port}: {CMD_NAMES.get(code, hex(code))} needs {len(payload)} bytes in one "
                             f"frame; the board takes at most {self.payload_max}")
+        if code == CMD["ABORT"]:
+            self._abort_sent = True
         self.seq = (self.seq + 1) & 0xFFFF
         wire = encode_frame(KIND["REQ"], code, self.seq, payload)
         self._pending, self._resp = (self.seq, wire), None
@@ -351,6 +355,7 @@ class Link:
         own = self._stage_prompt(text, self.payload_max - len(head))
         if own != len(text):
             head = struct.pack("<I", flags | P.GEN_FLAGS["STAGED"]) + head[4:]
+        self._abort_sent = False
         self.request(CMD["GENERATE"], head + text[len(text) - own:])
         self._turn_open = True
         if stale:  # the earlier turn did not end in time: drop its events up to its STATS
@@ -379,10 +384,20 @@ class Link:
                         yield tail
                     self.last_stats = parse_stats(ev.payload)
                     self._turn_open = False
+                    if self.last_stats.stop == "aborted" and not self._abort_sent:
+                        raise ReplyCutError(self._cut_message(max_tokens))
                     return
             if time.monotonic() - last > idle_timeout:
                 raise NoAnswerError(self._silent_message(idle_timeout, progress, pieces))
             self.pump(0.05)
+
+    def _cut_message(self, max_tokens: int) -> str:
+        """One line for a reply the board stopped on its own (ABORT was not sent): it gives up on a reply
+        whose events go unacknowledged, so the text that came is not the whole reply."""
+        st = self.last_stats
+        return (f"{self.port}: the board stopped the reply after {st.gen_tokens} of up to {max_tokens} tokens: "
+                "its text events went unacknowledged (this host was stalled or the line failed), so the text "
+                "above is cut; ask again")
 
     def _silent_message(self, seconds: float, progress: bool, pieces: int) -> str:
         """One line for a board that went silent in the middle of a reply."""

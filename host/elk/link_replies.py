@@ -23,6 +23,10 @@ class NoAnswerError(LinkError):
     pass
 
 
+class ReplyCutError(LinkError):
+    """The board ended a reply this host did not ask it to stop (its events went unacknowledged)."""
+
+
 class ProtocolVersionError(LinkError):
     pass
 

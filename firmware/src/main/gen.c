@@ -598,8 +598,13 @@ int elk_fw_generate(elk_fw *fw, const char *prompt, uint32_t len, const elk_fw_g
     else if (rc)
         st.stop = ELK_STOP_ERROR;
     if (!fw->drop_stats && !fw->console_gen) {
-        flush_pieces(fw);  /* text still queued behind the last event */
-        elk_fw_event_wait(fw);
+        int frc = flush_pieces(fw);  /* text still queued behind the last event */
+        if (frc == ELK_OK)
+            frc = elk_fw_event_wait(fw);
+        /* the host stopped acknowledging (stalled, gone): it lacks the end of the reply, so STATS must
+         * not say the reply ended whole, whatever ended the generation */
+        if ((frc == ELK_E_TIMEOUT || frc == ELK_E_IO) && st.stop != ELK_STOP_ERROR)
+            st.stop = ELK_STOP_ABORTED;
     }
     fw->pieces_len = 0;
     st.total_us = (uint32_t)(elk_fw_now(fw) - t0);

@@ -77,9 +77,21 @@ int elk_fw_event_start(elk_fw *fw, uint8_t code, const void *payload, uint32_t l
     return ELK_OK;
 }
 
+/* The pending EVENT's timeout grows by half with each resend (at most 2 s more each time), as the host's
+ * requests do (docs/protocol.md section 3): 9 unanswered tries then span ~15 s, so a host stalled for a
+ * few seconds (a busy machine, a terminal paused with Ctrl-S) gets its whole reply; a fixed timeout
+ * gave up after ~2 s and cut it. */
+static uint64_t event_retry_us(const elk_fw *fw)
+{
+    uint64_t t = retry_us(fw, fw->event_len);
+    for (int i = 0; i < fw->event_tries; i++)
+        t = t / 2 < 2000000u ? t + t / 2 : t + 2000000u;
+    return t;
+}
+
 int elk_fw_event_service(elk_fw *fw)
 {
-    if (!fw->event_pending || elk_fw_now(fw) - fw->event_sent_us <= retry_us(fw, fw->event_len))
+    if (!fw->event_pending || elk_fw_now(fw) - fw->event_sent_us <= event_retry_us(fw))
         return ELK_OK;
     if (++fw->event_tries > ELK_PROTO_RETRY_COUNT) {
         fw->event_pending = 0;  /* the host is gone: the caller stops generating */
