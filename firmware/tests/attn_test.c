@@ -200,6 +200,8 @@ static void check_swiglu(const elk_kernels *k)
         -7.5697612373915035e-06f, -0.00010996452328981832f, 2.8023555278778076f,
         /* exp(-g) within 1-3 double ulp of a float midpoint (all of [-87, 88] searched with numpy) */
         0.007352583575993776f, 14.567090034484863f, -1.5199068911897484e-05f,
+        /* the NEON exp's fast-path edges: x = -g clamped at -104 and 89, normal results from -87 */
+        86.99999f, 87.00001f, 103.99999f, 104.00001f, -88.99999f, -89.00001f, 1e38f, -1e38f,
     };
     const int ns = (int)(sizeof special / sizeof special[0]);
     int n = 0;

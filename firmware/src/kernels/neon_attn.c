@@ -21,58 +21,75 @@
 #define ELK_INLINE static inline __attribute__((always_inline))
 
 /* ---------------------------------------------------------------------------------------------
- * (float)exp((double)x), 4 at a time. e^x = 2^n e^r, n = round(x / ln2), r = x - n ln2 (one fused
- * step: |n| <= 127, so the error of ln2's double is under 1e-14 of r's size), e^r by its degree-9
- * Taylor polynomial (|r| <= 0.347: truncation < 7e-12 relative, under 2^16 double ulp). The C
- * library's exp is within a few ulp of e^x, so both round to the same float unless e^x lies within
- * 2^16 double ulp of a float rounding midpoint; lanes within 2^19 ulp of one (1 in 512) are
- * recomputed with the library's exp, which makes the float exactly ref's. (A longer polynomial would
- * narrow the window but costs more than the rare library calls it saves.) Lanes outside [-87, 88]
- * (float subnormal or overflow results) and NaN also go to the library, except x <= -104
- * (e^x < 2^-150: the float is +0) and x >= 89 (+inf), which are set directly: a peaked softmax has
- * many positions far below its maximum. The double polynomial may fuse (its result is an estimate
- * the midpoint test guards); no float path does. */
+ * (float)exp((double)x), 4 at a time, in float64x2 halves. e^x = 2^n e^r, n = round(x / ln2) and
+ * r = x - n ln2 (one fused step), e^r by a degree-7 polynomial, 2^n added to the result's exponent.
+ * Error of the double y against e^x, in ulps of y (p = e^r is in [0.70, 1.42], so its ulp is at
+ * least 2^-53, and scaling by 2^n is exact):
+ *   - the polynomial: c0 + r + c2 r^2 + ... + c7 r^7 (c1 = 1 saves an instruction), the minimax
+ *     fit of e^r on |r| <= 0.3467 weighted by its ulp (a linear program over 4,000 points, on top
+ *     of a Chebyshev fit), coefficients rounded to double: at most 312,267 ulp (checked at 40,001
+ *     points in 40-digit arithmetic; an unweighted Chebyshev fit gives 365,000);
+ *   - r: n = round(x * (1/ln2)) (so |r| <= ln2/2 + 1e-14), ln2's double is 2.4e-17 off and
+ *     |n| <= 150: r is within 3.6e-15 of exact, 33 ulp of y; the fused step's own rounding and the
+ *     polynomial's 7 roundings (r^2 and 6 sums of terms below 1.42) add a few ulp;
+ *   - the C library's exp is within 1 ulp of e^x.
+ * So y and the library's double round to the same float unless y lies within 312,400 ulp of a float
+ * rounding midpoint; lanes within 2^19 (524,288) ulp of one, 1 in 512, are recomputed with the
+ * library's exp, which makes every float exactly ref's (2^18 would be too narrow; degree 6 would
+ * need a window of 2^24, 1 lane in 16). On NEON a table of 2^(j/16), as the AVX-512 path uses,
+ * costs more than it saves: two lanes have no table lookup instruction, and masking, extracting
+ * the two indices, loading and inserting is 6 instructions per 2 lanes (a TBL on the table's bytes
+ * needs its byte indices built, and two TBLs for 128 bytes: 7), plus the product by the entry,
+ * against 5 saved by a degree-4 polynomial at |r| <= ln2/32.
+ * x is clamped to [-104, 89] first: x <= -104 then gives +0 (e^-104 < 2^-150) and x >= 89 gives
+ * +inf (e^89 > FLT_MAX) from the same polynomial, which matters because a peaked softmax has many
+ * positions far below its maximum. Results in the float subnormal range (-104 < x < -87) round at
+ * a coarser bit than the midpoint test assumes, so those lanes, and NaN, go to the library.
+ * The double polynomial may fuse (its result is an estimate the midpoint test guards); no float
+ * path does. tools/bench/exp_exhaustive_neon.c checks every float in [-110, 89] against ref. */
 
-#define EXP_DEGREE 9
 #define EXP_WINDOW (1u << 19) /* double ulps either side of a float midpoint that go to the library */
 
-static const double exp_taylor[EXP_DEGREE + 1] = {
-    1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880,
+/* c0 + r + c2 r^2 + ... + c7 r^7 (c1 = 1: see the fit above) */
+static const double exp_poly[8] = {
+    0x1.ffffffffb3c35p-1, 1.0, 0x1.0000004858befp-1, 0x1.5555540868d6dp-3,
+    0x1.555480c114a52p-5, 0x1.1112b3e73e185p-7, 0x1.6d945d029f4bdp-10, 0x1.9ebd7ff3bddd9p-13,
 };
 
-/* 2 doubles in [-87, 88]; *unsure gets all-ones in the lanes whose float rounding is too close to call. */
-ELK_INLINE float64x2_t exp2d(float64x2_t x, uint64x2_t *unsure)
+/* 2 doubles in [-104, 89] -> e^x within the error above (a double; no float rounding yet). */
+ELK_INLINE float64x2_t exp2d(float64x2_t x)
 {
     const float64x2_t n = vrndnq_f64(vmulq_f64(x, vdupq_n_f64(1.4426950408889634)));
-    const float64x2_t r = vfmsq_f64(x, n, vdupq_n_f64(0.6931471805599453)); /* x - n ln2 */
-    float64x2_t p = vdupq_n_f64(exp_taylor[EXP_DEGREE]);
-    for (int i = EXP_DEGREE - 1; i >= 0; i--)
-        p = vfmaq_f64(vdupq_n_f64(exp_taylor[i]), p, r);
-    const int64x2_t e = vshlq_n_s64(vaddq_s64(vcvtq_s64_f64(n), vdupq_n_s64(1023)), 52);
-    const float64x2_t y = vmulq_f64(p, vreinterpretq_f64_s64(e));
-    /* the 29 mantissa bits a float drops: within EXP_WINDOW of half (2^28) is "too close to call";
-     * low - (2^28 - W) wraps to a huge number below the window, so one unsigned compare */
-    const uint64x2_t low = vandq_u64(vreinterpretq_u64_f64(y), vdupq_n_u64((1u << 29) - 1));
-    *unsure = vcleq_u64(vsubq_u64(low, vdupq_n_u64((1u << 28) - EXP_WINDOW)), vdupq_n_u64(2 * EXP_WINDOW));
-    return y;
+    const float64x2_t r = vfmsq_f64(x, n, vdupq_n_f64(0.6931471805599453)); /* x - n ln2, one rounding */
+    /* (c0 + r) + r^2 ((c2 + c3 r) + r^2 ((c4 + c5 r) + r^2 (c6 + c7 r))): FMLA overwrites its addend,
+     * so a Horner step in r costs a copy of its coefficient too (2 instructions); here only the
+     * 3 sums c_i + c_i+1 r copy one, c0 + r is one add, and the steps in r^2 add into them */
+#define EXP_PAIR(i) vfmaq_f64(vdupq_n_f64(exp_poly[i]), vdupq_n_f64(exp_poly[(i) + 1]), r) /* c_i + c_i+1 r */
+    const float64x2_t r2 = vmulq_f64(r, r);
+    float64x2_t p = vfmaq_f64(EXP_PAIR(4), EXP_PAIR(6), r2);
+    p = vfmaq_f64(EXP_PAIR(2), p, r2);
+    p = vfmaq_f64(vaddq_f64(vdupq_n_f64(exp_poly[0]), r), p, r2);
+#undef EXP_PAIR
+    /* p * 2^n: n added to p's exponent (p's is 1022 or 1023, n in [-150, 129]: no wrap) */
+    return vreinterpretq_f64_s64(vaddq_s64(vreinterpretq_s64_f64(p), vshlq_n_s64(vcvtq_s64_f64(n), 52)));
 }
 
 /* exp of 4 floats as ref computes it, except the lanes set in *slow (which need the library). */
 ELK_INLINE float32x4_t exp4_fast(float32x4_t x, uint32x4_t *slow)
 {
-    const float32x4_t xc = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
-    uint64x2_t u0, u1;
-    const float64x2_t y0 = exp2d(vcvt_f64_f32(vget_low_f32(xc)), &u0);
-    const float64x2_t y1 = exp2d(vcvt_high_f64_f32(xc), &u1);
-    float32x4_t y = vcvt_high_f32_f64(vcvt_f32_f64(y0), y1);
-    /* x outside [-87, 88] or NaN (vminq/vmaxq pass NaN through, and NaN != NaN) */
-    const uint32x4_t outside = vmvnq_u32(vceqq_f32(x, xc));
-    const uint32x4_t zero = vcleq_f32(x, vdupq_n_f32(-104.0f)), inf = vcgeq_f32(x, vdupq_n_f32(89.0f));
-    y = vbslq_f32(zero, vdupq_n_f32(0.0f), y);
-    y = vbslq_f32(inf, vdupq_n_f32(INFINITY), y);
-    const uint32x4_t unsure = vcombine_u32(vmovn_u64(u0), vmovn_u64(u1));
-    *slow = vbicq_u32(vorrq_u32(unsure, outside), vorrq_u32(zero, inf));
-    return y;
+    const float32x4_t xc = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-104.0f)), vdupq_n_f32(89.0f)); /* NaN stays */
+    const float64x2_t y0 = exp2d(vcvt_f64_f32(vget_low_f32(xc))), y1 = exp2d(vcvt_high_f64_f32(xc));
+    /* the 29 mantissa bits a float drops are the low 29 of each double's low word: shifted up by 3,
+     * within 8 W of 2^31 is "too close to call"; v - (2^31 - 8 W) wraps to a huge number below the
+     * window, so one unsigned compare */
+    const uint32x4_t low = vshlq_n_u32(vuzp1q_u32(vreinterpretq_u32_f64(y0), vreinterpretq_u32_f64(y1)), 3);
+    const uint32x4_t unsure = vcleq_u32(vsubq_u32(low, vdupq_n_u32(0x80000000u - 8 * EXP_WINDOW)),
+                                        vdupq_n_u32(16 * EXP_WINDOW));
+    /* fast: xc >= -87 (normal float results) or xc = -104 (+0): |xc + 95.5| >= 8.5 (exact sums
+     * near both ends; false for NaN) */
+    const uint32x4_t fast = vcageq_f32(vaddq_f32(xc, vdupq_n_f32(95.5f)), vdupq_n_f32(8.5f));
+    *slow = vornq_u32(unsure, fast);
+    return vcvt_high_f32_f64(vcvt_f32_f64(y0), y1);
 }
 
 /* exp of 4 floats as ref computes it. Loops call exp4_fast and redo only the blocks with a slow lane
