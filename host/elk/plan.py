@@ -89,7 +89,7 @@ def scratch_bytes(cfg, n_ctx: int, batch: int) -> int:
     kv_dim = cfg.n_kv_heads * cfg.head_dim
     widest = max(cfg.dim, q_dim, cfg.hidden_dim)
     floats = batch * (2 * cfg.dim + 2 * q_dim + 2 * kv_dim + 2 * cfg.hidden_dim)
-    floats += cfg.n_heads * n_ctx + 2 * cfg.head_dim  # attention scores, RoPE cos/sin tables
+    floats += cfg.n_heads * n_ctx + batch * 2 * cfg.head_dim  # attention scores, RoPE cos/sin tables per token
     xq_row = -(-widest // spec.QK) * spec.TENSOR_TYPES["Q8_0"][2]
     structs = 20 * 64 + 4096 + 1024 * cfg.n_layers
     return 4 * floats + batch * xq_row + structs
