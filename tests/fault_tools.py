@@ -87,9 +87,10 @@ class FaultLine:
         self._dec = FrameDecoder()
         self._timer = None
         self.killed = False
-        self.board = os.open(board_port, os.O_RDWR | os.O_NOCTTY)
+        self.board = os.open(board_port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         tty.setraw(self.board)
         self.master, slave = os.openpty()
+        os.set_blocking(self.master, False)
         tty.setraw(slave)
         self.port = os.ttyname(slave)
         os.close(slave)  # the host opens it by name; a closed slave reads EIO on the master until then
@@ -119,13 +120,17 @@ class FaultLine:
         return bytes(out)
 
     def _write(self, fd, data):
-        while data:
+        """Write all of data unless that side reads nothing for a second (a host that left: its bytes go
+        nowhere, as a UART's into an unplugged cable); the proxy never blocks, so close() ends it."""
+        end = time.monotonic() + 1.0
+        while data and not self.stop and time.monotonic() < end:
             try:
                 n = os.write(fd, data)
             except BlockingIOError:
                 time.sleep(0.001)
                 continue
             data = data[n:]
+            end = time.monotonic() + 1.0
 
     def _run(self):
         fds = [self.board, self.master]
@@ -138,6 +143,8 @@ class FaultLine:
             for fd in ready:
                 try:
                     data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
                 except OSError:
                     data = None
                 if not data:
