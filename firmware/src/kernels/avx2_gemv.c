@@ -277,8 +277,10 @@ ELK_INLINE __m256i q4_pair_sums(const elk_block_q4_0 *bb, const gemv2_pair *q)
 #if defined(__AVXVNNI__)
     return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(q->fix, lo, q->xlo), hi, q->xhi);
 #else
+    /* the -8 * sum(x) correction is added per 8 blocks in float (gemv2_rows_q4_0), one FMA instead
+     * of an add per pair */
     const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, q->xlo), _mm256_maddubs_epi16(hi, q->xhi));
-    return _mm256_add_epi32(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)), q->fix);
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 #endif
 }
 
@@ -311,10 +313,16 @@ ELK_INLINE void gemv2_prefetch(const elk_block_q4_0 *b)
 
 /* K rows (1 or 2, a compile-time constant); no loop over them (see gemv_rows_q4_0 above). Blocks
  * past the last multiple of 8 are added one at a time. */
-ELK_INLINE void gemv2_rows_q4_0(int K, int nb, const gemv2_pair *px, const __m256 *dx8, const elk_block_q8_0 *xb,
-                                const elk_block_q4_0 *b0, const elk_block_q4_0 *b1, float *y0, float *y1)
+ELK_INLINE void gemv2_rows_q4_0(int K, int nb, const gemv2_pair *px, const __m256 *dx8, const __m256 *fix8,
+                                const elk_block_q8_0 *xb, const elk_block_q4_0 *b0, const elk_block_q4_0 *b1,
+                                float *y0, float *y1)
 {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+#if !defined(__AVXVNNI__)
+    __m256 fixacc0 = _mm256_setzero_ps(), fixacc1 = _mm256_setzero_ps();
+#else
+    (void)fix8;
+#endif
     const int n8 = nb / 8;
     for (int g = 0; g < n8; g++) {
         const elk_block_q4_0 *r0 = b0 + 8 * g, *r1 = b1 + 8 * g;
@@ -323,6 +331,11 @@ ELK_INLINE void gemv2_rows_q4_0(int K, int nb, const gemv2_pair *px, const __m25
             gemv2_prefetch(r1);
         const __m256 s0 = _mm256_mul_ps(q4_scales8(r0), dx8[g]);
         const __m256 s1 = K == 2 ? _mm256_mul_ps(q4_scales8(r1), dx8[g]) : s0;
+#if !defined(__AVXVNNI__)
+        fixacc0 = _mm256_fmadd_ps(s0, fix8[g], fixacc0); /* lane e: block 8g+e's -8 * sum(x) * d_w * d_x */
+        if (K == 2)
+            fixacc1 = _mm256_fmadd_ps(s1, fix8[g], fixacc1);
+#endif
         for (int p = 0; p < 4; p++) { /* unrolled: p is a constant in each copy */
             acc0 = q4_pair_fma(r0 + 2 * p, px + 4 * g + p, s0, p, acc0);
             if (K == 2)
@@ -348,6 +361,10 @@ ELK_INLINE void gemv2_rows_q4_0(int K, int nb, const gemv2_pair *px, const __m25
         if (K == 2)
             t1 += (float)(hsum_epi32(p1) - 8 * sx) * (fp16(b1[i].d) * dx);
     }
+#if !defined(__AVXVNNI__)
+    acc0 = _mm256_add_ps(acc0, fixacc0);
+    acc1 = _mm256_add_ps(acc1, fixacc1);
+#endif
     *y0 = hsum_ps(acc0) + t0;
     if (K == 2)
         *y1 = hsum_ps(acc1) + t1;
@@ -357,7 +374,7 @@ static void gemv_q4_0_256(int nb, const uint8_t *w, size_t row_bytes, int r0, in
                           float *y)
 {
     gemv2_pair px[GEMV2_MAX_PAIRS];
-    __m256 dx8[GEMV2_MAX_PAIRS / 4];
+    __m256 dx8[GEMV2_MAX_PAIRS / 4], fix8[GEMV2_MAX_PAIRS / 4];
     for (int j = 0; j < nb / 2; j++) {
         const elk_block_q8_0 *x2 = xb + 2 * j;
         px[j].xlo = _mm256_loadu2_m128i((const __m128i *)x2[1].qs, (const __m128i *)x2[0].qs);
@@ -367,17 +384,23 @@ static void gemv_q4_0_256(int nb, const uint8_t *w, size_t row_bytes, int r0, in
         px[j].fix = _mm256_mullo_epi32(_mm256_madd_epi16(s16, one16), _mm256_set1_epi32(-8));
     }
     for (int g = 0; g < nb / 8; g++) {
-        float d[8];
-        for (int e = 0; e < 8; e++)
+        float d[8], f[8];
+        for (int e = 0; e < 8; e++) {
+            int sx = 0;
+            for (int k = 0; k < ELK_QK; k++)
+                sx += xb[8 * g + e].qs[k];
             d[e] = fp16(xb[8 * g + e].d);
+            f[e] = (float)(-8 * sx); /* exact: |8 * sx| < 2^15 */
+        }
         dx8[g] = _mm256_loadu_ps(d);
+        fix8[g] = _mm256_loadu_ps(f);
     }
     const int half = (r1 - r0) / 2;
     for (int r = r0; r < r0 + half; r++)
-        gemv2_rows_q4_0(2, nb, px, dx8, xb, (const elk_block_q4_0 *)(w + (size_t)r * row_bytes),
+        gemv2_rows_q4_0(2, nb, px, dx8, fix8, xb, (const elk_block_q4_0 *)(w + (size_t)r * row_bytes),
                         (const elk_block_q4_0 *)(w + (size_t)(r + half) * row_bytes), y + r, y + r + half);
     if ((r1 - r0) % 2)
-        gemv2_rows_q4_0(1, nb, px, dx8, xb, (const elk_block_q4_0 *)(w + (size_t)(r1 - 1) * row_bytes),
+        gemv2_rows_q4_0(1, nb, px, dx8, fix8, xb, (const elk_block_q4_0 *)(w + (size_t)(r1 - 1) * row_bytes),
                         (const elk_block_q4_0 *)(w + (size_t)(r1 - 1) * row_bytes), y + r1 - 1, NULL);
 }
 
