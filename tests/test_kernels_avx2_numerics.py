@@ -273,24 +273,34 @@ def test_avx2_decode_gemv_with_scales_matches_ref_dots(k, wtype, n):
 @pytest.mark.parametrize("n", [8, 37, 64, 200, 2048])  # the 32-column body, the 8-column and scalar tails
 def test_avx2_float_decode_gemv_equals_its_dot_kernel_bit_for_bit(k, wtype, n):
     """F16/F32 weights: one token takes the two-stream GEMV (rows half a range apart), which must give
-    each row exactly the dot kernel's result (so decode matches prefill, which loops over the dot, and
-    thread splits change nothing); a batch gives the dot loop's results; rows outside [r0, r1) stay
-    untouched."""
+    each row exactly the dot kernel's result (thread splits change nothing); a batch takes the 2-row x
+    4-token tiles: within float rounding of the exact sum (float64), and each element the same
+    whichever rows and tokens share its tile (an odd row range and 3 tokens make partial tiles);
+    rows outside [r0, r1) stay untouched."""
     ffi, lib = k
     rng = np.random.default_rng(n + 7 * wtype)
     rows, r0, r1 = 11, 1, 10  # 9 rows: 4 pairs and an odd one
     dtype = np.float16 if wtype == F16 else np.float32
     w = rng.standard_normal((rows, n)).astype(dtype)
-    for n_tok in (1, 3):
-        x = rng.standard_normal((n_tok, n)).astype(np.float32)
+    def gemm(x, n_tok, lo, hi):
         y = np.full(n_tok * rows, np.nan, dtype=np.float32)
         ffi.addressof(lib, "elk_kernels_avx2").gemm[wtype](
-            n, ffi.from_buffer(w), w.itemsize * n, r0, r1, ffi.from_buffer(x), 4 * n, n_tok,
+            n, ffi.from_buffer(w), w.itemsize * n, lo, hi, ffi.from_buffer(x), 4 * n, n_tok,
             ffi.from_buffer("float[]", y), rows)
-        y = y.reshape(n_tok, rows)
+        return y.reshape(n_tok, rows)
+
+    for n_tok in (1, 3, 9):
+        x = rng.standard_normal((n_tok, n)).astype(np.float32)
+        y = gemm(x, n_tok, r0, r1)
         for t in range(n_tok):
             for r in range(rows):
-                if r0 <= r < r1:
-                    assert y[t, r] == dot(k, "elk_kernels_avx2", wtype, n, w[r], x[t]), (n_tok, t, r)
-                else:
+                if not r0 <= r < r1:
                     assert np.isnan(y[t, r])
+                elif n_tok == 1:
+                    assert y[t, r] == dot(k, "elk_kernels_avx2", wtype, n, w[r], x[t]), (t, r)
+                else:
+                    exact = w[r].astype(np.float64) @ x[t].astype(np.float64)
+                    assert abs(y[t, r] - exact) <= 1e-6 * (np.abs(w[r].astype(np.float64)) @ np.abs(x[t])), (t, r)
+        if n_tok > 1:  # rows 2..9 only, and the tokens from the second on: other tile partners, same elements
+            assert np.array_equal(gemm(x, n_tok, 2, r1)[:, 2:r1], y[:, 2:r1])
+            assert np.array_equal(gemm(x[1:].copy(), n_tok - 1, r0, r1)[:, r0:r1], y[1:, r0:r1])

@@ -183,8 +183,43 @@ ELK_INLINE void gemv_rows_float(int f16, int K, int n, const void *w0, const voi
         *y1 = s1;
 }
 
-/* gemm slot for F16/F32: one token takes the two-stream GEMV; a batch loops over the dot kernel
- * exactly as linear.c's fallback does (row outer, tokens inner). */
+/* Prefill tile for F16/F32: 2 rows x 4 tokens, one accumulator each (8 independent FMA chains),
+ * so every converted weight vector meets 4 tokens and every activation vector 2 rows: 8 FMAs per 2
+ * conversions and 4 loads, where the dot loop paid a conversion and a load per FMA. The columns past
+ * the last multiple of 8 are added one at a time. Each (row, token) has its own accumulator and
+ * column order, whatever rows or tokens share its tile, so thread splits change nothing; it differs
+ * from the dot kernel (four accumulators) only in float order. */
+ELK_INLINE void tile_float(int f16, int R, int T, int n, const char *w, size_t row_bytes, const float *x,
+                           size_t x_stride, float *y, int rows)
+{
+    __m256 acc[2][4];
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < 4; t++)
+            acc[r][t] = _mm256_setzero_ps();
+    const float *xt[4];
+    for (int t = 0; t < 4; t++)
+        xt[t] = (const float *)(const void *)((const char *)x + (size_t)(t < T ? t : 0) * x_stride);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 wv[2];
+        for (int r = 0; r < R; r++)
+            wv[r] = load8_w(f16, w + (size_t)r * row_bytes, i);
+        for (int t = 0; t < T; t++) {
+            const __m256 xv = _mm256_loadu_ps(xt[t] + i);
+            for (int r = 0; r < R; r++)
+                acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            float sum = hsum_ps(acc[r][t]);
+            for (int c = i; c < n; c++)
+                sum += w_at(f16, w + (size_t)r * row_bytes, c) * xt[t][c];
+            y[(size_t)t * rows + r] = sum;
+        }
+}
+
+/* gemm slot for F16/F32: one token takes the two-stream GEMV; a batch the 2 x 4 tiles. */
 ELK_INLINE void gemm_float(int f16, int n, const void *w, size_t row_bytes, int r0, int r1, const void *x,
                            size_t x_stride, int n_tok, float *y, int rows)
 {
@@ -198,10 +233,18 @@ ELK_INLINE void gemm_float(int f16, int n, const void *w, size_t row_bytes, int 
             gemv_rows_float(f16, 1, n, wb + (size_t)(r1 - 1) * row_bytes, NULL, x, y + r1 - 1, NULL);
         return;
     }
-    float (*dot)(int, const void *, const void *) = f16 ? dot_f16_avx2 : dot_f32_avx2;
-    for (int r = r0; r < r1; r++)
-        for (int t = 0; t < n_tok; t++)
-            y[(size_t)t * rows + r] = dot(n, wb + (size_t)r * row_bytes, (const char *)x + (size_t)t * x_stride);
+    for (int r = r0; r < r1; r += 2) {
+        const int R = r1 - r >= 2 ? 2 : 1;
+        for (int t = 0; t < n_tok; t += 4) {
+            const int T = n_tok - t >= 4 ? 4 : n_tok - t;
+            const float *xt = (const float *)(const void *)((const char *)x + (size_t)t * x_stride);
+            float *yt = y + (size_t)t * rows + r;
+            if (R == 2 && T == 4) /* constant shapes: the compiler keeps all 8 chains in registers */
+                tile_float(f16, 2, 4, n, wb + (size_t)r * row_bytes, row_bytes, xt, x_stride, yt, rows);
+            else
+                tile_float(f16, R, T, n, wb + (size_t)r * row_bytes, row_bytes, xt, x_stride, yt, rows);
+        }
+    }
 }
 
 static void gemm_f16_avx2(int n, const void *w, size_t row_bytes, int r0, int r1, const void *x, size_t x_stride,
