@@ -202,6 +202,51 @@ static void check_gemm(const elk_kernels *k, int type, int n)
     report(k->name, type == ELK_TYPE_Q4_0 ? "gemm_q4_0" : "gemm_q8_0", n, maxdiff, ok);
 }
 
+/* F32/F16 gemm over rows [1, GEMM_ROWS) with GEMM_TOKENS tokens and with one (the decode GEMV): every
+ * output within 1e-5 of sum |w x| of ref's dot, row 0 untouched. The weights sit at the end of their
+ * buffer, so a read past the last row's end is an ASan error. */
+static void check_gemm_float(const elk_kernels *k, int type, int n)
+{
+    static float x[GEMM_TOKENS][MAX_N], wf[GEMM_ROWS * MAX_N];
+    static uint16_t wh[GEMM_ROWS * MAX_N];
+    const size_t esize = type == ELK_TYPE_F16 ? 2 : 4, row_bytes = (size_t)n * esize;
+    for (int t = 0; t < GEMM_TOKENS; t++)
+        for (int i = 0; i < n; i++)
+            x[t][i] = rng_float(1.0f);
+    /* rows packed at the buffer's end */
+    float *w32 = wf + (GEMM_ROWS * MAX_N - GEMM_ROWS * n);
+    uint16_t *w16 = wh + (GEMM_ROWS * MAX_N - GEMM_ROWS * n);
+    for (int i = 0; i < GEMM_ROWS * n; i++) {
+        w32[i] = rng_float(1.0f);
+        w16[i] = elk_fp32_to_fp16(w32[i]);
+    }
+    const void *w = type == ELK_TYPE_F16 ? (const void *)w16 : (const void *)w32;
+    for (int n_tok = 1; n_tok <= GEMM_TOKENS; n_tok += GEMM_TOKENS - 1) {
+        float y[GEMM_TOKENS * GEMM_ROWS];
+        for (int i = 0; i < GEMM_TOKENS * GEMM_ROWS; i++)
+            y[i] = -12345.0f;
+        k->gemm[type](n, w, row_bytes, 1, GEMM_ROWS, x, sizeof x[0], n_tok, y, GEMM_ROWS);
+        double maxdiff = 0.0;
+        int ok = 1;
+        for (int t = 0; t < n_tok; t++) {
+            ok &= y[t * GEMM_ROWS] == -12345.0f;
+            for (int r = 1; r < GEMM_ROWS; r++) {
+                const void *wr = (const uint8_t *)w + r * row_bytes;
+                float wd[MAX_N];
+                elk_dequantize_row(type, wr, wd, n);
+                double mag = 0.0;
+                for (int i = 0; i < n; i++)
+                    mag += fabs((double)wd[i] * x[t][i]);
+                const double diff = fabs((double)elk_kernels_ref.dot[type](n, wr, x[t]) - y[t * GEMM_ROWS + r]);
+                ok &= diff <= 1e-5 * mag + 1e-30;
+                maxdiff = fmax(maxdiff, diff);
+            }
+        }
+        report(k->name, type == ELK_TYPE_F16 ? (n_tok == 1 ? "gemv_f16" : "gemm_f16") : (n_tok == 1 ? "gemv_f32" : "gemm_f32"),
+               n, maxdiff, ok);
+    }
+}
+
 static void check_table(const elk_kernels *k)
 {
     static const int sizes[] = {32, 96, 100, 320}; /* 100: float tails; quantized use multiples of 32 */
@@ -221,6 +266,10 @@ static void check_table(const elk_kernels *k)
             if (k->dot[ELK_TYPE_Q4_0])
                 check_dot_quant(k, ELK_TYPE_Q4_0, unit, nq);
         }
+        if (k->gemm[ELK_TYPE_F32])
+            check_gemm_float(k, ELK_TYPE_F32, n);
+        if (k->gemm[ELK_TYPE_F16])
+            check_gemm_float(k, ELK_TYPE_F16, n);
         if (k->gemm[ELK_TYPE_Q8_0] && nq)
             check_gemm(k, ELK_TYPE_Q8_0, nq);
         if (k->gemm[ELK_TYPE_Q4_0] && nq)
