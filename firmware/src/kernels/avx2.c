@@ -189,11 +189,17 @@ ELK_INLINE void gemv_rows_float(int f16, int K, int n, const void *w0, const voi
  * the last multiple of 8 are added one at a time. Each (row, token) has its own accumulator and
  * column order, whatever rows or tokens share its tile, so thread splits change nothing; it differs
  * from the dot kernel (four accumulators) only in float order. */
+#if defined(__AVX512VL__)
+#define TILE_ROWS 4 /* 16 accumulators: AVX-512 builds have 32 vector registers */
+#else
+#define TILE_ROWS 2
+#endif
+
 ELK_INLINE void tile_float(int f16, int R, int T, int n, const char *w, size_t row_bytes, const float *x,
                            size_t x_stride, float *y, int rows)
 {
-    __m256 acc[2][4];
-    for (int r = 0; r < 2; r++)
+    __m256 acc[TILE_ROWS][4];
+    for (int r = 0; r < TILE_ROWS; r++)
         for (int t = 0; t < 4; t++)
             acc[r][t] = _mm256_setzero_ps();
     const float *xt[4];
@@ -201,7 +207,7 @@ ELK_INLINE void tile_float(int f16, int R, int T, int n, const char *w, size_t r
         xt[t] = (const float *)(const void *)((const char *)x + (size_t)(t < T ? t : 0) * x_stride);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 wv[2];
+        __m256 wv[TILE_ROWS];
         for (int r = 0; r < R; r++)
             wv[r] = load8_w(f16, w + (size_t)r * row_bytes, i);
         for (int t = 0; t < T; t++) {
@@ -233,14 +239,14 @@ ELK_INLINE void gemm_float(int f16, int n, const void *w, size_t row_bytes, int 
             gemv_rows_float(f16, 1, n, wb + (size_t)(r1 - 1) * row_bytes, NULL, x, y + r1 - 1, NULL);
         return;
     }
-    for (int r = r0; r < r1; r += 2) {
-        const int R = r1 - r >= 2 ? 2 : 1;
+    for (int r = r0; r < r1; r += TILE_ROWS) {
+        const int R = r1 - r >= TILE_ROWS ? TILE_ROWS : r1 - r;
         for (int t = 0; t < n_tok; t += 4) {
             const int T = n_tok - t >= 4 ? 4 : n_tok - t;
             const float *xt = (const float *)(const void *)((const char *)x + (size_t)t * x_stride);
             float *yt = y + (size_t)t * rows + r;
-            if (R == 2 && T == 4) /* constant shapes: the compiler keeps all 8 chains in registers */
-                tile_float(f16, 2, 4, n, wb + (size_t)r * row_bytes, row_bytes, xt, x_stride, yt, rows);
+            if (R == TILE_ROWS && T == 4) /* constant shapes: the compiler keeps every chain in registers */
+                tile_float(f16, TILE_ROWS, 4, n, wb + (size_t)r * row_bytes, row_bytes, xt, x_stride, yt, rows);
             else
                 tile_float(f16, R, T, n, wb + (size_t)r * row_bytes, row_bytes, xt, x_stride, yt, rows);
         }
