@@ -266,7 +266,7 @@ int elk_gemv_avx2(int wtype, int nb, const uint8_t *w, size_t row_bytes, int r0,
 
 typedef struct {
     __m256i xlo, xhi; /* activation bytes 0-15 / 16-31 of blocks 2j and 2j+1 */
-    __m256i fix;      /* lane l: -8 * (the 8 activation bytes that meet lane l's nibbles) */
+    __m256i fix;      /* (AVX-VNNI) lane l: -8 * (the 8 activation bytes that meet lane l's nibbles) */
 } gemv2_pair;
 
 ELK_INLINE __m256i q4_pair_sums(const elk_block_q4_0 *bb, const gemv2_pair *q)
@@ -379,16 +379,20 @@ static void gemv_q4_0_256(int nb, const uint8_t *w, size_t row_bytes, int r0, in
         const elk_block_q8_0 *x2 = xb + 2 * j;
         px[j].xlo = _mm256_loadu2_m128i((const __m128i *)x2[1].qs, (const __m128i *)x2[0].qs);
         px[j].xhi = _mm256_loadu2_m128i((const __m128i *)(x2[1].qs + 16), (const __m128i *)(x2[0].qs + 16));
+#if defined(__AVXVNNI__) /* the vpdpbusd seed; maddubs builds add the correction per 8 blocks */
         const __m256i one8 = _mm256_set1_epi8(1), one16 = _mm256_set1_epi16(1);
         const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(one8, px[j].xlo), _mm256_maddubs_epi16(one8, px[j].xhi));
         px[j].fix = _mm256_mullo_epi32(_mm256_madd_epi16(s16, one16), _mm256_set1_epi32(-8));
+#endif
     }
     for (int g = 0; g < nb / 8; g++) {
         float d[8], f[8];
         for (int e = 0; e < 8; e++) {
             int sx = 0;
+#if !defined(__AVXVNNI__)
             for (int k = 0; k < ELK_QK; k++)
                 sx += xb[8 * g + e].qs[k];
+#endif
             d[e] = fp16(xb[8 * g + e].d);
             f[e] = (float)(-8 * sx); /* exact: |8 * sx| < 2^15 */
         }
