@@ -87,6 +87,22 @@ def _chat(port, *extra, n=40):
     return elk("chat", "--port", port, "-p", PROMPT, "--raw", "-n", n, *extra)
 
 
+def _cut_during(emu, args, delay, where):
+    """`elk ARGS` against the board, its power cut `delay` seconds later; the command's result (it must end
+    within 60 s of the cut: a hang is a failure naming `where`)."""
+    proc = subprocess.Popen([sys.executable, "-m", "elk", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    emu.kill()
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"{where}: elk {args[0]} hung after the board's power was cut") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def _recorded_flash(port, image, **kw):
     line = FaultLine(port, random.Random(0))
     try:
@@ -357,19 +373,9 @@ def test_power_cut_while_the_board_generates(images, reference, tmp_path):
         with _board(flash=flash_file) as emu:
             assert flashing.flash([emu.port], images["x"], progress=False)[0].ok
         with _board(flash=flash_file, baud=baud) as emu:
-            proc = subprocess.Popen([sys.executable, "-m", "elk", "chat", "--port", emu.port, "--baud", str(baud),
-                                     "-p", PROMPT, "--raw", "-n", "400"], cwd=ROOT, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-            time.sleep(delay)
-            emu.kill()
-            try:
-                out, err = proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-                raise AssertionError(f"{where}: elk chat hung after the board's power was cut") from None
+            r = _cut_during(emu, ("chat", "--port", emu.port, "--baud", baud, "-p", PROMPT, "--raw", "-n", 400),
+                            delay, where)
         CAMPAIGN.count("cut_gen")
-        r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         if r.returncode != 0:
             one_line_error(r, where)
         with _board(flash=flash_file) as emu:
@@ -473,18 +479,9 @@ def test_throttled_line(images, reference, tmp_path):
             delay = rng.uniform(0.2, 1.5)
             where += f", no faster rate, cut after {delay:.3f} s)"
             with _board(flash=flash_file, baud=baud, max_baud=baud) as emu:
-                proc = subprocess.Popen([sys.executable, "-m", "elk", "flash", str(images["y"]), "--port", emu.port,
-                                         "--quiet", "--connect-baud", str(baud)], cwd=ROOT, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
-                time.sleep(delay)
-                emu.kill()
-                try:
-                    out, err = proc.communicate(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.communicate()
-                    raise AssertionError(f"{where}: elk flash hung after the cut") from None
-            one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), where)
+                r = _cut_during(emu, ("flash", images["y"], "--port", emu.port, "--quiet", "--connect-baud", baud),
+                                delay, where)
+            one_line_error(r, where)
             _after_cut(flash_file, images, "x", "y", False, where, baud=baud)
         elif action in ("chat", "status"):
             with _board(flash=flash_file, baud=baud) as emu:
@@ -586,19 +583,10 @@ def test_qemu_board_keeps_its_image_through_power_cuts(images, reference, tmp_pa
             flash_ok(emu.port, images["y"], where, baud=115200)
             info = holds(emu.port, images, "y", where, baud=115200)
             assert images["sha"].get(info.slots[info.previous].sha256) == "x", f"{where}: {info}"
-            proc = subprocess.Popen([sys.executable, "-m", "elk", "chat", "--port", emu.port, "--baud", "115200",
-                                     "-p", PROMPT, "--raw", "-n", "400"], cwd=ROOT, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-            time.sleep(delay)
-            emu.kill()
-            try:
-                out, err = proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-                raise AssertionError(f"{where}: elk chat hung after the cut") from None
-            if proc.returncode != 0:
-                one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), where)
+            r = _cut_during(emu, ("chat", "--port", emu.port, "--baud", 115200, "-p", PROMPT, "--raw", "-n", 400),
+                            delay, where)
+            if r.returncode != 0:
+                one_line_error(r, where)
         CAMPAIGN.count("qemu_cut", int(fl.cut) + 1)
         with board() as emu:
             assert check_committed(emu, flash_file, images, {"y"}, where) == "y", where
